@@ -1,0 +1,1 @@
+//! On-disk format v1 (see docs/FORMAT.md).

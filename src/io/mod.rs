@@ -1,0 +1,1 @@
+//! O_DIRECT I/O engines.

@@ -1,0 +1,10 @@
+//! diskbeat: a high-availability layer for virtualization pools built around a shared heartbeat disk.
+//!
+//! Pure code (no syscalls, no clock): [`format`], [`timing`], [`planner`].
+//! I/O: [`io`]. User interfaces: [`cli`].
+
+pub mod cli;
+pub mod format;
+pub mod io;
+pub mod planner;
+pub mod timing;

@@ -1,0 +1,1 @@
+//! Failover planner: protection levels, host failures tolerated, restart plans (pure code).

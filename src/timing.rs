@@ -1,0 +1,1 @@
+//! Timing derived from one base timeout (placeholder, filled in by the format/engine work).
