@@ -1,1 +1,201 @@
-//! On-disk format v1 (see docs/FORMAT.md).
+//! On-disk format v1. `docs/FORMAT.md` is the normative spec; this module mirrors it.
+//!
+//! Every structure is a `zerocopy` struct of little-endian fields with a compile-time size assert.
+//! Every structure starts with its crc32c, which covers the rest of the structure, and carries the
+//! cluster UUID so a record read from (or written to) the wrong LUN is caught.
+//!
+//! Decoding never trusts the bytes: `decode` validates checksum, magic, version, cluster and slot
+//! index, and returns a typed reason on failure. Pure code: no I/O, no clock.
+
+pub mod extent;
+pub mod layout;
+pub mod mailbox;
+pub mod record;
+pub mod superblock;
+
+pub use layout::Layout;
+
+/// Format major version: readers refuse other majors.
+pub const VERSION_MAJOR: u16 = 1;
+/// Format minor version: additive changes only (fields carved out of reserved bytes).
+pub const VERSION_MINOR: u16 = 0;
+
+/// Highest number of slots a cluster may be formatted with (sanlock's 2000 is the highest prior art).
+pub const MAX_SLOTS: u32 = 2048;
+/// Every on-disk structure is 512 bytes: it fits one logical sector on 512n, 512e and 4Kn devices.
+pub const STRUCT_SIZE: usize = 512;
+/// Region alignment: the largest logical sector size we support. Every region starts on a multiple.
+pub const ALIGN: u64 = 4096;
+/// Host and cluster names: NUL-padded UTF-8, at most this many bytes.
+pub const NAME_LEN: usize = 64;
+/// Bytes of the network-view bitmap: one bit per possible slot.
+pub const NET_VIEW_BYTES: usize = (MAX_SLOTS / 8) as usize;
+
+/// Why a structure read from disk is not trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Corruption {
+    #[error("all bytes are zero (never formatted, or wiped)")]
+    Zeroed,
+    #[error("bad magic (not a diskbeat structure of this kind)")]
+    BadMagic,
+    #[error("checksum mismatch (torn, corrupted or misdirected write)")]
+    BadChecksum,
+    #[error("unsupported format version {major}.{minor} (this build reads {VERSION_MAJOR}.x)")]
+    UnsupportedVersion { major: u16, minor: u16 },
+    #[error("belongs to another cluster (wrong LUN or stale data)")]
+    WrongCluster,
+    #[error("slot index {found} found in slot {expected} (misdirected write)")]
+    WrongSlot { expected: u32, found: u32 },
+    #[error("invalid state code {0}")]
+    BadState(u16),
+    #[error("invalid field: {0}")]
+    BadField(&'static str),
+    #[error("reserved bytes are not zero (written by a newer or broken writer)")]
+    ReservedNotZero,
+}
+
+/// crc32c of `bytes`. Every checksum in the format is crc32c (Castagnoli) with the standard
+/// initial value, over the bytes that follow the checksum field.
+#[inline]
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+/// Encodes a name into a fixed NUL-padded field. Names must be non-empty, at most `NAME_LEN` bytes
+/// of UTF-8, without NUL or control characters.
+pub fn encode_name(name: &str) -> Result<[u8; NAME_LEN], NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > NAME_LEN {
+        return Err(NameError::TooLong { len: name.len() });
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(NameError::ControlChar);
+    }
+    let mut out = [0u8; NAME_LEN];
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(out)
+}
+
+/// Decodes a NUL-padded name field; `None` when it is not valid UTF-8 or has bytes after the padding.
+pub fn decode_name(field: &[u8; NAME_LEN]) -> Option<&str> {
+    let len = field.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+    if field[len..].iter().any(|&b| b != 0) {
+        return None;
+    }
+    std::str::from_utf8(&field[..len]).ok()
+}
+
+/// A bad host or cluster name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name is empty")]
+    Empty,
+    #[error("name is {len} bytes; at most {NAME_LEN} bytes of UTF-8 are allowed")]
+    TooLong { len: usize },
+    #[error("name contains control characters")]
+    ControlChar,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let f = encode_name("host-01.example").unwrap();
+        assert_eq!(decode_name(&f), Some("host-01.example"));
+        assert_eq!(encode_name(""), Err(NameError::Empty));
+        assert!(matches!(encode_name(&"x".repeat(65)), Err(NameError::TooLong { len: 65 })));
+        assert_eq!(encode_name("a\nb"), Err(NameError::ControlChar));
+        let mut bad = encode_name("ab").unwrap();
+        bad[5] = b'x';
+        assert_eq!(decode_name(&bad), None);
+    }
+}
+
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// The 32 bytes every on-disk structure starts with.
+///
+/// | off | size | field         |
+/// |-----|------|---------------|
+/// | 0   | 4    | crc32c of bytes 4..512 of the structure |
+/// | 4   | 8    | magic (kind of structure) |
+/// | 12  | 2    | version_major |
+/// | 14  | 2    | version_minor |
+/// | 16  | 16   | cluster_uuid  |
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Header {
+    pub crc32c: U32,
+    pub magic: [u8; 8],
+    pub version_major: U16,
+    pub version_minor: U16,
+    pub cluster_uuid: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Header>() == 32);
+
+impl Header {
+    /// A header for a structure of kind `magic` in `cluster`; the checksum is filled in by `seal`.
+    pub fn new(magic: [u8; 8], cluster_uuid: uuid::Uuid) -> Header {
+        Header {
+            crc32c: U32::new(0),
+            magic,
+            version_major: U16::new(VERSION_MAJOR),
+            version_minor: U16::new(VERSION_MINOR),
+            cluster_uuid: cluster_uuid.into_bytes(),
+        }
+    }
+}
+
+/// A 512-byte on-disk structure that starts with a [`Header`].
+pub trait OnDisk: FromBytes + IntoBytes + KnownLayout + Immutable + Unaligned + Sized {
+    const MAGIC: [u8; 8];
+    fn header(&self) -> &Header;
+}
+
+/// Writes `value` into the first 512 bytes of `out` and seals it with its checksum.
+pub fn seal<T: OnDisk>(value: &T, out: &mut [u8]) {
+    assert!(out.len() >= STRUCT_SIZE, "output buffer shorter than a structure");
+    let out = &mut out[..STRUCT_SIZE];
+    out.copy_from_slice(value.as_bytes());
+    let crc = checksum(&out[4..]);
+    out[..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Validates the first 512 bytes of `bytes` as a `T` of `cluster` (any cluster when `None`) and
+/// returns a view of it. Checks, in order: zeroed, magic, checksum, major version, cluster.
+pub fn validate<'a, T: OnDisk>(bytes: &'a [u8], cluster: Option<&uuid::Uuid>) -> Result<&'a T, Corruption> {
+    assert!(bytes.len() >= STRUCT_SIZE, "input shorter than a structure");
+    let bytes = &bytes[..STRUCT_SIZE];
+    let value = T::ref_from_bytes(bytes).expect("size asserted at compile time");
+    let h = value.header();
+    if h.magic != T::MAGIC {
+        return Err(if bytes.iter().all(|&b| b == 0) { Corruption::Zeroed } else { Corruption::BadMagic });
+    }
+    if h.crc32c.get() != checksum(&bytes[4..]) {
+        return Err(Corruption::BadChecksum);
+    }
+    if h.version_major.get() != VERSION_MAJOR {
+        return Err(Corruption::UnsupportedVersion {
+            major: h.version_major.get(),
+            minor: h.version_minor.get(),
+        });
+    }
+    if let Some(c) = cluster {
+        if h.cluster_uuid != *c.as_bytes() {
+            return Err(Corruption::WrongCluster);
+        }
+    }
+    Ok(value)
+}
+
+/// True when every byte is zero. Reserved fields must be; a newer minor version may use them, so
+/// callers only enforce this for minor versions they know.
+pub fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}

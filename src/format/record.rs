@@ -1,0 +1,301 @@
+//! Heartbeat records: slot i of the record table holds the record only host i writes.
+
+use super::{decode_name, encode_name, validate, Corruption, Header, NameError, OnDisk};
+use super::{MAX_SLOTS, NAME_LEN, NET_VIEW_BYTES};
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+pub const MAGIC: [u8; 8] = *b"DBRECORD";
+
+/// On-disk mirror of a heartbeat record (docs/FORMAT.md, "Record").
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RecordRaw {
+    pub header: Header,                 // 0..32
+    pub slot: U32,                      // 32
+    pub state: U16,                     // 36
+    pub flags: U16,                     // 38
+    pub host_uuid: [u8; 16],            // 40
+    pub generation: U64,                // 56
+    pub sequence: U64,                  // 64
+    pub monotonic_ms: U64,              // 72
+    pub io_timeout_ms: U32,             // 80
+    pub interval_ms: U32,               // 84
+    pub host_name: [u8; NAME_LEN],      // 88..152
+    pub net_view: [u8; NET_VIEW_BYTES], // 152..408
+    pub mailbox_ack: U64,               // 408
+    pub reserved: [u8; 96],             // 416..512
+}
+const _: () = assert!(core::mem::size_of::<RecordRaw>() == super::STRUCT_SIZE);
+
+impl OnDisk for RecordRaw {
+    const MAGIC: [u8; 8] = MAGIC;
+    fn header(&self) -> &Header {
+        &self.header
+    }
+}
+
+/// What the writer of a record says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u16)]
+pub enum State {
+    /// Never acquired since mkfs.
+    Free = 0,
+    /// Acquiring the slot: written once, then verified after 2 x io timeout.
+    Joining = 1,
+    /// Heartbeating.
+    Live = 2,
+    /// Left cleanly: peers may treat it as gone at once.
+    Leaving = 3,
+    /// Decided to fence itself; the fence action is under way.
+    SelfFencing = 4,
+    /// Fenced itself and survived (log-only or exec actions).
+    Fenced = 5,
+}
+
+impl State {
+    pub fn from_code(code: u16) -> Option<State> {
+        Some(match code {
+            0 => State::Free,
+            1 => State::Joining,
+            2 => State::Live,
+            3 => State::Leaving,
+            4 => State::SelfFencing,
+            5 => State::Fenced,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Free => "free",
+            State::Joining => "joining",
+            State::Live => "live",
+            State::Leaving => "leaving",
+            State::SelfFencing => "self_fencing",
+            State::Fenced => "fenced",
+        }
+    }
+}
+
+/// A host's view of which slots it hears on the network: one bit per slot, bit i of byte i/8.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NetView(pub [u8; NET_VIEW_BYTES]);
+
+impl NetView {
+    pub const EMPTY: NetView = NetView([0; NET_VIEW_BYTES]);
+    pub fn set(&mut self, slot: u32, on: bool) {
+        assert!(slot < MAX_SLOTS);
+        let (byte, bit) = ((slot / 8) as usize, slot % 8);
+        if on {
+            self.0[byte] |= 1 << bit
+        } else {
+            self.0[byte] &= !(1 << bit)
+        }
+    }
+    pub fn get(&self, slot: u32) -> bool {
+        slot < MAX_SLOTS && self.0[(slot / 8) as usize] & (1 << (slot % 8)) != 0
+    }
+    pub fn count(&self) -> u32 {
+        self.0.iter().map(|b| b.count_ones()).sum()
+    }
+    /// Slots whose bit is set, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..MAX_SLOTS).filter(|&s| self.get(s))
+    }
+}
+
+impl std::fmt::Debug for NetView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// A typed record. Fixed-size fields only: building and encoding one never allocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub cluster_uuid: uuid::Uuid,
+    pub slot: u32,
+    pub state: State,
+    pub host_uuid: uuid::Uuid,
+    /// Bumped every time a host acquires the slot: a restart is visible.
+    pub generation: u64,
+    /// Bumped on every write: the only thing that proves liveness.
+    pub sequence: u64,
+    /// The writer's monotonic clock; informational only, never compared across hosts.
+    pub monotonic_ms: u64,
+    pub io_timeout_ms: u32,
+    pub interval_ms: u32,
+    pub host_name: [u8; NAME_LEN],
+    pub net_view: NetView,
+    /// Request id of the last mailbox request this host acted on (0: none).
+    pub mailbox_ack: u64,
+}
+
+impl Record {
+    /// The record mkfs writes into every slot.
+    pub fn free(cluster_uuid: uuid::Uuid, slot: u32) -> Record {
+        Record {
+            cluster_uuid,
+            slot,
+            state: State::Free,
+            host_uuid: uuid::Uuid::nil(),
+            generation: 0,
+            sequence: 0,
+            monotonic_ms: 0,
+            io_timeout_ms: 0,
+            interval_ms: 0,
+            host_name: [0; NAME_LEN],
+            net_view: NetView::EMPTY,
+            mailbox_ack: 0,
+        }
+    }
+
+    pub fn set_host_name(&mut self, name: &str) -> Result<(), NameError> {
+        self.host_name = encode_name(name)?;
+        Ok(())
+    }
+
+    /// The host name ("" for a free slot; "?" cannot happen for a validated record).
+    pub fn host_name(&self) -> &str {
+        decode_name(&self.host_name).unwrap_or("?")
+    }
+
+    fn to_raw(&self) -> RecordRaw {
+        RecordRaw {
+            header: Header::new(MAGIC, self.cluster_uuid),
+            slot: U32::new(self.slot),
+            state: U16::new(self.state as u16),
+            flags: U16::new(0),
+            host_uuid: self.host_uuid.into_bytes(),
+            generation: U64::new(self.generation),
+            sequence: U64::new(self.sequence),
+            monotonic_ms: U64::new(self.monotonic_ms),
+            io_timeout_ms: U32::new(self.io_timeout_ms),
+            interval_ms: U32::new(self.interval_ms),
+            host_name: self.host_name,
+            net_view: self.net_view.0,
+            mailbox_ack: U64::new(self.mailbox_ack),
+            reserved: [0; 96],
+        }
+    }
+
+    /// Encodes into the first 512 bytes of `out`. The caller zeroes the rest of the slot once.
+    pub fn encode(&self, out: &mut [u8]) {
+        assert!(self.slot < MAX_SLOTS, "slot {} out of range", self.slot);
+        super::seal(&self.to_raw(), out);
+    }
+
+    /// Validates `bytes` as the record of `slot` in `cluster`, without copying it.
+    pub fn validate<'a>(
+        bytes: &'a [u8],
+        cluster: &uuid::Uuid,
+        slot: u32,
+    ) -> Result<&'a RecordRaw, Corruption> {
+        let raw: &RecordRaw = validate(bytes, Some(cluster))?;
+        if raw.slot.get() != slot {
+            return Err(Corruption::WrongSlot { expected: slot, found: raw.slot.get() });
+        }
+        let state = State::from_code(raw.state.get()).ok_or(Corruption::BadState(raw.state.get()))?;
+        if raw.header.version_minor.get() <= super::VERSION_MINOR
+            && (raw.flags.get() != 0 || !super::all_zero(&raw.reserved))
+        {
+            return Err(Corruption::ReservedNotZero);
+        }
+        match decode_name(&raw.host_name) {
+            None => return Err(Corruption::BadField("host_name")),
+            Some("") if state != State::Free => return Err(Corruption::BadField("host_name")),
+            _ => {}
+        }
+        Ok(raw)
+    }
+
+    /// Validates and copies out the record of `slot` in `cluster`.
+    pub fn decode(bytes: &[u8], cluster: &uuid::Uuid, slot: u32) -> Result<Record, Corruption> {
+        Record::validate(bytes, cluster, slot).map(Record::from_raw)
+    }
+
+    /// Copies a validated raw record into a typed one.
+    pub fn from_raw(raw: &RecordRaw) -> Record {
+        Record {
+            cluster_uuid: uuid::Uuid::from_bytes(raw.header.cluster_uuid),
+            slot: raw.slot.get(),
+            state: State::from_code(raw.state.get()).expect("validated"),
+            host_uuid: uuid::Uuid::from_bytes(raw.host_uuid),
+            generation: raw.generation.get(),
+            sequence: raw.sequence.get(),
+            monotonic_ms: raw.monotonic_ms.get(),
+            io_timeout_ms: raw.io_timeout_ms.get(),
+            interval_ms: raw.interval_ms.get(),
+            host_name: raw.host_name,
+            net_view: NetView(raw.net_view),
+            mailbox_ack: raw.mailbox_ack.get(),
+        }
+    }
+}
+
+impl RecordRaw {
+    /// The state of a validated record.
+    pub fn state(&self) -> State {
+        State::from_code(self.state.get()).expect("validated records have a known state")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Record {
+        let mut r = Record::free(uuid::Uuid::from_u128(0x1111_2222_3333_4444_5555_6666_7777_8888), 5);
+        r.state = State::Live;
+        r.host_uuid = uuid::Uuid::from_u128(0xaaaa_bbbb_cccc_dddd_eeee_ffff_0000_1111);
+        r.generation = 3;
+        r.sequence = 0x0102_0304_0506_0708;
+        r.monotonic_ms = 123_456_789;
+        r.io_timeout_ms = 10_000;
+        r.interval_ms = 2_000;
+        r.set_host_name("hv-05").unwrap();
+        r.net_view.set(0, true);
+        r.net_view.set(5, true);
+        r.net_view.set(2047, true);
+        r.mailbox_ack = 42;
+        r
+    }
+
+    #[test]
+    fn round_trip_and_checks() {
+        let r = sample();
+        let mut buf = [0u8; 512];
+        r.encode(&mut buf);
+        assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
+        assert_eq!(
+            Record::decode(&buf, &r.cluster_uuid, 6),
+            Err(Corruption::WrongSlot { expected: 6, found: 5 })
+        );
+        assert_eq!(Record::decode(&buf, &uuid::Uuid::nil(), 5), Err(Corruption::WrongCluster));
+        assert_eq!(Record::decode(&[0u8; 512], &r.cluster_uuid, 5), Err(Corruption::Zeroed));
+    }
+
+    /// Pins the byte layout: if this fails, the format changed and the version must be bumped.
+    #[test]
+    fn golden_bytes() {
+        let mut buf = [0u8; 512];
+        sample().encode(&mut buf);
+        assert_eq!(&buf[4..12], b"DBRECORD");
+        assert_eq!(&buf[12..16], &[1, 0, 0, 0]);
+        assert_eq!(&buf[32..36], &5u32.to_le_bytes());
+        assert_eq!(&buf[36..38], &2u16.to_le_bytes());
+        assert_eq!(&buf[56..64], &3u64.to_le_bytes());
+        assert_eq!(&buf[64..72], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(&buf[88..93], b"hv-05");
+        assert_eq!(buf[152], 0b0010_0001);
+        assert_eq!(buf[152 + 255], 0b1000_0000);
+        assert_eq!(&buf[408..416], &42u64.to_le_bytes());
+        assert!(buf[416..].iter().all(|&b| b == 0));
+        let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+        assert_eq!(crc, crc32c::crc32c(&buf[4..]));
+        assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
+    }
+    const GOLDEN_CRC: u32 = 0x593d_47f3;
+}
