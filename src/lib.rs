@@ -4,7 +4,9 @@
 //! I/O: [`io`]. User interfaces: [`cli`].
 
 pub mod cli;
+pub mod disk;
 pub mod format;
 pub mod io;
+pub mod mkfs;
 pub mod planner;
 pub mod timing;

@@ -122,6 +122,9 @@ impl Superblock {
                 return Err(SuperblockError::RegionTable(name));
             }
         }
+        if crate::timing::Timing::from_base(raw.base_timeout_ms.get()).is_err() {
+            return Err(Corruption::BadField("base_timeout_ms").into());
+        }
         let cluster_name = decode_name(&raw.cluster_name).ok_or(SuperblockError::ClusterName)?.to_owned();
         if cluster_name.is_empty() {
             return Err(SuperblockError::ClusterName);

@@ -1,0 +1,291 @@
+//! A formatted heartbeat disk: the superblock, an engine with buffers sized for it, and the
+//! sweep's ops built once. Shared by `inspect`, `probe`, `fence` and the daemon.
+//!
+//! A sweep reads the whole record table in contiguous chunks the device accepts, plus (for a
+//! host) its own mailbox sector, in one submission. A chunk that fails with an error is read
+//! again slot by slot, so one bad sector costs one slot, not the chunk; a chunk that times out is
+//! not retried (the device is slow: retrying would double the delay).
+
+use crate::format::mailbox::Mailbox;
+use crate::format::record::Record;
+use crate::format::superblock::{Superblock, SuperblockError};
+use crate::format::Corruption;
+use crate::io::{Access, AlignedBuf, BufId, Device, Dir, Engine, EngineKind, IoError, Op, Outcome, Status};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::Duration;
+
+pub const BUF_TABLE: BufId = 0;
+pub const BUF_MAILBOX_READ: BufId = 1;
+pub const BUF_RECORD: BufId = 2;
+pub const BUF_MAILBOX_WRITE: BufId = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("{path}: cannot read the superblock: {reason}")]
+    SuperblockRead { path: String, reason: String },
+    #[error("{path}: no diskbeat superblock ({reason}); format it with `diskbeat mkfs {path}`")]
+    NotFormatted { path: String, reason: Corruption },
+    #[error("{path}: the superblock is corrupt: {source}; do not use this disk for heartbeats until it is \
+             re-formatted (`diskbeat mkfs --force`, after stopping every daemon)")]
+    Corrupt { path: String, source: SuperblockError },
+    #[error("{path}: formatted for {formatted}-byte sectors but the device now has {device}-byte logical \
+             sectors; re-format it for this device")]
+    SectorMismatch { path: String, formatted: u32, device: u32 },
+    #[error("{path}: the device ({device} bytes) is smaller than its format needs ({needed} bytes): \
+             was the LUN shrunk or the wrong device given?")]
+    Shrunk { path: String, device: u64, needed: u64 },
+    #[error("slot {slot} does not exist: this disk has {count} slots (0..{count})")]
+    NoSuchSlot { slot: u32, count: u32 },
+}
+
+/// Reads and validates the superblock with one aligned pread.
+pub fn read_superblock(dev: &Device) -> Result<Superblock, DiskError> {
+    let path = dev.path.display().to_string();
+    let mut buf = AlignedBuf::new(4096).map_err(IoError::Alloc)?;
+    let n = nix::sys::uio::pread(dev.fd.as_fd(), buf.as_mut_slice(), 0)
+        .map_err(|e| DiskError::SuperblockRead { path: path.clone(), reason: e.desc().into() })?;
+    if n < 512 {
+        return Err(DiskError::SuperblockRead { path, reason: format!("short read ({n} bytes)") });
+    }
+    match Superblock::decode(buf.as_slice()) {
+        Ok(sb) => Ok(sb),
+        Err(SuperblockError::Corrupt(c @ (Corruption::Zeroed | Corruption::BadMagic))) => {
+            Err(DiskError::NotFormatted { path, reason: c })
+        }
+        Err(e) => Err(DiskError::Corrupt { path, source: e }),
+    }
+}
+
+/// Summary of one sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// From submission to the last completion of the main batch.
+    pub latency_us: u32,
+    /// Chunks that failed (error) or timed out.
+    pub chunks_failed: u32,
+    pub chunks_timed_out: u32,
+    /// Slots whose bytes could not be read, after per-slot retries.
+    pub slots_unreadable: u32,
+    /// Whether the own mailbox (if any) was read.
+    pub mailbox_ok: bool,
+}
+
+impl SweepStats {
+    /// A sweep that read every slot (and the mailbox, if asked) in time.
+    pub fn complete(&self) -> bool {
+        self.chunks_failed == 0 && self.slots_unreadable == 0
+    }
+}
+
+/// An open, formatted heartbeat disk.
+pub struct Disk {
+    engine: Engine,
+    sb: Superblock,
+    /// `[chunk reads..][own mailbox read?][per-slot reads (retries)..]`.
+    ops: Vec<Op>,
+    chunks: usize,
+    slots_per_chunk: u32,
+    own_slot: Option<u32>,
+}
+
+impl Disk {
+    /// Opens and validates a formatted device. `own_slot` adds that slot's mailbox to each sweep.
+    pub fn open(path: &Path, access: Access, kind: EngineKind, own_slot: Option<u32>) -> Result<Disk, DiskError> {
+        let dev = Device::open(path, access)?;
+        let sb = read_superblock(&dev)?;
+        Disk::with_superblock(dev, sb, kind, own_slot)
+    }
+
+    /// Builds the engine and the sweep ops for an already validated superblock.
+    pub fn with_superblock(dev: Device, sb: Superblock, kind: EngineKind, own_slot: Option<u32>) -> Result<Disk, DiskError> {
+        let path = dev.path.display().to_string();
+        let l = sb.layout;
+        if l.sector_size < dev.logical_sector_size || l.slot_size < dev.logical_sector_size {
+            return Err(DiskError::SectorMismatch { path, formatted: l.sector_size, device: dev.logical_sector_size });
+        }
+        if dev.size_bytes < l.total_size() {
+            return Err(DiskError::Shrunk { path, device: dev.size_bytes, needed: l.total_size() });
+        }
+        if let Some(s) = own_slot {
+            if s >= l.slot_count {
+                return Err(DiskError::NoSuchSlot { slot: s, count: l.slot_count });
+            }
+        }
+        let slot = l.slot_size as usize;
+        let chunk_len = ((dev.max_io_bytes as usize / slot).max(1)) * slot;
+        let table_len = l.record_table_len();
+        let mut ops = Vec::new();
+        let mut off = 0;
+        while off < table_len {
+            let len = chunk_len.min(table_len - off);
+            ops.push(Op { dir: Dir::Read, offset: l.records.offset + off as u64, buf: BUF_TABLE, buf_off: off, len });
+            off += len;
+        }
+        let chunks = ops.len();
+        if let Some(s) = own_slot {
+            ops.push(Op { dir: Dir::Read, offset: l.mailbox_offset(s), buf: BUF_MAILBOX_READ, buf_off: 0, len: slot });
+        }
+        for s in 0..l.slot_count {
+            let buf_off = s as usize * slot;
+            ops.push(Op { dir: Dir::Read, offset: l.record_offset(s), buf: BUF_TABLE, buf_off, len: slot });
+        }
+        let sizes = [table_len, slot, slot, slot];
+        let engine = Engine::new(dev, kind, &sizes, ops.len())?;
+        Ok(Disk { engine, sb, ops, chunks, slots_per_chunk: (chunk_len / slot) as u32, own_slot })
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    fn retry_base(&self) -> usize {
+        self.chunks + usize::from(self.own_slot.is_some())
+    }
+
+    /// Reads the record table (and own mailbox) in one submission; retries failed chunks per slot.
+    /// Never allocates. Read failures are reported per slot through `slot_bytes`.
+    pub fn sweep(&mut self, timeout: Duration) -> Result<SweepStats, DiskError> {
+        let main = self.retry_base();
+        let outcomes = self.engine.submit_at(&self.ops[..main], 0, timeout)?;
+        let mut stats = SweepStats {
+            latency_us: outcomes.iter().map(|o| o.latency_us).max().unwrap_or(0),
+            mailbox_ok: self.own_slot.is_none() || outcomes[self.chunks].is_done(),
+            ..SweepStats::default()
+        };
+        let count = self.sb.layout.slot_count;
+        for c in 0..self.chunks {
+            let first = c as u32 * self.slots_per_chunk;
+            let last = (first + self.slots_per_chunk).min(count);
+            match self.engine.outcome(c).status {
+                Status::Done => {}
+                Status::TimedOut | Status::Busy => {
+                    stats.chunks_failed += 1;
+                    stats.chunks_timed_out += 1;
+                    stats.slots_unreadable += last - first;
+                }
+                Status::Failed(_) | Status::Short(_) => {
+                    stats.chunks_failed += 1;
+                    let range = main + first as usize..main + last as usize;
+                    let outcomes = self.engine.submit_at(&self.ops[range.clone()], range.start, timeout)?;
+                    stats.slots_unreadable += outcomes.iter().filter(|o| !o.is_done()).count() as u32;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The bytes of `slot`'s record from the last sweep, or why they could not be read.
+    pub fn slot_bytes(&self, slot: u32) -> Result<&[u8], Status> {
+        assert!(slot < self.sb.layout.slot_count);
+        let c = (slot / self.slots_per_chunk) as usize;
+        let slot_len = self.sb.layout.slot_size as usize;
+        let chunk = &self.ops[c];
+        if let Some(data) = self.engine.data_at(chunk, c) {
+            let off = (slot - c as u32 * self.slots_per_chunk) as usize * slot_len;
+            return Ok(&data[off..off + slot_len]);
+        }
+        let chunk_status = self.engine.outcome(c).status;
+        if matches!(chunk_status, Status::TimedOut | Status::Busy) {
+            return Err(chunk_status);
+        }
+        let i = self.retry_base() + slot as usize;
+        self.engine.data_at(&self.ops[i], i).ok_or(self.engine.outcome(i).status)
+    }
+
+    /// The own mailbox sector from the last sweep.
+    pub fn mailbox_bytes(&self) -> Result<&[u8], Status> {
+        assert!(self.own_slot.is_some(), "opened without an own slot");
+        let i = self.chunks;
+        self.engine.data_at(&self.ops[i], i).ok_or(self.engine.outcome(i).status)
+    }
+
+    /// Writes `rec` into its slot with one submission. The encoded bytes are verified before the
+    /// write (a record we could not read back is never written).
+    pub fn write_record(&mut self, rec: &Record, timeout: Duration) -> Result<Outcome, DiskError> {
+        let l = self.sb.layout;
+        let slot_len = l.slot_size as usize;
+        let buf = self.engine.buf_mut(BUF_RECORD)?;
+        rec.encode(buf);
+        debug_assert!(buf[512..slot_len].iter().all(|&b| b == 0), "slot padding must stay zero");
+        assert_eq!(Record::decode(buf, &self.sb.cluster_uuid, rec.slot).as_ref(), Ok(rec), "record does not round-trip");
+        let op = Op { dir: Dir::Write, offset: l.record_offset(rec.slot), buf: BUF_RECORD, buf_off: 0, len: slot_len };
+        Ok(self.engine.submit(&[op], timeout)?[0])
+    }
+
+    /// Writes `mb` into the mailbox of `mb.target_slot`.
+    pub fn write_mailbox(&mut self, mb: &Mailbox, timeout: Duration) -> Result<Outcome, DiskError> {
+        let l = self.sb.layout;
+        if mb.target_slot >= l.slot_count {
+            return Err(DiskError::NoSuchSlot { slot: mb.target_slot, count: l.slot_count });
+        }
+        let slot_len = l.slot_size as usize;
+        let buf = self.engine.buf_mut(BUF_MAILBOX_WRITE)?;
+        mb.encode(buf);
+        assert_eq!(Mailbox::decode(buf, &self.sb.cluster_uuid, mb.target_slot).as_ref(), Ok(mb));
+        let op = Op {
+            dir: Dir::Write,
+            offset: l.mailbox_offset(mb.target_slot),
+            buf: BUF_MAILBOX_WRITE,
+            buf_off: 0,
+            len: slot_len,
+        };
+        Ok(self.engine.submit(&[op], timeout)?[0])
+    }
+
+    /// Writes one record-sized block of the probe area (the only place `probe` writes on a
+    /// formatted disk).
+    pub fn write_probe(&mut self, index: u32, timeout: Duration) -> Result<Outcome, DiskError> {
+        let l = self.sb.layout;
+        let slot_len = l.slot_size as u64;
+        let blocks = (l.probe.size / slot_len) as u32;
+        let offset = l.probe.offset + u64::from(index % blocks) * slot_len;
+        assert!(offset + slot_len <= l.probe.end());
+        let buf = self.engine.buf_mut(BUF_RECORD)?;
+        buf[..8].copy_from_slice(&u64::from(index).to_le_bytes());
+        let op = Op { dir: Dir::Write, offset, buf: BUF_RECORD, buf_off: 0, len: slot_len as usize };
+        Ok(self.engine.submit(&[op], timeout)?[0])
+    }
+}
+
+/// What one slot held at one sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotView {
+    Record(Record),
+    Corrupt(Corruption),
+    Unreadable(Status),
+}
+
+impl SlotView {
+    pub fn record(&self) -> Option<&Record> {
+        match self {
+            SlotView::Record(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl Disk {
+    /// Decodes every slot of the last sweep (tools only: this allocates).
+    pub fn snapshot(&self) -> Vec<SlotView> {
+        (0..self.sb.layout.slot_count)
+            .map(|s| match self.slot_bytes(s) {
+                Err(status) => SlotView::Unreadable(status),
+                Ok(bytes) => match Record::decode(bytes, &self.sb.cluster_uuid, s) {
+                    Ok(r) => SlotView::Record(r),
+                    Err(c) => SlotView::Corrupt(c),
+                },
+            })
+            .collect()
+    }
+}
