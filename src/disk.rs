@@ -28,14 +28,20 @@ pub enum DiskError {
     SuperblockRead { path: String, reason: String },
     #[error("{path}: no diskbeat superblock ({reason}); format it with `diskbeat mkfs {path}`")]
     NotFormatted { path: String, reason: Corruption },
-    #[error("{path}: the superblock is corrupt: {source}; do not use this disk for heartbeats until it is \
-             re-formatted (`diskbeat mkfs --force`, after stopping every daemon)")]
+    #[error(
+        "{path}: the superblock is corrupt: {source}; do not use this disk for heartbeats until it is \
+             re-formatted (`diskbeat mkfs --force`, after stopping every daemon)"
+    )]
     Corrupt { path: String, source: SuperblockError },
-    #[error("{path}: formatted for {formatted}-byte sectors but the device now has {device}-byte logical \
-             sectors; re-format it for this device")]
+    #[error(
+        "{path}: formatted for {formatted}-byte sectors but the device now has {device}-byte logical \
+             sectors; re-format it for this device"
+    )]
     SectorMismatch { path: String, formatted: u32, device: u32 },
-    #[error("{path}: the device ({device} bytes) is smaller than its format needs ({needed} bytes): \
-             was the LUN shrunk or the wrong device given?")]
+    #[error(
+        "{path}: the device ({device} bytes) is smaller than its format needs ({needed} bytes): \
+             was the LUN shrunk or the wrong device given?"
+    )]
     Shrunk { path: String, device: u64, needed: u64 },
     #[error("slot {slot} does not exist: this disk has {count} slots (0..{count})")]
     NoSuchSlot { slot: u32, count: u32 },
@@ -93,18 +99,32 @@ pub struct Disk {
 
 impl Disk {
     /// Opens and validates a formatted device. `own_slot` adds that slot's mailbox to each sweep.
-    pub fn open(path: &Path, access: Access, kind: EngineKind, own_slot: Option<u32>) -> Result<Disk, DiskError> {
+    pub fn open(
+        path: &Path,
+        access: Access,
+        kind: EngineKind,
+        own_slot: Option<u32>,
+    ) -> Result<Disk, DiskError> {
         let dev = Device::open(path, access)?;
         let sb = read_superblock(&dev)?;
         Disk::with_superblock(dev, sb, kind, own_slot)
     }
 
     /// Builds the engine and the sweep ops for an already validated superblock.
-    pub fn with_superblock(dev: Device, sb: Superblock, kind: EngineKind, own_slot: Option<u32>) -> Result<Disk, DiskError> {
+    pub fn with_superblock(
+        dev: Device,
+        sb: Superblock,
+        kind: EngineKind,
+        own_slot: Option<u32>,
+    ) -> Result<Disk, DiskError> {
         let path = dev.path.display().to_string();
         let l = sb.layout;
         if l.sector_size < dev.logical_sector_size || l.slot_size < dev.logical_sector_size {
-            return Err(DiskError::SectorMismatch { path, formatted: l.sector_size, device: dev.logical_sector_size });
+            return Err(DiskError::SectorMismatch {
+                path,
+                formatted: l.sector_size,
+                device: dev.logical_sector_size,
+            });
         }
         if dev.size_bytes < l.total_size() {
             return Err(DiskError::Shrunk { path, device: dev.size_bytes, needed: l.total_size() });
@@ -121,12 +141,24 @@ impl Disk {
         let mut off = 0;
         while off < table_len {
             let len = chunk_len.min(table_len - off);
-            ops.push(Op { dir: Dir::Read, offset: l.records.offset + off as u64, buf: BUF_TABLE, buf_off: off, len });
+            ops.push(Op {
+                dir: Dir::Read,
+                offset: l.records.offset + off as u64,
+                buf: BUF_TABLE,
+                buf_off: off,
+                len,
+            });
             off += len;
         }
         let chunks = ops.len();
         if let Some(s) = own_slot {
-            ops.push(Op { dir: Dir::Read, offset: l.mailbox_offset(s), buf: BUF_MAILBOX_READ, buf_off: 0, len: slot });
+            ops.push(Op {
+                dir: Dir::Read,
+                offset: l.mailbox_offset(s),
+                buf: BUF_MAILBOX_READ,
+                buf_off: 0,
+                len: slot,
+            });
         }
         for s in 0..l.slot_count {
             let buf_off = s as usize * slot;
@@ -218,8 +250,18 @@ impl Disk {
         let buf = self.engine.buf_mut(BUF_RECORD)?;
         rec.encode(buf);
         debug_assert!(buf[512..slot_len].iter().all(|&b| b == 0), "slot padding must stay zero");
-        assert_eq!(Record::decode(buf, &self.sb.cluster_uuid, rec.slot).as_ref(), Ok(rec), "record does not round-trip");
-        let op = Op { dir: Dir::Write, offset: l.record_offset(rec.slot), buf: BUF_RECORD, buf_off: 0, len: slot_len };
+        assert_eq!(
+            Record::decode(buf, &self.sb.cluster_uuid, rec.slot).as_ref(),
+            Ok(rec),
+            "record does not round-trip"
+        );
+        let op = Op {
+            dir: Dir::Write,
+            offset: l.record_offset(rec.slot),
+            buf: BUF_RECORD,
+            buf_off: 0,
+            len: slot_len,
+        };
         Ok(self.engine.submit(&[op], timeout)?[0])
     }
 

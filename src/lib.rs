@@ -6,7 +6,9 @@
 pub mod cli;
 pub mod disk;
 pub mod format;
+pub mod inspect;
 pub mod io;
 pub mod mkfs;
 pub mod planner;
+pub mod probe;
 pub mod timing;

@@ -115,10 +115,14 @@ pub enum MkfsError {
          writing to this device; refusing even with --force"
     )]
     LiveDevice { path: String, offset: u64, observed_ms: u32 },
-    #[error("{path}: writing the {region} failed ({status:?}); the device holds no valid superblock now: \
-             fix the device and re-run mkfs")]
+    #[error(
+        "{path}: writing the {region} failed ({status:?}); the device holds no valid superblock now: \
+             fix the device and re-run mkfs"
+    )]
     WriteFailed { path: String, region: &'static str, status: Status },
-    #[error("{path}: read-back verification failed ({what}): the device does not keep what is written to it")]
+    #[error(
+        "{path}: read-back verification failed ({what}): the device does not keep what is written to it"
+    )]
     Verify { path: String, what: String },
 }
 
@@ -159,7 +163,11 @@ fn read_block0(dev: &Device) -> Result<(Existing, AlignedBuf), MkfsError> {
 
 /// Watches an existing cluster's record table for `window_ms`: any record whose sequence or
 /// generation changes means a live host. Returns at the first change.
-fn observe_cluster(path: &Path, window_ms: u32, progress: &mut dyn FnMut(&str)) -> Result<Vec<ActiveSlot>, MkfsError> {
+fn observe_cluster(
+    path: &Path,
+    window_ms: u32,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<ActiveSlot>, MkfsError> {
     let mut disk = Disk::open(path, Access::ReadOnly, EngineKind::Auto, None)?;
     let timing = Timing::from_base(disk.superblock().base_timeout_ms).map_err(MkfsError::Timing)?;
     let io_timeout = timing.io_timeout();
@@ -213,7 +221,11 @@ fn observe_raw(dev: &Device, len: u64, window_ms: u32) -> Result<Option<u64>, Mk
 }
 
 /// Formats `path`. `progress` receives human-readable progress lines.
-pub fn mkfs(path: &Path, opts: &MkfsOptions, progress: &mut dyn FnMut(&str)) -> Result<MkfsReport, MkfsError> {
+pub fn mkfs(
+    path: &Path,
+    opts: &MkfsOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<MkfsReport, MkfsError> {
     let path_s = path.display().to_string();
     encode_name(&opts.cluster_name)?;
     let timing = Timing::from_base(opts.base_timeout_ms)?;
@@ -251,9 +263,15 @@ pub fn mkfs(path: &Path, opts: &MkfsOptions, progress: &mut dyn FnMut(&str)) -> 
     match existing {
         Existing::Empty => {}
         Existing::Diskbeat(old) if !opts.force => {
-            return Err(MkfsError::AlreadyFormatted { path: path_s, name: old.cluster_name, uuid: old.cluster_uuid })
+            return Err(MkfsError::AlreadyFormatted {
+                path: path_s,
+                name: old.cluster_name,
+                uuid: old.cluster_uuid,
+            })
         }
-        Existing::Corrupt(reason) if !opts.force => return Err(MkfsError::CorruptExisting { path: path_s, reason }),
+        Existing::Corrupt(reason) if !opts.force => {
+            return Err(MkfsError::CorruptExisting { path: path_s, reason })
+        }
         Existing::Foreign if !opts.force => return Err(MkfsError::ForeignData { path: path_s }),
         Existing::Diskbeat(old) => {
             let window = opts.observe_ms.unwrap_or(Timing::from_base(old.base_timeout_ms)?.host_dead_ms);
@@ -315,12 +333,23 @@ const B_MAILBOXES: usize = 3;
 const B_EXTENTS: usize = 4;
 const BATCH: usize = 256;
 
-fn write_all(dev: Device, sb: &Superblock, kind: EngineKind, progress: &mut dyn FnMut(&str)) -> Result<Engine, MkfsError> {
+fn write_all(
+    dev: Device,
+    sb: &Superblock,
+    kind: EngineKind,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Engine, MkfsError> {
     let l = sb.layout;
     let path = dev.path.display().to_string();
     let chunk = dev.max_io_bytes as usize;
     let n = l.slot_count as usize;
-    let sizes = [ALIGN as usize, l.probe.size as usize, l.records.size as usize, l.mailboxes.size as usize, n * ALIGN as usize];
+    let sizes = [
+        ALIGN as usize,
+        l.probe.size as usize,
+        l.records.size as usize,
+        l.mailboxes.size as usize,
+        n * ALIGN as usize,
+    ];
     let mut engine = Engine::new(dev, kind, &sizes, BATCH)?;
     let timeout = Duration::from_secs(30);
 
@@ -362,17 +391,31 @@ fn write_all(dev: Device, sb: &Superblock, kind: EngineKind, progress: &mut dyn 
     let contiguous = |buf: usize, offset: u64, len: usize| -> Vec<Op> {
         (0..len)
             .step_by(chunk)
-            .map(|off| Op { dir: Dir::Write, offset: offset + off as u64, buf, buf_off: off, len: chunk.min(len - off) })
+            .map(|off| Op {
+                dir: Dir::Write,
+                offset: offset + off as u64,
+                buf,
+                buf_off: off,
+                len: chunk.min(len - off),
+            })
             .collect()
     };
 
     // 1. Invalidate any old superblock first: a crash from here on leaves no valid-looking disk.
-    run(&mut engine, &[Op { dir: Dir::Write, offset: 0, buf: B_SUPER, buf_off: 0, len: ALIGN as usize }], "superblock")?;
+    run(
+        &mut engine,
+        &[Op { dir: Dir::Write, offset: 0, buf: B_SUPER, buf_off: 0, len: ALIGN as usize }],
+        "superblock",
+    )?;
     engine.flush()?;
     progress(&format!("writing {} slots", l.slot_count));
     run(&mut engine, &contiguous(B_PROBE, l.probe.offset, l.probe.size as usize), "probe area")?;
     run(&mut engine, &contiguous(B_RECORDS, l.records.offset, l.records.size as usize), "record table")?;
-    run(&mut engine, &contiguous(B_MAILBOXES, l.mailboxes.offset, l.mailboxes.size as usize), "mailbox table")?;
+    run(
+        &mut engine,
+        &contiguous(B_MAILBOXES, l.mailboxes.offset, l.mailboxes.size as usize),
+        "mailbox table",
+    )?;
     let ext_ops: Vec<Op> = (0..l.slot_count)
         .map(|s| Op {
             dir: Dir::Write,
@@ -385,8 +428,13 @@ fn write_all(dev: Device, sb: &Superblock, kind: EngineKind, progress: &mut dyn 
     run(&mut engine, &ext_ops, "extent headers")?;
     engine.flush()?;
     // 2. Commit.
-    sb.encode(engine.buf_mut(B_SUPER)?).map_err(|e| MkfsError::Verify { path: path.clone(), what: e.to_string() })?;
-    run(&mut engine, &[Op { dir: Dir::Write, offset: 0, buf: B_SUPER, buf_off: 0, len: ALIGN as usize }], "superblock")?;
+    sb.encode(engine.buf_mut(B_SUPER)?)
+        .map_err(|e| MkfsError::Verify { path: path.clone(), what: e.to_string() })?;
+    run(
+        &mut engine,
+        &[Op { dir: Dir::Write, offset: 0, buf: B_SUPER, buf_off: 0, len: ALIGN as usize }],
+        "superblock",
+    )?;
     engine.flush()?;
     Ok(engine)
 }

@@ -61,7 +61,8 @@ impl Timing {
     /// The safety inequality (docs/SAFETY.md): a peer is declared dead only after it must have
     /// fenced itself.
     pub fn check(&self) -> Result<(), TimingError> {
-        let bound = u64::from(self.self_fence_ms) + u64::from(self.interval_ms) + u64::from(self.io_timeout_ms);
+        let bound =
+            u64::from(self.self_fence_ms) + u64::from(self.interval_ms) + u64::from(self.io_timeout_ms);
         if u64::from(self.host_dead_ms) <= bound {
             return Err(TimingError::Unsafe {
                 host_dead_ms: self.host_dead_ms,
@@ -104,7 +105,8 @@ pub fn parse_duration_ms(text: &str) -> Result<u32, String> {
     } else {
         (t, 1000)
     };
-    let value: f64 = num.trim().parse().map_err(|_| format!("'{text}' is not a duration (try 40s, 2s or 500ms)"))?;
+    let value: f64 =
+        num.trim().parse().map_err(|_| format!("'{text}' is not a duration (try 40s, 2s or 500ms)"))?;
     if !value.is_finite() || value < 0.0 {
         return Err(format!("'{text}' is not a positive duration"));
     }
@@ -122,7 +124,10 @@ mod tests {
     #[test]
     fn default_timing_is_safe() {
         let t = Timing::from_base(DEFAULT_BASE_TIMEOUT_MS).unwrap();
-        assert_eq!((t.interval_ms, t.io_timeout_ms, t.self_fence_ms, t.host_dead_ms), (2000, 10_000, 20_000, 40_000));
+        assert_eq!(
+            (t.interval_ms, t.io_timeout_ms, t.self_fence_ms, t.host_dead_ms),
+            (2000, 10_000, 20_000, 40_000)
+        );
         for base in [MIN_BASE_TIMEOUT_MS, 1000, 1234, 7777, MAX_BASE_TIMEOUT_MS] {
             Timing::from_base(base).unwrap();
         }

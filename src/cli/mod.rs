@@ -4,14 +4,21 @@
 //! - 0: success (or, for checks, the answer is "yes")
 //! - 1: refused, failed, or the answer is "no"
 //! - 2: bad input: usage errors, unreadable or invalid files
+//! - 3: (`inspect`) read, but some record is corrupt or unreadable
 
 use clap::{Parser, Subcommand};
 
+pub mod inspect;
+pub mod mkfs;
+pub mod output;
 pub mod plan;
+pub mod probe;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+/// `inspect`: the device was read, but a shown record is corrupt or unreadable.
+pub const EXIT_DEGRADED: u8 = 3;
 
 /// An error that ends a command: printed on stderr as `diskbeat: <message>`, exit with `code`.
 #[derive(Debug)]
@@ -44,6 +51,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Format a device into per-host heartbeat slots.
+    Mkfs(mkfs::Args),
+    /// Show the superblock and slots of a heartbeat disk.
+    Inspect(inspect::Args),
+    /// Measure write and sweep latency and recommend a base timeout.
+    Probe(probe::Args),
     /// Failover planning: host failures tolerated, restart plans, admission checks.
     Plan(plan::Args),
 }
@@ -51,6 +64,9 @@ pub enum Command {
 /// Runs a parsed command line and returns the process exit status.
 pub fn run(cli: Cli) -> u8 {
     let result = match cli.command {
+        Command::Mkfs(args) => mkfs::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::Plan(args) => plan::run(args),
     };
     match result {

@@ -69,7 +69,23 @@ impl Device {
                 }
             }
         }
-        let file = opts.custom_flags(flags).open(path).map_err(|e| open_error(path, access, e))?;
+        opts.custom_flags(flags);
+        // io_uring releases a closed ring's files asynchronously: an exclusive open right after
+        // another diskbeat process exited can see EBUSY for a moment.
+        let mut attempts = 0;
+        let file = loop {
+            match opts.open(path) {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && access == Access::Exclusive
+                        && attempts < 20 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                r => break r.map_err(|e| open_error(path, access, e))?,
+            }
+        };
         let fd: OwnedFd = file.into();
         let (logical, physical, size) = if is_block {
             let (mut l, mut p, mut s): (libc::c_int, libc::c_uint, u64) = (0, 0, 0);
@@ -119,8 +135,10 @@ fn max_io_bytes(_path: &Path, meta: &std::fs::Metadata) -> Option<u32> {
 
 fn open_error(path: &Path, access: Access, e: std::io::Error) -> IoError {
     let hint = match e.raw_os_error() {
-        Some(libc::EINVAL) => "the file system does not support O_DIRECT (tmpfs, some FUSE mounts): \
-                               use a block device, or a file on ext4/xfs",
+        Some(libc::EINVAL) => {
+            "the file system does not support O_DIRECT (tmpfs, some FUSE mounts): \
+                               use a block device, or a file on ext4/xfs"
+        }
         Some(libc::EBUSY) if access == Access::Exclusive => {
             "the device is in use (mounted, or claimed by another program): unmount it or pick another device"
         }
@@ -129,7 +147,11 @@ fn open_error(path: &Path, access: Access, e: std::io::Error) -> IoError {
         Some(libc::ENOENT) => "no such device",
         _ => "check the path names the heartbeat LUN",
     };
-    IoError::Open { path: path.to_owned(), reason: format!("cannot open with O_DIRECT: {e}"), hint: hint.into() }
+    IoError::Open {
+        path: path.to_owned(),
+        reason: format!("cannot open with O_DIRECT: {e}"),
+        hint: hint.into(),
+    }
 }
 
 fn ioctl_error(path: &Path, name: &str, e: nix::errno::Errno) -> IoError {

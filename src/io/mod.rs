@@ -17,6 +17,15 @@ pub use device::{Access, Device};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Restores the default SIGPIPE action, so `diskbeat inspect | head` ends quietly like other
+/// Unix tools instead of failing on a closed stdout.
+pub fn default_sigpipe() {
+    // SAFETY: called once at start, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Which engine runs the I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -150,13 +159,21 @@ pub struct Engine {
 impl Engine {
     /// Opens the engine with one buffer (plus its spare) per entry of `buffer_sizes`, and room
     /// for batches of up to `max_ops`. All allocation happens here.
-    pub fn new(dev: Device, kind: EngineKind, buffer_sizes: &[usize], max_ops: usize) -> Result<Engine, IoError> {
+    pub fn new(
+        dev: Device,
+        kind: EngineKind,
+        buffer_sizes: &[usize],
+        max_ops: usize,
+    ) -> Result<Engine, IoError> {
         assert!(max_ops > 0);
         let mut bufs = Vec::with_capacity(buffer_sizes.len());
         for &size in buffer_sizes {
             let size = size.next_multiple_of(4096);
             bufs.push(PoolBuf {
-                copies: [AlignedBuf::new(size).map_err(IoError::Alloc)?, AlignedBuf::new(size).map_err(IoError::Alloc)?],
+                copies: [
+                    AlignedBuf::new(size).map_err(IoError::Alloc)?,
+                    AlignedBuf::new(size).map_err(IoError::Alloc)?,
+                ],
                 pinned: [0, 0],
                 active: 0,
             });
@@ -170,7 +187,14 @@ impl Engine {
                 Err(e) => return Err(e),
             },
         };
-        Ok(Engine { backend, bufs, dev, max_ops, outcomes: vec![Outcome::PENDING; max_ops], op_copy: vec![0; max_ops] })
+        Ok(Engine {
+            backend,
+            bufs,
+            dev,
+            max_ops,
+            outcomes: vec![Outcome::PENDING; max_ops],
+            op_copy: vec![0; max_ops],
+        })
     }
 
     /// The engine actually in use (never `Auto`).
@@ -204,7 +228,8 @@ impl Engine {
 
     /// Makes every completed write durable (fdatasync: a cache flush on block devices).
     pub fn flush(&self) -> Result<(), IoError> {
-        nix::unistd::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&self.dev.fd)).map_err(|e| IoError::Flush(e.into()))
+        nix::unistd::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&self.dev.fd))
+            .map_err(|e| IoError::Flush(e.into()))
     }
 
     /// Ops still pinned by timeouts (completions not yet arrived).
@@ -262,7 +287,8 @@ impl Engine {
         let op_copy = &mut self.op_copy[range.clone()];
         for (i, op) in ops.iter().enumerate() {
             let b = &mut self.bufs[op.buf];
-            outcomes[i] = if b.settle() { Outcome::PENDING } else { Outcome { status: Status::Busy, latency_us: 0 } };
+            outcomes[i] =
+                if b.settle() { Outcome::PENDING } else { Outcome { status: Status::Busy, latency_us: 0 } };
             op_copy[i] = b.active as u8;
         }
         match &mut self.backend {

@@ -5,13 +5,21 @@ use super::{Device, Dir, Op, Outcome, PoolBuf, Status};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-pub(super) fn run(dev: &Device, ops: &[Op], op_copy: &[u8], bufs: &mut [PoolBuf], outcomes: &mut [Outcome], timeout: Duration) {
+pub(super) fn run(
+    dev: &Device,
+    ops: &[Op],
+    op_copy: &[u8],
+    bufs: &mut [PoolBuf],
+    outcomes: &mut [Outcome],
+    timeout: Duration,
+) {
     let start = Instant::now();
     for (i, op) in ops.iter().enumerate() {
         if outcomes[i].status == Status::Busy {
             continue;
         }
-        let buf = &mut bufs[op.buf].copies[op_copy[i] as usize].as_mut_slice()[op.buf_off..op.buf_off + op.len];
+        let buf =
+            &mut bufs[op.buf].copies[op_copy[i] as usize].as_mut_slice()[op.buf_off..op.buf_off + op.len];
         let op_start = Instant::now();
         let res = match op.dir {
             Dir::Read => nix::sys::uio::pread(dev.fd.as_fd(), buf, op.offset as i64),
@@ -24,6 +32,7 @@ pub(super) fn run(dev: &Device, ops: &[Op], op_copy: &[u8], bufs: &mut [PoolBuf]
             Ok(n) => Status::Short(n),
             Err(e) => Status::Failed(e as i32),
         };
-        outcomes[i] = Outcome { status, latency_us: start.elapsed().as_micros().min(u32::MAX as u128) as u32 };
+        outcomes[i] =
+            Outcome { status, latency_us: start.elapsed().as_micros().min(u32::MAX as u128) as u32 };
     }
 }

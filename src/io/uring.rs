@@ -41,7 +41,13 @@ impl Uring {
         // the ring (the engine drops the ring before its buffers) and is never moved or unmapped
         // while registered.
         let fixed_buffers = unsafe { ring.submitter().register_buffers(&iovecs) }.is_ok();
-        Ok(Uring { ring, fixed_buffers, epoch: 0, link_ts: types::Timespec::new(), completed: vec![false; max_ops] })
+        Ok(Uring {
+            ring,
+            fixed_buffers,
+            epoch: 0,
+            link_ts: types::Timespec::new(),
+            completed: vec![false; max_ops],
+        })
     }
 
     /// Collects completions of ops that timed out in earlier batches and unpins their buffers.
@@ -83,7 +89,9 @@ impl Uring {
             let len = op.len as u32;
             let sqe = match (op.dir, self.fixed_buffers) {
                 (Dir::Read, true) => opcode::ReadFixed::new(fixed, ptr, len, index).offset(op.offset).build(),
-                (Dir::Write, true) => opcode::WriteFixed::new(fixed, ptr, len, index).offset(op.offset).build(),
+                (Dir::Write, true) => {
+                    opcode::WriteFixed::new(fixed, ptr, len, index).offset(op.offset).build()
+                }
                 (Dir::Read, false) => opcode::Read::new(fixed, ptr, len).offset(op.offset).build(),
                 (Dir::Write, false) => opcode::Write::new(fixed, ptr, len).offset(op.offset).build(),
             };
@@ -138,14 +146,16 @@ impl Uring {
                     r if r as usize == ops[i].len => Status::Done,
                     r => Status::Short(r as usize),
                 };
-                outcomes[i] = Outcome { status, latency_us: start.elapsed().as_micros().min(u32::MAX as u128) as u32 };
+                outcomes[i] =
+                    Outcome { status, latency_us: start.elapsed().as_micros().min(u32::MAX as u128) as u32 };
             }
         }
         for (i, op) in ops.iter().enumerate() {
             if !self.completed[i] {
                 // Still in flight: never reuse this copy until its completion arrives.
                 bufs[op.buf].pinned[op_copy[i] as usize] += 1;
-                outcomes[i] = Outcome { status: Status::TimedOut, latency_us: start.elapsed().as_micros() as u32 };
+                outcomes[i] =
+                    Outcome { status: Status::TimedOut, latency_us: start.elapsed().as_micros() as u32 };
             }
         }
         Ok(())

@@ -1,0 +1,111 @@
+//! `diskbeat mkfs`: format a device into per-host slots.
+
+use super::output::{print_json, print_pairs, print_table, region_rows, superblock_json, superblock_lines};
+use super::{CliError, CliResult, EXIT_OK};
+use crate::io::EngineKind;
+use crate::mkfs::{mkfs, MkfsError, MkfsOptions};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Format DEVICE as a heartbeat disk.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Examples:
+  diskbeat mkfs /dev/mapper/hb-lun --cluster pool-a --slots 64
+  diskbeat mkfs /dev/sdx --slots 2048 --slot-size 4096 --timeout 60s   # 512e LUN
+  diskbeat mkfs /dev/loop0 --force --json                              # re-format, JSON report
+
+Refuses, writing nothing, when the device is too small, already holds a diskbeat cluster or other
+data (unless --force), or when a cluster is still live on it (even with --force).
+
+Exit status: 0 formatted, 1 refused or failed, 2 bad options.")]
+pub struct Args {
+    /// Block device (or regular file) to format.
+    pub device: PathBuf,
+    /// Number of host slots (1-2048).
+    #[arg(long, default_value_t = 64)]
+    pub slots: u32,
+    /// Cluster name (stored in the superblock; at most 64 bytes).
+    #[arg(long, default_value = "diskbeat")]
+    pub cluster: String,
+    /// Slot stride in bytes; default: the logical sector size. Use 4096 on 512e devices.
+    #[arg(long)]
+    pub slot_size: Option<u32>,
+    /// Size of each host's data extent in bytes (multiple of 4096).
+    #[arg(long, default_value_t = crate::format::layout::DEFAULT_EXTENT_SIZE)]
+    pub data_size: u64,
+    /// Base timeout T the cluster runs with (e.g. 40s, 2s, 500ms); every timeout derives from it.
+    #[arg(long, default_value = "40s", value_parser = crate::timing::parse_duration_ms)]
+    pub timeout: u32,
+    /// Overwrite an existing diskbeat cluster or other data (never a live cluster).
+    #[arg(long)]
+    pub force: bool,
+    /// With --force: how long to watch for live hosts (default: the old cluster's host-dead timeout).
+    #[arg(long, value_parser = crate::timing::parse_duration_ms)]
+    pub observe: Option<u32>,
+    /// I/O engine.
+    #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
+    pub engine: EngineKind,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> CliResult {
+    let opts = MkfsOptions {
+        slots: args.slots,
+        cluster_name: args.cluster.clone(),
+        slot_size: args.slot_size,
+        extent_size: args.data_size,
+        base_timeout_ms: args.timeout,
+        force: args.force,
+        observe_ms: args.observe,
+        engine: args.engine,
+        cluster_uuid: None,
+    };
+    let json = args.json;
+    let mut progress = |line: &str| {
+        if !json {
+            eprintln!("mkfs: {line}")
+        }
+    };
+    let report = mkfs(&args.device, &opts, &mut progress).map_err(|e| match e {
+        MkfsError::Name(_) | MkfsError::Timing(_) | MkfsError::Layout(_) => CliError::usage(e.to_string()),
+        e => CliError::fail(e.to_string()),
+    })?;
+    for w in &report.warnings {
+        eprintln!("mkfs: warning: {w}");
+    }
+    let sb = &report.superblock;
+    if json {
+        print_json(&json!({
+            "device": args.device,
+            "device_size": report.device_size,
+            "logical_sector_size": report.logical_sector_size,
+            "physical_sector_size": report.physical_sector_size,
+            "superblock": superblock_json(sb),
+            "engine": report.engine.as_str(),
+            "write_ms": report.write_us as f64 / 1000.0,
+            "observed_ms": report.observed_ms,
+            "replaced": report.replaced.as_ref().map(|(n, u)| json!({"cluster_name": n, "cluster_uuid": u.to_string()})),
+            "warnings": report.warnings,
+        }));
+    } else {
+        println!("Formatted {} ({} bytes)", args.device.display(), report.device_size);
+        if let Some((name, uuid)) = &report.replaced {
+            println!("  replaced cluster '{name}' ({uuid})");
+        }
+        print_pairs(&superblock_lines(sb));
+        println!();
+        let rows: Vec<Vec<String>> = region_rows(sb).into_iter().map(Vec::from).collect();
+        print_table(&["REGION", "OFFSET", "SIZE", ""], &rows);
+        println!();
+        println!(
+            "Wrote {} slots in {:.1} ms ({}).",
+            sb.layout.slot_count,
+            report.write_us as f64 / 1000.0,
+            report.engine.as_str()
+        );
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,152 @@
+//! Observing the record table from outside the cluster: two sweeps `sample` apart. Ages are
+//! observed on this machine's clock, never computed from another host's clock.
+
+use crate::disk::{Disk, DiskError, SlotView};
+use crate::format::mailbox::Mailbox;
+use crate::format::record::{Record, State};
+use crate::io::Status;
+use std::time::{Duration, Instant};
+
+/// What was seen of a record between the two sweeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Observed {
+    /// The sequence moved: the writer is alive.
+    Advancing,
+    /// The generation changed: the writer restarted (or another host acquired the slot).
+    Restarted,
+    /// Nothing moved for at least `stale_ms_at_least`.
+    Stale,
+    /// Only one sweep was taken (`--sample 0`), or the record was not valid in both.
+    Unknown,
+}
+
+/// One slot as the operator sees it (`inspect` table rows and JSON objects).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlotReport {
+    pub slot: u32,
+    /// free, joining, live, leaving, self_fencing, fenced, corrupt or unreadable.
+    pub state: &'static str,
+    /// ok, corrupt or unreadable.
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub host_name: Option<String>,
+    pub host_uuid: Option<String>,
+    pub generation: Option<u64>,
+    pub sequence: Option<u64>,
+    pub observed: Observed,
+    pub stale_ms_at_least: Option<u64>,
+    pub io_timeout_ms: Option<u32>,
+    pub interval_ms: Option<u32>,
+    pub monotonic_ms: Option<u64>,
+    pub net_view: Vec<u32>,
+    pub mailbox_ack: Option<u64>,
+}
+
+impl SlotReport {
+    /// A slot worth showing without `--all`: anything but a valid free record.
+    pub fn is_used(&self) -> bool {
+        self.state != State::Free.as_str()
+    }
+}
+
+fn report(slot: u32, first: Option<&SlotView>, last: &SlotView, sample: Duration) -> SlotReport {
+    let mut r = SlotReport {
+        slot,
+        state: "corrupt",
+        status: "corrupt",
+        reason: None,
+        host_name: None,
+        host_uuid: None,
+        generation: None,
+        sequence: None,
+        observed: Observed::Unknown,
+        stale_ms_at_least: None,
+        io_timeout_ms: None,
+        interval_ms: None,
+        monotonic_ms: None,
+        net_view: Vec::new(),
+        mailbox_ack: None,
+    };
+    match last {
+        SlotView::Corrupt(c) => r.reason = Some(c.to_string()),
+        SlotView::Unreadable(s) => {
+            r.state = "unreadable";
+            r.status = "unreadable";
+            r.reason = Some(status_reason(*s));
+        }
+        SlotView::Record(rec) => {
+            r.state = rec.state.as_str();
+            r.status = "ok";
+            r.host_name = Some(rec.host_name().to_owned());
+            r.host_uuid = Some(rec.host_uuid.to_string());
+            r.generation = Some(rec.generation);
+            r.sequence = Some(rec.sequence);
+            // Free records carry no timing.
+            r.io_timeout_ms = (rec.state != State::Free).then_some(rec.io_timeout_ms);
+            r.interval_ms = (rec.state != State::Free).then_some(rec.interval_ms);
+            r.monotonic_ms = Some(rec.monotonic_ms);
+            r.net_view = rec.net_view.iter().collect();
+            r.mailbox_ack = Some(rec.mailbox_ack);
+            if let Some(SlotView::Record(old)) = first {
+                r.observed = if old.generation != rec.generation || old.host_uuid != rec.host_uuid {
+                    Observed::Restarted
+                } else if old.sequence != rec.sequence {
+                    Observed::Advancing
+                } else {
+                    r.stale_ms_at_least = Some(sample.as_millis() as u64);
+                    Observed::Stale
+                };
+            }
+        }
+    }
+    r
+}
+
+pub fn status_reason(s: Status) -> String {
+    match s {
+        Status::Failed(errno) => format!("read failed: {}", nix::errno::Errno::from_raw(errno).desc()),
+        Status::Short(n) => format!("short read ({n} bytes)"),
+        Status::TimedOut => "read timed out".into(),
+        Status::Busy => "buffer pinned by an earlier timed-out read".into(),
+        Status::Done => "ok".into(),
+    }
+}
+
+/// The result of an inspection.
+pub struct Inspection {
+    pub slots: Vec<SlotReport>,
+    /// The mailbox of the slot asked for (`--slot N`), if readable.
+    pub mailbox: Option<Result<Mailbox, String>>,
+    pub sample: Duration,
+}
+
+/// Sweeps once, waits `sample` (if non-zero), sweeps again and reports every slot.
+pub fn inspect(disk: &mut Disk, sample: Duration, io_timeout: Duration) -> Result<Inspection, DiskError> {
+    disk.sweep(io_timeout)?;
+    let first = (!sample.is_zero()).then(|| disk.snapshot());
+    let started = Instant::now();
+    if first.is_some() {
+        std::thread::sleep(sample);
+        disk.sweep(io_timeout)?;
+    }
+    let elapsed = if first.is_some() { started.elapsed() } else { Duration::ZERO };
+    let last = disk.snapshot();
+    let slots = last
+        .iter()
+        .enumerate()
+        .map(|(i, v)| report(i as u32, first.as_ref().map(|f| &f[i]), v, elapsed))
+        .collect();
+    Ok(Inspection { slots, mailbox: None, sample: elapsed })
+}
+
+/// Reads the mailbox of `slot` from the last sweep of a disk opened with that own slot.
+pub fn mailbox_of(disk: &Disk, slot: u32) -> Result<Mailbox, String> {
+    let bytes = disk.mailbox_bytes().map_err(status_reason)?;
+    Mailbox::decode(bytes, &disk.superblock().cluster_uuid, slot).map_err(|c| c.to_string())
+}
+
+/// A record is "held" when its state says a host is (or may still be) using the slot.
+pub fn is_held(rec: &Record) -> bool {
+    matches!(rec.state, State::Joining | State::Live | State::SelfFencing)
+}
