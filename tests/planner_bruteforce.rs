@@ -1,7 +1,10 @@
 //! Brute force on random small pools: an oracle independent of the planner code
 //! (enumerate every failure set, pack with a plain exhaustive search) must agree with it.
 
-use diskbeat::planner::{restart_plan, tolerance, tolerates, validate_plan, Budget, Host, Pool, Protection, Verdict, Vm, WorstCaseKind};
+use diskbeat::planner::{
+    restart_plan, tolerance, tolerates, validate_plan, Budget, Host, Pool, Protection, Verdict, Vm,
+    WorstCaseKind,
+};
 use proptest::prelude::*;
 use std::collections::HashSet;
 
@@ -10,7 +13,12 @@ use std::collections::HashSet;
 fn oracle_fits(items: &[(u64, u64)], bins: Vec<(u64, u64)>) -> bool {
     let mut items = items.to_vec();
     items.sort_unstable_by(|a, b| b.cmp(a));
-    fn go(i: usize, items: &[(u64, u64)], bins: &mut Vec<(u64, u64)>, dead: &mut HashSet<(usize, Vec<(u64, u64)>)>) -> bool {
+    fn go(
+        i: usize,
+        items: &[(u64, u64)],
+        bins: &mut Vec<(u64, u64)>,
+        dead: &mut HashSet<(usize, Vec<(u64, u64)>)>,
+    ) -> bool {
         if i == items.len() {
             return true;
         }
@@ -51,7 +59,12 @@ fn oracle_set_ok(pool: &Pool, failed: u32) -> bool {
     }
     let bins: Vec<(u64, u64)> = (0..n)
         .filter(|h| failed & (1 << h) == 0)
-        .map(|h| (pool.hosts[h].memory_mib - used[h].0, pool.hosts[h].max_vcpus.map_or(u64::MAX / 2, |c| c - used[h].1)))
+        .map(|h| {
+            (
+                pool.hosts[h].memory_mib - used[h].0,
+                pool.hosts[h].max_vcpus.map_or(u64::MAX / 2, |c| c - used[h].1),
+            )
+        })
         .collect();
     let items: Vec<(u64, u64)> = pool
         .vms
@@ -83,7 +96,12 @@ fn arb_pool() -> impl Strategy<Value = Pool> {
         (
             prop::sample::select(vec![1u64, 1, 2, 2, 3, 4, 5, 6, 8, 8, 11, 16, 24]),
             1u64..=4,
-            prop::sample::select(vec![Protection::Protect, Protection::Protect, Protection::BestEffort, Protection::None]),
+            prop::sample::select(vec![
+                Protection::Protect,
+                Protection::Protect,
+                Protection::BestEffort,
+                Protection::None,
+            ]),
             prop::option::weighted(0.4, 0i64..3),
             0usize..20,
             prop::option::weighted(0.3, 0u8..3),
@@ -105,7 +123,8 @@ fn arb_pool() -> impl Strategy<Value = Pool> {
         let mut out = Vec::new();
         for (i, (m, c, p, order, h, g)) in vms.into_iter().enumerate() {
             let fits = |h: usize, used: &[(u64, u64)]| {
-                used[h].0 + m <= hosts[h].memory_mib && hosts[h].max_vcpus.map_or(true, |cap| used[h].1 + c <= cap)
+                used[h].0 + m <= hosts[h].memory_mib
+                    && hosts[h].max_vcpus.map_or(true, |cap| used[h].1 + c <= cap)
             };
             if !(0..hosts.len()).any(|h| fits(h, &vec![(0, 0); hosts.len()])) {
                 continue; // a VM larger than every host is a bad file, not a test case
@@ -185,7 +204,13 @@ fn stats() {
     for _ in 0..2000 {
         let pool = arb_pool().new_tree(&mut runner).unwrap().current();
         let t = tolerance(&pool, Budget::default());
-        let key = (t.overcommitted, t.tolerated_min == pool.hosts.len(), t.sufficient_bound < t.tolerated_min || t.necessary_bound > t.tolerated_max, t.sets_searched > 0, pool.has_vcpu_limits());
+        let key = (
+            t.overcommitted,
+            t.tolerated_min == pool.hosts.len(),
+            t.sufficient_bound < t.tolerated_min || t.necessary_bound > t.tolerated_max,
+            t.sets_searched > 0,
+            pool.has_vcpu_limits(),
+        );
         *hist.entry(key).or_insert(0) += 1;
     }
     println!("(over, all, gap, searched, vcpu): {hist:?}");

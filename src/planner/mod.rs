@@ -13,6 +13,7 @@ pub mod admission;
 pub mod pack;
 pub mod plan;
 pub mod pool;
+pub mod synth;
 pub mod tolerance;
 pub mod validate;
 
