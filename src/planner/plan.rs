@@ -175,10 +175,16 @@ pub fn restart_plan(pool: &Pool, failed: &[usize], budget: Budget) -> RestartPla
     let items: Vec<Item> = protected.iter().map(|&v| item(v)).collect();
     // Exact packing of all protected VMs: with anti-affinity if possible, else without.
     let mut assignment = None;
-    for honor in [true, false] {
-        if let (PackOutcome::Packed(a), _) = pack(&items, &bins, honor, budget.max_nodes_per_set) {
+    if let (PackOutcome::Packed(a), _) = pack(&items, &bins, true, budget.max_nodes_per_set) {
+        assignment = Some(a);
+    }
+    if assignment.is_none() && items.iter().any(|i| i.group.is_some()) {
+        // Anti-affinity cannot hold for all: a greedy that prefers clean hosts keeps most of it.
+        assignment = greedy_all(&bins, &items);
+    }
+    if assignment.is_none() {
+        if let (PackOutcome::Packed(a), _) = pack(&items, &bins, false, budget.max_nodes_per_set) {
             assignment = Some(a);
-            break;
         }
     }
     let mut state = bins;
@@ -260,4 +266,20 @@ fn choose(state: &[Bin], it: &Item) -> Option<usize> {
             .max_by_key(|&b| (state[b].memory_mib, std::cmp::Reverse(b)))
     };
     best(&clean).or_else(|| best(&|_| true))
+}
+
+/// Places every item in order with [`choose`]; `None` if one does not fit.
+fn greedy_all(bins: &[Bin], items: &[Item]) -> Option<Vec<usize>> {
+    let mut state = bins.to_vec();
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        let b = choose(&state, it)?;
+        state[b].memory_mib -= it.memory_mib;
+        if let Some(c) = state[b].vcpus.as_mut() {
+            *c -= it.vcpus;
+        }
+        state[b].groups.extend(it.group);
+        out.push(b);
+    }
+    Some(out)
 }
