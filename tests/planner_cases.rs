@@ -82,8 +82,8 @@ fn unstarted_protected_vm_that_fits_counts_in_every_scenario() {
 
 #[test]
 fn bin_packing_not_fluid() {
-    // Survivors have 2 x 600 free = 1200 >= 3 x 400 = 1200 of demand, but only one 400 fits
-    // per host besides... fluid says yes; exact packing: 600 holds one 400 -> impossible.
+    // h0 (1200) fails: 3 x 400 = 1200 must go to h1 and h2, 600 free each. The fluid bound
+    // says yes; exact packing says no (each host holds one 400), so it tolerates 0.
     let mut text = hosts(3, 1000);
     text += &vm("x", 400, "best-effort", Some("h1"));
     text += &vm("y", 400, "best-effort", Some("h2"));
@@ -145,7 +145,8 @@ fn json_is_accepted() {
 #[test]
 fn bad_files_are_rejected_with_the_entry_named() {
     let h = "[[host]]\nname = \"h1\"\nmemory_mib = 1000\n";
-    let cases: Vec<(String, fn(&PoolError) -> bool, &str)> = vec![
+    type Case = (String, fn(&PoolError) -> bool, &'static str);
+    let cases: Vec<Case> = vec![
         (
             format!("{h}{}", vm("v", 10, "protect", Some("nope"))),
             |e| matches!(e, PoolError::UnknownHost { .. }),
