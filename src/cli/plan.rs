@@ -1,9 +1,230 @@
-//! `diskbeat plan` (stub, to be built by the planner work).
+//! `diskbeat plan`: host failures tolerated, restart plans, admission checks.
+
+use crate::planner::plan::failure_set;
+use crate::planner::{
+    restart_plan, tolerance, tolerates, Budget, Pool, RestartPlan, Tolerance, Verdict, WorstCaseKind,
+};
+use serde_json::json;
+use std::time::Instant;
+
+const AFTER_HELP: &str = "\
+Pool file (TOML; JSON with the same fields is accepted too):
+  [[host]]
+  name = \"h1\"
+  memory_mib = 262144
+  max_vcpus = 128            # optional hard vCPU limit
+  [[vm]]
+  name = \"web1\"
+  memory_mib = 8192
+  vcpus = 4                  # default 1
+  protection = \"protect\"     # protect | best-effort | none
+  order = 1                  # optional, lower restarts first
+  host = \"h1\"                # optional, absent = not running
+  anti_affinity = \"web\"      # optional group
+
+Examples:
+  diskbeat plan pool.toml                 failures tolerated, with the worst failure set
+  diskbeat plan pool.toml --json          the same for scripts
+  diskbeat plan pool.toml --fail h1,h2    restart plan if h1 and h2 fail together
+  diskbeat plan pool.toml --check 2       exit 0 if 2 failures are tolerated, 1 if not
+
+Exit status: 0 ok / yes; 1 no (for --check, also when the search budget cannot prove it);
+2 bad input.";
 
 /// Failover planning for a pool description.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// Pool description file (TOML, or JSON if it starts with `{`).
+    pub pool: std::path::PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Comma-separated hosts that fail together: print their restart plan.
+    #[arg(long, value_delimiter = ',', value_name = "HOSTS", conflicts_with = "check")]
+    pub fail: Option<Vec<String>>,
+    /// Exit 0 if the pool tolerates K simultaneous host failures, 1 if not or unproven.
+    #[arg(long, value_name = "K")]
+    pub check: Option<usize>,
+    /// Search effort limit in nodes (higher = more exact answers on hard pools, slower).
+    #[arg(long, value_name = "NODES", default_value_t = Budget::default().max_nodes)]
+    pub budget: u64,
+}
 
-pub fn run(_args: Args) -> super::CliResult {
-    Err(super::CliError::fail("plan: not implemented yet"))
+/// Runs `diskbeat plan`.
+pub fn run(args: Args) -> super::CliResult {
+    let text = std::fs::read_to_string(&args.pool)
+        .map_err(|e| super::CliError::usage(format!("cannot read {}: {e}", args.pool.display())))?;
+    let pool =
+        Pool::parse(&text).map_err(|e| super::CliError::usage(format!("{}: {e}", args.pool.display())))?;
+    let budget = Budget { max_nodes: args.budget, ..Budget::default() };
+    if let Some(names) = &args.fail {
+        let failed = failure_set(&pool, names).map_err(|e| super::CliError::usage(e.to_string()))?;
+        let start = Instant::now();
+        let plan = restart_plan(&pool, &failed, budget);
+        let elapsed_us = start.elapsed().as_micros() as u64;
+        print_plan(&pool, &plan, elapsed_us, args.json);
+        return Ok(super::EXIT_OK);
+    }
+    if let Some(k) = args.check {
+        let start = Instant::now();
+        let verdict = tolerates(&pool, k, budget);
+        let elapsed_us = start.elapsed().as_micros() as u64;
+        let (answer, code) = match &verdict {
+            Verdict::Yes => ("yes", super::EXIT_OK),
+            Verdict::No(_) => ("no", super::EXIT_FAIL),
+            Verdict::Unknown => ("unknown", super::EXIT_FAIL),
+        };
+        let witness: Vec<&str> = match &verdict {
+            Verdict::No(set) => set.iter().map(|&h| pool.hosts[h].name.as_str()).collect(),
+            _ => vec![],
+        };
+        if args.json {
+            let v = json!({"k": k, "tolerated": answer, "failing_set": witness, "elapsed_us": elapsed_us});
+            println!("{v}");
+        } else {
+            match verdict {
+                Verdict::Yes => println!("tolerates {k} host failures: yes"),
+                Verdict::No(_) => println!(
+                    "tolerates {k} host failures: no (restart impossible if {} fail)",
+                    witness.join(", ")
+                ),
+                Verdict::Unknown => {
+                    println!("tolerates {k} host failures: unknown (search budget exhausted; raise --budget)")
+                }
+            }
+        }
+        return Ok(code);
+    }
+    let start = Instant::now();
+    let t = tolerance(&pool, budget);
+    let elapsed_us = start.elapsed().as_micros() as u64;
+    print_tolerance(&pool, &t, elapsed_us, args.json);
+    Ok(super::EXIT_OK)
+}
+
+fn print_tolerance(pool: &Pool, t: &Tolerance, elapsed_us: u64, as_json: bool) {
+    let worst: Vec<&str> = t.worst_case.iter().map(|&h| pool.hosts[h].name.as_str()).collect();
+    let kind = match t.worst_case_kind {
+        WorstCaseKind::Infeasible => "infeasible",
+        WorstCaseKind::MaxDemand => "max-demand",
+    };
+    if as_json {
+        let v = json!({
+            "hosts": t.hosts,
+            "vms": pool.vms.len(),
+            "tolerated_min": t.tolerated_min,
+            "tolerated_max": t.tolerated_max,
+            "exact": t.exact,
+            "overcommitted": t.overcommitted,
+            "worst_case": worst,
+            "worst_case_kind": kind,
+            "worst_case_demand_mib": t.worst_case_demand_mib,
+            "sufficient_bound": t.sufficient_bound,
+            "necessary_bound": t.necessary_bound,
+            "sets_searched": t.sets_searched,
+            "nodes": t.nodes,
+            "elapsed_us": elapsed_us,
+        });
+        println!("{v}");
+        return;
+    }
+    let protected = pool.vms.iter().filter(|v| v.protection == crate::planner::Protection::Protect).count();
+    println!("pool:                   {} hosts, {} VMs ({} protected)", t.hosts, pool.vms.len(), protected);
+    if t.exact {
+        println!("host failures tolerated: {} (exact)", t.tolerated_min);
+    } else {
+        println!(
+            "host failures tolerated: between {} and {} (search budget exhausted; raise --budget)",
+            t.tolerated_min, t.tolerated_max
+        );
+    }
+    println!(
+        "overcommitted:          {}",
+        if t.overcommitted { "yes (protected VMs do not fit even with no failure)" } else { "no" }
+    );
+    let shown = if worst.is_empty() { "(none: no failure needed)".to_string() } else { worst.join(", ") };
+    match t.worst_case_kind {
+        WorstCaseKind::Infeasible => println!(
+            "worst case:             {shown} (restart of {} MiB proven impossible)",
+            t.worst_case_demand_mib
+        ),
+        WorstCaseKind::MaxDemand => {
+            println!("worst case:             {shown} (restart needs {} MiB)", t.worst_case_demand_mib)
+        }
+    }
+    println!(
+        "closed-form bounds:     {} ..= {}; failure sets searched: {}",
+        t.sufficient_bound, t.necessary_bound, t.sets_searched
+    );
+    println!("computed in:            {elapsed_us} us");
+}
+
+fn print_plan(pool: &Pool, plan: &RestartPlan, elapsed_us: u64, as_json: bool) {
+    let failed: Vec<&str> = plan.failed.iter().map(|&h| pool.hosts[h].name.as_str()).collect();
+    if as_json {
+        let placements: Vec<_> = plan
+            .placements
+            .iter()
+            .map(|p| {
+                json!({
+                    "vm": pool.vms[p.vm].name,
+                    "host": pool.hosts[p.host].name,
+                    "order": p.order,
+                    "protection": p.protection.as_str(),
+                    "anti_affinity_honored": p.anti_affinity_honored,
+                })
+            })
+            .collect();
+        let unplaced: Vec<_> = plan
+            .unplaced
+            .iter()
+            .map(|u| {
+                json!({
+                    "vm": pool.vms[u.vm].name,
+                    "reason": u.reason.code(),
+                    "detail": u.reason.message(),
+                    "protection": pool.vms[u.vm].protection.as_str(),
+                })
+            })
+            .collect();
+        let v = json!({
+            "failed": failed,
+            "placements": placements,
+            "unplaced": unplaced,
+            "protected_complete": plan.protected_complete,
+            "elapsed_us": elapsed_us,
+        });
+        println!("{v}");
+        return;
+    }
+    println!("restart plan if {} fail:", failed.join(", "));
+    let width = pool.vms.iter().map(|v| v.name.len()).max().unwrap_or(2).max(2);
+    let hwidth = pool.hosts.iter().map(|h| h.name.len()).max().unwrap_or(4).max(4);
+    if plan.placements.is_empty() {
+        println!("  (nothing to restart)");
+    } else {
+        println!("  {:<width$}  {:<hwidth$}  {:<11}  ORDER", "VM", "HOST", "LEVEL");
+        for p in &plan.placements {
+            let order = p.order.map_or("-".to_string(), |o| o.to_string());
+            let note =
+                if p.anti_affinity_honored { "" } else { "  (anti-affinity not honored: no room elsewhere)" };
+            println!(
+                "  {:<width$}  {:<hwidth$}  {:<11}  {order}{note}",
+                pool.vms[p.vm].name,
+                pool.hosts[p.host].name,
+                p.protection.as_str()
+            );
+        }
+    }
+    if !plan.unplaced.is_empty() {
+        println!("not restarted:");
+        for u in &plan.unplaced {
+            println!("  {:<width$}  {}", pool.vms[u.vm].name, u.reason.message());
+        }
+    }
+    if !plan.protected_complete {
+        println!("WARNING: some protected VMs cannot be restarted");
+    }
+    println!("computed in: {elapsed_us} us");
 }
