@@ -375,10 +375,8 @@ impl Filesystem for FaultFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let mut entries: Vec<(INodeNo, FileType, OsString)> = vec![
-            (ino, FileType::Directory, ".".into()),
-            (INodeNo(ROOT), FileType::Directory, "..".into()),
-        ];
+        let mut entries: Vec<(INodeNo, FileType, OsString)> =
+            vec![(ino, FileType::Directory, ".".into()), (INodeNo(ROOT), FileType::Directory, "..".into())];
         match self.node(ino) {
             Some(Node::Root) => {
                 for (v, name) in self.views().iter().enumerate() {

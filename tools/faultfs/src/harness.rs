@@ -47,7 +47,7 @@ impl Fault {
     }
 
     /// The control-protocol words of this fault (`eio_read eio_write delay_ms=N hang`).
-    pub fn to_words(&self) -> String {
+    pub fn to_words(self) -> String {
         let mut w = Vec::new();
         if self.eio_read {
             w.push("eio_read".to_string());
@@ -127,7 +127,12 @@ impl FaultFs {
     }
 
     /// Mount `mountpoint` (created if missing) exposing `backing_dir` under `views`.
-    pub fn start_with(bin: &Path, backing_dir: &Path, mountpoint: &Path, views: &[&str]) -> io::Result<FaultFs> {
+    pub fn start_with(
+        bin: &Path,
+        backing_dir: &Path,
+        mountpoint: &Path,
+        views: &[&str],
+    ) -> io::Result<FaultFs> {
         std::fs::create_dir_all(mountpoint)?;
         let backing = backing_dir.canonicalize()?;
         let mountpoint = mountpoint.canonicalize()?;
@@ -152,7 +157,9 @@ impl FaultFs {
         loop {
             if let Some(st) = fs.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 fs.child = None;
-                return Err(io::Error::other(format!("faultfs exited early with {st} (see its stderr above)")));
+                return Err(io::Error::other(format!(
+                    "faultfs exited early with {st} (see its stderr above)"
+                )));
             }
             // The daemon binds the control socket only after the mount handshake completed.
             if fs.request("ping").is_ok() && is_mountpoint(&fs.mountpoint) {

@@ -67,7 +67,8 @@ struct Args<'a> {
 
 impl<'a> Args<'a> {
     fn value(&mut self, flag: &str) -> Result<&'a str> {
-        let (v, rest) = self.rest.split_first().ok_or_else(|| Error::Usage(format!("{flag} needs a value")))?;
+        let (v, rest) =
+            self.rest.split_first().ok_or_else(|| Error::Usage(format!("{flag} needs a value")))?;
         self.rest = rest;
         Ok(v)
     }
@@ -79,7 +80,10 @@ impl<'a> Args<'a> {
 }
 
 fn valid_view(v: &str) -> bool {
-    !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) && v != "." && v != ".."
+    !v.is_empty()
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && v != "."
+        && v != ".."
 }
 
 fn cmd_mount(args: &[String]) -> Result<()> {
@@ -96,7 +100,8 @@ fn cmd_mount(args: &[String]) -> Result<()> {
             "--foreground" | "-f" => foreground = true,
             "--auto-unmount" => auto_unmount = true,
             "--threads" => {
-                threads = a.value(flag)?.parse().map_err(|_| Error::Usage("--threads needs a number".into()))?
+                threads =
+                    a.value(flag)?.parse().map_err(|_| Error::Usage("--threads needs a number".into()))?
             }
             other => return Err(Error::Usage(format!("unknown mount option {other:?}"))),
         }
@@ -114,7 +119,8 @@ fn cmd_mount(args: &[String]) -> Result<()> {
     if views.len() as u64 > fs::MAX_VIEWS {
         return Err(Error::Usage(format!("at most {} views", fs::MAX_VIEWS)));
     }
-    let backing = backing.canonicalize().map_err(|source| Error::Backing { path: backing.clone(), source })?;
+    let backing =
+        backing.canonicalize().map_err(|source| Error::Backing { path: backing.clone(), source })?;
     let control = control.unwrap_or_else(|| backing.join("faultfs.sock"));
 
     if !foreground {
@@ -125,7 +131,8 @@ fn cmd_mount(args: &[String]) -> Result<()> {
 
 /// Re-exec ourselves with --foreground in a new process group, wait until it answers `ping`.
 fn spawn_background(args: &[String], control: &Path, log: Option<&Path>) -> Result<()> {
-    let exe = std::env::current_exe().map_err(|e| Error::Io { context: "locating own binary".into(), source: e })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Io { context: "locating own binary".into(), source: e })?;
     let (out, err) = match log {
         Some(p) => {
             let open_err = |e| Error::Io { context: format!("opening log {}", p.display()), source: e };
@@ -199,8 +206,8 @@ fn mount_foreground(
     config.clone_fd = threads > 1;
 
     let filesystem = fs::FaultFs::new(backing, faults.clone());
-    let mut session =
-        Session::new(filesystem, &mnt, &config).map_err(|source| Error::Mount { path: mnt.clone(), source })?;
+    let mut session = Session::new(filesystem, &mnt, &config)
+        .map_err(|source| Error::Mount { path: mnt.clone(), source })?;
     let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
 
     // Shutdown path shared by signals and the `shutdown` control command.
@@ -293,14 +300,14 @@ fn cmd_umount(args: &[String]) -> Result<()> {
             if lazy {
                 cmd.arg("-z");
             }
-            let st = cmd
-                .arg(&mnt)
-                .status()
-                .map_err(|source| Error::Umount { path: mnt.clone(), source })?;
+            let st = cmd.arg(&mnt).status().map_err(|source| Error::Umount { path: mnt.clone(), source })?;
             if st.success() {
                 Ok(())
             } else {
-                Err(Error::Umount { path: mnt, source: std::io::Error::other(format!("fusermount3 -u: {st}")) })
+                Err(Error::Umount {
+                    path: mnt,
+                    source: std::io::Error::other(format!("fusermount3 -u: {st}")),
+                })
             }
         }
         Err(source) => Err(Error::Umount { path: mnt, source }),

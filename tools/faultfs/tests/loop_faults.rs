@@ -42,8 +42,13 @@ fn setup(tag: &str) -> Option<(TempDir, FaultFs)> {
     let dir = TempDir::new(tag);
     let img = File::create(dir.0.join("disk.img")).expect("create image");
     img.set_len(64 << 20).expect("size image (sparse)");
-    let fs = FaultFs::start_with(Path::new(env!("CARGO_BIN_EXE_faultfs")), &dir.0, &dir.0.join("mnt"), &["a", "b"])
-        .expect("start faultfs");
+    let fs = FaultFs::start_with(
+        Path::new(env!("CARGO_BIN_EXE_faultfs")),
+        &dir.0,
+        &dir.0.join("mnt"),
+        &["a", "b"],
+    )
+    .expect("start faultfs");
     Some((dir, fs))
 }
 
@@ -73,7 +78,10 @@ fn direct_write(dev: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
 }
 
 /// Run `f` on a thread we can abandon; `None` if it did not finish within `limit`.
-fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> (Option<T>, Duration) {
+fn bounded<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> (Option<T>, Duration) {
     let (tx, rx) = mpsc::channel();
     let start = Instant::now();
     thread::spawn(move || {
@@ -93,7 +101,13 @@ fn per_view_faults_over_loop_devices() {
     // Declared after `fs`: dropped (detached) before the unmount.
     let la = LoopDev::attach(&fs.path("a", "disk.img"), None).expect("losetup view a");
     let lb = LoopDev::attach(&fs.path("b", "disk.img"), None).expect("losetup view b");
-    eprintln!("loop a={} dio={:?}, b={} dio={:?}", la.path().display(), la.direct_io(), lb.path().display(), lb.direct_io());
+    eprintln!(
+        "loop a={} dio={:?}, b={} dio={:?}",
+        la.path().display(),
+        la.direct_io(),
+        lb.path().display(),
+        lb.direct_io()
+    );
     let (a, b) = (la.path().to_path_buf(), lb.path().to_path_buf());
     let t = Duration::from_secs(10);
 
