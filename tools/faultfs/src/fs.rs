@@ -195,6 +195,11 @@ impl Filesystem for FaultFs {
         // parked on a hung view can never starve the healthy views.
         let _ = config.set_max_background(1024);
         let _ = config.set_congestion_threshold(1024);
+        // Async direct I/O lets the loop driver keep several requests in flight per device
+        // (without it, loop-over-FUSE completes each request synchronously: queue depth 1).
+        if std::env::var_os("FAULTFS_NO_ASYNC_DIO").is_none() {
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
+        }
         Ok(())
     }
 
