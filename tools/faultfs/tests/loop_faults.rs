@@ -194,4 +194,5 @@ fn views_share_bytes_without_loop_devices() {
     assert_eq!(&got, b"HEARTBEAT", "no stale page cache in view b");
     assert!(fs.show().unwrap().starts_with("{\"views\""));
     assert!(fs.request("set nosuchview hang").is_err());
+    assert!(harness::find_binary().is_some(), "find_binary must locate the built faultfs");
 }
