@@ -1,0 +1,2 @@
+//! Disk benchmarks (placeholder; see docs/BENCHMARKS.md).
+fn main() {}
