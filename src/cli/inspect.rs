@@ -140,15 +140,16 @@ pub fn run(args: Args) -> CliResult {
         print_pairs(&pairs);
     } else {
         println!("{}", args.device.display());
-        print_pairs(&superblock_lines(&sb));
-        println!(
-            "  sampled          {}",
+        let mut pairs = superblock_lines(&sb);
+        pairs.push((
+            "sampled".into(),
             if result.sample.is_zero() {
                 "once (no ages)".into()
             } else {
                 format!("twice, {} apart", ms(result.sample.as_millis() as u64))
-            }
-        );
+            },
+        ));
+        print_pairs(&pairs);
         println!();
         let rows: Vec<Vec<String>> = shown
             .iter()
