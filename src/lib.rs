@@ -4,6 +4,7 @@
 //! I/O: [`io`]. User interfaces: [`cli`].
 
 pub mod cli;
+pub mod core;
 pub mod disk;
 pub mod format;
 pub mod inspect;
@@ -11,4 +12,5 @@ pub mod io;
 pub mod mkfs;
 pub mod planner;
 pub mod probe;
+pub mod stats;
 pub mod timing;

@@ -1,0 +1,109 @@
+//! Fixed-size latency histogram: recording never allocates (heartbeat path).
+
+/// Log-linear buckets: 8 sub-buckets per power of two from 1 us to ~2^31 us (35 min).
+const SUB: usize = 8;
+const POWERS: usize = 32;
+const BUCKETS: usize = SUB * POWERS;
+
+#[derive(Clone)]
+pub struct Histogram {
+    counts: [u32; BUCKETS],
+    total: u64,
+    max_us: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { counts: [0; BUCKETS], total: 0, max_us: 0 }
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Histogram(n={}, p50={}, max={})", self.total, self.percentile_us(0.5), self.max_us)
+    }
+}
+
+fn bucket(v: u64) -> usize {
+    if v < SUB as u64 {
+        return v as usize;
+    }
+    let power = 63 - v.leading_zeros() as usize; // >= 3
+    let sub = ((v >> (power - 3)) & (SUB as u64 - 1)) as usize;
+    ((power - 2) * SUB + sub).min(BUCKETS - 1)
+}
+
+/// Upper bound of a bucket's values.
+fn bucket_high(b: usize) -> u64 {
+    if b < SUB {
+        return b as u64;
+    }
+    let power = b / SUB + 2;
+    let sub = (b % SUB) as u64;
+    ((SUB as u64 + sub + 1) << (power - 3)) - 1
+}
+
+impl Histogram {
+    pub fn record(&mut self, us: u64) {
+        self.counts[bucket(us)] += 1;
+        self.total += 1;
+        self.max_us = self.max_us.max(us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    pub fn max_us(&self) -> u64 {
+        self.max_us
+    }
+
+    /// The value at quantile `q` (0..=1), to within one bucket (12.5%), never above the max.
+    pub fn percentile_us(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let want = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0u64;
+        for (b, &c) in self.counts.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= want {
+                return bucket_high(b).min(self.max_us);
+            }
+        }
+        self.max_us
+    }
+
+    pub fn clear(&mut self) {
+        *self = Histogram::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotone_and_tight() {
+        let mut last = 0;
+        for v in 0..100_000u64 {
+            let b = bucket(v);
+            assert!(b >= last);
+            last = b;
+            assert!(bucket_high(b) >= v, "v={v} b={b} high={}", bucket_high(b));
+            assert!(bucket_high(b) <= v + v / 8 + 1, "v={v} high={}", bucket_high(b));
+        }
+    }
+
+    #[test]
+    fn percentiles() {
+        let mut h = Histogram::default();
+        for v in 1..=1000 {
+            h.record(v);
+        }
+        let p50 = h.percentile_us(0.5);
+        assert!((500..=570).contains(&p50), "{p50}");
+        assert_eq!(h.percentile_us(1.0), 1000);
+        assert_eq!(h.count(), 1000);
+    }
+}
