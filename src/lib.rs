@@ -5,7 +5,9 @@
 
 pub mod cli;
 pub mod core;
+pub mod daemon;
 pub mod disk;
+pub mod fence;
 pub mod format;
 pub mod inspect;
 pub mod io;

@@ -8,11 +8,14 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod daemon;
+pub mod fence;
 pub mod inspect;
 pub mod mkfs;
 pub mod output;
 pub mod plan;
 pub mod probe;
+pub mod status;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
@@ -57,6 +60,12 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Measure write and sweep latency and recommend a base timeout.
     Probe(probe::Args),
+    /// Run the per-host heartbeat daemon.
+    Daemon(daemon::Args),
+    /// Show the local daemon's view of the cluster.
+    Status(status::Args),
+    /// Fence a host through its mailbox and confirm it.
+    Fence(fence::Args),
     /// Failover planning: host failures tolerated, restart plans, admission checks.
     Plan(plan::Args),
 }
@@ -67,6 +76,9 @@ pub fn run(cli: Cli) -> u8 {
         Command::Mkfs(args) => mkfs::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Probe(args) => probe::run(args),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Fence(args) => fence::run(args),
         Command::Plan(args) => plan::run(args),
     };
     match result {

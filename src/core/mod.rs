@@ -186,6 +186,7 @@ pub struct Core {
     /// Mailbox request id present when we joined: stale, never acted on.
     mailbox_ignore: u64,
     fence_pending: bool,
+    skip_watch: bool,
     peers: Vec<Peer>,
     events: VecDeque<Event>,
     events_dropped: u64,
@@ -216,6 +217,7 @@ impl Core {
             last_ok_ms: now_ms,
             mailbox_ignore: 0,
             fence_pending: false,
+            skip_watch: false,
             peers: vec![Peer::default(); cfg.slot_count as usize],
             events: VecDeque::with_capacity(EVENT_CAPACITY),
             events_dropped: 0,
@@ -289,6 +291,12 @@ impl Core {
         self.record.monotonic_ms = now_ms;
         self.write_pending = true;
         Some(self.record)
+    }
+
+    /// Test only: take the slot at the first read, without watching it for the host-dead timeout.
+    /// Lets two daemons be forced onto one slot to exercise foreign-write detection.
+    pub fn skip_acquire_wait(&mut self) {
+        self.skip_watch = true;
     }
 
     /// Requests a clean leave (SIGTERM): `leaving` is written next cycle, then the core stops.
@@ -458,8 +466,8 @@ impl Core {
             }
             _ => {}
         }
-        if free_now {
-            return self.start_join(read.expect("free_now implies valid"));
+        if free_now || (self.skip_watch && read.is_ok()) {
+            return self.start_join(read.expect("valid"));
         }
         match self.watch {
             None => {

@@ -9,6 +9,7 @@
 pub mod buf;
 pub mod device;
 mod sync;
+pub mod sys;
 mod uring;
 
 pub use buf::AlignedBuf;

@@ -1,0 +1,100 @@
+//! `diskbeat daemon`: the per-host heartbeat agent.
+
+use super::{CliError, CliResult};
+use crate::daemon::config::{load_file, resolve, Overrides};
+use crate::io::EngineKind;
+use std::path::PathBuf;
+
+/// Run the heartbeat daemon for this host (foreground).
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Every field of the config file (TOML, default /etc/diskbeat/diskbeat.toml) is also a flag; flags win.
+
+  device = \"/dev/mapper/hb-lun\"
+  slot = 3
+  name = \"hv-03\"
+  fence_action = \"reboot\"        # reboot | exec:COMMAND | log-only
+  socket = \"/run/diskbeat/diskbeat.sock\"
+  # timeout = \"40s\"              # optional: must equal the disk's base timeout
+  # watchdog = \"/dev/watchdog\"
+
+Timing comes from the base timeout T the disk was formatted with: heartbeat every T/20, io
+timeout T/4, self-fence after T/2 without a successful cycle, peers dead after T (docs/SAFETY.md).
+
+Examples:
+  diskbeat daemon --config /etc/diskbeat/diskbeat.toml
+  diskbeat daemon --device /dev/loop0 --slot 0 --name hv-00 --fence-action log-only --socket /tmp/hb0.sock
+
+Exit status: 0 left cleanly (SIGTERM/SIGINT), 1 refused (slot in use, storage), 2 bad config
+(nothing written), 3 stopped after self-fencing.")]
+pub struct Args {
+    /// Config file (TOML).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Heartbeat device.
+    #[arg(long)]
+    pub device: Option<PathBuf>,
+    /// This host's slot.
+    #[arg(long)]
+    pub slot: Option<u32>,
+    /// This host's name (default: the hostname).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Base timeout (40s, 2s, 500ms); must match the disk's.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Control socket path.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// reboot | exec:COMMAND | log-only.
+    #[arg(long)]
+    pub fence_action: Option<String>,
+    /// Hardware watchdog device to arm and feed.
+    #[arg(long)]
+    pub watchdog: Option<PathBuf>,
+    /// I/O engine.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
+    /// Run the heartbeat under SCHED_RR (real-time) scheduling.
+    #[arg(long)]
+    pub sched_rr: bool,
+    /// Do not lock memory (mlockall).
+    #[arg(long)]
+    pub no_mlock: bool,
+    /// TESTS ONLY: take the slot without watching it first (breaks slot-ownership safety).
+    #[arg(long, hide = true)]
+    pub unsafe_skip_acquire: bool,
+}
+
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    // journald timestamps lines itself.
+    let _ = if journald { builder.without_time().try_init() } else { builder.try_init() };
+}
+
+pub fn run(args: Args) -> CliResult {
+    init_logging();
+    let file = load_file(args.config.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
+    let cfg = resolve(
+        file,
+        Overrides {
+            device: args.device,
+            slot: args.slot,
+            name: args.name,
+            timeout: args.timeout,
+            socket: args.socket,
+            fence_action: args.fence_action,
+            watchdog: args.watchdog,
+            engine: args.engine,
+            sched_rr: args.sched_rr,
+            no_mlock: args.no_mlock,
+            unsafe_skip_acquire: args.unsafe_skip_acquire,
+        },
+    )
+    .map_err(|e| CliError::usage(e.to_string()))?;
+    crate::daemon::run(cfg).map_err(|e| CliError { code: e.exit_code(), message: e.to_string() })
+}

@@ -1,0 +1,104 @@
+//! `diskbeat status`: this host's view, from the daemon's control socket.
+
+use super::output::{ms, print_json, print_table};
+use super::{CliError, CliResult, EXIT_OK};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+
+/// Show the local daemon's view of the cluster.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Peer states: unknown (not yet seen advancing), live, dead (unchanged for the host-dead timeout
+between two of this host's reads), leaving (left cleanly), fenced, self_fencing, corrupt, free.
+
+Examples:
+  diskbeat status
+  diskbeat status --json | jq '.peers[] | select(.state == \"dead\")'
+
+Exit status: 0 shown, 1 no daemon answers on the socket.")]
+pub struct Args {
+    /// Control socket of the daemon.
+    #[arg(long, default_value = crate::daemon::config::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Include free slots.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Asks the daemon at `socket` for its status.
+pub fn query(socket: &std::path::Path, all: bool) -> Result<serde_json::Value, String> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        format!("cannot reach the daemon at {}: {e} (is it running? --socket?)", socket.display())
+    })?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok();
+    s.write_all(if all { b"status all\n" } else { b"status\n" }).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).map_err(|e| format!("no answer from the daemon: {e}"))?;
+    serde_json::from_str(&line).map_err(|e| format!("bad answer from the daemon: {e}"))
+}
+
+pub fn run(args: Args) -> CliResult {
+    let v = query(&args.socket, args.all).map_err(CliError::fail)?;
+    if args.json {
+        print_json(&v);
+        return Ok(EXIT_OK);
+    }
+    let me = &v["self"];
+    let lat = |k: &str| {
+        let l = &me["latency"][k];
+        format!("p50 {} us, p99 {} us, max {} us", l["p50_us"], l["p99_us"], l["max_us"])
+    };
+    println!(
+        "slot {} '{}' in cluster {}: {} (generation {}, sequence {})",
+        me["slot"],
+        me["name"].as_str().unwrap_or("?"),
+        me["cluster_name"].as_str().unwrap_or("?"),
+        me["state"].as_str().unwrap_or("?"),
+        me["generation"],
+        me["sequence"]
+    );
+    if let Some(r) = me["fence_reason"]["text"].as_str() {
+        println!("  fenced: {r}");
+    }
+    println!(
+        "  last good cycle {} ago; {} cycles, {} failed",
+        ms(me["last_ok_age_ms"].as_u64().unwrap_or(0)),
+        me["cycles"],
+        me["failed_cycles"]
+    );
+    println!("  write  {}", lat("write"));
+    println!("  sweep  {}", lat("sweep"));
+    println!();
+    let rows: Vec<Vec<String>> = v["peers"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            vec![
+                p["slot"].to_string(),
+                p["name"].as_str().unwrap_or("").to_string(),
+                p["state"].as_str().unwrap_or("?").to_string(),
+                p["generation"].to_string(),
+                p["sequence"].to_string(),
+                ms(p["age_ms"].as_u64().unwrap_or(0)),
+                p["corrupt_reason"].as_str().map(str::to_string).unwrap_or_else(|| {
+                    if p["unreadable"] == true {
+                        "unreadable".into()
+                    } else {
+                        String::new()
+                    }
+                }),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("No peers.");
+    } else {
+        print_table(&["SLOT", "HOST", "STATE", "GEN", "SEQ", "AGE", "NOTE"], &rows);
+    }
+    Ok(EXIT_OK)
+}

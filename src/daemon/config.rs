@@ -1,0 +1,213 @@
+//! Daemon configuration: a TOML file, every field also a flag (flags win).
+
+use crate::timing::parse_duration_ms;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG: &str = "/etc/diskbeat/diskbeat.toml";
+pub const DEFAULT_SOCKET: &str = "/run/diskbeat/diskbeat.sock";
+
+/// What the daemon does to fence this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceAction {
+    /// Immediate reboot (sysrq 'b'): no sync, no shutdown scripts.
+    Reboot,
+    /// Run a command (`sh -c`), e.g. to power off through a BMC; the host may survive.
+    Exec(String),
+    /// Log and mark the record only (tests and dry runs): the host keeps running.
+    LogOnly,
+}
+
+impl FenceAction {
+    pub fn parse(text: &str) -> Result<FenceAction, String> {
+        match text {
+            "reboot" => Ok(FenceAction::Reboot),
+            "log-only" => Ok(FenceAction::LogOnly),
+            t if t.starts_with("exec:") && t.len() > 5 => Ok(FenceAction::Exec(t[5..].to_string())),
+            t => Err(format!("'{t}' is not a fence action: use reboot, exec:COMMAND or log-only")),
+        }
+    }
+}
+
+/// The file format (every field optional here; required ones are checked after merging flags).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub device: Option<PathBuf>,
+    pub slot: Option<u32>,
+    pub name: Option<String>,
+    pub timeout: Option<String>,
+    pub socket: Option<PathBuf>,
+    pub fence_action: Option<String>,
+    pub watchdog: Option<PathBuf>,
+    pub engine: Option<String>,
+    pub sched_rr: Option<bool>,
+    pub mlock: Option<bool>,
+}
+
+/// A validated configuration (the disk-dependent checks come later, before any write).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub device: PathBuf,
+    pub slot: u32,
+    pub name: String,
+    /// Base timeout, if given: must equal the one the disk was formatted with.
+    pub timeout_ms: Option<u32>,
+    pub socket: PathBuf,
+    pub fence_action: FenceAction,
+    pub watchdog: Option<PathBuf>,
+    pub engine: crate::io::EngineKind,
+    pub sched_rr: bool,
+    pub mlock: bool,
+    /// Test only: take the slot without watching it (lets two daemons share a slot).
+    pub unsafe_skip_acquire: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{field}: {reason}")]
+    Field { field: &'static str, reason: String },
+    #[error("{0} is required (in the config file or as --{0})")]
+    Missing(&'static str),
+}
+
+fn field(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Field { field, reason: reason.into() }
+}
+
+/// Reads `path` (None: the default path if it exists).
+pub fn load_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    let (path, required) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(e) => return Err(ConfigError::File { path: path.display().to_string(), reason: e.to_string() }),
+    };
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        reason: e.to_string().trim().to_string(),
+    })
+}
+
+/// Flag values (None = not given).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub device: Option<PathBuf>,
+    pub slot: Option<u32>,
+    pub name: Option<String>,
+    pub timeout: Option<String>,
+    pub socket: Option<PathBuf>,
+    pub fence_action: Option<String>,
+    pub watchdog: Option<PathBuf>,
+    pub engine: Option<crate::io::EngineKind>,
+    pub sched_rr: bool,
+    pub no_mlock: bool,
+    pub unsafe_skip_acquire: bool,
+}
+
+/// Merges flags over the file and validates every field that does not need the disk.
+pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
+    let device = o.device.or(file.device).ok_or(ConfigError::Missing("device"))?;
+    let slot = o.slot.or(file.slot).ok_or(ConfigError::Missing("slot"))?;
+    if slot >= crate::format::MAX_SLOTS {
+        return Err(field("slot", format!("{slot} is out of range (0..{})", crate::format::MAX_SLOTS)));
+    }
+    let name = match o.name.or(file.name) {
+        Some(n) => n,
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .ok_or_else(|| field("name", "not given and the hostname is unreadable"))?,
+    };
+    crate::format::encode_name(&name).map_err(|e| field("name", e.to_string()))?;
+    let timeout_ms = match o.timeout.or(file.timeout) {
+        None => None,
+        Some(t) => {
+            let ms = parse_duration_ms(&t).map_err(|e| field("timeout", e))?;
+            crate::timing::Timing::from_base(ms).map_err(|e| field("timeout", e.to_string()))?;
+            Some(ms)
+        }
+    };
+    let fence_action =
+        FenceAction::parse(o.fence_action.or(file.fence_action).as_deref().unwrap_or("reboot"))
+            .map_err(|e| field("fence_action", e))?;
+    let engine = match (o.engine, file.engine) {
+        (Some(e), _) => e,
+        (None, None) => crate::io::EngineKind::Auto,
+        (None, Some(e)) => match e.as_str() {
+            "auto" => crate::io::EngineKind::Auto,
+            "uring" | "io_uring" => crate::io::EngineKind::Uring,
+            "sync" => crate::io::EngineKind::Sync,
+            other => {
+                return Err(field("engine", format!("'{other}' is not an engine: use auto, uring or sync")))
+            }
+        },
+    };
+    let watchdog = o.watchdog.or(file.watchdog);
+    if let Some(w) = &watchdog {
+        if !w.exists() {
+            return Err(field(
+                "watchdog",
+                format!("{} does not exist (load a watchdog driver, e.g. softdog)", w.display()),
+            ));
+        }
+    }
+    Ok(Config {
+        device,
+        slot,
+        name,
+        timeout_ms,
+        socket: o.socket.or(file.socket).unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+        fence_action,
+        watchdog,
+        engine,
+        sched_rr: o.sched_rr || file.sched_rr.unwrap_or(false),
+        mlock: !o.no_mlock && file.mlock.unwrap_or(true),
+        unsafe_skip_acquire: o.unsafe_skip_acquire,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Overrides {
+        Overrides {
+            device: Some("/dev/x".into()),
+            slot: Some(1),
+            name: Some("h1".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file: FileConfig =
+            toml::from_str("device = \"/dev/a\"\nslot = 3\nname = \"f\"\ntimeout = \"2s\"").unwrap();
+        let c = resolve(file, Overrides { slot: Some(5), ..Default::default() }).unwrap();
+        assert_eq!(
+            (c.device.to_str().unwrap(), c.slot, c.name.as_str(), c.timeout_ms),
+            ("/dev/a", 5, "f", Some(2000))
+        );
+        assert_eq!(c.fence_action, FenceAction::Reboot);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = |o: Overrides| resolve(FileConfig::default(), o).unwrap_err().to_string();
+        assert!(e(Overrides { device: None, ..base() }).contains("device is required"));
+        assert!(e(Overrides { slot: Some(5000), ..base() }).starts_with("slot:"));
+        assert!(e(Overrides { name: Some("x".repeat(70)), ..base() }).starts_with("name:"));
+        assert!(e(Overrides { timeout: Some("fast".into()), ..base() }).starts_with("timeout:"));
+        assert!(e(Overrides { timeout: Some("10ms".into()), ..base() }).starts_with("timeout:"));
+        assert!(e(Overrides { fence_action: Some("shoot".into()), ..base() }).starts_with("fence_action:"));
+        assert!(e(Overrides { watchdog: Some("/dev/nope".into()), ..base() }).starts_with("watchdog:"));
+        let bad: Result<FileConfig, _> = toml::from_str("devise = \"/dev/a\"");
+        assert!(bad.unwrap_err().to_string().contains("unknown field"));
+        assert_eq!(FenceAction::parse("exec:/bin/true"), Ok(FenceAction::Exec("/bin/true".into())));
+    }
+}

@@ -1,0 +1,210 @@
+//! The status the control socket serves: a snapshot the heartbeat loop updates in place (no
+//! allocation per cycle) and the socket thread renders as JSON.
+
+use crate::core::{Core, Event, FenceReason, Peer, PeerChange, PeerState, Phase};
+use crate::format::decode_name;
+use crate::stats::Histogram;
+use crate::timing::Timing;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+
+const RECENT_EVENTS: usize = 64;
+
+pub struct Snapshot {
+    pub now_ms: u64,
+    pub slot: u32,
+    pub name: String,
+    pub device: String,
+    pub engine: &'static str,
+    pub host_uuid: uuid::Uuid,
+    pub cluster_name: String,
+    pub timing: Timing,
+    pub phase: Phase,
+    pub generation: u64,
+    pub sequence: u64,
+    pub last_ok_ms: u64,
+    pub fence_deadline_ms: Option<u64>,
+    pub fenced_at_ms: Option<u64>,
+    pub peers: Vec<Peer>,
+    pub write_latency: Histogram,
+    pub sweep_latency: Histogram,
+    pub cycles: u64,
+    pub failed_cycles: u64,
+    pub events: VecDeque<(u64, Event)>,
+}
+
+impl Snapshot {
+    pub fn new(core: &Core, device: String, engine: &'static str, cluster_name: String) -> Snapshot {
+        let cfg = core.config();
+        Snapshot {
+            now_ms: 0,
+            slot: cfg.slot,
+            name: decode_name(&cfg.host_name).unwrap_or("?").to_string(),
+            device,
+            engine,
+            host_uuid: cfg.host_uuid,
+            cluster_name,
+            timing: cfg.timing,
+            phase: core.phase(),
+            generation: 0,
+            sequence: 0,
+            last_ok_ms: 0,
+            fence_deadline_ms: None,
+            fenced_at_ms: None,
+            peers: core.peers().to_vec(),
+            write_latency: Histogram::default(),
+            sweep_latency: Histogram::default(),
+            cycles: 0,
+            failed_cycles: 0,
+            events: VecDeque::with_capacity(RECENT_EVENTS),
+        }
+    }
+
+    /// Copies the core's state in (fixed-size copies only).
+    pub fn update(&mut self, core: &Core, now_ms: u64) {
+        self.now_ms = now_ms;
+        self.phase = core.phase();
+        self.generation = core.record().generation;
+        self.sequence = core.record().sequence;
+        self.last_ok_ms = core.last_ok_ms();
+        self.fence_deadline_ms = core.fence_deadline_ms();
+        self.peers.copy_from_slice(core.peers());
+        self.write_latency.clone_from(&core.write_latency);
+        self.sweep_latency.clone_from(&core.sweep_latency);
+        self.cycles = core.cycles;
+        self.failed_cycles = core.failed_cycles;
+    }
+
+    pub fn push_event(&mut self, at_ms: u64, e: Event) {
+        if self.events.len() == RECENT_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back((at_ms, e));
+    }
+}
+
+fn latency(h: &Histogram) -> Value {
+    json!({
+        "count": h.count(),
+        "p50_us": h.percentile_us(0.5),
+        "p99_us": h.percentile_us(0.99),
+        "p999_us": h.percentile_us(0.999),
+        "max_us": h.max_us(),
+    })
+}
+
+fn fence_reason_json(r: &FenceReason) -> Value {
+    json!({ "kind": serde_json::to_value(r).unwrap_or(Value::Null), "text": super::fence::describe(r) })
+}
+
+pub fn peer_state_name(s: PeerState) -> &'static str {
+    match s {
+        PeerState::Free => "free",
+        PeerState::Unknown => "unknown",
+        PeerState::Live => "live",
+        PeerState::SelfFencing => "self_fencing",
+        PeerState::Leaving => "leaving",
+        PeerState::Fenced => "fenced",
+        PeerState::Dead => "dead",
+        PeerState::Corrupt => "corrupt",
+        PeerState::Unread => "unread",
+    }
+}
+
+pub fn describe_event(e: &Event) -> String {
+    let name = |n: &[u8; 64]| decode_name(n).unwrap_or("?").to_string();
+    match e {
+        Event::WaitingForSlot { holder, wait_ms } => {
+            format!("slot held by '{}': watching it for {wait_ms} ms before taking it", name(holder))
+        }
+        Event::Joined { generation } => format!("joining with generation {generation}"),
+        Event::Live { generation } => format!("live with generation {generation}"),
+        Event::Refused(r) => format!("refused: {}", refuse_text(r)),
+        Event::SelfFence(r) => format!("self-fencing: {}", super::fence::describe(r)),
+        Event::Left => "left cleanly".into(),
+        Event::Peer { slot, change: PeerChange::State { from, to } } => {
+            format!("slot {slot}: {} -> {}", peer_state_name(*from), peer_state_name(*to))
+        }
+        Event::Peer { slot, change: PeerChange::Restarted { old_generation, new_generation } } => {
+            format!("slot {slot}: restarted (generation {old_generation} -> {new_generation})")
+        }
+        Event::PeerCorrupt { slot, reason } => format!("slot {slot}: corrupt record ({reason})"),
+        Event::CycleFailed { write, own_read } => {
+            format!("cycle failed (write: {write:?}, own read: {own_read:?})")
+        }
+        Event::SlowWrite { latency_us } => format!("slow write: {latency_us} us (over half the io timeout)"),
+        Event::SlowSweep { latency_us } => format!("slow sweep: {latency_us} us (over half the io timeout)"),
+        Event::MailboxTest { sender_slot, request_id } => {
+            format!("mailbox test {request_id} from {sender_slot}")
+        }
+        Event::MailboxCorrupt { reason } => format!("own mailbox corrupt ({reason})"),
+    }
+}
+
+pub fn refuse_text(r: &crate::core::RefuseReason) -> String {
+    match r {
+        crate::core::RefuseReason::SlotInUse { host_name } => format!(
+            "another host ('{}') is heartbeating in this slot; pick another --slot",
+            decode_name(host_name).unwrap_or("?")
+        ),
+        crate::core::RefuseReason::ForeignDuringJoin => {
+            "another host wrote this slot while we were joining; pick another --slot".into()
+        }
+        crate::core::RefuseReason::Storage => "cannot read or write our slot; check the device".into(),
+    }
+}
+
+/// Renders the snapshot. `all` includes free and never-read slots.
+pub fn render(s: &Snapshot, all: bool) -> Value {
+    let peers: Vec<Value> = s
+        .peers
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| {
+            *i as u32 != s.slot && (all || !matches!(p.state, PeerState::Free | PeerState::Unread))
+        })
+        .map(|(i, p)| {
+            json!({
+                "slot": i,
+                "name": p.host_name(),
+                "state": peer_state_name(p.state),
+                "generation": p.generation,
+                "sequence": p.sequence,
+                "age_ms": p.age_ms(),
+                "host_uuid": p.host_uuid.to_string(),
+                "unreadable": p.unreadable,
+                "corrupt_reason": p.corruption.map(|c| c.to_string()),
+                "dead_at_ms": p.dead_at_ms,
+                "silent_ms_at_death": p.dead_at_ms.map(|_| p.silent_ms_at_death),
+            })
+        })
+        .collect();
+    let fence_reason = match s.phase {
+        Phase::SelfFencing(r) | Phase::Fenced(r) => Some(fence_reason_json(&r)),
+        _ => None,
+    };
+    json!({
+        "now_ms": s.now_ms,
+        "self": {
+            "slot": s.slot,
+            "name": s.name,
+            "state": s.phase.name(),
+            "host_uuid": s.host_uuid.to_string(),
+            "cluster_name": s.cluster_name,
+            "device": s.device,
+            "engine": s.engine,
+            "generation": s.generation,
+            "sequence": s.sequence,
+            "last_ok_age_ms": s.now_ms.saturating_sub(s.last_ok_ms),
+            "fence_deadline_in_ms": s.fence_deadline_ms.map(|d| d.saturating_sub(s.now_ms)),
+            "fence_reason": fence_reason,
+            "fenced_at_ms": s.fenced_at_ms,
+            "timing": s.timing,
+            "latency": { "write": latency(&s.write_latency), "sweep": latency(&s.sweep_latency) },
+            "cycles": s.cycles,
+            "failed_cycles": s.failed_cycles,
+        },
+        "peers": peers,
+        "recent_events": s.events.iter().map(|(at, e)| json!({"at_ms": at, "text": describe_event(e)})).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,162 @@
+//! `diskbeat fence`: ask a host to fence itself through its mailbox, and confirm it did.
+//!
+//! Success needs proof: the target's record says `fenced` with our request acknowledged, or its
+//! record stopped changing for the host-dead timeout between two of our successful reads (it
+//! fenced itself or died: SBD's msgwait, judged on our clock).
+
+use crate::core::{Peer, PeerState};
+use crate::disk::{Disk, DiskError};
+use crate::format::mailbox::{Command, Mailbox, SENDER_TOOL};
+use crate::format::record::{Record, State};
+use crate::io::{Access, EngineKind};
+use crate::timing::Timing;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How a fence was confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Confirmed {
+    /// The target marked itself fenced and acknowledged the request.
+    Fenced,
+    /// The target's record stopped for the host-dead timeout.
+    Stopped { silent_ms: u64 },
+    /// It had already left cleanly or was already fenced: nothing was sent.
+    AlreadyGone { state: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error(transparent)]
+    Timing(#[from] crate::timing::TimingError),
+    #[error("slot {0} is free: no host holds it, nothing to fence")]
+    Free(u32),
+    #[error("slot {slot} cannot be read or is corrupt ({reason}); cannot fence or confirm through it")]
+    Unusable { slot: u32, reason: String },
+    #[error("writing the fence request failed ({0}); the request was not delivered")]
+    WriteFailed(String),
+    #[error("slot {slot} was taken by a new incarnation of '{name}' (generation {generation}): the request was not for it")]
+    Restarted { slot: u32, name: String, generation: u64 },
+    #[error(
+        "slot {slot} ('{name}') neither fenced nor stopped within {waited_ms} ms: do NOT restart its VMs"
+    )]
+    Timeout { slot: u32, name: String, waited_ms: u64 },
+}
+
+/// Result of a successful fence.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FenceReport {
+    pub slot: u32,
+    pub host_name: String,
+    pub generation: u64,
+    pub request_id: Option<u64>,
+    #[serde(flatten)]
+    pub confirmed: Confirmed,
+    pub elapsed_ms: u64,
+}
+
+fn now_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+pub fn fence(
+    path: &Path,
+    slot: u32,
+    engine: EngineKind,
+    progress: &mut dyn FnMut(&str),
+) -> Result<FenceReport, FenceError> {
+    let start = Instant::now();
+    let mut disk = Disk::open(path, Access::ReadWrite, engine, None)?;
+    let sb = disk.superblock().clone();
+    if slot >= sb.layout.slot_count {
+        return Err(DiskError::NoSuchSlot { slot, count: sb.layout.slot_count }.into());
+    }
+    let timing = Timing::from_base(sb.base_timeout_ms)?;
+    let read = |disk: &mut Disk| -> Result<Result<Record, String>, FenceError> {
+        disk.sweep(timing.io_timeout())?;
+        Ok(match disk.slot_bytes(slot) {
+            Err(s) => Err(crate::inspect::status_reason(s)),
+            Ok(b) => Record::decode(b, &sb.cluster_uuid, slot).map_err(|c| c.to_string()),
+        })
+    };
+    let target = read(&mut disk)?.map_err(|reason| FenceError::Unusable { slot, reason })?;
+    let name = target.host_name().to_string();
+    let report = |confirmed, request_id| FenceReport {
+        slot,
+        host_name: name.clone(),
+        generation: target.generation,
+        request_id,
+        confirmed,
+        elapsed_ms: now_ms(start),
+    };
+    match target.state {
+        State::Free => return Err(FenceError::Free(slot)),
+        State::Leaving | State::Fenced => {
+            return Ok(report(Confirmed::AlreadyGone { state: target.state.as_str().into() }, None))
+        }
+        State::Joining | State::Live | State::SelfFencing => {}
+    }
+    let request_id = loop {
+        let id = uuid::Uuid::new_v4().as_u64_pair().0;
+        if id != 0 && id != target.mailbox_ack {
+            break id;
+        }
+    };
+    let mut m = Mailbox::empty(sb.cluster_uuid, slot);
+    m.command = Command::Fence;
+    m.request_id = request_id;
+    m.sender_slot = SENDER_TOOL;
+    m.set_sender_name("diskbeat-fence").expect("valid name");
+    let o = disk.write_mailbox(&m, timing.io_timeout())?;
+    if !o.is_done() {
+        return Err(FenceError::WriteFailed(crate::inspect::status_reason(o.status)));
+    }
+    progress(&format!(
+        "fence request {request_id} written to slot {slot} ('{name}'); waiting for it to fence (up to {} ms)",
+        2 * timing.host_dead_ms
+    ));
+    let mut peer = Peer::default();
+    let limit_ms = 2 * u64::from(timing.host_dead_ms) + u64::from(timing.io_timeout_ms);
+    loop {
+        std::thread::sleep(timing.interval());
+        let s = now_ms(start);
+        disk.sweep(timing.io_timeout())?;
+        let e = now_ms(start);
+        match disk.slot_bytes(slot) {
+            Err(_) => peer.read_failed(),
+            Ok(bytes) => {
+                let read = Record::validate(bytes, &sb.cluster_uuid, slot);
+                if let Ok(raw) = read {
+                    let r = Record::from_raw(raw);
+                    if r.generation != target.generation || r.host_uuid != target.host_uuid {
+                        return Err(FenceError::Restarted {
+                            slot,
+                            name: r.host_name().into(),
+                            generation: r.generation,
+                        });
+                    }
+                    if r.state == State::Fenced && r.mailbox_ack == request_id {
+                        return Ok(report(Confirmed::Fenced, Some(request_id)));
+                    }
+                }
+                peer.observe(read, s, e, u64::from(timing.host_dead_ms));
+                if peer.state == PeerState::Dead {
+                    return Ok(report(
+                        Confirmed::Stopped { silent_ms: peer.silent_ms_at_death },
+                        Some(request_id),
+                    ));
+                }
+            }
+        }
+        if now_ms(start) > limit_ms {
+            return Err(FenceError::Timeout { slot, name, waited_ms: now_ms(start) });
+        }
+    }
+}
+
+/// Waits for nothing; a helper for callers that want a bound on `fence`'s duration.
+pub fn max_wait(timing: &Timing) -> Duration {
+    Duration::from_millis(2 * u64::from(timing.host_dead_ms) + u64::from(timing.io_timeout_ms))
+}

@@ -1,0 +1,51 @@
+//! Small system interfaces the daemon needs (scheduling, watchdog device). The only other
+//! `unsafe` outside the engines.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, libc::c_int);
+nix::ioctl_read!(wdioc_keepalive, b'W', 5, libc::c_int);
+
+/// Runs the calling thread (and threads it creates later) under SCHED_RR at `priority`.
+pub fn set_sched_rr(priority: i32) -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: priority };
+    // SAFETY: `param` is a valid sched_param that lives across the call; pid 0 = this thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A hardware watchdog (Linux watchdog API). Fed only after a successful heartbeat cycle, so a
+/// hung loop or a lost disk lets it fire.
+pub struct Watchdog {
+    file: File,
+}
+
+impl Watchdog {
+    /// Opens and arms `path` with a timeout of `timeout_s` seconds.
+    pub fn open(path: &Path, timeout_s: u32) -> std::io::Result<Watchdog> {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        let mut t = timeout_s as libc::c_int;
+        // SAFETY: the ioctl reads and writes one c_int we own; the fd is open.
+        unsafe { wdioc_settimeout(file.as_raw_fd(), &mut t) }.map_err(std::io::Error::from)?;
+        Ok(Watchdog { file })
+    }
+
+    pub fn feed(&self) -> std::io::Result<()> {
+        let mut dummy: libc::c_int = 0;
+        // SAFETY: WDIOC_KEEPALIVE takes (and ignores) an int pointer; the fd is open.
+        unsafe { wdioc_keepalive(self.file.as_raw_fd(), &mut dummy) }.map_err(std::io::Error::from)?;
+        Ok(())
+    }
+
+    /// Disarms on a clean stop ("magic close": write 'V' before closing).
+    pub fn disarm(mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(b"V")
+    }
+}
