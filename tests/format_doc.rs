@@ -1,0 +1,386 @@
+//! Asserts the numbers `docs/FORMAT.md` states. If one of these fails, either the format changed
+//! (bump the version and update FORMAT.md) or the document is wrong.
+
+use diskbeat::format::extent::{Extent, ExtentRaw, PAYLOAD_OFFSET};
+use diskbeat::format::layout::{Layout, Params, DEFAULT_EXTENT_SIZE, PROBE_REGION_SIZE};
+use diskbeat::format::mailbox::{Command, Mailbox, MailboxRaw, SENDER_TOOL};
+use diskbeat::format::record::{NetView, Record, RecordRaw, State};
+use diskbeat::format::superblock::{Superblock, SuperblockRaw};
+use diskbeat::format::{
+    checksum, Corruption, Header, ALIGN, MAX_SLOTS, NAME_LEN, NET_VIEW_BYTES, STRUCT_SIZE, VERSION_MAJOR,
+    VERSION_MINOR,
+};
+use std::mem::{offset_of, size_of};
+
+const CLUSTER: u128 = 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef;
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
+}
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+
+#[test]
+fn constants_and_sizes() {
+    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 0));
+    assert_eq!(STRUCT_SIZE, 512);
+    assert_eq!(ALIGN, 4096);
+    assert_eq!(MAX_SLOTS, 2048);
+    assert_eq!(NAME_LEN, 64);
+    assert_eq!(NET_VIEW_BYTES, 256);
+    assert_eq!(PAYLOAD_OFFSET, 4096);
+    assert_eq!(PROBE_REGION_SIZE, 65536);
+    assert_eq!(DEFAULT_EXTENT_SIZE, 65536);
+    assert_eq!(SENDER_TOOL, 0xFFFF_FFFF);
+    assert_eq!(size_of::<Header>(), 32);
+    assert_eq!(size_of::<SuperblockRaw>(), 512);
+    assert_eq!(size_of::<RecordRaw>(), 512);
+    assert_eq!(size_of::<MailboxRaw>(), 512);
+    assert_eq!(size_of::<ExtentRaw>(), 512);
+}
+
+#[test]
+fn crc32c_check_value() {
+    assert_eq!(checksum(b"123456789"), 0xE306_9283);
+    assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    assert_eq!(checksum(b""), 0);
+}
+
+#[test]
+fn magic_bytes() {
+    assert_eq!(diskbeat::format::superblock::MAGIC, [0x44, 0x49, 0x53, 0x4B, 0x42, 0x45, 0x41, 0x54]);
+    assert_eq!(diskbeat::format::record::MAGIC, [0x44, 0x42, 0x52, 0x45, 0x43, 0x4F, 0x52, 0x44]);
+    assert_eq!(diskbeat::format::mailbox::MAGIC, [0x44, 0x42, 0x4D, 0x41, 0x49, 0x4C, 0x42, 0x58]);
+    assert_eq!(diskbeat::format::extent::MAGIC, [0x44, 0x42, 0x45, 0x58, 0x54, 0x45, 0x4E, 0x54]);
+}
+
+#[test]
+fn field_offsets() {
+    assert_eq!(
+        [
+            offset_of!(Header, crc32c),
+            offset_of!(Header, magic),
+            offset_of!(Header, version_major),
+            offset_of!(Header, version_minor),
+            offset_of!(Header, cluster_uuid),
+        ],
+        [0, 4, 12, 14, 16]
+    );
+    assert_eq!(
+        [
+            offset_of!(SuperblockRaw, cluster_name),
+            offset_of!(SuperblockRaw, sector_size),
+            offset_of!(SuperblockRaw, slot_size),
+            offset_of!(SuperblockRaw, slot_count),
+            offset_of!(SuperblockRaw, base_timeout_ms),
+            offset_of!(SuperblockRaw, extent_size),
+            offset_of!(SuperblockRaw, probe_offset),
+            offset_of!(SuperblockRaw, probe_size),
+            offset_of!(SuperblockRaw, records_offset),
+            offset_of!(SuperblockRaw, records_size),
+            offset_of!(SuperblockRaw, mailboxes_offset),
+            offset_of!(SuperblockRaw, mailboxes_size),
+            offset_of!(SuperblockRaw, extents_offset),
+            offset_of!(SuperblockRaw, extents_size),
+            offset_of!(SuperblockRaw, device_size),
+            offset_of!(SuperblockRaw, format_time_unix_s),
+            offset_of!(SuperblockRaw, reserved),
+        ],
+        [32, 96, 100, 104, 108, 112, 120, 128, 136, 144, 152, 160, 168, 176, 184, 192, 200]
+    );
+    assert_eq!(
+        [
+            offset_of!(RecordRaw, slot),
+            offset_of!(RecordRaw, state),
+            offset_of!(RecordRaw, flags),
+            offset_of!(RecordRaw, host_uuid),
+            offset_of!(RecordRaw, generation),
+            offset_of!(RecordRaw, sequence),
+            offset_of!(RecordRaw, monotonic_ms),
+            offset_of!(RecordRaw, io_timeout_ms),
+            offset_of!(RecordRaw, interval_ms),
+            offset_of!(RecordRaw, host_name),
+            offset_of!(RecordRaw, net_view),
+            offset_of!(RecordRaw, mailbox_ack),
+            offset_of!(RecordRaw, reserved),
+        ],
+        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416]
+    );
+    assert_eq!(
+        [
+            offset_of!(MailboxRaw, target_slot),
+            offset_of!(MailboxRaw, sender_slot),
+            offset_of!(MailboxRaw, command),
+            offset_of!(MailboxRaw, flags),
+            offset_of!(MailboxRaw, reserved0),
+            offset_of!(MailboxRaw, request_id),
+            offset_of!(MailboxRaw, sender_uuid),
+            offset_of!(MailboxRaw, sender_name),
+            offset_of!(MailboxRaw, reserved),
+        ],
+        [32, 36, 40, 42, 44, 48, 56, 72, 136]
+    );
+    assert_eq!(
+        [
+            offset_of!(ExtentRaw, slot),
+            offset_of!(ExtentRaw, kind),
+            offset_of!(ExtentRaw, flags),
+            offset_of!(ExtentRaw, generation),
+            offset_of!(ExtentRaw, sequence),
+            offset_of!(ExtentRaw, payload_len),
+            offset_of!(ExtentRaw, payload_crc32c),
+            offset_of!(ExtentRaw, reserved),
+        ],
+        [32, 36, 38, 40, 48, 56, 64, 68]
+    );
+}
+
+fn check_header(b: &[u8], magic: &[u8; 8], cluster: uuid::Uuid) {
+    assert_eq!(u32_at(b, 0), checksum(&b[4..512]), "crc covers bytes 4..512");
+    assert_eq!(&b[4..12], magic);
+    assert_eq!(u16_at(b, 12), 1);
+    assert_eq!(u16_at(b, 14), 0);
+    // UUIDs are stored in RFC 9562 byte order, not little-endian.
+    assert_eq!(&b[16..32], cluster.as_bytes());
+    assert_eq!(b[16], 0x01);
+}
+
+#[test]
+fn record_bytes_at_documented_offsets() {
+    let cluster = uuid::Uuid::from_u128(CLUSTER);
+    let host = uuid::Uuid::from_u128(0xaaaa_bbbb_cccc_dddd_eeee_ffff_0000_1111);
+    let mut r = Record::free(cluster, 1234);
+    r.state = State::SelfFencing;
+    r.host_uuid = host;
+    r.generation = 0x1111_2222_3333_4444;
+    r.sequence = 0x5555_6666_7777_8888;
+    r.monotonic_ms = 0x0102_0304_0506_0708;
+    r.io_timeout_ms = 0x0A0B_0C0D;
+    r.interval_ms = 0x1A1B_1C1D;
+    r.set_host_name("hv-42.example").unwrap();
+    r.net_view = NetView::EMPTY;
+    for s in [0, 5, 9, 2047] {
+        r.net_view.set(s, true);
+    }
+    r.mailbox_ack = 0x9999_AAAA_BBBB_CCCC;
+    let mut b = [0xEEu8; 4096];
+    b[512..].fill(0);
+    r.encode(&mut b);
+
+    check_header(&b, b"DBRECORD", cluster);
+    assert_eq!(u32_at(&b, 32), 1234);
+    assert_eq!(u16_at(&b, 36), 4);
+    assert_eq!(u16_at(&b, 38), 0);
+    assert_eq!(&b[40..56], host.as_bytes());
+    assert_eq!(u64_at(&b, 56), 0x1111_2222_3333_4444);
+    assert_eq!(u64_at(&b, 64), 0x5555_6666_7777_8888);
+    assert_eq!(&b[72..80], &[8, 7, 6, 5, 4, 3, 2, 1], "little-endian");
+    assert_eq!(u32_at(&b, 80), 0x0A0B_0C0D);
+    assert_eq!(u32_at(&b, 84), 0x1A1B_1C1D);
+    assert_eq!(&b[88..101], b"hv-42.example");
+    assert!(b[101..152].iter().all(|&x| x == 0), "name is NUL-padded");
+    // NetView: bit s%8 of byte s/8, LSB first.
+    assert_eq!(b[152], 0b0010_0001);
+    assert_eq!(b[153], 0b0000_0010);
+    assert!(b[154..152 + 255].iter().all(|&x| x == 0));
+    assert_eq!(b[152 + 255], 0b1000_0000);
+    assert_eq!(u64_at(&b, 408), 0x9999_AAAA_BBBB_CCCC);
+    assert!(b[416..512].iter().all(|&x| x == 0), "reserved");
+    assert_eq!(Record::decode(&b, &cluster, 1234), Ok(r));
+}
+
+#[test]
+fn state_codes() {
+    let all = [State::Free, State::Joining, State::Live, State::Leaving, State::SelfFencing, State::Fenced];
+    for (code, s) in all.into_iter().enumerate() {
+        assert_eq!(s as u16, code as u16);
+        assert_eq!(State::from_code(code as u16), Some(s));
+    }
+    assert_eq!(State::from_code(6), None);
+    assert_eq!((Command::None as u16, Command::Fence as u16, Command::Test as u16), (0, 1, 2));
+    assert_eq!(Command::from_code(3), None);
+}
+
+#[test]
+fn free_record_test_vector() {
+    let cluster = uuid::Uuid::from_u128(CLUSTER);
+    let mut b = [0u8; 512];
+    Record::free(cluster, 5).encode(&mut b);
+    let head: [u8; 36] = [
+        0x35, 0x71, 0x76, 0xc8, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x00, 0x00, 0x01,
+        0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x05, 0x00,
+        0x00, 0x00,
+    ];
+    assert_eq!(&b[..36], &head);
+    assert!(b[36..].iter().all(|&x| x == 0));
+    assert_eq!(u32_at(&b, 0), 0xC876_7135);
+}
+
+#[test]
+fn validation_order_and_reasons() {
+    let cluster = uuid::Uuid::from_u128(CLUSTER);
+    let mut good = [0u8; 512];
+    Record::free(cluster, 5).encode(&mut good);
+    let reseal = |b: &mut [u8; 512]| {
+        let c = checksum(&b[4..]);
+        b[..4].copy_from_slice(&c.to_le_bytes());
+    };
+    assert_eq!(Record::decode(&[0u8; 512], &cluster, 5), Err(Corruption::Zeroed));
+    let mut b = good;
+    b[4] = b'X';
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::BadMagic));
+    let mut b = good;
+    b[100] ^= 1;
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::BadChecksum));
+    let mut b = good;
+    b[12] = 2;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 0 }));
+    assert_eq!(Record::decode(&good, &uuid::Uuid::nil(), 5), Err(Corruption::WrongCluster));
+    assert_eq!(Record::decode(&good, &cluster, 6), Err(Corruption::WrongSlot { expected: 6, found: 5 }));
+    let mut b = good;
+    b[36] = 6;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::BadState(6)));
+    let mut b = good;
+    b[500] = 1;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
+    // Same bytes with a newer minor: reserved bytes are ignored.
+    b[14] = 1;
+    reseal(&mut b);
+    assert!(Record::decode(&b, &cluster, 5).is_ok());
+    // A non-free record needs a host name.
+    let mut b = good;
+    b[36] = State::Live as u8;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::BadField("host_name")));
+}
+
+#[test]
+fn superblock_bytes() {
+    let layout =
+        Layout::new(Params { sector_size: 512, slot_size: 512, slot_count: 64, extent_size: 65536 }).unwrap();
+    let sb = Superblock {
+        cluster_uuid: uuid::Uuid::from_u128(CLUSTER),
+        cluster_name: "pool-a".into(),
+        version_minor: 0,
+        layout,
+        base_timeout_ms: 40_000,
+        device_size: 64 << 20,
+        format_time_unix_s: 1_700_000_000,
+    };
+    let mut b = [0u8; 512];
+    sb.encode(&mut b).unwrap();
+    check_header(&b, b"DISKBEAT", sb.cluster_uuid);
+    assert_eq!(&b[32..38], b"pool-a");
+    assert!(b[38..96].iter().all(|&x| x == 0));
+    let u32s: Vec<u32> = [96, 100, 104, 108].iter().map(|&o| u32_at(&b, o)).collect();
+    assert_eq!(u32s, [512, 512, 64, 40_000]);
+    let u64s: Vec<u64> = (112..=192).step_by(8).map(|o| u64_at(&b, o)).collect();
+    assert_eq!(
+        u64s,
+        [65536, 4096, 65536, 69632, 32768, 102400, 32768, 135168, 4_194_304, 64 << 20, 1_700_000_000]
+    );
+    assert!(b[200..].iter().all(|&x| x == 0));
+}
+
+#[test]
+fn mailbox_and_extent_bytes() {
+    let cluster = uuid::Uuid::from_u128(CLUSTER);
+    let mut m = Mailbox::empty(cluster, 7);
+    let mut b = [0u8; 512];
+    m.encode(&mut b);
+    check_header(&b, b"DBMAILBX", cluster);
+    assert_eq!((u32_at(&b, 32), u32_at(&b, 36), u16_at(&b, 40)), (7, 0xFFFF_FFFF, 0));
+    assert!(b[40..].iter().all(|&x| x == 0));
+    m.sender_slot = 3;
+    m.command = Command::Fence;
+    m.request_id = 0x0102_0304_0506_0708;
+    m.sender_uuid = uuid::Uuid::from_u128(0xfeed);
+    m.set_sender_name("hv-03").unwrap();
+    m.encode(&mut b);
+    assert_eq!((u32_at(&b, 36), u16_at(&b, 40), u16_at(&b, 42), u32_at(&b, 44)), (3, 1, 0, 0));
+    assert_eq!(u64_at(&b, 48), 0x0102_0304_0506_0708);
+    assert_eq!(&b[56..72], uuid::Uuid::from_u128(0xfeed).as_bytes());
+    assert_eq!(&b[72..77], b"hv-03");
+    assert!(b[136..].iter().all(|&x| x == 0));
+
+    let mut e = Extent::empty(cluster, 9);
+    e.kind = 0x0102;
+    e.generation = 11;
+    e.sequence = 12;
+    e.payload_len = 13;
+    e.payload_crc32c = 0xCAFE_F00D;
+    e.encode(&mut b);
+    check_header(&b, b"DBEXTENT", cluster);
+    assert_eq!((u32_at(&b, 32), u16_at(&b, 36), u16_at(&b, 38)), (9, 0x0102, 0));
+    assert_eq!((u64_at(&b, 40), u64_at(&b, 48), u64_at(&b, 56)), (11, 12, 13));
+    assert_eq!(u32_at(&b, 64), 0xCAFE_F00D);
+    assert!(b[68..].iter().all(|&x| x == 0));
+    assert_eq!(Extent::decode(&b, &cluster, 9, 8192), Ok(e));
+    e.payload_len = 8192 - 4096 + 1;
+    e.encode(&mut b);
+    assert_eq!(Extent::decode(&b, &cluster, 9, 8192), Err(Corruption::BadField("payload_len")));
+}
+
+#[test]
+fn worked_example_64_x_512() {
+    let l =
+        Layout::new(Params { sector_size: 512, slot_size: 512, slot_count: 64, extent_size: 65536 }).unwrap();
+    let regions = [l.superblock, l.probe, l.records, l.mailboxes, l.extents];
+    let got: Vec<(u64, u64)> = regions.iter().map(|r| (r.offset, r.size)).collect();
+    assert_eq!(got, [(0, 4096), (4096, 65536), (69632, 32768), (102400, 32768), (135168, 4_194_304)]);
+    assert_eq!(l.total_size(), 4_329_472);
+    assert_eq!((l.record_offset(1), l.record_offset(63)), (70144, 101_888));
+    assert_eq!((l.mailbox_offset(1), l.mailbox_offset(63)), (102_912, 134_656));
+    assert_eq!((l.extent_offset(1), l.extent_offset(63)), (200_704, 4_263_936));
+}
+
+#[test]
+fn worked_example_2048_x_4096() {
+    let l = Layout::new(Params { sector_size: 4096, slot_size: 4096, slot_count: 2048, extent_size: 65536 })
+        .unwrap();
+    let regions = [l.superblock, l.probe, l.records, l.mailboxes, l.extents];
+    let got: Vec<(u64, u64)> = regions.iter().map(|r| (r.offset, r.size)).collect();
+    assert_eq!(
+        got,
+        [(0, 4096), (4096, 65536), (69632, 8_388_608), (8_458_240, 8_388_608), (16_846_848, 134_217_728)]
+    );
+    assert_eq!(l.total_size(), 151_064_576);
+    assert_eq!((l.record_offset(1), l.record_offset(2047)), (73728, 8_454_144));
+    assert_eq!((l.mailbox_offset(1), l.mailbox_offset(2047)), (8_462_336, 16_842_752));
+    assert_eq!((l.extent_offset(1), l.extent_offset(2047)), (16_912_384, 150_999_040));
+    // 512e with --slot-size 4096 lays out identically.
+    let e = Layout::new(Params { sector_size: 512, ..l.params() }).unwrap();
+    assert_eq!((e.records, e.mailboxes, e.extents), (l.records, l.mailboxes, l.extents));
+}
+
+#[test]
+fn padding_example_and_formula() {
+    let l =
+        Layout::new(Params { sector_size: 512, slot_size: 512, slot_count: 3, extent_size: 65536 }).unwrap();
+    assert_eq!((l.records.offset, l.records.size, l.record_table_len()), (69632, 4096, 1536));
+    assert_eq!((l.mailboxes.offset, l.extents.offset), (73728, 77824));
+    for (sector, slot) in [(512u32, 512u32), (512, 4096), (4096, 4096), (512, 65536)] {
+        for n in [1u32, 3, 7, 64, 1000, 2048] {
+            for ext in [8192u64, 65536, 1 << 20] {
+                let l = Layout::new(Params {
+                    sector_size: sector,
+                    slot_size: slot,
+                    slot_count: n,
+                    extent_size: ext,
+                })
+                .unwrap();
+                let t = (u64::from(n) * u64::from(slot)).div_ceil(4096) * 4096;
+                assert_eq!(l.total_size(), 69632 + 2 * t + u64::from(n) * ext);
+                assert_eq!(l.mailboxes.offset, 69632 + t);
+                assert_eq!(l.extents.offset, 69632 + 2 * t);
+            }
+        }
+    }
+}
