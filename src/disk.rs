@@ -80,9 +80,9 @@ pub struct SweepStats {
 }
 
 impl SweepStats {
-    /// A sweep that read every slot (and the mailbox, if asked) in time.
+    /// A sweep that read every slot and the own mailbox (if asked) in time.
     pub fn complete(&self) -> bool {
-        self.chunks_failed == 0 && self.slots_unreadable == 0
+        self.chunks_failed == 0 && self.slots_unreadable == 0 && self.mailbox_ok
     }
 }
 

@@ -101,10 +101,11 @@ pub enum MkfsError {
     )]
     CorruptExisting { path: String, reason: SuperblockError },
     #[error(
-        "{path}: holds other data (the first block is neither empty nor a diskbeat superblock); \
-         refusing to overwrite it. Check the device, then re-run with --force"
+        "{path}: holds other data (non-zero bytes at offset {offset}: a partition table, LVM label or \
+         file system?) and no diskbeat superblock; refusing to overwrite it. Check the device, then \
+         re-run with --force"
     )]
-    ForeignData { path: String },
+    ForeignData { path: String, offset: u64 },
     #[error(
         "{path}: a live cluster is using this device: {} changed during a {observed_ms} ms \
          observation; refusing even with --force. Stop those daemons first", describe_active(.active)
@@ -131,34 +132,39 @@ fn describe_active(active: &[ActiveSlot]) -> String {
     format!("heartbeat record{} of {}", if active.len() == 1 { "" } else { "s" }, list.join(", "))
 }
 
-/// What block 0 held before formatting.
-enum Existing {
+/// What the head of the device held before formatting.
+pub(crate) enum Existing {
     Empty,
     Diskbeat(Superblock),
     Corrupt(SuperblockError),
-    Foreign,
+    /// Not diskbeat's: the first non-zero byte is at `offset`.
+    Foreign {
+        offset: u64,
+    },
 }
 
-fn read_block0(dev: &Device) -> Result<(Existing, AlignedBuf), MkfsError> {
-    let mut buf = AlignedBuf::new(ALIGN as usize).map_err(IoError::Alloc)?;
+/// Bytes checked for other data: the superblock block and the probe area. Partition tables,
+/// LVM labels (byte 512) and file system superblocks (ext4 at 1024, xfs at 0) all live here.
+const SIGNATURE_SPAN: usize = (ALIGN + crate::format::layout::PROBE_REGION_SIZE) as usize;
+
+pub(crate) fn read_head(dev: &Device) -> Result<Existing, MkfsError> {
+    let len = SIGNATURE_SPAN.min(dev.size_bytes as usize / 512 * 512);
+    let mut buf = AlignedBuf::new(SIGNATURE_SPAN).map_err(IoError::Alloc)?;
     let path = dev.path.display().to_string();
-    nix::sys::uio::pread(dev.fd.as_fd(), buf.as_mut_slice(), 0)
+    nix::sys::uio::pread(dev.fd.as_fd(), &mut buf.as_mut_slice()[..len], 0)
         .map_err(|e| DiskError::SuperblockRead { path, reason: e.desc().into() })?;
-    let existing = match Superblock::decode(buf.as_slice()) {
+    let head = &buf.as_slice()[..len];
+    Ok(match Superblock::decode(head) {
         Ok(sb) => Existing::Diskbeat(sb),
-        Err(SuperblockError::Corrupt(crate::format::Corruption::Zeroed)) => Existing::Empty,
-        Err(SuperblockError::Corrupt(crate::format::Corruption::BadMagic)) => {
-            if buf.as_slice()[4..12] == crate::format::superblock::MAGIC {
-                Existing::Corrupt(SuperblockError::Corrupt(crate::format::Corruption::BadMagic))
-            } else if buf.as_slice().iter().all(|&b| b == 0) {
-                Existing::Empty
-            } else {
-                Existing::Foreign
-            }
-        }
+        Err(e) if head[4..12] == crate::format::superblock::MAGIC => Existing::Corrupt(e),
+        Err(SuperblockError::Corrupt(
+            crate::format::Corruption::Zeroed | crate::format::Corruption::BadMagic,
+        )) => match head.iter().position(|&b| b != 0) {
+            None => Existing::Empty,
+            Some(offset) => Existing::Foreign { offset: offset as u64 },
+        },
         Err(e) => Existing::Corrupt(e),
-    };
-    Ok((existing, buf))
+    })
 }
 
 /// Watches an existing cluster's record table for `window_ms`: any record whose sequence or
@@ -257,7 +263,7 @@ pub fn mkfs(
     }
 
     // Every refusal happens before this point's writes.
-    let (existing, _) = read_block0(&dev)?;
+    let existing = read_head(&dev)?;
     let mut replaced = None;
     let mut observed_ms = 0;
     match existing {
@@ -272,7 +278,9 @@ pub fn mkfs(
         Existing::Corrupt(reason) if !opts.force => {
             return Err(MkfsError::CorruptExisting { path: path_s, reason })
         }
-        Existing::Foreign if !opts.force => return Err(MkfsError::ForeignData { path: path_s }),
+        Existing::Foreign { offset } if !opts.force => {
+            return Err(MkfsError::ForeignData { path: path_s, offset })
+        }
         Existing::Diskbeat(old) => {
             let window = opts.observe_ms.unwrap_or(Timing::from_base(old.base_timeout_ms)?.host_dead_ms);
             let active = observe_cluster(path, window, progress)?;
@@ -282,7 +290,7 @@ pub fn mkfs(
             }
             replaced = Some((old.cluster_name, old.cluster_uuid));
         }
-        Existing::Corrupt(_) | Existing::Foreign => {
+        Existing::Corrupt(_) | Existing::Foreign { .. } => {
             let window = opts.observe_ms.unwrap_or(timing.host_dead_ms);
             progress(&format!("watching the device for {window} ms for writers"));
             if let Some(offset) = observe_raw(&dev, layout.mailboxes.end(), window)? {
@@ -439,7 +447,7 @@ fn write_all(
     Ok(engine)
 }
 
-/// Reads the formatted device back: superblock, every record and mailbox.
+/// Reads the formatted device back: the superblock and every record.
 fn verify(path: &Path, sb: &Superblock) -> Result<(), MkfsError> {
     let fail = |what: String| MkfsError::Verify { path: path.display().to_string(), what };
     let dev = Device::open(path, Access::ReadOnly)?;

@@ -139,3 +139,19 @@ fn live_cluster_refuses_even_with_force() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout_json(&out)["replaced"]["cluster_name"].is_string());
 }
+
+#[test]
+fn lvm_label_and_ext4_superblock_are_other_data() {
+    if skip_unless_root() {
+        return;
+    }
+    let lo = LoopDev::new("16M", 512);
+    let mut head = vec![0u8; 4096];
+    head[512..520].copy_from_slice(b"LABELONE"); // LVM physical volume label
+    write_direct(lo.path(), 0, &head);
+    refused(&lo, &[], 1, "non-zero bytes at offset 512");
+    let mut head = vec![0u8; 4096];
+    head[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xEF]); // ext4 superblock magic
+    write_direct(lo.path(), 0, &head);
+    refused(&lo, &[], 1, "holds other data");
+}

@@ -8,7 +8,6 @@ use crate::format::layout::{Layout, Params};
 /// Smallest data extent: keeps the synthetic layout of an unformatted device small.
 const MIN_EXTENT_SIZE: u64 = 2 * crate::format::ALIGN;
 use crate::format::superblock::Superblock;
-use crate::format::Corruption;
 use crate::io::{Access, Device, EngineKind};
 use crate::probe::{probe, Percentiles};
 use crate::timing::{Timing, DEFAULT_BASE_TIMEOUT_MS};
@@ -63,8 +62,9 @@ pub fn run(args: Args) -> CliResult {
     let dev = Device::open(&args.device, Access::ReadWrite).map_err(|e| CliError::fail(e.to_string()))?;
     let (sb, formatted) = match read_superblock(&dev) {
         Ok(sb) => (sb, true),
-        Err(DiskError::NotFormatted { reason, .. }) => {
-            if reason == Corruption::BadMagic && !args.force {
+        Err(DiskError::NotFormatted { .. }) => {
+            let foreign = matches!(crate::mkfs::read_head(&dev), Ok(crate::mkfs::Existing::Foreign { .. }));
+            if foreign && !args.force {
                 return Err(CliError::fail(format!(
                     "{}: holds data that is not a diskbeat disk; probe would overwrite its first blocks. \
                      Use --force if that data is expendable",
