@@ -131,8 +131,8 @@ fn three_daemons_kill_restart_leave() {
     let killed_at = Instant::now();
     d[2].signal(nix::sys::signal::Signal::SIGKILL);
     d[2].wait(Duration::from_secs(5));
-    for i in 0..2 {
-        let s = wait_for(&d[i], "slot 2 dead", Duration::from_secs(20), |s| peer(s, 2)["state"] == "dead");
+    for (i, survivor) in d.iter().take(2).enumerate() {
+        let s = wait_for(survivor, "slot 2 dead", Duration::from_secs(20), |s| peer(s, 2)["state"] == "dead");
         let seen_ms = killed_at.elapsed().as_millis() as u64;
         assert!(seen_ms >= SAFETY_BOUND_MS, "h{i} declared h2 dead {seen_ms} ms after the kill");
         let silent = peer(&s, 2)["silent_ms_at_death"].as_u64().unwrap();

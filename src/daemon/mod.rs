@@ -171,16 +171,13 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             }
             None => timing.io_timeout(),
         };
-        let write = match core.record_to_write(cycle_start) {
-            None => None,
-            Some(rec) => Some(match disk.write_record(&rec, io_timeout) {
-                Ok(o) => (o.status, u64::from(o.latency_us)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "record write failed");
-                    (Status::Failed(libc::EIO), 0)
-                }
-            }),
-        };
+        let write = core.record_to_write(cycle_start).map(|rec| match disk.write_record(&rec, io_timeout) {
+            Ok(o) => (o.status, u64::from(o.latency_us)),
+            Err(e) => {
+                tracing::warn!(error = %e, "record write failed");
+                (Status::Failed(libc::EIO), 0)
+            }
+        });
         let sweep_start = now_ms();
         let sweep = disk.sweep(io_timeout);
         let sweep_end = now_ms();

@@ -83,7 +83,7 @@ impl Extent {
         if raw.payload_len.get() > extent_size.saturating_sub(PAYLOAD_OFFSET) {
             return Err(Corruption::BadField("payload_len"));
         }
-        if raw.header.version_minor.get() <= super::VERSION_MINOR
+        if super::known_minor(raw.header.version_minor.get())
             && (raw.flags.get() != 0 || !super::all_zero(&raw.reserved))
         {
             return Err(Corruption::ReservedNotZero);

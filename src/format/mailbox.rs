@@ -116,7 +116,7 @@ impl Mailbox {
             return Err(Corruption::WrongSlot { expected: slot, found: raw.target_slot.get() });
         }
         let command = Command::from_code(raw.command.get()).ok_or(Corruption::BadField("command"))?;
-        if raw.header.version_minor.get() <= super::VERSION_MINOR
+        if super::known_minor(raw.header.version_minor.get())
             && (raw.flags.get() != 0 || !super::all_zero(&raw.reserved) || !super::all_zero(&raw.reserved0))
         {
             return Err(Corruption::ReservedNotZero);

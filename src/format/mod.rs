@@ -194,6 +194,12 @@ pub fn validate<'a, T: OnDisk>(bytes: &'a [u8], cluster: Option<&uuid::Uuid>) ->
     Ok(value)
 }
 
+/// Whether this build knows every field of minor version `minor` (so reserved bytes must be zero).
+#[allow(clippy::absurd_extreme_comparisons)] // VERSION_MINOR is 0 today; the check is for later minors.
+pub fn known_minor(minor: u16) -> bool {
+    minor <= VERSION_MINOR
+}
+
 /// True when every byte is zero. Reserved fields must be; a newer minor version may use them, so
 /// callers only enforce this for minor versions they know.
 pub fn all_zero(bytes: &[u8]) -> bool {

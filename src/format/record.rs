@@ -162,7 +162,7 @@ impl Record {
         decode_name(&self.host_name).unwrap_or("?")
     }
 
-    fn to_raw(&self) -> RecordRaw {
+    fn to_raw(self) -> RecordRaw {
         RecordRaw {
             header: Header::new(MAGIC, self.cluster_uuid),
             slot: U32::new(self.slot),
@@ -198,7 +198,7 @@ impl Record {
             return Err(Corruption::WrongSlot { expected: slot, found: raw.slot.get() });
         }
         let state = State::from_code(raw.state.get()).ok_or(Corruption::BadState(raw.state.get()))?;
-        if raw.header.version_minor.get() <= super::VERSION_MINOR
+        if super::known_minor(raw.header.version_minor.get())
             && (raw.flags.get() != 0 || !super::all_zero(&raw.reserved))
         {
             return Err(Corruption::ReservedNotZero);

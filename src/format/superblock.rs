@@ -102,7 +102,7 @@ impl Superblock {
     pub fn decode(bytes: &[u8]) -> Result<Superblock, SuperblockError> {
         let raw: &SuperblockRaw = validate(bytes, None)?;
         let minor = raw.header.version_minor.get();
-        if minor <= super::VERSION_MINOR && !super::all_zero(&raw.reserved) {
+        if super::known_minor(minor) && !super::all_zero(&raw.reserved) {
             return Err(Corruption::ReservedNotZero.into());
         }
         let layout = Layout::new(Params {

@@ -140,6 +140,7 @@ impl PoolBuf {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per engine, never moved after construction
 enum Backend {
     Uring(uring::Uring),
     Sync,
