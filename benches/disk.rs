@@ -69,7 +69,13 @@ impl LoopDev {
     /// the backing file rather than on holes that the host file system must allocate.
     fn precondition(&self) {
         let st = Command::new("dd")
-            .args(["if=/dev/zero", &format!("of={}", self.dev.display()), "bs=1M", "oflag=direct", "status=none"])
+            .args([
+                "if=/dev/zero",
+                &format!("of={}", self.dev.display()),
+                "bs=1M",
+                "oflag=direct",
+                "status=none",
+            ])
             .stderr(std::process::Stdio::null())
             .status()
             .expect("run dd");
@@ -98,6 +104,16 @@ fn is_root() -> bool {
 
 fn env_dev(var: &str) -> Option<PathBuf> {
     std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+impl Run {
+    fn wants(&self, name: &str) -> bool {
+        self.filter.as_deref().map_or(true, |f| name.contains(f))
+    }
+    /// Whether to time `name` call by call.
+    fn per_call(&self, name: &str) -> bool {
+        self.latency && self.wants(name)
+    }
 }
 
 fn engine_name(kind: EngineKind) -> &'static str {
@@ -163,6 +179,8 @@ fn lat_json(name: &str, bytes: usize, p: &Percentiles, extra: Value) -> Value {
 }
 
 struct Run {
+    /// Criterion's filter (first positional argument), matched here as a substring.
+    filter: Option<String>,
     latency: bool,
     lat_secs: f64,
     results: Vec<Value>,
@@ -205,8 +223,8 @@ fn bench_device(c: &mut Criterion, run: &mut Run, dev: &LoopDev) {
                 })
             });
             g.finish();
-            if run.latency {
-                let name = format!("{table_group}/{}/{slots}", engine_name(kind));
+            let name = format!("{table_group}/{}/{slots}", engine_name(kind));
+            if run.per_call(&name) {
                 let mut failed = 0u32;
                 let p = per_call(run.lat_secs, || {
                     let s = disk.sweep(IO_TIMEOUT).expect("sweep");
@@ -239,8 +257,8 @@ fn bench_device(c: &mut Criterion, run: &mut Run, dev: &LoopDev) {
                     })
                 });
                 g.finish();
-                if run.latency {
-                    let name = format!("record_write/{}/{sector}", engine_name(kind));
+                let name = format!("record_write/{}/{sector}", engine_name(kind));
+                if run.per_call(&name) {
                     let mut bad = 0u32;
                     let p = per_call(run.lat_secs, || {
                         rec.sequence += 1;
@@ -285,7 +303,7 @@ fn bench_decode(c: &mut Criterion, run: &mut Run) {
         let mut g = c.benchmark_group("sweep_decode");
         g.bench_function(name, |b| b.iter(|| decode(black_box(&buf))));
         g.finish();
-        if run.latency {
+        if run.per_call(&format!("sweep_decode/{name}")) {
             let p = per_call(run.lat_secs.min(1.0), || {
                 black_box(decode(black_box(&buf)));
             });
@@ -303,14 +321,47 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
+    // Criterion's options that take a value; any other argument not starting with '-' is the filter.
+    let with_value = [
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--profile-time",
+        "--output-format",
+        "--plotting-backend",
+        "--color",
+        "-c",
+        "--format",
+    ];
+    let mut filter = None;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        if with_value.contains(&a.as_str()) {
+            it.next();
+        } else if !a.starts_with('-') && filter.is_none() {
+            filter = Some(a.clone());
+        }
+    }
     let mut run = Run {
+        filter,
         latency: bench_mode && std::env::var("DISKBEAT_BENCH_LATENCY").map_or(true, |v| v != "0"),
         lat_secs: std::env::var("DISKBEAT_BENCH_LAT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0),
         results: Vec::new(),
         devices: Vec::new(),
     };
     bench_decode(&mut c, &mut run);
-    if !is_root() {
+    let io_cases = ["record_write/", "table_read"];
+    if !io_cases.iter().any(|p| run.filter.as_deref().map_or(true, |f| p.contains(f) || f.contains(p))) {
+        // The filter selects no I/O case: no devices needed.
+    } else if !is_root() {
         eprintln!("disk bench: not root: skipping the loop-device benchmarks (record_write, table_read)");
     } else {
         let dir = std::env::var_os("DISKBEAT_BENCH_DIR")
@@ -330,9 +381,9 @@ fn main() {
     }
     c.final_summary();
     if run.latency {
-        let out = std::env::var_os("DISKBEAT_BENCH_OUT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-disk-latency.json")));
+        let out = std::env::var_os("DISKBEAT_BENCH_OUT").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-disk-latency.json"))
+        });
         let doc = json!({
             "unit": "ns per call, measured with Instant around each call (nearest-rank percentiles)",
             "devices": run.devices,
