@@ -42,6 +42,7 @@ rec_off=69632
 fio_job() { # NAME DEVICE fio-args...
   local name=$1 dev=$2; shift 2
   fio --name="$name" --filename="$dev" --direct=1 --iodepth=1 --ioengine=io_uring \
+    --fixedbufs=1 --registerfiles=1 \
     --time_based --runtime="$secs" --ramp_time=1 --lat_percentiles=1 --clat_percentiles=1 \
     --percentile_list=50:99:99.9 --output-format=json --output="$out/fio-$name.json" "$@" >/dev/null
   echo "fio: $name done" >&2
@@ -106,7 +107,7 @@ hdr = ("ours", "p50us", "p99us", "fio job", "fio p50", "fio p99", "fio clat50",
        "p50 ratio", "p99 ratio", "p50/clat50", "target")
 w = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(len(hdr))]
 print(f"kernel {platform.release()}, {os.cpu_count()} CPUs; ours: per-call wall time (Instant) p50/p99;"
-      " fio: total latency (lat = slat + clat) p50/p99, io_uring, direct=1, iodepth=1; ratio = ours / fio")
+      " fio: total latency (lat = slat + clat) p50/p99, io_uring (fixedbufs, registerfiles), direct=1, iodepth=1; ratio = ours / fio")
 for r in [hdr] + rows:
     print("  ".join(str(v).ljust(w[i]) for i, v in enumerate(r)))
 ch = fio("r4096_8M_chunked")
