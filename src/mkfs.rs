@@ -409,12 +409,9 @@ fn write_all(
             .collect()
     };
 
+    let superblock_op = [Op { dir: Dir::Write, offset: 0, buf: B_SUPER, buf_off: 0, len: ALIGN as usize }];
     // 1. Invalidate any old superblock first: a crash from here on leaves no valid-looking disk.
-    run(
-        &mut engine,
-        &[Op { dir: Dir::Write, offset: 0, buf: B_SUPER, buf_off: 0, len: ALIGN as usize }],
-        "superblock",
-    )?;
+    run(&mut engine, &superblock_op, "superblock")?;
     engine.flush()?;
     progress(&format!("writing {} slots", l.slot_count));
     run(&mut engine, &contiguous(B_PROBE, l.probe.offset, l.probe.size as usize), "probe area")?;
@@ -438,11 +435,7 @@ fn write_all(
     // 2. Commit.
     sb.encode(engine.buf_mut(B_SUPER)?)
         .map_err(|e| MkfsError::Verify { path: path.clone(), what: e.to_string() })?;
-    run(
-        &mut engine,
-        &[Op { dir: Dir::Write, offset: 0, buf: B_SUPER, buf_off: 0, len: ALIGN as usize }],
-        "superblock",
-    )?;
+    run(&mut engine, &superblock_op, "superblock")?;
     engine.flush()?;
     Ok(engine)
 }

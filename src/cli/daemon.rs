@@ -1,7 +1,7 @@
 //! `diskbeat daemon`: the per-host heartbeat agent.
 
 use super::{CliError, CliResult};
-use crate::daemon::config::{load_file, resolve, Overrides};
+use crate::daemon::config::{load_file, resolve, FileConfig};
 use crate::io::EngineKind;
 use std::path::PathBuf;
 
@@ -79,22 +79,18 @@ pub fn init_logging() {
 pub fn run(args: Args) -> CliResult {
     init_logging();
     let file = load_file(args.config.as_deref()).map_err(|e| CliError::usage(e.to_string()))?;
-    let cfg = resolve(
-        file,
-        Overrides {
-            device: args.device,
-            slot: args.slot,
-            name: args.name,
-            timeout: args.timeout,
-            socket: args.socket,
-            fence_action: args.fence_action,
-            watchdog: args.watchdog,
-            engine: args.engine,
-            sched_rr: args.sched_rr,
-            no_mlock: args.no_mlock,
-            unsafe_skip_acquire: args.unsafe_skip_acquire,
-        },
-    )
-    .map_err(|e| CliError::usage(e.to_string()))?;
+    let flags = FileConfig {
+        device: args.device,
+        slot: args.slot,
+        name: args.name,
+        timeout: args.timeout,
+        socket: args.socket,
+        fence_action: args.fence_action,
+        watchdog: args.watchdog,
+        engine: args.engine,
+        sched_rr: args.sched_rr.then_some(true),
+        mlock: args.no_mlock.then_some(false),
+    };
+    let cfg = resolve(file, flags, args.unsafe_skip_acquire).map_err(|e| CliError::usage(e.to_string()))?;
     crate::daemon::run(cfg).map_err(|e| CliError { code: e.exit_code(), message: e.to_string() })
 }

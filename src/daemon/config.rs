@@ -28,8 +28,9 @@ impl FenceAction {
     }
 }
 
-/// The file format (every field optional here; required ones are checked after merging flags).
-#[derive(Debug, Default, serde::Deserialize)]
+/// The file format, and the flags (every field optional here; required ones are checked after
+/// merging flags over the file).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub device: Option<PathBuf>,
@@ -39,9 +40,27 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     pub fence_action: Option<String>,
     pub watchdog: Option<PathBuf>,
-    pub engine: Option<String>,
+    pub engine: Option<crate::io::EngineKind>,
     pub sched_rr: Option<bool>,
     pub mlock: Option<bool>,
+}
+
+impl FileConfig {
+    /// Fields set in `self` win over `other`'s.
+    fn or(self, other: FileConfig) -> FileConfig {
+        FileConfig {
+            device: self.device.or(other.device),
+            slot: self.slot.or(other.slot),
+            name: self.name.or(other.name),
+            timeout: self.timeout.or(other.timeout),
+            socket: self.socket.or(other.socket),
+            fence_action: self.fence_action.or(other.fence_action),
+            watchdog: self.watchdog.or(other.watchdog),
+            engine: self.engine.or(other.engine),
+            sched_rr: self.sched_rr.or(other.sched_rr),
+            mlock: self.mlock.or(other.mlock),
+        }
+    }
 }
 
 /// A validated configuration (the disk-dependent checks come later, before any write).
@@ -93,30 +112,19 @@ pub fn load_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// Flag values (None = not given).
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub device: Option<PathBuf>,
-    pub slot: Option<u32>,
-    pub name: Option<String>,
-    pub timeout: Option<String>,
-    pub socket: Option<PathBuf>,
-    pub fence_action: Option<String>,
-    pub watchdog: Option<PathBuf>,
-    pub engine: Option<crate::io::EngineKind>,
-    pub sched_rr: bool,
-    pub no_mlock: bool,
-    pub unsafe_skip_acquire: bool,
-}
-
 /// Merges flags over the file and validates every field that does not need the disk.
-pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
-    let device = o.device.or(file.device).ok_or(ConfigError::Missing("device"))?;
-    let slot = o.slot.or(file.slot).ok_or(ConfigError::Missing("slot"))?;
+pub fn resolve(
+    file: FileConfig,
+    flags: FileConfig,
+    unsafe_skip_acquire: bool,
+) -> Result<Config, ConfigError> {
+    let c = flags.or(file);
+    let device = c.device.ok_or(ConfigError::Missing("device"))?;
+    let slot = c.slot.ok_or(ConfigError::Missing("slot"))?;
     if slot >= crate::format::MAX_SLOTS {
         return Err(field("slot", format!("{slot} is out of range (0..{})", crate::format::MAX_SLOTS)));
     }
-    let name = match o.name.or(file.name) {
+    let name = match c.name {
         Some(n) => n,
         None => nix::unistd::gethostname()
             .ok()
@@ -124,7 +132,7 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
             .ok_or_else(|| field("name", "not given and the hostname is unreadable"))?,
     };
     crate::format::encode_name(&name).map_err(|e| field("name", e.to_string()))?;
-    let timeout_ms = match o.timeout.or(file.timeout) {
+    let timeout_ms = match c.timeout {
         None => None,
         Some(t) => {
             let ms = parse_duration_ms(&t).map_err(|e| field("timeout", e))?;
@@ -132,23 +140,9 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
             Some(ms)
         }
     };
-    let fence_action =
-        FenceAction::parse(o.fence_action.or(file.fence_action).as_deref().unwrap_or("reboot"))
-            .map_err(|e| field("fence_action", e))?;
-    let engine = match (o.engine, file.engine) {
-        (Some(e), _) => e,
-        (None, None) => crate::io::EngineKind::Auto,
-        (None, Some(e)) => match e.as_str() {
-            "auto" => crate::io::EngineKind::Auto,
-            "uring" | "io_uring" => crate::io::EngineKind::Uring,
-            "sync" => crate::io::EngineKind::Sync,
-            other => {
-                return Err(field("engine", format!("'{other}' is not an engine: use auto, uring or sync")))
-            }
-        },
-    };
-    let watchdog = o.watchdog.or(file.watchdog);
-    if let Some(w) = &watchdog {
+    let fence_action = FenceAction::parse(c.fence_action.as_deref().unwrap_or("reboot"))
+        .map_err(|e| field("fence_action", e))?;
+    if let Some(w) = &c.watchdog {
         if !w.exists() {
             return Err(field(
                 "watchdog",
@@ -161,13 +155,13 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
         slot,
         name,
         timeout_ms,
-        socket: o.socket.or(file.socket).unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+        socket: c.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
         fence_action,
-        watchdog,
-        engine,
-        sched_rr: o.sched_rr || file.sched_rr.unwrap_or(false),
-        mlock: !o.no_mlock && file.mlock.unwrap_or(true),
-        unsafe_skip_acquire: o.unsafe_skip_acquire,
+        watchdog: c.watchdog,
+        engine: c.engine.unwrap_or(crate::io::EngineKind::Auto),
+        sched_rr: c.sched_rr.unwrap_or(false),
+        mlock: c.mlock.unwrap_or(true),
+        unsafe_skip_acquire,
     })
 }
 
@@ -175,8 +169,8 @@ pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
 mod tests {
     use super::*;
 
-    fn base() -> Overrides {
-        Overrides {
+    fn base() -> FileConfig {
+        FileConfig {
             device: Some("/dev/x".into()),
             slot: Some(1),
             name: Some("h1".into()),
@@ -188,7 +182,7 @@ mod tests {
     fn flags_override_file() {
         let file: FileConfig =
             toml::from_str("device = \"/dev/a\"\nslot = 3\nname = \"f\"\ntimeout = \"2s\"").unwrap();
-        let c = resolve(file, Overrides { slot: Some(5), ..Default::default() }).unwrap();
+        let c = resolve(file, FileConfig { slot: Some(5), ..Default::default() }, false).unwrap();
         assert_eq!(
             (c.device.to_str().unwrap(), c.slot, c.name.as_str(), c.timeout_ms),
             ("/dev/a", 5, "f", Some(2000))
@@ -198,14 +192,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = |o: Overrides| resolve(FileConfig::default(), o).unwrap_err().to_string();
-        assert!(e(Overrides { device: None, ..base() }).contains("device is required"));
-        assert!(e(Overrides { slot: Some(5000), ..base() }).starts_with("slot:"));
-        assert!(e(Overrides { name: Some("x".repeat(70)), ..base() }).starts_with("name:"));
-        assert!(e(Overrides { timeout: Some("fast".into()), ..base() }).starts_with("timeout:"));
-        assert!(e(Overrides { timeout: Some("10ms".into()), ..base() }).starts_with("timeout:"));
-        assert!(e(Overrides { fence_action: Some("shoot".into()), ..base() }).starts_with("fence_action:"));
-        assert!(e(Overrides { watchdog: Some("/dev/nope".into()), ..base() }).starts_with("watchdog:"));
+        let e = |o: FileConfig| resolve(FileConfig::default(), o, false).unwrap_err().to_string();
+        assert!(e(FileConfig { device: None, ..base() }).contains("device is required"));
+        assert!(e(FileConfig { slot: Some(5000), ..base() }).starts_with("slot:"));
+        assert!(e(FileConfig { name: Some("x".repeat(70)), ..base() }).starts_with("name:"));
+        assert!(e(FileConfig { timeout: Some("fast".into()), ..base() }).starts_with("timeout:"));
+        assert!(e(FileConfig { timeout: Some("10ms".into()), ..base() }).starts_with("timeout:"));
+        assert!(e(FileConfig { fence_action: Some("shoot".into()), ..base() }).starts_with("fence_action:"));
+        assert!(e(FileConfig { watchdog: Some("/dev/nope".into()), ..base() }).starts_with("watchdog:"));
         let bad: Result<FileConfig, _> = toml::from_str("devise = \"/dev/a\"");
         assert!(bad.unwrap_err().to_string().contains("unknown field"));
         assert_eq!(FenceAction::parse("exec:/bin/true"), Ok(FenceAction::Exec("/bin/true".into())));

@@ -28,7 +28,7 @@ pub fn default_sigpipe() {
 }
 
 /// Which engine runs the I/O.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum EngineKind {
     /// io_uring when the kernel has it, else pread/pwrite.
