@@ -251,12 +251,8 @@ fn faulted_host_fences_before_peers_declare_it_dead(fault: Fault) {
 
     // a fences itself (the loop or the backup deadline thread) and keeps answering status.
     let st = c.wait_until(Duration::from_secs(30), "host a to fence itself", |st| {
+        // (A peer seeing slot 0 dead here is checked below: its dead_at_ms must follow the fence.)
         assert_healthy(st, &[1, 2]);
-        for i in [1, 2] {
-            if let Some(p) = peer(&st[i], 0) {
-                assert_ne!(p["state"], "dead", "{} declared a dead before a fenced", VIEWS[i]);
-            }
-        }
         fenced_at(&st[0]).is_some() && matches!(self_state(&st[0]), "self_fencing" | "fenced")
     });
     let a_fenced = fenced_at(&st[0]).unwrap();
