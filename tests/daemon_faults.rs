@@ -199,7 +199,22 @@ impl Drop for Cluster {
             }
             let _ = d.wait();
         }
+        // `losetup -d` of a device still open (udev) only sets autoclear: wait for the detach so
+        // faultfs can unmount cleanly instead of lazily.
+        let img = self.fs.as_ref().map(|fs| fs.path("a", "disk.img"));
         self.loops.clear();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Some(img) = &img {
+            let names: Vec<PathBuf> =
+                VIEWS.iter().map(|v| img.parent().unwrap().with_file_name(v).join("disk.img")).collect();
+            let attached = names.iter().any(|n| {
+                Command::new("losetup").arg("-j").arg(n).output().map_or(false, |o| !o.stdout.is_empty())
+            });
+            if !attached || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         self.fs = None;
         if std::thread::panicking() {
             // Keep the logs of a failed run.
@@ -257,6 +272,10 @@ fn faulted_host_fences_before_peers_declare_it_dead(fault: Fault) {
     });
     let a_fenced = fenced_at(&st[0]).unwrap();
     eprintln!("a fenced {:?} after the fault; state {}", set_at.elapsed(), self_state(&st[0]));
+    let log_a = std::fs::read_to_string(&c.logs[0]).unwrap_or_default();
+    if let Some(line) = log_a.lines().find(|l| l.contains("SELF-FENCING")) {
+        eprintln!("a: {}", line.split_once("SELF-FENCING").map_or(line, |x| x.1).trim());
+    }
 
     // b and c declare slot 0 dead, after a fenced, after a silence of at least T.
     let st = c.wait_until(Duration::from_secs(30), "b and c to declare slot 0 dead", |st| {
