@@ -390,7 +390,7 @@ impl Core {
         let own = if input.sweep_ran { input.slots.slot(self.cfg.slot) } else { Err(Status::Busy) };
         match self.phase {
             Phase::Acquiring => self.acquire(own, input, wrote),
-            Phase::Joining => self.verify_join(own, input),
+            Phase::Joining => self.verify_join(own, input, wrote),
             Phase::Live => self.live_cycle(own, input, write_done, wrote),
             Phase::Leaving if wrote.is_some() => {
                 self.phase = Phase::Stopped;
@@ -513,7 +513,7 @@ impl Core {
         self.emit(Event::Refused(reason));
     }
 
-    fn verify_join(&mut self, own: Result<&[u8], Status>, input: &CycleInput<'_>) {
+    fn verify_join(&mut self, own: Result<&[u8], Status>, input: &CycleInput<'_>, wrote: Option<Status>) {
         let t = self.cfg.timing;
         let written = self.join_written_ms.expect("set when joining");
         let Ok(bytes) = own else {
@@ -522,7 +522,33 @@ impl Core {
             }
             return;
         };
-        let ours = Record::decode(bytes, &self.cfg.cluster_uuid, self.cfg.slot) == Ok(self.record);
+        let read = Record::decode(bytes, &self.cfg.cluster_uuid, self.cfg.slot);
+        let ours = read == Ok(self.record);
+        if self.record.state == State::Live {
+            // Second step: our first `live` record was written and read back. Only now are we
+            // live, and the self-fence clock starts at that write's submission: peers start their
+            // host-dead clock when they first see it, never earlier. (Starting it at a cycle that
+            // wrote nothing would let peers, whose clock started at the `joining` write 2 x io
+            // timeout earlier, declare us dead before our deadline.)
+            if ours && wrote == Some(Status::Done) {
+                self.phase = Phase::Live;
+                self.last_ok_ms = input.cycle_start_ms;
+                self.emit(Event::Live { generation: self.record.generation });
+                return;
+            }
+            let older_of_ours = matches!(read, Ok(r) if r.host_uuid == self.record.host_uuid
+                && r.generation == self.record.generation
+                && r.sequence < self.record.sequence);
+            if !ours && !older_of_ours {
+                return self.refuse(RefuseReason::ForeignDuringJoin);
+            }
+            if input.sweep_start_ms.saturating_sub(written) > 2 * u64::from(t.host_dead_ms) {
+                return self.refuse(RefuseReason::Storage);
+            }
+            // The write failed or has not landed yet: write it again next cycle.
+            self.write_pending = true;
+            return;
+        }
         if !ours {
             return self.refuse(RefuseReason::ForeignDuringJoin);
         }
@@ -536,10 +562,9 @@ impl Core {
             self.mailbox_ignore = m.request_id;
             self.record.mailbox_ack = m.request_id;
         }
-        self.phase = Phase::Live;
+        // First step: the join is verified; write our first `live` record next cycle.
         self.record.state = State::Live;
-        self.last_ok_ms = input.cycle_start_ms;
-        self.emit(Event::Live { generation: self.record.generation });
+        self.write_pending = true;
     }
 
     fn live_cycle(

@@ -138,6 +138,27 @@ fn joins_a_free_slot_after_verifying() {
 }
 
 #[test]
+fn goes_live_only_with_a_written_heartbeat() {
+    // The self-fence clock must start at a write peers can see: they start their host-dead clock
+    // when they first read it. Live must not start the clock at a cycle that wrote nothing.
+    let mut sim = Sim::new();
+    let mut c = core(0);
+    let (mut now, mut last_write) = (0, None);
+    while c.phase() != Phase::Live {
+        assert!(now < 10_000, "never went live");
+        let before = sim.get(0);
+        cycle(&mut c, &mut sim, now, false);
+        if sim.get(0) != before {
+            last_write = Some(now);
+        }
+        now += 200;
+    }
+    assert_eq!(Some(c.last_ok_ms()), last_write, "self-fence clock not started at the last write");
+    assert_eq!(sim.get(0).state, State::Live);
+    assert_eq!(c.fence_deadline_ms(), Some(c.last_ok_ms() + 2000));
+}
+
+#[test]
 fn refuses_a_slot_that_advances() {
     let mut sim = Sim::new();
     let mut other = peer_record(0, 3, 10, State::Live);

@@ -205,7 +205,8 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         if let Some(reason) = fence_reason.take() {
             fencer.fence(&fence::describe(&reason));
             core.fence_done();
-            snapshot.lock().expect("status lock").fenced_at_ms = Some(now_ms());
+            // Keep the backup thread's time if it fenced first.
+            snapshot.lock().expect("status lock").fenced_at_ms.get_or_insert(now_ms());
         }
         // The backup thread fences if the loop stops reaching this point before the deadline.
         deadline.store(core.fence_deadline_ms().unwrap_or(0), Ordering::SeqCst);
