@@ -208,7 +208,7 @@ impl Drop for Cluster {
             let names: Vec<PathBuf> =
                 VIEWS.iter().map(|v| img.parent().unwrap().with_file_name(v).join("disk.img")).collect();
             let attached = names.iter().any(|n| {
-                Command::new("losetup").arg("-j").arg(n).output().map_or(false, |o| !o.stdout.is_empty())
+                Command::new("losetup").arg("-j").arg(n).output().is_ok_and(|o| !o.stdout.is_empty())
             });
             if !attached || Instant::now() > deadline {
                 break;

@@ -164,22 +164,25 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         }
         let cycle_start = now_ms();
         core.check_deadline(cycle_start);
-        // I/O never runs past the self-fence deadline: the deadline is checked on time.
-        let io_timeout = match core.fence_deadline_ms() {
-            Some(d) => {
-                Duration::from_millis(d.saturating_sub(cycle_start).clamp(1, timing.io_timeout_ms.into()))
-            }
+        // I/O never runs past the self-fence deadline, so the deadline is checked on time. The
+        // engine may wait up to a quarter more than the timeout for cancellations: keep 4/5.
+        let io_budget = |core: &Core| match core.fence_deadline_ms() {
+            Some(d) => Duration::from_millis(
+                (d.saturating_sub(now_ms()) * 4 / 5).clamp(1, timing.io_timeout_ms.into()),
+            ),
             None => timing.io_timeout(),
         };
-        let write = core.record_to_write(cycle_start).map(|rec| match disk.write_record(&rec, io_timeout) {
-            Ok(o) => (o.status, u64::from(o.latency_us)),
-            Err(e) => {
-                tracing::warn!(error = %e, "record write failed");
-                (Status::Failed(libc::EIO), 0)
-            }
-        });
+        let write_timeout = io_budget(&core);
+        let write =
+            core.record_to_write(cycle_start).map(|rec| match disk.write_record(&rec, write_timeout) {
+                Ok(o) => (o.status, u64::from(o.latency_us)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "record write failed");
+                    (Status::Failed(libc::EIO), 0)
+                }
+            });
         let sweep_start = now_ms();
-        let sweep = disk.sweep(io_timeout);
+        let sweep = disk.sweep(io_budget(&core));
         let sweep_end = now_ms();
         if let Err(e) = &sweep {
             tracing::warn!(error = %e, "sweep failed");
@@ -193,16 +196,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             sweep_latency_us: (sweep_end - sweep_start) * 1000,
             slots: &disk,
         });
-        let mut fence_reason = core.fence_due();
-        {
-            let mut snap = snapshot.lock().expect("status lock");
-            while let Some(e) = core.poll_event() {
-                log_event(&e);
-                snap.push_event(sweep_end, e);
-            }
-            snap.update(&core, now_ms());
-        }
-        if let Some(reason) = fence_reason.take() {
+        if let Some(reason) = core.fence_due() {
             fencer.fence(&fence::describe(&reason));
             core.fence_done();
             // Keep the backup thread's time if it fenced first.
@@ -215,6 +209,14 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             core.check_deadline(u64::MAX);
             core.fence_due();
             core.fence_done();
+        }
+        {
+            let mut snap = snapshot.lock().expect("status lock");
+            while let Some(e) = core.poll_event() {
+                log_event(&e);
+                snap.push_event(sweep_end, e);
+            }
+            snap.update(&core, now_ms());
         }
         if matches!(core.phase(), Phase::Live) && core.last_ok_ms() != last_fed_ok {
             last_fed_ok = core.last_ok_ms();
