@@ -11,7 +11,7 @@ use crate::format::record::{Record, State};
 use crate::io::{Access, EngineKind};
 use crate::timing::Timing;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// How a fence was confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -154,9 +154,4 @@ pub fn fence(
             return Err(FenceError::Timeout { slot, name, waited_ms: now_ms(start) });
         }
     }
-}
-
-/// Waits for nothing; a helper for callers that want a bound on `fence`'s duration.
-pub fn max_wait(timing: &Timing) -> Duration {
-    Duration::from_millis(2 * u64::from(timing.host_dead_ms) + u64::from(timing.io_timeout_ms))
 }
