@@ -89,7 +89,8 @@ pub enum RefuseReason {
 pub enum Phase {
     /// Watching our slot before taking it.
     Acquiring,
-    /// `joining` written; waiting 2 x io timeout before verifying it.
+    /// `joining` written; waiting 2 x io timeout before verifying it, then writing and reading
+    /// back a first `live` heartbeat.
     Joining,
     Live,
     SelfFencing(FenceReason),
@@ -181,6 +182,10 @@ pub struct Core {
     started_ms: u64,
     watch: Option<Watch>,
     join_written_ms: Option<u64>,
+    /// The join was verified: a `live` heartbeat is being written; live once it is read back.
+    join_verified: bool,
+    /// Submission time of the join write: peers may take it for dead host-dead after this.
+    join_submitted_ms: u64,
     /// Submission time of the write of the last successful cycle (see docs/SAFETY.md).
     last_ok_ms: u64,
     /// Mailbox request id present when we joined: stale, never acted on.
@@ -214,6 +219,8 @@ impl Core {
             started_ms: now_ms,
             watch: None,
             join_written_ms: None,
+            join_verified: false,
+            join_submitted_ms: 0,
             last_ok_ms: now_ms,
             mailbox_ignore: 0,
             fence_pending: false,
@@ -390,7 +397,7 @@ impl Core {
         let own = if input.sweep_ran { input.slots.slot(self.cfg.slot) } else { Err(Status::Busy) };
         match self.phase {
             Phase::Acquiring => self.acquire(own, input, wrote),
-            Phase::Joining => self.verify_join(own, input),
+            Phase::Joining => self.verify_join(own, input, write_done),
             Phase::Live => self.live_cycle(own, input, write_done, wrote),
             Phase::Leaving if wrote.is_some() => {
                 self.phase = Phase::Stopped;
@@ -436,6 +443,7 @@ impl Core {
             if status == Status::Done {
                 self.phase = Phase::Joining;
                 self.join_written_ms = Some(input.sweep_start_ms);
+                self.join_submitted_ms = input.cycle_start_ms;
                 self.emit(Event::Joined { generation: self.record.generation });
             }
             return;
@@ -513,7 +521,7 @@ impl Core {
         self.emit(Event::Refused(reason));
     }
 
-    fn verify_join(&mut self, own: Result<&[u8], Status>, input: &CycleInput<'_>) {
+    fn verify_join(&mut self, own: Result<&[u8], Status>, input: &CycleInput<'_>, write_done: bool) {
         let t = self.cfg.timing;
         let written = self.join_written_ms.expect("set when joining");
         let Ok(bytes) = own else {
@@ -522,7 +530,36 @@ impl Core {
             }
             return;
         };
-        let ours = Record::decode(bytes, &self.cfg.cluster_uuid, self.cfg.slot) == Ok(self.record);
+        let read = Record::decode(bytes, &self.cfg.cluster_uuid, self.cfg.slot);
+        let ours = read == Ok(self.record);
+        if self.join_verified {
+            // Live only once a `live` heartbeat was written and read back: the self-fence deadline
+            // must count from a write peers can see, never from the older join write. And that
+            // heartbeat must land well before peers could take the silent join record for dead
+            // (host-dead after its submission), or a slow sweep that read the join record could
+            // declare us dead just after we went live (both found by tests/sim.rs). One interval
+            // of margin covers clock rate differences between hosts.
+            let live_by = self.join_submitted_ms + u64::from(t.host_dead_ms) - u64::from(t.interval_ms);
+            let in_time = input.sweep_start_ms < live_by;
+            if write_done && ours && in_time {
+                self.phase = Phase::Live;
+                self.last_ok_ms = input.cycle_start_ms;
+                self.emit(Event::Live { generation: self.record.generation });
+                return;
+            }
+            // An older write of ours (the join, or a timed-out attempt landing late) is fine.
+            let older_ours = matches!(read, Ok(r) if r.host_uuid == self.record.host_uuid
+                && r.generation == self.record.generation
+                && r.sequence < self.record.sequence);
+            if !ours && !older_ours {
+                return self.refuse(RefuseReason::ForeignDuringJoin);
+            }
+            if !in_time {
+                return self.refuse(RefuseReason::Storage);
+            }
+            self.write_pending = true;
+            return;
+        }
         if !ours {
             return self.refuse(RefuseReason::ForeignDuringJoin);
         }
@@ -536,10 +573,9 @@ impl Core {
             self.mailbox_ignore = m.request_id;
             self.record.mailbox_ack = m.request_id;
         }
-        self.phase = Phase::Live;
+        self.join_verified = true;
         self.record.state = State::Live;
-        self.last_ok_ms = input.cycle_start_ms;
-        self.emit(Event::Live { generation: self.record.generation });
+        self.write_pending = true;
     }
 
     fn live_cycle(

@@ -495,3 +495,57 @@ fn no_allocation_growth_in_steady_state() {
     assert!(c.events.len() <= EVENT_CAPACITY);
     assert!(c.events_dropped() > 0);
 }
+
+/// Regression (tests/sim.rs): a joining host went live with `last_ok` = the verification cycle,
+/// although the last write peers had seen was the older join write. Its self-fence deadline
+/// (last_ok + T/2 ~ join + T) was no earlier than the moment peers could declare the silent join
+/// record dead (join + T), and with slow own reads it could go live after that moment.
+#[test]
+fn goes_live_only_once_a_live_heartbeat_is_read_back() {
+    let mut sim = Sim::new();
+    let mut c = core(0);
+    cycle(&mut c, &mut sim, 0, false);
+    cycle(&mut c, &mut sim, 200, false);
+    assert_eq!(c.phase(), Phase::Joining);
+    let mut now = 400;
+    // Verified after 2 x io timeout: a `live` record is written next, but we are not live yet.
+    while c.record_to_write(now).is_none() {
+        cycle(&mut c, &mut sim, now, false);
+        assert_eq!(c.phase(), Phase::Joining);
+        now += 200;
+        assert!(now < 4000);
+    }
+    // (record_to_write above bumped the sequence; the write below fails.)
+    cycle(&mut c, &mut sim, now, true);
+    assert_eq!(c.phase(), Phase::Joining, "live without a heartbeat peers could see");
+    now += 200;
+    cycle(&mut c, &mut sim, now, false);
+    assert_eq!(c.phase(), Phase::Live);
+    assert_eq!(sim.get(0).state, State::Live);
+    assert_eq!(c.last_ok_ms(), now, "the deadline counts from the heartbeat read back");
+}
+
+#[test]
+fn refuses_a_join_confirmed_too_late_for_peers() {
+    let mut sim = Sim::new();
+    let mut c = core(0);
+    cycle(&mut c, &mut sim, 0, false);
+    cycle(&mut c, &mut sim, 200, false);
+    assert_eq!(c.phase(), Phase::Joining);
+    // Our reads fail until just before peers may take the join record (written at 200) for dead
+    // (200 + host-dead 4000): verifying then would put us live after peers declared us dead.
+    sim.fail[0] = true;
+    let mut now = 400;
+    while now < 3800 {
+        cycle(&mut c, &mut sim, now, false);
+        assert_eq!(c.phase(), Phase::Joining);
+        now += 200;
+    }
+    sim.fail[0] = false;
+    for _ in 0..5 {
+        cycle(&mut c, &mut sim, now, false);
+        assert_ne!(c.phase(), Phase::Live, "went live at {now}, peers may declare us dead at 4200");
+        now += 200;
+    }
+    assert_eq!(c.phase(), Phase::Refused(RefuseReason::Storage));
+}
