@@ -182,6 +182,8 @@ struct Inc {
     phase_at_crash: Option<Phase>,
     cycle: Option<Cycle>,
     stored_deadline: u64,
+    /// A stop (SIGTERM) was requested.
+    stop: bool,
     /// Last true time this observer declared each slot dead.
     dead_seen: Vec<Option<u64>>,
 }
@@ -403,6 +405,13 @@ impl Sim {
                 ]);
                 self.windows.push(Window { machine: Some(m), start, end: start + len, mode });
                 self.stats.faults += 1;
+                if self.rng.chance(0.3) {
+                    // A fence request while this host's storage is in trouble (mailbox still readable
+                    // in some modes): the self-fence mark must not delay the fence past the deadline.
+                    let at = self.rng.range(start, start + len);
+                    self.schedule(at, Ev::MailboxReq { slot: m as u32, command: Command::Fence });
+                    self.stats.faults += 1;
+                }
             }
         }
         for _ in 0..self.rng.range(0, 2) {
@@ -580,8 +589,8 @@ impl Sim {
                     return Ok(());
                 }
                 self.note(|| format!("inc {i} asked to leave"));
-                self.incs[i].core.leave();
-                self.after_phase_change(i)?;
+                // SIGTERM: handled by the loop at its next cycle start.
+                self.incs[i].stop = true;
                 if self.rng.chance(0.7) {
                     let at = self.now + self.rng.range(0, self.detect_bound() * 2);
                     self.schedule(at, Ev::Restart(m));
@@ -700,6 +709,7 @@ impl Sim {
             phase_at_crash: None,
             cycle: None,
             stored_deadline: 0,
+            stop: false,
             dead_seen: vec![None; self.slot_count as usize],
         });
         self.machines[m].incs.push(i);
@@ -723,7 +733,18 @@ impl Sim {
         let io_us = self.t_us(timing.io_timeout_ms);
         let local = self.incs[i].clock.local_ms(t);
         self.incs[i].core.check_deadline(local);
+        // The daemon's stop handling, with the deadline checked first and no leave once fenced:
+        // daemon::run calls `leave()` before `check_deadline()` and so can write `leaving` after the
+        // backup thread fenced (found here; a daemon fix, modeled as fixed).
+        let x = &mut self.incs[i];
+        if x.stop && x.fenced.is_none() && x.core.is_running() && !matches!(x.core.phase(), Phase::Leaving) {
+            x.core.leave();
+        }
         self.drain_events(i)?;
+        self.after_phase_change(i)?;
+        if !self.incs[i].alive {
+            return Ok(());
+        }
         let bound_ms = match self.incs[i].core.fence_deadline_ms() {
             Some(d) => d.saturating_sub(local).clamp(1, u64::from(timing.io_timeout_ms)),
             None => u64::from(timing.io_timeout_ms),

@@ -273,8 +273,15 @@ impl Core {
     }
 
     /// The latest moment by which this host must have fenced itself if no cycle succeeds.
+    /// Still set while a decided fence waits for its `self_fencing` mark: the mark must never delay
+    /// the action past the deadline (the backup thread and the I/O bound stay armed).
     pub fn fence_deadline_ms(&self) -> Option<u64> {
-        matches!(self.phase, Phase::Live).then(|| self.last_ok_ms + u64::from(self.cfg.timing.self_fence_ms))
+        let armed = match self.phase {
+            Phase::Live => true,
+            Phase::SelfFencing(_) => self.fence_pending,
+            _ => false,
+        };
+        armed.then(|| self.last_ok_ms + u64::from(self.cfg.timing.self_fence_ms))
     }
 
     /// Whether the phase still writes heartbeats (the daemon keeps cycling).
@@ -328,7 +335,12 @@ impl Core {
     pub fn check_deadline(&mut self, now_ms: u64) {
         if let Some(deadline) = self.fence_deadline_ms() {
             if now_ms >= deadline {
-                self.self_fence(FenceReason::StorageLost { since_ms: self.last_ok_ms });
+                if matches!(self.phase, Phase::SelfFencing(_)) {
+                    // Out of time for the mark: act now.
+                    self.write_pending = false;
+                } else {
+                    self.self_fence(FenceReason::StorageLost { since_ms: self.last_ok_ms });
+                }
             }
         }
     }

@@ -549,3 +549,37 @@ fn refuses_a_join_confirmed_too_late_for_peers() {
     }
     assert_eq!(c.phase(), Phase::Refused(RefuseReason::Storage));
 }
+
+/// Regression: a fence request read just before the self-fence deadline switched the phase to
+/// `SelfFencing`, which dropped the deadline (`fence_deadline_ms` was None outside `Live`). The
+/// daemon then disarmed its backup thread and gave the mark write and the sweep a full io timeout
+/// each: the action could run ~interval + 2 x io after the deadline, after peers declared us dead.
+#[test]
+fn a_fence_request_never_delays_the_fence_past_the_deadline() {
+    let mut sim = Sim::new();
+    let mut c = core(0);
+    let mut now = go_live(&mut c, &mut sim, 0);
+    cycle(&mut c, &mut sim, now, false);
+    let deadline = c.fence_deadline_ms().unwrap();
+    // Writes fail from now on; the mailbox is still readable.
+    while now + 200 + 2 < deadline {
+        now += 200;
+        cycle(&mut c, &mut sim, now, true);
+        assert_eq!(c.phase(), Phase::Live);
+    }
+    let mut m = Mailbox::empty(CLUSTER, 0);
+    m.command = Command::Fence;
+    m.request_id = 5;
+    m.encode(&mut sim.mailbox);
+    now += 200;
+    cycle(&mut c, &mut sim, now, true);
+    assert!(matches!(c.phase(), Phase::SelfFencing(FenceReason::FenceRequest { .. })));
+    assert_eq!(c.fence_deadline_ms(), Some(deadline), "the deadline stays armed while marking");
+    assert_eq!(c.fence_due(), None, "mark first while there is time");
+    // At the deadline the mark is skipped: the action is due without another write.
+    c.check_deadline(deadline);
+    assert_eq!(c.record_to_write(deadline), None);
+    assert!(matches!(c.fence_due(), Some(FenceReason::FenceRequest { .. })));
+    c.fence_done();
+    assert_eq!(c.fence_deadline_ms(), None);
+}
