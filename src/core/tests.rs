@@ -583,3 +583,37 @@ fn a_fence_request_never_delays_the_fence_past_the_deadline() {
     c.fence_done();
     assert_eq!(c.fence_deadline_ms(), None);
 }
+
+/// Regression (tests/sim.rs): after our reads of a live peer's slot failed for longer than the
+/// host-dead timeout, the first successful read hit a corrupt (torn) sector. Corrupt contents
+/// never reset the peer's clock, so its silence counted our own outage: declared dead at once.
+#[test]
+fn a_corrupt_read_after_our_read_outage_does_not_kill_a_live_peer() {
+    let mut sim = Sim::new();
+    let mut c = core(0);
+    let mut p = peer_record(2, 1, 1, State::Live);
+    sim.put(&p);
+    let mut now = go_live(&mut c, &mut sim, 0);
+    p.sequence += 1;
+    sim.put(&p);
+    cycle(&mut c, &mut sim, now, false);
+    assert_eq!(c.peers()[2].state, PeerState::Live);
+    sim.fail[2] = true;
+    for _ in 0..30 {
+        now += 200;
+        p.sequence += 1;
+        sim.put(&p);
+        cycle(&mut c, &mut sim, now, false);
+    }
+    sim.fail[2] = false;
+    sim.slots[2][100] ^= 0xff;
+    now += 200;
+    cycle(&mut c, &mut sim, now, false);
+    assert_eq!(c.peers()[2].state, PeerState::Corrupt, "declared dead on a corrupt read after our outage");
+    // Corruption that persists still ages the peer to dead.
+    for _ in 0..25 {
+        now += 200;
+        cycle(&mut c, &mut sim, now, false);
+    }
+    assert_eq!(c.peers()[2].state, PeerState::Dead);
+}
