@@ -227,16 +227,29 @@ impl SlotSource for View {
 enum Ev {
     CycleStart(usize),
     CycleEnd(usize),
-    Land { slot: u32, bytes: Box<Sector>, torn: bool },
-    Backup { inc: usize, deadline: u64 },
+    Land {
+        slot: u32,
+        bytes: Box<Sector>,
+        torn: bool,
+    },
+    Backup {
+        inc: usize,
+        deadline: u64,
+    },
     Crash(usize),
     Restart(usize),
     Leave(usize),
-    MailboxReq { slot: u32, command: Command },
+    MailboxReq {
+        slot: u32,
+        command: Command,
+    },
     Corrupt(u32),
     Intruder(u32),
     /// Clean runs: every live peer must have declared the crashed incarnation dead.
-    CheckDetected { crashed: usize, at: u64 },
+    CheckDetected {
+        crashed: usize,
+        at: u64,
+    },
     /// Clean runs: an incarnation must be live by now.
     CheckJoined(usize),
 }
@@ -979,7 +992,8 @@ impl Sim {
     fn check_owner(&self, i: usize) -> Res {
         let slot = self.incs[i].slot;
         for (j, x) in self.incs.iter().enumerate() {
-            if j != i && x.slot == slot && x.live_at.is_some() && x.gone_at().map_or(true, |g| g >= self.now) {
+            if j != i && x.slot == slot && x.live_at.is_some() && x.gone_at().map_or(true, |g| g >= self.now)
+            {
                 return self.fail(format!(
                     "OWNERSHIP: inc {i} went live on slot {slot} at {} while inc {j} (machine {}, intruder {}, \
                      phase {}) is live and unfenced",
