@@ -22,7 +22,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fmt::Write as _;
 
 const CLUSTER: uuid::Uuid = uuid::Uuid::from_u128(0xd15c_bea7);
-const DEFAULT_RUNS: u64 = 800;
+const DEFAULT_RUNS: u64 = 640;
 
 // ---------------------------------------------------------------------------------------------
 // Randomness and clocks
