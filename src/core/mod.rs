@@ -89,7 +89,8 @@ pub enum RefuseReason {
 pub enum Phase {
     /// Watching our slot before taking it.
     Acquiring,
-    /// `joining` written; waiting 2 x io timeout before verifying it.
+    /// `joining` written; waiting 2 x io timeout before verifying it, then writing and reading
+    /// back a first `live` heartbeat.
     Joining,
     Live,
     SelfFencing(FenceReason),
@@ -181,6 +182,10 @@ pub struct Core {
     started_ms: u64,
     watch: Option<Watch>,
     join_written_ms: Option<u64>,
+    /// The join was verified: a `live` heartbeat is being written; live once it is read back.
+    join_verified: bool,
+    /// Submission time of the join write: peers may take it for dead host-dead after this.
+    join_submitted_ms: u64,
     /// Submission time of the write of the last successful cycle (see docs/SAFETY.md).
     last_ok_ms: u64,
     /// Mailbox request id present when we joined: stale, never acted on.
@@ -214,6 +219,8 @@ impl Core {
             started_ms: now_ms,
             watch: None,
             join_written_ms: None,
+            join_verified: false,
+            join_submitted_ms: 0,
             last_ok_ms: now_ms,
             mailbox_ignore: 0,
             fence_pending: false,
@@ -266,8 +273,15 @@ impl Core {
     }
 
     /// The latest moment by which this host must have fenced itself if no cycle succeeds.
+    /// Still set while a decided fence waits for its `self_fencing` mark: the mark must never delay
+    /// the action past the deadline (the backup thread and the I/O bound stay armed).
     pub fn fence_deadline_ms(&self) -> Option<u64> {
-        matches!(self.phase, Phase::Live).then(|| self.last_ok_ms + u64::from(self.cfg.timing.self_fence_ms))
+        let armed = match self.phase {
+            Phase::Live => true,
+            Phase::SelfFencing(_) => self.fence_pending,
+            _ => false,
+        };
+        armed.then(|| self.last_ok_ms + u64::from(self.cfg.timing.self_fence_ms))
     }
 
     /// Whether the phase still writes heartbeats (the daemon keeps cycling).
@@ -321,7 +335,12 @@ impl Core {
     pub fn check_deadline(&mut self, now_ms: u64) {
         if let Some(deadline) = self.fence_deadline_ms() {
             if now_ms >= deadline {
-                self.self_fence(FenceReason::StorageLost { since_ms: self.last_ok_ms });
+                if matches!(self.phase, Phase::SelfFencing(_)) {
+                    // Out of time for the mark: act now.
+                    self.write_pending = false;
+                } else {
+                    self.self_fence(FenceReason::StorageLost { since_ms: self.last_ok_ms });
+                }
             }
         }
     }
@@ -390,7 +409,7 @@ impl Core {
         let own = if input.sweep_ran { input.slots.slot(self.cfg.slot) } else { Err(Status::Busy) };
         match self.phase {
             Phase::Acquiring => self.acquire(own, input, wrote),
-            Phase::Joining => self.verify_join(own, input, wrote),
+            Phase::Joining => self.verify_join(own, input, write_done),
             Phase::Live => self.live_cycle(own, input, write_done, wrote),
             Phase::Leaving if wrote.is_some() => {
                 self.phase = Phase::Stopped;
@@ -436,6 +455,7 @@ impl Core {
             if status == Status::Done {
                 self.phase = Phase::Joining;
                 self.join_written_ms = Some(input.sweep_start_ms);
+                self.join_submitted_ms = input.cycle_start_ms;
                 self.emit(Event::Joined { generation: self.record.generation });
             }
             return;
@@ -513,7 +533,7 @@ impl Core {
         self.emit(Event::Refused(reason));
     }
 
-    fn verify_join(&mut self, own: Result<&[u8], Status>, input: &CycleInput<'_>, wrote: Option<Status>) {
+    fn verify_join(&mut self, own: Result<&[u8], Status>, input: &CycleInput<'_>, write_done: bool) {
         let t = self.cfg.timing;
         let written = self.join_written_ms.expect("set when joining");
         let Ok(bytes) = own else {
@@ -524,28 +544,31 @@ impl Core {
         };
         let read = Record::decode(bytes, &self.cfg.cluster_uuid, self.cfg.slot);
         let ours = read == Ok(self.record);
-        if self.record.state == State::Live {
-            // Second step: our first `live` record was written and read back. Only now are we
-            // live, and the self-fence clock starts at that write's submission: peers start their
-            // host-dead clock when they first see it, never earlier. (Starting it at a cycle that
-            // wrote nothing would let peers, whose clock started at the `joining` write 2 x io
-            // timeout earlier, declare us dead before our deadline.)
-            if ours && wrote == Some(Status::Done) {
+        if self.join_verified {
+            // Live only once a `live` heartbeat was written and read back: the self-fence deadline
+            // must count from a write peers can see, never from the older join write. And that
+            // heartbeat must land well before peers could take the silent join record for dead
+            // (host-dead after its submission), or a slow sweep that read the join record could
+            // declare us dead just after we went live (both found by tests/sim.rs). One interval
+            // of margin covers clock rate differences between hosts.
+            let live_by = self.join_submitted_ms + u64::from(t.host_dead_ms) - u64::from(t.interval_ms);
+            let in_time = input.sweep_start_ms < live_by;
+            if write_done && ours && in_time {
                 self.phase = Phase::Live;
                 self.last_ok_ms = input.cycle_start_ms;
                 self.emit(Event::Live { generation: self.record.generation });
                 return;
             }
-            let older_of_ours = matches!(read, Ok(r) if r.host_uuid == self.record.host_uuid
+            // An older write of ours (the join, or a timed-out attempt landing late) is fine.
+            let older_ours = matches!(read, Ok(r) if r.host_uuid == self.record.host_uuid
                 && r.generation == self.record.generation
                 && r.sequence < self.record.sequence);
-            if !ours && !older_of_ours {
+            if !ours && !older_ours {
                 return self.refuse(RefuseReason::ForeignDuringJoin);
             }
-            if input.sweep_start_ms.saturating_sub(written) > 2 * u64::from(t.host_dead_ms) {
+            if !in_time {
                 return self.refuse(RefuseReason::Storage);
             }
-            // The write failed or has not landed yet: write it again next cycle.
             self.write_pending = true;
             return;
         }
@@ -562,7 +585,7 @@ impl Core {
             self.mailbox_ignore = m.request_id;
             self.record.mailbox_ack = m.request_id;
         }
-        // First step: the join is verified; write our first `live` record next cycle.
+        self.join_verified = true;
         self.record.state = State::Live;
         self.write_pending = true;
     }

@@ -112,13 +112,18 @@ impl Peer {
     ) -> [Option<PeerChange>; 2] {
         debug_assert!(start_ms <= end_ms);
         let mut changes = [None, None];
+        // Our previous read of this slot failed: we cannot know what happened meanwhile.
+        let gap = self.unreadable;
         self.unreadable = false;
         self.last_read_ms = start_ms;
         let before = self.state;
         match read {
             Err(c) => {
-                // Not advancing: contents we cannot trust never reset the clock.
-                if !self.seen {
+                // Contents we cannot trust never reset the clock while they stay corrupt. But
+                // corruption seen after valid contents, or after reads of ours that failed, starts
+                // it: the slot may have advanced until just before (a torn read after a read
+                // outage of ours must not declare a live peer dead at once; found by tests/sim.rs).
+                if !self.seen || self.corruption.is_none() || gap {
                     self.seen = true;
                     self.last_change_ms = end_ms;
                 }

@@ -516,3 +516,125 @@ fn no_allocation_growth_in_steady_state() {
     assert!(c.events.len() <= EVENT_CAPACITY);
     assert!(c.events_dropped() > 0);
 }
+
+/// Regression (tests/sim.rs): a joining host went live with `last_ok` = the verification cycle,
+/// although the last write peers had seen was the older join write. Its self-fence deadline
+/// (last_ok + T/2 ~ join + T) was no earlier than the moment peers could declare the silent join
+/// record dead (join + T), and with slow own reads it could go live after that moment.
+#[test]
+fn goes_live_only_once_a_live_heartbeat_is_read_back() {
+    let mut sim = Sim::new();
+    let mut c = core(0);
+    cycle(&mut c, &mut sim, 0, false);
+    cycle(&mut c, &mut sim, 200, false);
+    assert_eq!(c.phase(), Phase::Joining);
+    let mut now = 400;
+    // Verified after 2 x io timeout: a `live` record is written next, but we are not live yet.
+    while c.record_to_write(now).is_none() {
+        cycle(&mut c, &mut sim, now, false);
+        assert_eq!(c.phase(), Phase::Joining);
+        now += 200;
+        assert!(now < 4000);
+    }
+    // (record_to_write above bumped the sequence; the write below fails.)
+    cycle(&mut c, &mut sim, now, true);
+    assert_eq!(c.phase(), Phase::Joining, "live without a heartbeat peers could see");
+    now += 200;
+    cycle(&mut c, &mut sim, now, false);
+    assert_eq!(c.phase(), Phase::Live);
+    assert_eq!(sim.get(0).state, State::Live);
+    assert_eq!(c.last_ok_ms(), now, "the deadline counts from the heartbeat read back");
+}
+
+#[test]
+fn refuses_a_join_confirmed_too_late_for_peers() {
+    let mut sim = Sim::new();
+    let mut c = core(0);
+    cycle(&mut c, &mut sim, 0, false);
+    cycle(&mut c, &mut sim, 200, false);
+    assert_eq!(c.phase(), Phase::Joining);
+    // Our reads fail until just before peers may take the join record (written at 200) for dead
+    // (200 + host-dead 4000): verifying then would put us live after peers declared us dead.
+    sim.fail[0] = true;
+    let mut now = 400;
+    while now < 3800 {
+        cycle(&mut c, &mut sim, now, false);
+        assert_eq!(c.phase(), Phase::Joining);
+        now += 200;
+    }
+    sim.fail[0] = false;
+    for _ in 0..5 {
+        cycle(&mut c, &mut sim, now, false);
+        assert_ne!(c.phase(), Phase::Live, "went live at {now}, peers may declare us dead at 4200");
+        now += 200;
+    }
+    assert_eq!(c.phase(), Phase::Refused(RefuseReason::Storage));
+}
+
+/// Regression: a fence request read just before the self-fence deadline switched the phase to
+/// `SelfFencing`, which dropped the deadline (`fence_deadline_ms` was None outside `Live`). The
+/// daemon then disarmed its backup thread and gave the mark write and the sweep a full io timeout
+/// each: the action could run ~interval + 2 x io after the deadline, after peers declared us dead.
+#[test]
+fn a_fence_request_never_delays_the_fence_past_the_deadline() {
+    let mut sim = Sim::new();
+    let mut c = core(0);
+    let mut now = go_live(&mut c, &mut sim, 0);
+    cycle(&mut c, &mut sim, now, false);
+    let deadline = c.fence_deadline_ms().unwrap();
+    // Writes fail from now on; the mailbox is still readable.
+    while now + 200 + 2 < deadline {
+        now += 200;
+        cycle(&mut c, &mut sim, now, true);
+        assert_eq!(c.phase(), Phase::Live);
+    }
+    let mut m = Mailbox::empty(CLUSTER, 0);
+    m.command = Command::Fence;
+    m.request_id = 5;
+    m.encode(&mut sim.mailbox);
+    now += 200;
+    cycle(&mut c, &mut sim, now, true);
+    assert!(matches!(c.phase(), Phase::SelfFencing(FenceReason::FenceRequest { .. })));
+    assert_eq!(c.fence_deadline_ms(), Some(deadline), "the deadline stays armed while marking");
+    assert_eq!(c.fence_due(), None, "mark first while there is time");
+    // At the deadline the mark is skipped: the action is due without another write.
+    c.check_deadline(deadline);
+    assert_eq!(c.record_to_write(deadline), None);
+    assert!(matches!(c.fence_due(), Some(FenceReason::FenceRequest { .. })));
+    c.fence_done();
+    assert_eq!(c.fence_deadline_ms(), None);
+}
+
+/// Regression (tests/sim.rs): after our reads of a live peer's slot failed for longer than the
+/// host-dead timeout, the first successful read hit a corrupt (torn) sector. Corrupt contents
+/// never reset the peer's clock, so its silence counted our own outage: declared dead at once.
+#[test]
+fn a_corrupt_read_after_our_read_outage_does_not_kill_a_live_peer() {
+    let mut sim = Sim::new();
+    let mut c = core(0);
+    let mut p = peer_record(2, 1, 1, State::Live);
+    sim.put(&p);
+    let mut now = go_live(&mut c, &mut sim, 0);
+    p.sequence += 1;
+    sim.put(&p);
+    cycle(&mut c, &mut sim, now, false);
+    assert_eq!(c.peers()[2].state, PeerState::Live);
+    sim.fail[2] = true;
+    for _ in 0..30 {
+        now += 200;
+        p.sequence += 1;
+        sim.put(&p);
+        cycle(&mut c, &mut sim, now, false);
+    }
+    sim.fail[2] = false;
+    sim.slots[2][100] ^= 0xff;
+    now += 200;
+    cycle(&mut c, &mut sim, now, false);
+    assert_eq!(c.peers()[2].state, PeerState::Corrupt, "declared dead on a corrupt read after our outage");
+    // Corruption that persists still ages the peer to dead.
+    for _ in 0..25 {
+        now += 200;
+        cycle(&mut c, &mut sim, now, false);
+    }
+    assert_eq!(c.peers()[2].state, PeerState::Dead);
+}

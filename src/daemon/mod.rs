@@ -158,12 +158,20 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     let mut notified = false;
     let mut last_fed_ok = 0;
     loop {
+        // Deadline first: a host that fenced (here or in the backup thread) never writes `leaving`.
+        let cycle_start = now_ms();
+        core.check_deadline(cycle_start);
+        carry_out_fence(&mut core, &fencer, &snapshot);
+        if fencer.has_fenced() && matches!(core.phase(), Phase::Live) {
+            // The backup thread fenced while we were stuck: stop heartbeating at once.
+            core.check_deadline(u64::MAX);
+            core.fence_due();
+            core.fence_done();
+        }
         if stop.load(Ordering::Relaxed) && core.is_running() && !matches!(core.phase(), Phase::Leaving) {
             tracing::info!("stop requested: leaving cleanly");
             core.leave();
         }
-        let cycle_start = now_ms();
-        core.check_deadline(cycle_start);
         // I/O never runs past the self-fence deadline, so the deadline is checked on time. The
         // engine may wait up to a quarter more than the timeout for cancellations: keep 4/5.
         let io_budget = |core: &Core| match core.fence_deadline_ms() {
@@ -196,20 +204,9 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             sweep_latency_us: (sweep_end - sweep_start) * 1000,
             slots: &disk,
         });
-        if let Some(reason) = core.fence_due() {
-            fencer.fence(&fence::describe(&reason));
-            core.fence_done();
-            // Keep the backup thread's time if it fenced first.
-            snapshot.lock().expect("status lock").fenced_at_ms.get_or_insert(now_ms());
-        }
+        carry_out_fence(&mut core, &fencer, &snapshot);
         // The backup thread fences if the loop stops reaching this point before the deadline.
         deadline.store(core.fence_deadline_ms().unwrap_or(0), Ordering::SeqCst);
-        if fencer.has_fenced() && matches!(core.phase(), Phase::Live) {
-            // The backup thread fenced while we were stuck: stop heartbeating at once.
-            core.check_deadline(u64::MAX);
-            core.fence_due();
-            core.fence_done();
-        }
         {
             let mut snap = snapshot.lock().expect("status lock");
             while let Some(e) = core.poll_event() {
@@ -263,6 +260,16 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     };
     tracing::info!(phase = core.phase().name(), code, "stopped");
     Ok(code)
+}
+
+/// Runs the fence action the core asks for, if any (once: the fencer ignores repeats).
+fn carry_out_fence(core: &mut Core, fencer: &Fencer, snapshot: &Mutex<Snapshot>) {
+    if let Some(reason) = core.fence_due() {
+        fencer.fence(&fence::describe(&reason));
+        core.fence_done();
+        // Keep the backup thread's time if it fenced first.
+        snapshot.lock().expect("status lock").fenced_at_ms.get_or_insert(now_ms());
+    }
 }
 
 fn log_event(e: &Event) {
