@@ -121,21 +121,7 @@ pub fn restart_plan(pool: &Pool, failed: &[usize], budget: Budget) -> RestartPla
     }
     let survivors: Vec<usize> = (0..n).filter(|&h| !is_failed[h]).collect();
     let (used_mem, used_cpu) = pool.used();
-    let mut bins: Vec<Bin> = survivors
-        .iter()
-        .map(|&h| {
-            let host = &pool.hosts[h];
-            if host.accepts_restarts {
-                Bin {
-                    memory_mib: host.memory_mib - used_mem[h],
-                    vcpus: host.max_vcpus.map(|c| c - used_cpu[h]),
-                    groups: vec![],
-                }
-            } else {
-                Bin { memory_mib: 0, vcpus: Some(0), groups: vec![] }
-            }
-        })
-        .collect();
+    let mut bins: Vec<Bin> = survivors.iter().map(|&h| pool.free_bin(h, &used_mem, &used_cpu)).collect();
     let bin_of: HashMap<usize, usize> = survivors.iter().enumerate().map(|(b, &h)| (h, b)).collect();
     for (v, vm) in pool.vms.iter().enumerate() {
         if let (Some(h), Some(g)) = (vm.host, vm_group[v]) {

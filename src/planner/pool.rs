@@ -294,6 +294,21 @@ impl Pool {
     }
 
     /// Memory and vCPUs used on each host by the VMs running there (all protection levels).
+    /// The room host `h` offers for restarts, given the per-host usage from `used()`. A host
+    /// that does not accept restarts offers none.
+    pub fn free_bin(&self, h: usize, used_mem: &[u64], used_cpu: &[u64]) -> super::pack::Bin {
+        let host = &self.hosts[h];
+        if host.accepts_restarts {
+            super::pack::Bin {
+                memory_mib: host.memory_mib - used_mem[h],
+                vcpus: host.max_vcpus.map(|c| c - used_cpu[h]),
+                groups: vec![],
+            }
+        } else {
+            super::pack::Bin { memory_mib: 0, vcpus: Some(0), groups: vec![] }
+        }
+    }
+
     pub fn used(&self) -> (Vec<u64>, Vec<u64>) {
         let mut mem = vec![0u64; self.hosts.len()];
         let mut cpu = vec![0u64; self.hosts.len()];

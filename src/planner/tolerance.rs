@@ -139,22 +139,7 @@ impl Model {
     pub(crate) fn new(pool: &Pool) -> Model {
         let n = pool.hosts.len();
         let (used_mem, used_cpu) = pool.used();
-        let bins: Vec<Bin> = pool
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(h, host)| {
-                if host.accepts_restarts {
-                    Bin {
-                        memory_mib: host.memory_mib - used_mem[h],
-                        vcpus: host.max_vcpus.map(|c| c - used_cpu[h]),
-                        groups: vec![],
-                    }
-                } else {
-                    Bin { memory_mib: 0, vcpus: Some(0), groups: vec![] }
-                }
-            })
-            .collect();
+        let bins: Vec<Bin> = (0..n).map(|h| pool.free_bin(h, &used_mem, &used_cpu)).collect();
         let mut on_host = vec![Vec::new(); n];
         let mut orphans = Vec::new();
         for vm in pool.vms.iter().filter(|v| v.protection == Protection::Protect) {
