@@ -114,6 +114,20 @@ fn go_live(c: &mut Core, sim: &mut Sim, mut now: u64) -> u64 {
     panic!("never went live: {:?}", c.phase());
 }
 
+/// A live core with peer `slot` seen advancing once (state `Live`). Returns the sim, the core,
+/// the peer's record as last written and the time reached.
+fn with_live_peer(slot: u32) -> (Sim, Core, Record, u64) {
+    let mut sim = Sim::new();
+    let mut c = core(0);
+    let mut p = peer_record(slot, 1, 1, State::Live);
+    sim.put(&p);
+    let now = go_live(&mut c, &mut sim, 0);
+    p.sequence += 1;
+    sim.put(&p);
+    cycle(&mut c, &mut sim, now, false);
+    (sim, c, p, now)
+}
+
 #[test]
 fn joins_a_free_slot_after_verifying() {
     let mut sim = Sim::new();
@@ -312,14 +326,7 @@ fn peer_lifecycle_unknown_live_dead_restart_leave() {
 
 #[test]
 fn our_failed_reads_never_age_a_peer() {
-    let mut sim = Sim::new();
-    let mut c = core(0);
-    let mut p = peer_record(2, 1, 1, State::Live);
-    sim.put(&p);
-    let mut now = go_live(&mut c, &mut sim, 0);
-    p.sequence += 1;
-    sim.put(&p);
-    cycle(&mut c, &mut sim, now, false);
+    let (mut sim, mut c, mut p, mut now) = with_live_peer(2);
     assert_eq!(c.peers()[2].state, PeerState::Live);
     // Our reads of slot 2 fail for 3 x host-dead while the peer keeps writing.
     sim.fail[2] = true;
@@ -351,14 +358,7 @@ fn our_failed_reads_never_age_a_peer() {
 
 #[test]
 fn corrupt_peer_is_reported_and_ages_like_silence() {
-    let mut sim = Sim::new();
-    let mut c = core(0);
-    let mut p = peer_record(3, 1, 1, State::Live);
-    sim.put(&p);
-    let mut now = go_live(&mut c, &mut sim, 0);
-    p.sequence += 1;
-    sim.put(&p);
-    cycle(&mut c, &mut sim, now, false);
+    let (mut sim, mut c, _, mut now) = with_live_peer(3);
     sim.slots[3][100] ^= 0xff;
     now += 200;
     let ev = cycle(&mut c, &mut sim, now, false);
@@ -610,14 +610,7 @@ fn a_fence_request_never_delays_the_fence_past_the_deadline() {
 /// never reset the peer's clock, so its silence counted our own outage: declared dead at once.
 #[test]
 fn a_corrupt_read_after_our_read_outage_does_not_kill_a_live_peer() {
-    let mut sim = Sim::new();
-    let mut c = core(0);
-    let mut p = peer_record(2, 1, 1, State::Live);
-    sim.put(&p);
-    let mut now = go_live(&mut c, &mut sim, 0);
-    p.sequence += 1;
-    sim.put(&p);
-    cycle(&mut c, &mut sim, now, false);
+    let (mut sim, mut c, mut p, mut now) = with_live_peer(2);
     assert_eq!(c.peers()[2].state, PeerState::Live);
     sim.fail[2] = true;
     for _ in 0..30 {
