@@ -18,7 +18,7 @@ pub use layout::Layout;
 /// Format major version: readers refuse other majors.
 pub const VERSION_MAJOR: u16 = 1;
 /// Format minor version: additive changes only (fields carved out of reserved bytes).
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 
 /// Highest number of slots a cluster may be formatted with (sanlock's 2000 is the highest prior art).
 pub const MAX_SLOTS: u32 = 2048;
@@ -195,7 +195,6 @@ pub fn validate<'a, T: OnDisk>(bytes: &'a [u8], cluster: Option<&uuid::Uuid>) ->
 }
 
 /// Whether this build knows every field of minor version `minor` (so reserved bytes must be zero).
-#[allow(clippy::absurd_extreme_comparisons)] // VERSION_MINOR is 0 today; the check is for later minors.
 pub fn known_minor(minor: u16) -> bool {
     minor <= VERSION_MINOR
 }

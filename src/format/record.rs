@@ -35,6 +35,30 @@ impl OnDisk for RecordRaw {
     }
 }
 
+/// Record `flags` bits (format 1.1; zero means "absent", the 1.0 behaviour). Unknown bits of a
+/// known minor are `ReservedNotZero`.
+pub mod flags {
+    /// The writer has a hardware watchdog armed: if its daemon stops (crash, freeze, hang) the
+    /// host is reset within the watchdog timeout (docs/SAFETY.md, "What proves a host's VMs gone").
+    pub const WATCHDOG_ARMED: u16 = 1 << 0;
+    /// A fence action of this host failed; it keeps retrying (record state `self_fencing`).
+    pub const FENCE_FAILED: u16 = 1 << 1;
+    /// The configured fence action stops this host's VMs when it succeeds (`reboot`, `exec:`).
+    /// Clear for `log-only`: its `fenced` mark proves nothing about VMs.
+    pub const FENCE_STOPS_VMS: u16 = 1 << 2;
+    /// Every bit defined by format 1.1.
+    pub const KNOWN: u16 = WATCHDOG_ARMED | FENCE_FAILED | FENCE_STOPS_VMS;
+}
+
+/// Flag bits a record of format minor `minor` may carry.
+fn flags_known(minor: u16) -> u16 {
+    if minor >= 1 {
+        flags::KNOWN
+    } else {
+        0
+    }
+}
+
 /// What the writer of a record says about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +155,8 @@ pub struct Record {
     pub net_view: NetView,
     /// Request id of the last mailbox request this host acted on (0: none).
     pub mailbox_ack: u64,
+    /// [`flags`] bits (format 1.1).
+    pub flags: u16,
 }
 
 impl Record {
@@ -149,6 +175,7 @@ impl Record {
             host_name: [0; NAME_LEN],
             net_view: NetView::EMPTY,
             mailbox_ack: 0,
+            flags: 0,
         }
     }
 
@@ -167,7 +194,7 @@ impl Record {
             header: Header::new(MAGIC, self.cluster_uuid),
             slot: U32::new(self.slot),
             state: U16::new(self.state as u16),
-            flags: U16::new(0),
+            flags: U16::new(self.flags),
             host_uuid: self.host_uuid.into_bytes(),
             generation: U64::new(self.generation),
             sequence: U64::new(self.sequence),
@@ -199,7 +226,8 @@ impl Record {
         }
         let state = State::from_code(raw.state.get()).ok_or(Corruption::BadState(raw.state.get()))?;
         if super::known_minor(raw.header.version_minor.get())
-            && (raw.flags.get() != 0 || !super::all_zero(&raw.reserved))
+            && (raw.flags.get() & !flags_known(raw.header.version_minor.get()) != 0
+                || !super::all_zero(&raw.reserved))
         {
             return Err(Corruption::ReservedNotZero);
         }
@@ -231,6 +259,7 @@ impl Record {
             host_name: raw.host_name,
             net_view: NetView(raw.net_view),
             mailbox_ack: raw.mailbox_ack.get(),
+            flags: raw.flags.get(),
         }
     }
 }
