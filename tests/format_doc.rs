@@ -26,7 +26,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 #[test]
 fn constants_and_sizes() {
-    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 0));
+    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 1));
     assert_eq!(STRUCT_SIZE, 512);
     assert_eq!(ALIGN, 4096);
     assert_eq!(MAX_SLOTS, 2048);
@@ -143,7 +143,7 @@ fn check_header(b: &[u8], magic: &[u8; 8], cluster: uuid::Uuid) {
     assert_eq!(u32_at(b, 0), checksum(&b[4..512]), "crc covers bytes 4..512");
     assert_eq!(&b[4..12], magic);
     assert_eq!(u16_at(b, 12), 1);
-    assert_eq!(u16_at(b, 14), 0);
+    assert_eq!(u16_at(b, 14), 1, "every structure is written with minor 1 since format 1.1");
     // UUIDs are stored in RFC 9562 byte order, not little-endian.
     assert_eq!(&b[16..32], cluster.as_bytes());
     assert_eq!(b[16], 0x01);
@@ -211,13 +211,14 @@ fn free_record_test_vector() {
     let mut b = [0u8; 512];
     Record::free(cluster, 5).encode(&mut b);
     let head: [u8; 36] = [
-        0x35, 0x71, 0x76, 0xc8, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x00, 0x00, 0x01,
+        0x0c, 0xb8, 0x95, 0x80, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x01, 0x00, 0x01,
         0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x05, 0x00,
         0x00, 0x00,
     ];
     assert_eq!(&b[..36], &head);
     assert!(b[36..].iter().all(|&x| x == 0));
-    assert_eq!(u32_at(&b, 0), 0xC876_7135);
+    // Format 1.1 changed the vector (version_minor 1 at byte 14); it was 0xC876_7135 in 1.0.
+    assert_eq!(u32_at(&b, 0), 0x8095_B80C);
 }
 
 #[test]
@@ -239,7 +240,7 @@ fn validation_order_and_reasons() {
     let mut b = good;
     b[12] = 2;
     reseal(&mut b);
-    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 0 }));
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 1 }));
     assert_eq!(Record::decode(&good, &uuid::Uuid::nil(), 5), Err(Corruption::WrongCluster));
     assert_eq!(Record::decode(&good, &cluster, 6), Err(Corruption::WrongSlot { expected: 6, found: 5 }));
     let mut b = good;
@@ -250,8 +251,8 @@ fn validation_order_and_reasons() {
     b[500] = 1;
     reseal(&mut b);
     assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
-    // Same bytes with a newer minor: reserved bytes are ignored.
-    b[14] = 1;
+    // Same bytes with a newer minor (2; this build knows 1.1): reserved bytes are ignored.
+    b[14] = 2;
     reseal(&mut b);
     assert!(Record::decode(&b, &cluster, 5).is_ok());
     // A non-free record needs a host name.
@@ -268,7 +269,7 @@ fn superblock_bytes() {
     let sb = Superblock {
         cluster_uuid: uuid::Uuid::from_u128(CLUSTER),
         cluster_name: "pool-a".into(),
-        version_minor: 0,
+        version_minor: VERSION_MINOR,
         layout,
         base_timeout_ms: 40_000,
         device_size: 64 << 20,

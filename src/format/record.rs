@@ -312,9 +312,11 @@ pub(crate) mod tests {
         let mut buf = [0u8; 512];
         sample().encode(&mut buf);
         assert_eq!(&buf[4..12], b"DBRECORD");
-        assert_eq!(&buf[12..16], &[1, 0, 0, 0]);
+        // version_major = 1, version_minor = 1 (format 1.1), both u16 LE.
+        assert_eq!(&buf[12..16], &[1, 0, 1, 0]);
         assert_eq!(&buf[32..36], &5u32.to_le_bytes());
         assert_eq!(&buf[36..38], &2u16.to_le_bytes());
+        assert_eq!(&buf[38..40], &[0, 0], "no flags");
         assert_eq!(&buf[56..64], &3u64.to_le_bytes());
         assert_eq!(&buf[64..72], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(&buf[88..93], b"hv-05");
@@ -326,5 +328,6 @@ pub(crate) mod tests {
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
     }
-    const GOLDEN_CRC: u32 = 0x593d_47f3;
+    /// Format 1.1 changed this (was 0x593d_47f3 in 1.0): the header's `version_minor` is now 1.
+    const GOLDEN_CRC: u32 = 0x11de_8eca;
 }

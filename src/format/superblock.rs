@@ -150,7 +150,9 @@ mod tests {
         Superblock {
             cluster_uuid: uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
             cluster_name: "pool-a".into(),
-            version_minor: 0,
+            // `encode` always writes `VERSION_MINOR` (1 since format 1.1); the value here must match
+            // for the round trip (and encode's debug assertion) to hold.
+            version_minor: crate::format::VERSION_MINOR,
             layout: Layout::new(Params {
                 sector_size: 512,
                 slot_size: 512,
