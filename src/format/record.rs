@@ -328,6 +328,69 @@ pub(crate) mod tests {
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
     }
+    /// Pins the `flags` field (format 1.1): u16 LE at 38, bit 0 watchdog_armed, bit 1
+    /// fence_failed, bit 2 fence_stops_vms.
+    #[test]
+    fn golden_bytes_with_flags() {
+        assert_eq!((flags::WATCHDOG_ARMED, flags::FENCE_FAILED, flags::FENCE_STOPS_VMS), (1, 2, 4));
+        assert_eq!(flags::KNOWN, 0b111);
+        let mut r = sample();
+        r.state = State::SelfFencing;
+        r.flags = flags::WATCHDOG_ARMED | flags::FENCE_FAILED | flags::FENCE_STOPS_VMS;
+        let mut buf = [0u8; 512];
+        r.encode(&mut buf);
+        assert_eq!(&buf[12..16], &[1, 0, 1, 0]);
+        assert_eq!(&buf[36..38], &4u16.to_le_bytes());
+        assert_eq!(&buf[38..40], &[0b0000_0111, 0]);
+        assert!(buf[416..].iter().all(|&b| b == 0));
+        let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+        assert_eq!(crc, crc32c::crc32c(&buf[4..]));
+        assert_eq!(crc, GOLDEN_CRC_FLAGS, "record checksum changed: {crc:#010x}");
+        assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
+        // One bit at a time lands on its own bit of byte 38.
+        for (bit, f) in [flags::WATCHDOG_ARMED, flags::FENCE_FAILED, flags::FENCE_STOPS_VMS].into_iter().enumerate() {
+            r.flags = f;
+            r.encode(&mut buf);
+            assert_eq!(&buf[38..40], &[1 << bit, 0]);
+            assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
+        }
+    }
+    /// New in format 1.1.
+    const GOLDEN_CRC_FLAGS: u32 = 0x8c0b_f361;
+
+    /// `sample()` encoded with `flags` and `version_minor` patched in, resealed.
+    fn with_minor_and_flags(minor: u16, flags: u16) -> [u8; 512] {
+        let mut buf = [0u8; 512];
+        sample().encode(&mut buf);
+        buf[14..16].copy_from_slice(&minor.to_le_bytes());
+        buf[38..40].copy_from_slice(&flags.to_le_bytes());
+        let crc = crate::format::checksum(&buf[4..]);
+        buf[..4].copy_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    #[test]
+    fn flags_validation_keys_on_the_record_minor() {
+        let cluster = sample().cluster_uuid;
+        let decode = |minor, flags| Record::decode(&with_minor_and_flags(minor, flags), &cluster, 5);
+        // 1.0 defines no flags: every bit is reserved.
+        assert_eq!(decode(0, 0).map(|r| r.flags), Ok(0));
+        for bit in 0..16 {
+            assert_eq!(decode(0, 1 << bit), Err(Corruption::ReservedNotZero), "1.0 record, bit {bit}");
+        }
+        // 1.1 defines bits 0..=2; bits 3..=15 are reserved.
+        assert_eq!(decode(1, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+        assert_eq!(decode(1, 1 << 8), Err(Corruption::ReservedNotZero));
+        assert_eq!(decode(1, flags::KNOWN | 1 << 8), Err(Corruption::ReservedNotZero));
+        for bit in 3..16 {
+            assert_eq!(decode(1, 1 << bit), Err(Corruption::ReservedNotZero), "1.1 record, bit {bit}");
+        }
+        // A newer minor may define more bits: accepted, and the bits are passed through as read.
+        assert_eq!(decode(2, 0xFFF8).map(|r| r.flags), Ok(0xFFF8));
+        assert_eq!(decode(2, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
+        assert_eq!(decode(u16::MAX, 1 << 8).map(|r| r.flags), Ok(1 << 8));
+    }
+
     /// Format 1.1 changed this (was 0x593d_47f3 in 1.0): the header's `version_minor` is now 1.
     const GOLDEN_CRC: u32 = 0x11de_8eca;
 }
