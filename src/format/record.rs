@@ -35,11 +35,14 @@ impl OnDisk for RecordRaw {
     }
 }
 
-/// Record `flags` bits (format 1.1; zero means "absent", the 1.0 behaviour). Unknown bits of a
-/// known minor are `ReservedNotZero`.
+/// Record `flags` bits (format 1.1; docs/FORMAT.md §5, "Record flags", pinned by
+/// `tests/format_doc.rs`). Zero means "absent", the 1.0 behaviour and the conservative reading.
+/// Bits the record's own minor does not define are `ReservedNotZero` when that minor is known;
+/// a newer minor's bits are passed through undecoded (mask with [`flags::KNOWN`]).
 pub mod flags {
-    /// The writer has a hardware watchdog armed: if its daemon stops (crash, freeze, hang) the
-    /// host is reset within the watchdog timeout (docs/SAFETY.md, "What proves a host's VMs gone").
+    /// The writer has a hardware watchdog armed (timeout: one io timeout, whole seconds), fed only
+    /// after successful cycles: if its daemon stops (crash, freeze, hang) the host is reset
+    /// (docs/SAFETY.md, "The argument", step 3).
     pub const WATCHDOG_ARMED: u16 = 1 << 0;
     /// A fence action of this host failed; it keeps retrying (record state `self_fencing`).
     pub const FENCE_FAILED: u16 = 1 << 1;
@@ -328,6 +331,9 @@ pub(crate) mod tests {
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
     }
+    /// Format 1.1 changed this (was 0x593d_47f3 in 1.0): the header's `version_minor` is now 1.
+    const GOLDEN_CRC: u32 = 0x11de_8eca;
+
     /// Pins the `flags` field (format 1.1): u16 LE at 38, bit 0 watchdog_armed, bit 1
     /// fence_failed, bit 2 fence_stops_vms.
     #[test]
@@ -348,7 +354,9 @@ pub(crate) mod tests {
         assert_eq!(crc, GOLDEN_CRC_FLAGS, "record checksum changed: {crc:#010x}");
         assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         // One bit at a time lands on its own bit of byte 38.
-        for (bit, f) in [flags::WATCHDOG_ARMED, flags::FENCE_FAILED, flags::FENCE_STOPS_VMS].into_iter().enumerate() {
+        for (bit, f) in
+            [flags::WATCHDOG_ARMED, flags::FENCE_FAILED, flags::FENCE_STOPS_VMS].into_iter().enumerate()
+        {
             r.flags = f;
             r.encode(&mut buf);
             assert_eq!(&buf[38..40], &[1 << bit, 0]);
@@ -390,7 +398,4 @@ pub(crate) mod tests {
         assert_eq!(decode(2, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
         assert_eq!(decode(u16::MAX, 1 << 8).map(|r| r.flags), Ok(1 << 8));
     }
-
-    /// Format 1.1 changed this (was 0x593d_47f3 in 1.0): the header's `version_minor` is now 1.
-    const GOLDEN_CRC: u32 = 0x11de_8eca;
 }
