@@ -1,10 +1,14 @@
 //! Asserts the numbers `docs/FORMAT.md` states. If one of these fails, either the format changed
 //! (bump the version and update FORMAT.md) or the document is wrong.
+//!
+//! Most tests restate the document's numbers; the `doc_*` tests parse FORMAT.md itself (the
+//! version it names, the common-header and record tables, the record flags table, the record test
+//! vector), so those parts of the document cannot drift from the code unnoticed.
 
 use diskbeat::format::extent::{Extent, ExtentRaw, PAYLOAD_OFFSET};
 use diskbeat::format::layout::{Layout, Params, DEFAULT_EXTENT_SIZE, PROBE_REGION_SIZE};
 use diskbeat::format::mailbox::{Command, Mailbox, MailboxRaw, SENDER_TOOL};
-use diskbeat::format::record::{NetView, Record, RecordRaw, State};
+use diskbeat::format::record::{flags, NetView, Record, RecordRaw, State};
 use diskbeat::format::superblock::{Superblock, SuperblockRaw};
 use diskbeat::format::{
     checksum, Corruption, Header, ALIGN, MAX_SLOTS, NAME_LEN, NET_VIEW_BYTES, STRUCT_SIZE, VERSION_MAJOR,
@@ -167,6 +171,7 @@ fn record_bytes_at_documented_offsets() {
         r.net_view.set(s, true);
     }
     r.mailbox_ack = 0x9999_AAAA_BBBB_CCCC;
+    r.flags = flags::WATCHDOG_ARMED | flags::FENCE_STOPS_VMS;
     let mut b = [0xEEu8; 4096];
     b[512..].fill(0);
     r.encode(&mut b);
@@ -174,7 +179,8 @@ fn record_bytes_at_documented_offsets() {
     check_header(&b, b"DBRECORD", cluster);
     assert_eq!(u32_at(&b, 32), 1234);
     assert_eq!(u16_at(&b, 36), 4);
-    assert_eq!(u16_at(&b, 38), 0);
+    // The §5 flags example: watchdog_armed | fence_stops_vms = 0x0005.
+    assert_eq!(&b[38..40], &[0x05, 0x00]);
     assert_eq!(&b[40..56], host.as_bytes());
     assert_eq!(u64_at(&b, 56), 0x1111_2222_3333_4444);
     assert_eq!(u64_at(&b, 64), 0x5555_6666_7777_8888);
@@ -384,4 +390,160 @@ fn padding_example_and_formula() {
             }
         }
     }
+}
+
+// ---- Tests that parse docs/FORMAT.md ----
+
+const DOC: &str = include_str!("../docs/FORMAT.md");
+
+/// The body rows of the first Markdown table after the first line containing `marker`, as trimmed
+/// cells with backticks removed. Panics if there is no such table.
+fn doc_table(marker: &str) -> Vec<Vec<String>> {
+    let start = DOC.find(marker).unwrap_or_else(|| panic!("FORMAT.md has no {marker:?}"));
+    let mut lines = DOC[start..].lines().skip_while(|l| !l.starts_with('|'));
+    let header = lines.next().unwrap_or_else(|| panic!("no table after {marker:?}"));
+    let sep = lines.next().unwrap();
+    assert!(sep.starts_with("|---"), "table after {marker:?} has no separator: {header}");
+    let rows: Vec<Vec<String>> = lines
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.trim().trim_matches('|').split('|').map(|c| c.trim().replace('`', "")).collect())
+        .collect();
+    assert!(!rows.is_empty(), "empty table after {marker:?}");
+    rows
+}
+
+fn parse_num(s: &str) -> u64 {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .unwrap_or_else(|e| panic!("{s:?} is not a number: {e}"))
+}
+
+/// (name, offset, size) of every field, sizes from consecutive offsets (structures have no padding).
+fn fields(offsets: &[(&str, usize)]) -> Vec<(String, u64, u64)> {
+    let ends = offsets.iter().skip(1).map(|&(_, o)| o).chain([STRUCT_SIZE]);
+    offsets.iter().zip(ends).map(|(&(n, o), e)| (n.to_string(), o as u64, (e - o) as u64)).collect()
+}
+
+/// (field, offset, size) rows of the table after `marker`.
+fn doc_fields(marker: &str) -> Vec<(String, u64, u64)> {
+    doc_table(marker).iter().map(|r| (r[3].clone(), parse_num(&r[0]), parse_num(&r[1]))).collect()
+}
+
+#[test]
+fn doc_names_the_current_version() {
+    let v = format!("{VERSION_MAJOR}.{VERSION_MINOR}");
+    assert_eq!(DOC.lines().next().unwrap(), format!("# diskbeat on-disk format, version {v}"));
+    let versioning = doc_table("## 11. Versioning");
+    assert!(versioning[0][1].contains(&format!("{v} today")), "§11 Version row: {:?}", versioning[0]);
+    let history = doc_table("## 15. Version history");
+    assert_eq!(history.last().unwrap()[0], v, "§15 must end with the current version");
+}
+
+#[test]
+fn doc_header_table() {
+    let rows = doc_table("## 3. Common header");
+    let header: Vec<(String, u64, u64)> =
+        rows[..5].iter().map(|r| (r[3].clone(), parse_num(&r[0]), parse_num(&r[1]))).collect();
+    let want = [
+        ("crc32c", offset_of!(Header, crc32c)),
+        ("magic", offset_of!(Header, magic)),
+        ("version_major", offset_of!(Header, version_major)),
+        ("version_minor", offset_of!(Header, version_minor)),
+        ("cluster_uuid", offset_of!(Header, cluster_uuid)),
+    ];
+    let want: Vec<_> = fields(&want)
+        .into_iter()
+        .map(|(n, o, s)| if n == "cluster_uuid" { (n, o, 16) } else { (n, o, s) })
+        .collect();
+    assert_eq!(header, want);
+    // "format major version: `1`", "format minor version: `1` (...)": the first number stated.
+    let stated = |row: &[String]| -> u64 {
+        let after = row[4].split(": ").nth(1).unwrap_or_else(|| panic!("no value in {row:?}"));
+        parse_num(after.split_whitespace().next().unwrap())
+    };
+    assert_eq!(stated(&rows[2]), u64::from(VERSION_MAJOR));
+    assert_eq!(stated(&rows[3]), u64::from(VERSION_MINOR));
+}
+
+#[test]
+fn doc_record_table() {
+    let want = [
+        ("header", 0),
+        ("slot", offset_of!(RecordRaw, slot)),
+        ("state", offset_of!(RecordRaw, state)),
+        ("flags", offset_of!(RecordRaw, flags)),
+        ("host_uuid", offset_of!(RecordRaw, host_uuid)),
+        ("generation", offset_of!(RecordRaw, generation)),
+        ("sequence", offset_of!(RecordRaw, sequence)),
+        ("monotonic_ms", offset_of!(RecordRaw, monotonic_ms)),
+        ("io_timeout_ms", offset_of!(RecordRaw, io_timeout_ms)),
+        ("interval_ms", offset_of!(RecordRaw, interval_ms)),
+        ("host_name", offset_of!(RecordRaw, host_name)),
+        ("net_view", offset_of!(RecordRaw, net_view)),
+        ("mailbox_ack", offset_of!(RecordRaw, mailbox_ack)),
+        ("reserved", offset_of!(RecordRaw, reserved)),
+    ];
+    assert_eq!(doc_fields("## 5. Record"), fields(&want));
+}
+
+/// The §5 "Record flags" table is exactly `flags::*`: same names, bits and masks, no bit missing
+/// on either side, and the reserved row covers every other bit.
+#[test]
+fn doc_record_flags_table() {
+    let code = [
+        ("watchdog_armed", flags::WATCHDOG_ARMED),
+        ("fence_failed", flags::FENCE_FAILED),
+        ("fence_stops_vms", flags::FENCE_STOPS_VMS),
+    ];
+    let rows = doc_table("**Record flags**");
+    let mut documented = Vec::new();
+    let mut reserved = None;
+    for row in &rows {
+        let (bits, mask, name) = (&row[0], parse_num(&row[1]), row[2].as_str());
+        if name == "—" {
+            let (lo, hi) = bits.split_once("..=").unwrap_or_else(|| panic!("reserved row {row:?}"));
+            let (lo, hi) = (parse_num(lo), parse_num(hi));
+            let range_mask = (lo..=hi).fold(0u64, |m, b| m | 1 << b);
+            assert_eq!(mask, range_mask, "reserved row: mask vs bit range");
+            assert!(row[3].starts_with("reserved"), "{row:?}");
+            assert!(reserved.replace(mask).is_none(), "two reserved rows");
+        } else {
+            let bit = parse_num(bits);
+            assert_eq!(mask, 1 << bit, "{name}: mask vs bit");
+            let &(_, value) =
+                code.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("{name} not in flags::*"));
+            assert_eq!(u64::from(value), mask, "{name}");
+            documented.push((name, value));
+        }
+    }
+    assert_eq!(documented, code, "every flag documented once, in bit order");
+    assert_eq!(code.iter().fold(0, |m, &(_, v)| m | v), flags::KNOWN);
+    assert_eq!(reserved, Some(u64::from(!flags::KNOWN)), "reserved row covers every undefined bit");
+    // The field row says what the field is.
+    let flags_row = doc_table("## 5. Record").into_iter().find(|r| r[3] == "flags").unwrap();
+    assert_eq!((flags_row[0].as_str(), flags_row[1].as_str(), flags_row[2].as_str()), ("38", "2", "u16"));
+}
+
+#[test]
+fn doc_record_test_vector() {
+    let start = DOC.find("Test vector").expect("FORMAT.md has a record test vector");
+    let para = &DOC[start..start + DOC[start..].find("\n\n").unwrap()];
+    let spans: Vec<&str> = para.split('`').skip(1).step_by(2).collect();
+    let bytes: Vec<u8> = spans
+        .iter()
+        .find(|s| s.len() > 50)
+        .expect("a span of hex bytes")
+        .split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let crc = spans.iter().find(|s| s.starts_with("0x")).map(|s| parse_num(s)).expect("a crc32c");
+    let cluster = spans.iter().find_map(|s| uuid::Uuid::parse_str(s).ok()).expect("a cluster uuid");
+    assert!(para.contains("Free record for slot 5 "), "the vector is slot 5's Free record");
+    let mut b = [0u8; 512];
+    Record::free(cluster, 5).encode(&mut b);
+    assert_eq!(&b[..bytes.len()], &bytes[..]);
+    assert!(b[bytes.len()..].iter().all(|&x| x == 0), "followed by zeros to 512");
+    assert_eq!(u64::from(u32_at(&b, 0)), crc);
 }
