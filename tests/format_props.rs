@@ -1,8 +1,9 @@
 //! Encode/decode property tests over every field; decoding arbitrary bytes never panics.
 
 use diskbeat::format::mailbox::{Command, Mailbox};
-use diskbeat::format::record::{NetView, Record, State};
+use diskbeat::format::record::{flags, NetView, Record, State};
 use diskbeat::format::superblock::Superblock;
+use diskbeat::format::Corruption;
 use proptest::prelude::*;
 
 fn state() -> impl Strategy<Value = State> {
@@ -20,7 +21,8 @@ prop_compose! {
     fn record()(cluster in any::<u128>(), slot in 0u32..2048, st in state(), host in any::<u128>(),
                 generation in any::<u64>(), sequence in any::<u64>(), mono in any::<u64>(),
                 io in any::<u32>(), interval in any::<u32>(), name in "[a-z0-9.-]{1,64}",
-                bits in proptest::collection::vec(0u32..2048, 0..40), ack in any::<u64>()) -> Record {
+                bits in proptest::collection::vec(0u32..2048, 0..40), ack in any::<u64>(),
+                fl in any::<u16>()) -> Record {
         let mut r = Record::free(uuid::Uuid::from_u128(cluster), slot);
         r.state = st;
         r.host_uuid = uuid::Uuid::from_u128(host);
@@ -34,6 +36,8 @@ prop_compose! {
         for b in bits { v.set(b, true); }
         r.net_view = v;
         r.mailbox_ack = ack;
+        // Any combination of the bits format 1.1 defines (each bit independently).
+        r.flags = fl & flags::KNOWN;
         r
     }
 }
@@ -44,6 +48,19 @@ proptest! {
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
         prop_assert_eq!(Record::decode(&buf, &r.cluster_uuid, r.slot), Ok(r));
+    }
+
+    /// A 1.1 record with any flag bit the minor does not define is refused, whatever else it holds.
+    #[test]
+    fn record_unknown_flags_refused(r in record(), undefined in 1u16..=0x1FFF) {
+        let mut buf = [0u8; 512];
+        r.encode(&mut buf);
+        // Bits 3..=15: none is defined by 1.1.
+        let raw = r.flags | undefined << 3;
+        buf[38..40].copy_from_slice(&raw.to_le_bytes());
+        let crc = crc32c::crc32c(&buf[4..]);
+        buf[..4].copy_from_slice(&crc.to_le_bytes());
+        prop_assert_eq!(Record::decode(&buf, &r.cluster_uuid, r.slot), Err(Corruption::ReservedNotZero));
     }
 
     #[test]
