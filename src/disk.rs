@@ -19,6 +19,7 @@ pub const BUF_TABLE: BufId = 0;
 pub const BUF_MAILBOX_READ: BufId = 1;
 pub const BUF_RECORD: BufId = 2;
 pub const BUF_MAILBOX_WRITE: BufId = 3;
+pub const BUF_SUPERBLOCK: BufId = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -49,6 +50,12 @@ pub enum DiskError {
 
 /// Reads and validates the superblock with one aligned pread.
 pub fn read_superblock(dev: &Device) -> Result<Superblock, DiskError> {
+    read_superblock_bytes(dev).map(|(sb, _)| sb)
+}
+
+/// Reads and validates the superblock; also returns its first 512 bytes as read (the daemon
+/// compares every sweep's copy with them).
+pub fn read_superblock_bytes(dev: &Device) -> Result<(Superblock, [u8; 512]), DiskError> {
     let path = dev.path.display().to_string();
     let mut buf = AlignedBuf::new(4096).map_err(IoError::Alloc)?;
     let n = nix::sys::uio::pread(dev.fd.as_fd(), buf.as_mut_slice(), 0)
@@ -56,8 +63,10 @@ pub fn read_superblock(dev: &Device) -> Result<Superblock, DiskError> {
     if n < 512 {
         return Err(DiskError::SuperblockRead { path, reason: format!("short read ({n} bytes)") });
     }
+    let mut raw = [0u8; 512];
+    raw.copy_from_slice(&buf.as_slice()[..512]);
     match Superblock::decode(buf.as_slice()) {
-        Ok(sb) => Ok(sb),
+        Ok(sb) => Ok((sb, raw)),
         Err(SuperblockError::Corrupt(c @ (Corruption::Zeroed | Corruption::BadMagic))) => {
             Err(DiskError::NotFormatted { path, reason: c })
         }
@@ -90,7 +99,7 @@ impl SweepStats {
 pub struct Disk {
     engine: Engine,
     sb: Superblock,
-    /// `[chunk reads..][own mailbox read?][per-slot reads (retries)..]`.
+    /// `[chunk reads..][own mailbox read, superblock read (hosts only)][per-slot reads (retries)..]`.
     ops: Vec<Op>,
     chunks: usize,
     slots_per_chunk: u32,
@@ -159,12 +168,14 @@ impl Disk {
                 buf_off: 0,
                 len: slot,
             });
+            // The superblock, every sweep: a disk re-formatted or wiped under us is seen at once.
+            ops.push(Op { dir: Dir::Read, offset: 0, buf: BUF_SUPERBLOCK, buf_off: 0, len: slot });
         }
         for s in 0..l.slot_count {
             let buf_off = s as usize * slot;
             ops.push(Op { dir: Dir::Read, offset: l.record_offset(s), buf: BUF_TABLE, buf_off, len: slot });
         }
-        let sizes = [table_len, slot, slot, slot];
+        let sizes = [table_len, slot, slot, slot, slot];
         let engine = Engine::new(dev, kind, &sizes, ops.len())?;
         Ok(Disk { engine, sb, ops, chunks, slots_per_chunk: (chunk_len / slot) as u32, own_slot })
     }
@@ -182,7 +193,7 @@ impl Disk {
     }
 
     fn retry_base(&self) -> usize {
-        self.chunks + usize::from(self.own_slot.is_some())
+        self.chunks + 2 * usize::from(self.own_slot.is_some())
     }
 
     /// Reads the record table (and own mailbox) in one submission; retries failed chunks per slot.
@@ -242,6 +253,13 @@ impl Disk {
         self.engine.data_at(&self.ops[i], i).ok_or(self.engine.outcome(i).status)
     }
 
+    /// The superblock sector from the last sweep (hosts only).
+    pub fn superblock_bytes(&self) -> Result<&[u8], Status> {
+        assert!(self.own_slot.is_some(), "opened without an own slot");
+        let i = self.chunks + 1;
+        self.engine.data_at(&self.ops[i], i).ok_or(self.engine.outcome(i).status)
+    }
+
     /// Writes `rec` into its slot with one submission. The encoded bytes are verified before the
     /// write (a record we could not read back is never written).
     pub fn write_record(&mut self, rec: &Record, timeout: Duration) -> Result<Outcome, DiskError> {
@@ -297,6 +315,34 @@ impl Disk {
         buf[..8].copy_from_slice(&u64::from(index).to_le_bytes());
         let op = Op { dir: Dir::Write, offset, buf: BUF_RECORD, buf_off: 0, len: slot_len as usize };
         Ok(self.engine.submit(&[op], timeout)?[0])
+    }
+}
+
+fn io_failure(status: Status) -> crate::core::IoFailure {
+    match status {
+        Status::TimedOut | Status::Busy => crate::core::IoFailure::TimedOut,
+        Status::Failed(errno) => crate::core::IoFailure::Failed(errno),
+        Status::Short(_) | Status::Done => crate::core::IoFailure::Failed(libc::EIO),
+    }
+}
+
+impl crate::core::SlotSource for Disk {
+    fn slot(&self, slot: u32) -> Result<&[u8], crate::core::IoFailure> {
+        self.slot_bytes(slot).map_err(io_failure)
+    }
+    fn mailbox(&self) -> Result<&[u8], crate::core::IoFailure> {
+        self.mailbox_bytes().map_err(io_failure)
+    }
+    fn superblock(&self) -> Result<&[u8], crate::core::IoFailure> {
+        self.superblock_bytes().map_err(io_failure)
+    }
+}
+
+/// The core's view of a write's outcome: `Ok(latency_us)` or why it did not complete.
+pub fn write_result(outcome: &Outcome) -> Result<u64, crate::core::IoFailure> {
+    match outcome.status {
+        Status::Done => Ok(u64::from(outcome.latency_us)),
+        s => Err(io_failure(s)),
     }
 }
 

@@ -4,10 +4,10 @@
 //! record stopped changing for the host-dead timeout between two of our successful reads (it
 //! fenced itself or died: SBD's msgwait, judged on our clock).
 
-use crate::core::{Peer, PeerState};
+use crate::core::{NotProven, Peer, PeerState};
 use crate::disk::{Disk, DiskError};
 use crate::format::mailbox::{Command, Mailbox, SENDER_TOOL};
-use crate::format::record::{Record, State};
+use crate::format::record::{flags, Record, State};
 use crate::io::{Access, EngineKind};
 use crate::timing::Timing;
 use std::path::Path;
@@ -40,6 +40,11 @@ pub enum FenceError {
     #[error("slot {slot} was taken by a new incarnation of '{name}' (generation {generation}): the request was not for it")]
     Restarted { slot: u32, name: String, generation: u64 },
     #[error(
+        "slot {slot} ('{name}') acknowledged the request but its fence action FAILED: the host is NOT fenced \
+         and its VMs may be running; do NOT restart them (it keeps retrying; check its logs, or power it off)"
+    )]
+    ActionFailed { slot: u32, name: String },
+    #[error(
         "slot {slot} ('{name}') neither fenced nor stopped within {waited_ms} ms: do NOT restart its VMs"
     )]
     Timeout { slot: u32, name: String, waited_ms: u64 },
@@ -54,6 +59,11 @@ pub struct FenceReport {
     pub request_id: Option<u64>,
     #[serde(flatten)]
     pub confirmed: Confirmed,
+    /// Whether the target's VMs are proven gone (docs/SAFETY.md): a `fenced` mark from an action
+    /// that stops VMs, or silence with an armed watchdog. A clean leave or a log-only fence is not.
+    pub vms_gone: bool,
+    /// Why not, when they are not.
+    pub why_not: Option<crate::core::NotProven>,
     pub elapsed_ms: u64,
 }
 
@@ -83,18 +93,26 @@ pub fn fence(
     };
     let target = read(&mut disk)?.map_err(|reason| FenceError::Unusable { slot, reason })?;
     let name = target.host_name().to_string();
-    let report = |confirmed, request_id| FenceReport {
+    let report = |confirmed, request_id, proof: Result<crate::core::GoneProof, NotProven>| FenceReport {
         slot,
         host_name: name.clone(),
         generation: target.generation,
         request_id,
         confirmed,
+        vms_gone: proof.is_ok(),
+        why_not: proof.err(),
         elapsed_ms: now_ms(start),
+    };
+    let marked = |r: &Record| match r.state {
+        State::Fenced if r.flags & flags::FENCE_STOPS_VMS != 0 => Ok(crate::core::GoneProof::FencedMark),
+        State::Fenced => Err(NotProven::FencedLogOnly),
+        _ => Err(NotProven::LeftCleanly),
     };
     match target.state {
         State::Free => return Err(FenceError::Free(slot)),
         State::Leaving | State::Fenced => {
-            return Ok(report(Confirmed::AlreadyGone { state: target.state.as_str().into() }, None))
+            let proof = marked(&target);
+            return Ok(report(Confirmed::AlreadyGone { state: target.state.as_str().into() }, None, proof));
         }
         State::Joining | State::Live | State::SelfFencing => {}
     }
@@ -138,7 +156,13 @@ pub fn fence(
                         });
                     }
                     if r.state == State::Fenced && r.mailbox_ack == request_id {
-                        return Ok(report(Confirmed::Fenced, Some(request_id)));
+                        return Ok(report(Confirmed::Fenced, Some(request_id), marked(&r)));
+                    }
+                    if r.state == State::SelfFencing
+                        && r.mailbox_ack == request_id
+                        && r.flags & flags::FENCE_FAILED != 0
+                    {
+                        return Err(FenceError::ActionFailed { slot, name });
                     }
                 }
                 peer.observe(read, s, e, u64::from(timing.host_dead_ms));
@@ -146,6 +170,7 @@ pub fn fence(
                     return Ok(report(
                         Confirmed::Stopped { silent_ms: peer.silent_ms_at_death },
                         Some(request_id),
+                        peer.vms_gone(),
                     ));
                 }
             }

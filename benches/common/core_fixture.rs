@@ -4,15 +4,15 @@
 // advances every cycle: a few versions of the whole table are encoded up front, so moving the
 // peers on costs nothing inside the measured cycle.
 
-use diskbeat::core::{Core, CoreConfig, CycleInput, Phase, SlotSource};
+use diskbeat::core::{Action, IoFailure, Node, NodeConfig, Phase, SlotSource};
 use diskbeat::format::mailbox::Mailbox;
 use diskbeat::format::record::{Record, State};
-use diskbeat::io::Status;
 use diskbeat::timing::Timing;
 
 pub const SLOTS: u32 = 2048;
 const VERSIONS: usize = 4;
 const CLUSTER: uuid::Uuid = uuid::Uuid::from_u128(0xbe9c);
+const SUPERBLOCK: [u8; 512] = [0x5b; 512];
 
 pub struct Table {
     /// VERSIONS copies of the table; peers advance by switching versions.
@@ -23,20 +23,23 @@ pub struct Table {
 }
 
 impl SlotSource for Table {
-    fn slot(&self, slot: u32) -> Result<&[u8], Status> {
+    fn slot(&self, slot: u32) -> Result<&[u8], IoFailure> {
         if slot == 0 {
             Ok(&self.own)
         } else {
             Ok(&self.versions[self.current][slot as usize])
         }
     }
-    fn mailbox(&self) -> Result<&[u8], Status> {
+    fn mailbox(&self) -> Result<&[u8], IoFailure> {
         Ok(&self.mailbox)
+    }
+    fn superblock(&self) -> Result<&[u8], IoFailure> {
+        Ok(&SUPERBLOCK)
     }
 }
 
 pub struct Fixture {
-    pub core: Core,
+    pub core: Node,
     pub table: Table,
     pub now: u64,
 }
@@ -62,39 +65,44 @@ impl Fixture {
         Mailbox::empty(CLUSTER, 0).encode(&mut mailbox);
         let mut own = [0u8; 512];
         Record::free(CLUSTER, 0).encode(&mut own);
-        let core = Core::new(
-            CoreConfig {
+        let core = Node::new(
+            NodeConfig {
                 slot: 0,
                 slot_count: SLOTS,
                 cluster_uuid: CLUSTER,
                 host_uuid: uuid::Uuid::from_u128(0xabc),
                 host_name: diskbeat::format::encode_name("bench").unwrap(),
                 timing: Timing::from_base(40_000).unwrap(),
+                superblock: SUPERBLOCK,
+                watchdog: true,
+                fence_stops_vms: true,
+                skip_acquire_wait: false,
             },
             0,
         );
         Fixture { core, table: Table { versions, current: 0, own, mailbox }, now: 0 }
     }
 
-    /// One heartbeat cycle: our write lands, the peers advance, the sweep is handed to the core.
+    /// One heartbeat cycle, driven like the daemon: the peers advance, the node sweeps (handed the
+    /// table), then writes (the record lands in our slot).
     #[inline]
     pub fn cycle(&mut self) {
-        let now = self.now;
-        let write = self.core.record_to_write(now).map(|r| {
-            r.encode(&mut self.table.own);
-            (Status::Done, 150)
-        });
         self.table.current = (self.table.current + 1) % VERSIONS;
-        self.core.handle_cycle(&CycleInput {
-            cycle_start_ms: now,
-            write,
-            sweep_start_ms: now + 1,
-            sweep_end_ms: now + 2,
-            sweep_ran: true,
-            sweep_latency_us: 900,
-            slots: &self.table,
-        });
-        self.now += 2_000;
+        if let Some(at) = self.core.poll_timeout() {
+            self.now = self.now.max(at);
+        }
+        let now = self.now;
+        while let Some(a) = self.core.poll_action(now) {
+            match a {
+                Action::Sweep { .. } => self.core.handle_sweep(now + 1, now + 2, Some(&self.table), 900),
+                Action::Write { record, .. } => {
+                    record.encode(&mut self.table.own);
+                    self.core.handle_write(now + 3, Ok(150));
+                }
+                Action::Fence { .. } => panic!("the bench fixture never fences"),
+                _ => {}
+            }
+        }
     }
 
     /// Drains the core's events; returns how many there were.

@@ -54,6 +54,9 @@ pub fn run(args: Args) -> CliResult {
             "slot {} ('{}', generation {}) {how} after {} ms.",
             r.slot, r.host_name, r.generation, r.elapsed_ms
         );
+        if let Some(why) = r.why_not {
+            println!("its VMs are NOT proven gone ({why:?}): do not restart them elsewhere without checking the host");
+        }
     }
     Ok(EXIT_OK)
 }

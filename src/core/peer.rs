@@ -27,9 +27,41 @@ pub enum PeerState {
     Unread,
 }
 
+/// Why a peer's VMs are proven gone (docs/SAFETY.md, "What proves a host's VMs gone").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoneProof {
+    /// Its record says `fenced`, written after a fence action that stops VMs succeeded.
+    FencedMark,
+    /// Dead (silent for host-dead on our reads) and its last record says a hardware watchdog was
+    /// armed: the watchdog reset the host at most one io timeout after its last verified cycle.
+    WatchdogExpired,
+}
+
+/// Why a peer's VMs are NOT proven gone: never restart them elsewhere automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotProven {
+    /// Still heartbeating (or not yet silent for host-dead).
+    Alive,
+    /// Left cleanly: a stopped daemon does not stop its VMs.
+    LeftCleanly,
+    /// Fenced with an action that does not stop VMs (log-only).
+    FencedLogOnly,
+    /// Self-fencing (or its fence action failed): not done.
+    Fencing,
+    /// Silent for host-dead but no watchdog armed: its daemon may have died with VMs running.
+    DeadWithoutWatchdog,
+    /// The slot reads corrupt: who holds it, and whether a watchdog is armed, cannot be known.
+    Corrupt,
+    /// Never held (free) or never read.
+    NoHost,
+}
+
 impl PeerState {
-    /// States in which the host cannot be running VMs: safe to restart them elsewhere.
-    pub fn is_gone(self) -> bool {
+    /// Whether the slot's host stopped heartbeating (for display); NOT a proof that its VMs are
+    /// gone: use [`Peer::vms_gone`].
+    pub fn is_silent(self) -> bool {
         matches!(self, PeerState::Dead | PeerState::Leaving | PeerState::Fenced | PeerState::Free)
     }
 }
@@ -43,6 +75,12 @@ pub struct Peer {
     pub generation: u64,
     pub sequence: u64,
     pub record_state: State,
+    /// `flags` of the last valid record (format 1.1).
+    pub flags: u16,
+    /// Highest generation seen in this slot; a lower one later is flagged, never a restart.
+    pub max_generation: u64,
+    /// A record with a lower generation than one seen before was read (a stale or rogue writer).
+    pub conflict: bool,
     pub corruption: Option<Corruption>,
     /// Whether the last read of this slot failed.
     pub unreadable: bool,
@@ -63,6 +101,8 @@ pub struct Peer {
 pub enum PeerChange {
     State { from: PeerState, to: PeerState },
     Restarted { old_generation: u64, new_generation: u64 },
+    /// The generation went backwards: a stale or rogue writer, flagged, never a restart.
+    GenerationWentBack { from: u64, to: u64 },
 }
 
 impl Default for Peer {
@@ -74,6 +114,9 @@ impl Default for Peer {
             generation: 0,
             sequence: 0,
             record_state: State::Free,
+            flags: 0,
+            max_generation: 0,
+            conflict: false,
             corruption: None,
             unreadable: false,
             last_change_ms: 0,
@@ -99,6 +142,23 @@ impl Peer {
     /// A read of this slot failed: nothing changes, and in particular the peer does not age.
     pub fn read_failed(&mut self) {
         self.unreadable = true;
+    }
+
+    /// Whether this peer's VMs are proven gone, so they may be restarted elsewhere.
+    pub fn vms_gone(&self) -> Result<GoneProof, NotProven> {
+        use crate::format::record::flags;
+        match self.state {
+            PeerState::Fenced if self.flags & flags::FENCE_STOPS_VMS != 0 => Ok(GoneProof::FencedMark),
+            PeerState::Fenced => Err(NotProven::FencedLogOnly),
+            PeerState::Dead if self.corruption.is_some() || self.conflict => Err(NotProven::Corrupt),
+            PeerState::Dead if self.flags & flags::WATCHDOG_ARMED != 0 => Ok(GoneProof::WatchdogExpired),
+            PeerState::Dead => Err(NotProven::DeadWithoutWatchdog),
+            PeerState::Leaving => Err(NotProven::LeftCleanly),
+            PeerState::SelfFencing => Err(NotProven::Fencing),
+            PeerState::Corrupt => Err(NotProven::Corrupt),
+            PeerState::Live | PeerState::Unknown => Err(NotProven::Alive),
+            PeerState::Free | PeerState::Unread => Err(NotProven::NoHost),
+        }
     }
 
     /// Updates from one successful read that started at `start_ms` and completed at `end_ms`.
@@ -136,7 +196,16 @@ impl Peer {
                 if !self.seen {
                     self.seen = true;
                     self.last_change_ms = end_ms;
+                } else if generation < self.max_generation && raw.state() != State::Free {
+                    // Older than a generation already seen: not a restart (a restart always bumps
+                    // it). A change all the same: the clock restarts (the safe direction).
+                    changes[0] =
+                        Some(PeerChange::GenerationWentBack { from: self.max_generation, to: generation });
+                    self.conflict = true;
+                    self.changed = true;
+                    self.last_change_ms = end_ms;
                 } else if uuid != self.host_uuid || generation != self.generation {
+                    self.conflict = false;
                     if raw.state() != State::Free && self.generation != 0 {
                         changes[0] = Some(PeerChange::Restarted {
                             old_generation: self.generation,
@@ -152,8 +221,10 @@ impl Peer {
                 self.host_uuid = uuid;
                 self.host_name = raw.host_name;
                 self.generation = generation;
+                self.max_generation = if raw.state() == State::Free { 0 } else { self.max_generation.max(generation) };
                 self.sequence = sequence;
                 self.record_state = raw.state();
+                self.flags = raw.flags.get();
             }
         }
         let silent_ms = start_ms.saturating_sub(self.last_change_ms);

@@ -1,88 +1,152 @@
-//! Carrying out a fence action. Shared by the heartbeat loop and the backup watchdog thread;
-//! whichever comes first acts, once.
+//! Carrying out a fence action. Shared by the heartbeat loop and the backup deadline thread:
+//! attempts are serialized, and once one succeeded no other runs.
 
 use super::config::FenceAction;
-use crate::core::FenceReason;
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::core::{FenceOutcome, FenceReason};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// Ensures the action runs once per process.
+const BACKUP_NONE: u8 = 0;
+const BACKUP_DONE: u8 = 1;
+const BACKUP_FAILED: u8 = 2;
+
 pub struct Fencer {
     action: FenceAction,
-    started: AtomicBool,
     exec_timeout: Duration,
+    /// One attempt at a time.
+    running: Mutex<()>,
+    done: AtomicBool,
+    /// The backup thread's last outcome, for the loop to reconcile (taken once).
+    backup: AtomicU8,
 }
 
 impl Fencer {
     pub fn new(action: FenceAction, exec_timeout: Duration) -> Fencer {
-        Fencer { action, started: AtomicBool::new(false), exec_timeout }
+        Fencer {
+            action,
+            exec_timeout,
+            running: Mutex::new(()),
+            done: AtomicBool::new(false),
+            backup: AtomicU8::new(BACKUP_NONE),
+        }
     }
 
+    /// Whether the action stops this host's VMs when it succeeds (published in every record).
+    pub fn stops_vms(&self) -> bool {
+        !matches!(self.action, FenceAction::LogOnly)
+    }
+
+    /// Whether an attempt succeeded.
     pub fn has_fenced(&self) -> bool {
-        self.started.load(Ordering::SeqCst)
+        self.done.load(Ordering::SeqCst)
     }
 
-    /// Fences now. Returns false if it had already been done. With `Reboot` it does not return.
-    pub fn fence(&self, reason: &str) -> bool {
-        if self.started.swap(true, Ordering::SeqCst) {
-            return false;
+    /// Runs the action (unless an earlier attempt succeeded). `reboot` does not return unless both
+    /// reboot paths failed; `exec:` succeeds only on exit status 0 within the io timeout.
+    pub fn fence(&self, reason: &str) -> FenceOutcome {
+        let _guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if self.has_fenced() {
+            return FenceOutcome::Done;
         }
         tracing::error!(reason, action = ?self.action, "SELF-FENCING");
+        let outcome = self.run(reason);
+        if outcome == FenceOutcome::Done {
+            self.done.store(true, Ordering::SeqCst);
+        } else {
+            tracing::error!(action = ?self.action, "FENCE ACTION FAILED: this host is NOT fenced; retrying");
+        }
+        outcome
+    }
+
+    /// The backup thread's attempt: its outcome is kept for the loop.
+    pub fn backup_fence(&self, reason: &str) {
+        let code = match self.fence(reason) {
+            FenceOutcome::Done => BACKUP_DONE,
+            FenceOutcome::Failed => BACKUP_FAILED,
+        };
+        self.backup.store(code, Ordering::SeqCst);
+    }
+
+    /// The outcome of a backup attempt not yet reported to the loop.
+    pub fn take_backup_result(&self) -> Option<FenceOutcome> {
+        match self.backup.swap(BACKUP_NONE, Ordering::SeqCst) {
+            BACKUP_DONE => Some(FenceOutcome::Done),
+            BACKUP_FAILED => Some(FenceOutcome::Failed),
+            _ => None,
+        }
+    }
+
+    fn run(&self, reason: &str) -> FenceOutcome {
         match &self.action {
             FenceAction::LogOnly => {
                 tracing::error!("fence action is log-only: this host keeps running (test/dry-run mode)");
+                FenceOutcome::Done
             }
             FenceAction::Reboot => {
                 // sysrq 'b': immediate reboot without syncing or unmounting: nothing may run on.
                 if let Err(e) = std::fs::write("/proc/sysrq-trigger", b"b") {
                     tracing::error!(error = %e, "sysrq reboot failed; trying reboot(2)");
-                    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
                 }
-                // If both failed we must not go on as if fenced: stop the process at least.
-                std::process::abort();
+                if let Some(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT).err() {
+                    tracing::error!(error = %e, "reboot(2) failed");
+                }
+                // Still here: both failed.
+                FenceOutcome::Failed
             }
-            FenceAction::Exec(cmd) => {
-                match std::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .env("DISKBEAT_FENCE_REASON", reason)
-                    .spawn()
-                {
-                    Ok(mut child) => {
-                        let deadline = std::time::Instant::now() + self.exec_timeout;
-                        loop {
-                            match child.try_wait() {
-                                Ok(Some(status)) => {
-                                    tracing::error!(%status, "fence command finished");
-                                    break;
-                                }
-                                Ok(None) if std::time::Instant::now() < deadline => {
-                                    std::thread::sleep(Duration::from_millis(10))
-                                }
-                                _ => {
-                                    tracing::error!(
-                                        "fence command still running after {:?}; not waiting",
-                                        self.exec_timeout
-                                    );
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot run the fence command"),
+            FenceAction::Exec(cmd) => self.exec(cmd, reason),
+        }
+    }
+
+    fn exec(&self, cmd: &str, reason: &str) -> FenceOutcome {
+        let mut child = match std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("DISKBEAT_FENCE_REASON", reason)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot run the fence command");
+                return FenceOutcome::Failed;
+            }
+        };
+        let deadline = std::time::Instant::now() + self.exec_timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    tracing::error!(%status, "fence command succeeded");
+                    return FenceOutcome::Done;
+                }
+                Ok(Some(status)) => {
+                    tracing::error!(%status, "fence command failed");
+                    return FenceOutcome::Failed;
+                }
+                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) => {
+                    tracing::error!("fence command still running after {:?}: killed, counted as failed", self.exec_timeout);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return FenceOutcome::Failed;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot wait for the fence command");
+                    return FenceOutcome::Failed;
                 }
             }
         }
-        true
     }
 }
 
 pub fn describe(reason: &FenceReason) -> String {
     match reason {
         FenceReason::StorageLost { since_ms } => {
-            format!("no successful heartbeat write and read since monotonic {since_ms} ms (storage lost)")
+            format!("no verified heartbeat since monotonic {since_ms} ms (storage lost)")
         }
-        FenceReason::ForeignWrite => "another host is writing our slot".into(),
+        FenceReason::ForeignWrite => "another writer is using our slot".into(),
+        FenceReason::DiskChanged => {
+            "the heartbeat disk's superblock changed or became invalid (re-formatted or replaced)".into()
+        }
         FenceReason::FenceRequest { sender_slot, request_id } => {
             if *sender_slot == crate::format::mailbox::SENDER_TOOL {
                 format!("fence request {request_id} from the fence tool")

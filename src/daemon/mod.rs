@@ -8,23 +8,19 @@ pub mod config;
 pub mod fence;
 pub mod status;
 
-use crate::core::{Core, CoreConfig, CycleInput, Event, Phase};
-use crate::disk::{read_superblock, Disk, DiskError};
-use crate::io::{Access, Device, Status};
+use crate::core::{Action, Event, IoFailure, Node, NodeConfig, SlotSource};
+use crate::disk::{read_superblock_bytes, write_result, Disk, DiskError};
+use crate::io::{Access, Device};
 use crate::timing::Timing;
 use config::Config;
 use fence::Fencer;
 use status::Snapshot;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-/// Exit statuses of `diskbeat daemon`.
-pub const EXIT_LEFT: u8 = 0;
-pub const EXIT_REFUSED: u8 = 1;
-pub const EXIT_CONFIG: u8 = 2;
-pub const EXIT_FENCED: u8 = 3;
+pub use crate::core::{EXIT_CONFIG, EXIT_FENCED, EXIT_FENCE_FAILED, EXIT_LEFT, EXIT_REFUSED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -58,11 +54,35 @@ fn config_err(field: &'static str, reason: impl Into<String>) -> DaemonError {
     DaemonError::Config(config::ConfigError::Field { field, reason: reason.into() })
 }
 
+/// The status lock; a panicked holder cannot have left a snapshot half-written in a way that
+/// matters (plain copies), so poisoning is ignored rather than killing the heartbeat.
+fn lock(m: &Mutex<Snapshot>) -> MutexGuard<'_, Snapshot> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The fence path the panic hook runs: set once the daemon may hold a slot.
+static PANIC_FENCER: OnceLock<Arc<Fencer>> = OnceLock::new();
+
+/// A panic in the daemon must never leave VMs running behind a silent slot: the hook runs the
+/// fence action first, then aborts (release builds are `panic = "abort"`; this makes debug builds
+/// behave the same).
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        if let Some(f) = PANIC_FENCER.get() {
+            tracing::error!("daemon panicked: running the fence action before aborting");
+            let _ = f.fence("the diskbeat daemon panicked");
+        }
+        std::process::abort();
+    }));
+}
+
 /// Runs the daemon until it leaves, is refused, or (after fencing) is told to stop.
 pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     // Disk-dependent checks, read-only.
     let dev = Device::open(&cfg.device, Access::ReadWrite).map_err(DiskError::from)?;
-    let sb = read_superblock(&dev)?;
+    let (sb, sb_bytes) = read_superblock_bytes(&dev)?;
     if cfg.slot >= sb.layout.slot_count {
         return Err(config_err(
             "slot",
@@ -121,27 +141,32 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         }
     }
 
-    let core_cfg = CoreConfig {
+    let fencer = Arc::new(Fencer::new(cfg.fence_action.clone(), timing.io_timeout()));
+    let node_cfg = NodeConfig {
         slot: cfg.slot,
         slot_count: sb.layout.slot_count,
         cluster_uuid: sb.cluster_uuid,
         host_uuid: uuid::Uuid::new_v4(),
         host_name: crate::format::encode_name(&cfg.name).map_err(|e| config_err("name", e.to_string()))?,
         timing,
+        superblock: sb_bytes,
+        watchdog: watchdog.is_some(),
+        fence_stops_vms: fencer.stops_vms(),
+        skip_acquire_wait: cfg.unsafe_skip_acquire,
     };
-    let mut core = Core::new(core_cfg, now_ms());
-    if cfg.unsafe_skip_acquire {
-        core.skip_acquire_wait();
-    }
+    let mut node = Node::new(node_cfg, now_ms());
     let engine = disk.engine().kind().as_str();
     tracing::info!(
         device = %cfg.device.display(), slot = cfg.slot, name = %cfg.name, engine,
+        fence_action = ?cfg.fence_action,
+        watchdog = %cfg.watchdog.as_ref().map_or("none (a dead daemon's VMs are not proven gone)".to_string(),
+            |p| format!("{} armed, {} s", p.display(), timing.io_timeout_ms / 1000)),
         base_timeout_ms = timing.base_timeout_ms, interval_ms = timing.interval_ms,
         io_timeout_ms = timing.io_timeout_ms, self_fence_ms = timing.self_fence_ms,
         host_dead_ms = timing.host_dead_ms, "starting"
     );
     let snapshot = Arc::new(Mutex::new(Snapshot::new(
-        &core,
+        &node,
         cfg.device.display().to_string(),
         engine,
         sb.cluster_name.clone(),
@@ -151,136 +176,126 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         signal_hook::flag::register(sig, stop.clone()).expect("register signal handler");
     }
     spawn_control(listener, snapshot.clone(), cfg.socket.clone());
-    let fencer = Arc::new(Fencer::new(cfg.fence_action.clone(), timing.io_timeout()));
+    let _ = PANIC_FENCER.set(fencer.clone());
+    install_panic_hook();
     let deadline = Arc::new(AtomicU64::new(0));
-    spawn_backup_deadline(deadline.clone(), fencer.clone(), snapshot.clone(), timing);
+    spawn_backup_deadline(deadline.clone(), fencer.clone(), timing);
 
-    let mut notified = false;
-    let mut last_fed_ok = 0;
-    loop {
-        // Deadline first: a host that fenced (here or in the backup thread) never writes `leaving`.
-        let cycle_start = now_ms();
-        core.check_deadline(cycle_start);
-        carry_out_fence(&mut core, &fencer, &snapshot);
-        if fencer.has_fenced() && matches!(core.phase(), Phase::Live) {
-            // The backup thread fenced while we were stuck: stop heartbeating at once.
-            core.check_deadline(u64::MAX);
-            core.fence_due();
-            core.fence_done();
+    // The executor: perform what the node asks, feed results back, sleep until it wants more.
+    let mut stop_sent = false;
+    let code = loop {
+        if let Some(outcome) = fencer.take_backup_result() {
+            lock(&snapshot).fenced_at_ms.get_or_insert(now_ms());
+            node.handle_backup_fence(now_ms(), outcome);
         }
-        if stop.load(Ordering::Relaxed) && core.is_running() && !matches!(core.phase(), Phase::Leaving) {
-            tracing::info!("stop requested: leaving cleanly");
-            core.leave();
+        if stop.load(Ordering::Relaxed) && !stop_sent {
+            stop_sent = true;
+            tracing::info!("stop requested");
+            node.handle_stop(now_ms());
         }
-        // I/O never runs past the self-fence deadline, so the deadline is checked on time. The
-        // engine may wait up to a quarter more than the timeout for cancellations: keep 4/5.
-        let io_budget = |core: &Core| match core.fence_deadline_ms() {
-            Some(d) => Duration::from_millis(
-                (d.saturating_sub(now_ms()) * 4 / 5).clamp(1, timing.io_timeout_ms.into()),
-            ),
-            None => timing.io_timeout(),
-        };
-        let write_timeout = io_budget(&core);
-        let write =
-            core.record_to_write(cycle_start).map(|rec| match disk.write_record(&rec, write_timeout) {
-                Ok(o) => (o.status, u64::from(o.latency_us)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "record write failed");
-                    (Status::Failed(libc::EIO), 0)
+        let mut exit = None;
+        while let Some(action) = node.poll_action(now_ms()) {
+            match action {
+                Action::Write { record, timeout_ms } => {
+                    let result = match disk.write_record(&record, Duration::from_millis(timeout_ms)) {
+                        Ok(o) => write_result(&o),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "record write failed");
+                            Err(IoFailure::Failed(libc::EIO))
+                        }
+                    };
+                    node.handle_write(now_ms(), result);
                 }
-            });
-        let sweep_start = now_ms();
-        let sweep = disk.sweep(io_budget(&core));
-        let sweep_end = now_ms();
-        if let Err(e) = &sweep {
-            tracing::warn!(error = %e, "sweep failed");
-        }
-        core.handle_cycle(&CycleInput {
-            cycle_start_ms: cycle_start,
-            write,
-            sweep_start_ms: sweep_start,
-            sweep_end_ms: sweep_end,
-            sweep_ran: sweep.is_ok(),
-            sweep_latency_us: (sweep_end - sweep_start) * 1000,
-            slots: &disk,
-        });
-        carry_out_fence(&mut core, &fencer, &snapshot);
-        // The backup thread fences if the loop stops reaching this point before the deadline.
-        deadline.store(core.fence_deadline_ms().unwrap_or(0), Ordering::SeqCst);
-        {
-            let mut snap = snapshot.lock().expect("status lock");
-            while let Some(e) = core.poll_event() {
-                log_event(&e);
-                snap.push_event(sweep_end, e);
-            }
-            snap.update(&core, now_ms());
-        }
-        if matches!(core.phase(), Phase::Live) && core.last_ok_ms() != last_fed_ok {
-            last_fed_ok = core.last_ok_ms();
-            if let Some(w) = &watchdog {
-                if let Err(e) = w.feed() {
-                    tracing::error!(error = %e, "watchdog feed failed");
+                Action::Sweep { timeout_ms } => {
+                    let start = now_ms();
+                    let sweep = disk.sweep(Duration::from_millis(timeout_ms));
+                    let end = now_ms();
+                    let latency_us = match &sweep {
+                        Ok(s) => u64::from(s.latency_us),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "sweep failed");
+                            (end - start) * 1000
+                        }
+                    };
+                    let slots = sweep.is_ok().then_some(&disk as &dyn SlotSource);
+                    node.handle_sweep(start, end, slots, latency_us);
                 }
+                Action::Fence { reason, attempt } => {
+                    tracing::error!(attempt, "running the fence action");
+                    let outcome = fencer.fence(&fence::describe(&reason));
+                    lock(&snapshot).fenced_at_ms.get_or_insert(now_ms());
+                    node.handle_fence(now_ms(), outcome);
+                }
+                Action::FeedWatchdog => {
+                    if let Some(w) = &watchdog {
+                        if let Err(e) = w.feed() {
+                            tracing::error!(error = %e, "watchdog feed failed");
+                        }
+                    }
+                }
+                Action::ExpireWatchdog => {
+                    if let Some(w) = &watchdog {
+                        tracing::error!("fence action failed: letting the hardware watchdog fire");
+                        if let Err(e) = w.expire() {
+                            tracing::error!(error = %e, "cannot shorten the watchdog timeout");
+                        }
+                    }
+                }
+                Action::Ready => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                }
+                Action::SetBackupDeadline { deadline_ms } => deadline.store(deadline_ms.unwrap_or(0), Ordering::SeqCst),
+                Action::Exit { code } => exit = Some(code),
             }
-            if !notified {
-                notified = true;
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-            }
+            publish(&mut node, &snapshot);
         }
-        if !core.is_running() {
-            break;
+        publish(&mut node, &snapshot);
+        if let Some(code) = exit {
+            break code;
         }
-        if matches!(core.phase(), Phase::Fenced(_)) && stop.load(Ordering::Relaxed) {
-            break;
-        }
-        // Sleep to the next cycle in short steps so a stop request is handled promptly.
-        let next = core.next_cycle_ms(cycle_start);
-        while now_ms() < next
-            && !(stop.load(Ordering::Relaxed)
-                && core.is_running()
-                && !matches!(core.phase(), Phase::Leaving | Phase::Fenced(_)))
-        {
-            std::thread::sleep(Duration::from_millis((next - now_ms()).clamp(1, 20)));
-        }
-    }
-    let _ = std::fs::remove_file(&cfg.socket);
-    let code = match core.phase() {
-        Phase::Refused(r) => {
-            eprintln!("diskbeat daemon: {}", status::refuse_text(&r));
-            EXIT_REFUSED
-        }
-        Phase::Fenced(_) | Phase::SelfFencing(_) => EXIT_FENCED,
-        _ if fencer.has_fenced() => EXIT_FENCED,
-        _ => {
-            if let Some(w) = watchdog {
-                let _ = w.disarm();
-            }
-            EXIT_LEFT
+        // Sleep until the node wants to act, in short steps so a stop or a backup fence is seen.
+        let wake = node.poll_timeout().unwrap_or_else(|| now_ms() + 20);
+        while now_ms() < wake && !(stop.load(Ordering::Relaxed) && !stop_sent) {
+            std::thread::sleep(Duration::from_millis(wake.saturating_sub(now_ms()).clamp(1, 20)));
         }
     };
-    tracing::info!(phase = core.phase().name(), code, "stopped");
+    let _ = std::fs::remove_file(&cfg.socket);
+    if let crate::core::Phase::Refused(r) = node.phase() {
+        eprintln!("diskbeat daemon: {}", status::refuse_text(&r));
+    }
+    if code == EXIT_LEFT {
+        if let Some(w) = watchdog {
+            let _ = w.disarm();
+        }
+    }
+    tracing::info!(phase = node.phase().name(), code, "stopped");
     Ok(code)
 }
 
-/// Runs the fence action the core asks for, if any (once: the fencer ignores repeats).
-fn carry_out_fence(core: &mut Core, fencer: &Fencer, snapshot: &Mutex<Snapshot>) {
-    if let Some(reason) = core.fence_due() {
-        fencer.fence(&fence::describe(&reason));
-        core.fence_done();
-        // Keep the backup thread's time if it fenced first.
-        snapshot.lock().expect("status lock").fenced_at_ms.get_or_insert(now_ms());
+/// Logs the node's events and copies its state into the status snapshot.
+fn publish(node: &mut Node, snapshot: &Mutex<Snapshot>) {
+    let now = now_ms();
+    let mut snap = lock(snapshot);
+    while let Some(e) = node.poll_event() {
+        log_event(&e);
+        snap.push_event(now, e);
     }
+    snap.update(node, now);
 }
 
 fn log_event(e: &Event) {
     let text = status::describe_event(e);
     match e {
-        Event::SelfFence(_) | Event::Refused(_) => tracing::error!("{text}"),
+        Event::SelfFence(_) | Event::Refused(_) | Event::FenceFailed { .. } | Event::SuperblockChanged => {
+            tracing::error!("{text}")
+        }
         Event::CycleFailed { .. }
         | Event::SlowWrite { .. }
         | Event::SlowSweep { .. }
         | Event::PeerCorrupt { .. }
-        | Event::MailboxCorrupt { .. } => {
+        | Event::MailboxCorrupt { .. }
+        | Event::SuperblockUnreadable(_)
+        | Event::BackupFenced { .. } => {
             tracing::warn!("{text}")
         }
         _ => tracing::info!("{text}"),
@@ -288,13 +303,8 @@ fn log_event(e: &Event) {
 }
 
 /// The backup deadline: fences if the heartbeat loop has not renewed the deadline in time
-/// (a hung loop, or a blocking engine stuck in a syscall).
-fn spawn_backup_deadline(
-    deadline: Arc<AtomicU64>,
-    fencer: Arc<Fencer>,
-    snapshot: Arc<Mutex<Snapshot>>,
-    timing: Timing,
-) {
+/// (a hung loop, or a blocking engine stuck in a syscall). The loop reconciles the outcome.
+fn spawn_backup_deadline(deadline: Arc<AtomicU64>, fencer: Arc<Fencer>, timing: Timing) {
     let step = Duration::from_millis(u64::from(timing.interval_ms / 4).max(5));
     std::thread::Builder::new()
         .name("deadline".into())
@@ -302,10 +312,9 @@ fn spawn_backup_deadline(
             std::thread::sleep(step);
             let d = deadline.load(Ordering::SeqCst);
             if d != 0 && now_ms() >= d && !fencer.has_fenced() {
-                fencer.fence("heartbeat loop missed the self-fence deadline (hung I/O or loop)");
-                if let Ok(mut s) = snapshot.lock() {
-                    s.fenced_at_ms = Some(now_ms());
-                }
+                fencer.backup_fence("heartbeat loop missed the self-fence deadline (hung I/O or loop)");
+                // One attempt per deadline: the loop retries a failed action itself.
+                let _ = deadline.compare_exchange(d, 0, Ordering::SeqCst, Ordering::SeqCst);
             }
         })
         .expect("spawn deadline thread");
@@ -359,7 +368,7 @@ fn spawn_control(
                         }
                         let reply = match line.trim() {
                             "status" | "status all" => {
-                                let s = snapshot.lock().expect("status lock");
+                                let s = lock(&snapshot);
                                 let mut v = status::render(&s, line.trim() == "status all");
                                 v["now_ms"] = now_ms().into();
                                 drop(s);

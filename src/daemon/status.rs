@@ -1,7 +1,7 @@
 //! The status the control socket serves: a snapshot the heartbeat loop updates in place (no
 //! allocation per cycle) and the socket thread renders as JSON.
 
-use crate::core::{Core, Event, FenceReason, Peer, PeerChange, PeerState, Phase};
+use crate::core::{Event, FenceReason, Node, Peer, PeerChange, PeerState, Phase};
 use crate::format::decode_name;
 use crate::stats::Histogram;
 use crate::timing::Timing;
@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub last_ok_ms: u64,
     pub fence_deadline_ms: Option<u64>,
     pub fenced_at_ms: Option<u64>,
+    pub fence_failures: u32,
+    pub watchdog: bool,
+    pub fence_stops_vms: bool,
     pub peers: Vec<Peer>,
     pub write_latency: Histogram,
     pub sweep_latency: Histogram,
@@ -34,7 +37,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(core: &Core, device: String, engine: &'static str, cluster_name: String) -> Snapshot {
+    pub fn new(core: &Node, device: String, engine: &'static str, cluster_name: String) -> Snapshot {
         let cfg = core.config();
         Snapshot {
             now_ms: 0,
@@ -51,6 +54,9 @@ impl Snapshot {
             last_ok_ms: 0,
             fence_deadline_ms: None,
             fenced_at_ms: None,
+            fence_failures: 0,
+            watchdog: cfg.watchdog,
+            fence_stops_vms: cfg.fence_stops_vms,
             peers: core.peers().to_vec(),
             write_latency: Histogram::default(),
             sweep_latency: Histogram::default(),
@@ -61,13 +67,14 @@ impl Snapshot {
     }
 
     /// Copies the core's state in (fixed-size copies only).
-    pub fn update(&mut self, core: &Core, now_ms: u64) {
+    pub fn update(&mut self, core: &Node, now_ms: u64) {
         self.now_ms = now_ms;
         self.phase = core.phase();
         self.generation = core.record().generation;
         self.sequence = core.record().sequence;
         self.last_ok_ms = core.last_ok_ms();
         self.fence_deadline_ms = core.fence_deadline_ms();
+        self.fence_failures = core.fence_failures();
         self.peers.copy_from_slice(core.peers());
         self.write_latency.clone_from(&core.write_latency);
         self.sweep_latency.clone_from(&core.sweep_latency);
@@ -121,6 +128,18 @@ pub fn describe_event(e: &Event) -> String {
         Event::Live { generation } => format!("live with generation {generation}"),
         Event::Refused(r) => format!("refused: {}", refuse_text(r)),
         Event::SelfFence(r) => format!("self-fencing: {}", super::fence::describe(r)),
+        Event::FenceDone => "fence action completed: this host is fenced".into(),
+        Event::FenceFailed { attempt } => {
+            format!("fence action FAILED (attempt {attempt}): this host is NOT fenced; retrying every interval")
+        }
+        Event::BackupFenced { ok } => format!(
+            "the backup deadline thread ran the fence action ({})",
+            if *ok { "succeeded" } else { "FAILED" }
+        ),
+        Event::SuperblockChanged => {
+            "the superblock changed under us (re-formatted, wiped or another LUN): the disk is lost".into()
+        }
+        Event::SuperblockUnreadable(e) => format!("superblock unreadable this cycle ({e:?})"),
         Event::Left => "left cleanly".into(),
         Event::Peer { slot, change: PeerChange::State { from, to } } => {
             format!("slot {slot}: {} -> {}", peer_state_name(*from), peer_state_name(*to))
@@ -128,10 +147,14 @@ pub fn describe_event(e: &Event) -> String {
         Event::Peer { slot, change: PeerChange::Restarted { old_generation, new_generation } } => {
             format!("slot {slot}: restarted (generation {old_generation} -> {new_generation})")
         }
+        Event::Peer { slot, change: PeerChange::GenerationWentBack { from, to } } => format!(
+            "slot {slot}: generation went BACK from {from} to {to}: a stale or rogue writer (not a restart)"
+        ),
         Event::PeerCorrupt { slot, reason } => format!("slot {slot}: corrupt record ({reason})"),
-        Event::CycleFailed { write, own_read } => {
-            format!("cycle failed (write: {write:?}, own read: {own_read:?})")
-        }
+        Event::CycleFailed { write, own_read, own_stale } => format!(
+            "cycle not verified (write: {write:?}, own read: {own_read:?}{})",
+            if *own_stale { ", our latest write is not on the disk" } else { "" }
+        ),
         Event::SlowWrite { latency_us } => format!("slow write: {latency_us} us (over half the io timeout)"),
         Event::SlowSweep { latency_us } => format!("slow sweep: {latency_us} us (over half the io timeout)"),
         Event::MailboxTest { sender_slot, request_id } => {
@@ -151,6 +174,9 @@ pub fn refuse_text(r: &crate::core::RefuseReason) -> String {
             "another host wrote this slot while we were joining; pick another --slot".into()
         }
         crate::core::RefuseReason::Storage => "cannot read or write our slot; check the device".into(),
+        crate::core::RefuseReason::DiskChanged => {
+            "the superblock changed while joining (re-formatted or replaced); restart the daemon".into()
+        }
     }
 }
 
@@ -175,6 +201,13 @@ pub fn render(s: &Snapshot, all: bool) -> Value {
                 "unreadable": p.unreadable,
                 "corrupt_reason": p.corruption.map(|c| c.to_string()),
                 "dead_at_ms": p.dead_at_ms,
+                "watchdog_armed": p.flags & crate::format::record::flags::WATCHDOG_ARMED != 0,
+                "fence_failed": p.flags & crate::format::record::flags::FENCE_FAILED != 0,
+                "generation_conflict": p.conflict,
+                "vms_gone": match p.vms_gone() {
+                    Ok(proof) => json!({ "proven": true, "proof": proof }),
+                    Err(why) => json!({ "proven": false, "why_not": why }),
+                },
                 "silent_ms_at_death": p.dead_at_ms.map(|_| p.silent_ms_at_death),
             })
         })
@@ -199,6 +232,9 @@ pub fn render(s: &Snapshot, all: bool) -> Value {
             "fence_deadline_in_ms": s.fence_deadline_ms.map(|d| d.saturating_sub(s.now_ms)),
             "fence_reason": fence_reason,
             "fenced_at_ms": s.fenced_at_ms,
+            "fence_failures": s.fence_failures,
+            "watchdog_armed": s.watchdog,
+            "fence_stops_vms": s.fence_stops_vms,
             "timing": s.timing,
             "latency": { "write": latency(&s.write_latency), "sweep": latency(&s.sweep_latency) },
             "cycles": s.cycles,

@@ -43,6 +43,14 @@ impl Watchdog {
         Ok(())
     }
 
+    /// Makes the watchdog fire as soon as it can: the shortest timeout (1 s), never fed again.
+    pub fn expire(&self) -> std::io::Result<()> {
+        let mut t: libc::c_int = 1;
+        // SAFETY: the ioctl reads and writes one c_int we own; the fd is open.
+        unsafe { wdioc_settimeout(self.file.as_raw_fd(), &mut t) }.map_err(std::io::Error::from)?;
+        Ok(())
+    }
+
     /// Disarms on a clean stop ("magic close": write 'V' before closing).
     pub fn disarm(mut self) -> std::io::Result<()> {
         use std::io::Write;

@@ -1,0 +1,835 @@
+//! [`Node`]: the whole heartbeat loop of one host as a pure state machine.
+//!
+//! A cycle, every interval: **sweep** (record table + own mailbox + superblock, one submission),
+//! judge it, then **write** the next record. Sweeping first means every sweep checks our slot
+//! against what we wrote during the whole interval before it: a foreign writer is seen within one
+//! interval, whenever it writes (o2hb's rule). Our write is verified by the next sweep; the
+//! self-fence clock counts from the submission of the last write read back (docs/SAFETY.md).
+//!
+//! States, each one screen: [`Acquire`] and [`Join`] (the slot lease), `Live`, [`Fencing`] (mark,
+//! action, retries), `Fenced`, `Leaving`, and the terminal ones. The cycle position is [`Step`].
+
+use super::own::{OwnCheck, OwnWrites};
+use super::{
+    Action, Event, FenceOutcome, FenceReason, IoFailure, NodeConfig, Peer, Phase, RefuseReason, SlotSource,
+};
+use super::{EXIT_FENCED, EXIT_FENCE_FAILED, EXIT_LEFT, EXIT_REFUSED};
+use crate::format::mailbox::{Command, Mailbox};
+use crate::format::record::{flags, Record, State};
+use crate::format::NAME_LEN;
+use crate::stats::Histogram;
+use std::collections::VecDeque;
+
+pub(crate) const EVENT_CAPACITY: usize = 4096;
+const ACTION_CAPACITY: usize = 8;
+
+/// Watching our slot before taking it (a delta lease: it must not change for host-dead).
+#[derive(Debug, Clone, Copy)]
+struct Acquire {
+    started_ms: u64,
+    /// (uuid, generation, sequence) of the watched record (None: corrupt), and since when.
+    watch: Option<(Option<(uuid::Uuid, u64, u64)>, u64)>,
+    /// Submission time of a join write that did not complete: it may still land.
+    join_attempt_ms: Option<u64>,
+}
+
+/// Our `joining` record is written: wait 2 x io timeout, re-read it, then write and read back a
+/// first `live` record in time.
+#[derive(Debug, Clone, Copy)]
+struct Join {
+    /// Submission of the first join write: peers may take it for dead host-dead after this.
+    submitted_ms: u64,
+    /// Completion of the (last) join write.
+    written_ms: u64,
+    /// The join was verified: `live` records are being written.
+    verified: bool,
+}
+
+/// Fencing: optional `self_fencing` mark, then the action, retried every interval if it fails.
+#[derive(Debug, Clone, Copy)]
+struct Fencing {
+    reason: FenceReason,
+    /// Write a `self_fencing` mark before the (next) action: fence requests only (the disk is
+    /// known writable and the slot ours). Never delays the action past the deadline.
+    mark_pending: bool,
+    attempts: u32,
+    failed: bool,
+    retry_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum St {
+    Acquiring(Acquire),
+    Joining(Join),
+    Live,
+    Fencing(Fencing),
+    /// The action succeeded and we survived it; the `fenced` mark is written once (if the slot is
+    /// ours), then nothing more is written.
+    Fenced {
+        reason: FenceReason,
+        mark_pending: bool,
+    },
+    Leaving,
+    Stopped,
+    Refused(RefuseReason),
+}
+
+/// Where the loop is in its cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Waiting for the next cycle.
+    Idle { next_ms: u64 },
+    Sweeping { cycle_ms: u64 },
+    /// The sweep was judged; the cycle's write (if any) is next.
+    SweepDone { cycle_ms: u64 },
+    Writing { cycle_ms: u64, submitted_ms: u64 },
+    FenceRunning,
+    Exited,
+}
+
+pub struct Node {
+    cfg: NodeConfig,
+    st: St,
+    step: Step,
+    /// The record we last wrote (or will write next).
+    record: Record,
+    own: OwnWrites,
+    /// The sweep asked for a write this cycle.
+    want_write: bool,
+    stop_requested: bool,
+    /// Submission time of the last write read back (see docs/SAFETY.md).
+    last_ok_ms: u64,
+    last_fed_ms: u64,
+    /// Mailbox request id present when we joined: stale, never acted on.
+    mailbox_ignore: u64,
+    backup_deadline: Option<u64>,
+    ready_sent: bool,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    events_dropped: u64,
+    peers: Vec<Peer>,
+    pub write_latency: Histogram,
+    pub sweep_latency: Histogram,
+    pub cycles: u64,
+    pub failed_cycles: u64,
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig, now_ms: u64) -> Node {
+        assert!(cfg.slot < cfg.slot_count);
+        cfg.timing.check().expect("timing checked by the caller");
+        let mut record = Record::free(cfg.cluster_uuid, cfg.slot);
+        record.host_uuid = cfg.host_uuid;
+        record.host_name = cfg.host_name;
+        record.io_timeout_ms = cfg.timing.io_timeout_ms;
+        record.interval_ms = cfg.timing.interval_ms;
+        record.net_view.set(cfg.slot, true);
+        let node = Node {
+            cfg,
+            st: St::Acquiring(Acquire { started_ms: now_ms, watch: None, join_attempt_ms: None }),
+            step: Step::Idle { next_ms: now_ms },
+            record,
+            own: OwnWrites::default(),
+            want_write: false,
+            stop_requested: false,
+            last_ok_ms: now_ms,
+            last_fed_ms: 0,
+            mailbox_ignore: 0,
+            backup_deadline: None,
+            ready_sent: false,
+            actions: VecDeque::with_capacity(ACTION_CAPACITY),
+            events: VecDeque::with_capacity(EVENT_CAPACITY),
+            events_dropped: 0,
+            peers: vec![Peer::default(); cfg.slot_count as usize],
+            write_latency: Histogram::default(),
+            sweep_latency: Histogram::default(),
+            cycles: 0,
+            failed_cycles: 0,
+        };
+        node.assert_invariants();
+        node
+    }
+
+    // --- reports -------------------------------------------------------------------------------
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+    pub fn phase(&self) -> Phase {
+        match self.st {
+            St::Acquiring(_) => Phase::Acquiring,
+            St::Joining(_) => Phase::Joining,
+            St::Live => Phase::Live,
+            St::Fencing(f) => Phase::SelfFencing(f.reason),
+            St::Fenced { reason, .. } => Phase::Fenced(reason),
+            St::Leaving => Phase::Leaving,
+            St::Stopped => Phase::Stopped,
+            St::Refused(r) => Phase::Refused(r),
+        }
+    }
+    pub fn peers(&self) -> &[Peer] {
+        &self.peers
+    }
+    /// The record we last wrote (or will write next).
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+    pub fn last_ok_ms(&self) -> u64 {
+        self.last_ok_ms
+    }
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
+    }
+    /// Failed attempts of the fence action so far (0 when not fencing or not yet tried).
+    pub fn fence_failures(&self) -> u32 {
+        match self.st {
+            St::Fencing(f) if f.failed => f.attempts,
+            _ => 0,
+        }
+    }
+    pub fn has_exited(&self) -> bool {
+        self.step == Step::Exited
+    }
+    #[cfg(test)]
+    pub(crate) fn events_len(&self) -> usize {
+        self.events.len()
+    }
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The latest moment by which this host must have fenced itself if no cycle verifies. Stays
+    /// armed while a decided fence waits for its mark: the mark never delays the action.
+    pub fn fence_deadline_ms(&self) -> Option<u64> {
+        let armed = match self.st {
+            St::Live => true,
+            St::Fencing(f) => f.attempts == 0,
+            _ => false,
+        };
+        armed.then(|| self.last_ok_ms + u64::from(self.cfg.timing.self_fence_ms))
+    }
+
+    /// When to call `poll_action` next; None while an action's result is awaited (or exited).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let Step::Idle { next_ms } = self.step else { return None };
+        let mut at = next_ms;
+        if let Some(d) = self.fence_deadline_ms() {
+            at = at.min(d);
+        }
+        if let St::Fencing(f) = self.st {
+            if f.failed {
+                at = at.min(f.retry_at_ms);
+            }
+        }
+        Some(at)
+    }
+
+    // --- inputs --------------------------------------------------------------------------------
+
+    /// A stop was requested (SIGTERM): leave cleanly at once, or stop after fencing.
+    pub fn handle_stop(&mut self, now_ms: u64) {
+        self.stop_requested = true;
+        if let Step::Idle { next_ms } = self.step {
+            self.step = Step::Idle { next_ms: next_ms.min(now_ms) };
+        }
+    }
+
+    /// The write asked for completed (`Ok(latency_us)`) or did not.
+    pub fn handle_write(&mut self, now_ms: u64, result: Result<u64, IoFailure>) {
+        let Step::Writing { cycle_ms, submitted_ms } = self.step else {
+            debug_assert!(false, "handle_write without a write in flight: {:?}", self.step);
+            return;
+        };
+        let t = self.cfg.timing;
+        if let Ok(us) = result {
+            self.write_latency.record(us);
+            if us > u64::from(t.io_timeout_ms) * 1000 / 2 {
+                self.emit(Event::SlowWrite { latency_us: us });
+            }
+        } else {
+            self.own.unconfirmed();
+        }
+        let done = result.is_ok();
+        match &mut self.st {
+            St::Acquiring(a) => {
+                if done {
+                    self.st = St::Joining(Join { submitted_ms, written_ms: now_ms, verified: false });
+                    self.emit(Event::Joined { generation: self.record.generation });
+                } else {
+                    a.join_attempt_ms.get_or_insert(submitted_ms);
+                }
+            }
+            St::Joining(j) if !j.verified && done => j.written_ms = now_ms,
+            St::Leaving => {
+                self.st = St::Stopped;
+                self.emit(Event::Left);
+            }
+            St::Fencing(f) => f.mark_pending = false,
+            St::Fenced { mark_pending, .. } => *mark_pending = false,
+            _ => {}
+        }
+        if let (St::Live, Err(e)) = (self.st, result) {
+            self.emit(Event::CycleFailed { write: Some(e), own_read: None, own_stale: false });
+        }
+        self.step = Step::Idle { next_ms: cycle_ms + u64::from(t.interval_ms) };
+        self.check_deadline(now_ms);
+        self.assert_invariants();
+    }
+
+    /// The sweep asked for ran from `start_ms` to `end_ms`; `slots` is None if it failed as a whole.
+    pub fn handle_sweep(&mut self, start_ms: u64, end_ms: u64, slots: Option<&dyn SlotSource>, latency_us: u64) {
+        let Step::Sweeping { cycle_ms } = self.step else {
+            debug_assert!(false, "handle_sweep without a sweep in flight: {:?}", self.step);
+            return;
+        };
+        debug_assert!(start_ms <= end_ms);
+        self.cycles += 1;
+        self.want_write = false;
+        if let Some(s) = slots {
+            self.sweep_latency.record(latency_us);
+            if latency_us > u64::from(self.cfg.timing.io_timeout_ms) * 1000 / 2 {
+                self.emit(Event::SlowSweep { latency_us });
+            }
+            self.update_peers(s, start_ms, end_ms);
+        }
+        match self.st {
+            St::Acquiring(a) => self.acquire(a, slots, start_ms, end_ms),
+            St::Joining(j) => self.join(j, slots, start_ms),
+            St::Live => self.live(slots),
+            _ => {}
+        }
+        if let St::Fencing(f) = self.st {
+            self.want_write = f.mark_pending;
+        }
+        self.step = Step::SweepDone { cycle_ms };
+        self.check_deadline(end_ms);
+        self.assert_invariants();
+    }
+
+    /// The fence action asked for finished (reboot never reports).
+    pub fn handle_fence(&mut self, now_ms: u64, outcome: FenceOutcome) {
+        if self.step != Step::FenceRunning {
+            debug_assert!(false, "handle_fence without a fence in flight: {:?}", self.step);
+            return;
+        }
+        self.fence_result(now_ms, outcome);
+        self.assert_invariants();
+    }
+
+    /// The backup deadline thread ran the fence action while the loop was stuck (it fires only
+    /// past the deadline, so the loop would have fenced too).
+    pub fn handle_backup_fence(&mut self, now_ms: u64, outcome: FenceOutcome) {
+        self.emit(Event::BackupFenced { ok: outcome == FenceOutcome::Done });
+        match self.st {
+            St::Live => {
+                self.self_fence(FenceReason::StorageLost { since_ms: self.last_ok_ms });
+            }
+            St::Fencing(f) if f.attempts == 0 => {}
+            // Already acted on (or never armed): the loop's own outcome stands.
+            _ => return,
+        }
+        if let St::Fencing(f) = &mut self.st {
+            f.mark_pending = false;
+        }
+        self.fence_result(now_ms, outcome);
+        self.assert_invariants();
+    }
+
+    // --- outputs -------------------------------------------------------------------------------
+
+    /// The next thing to do, or None (then wait until `poll_timeout`, or for an awaited result).
+    pub fn poll_action(&mut self, now_ms: u64) -> Option<Action> {
+        if self.actions.is_empty() && !matches!(self.step, Step::Idle { .. } | Step::SweepDone { .. }) {
+            return None;
+        }
+        if let Some(a) = self.actions.pop_front() {
+            return Some(a);
+        }
+        let action = self.next_action(now_ms);
+        let deadline = self.fence_deadline_ms();
+        if deadline != self.backup_deadline {
+            // The backup thread must know the new deadline before anything else happens.
+            self.backup_deadline = deadline;
+            if let Some(a) = action {
+                self.actions.push_front(a);
+            }
+            self.assert_invariants();
+            return Some(Action::SetBackupDeadline { deadline_ms: deadline });
+        }
+        self.assert_invariants();
+        action.or_else(|| self.actions.pop_front())
+    }
+
+    fn next_action(&mut self, now_ms: u64) -> Option<Action> {
+        // Deadline first: a host past its deadline fences, it never writes `leaving`.
+        self.check_deadline(now_ms);
+        if self.stop_requested {
+            self.leave(now_ms);
+        }
+        if let St::Fencing(f) = self.st {
+            let due = !f.mark_pending && (!f.failed || now_ms >= f.retry_at_ms);
+            if due && matches!(self.step, Step::Idle { .. } | Step::SweepDone { .. }) {
+                self.step = Step::FenceRunning;
+                return Some(Action::Fence { reason: f.reason, attempt: f.attempts + 1 });
+            }
+        }
+        if let Some(code) = self.exit_code() {
+            if matches!(self.step, Step::Idle { .. }) {
+                self.step = Step::Exited;
+                return Some(Action::Exit { code });
+            }
+        }
+        match self.step {
+            Step::Idle { next_ms } if now_ms < next_ms => None,
+            Step::Idle { .. } => {
+                let write_first = match self.st {
+                    St::Leaving => true,
+                    St::Fencing(f) => f.mark_pending,
+                    St::Fenced { mark_pending, .. } => mark_pending,
+                    _ => false,
+                };
+                if write_first {
+                    return Some(self.write(now_ms, now_ms));
+                }
+                self.step = Step::Sweeping { cycle_ms: now_ms };
+                Some(Action::Sweep { timeout_ms: self.io_budget_ms(now_ms) })
+            }
+            Step::SweepDone { cycle_ms } => {
+                if self.want_write {
+                    self.want_write = false;
+                    return Some(self.write(cycle_ms, now_ms));
+                }
+                self.step = Step::Idle { next_ms: cycle_ms + u64::from(self.cfg.timing.interval_ms) };
+                // Whatever the state change of this cycle allows now (a fence action).
+                self.next_action(now_ms)
+            }
+            _ => None,
+        }
+    }
+
+    fn exit_code(&self) -> Option<u8> {
+        match self.st {
+            St::Stopped => Some(EXIT_LEFT),
+            St::Refused(_) => Some(EXIT_REFUSED),
+            St::Fenced { mark_pending: false, .. } if self.stop_requested => Some(EXIT_FENCED),
+            St::Fencing(f) if f.failed && self.stop_requested => Some(EXIT_FENCE_FAILED),
+            _ => None,
+        }
+    }
+
+    /// An I/O never runs past the self-fence deadline, so the deadline is checked on time. The
+    /// engine may wait up to a quarter more than the timeout for cancellations: keep 4/5.
+    fn io_budget_ms(&self, now_ms: u64) -> u64 {
+        let io = u64::from(self.cfg.timing.io_timeout_ms);
+        match self.fence_deadline_ms() {
+            Some(d) => (d.saturating_sub(now_ms) * 4 / 5).clamp(1, io),
+            None => io,
+        }
+    }
+
+    /// Issues the next write of `record` (a new sequence).
+    fn write(&mut self, cycle_ms: u64, now_ms: u64) -> Action {
+        let fencing = matches!(self.st, St::Fencing(_) | St::Fenced { .. });
+        debug_assert!(!fencing || matches!(self.record.state, State::SelfFencing | State::Fenced));
+        self.record.sequence += 1;
+        self.record.monotonic_ms = now_ms;
+        let mut f = 0;
+        if self.cfg.watchdog {
+            f |= flags::WATCHDOG_ARMED;
+        }
+        if self.cfg.fence_stops_vms {
+            f |= flags::FENCE_STOPS_VMS;
+        }
+        if let St::Fencing(Fencing { failed: true, .. }) = self.st {
+            f |= flags::FENCE_FAILED;
+        }
+        self.record.flags = f;
+        self.own.submitted(self.record, now_ms);
+        self.step = Step::Writing { cycle_ms, submitted_ms: now_ms };
+        Action::Write { record: self.record, timeout_ms: self.io_budget_ms(now_ms) }
+    }
+
+    fn emit(&mut self, e: Event) {
+        if self.events.len() == EVENT_CAPACITY {
+            self.events.pop_front();
+            self.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    fn push_action(&mut self, a: Action) {
+        debug_assert!(self.actions.len() < ACTION_CAPACITY);
+        self.actions.push_back(a);
+    }
+
+    // --- rules ---------------------------------------------------------------------------------
+
+    /// Self-fences if no cycle verified within the deadline. Idempotent.
+    fn check_deadline(&mut self, now_ms: u64) {
+        let Some(deadline) = self.fence_deadline_ms() else { return };
+        if now_ms < deadline {
+            return;
+        }
+        match &mut self.st {
+            // Out of time for the mark: act now.
+            St::Fencing(f) => f.mark_pending = false,
+            _ => self.self_fence(FenceReason::StorageLost { since_ms: self.last_ok_ms }),
+        }
+    }
+
+    fn self_fence(&mut self, reason: FenceReason) {
+        if matches!(self.st, St::Fencing(_) | St::Fenced { .. }) {
+            return;
+        }
+        debug_assert!(matches!(self.st, St::Live), "fence decided in {:?}", self.st);
+        self.emit(Event::SelfFence(reason));
+        let mark_pending = matches!(reason, FenceReason::FenceRequest { .. });
+        self.want_write = mark_pending;
+        self.st = St::Fencing(Fencing { reason, mark_pending, attempts: 0, failed: false, retry_at_ms: 0 });
+        self.record.state = State::SelfFencing;
+        if let FenceReason::FenceRequest { request_id, .. } = reason {
+            self.record.mailbox_ack = request_id;
+        }
+    }
+
+    fn fence_result(&mut self, now_ms: u64, outcome: FenceOutcome) {
+        let St::Fencing(mut f) = self.st else { return };
+        f.attempts += 1;
+        match outcome {
+            FenceOutcome::Done => {
+                self.emit(Event::FenceDone);
+                self.record.state = State::Fenced;
+                // Never write into a slot another host uses, or on a disk that is not ours.
+                self.st = St::Fenced { reason: f.reason, mark_pending: f.reason.slot_is_ours() };
+                self.step = Step::Idle { next_ms: now_ms };
+            }
+            FenceOutcome::Failed => {
+                self.emit(Event::FenceFailed { attempt: f.attempts });
+                if self.cfg.watchdog {
+                    self.push_action(Action::ExpireWatchdog);
+                }
+                f.failed = true;
+                f.retry_at_ms = now_ms + u64::from(self.cfg.timing.interval_ms);
+                // Say so on the disk where it is ours to write (fence requests: known writable).
+                f.mark_pending = matches!(f.reason, FenceReason::FenceRequest { .. });
+                self.st = St::Fencing(f);
+                self.step = Step::Idle { next_ms: f.retry_at_ms };
+            }
+        }
+    }
+
+    /// Applies a stop request (once the deadline has been checked).
+    fn leave(&mut self, now_ms: u64) {
+        match self.st {
+            St::Acquiring(_) => self.st = St::Stopped,
+            St::Joining(_) | St::Live => {
+                self.st = St::Leaving;
+                self.record.state = State::Leaving;
+                if let Step::Idle { next_ms } = self.step {
+                    self.step = Step::Idle { next_ms: next_ms.min(now_ms) };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn refuse(&mut self, reason: RefuseReason) {
+        self.st = St::Refused(reason);
+        self.want_write = false;
+        self.emit(Event::Refused(reason));
+    }
+
+    /// Whether the superblock still is the one we started with. Unreadable: unknown (None).
+    fn superblock_ok(&mut self, slots: &dyn SlotSource) -> Option<bool> {
+        match slots.superblock() {
+            Ok(bytes) if bytes.len() >= 512 && bytes[..512] == self.cfg.superblock[..] => Some(true),
+            Ok(_) => {
+                self.emit(Event::SuperblockChanged);
+                Some(false)
+            }
+            Err(e) => {
+                self.emit(Event::SuperblockUnreadable(e));
+                None
+            }
+        }
+    }
+
+    fn update_peers(&mut self, slots: &dyn SlotSource, start_ms: u64, end_ms: u64) {
+        let cluster = self.cfg.cluster_uuid;
+        let host_dead_ms = u64::from(self.cfg.timing.host_dead_ms);
+        for slot in 0..self.cfg.slot_count {
+            if slot == self.cfg.slot {
+                continue;
+            }
+            let peer = &mut self.peers[slot as usize];
+            let Ok(bytes) = slots.slot(slot) else {
+                peer.read_failed();
+                continue;
+            };
+            let read = Record::validate(bytes, &cluster, slot);
+            let was_corrupt = peer.corruption;
+            let changes = peer.observe(read, start_ms, end_ms, host_dead_ms);
+            if let (Err(reason), None) = (read, was_corrupt) {
+                self.emit(Event::PeerCorrupt { slot, reason });
+            }
+            for change in changes.into_iter().flatten() {
+                self.emit(Event::Peer { slot, change });
+            }
+        }
+    }
+
+    fn acquire(&mut self, mut a: Acquire, slots: Option<&dyn SlotSource>, start_ms: u64, end_ms: u64) {
+        let t = self.cfg.timing;
+        let host_dead = u64::from(t.host_dead_ms);
+        let own = slots.map(|s| s.slot(self.cfg.slot));
+        // Give up when the slot cannot be read for twice the host-dead timeout.
+        let Some(Ok(bytes)) = own else {
+            if a.watch.is_none() && start_ms.saturating_sub(a.started_ms) >= 2 * host_dead {
+                self.refuse(RefuseReason::Storage);
+            }
+            return;
+        };
+        match slots.map(|s| self.superblock_ok(s)) {
+            Some(Some(false)) => return self.refuse(RefuseReason::DiskChanged),
+            Some(None) => return,
+            _ => {}
+        }
+        let read = Record::validate(bytes, &self.cfg.cluster_uuid, self.cfg.slot);
+        if let (Some(submitted_ms), Ok(r)) = (a.join_attempt_ms, read) {
+            if self.own.check(Some(&Record::from_raw(r))) != OwnCheck::Foreign {
+                // Our join write landed after all.
+                self.st = St::Joining(Join { submitted_ms, written_ms: start_ms, verified: false });
+                self.emit(Event::Joined { generation: self.record.generation });
+                return;
+            }
+        }
+        let value = read.ok().map(|r| (uuid::Uuid::from_bytes(r.host_uuid), r.generation.get(), r.sequence.get()));
+        let holder = read.map(|r| r.host_name).unwrap_or([0; NAME_LEN]);
+        let free_now = matches!(read, Ok(r) if matches!(r.state(), State::Free | State::Leaving | State::Fenced));
+        if let Some((Some(w), _)) = a.watch {
+            if value != Some(w) && !free_now {
+                // Moved while we watched: another host is using the slot.
+                return self.refuse(RefuseReason::SlotInUse { host_name: holder });
+            }
+        }
+        if let (Some((None, _)), Some(_)) = (a.watch, value) {
+            if !free_now {
+                // Was corrupt, now a valid held record: someone wrote it.
+                return self.refuse(RefuseReason::SlotInUse { host_name: holder });
+            }
+        }
+        let take = match a.watch {
+            _ if free_now || (self.cfg.skip_acquire_wait && read.is_ok()) => true,
+            None => {
+                a.watch = Some((value, end_ms));
+                self.emit(Event::WaitingForSlot { holder, wait_ms: host_dead });
+                false
+            }
+            // Unchanged for the host-dead timeout between two successful reads: the previous
+            // owner has fenced itself or died.
+            Some((_, since_ms)) => start_ms.saturating_sub(since_ms) >= host_dead,
+        };
+        self.st = St::Acquiring(a);
+        if take {
+            let (g, s) = match read {
+                Ok(r) => (r.generation.get(), r.sequence.get()),
+                Err(_) => (self.record.generation, self.record.sequence),
+            };
+            self.record.generation = g + 1;
+            self.record.sequence = self.record.sequence.max(s);
+            self.record.state = State::Joining;
+            self.want_write = true;
+        }
+    }
+
+    fn join(&mut self, mut j: Join, slots: Option<&dyn SlotSource>, start_ms: u64) {
+        let t = self.cfg.timing;
+        let own = slots.map(|s| s.slot(self.cfg.slot));
+        let Some(Ok(bytes)) = own else {
+            if start_ms.saturating_sub(j.written_ms) > u64::from(t.host_dead_ms) {
+                self.refuse(RefuseReason::Storage);
+            }
+            return;
+        };
+        let slots = slots.expect("own slot read");
+        match self.superblock_ok(slots) {
+            Some(false) => return self.refuse(RefuseReason::DiskChanged),
+            None => return,
+            Some(true) => {}
+        }
+        let read = Record::decode(bytes, &self.cfg.cluster_uuid, self.cfg.slot).ok();
+        let check = self.own.check(read.as_ref());
+        if check == OwnCheck::Foreign {
+            return self.refuse(RefuseReason::ForeignDuringJoin);
+        }
+        if j.verified {
+            // Live only once a `live` record was written and read back: the self-fence deadline
+            // counts from a write peers can see. And it must land well before peers could take
+            // the silent join record for dead (host-dead after its submission), with one interval
+            // of margin for clock rates (both found by tests/sim.rs).
+            let live_by = j.submitted_ms + u64::from(t.host_dead_ms) - u64::from(t.interval_ms);
+            let (latest, submitted) = self.own.latest().expect("live record written");
+            if check == OwnCheck::Latest && latest.state == State::Live && start_ms < live_by {
+                self.st = St::Live;
+                self.last_ok_ms = submitted;
+                self.emit(Event::Live { generation: self.record.generation });
+                self.verified_cycle();
+                self.want_write = true;
+                return;
+            }
+            if start_ms >= live_by {
+                return self.refuse(RefuseReason::Storage);
+            }
+            self.want_write = true;
+            return;
+        }
+        if check != OwnCheck::Latest {
+            // An older join attempt of ours landed late: write the join again and wait anew.
+            self.want_write = true;
+            return;
+        }
+        if start_ms.saturating_sub(j.written_ms) < 2 * u64::from(t.io_timeout_ms) {
+            return;
+        }
+        // Requests that were in our mailbox before we joined are not for this incarnation.
+        if let Ok(Ok(m)) = slots.mailbox().map(|b| Mailbox::decode(b, &self.cfg.cluster_uuid, self.cfg.slot)) {
+            self.mailbox_ignore = m.request_id;
+            self.record.mailbox_ack = m.request_id;
+        }
+        j.verified = true;
+        self.st = St::Joining(j);
+        self.record.state = State::Live;
+        self.want_write = true;
+    }
+
+    /// A cycle verified: the watchdog is fed (and readiness signalled once).
+    fn verified_cycle(&mut self) {
+        if self.last_ok_ms <= self.last_fed_ms && self.ready_sent {
+            return;
+        }
+        self.last_fed_ms = self.last_ok_ms;
+        if self.cfg.watchdog {
+            self.push_action(Action::FeedWatchdog);
+        }
+        if !self.ready_sent {
+            self.ready_sent = true;
+            self.push_action(Action::Ready);
+        }
+    }
+
+    fn live(&mut self, slots: Option<&dyn SlotSource>) {
+        self.want_write = true;
+        let Some(slots) = slots else {
+            self.failed_cycles += 1;
+            self.emit(Event::CycleFailed { write: None, own_read: Some(IoFailure::TimedOut), own_stale: false });
+            return;
+        };
+        let superblock = self.superblock_ok(slots);
+        if superblock == Some(false) {
+            self.want_write = false;
+            return self.self_fence(FenceReason::DiskChanged);
+        }
+        // Our own slot must hold exactly what we wrote.
+        let own = slots.slot(self.cfg.slot);
+        let check = match own {
+            Err(_) => None,
+            Ok(bytes) => {
+                let read = Record::decode(bytes, &self.cfg.cluster_uuid, self.cfg.slot).ok();
+                match self.own.check(read.as_ref()) {
+                    OwnCheck::Foreign => {
+                        self.want_write = false;
+                        return self.self_fence(FenceReason::ForeignWrite);
+                    }
+                    c => Some(c),
+                }
+            }
+        };
+        let mailbox_ok = self.mailbox(slots);
+        if let St::Fencing(_) = self.st {
+            return;
+        }
+        if check == Some(OwnCheck::Latest) && mailbox_ok && superblock == Some(true) {
+            let (_, submitted) = self.own.latest().expect("a verified write");
+            self.last_ok_ms = self.last_ok_ms.max(submitted);
+            self.verified_cycle();
+        } else {
+            self.failed_cycles += 1;
+            self.emit(Event::CycleFailed {
+                write: None,
+                own_read: own.err(),
+                own_stale: check == Some(OwnCheck::Stale),
+            });
+        }
+    }
+
+    /// Acts on our mailbox; false if it could not be read.
+    fn mailbox(&mut self, slots: &dyn SlotSource) -> bool {
+        let Ok(bytes) = slots.mailbox() else { return false };
+        match Mailbox::decode(bytes, &self.cfg.cluster_uuid, self.cfg.slot) {
+            Ok(m)
+                if m.request_id != 0
+                    && m.request_id != self.mailbox_ignore
+                    && m.request_id != self.record.mailbox_ack =>
+            {
+                match m.command {
+                    Command::Fence => {
+                        self.want_write = false;
+                        self.self_fence(FenceReason::FenceRequest {
+                            sender_slot: m.sender_slot,
+                            request_id: m.request_id,
+                        });
+                    }
+                    Command::Test => {
+                        self.record.mailbox_ack = m.request_id;
+                        self.emit(Event::MailboxTest { sender_slot: m.sender_slot, request_id: m.request_id });
+                    }
+                    Command::None => {}
+                }
+            }
+            Ok(_) => {}
+            Err(reason) => self.emit(Event::MailboxCorrupt { reason }),
+        }
+        true
+    }
+
+    /// This host's network view (filled by the network layer in a later issue).
+    pub fn set_net_view(&mut self, view: crate::format::record::NetView) {
+        self.record.net_view = view;
+    }
+
+    /// Checked after every input in debug builds (TigerBeetle style).
+    fn assert_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        assert_eq!(self.record.slot, self.cfg.slot);
+        assert_eq!(self.record.host_uuid, self.cfg.host_uuid);
+        match self.st {
+            St::Live => assert_eq!(self.record.state, State::Live),
+            St::Joining(j) => {
+                assert_eq!(self.record.state, if j.verified { State::Live } else { State::Joining });
+                assert!(j.submitted_ms <= j.written_ms);
+            }
+            St::Fencing(f) => {
+                assert_eq!(self.record.state, State::SelfFencing);
+                assert!(!f.failed || f.attempts > 0);
+            }
+            St::Fenced { .. } => assert_eq!(self.record.state, State::Fenced),
+            St::Leaving => assert_eq!(self.record.state, State::Leaving),
+            St::Acquiring(_) | St::Stopped | St::Refused(_) => {}
+        }
+        if self.fence_deadline_ms().is_some() {
+            assert!(matches!(self.st, St::Live | St::Fencing(_)));
+        }
+        if let Some((latest, submitted)) = self.own.latest() {
+            assert!(latest.sequence <= self.record.sequence);
+            if matches!(self.st, St::Live) {
+                assert!(self.last_ok_ms <= submitted);
+            }
+        }
+        if self.step == Step::Exited {
+            assert!(self.exit_code().is_some());
+        }
+        assert!(self.actions.len() <= ACTION_CAPACITY);
+    }
+}
