@@ -87,8 +87,10 @@ pub enum Action {
     Ready,
     /// The backup deadline thread must fence at this time if the loop has not moved it (None: off).
     SetBackupDeadline { deadline_ms: Option<u64> },
-    /// Stop the loop with this exit status.
-    Exit { code: u8 },
+    /// Stop the loop with this exit status. `disarm_watchdog`: the watchdog may be disarmed (a
+    /// clean leave is on the disk, or nothing of ours ever was); otherwise it stays armed and
+    /// resets the host, keeping the promise the `watchdog_armed` flag made to peers.
+    Exit { code: u8, disarm_watchdog: bool },
 }
 
 /// Why this host fences itself.

@@ -69,7 +69,11 @@ enum St {
         reason: FenceReason,
         mark_pending: bool,
     },
-    Leaving,
+    /// Writing `leaving` until it is on the disk. `armed`: we were live, so the self-fence deadline
+    /// still runs (a joining host holds no VMs).
+    Leaving {
+        armed: bool,
+    },
     Stopped,
     Refused(RefuseReason),
 }
@@ -104,6 +108,10 @@ pub struct Node {
     mailbox_ignore: u64,
     backup_deadline: Option<u64>,
     ready_sent: bool,
+    /// A write was ever issued (our record may be on the disk).
+    wrote_any: bool,
+    /// The `leaving` record was written successfully.
+    left_ok: bool,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     events_dropped: u64,
@@ -137,6 +145,8 @@ impl Node {
             mailbox_ignore: 0,
             backup_deadline: None,
             ready_sent: false,
+            wrote_any: false,
+            left_ok: false,
             actions: VecDeque::with_capacity(ACTION_CAPACITY),
             events: VecDeque::with_capacity(EVENT_CAPACITY),
             events_dropped: 0,
@@ -162,7 +172,7 @@ impl Node {
             St::Live => Phase::Live,
             St::Fencing(f) => Phase::SelfFencing(f.reason),
             St::Fenced { reason, .. } => Phase::Fenced(reason),
-            St::Leaving => Phase::Leaving,
+            St::Leaving { .. } => Phase::Leaving,
             St::Stopped => Phase::Stopped,
             St::Refused(r) => Phase::Refused(r),
         }
@@ -202,7 +212,7 @@ impl Node {
     /// armed while a decided fence waits for its mark: the mark never delays the action.
     pub fn fence_deadline_ms(&self) -> Option<u64> {
         let armed = match self.st {
-            St::Live => true,
+            St::Live | St::Leaving { armed: true } => true,
             St::Fencing(f) => f.attempts == 0,
             _ => false,
         };
@@ -260,8 +270,12 @@ impl Node {
                 }
             }
             St::Joining(j) if !j.verified && done => j.written_ms = now_ms,
-            St::Leaving => {
+            // A leave counts only once it is on the disk; until then it is retried every cycle
+            // and the self-fence deadline stays armed (peers would otherwise see a silent live
+            // record whose watchdog flag promises a reset that a disarmed watchdog never does).
+            St::Leaving { .. } if done => {
                 self.st = St::Stopped;
+                self.left_ok = true;
                 self.emit(Event::Left);
             }
             St::Fencing(f) => f.mark_pending = false,
@@ -291,6 +305,11 @@ impl Node {
                 self.emit(Event::SlowSweep { latency_us });
             }
             self.update_peers(s, start_ms, end_ms);
+        }
+        if matches!(self.st, St::Acquiring(_) | St::Joining(_)) && self.cfg.watchdog {
+            // The watchdog is armed from the start; before we are live it only shows the loop
+            // runs (no VMs yet). Once live it is fed after verified cycles only.
+            self.push_action(Action::FeedWatchdog);
         }
         match self.st {
             St::Acquiring(a) => self.acquire(a, slots, start_ms, end_ms),
@@ -376,14 +395,21 @@ impl Node {
         if let Some(code) = self.exit_code() {
             if matches!(self.step, Step::Idle { .. }) {
                 self.step = Step::Exited;
-                return Some(Action::Exit { code });
+                let disarm_watchdog = match self.st {
+                    St::Stopped => !self.wrote_any || self.left_ok,
+                    // Our records were never there, or another writer replaced them.
+                    St::Refused(RefuseReason::SlotInUse { .. } | RefuseReason::ForeignDuringJoin) => true,
+                    St::Refused(_) => !self.wrote_any,
+                    _ => false,
+                };
+                return Some(Action::Exit { code, disarm_watchdog });
             }
         }
         match self.step {
             Step::Idle { next_ms } if now_ms < next_ms => None,
             Step::Idle { .. } => {
                 let write_first = match self.st {
-                    St::Leaving => true,
+                    St::Leaving { .. } => true,
                     St::Fencing(f) => f.mark_pending,
                     St::Fenced { mark_pending, .. } => mark_pending,
                     _ => false,
@@ -444,6 +470,7 @@ impl Node {
             f |= flags::FENCE_FAILED;
         }
         self.record.flags = f;
+        self.wrote_any = true;
         self.own.submitted(self.record, now_ms);
         self.step = Step::Writing { cycle_ms, submitted_ms: now_ms };
         Action::Write { record: self.record, timeout_ms: self.io_budget_ms(now_ms) }
@@ -481,7 +508,7 @@ impl Node {
         if matches!(self.st, St::Fencing(_) | St::Fenced { .. }) {
             return;
         }
-        debug_assert!(matches!(self.st, St::Live), "fence decided in {:?}", self.st);
+        debug_assert!(matches!(self.st, St::Live | St::Leaving { .. }), "fence decided in {:?}", self.st);
         self.emit(Event::SelfFence(reason));
         let mark_pending = matches!(reason, FenceReason::FenceRequest { .. });
         self.want_write = mark_pending;
@@ -505,7 +532,9 @@ impl Node {
             }
             FenceOutcome::Failed => {
                 self.emit(Event::FenceFailed { attempt: f.attempts });
-                if self.cfg.watchdog {
+                // Once: shortening the timeout also pings most watchdogs, so repeating it every
+                // retry would keep the host alive forever (found by tests/sim.rs).
+                if self.cfg.watchdog && f.attempts == 1 {
                     self.push_action(Action::ExpireWatchdog);
                 }
                 f.failed = true;
@@ -523,7 +552,7 @@ impl Node {
         match self.st {
             St::Acquiring(_) => self.st = St::Stopped,
             St::Joining(_) | St::Live => {
-                self.st = St::Leaving;
+                self.st = St::Leaving { armed: matches!(self.st, St::Live) };
                 self.record.state = State::Leaving;
                 if let Step::Idle { next_ms } = self.step {
                     self.step = Step::Idle { next_ms: next_ms.min(now_ms) };
@@ -815,11 +844,11 @@ impl Node {
                 assert!(!f.failed || f.attempts > 0);
             }
             St::Fenced { .. } => assert_eq!(self.record.state, State::Fenced),
-            St::Leaving => assert_eq!(self.record.state, State::Leaving),
+            St::Leaving { .. } => assert_eq!(self.record.state, State::Leaving),
             St::Acquiring(_) | St::Stopped | St::Refused(_) => {}
         }
         if self.fence_deadline_ms().is_some() {
-            assert!(matches!(self.st, St::Live | St::Fencing(_)));
+            assert!(matches!(self.st, St::Live | St::Leaving { armed: true } | St::Fencing(_)));
         }
         if let Some((latest, submitted)) = self.own.latest() {
             assert!(latest.sequence <= self.record.sequence);

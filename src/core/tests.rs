@@ -147,7 +147,7 @@ impl H {
                     self.n.handle_fence(self.now, self.fence_outcome);
                 }
                 Action::FeedWatchdog => self.feeds += 1,
-                Action::Exit { code } => self.exit = Some(code),
+                Action::Exit { code, .. } => self.exit = Some(code),
                 _ => {}
             }
         }
@@ -204,7 +204,7 @@ fn joins_a_free_slot_after_verifying_then_reads_back_live() {
     // The deadline counts from the submission of the `live` write read back, one cycle earlier.
     assert_eq!(h.n.last_ok_ms(), h.now - 200);
     assert!(h.actions.contains(&Action::Ready));
-    assert_eq!(h.feeds, 1);
+    assert!(h.feeds > 1, "fed while joining too (the watchdog is armed from the start)");
     assert_eq!(h.disk.get(0).flags, flags::WATCHDOG_ARMED | flags::FENCE_STOPS_VMS);
 }
 

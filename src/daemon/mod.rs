@@ -183,6 +183,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
 
     // The executor: perform what the node asks, feed results back, sleep until it wants more.
     let mut stop_sent = false;
+    let mut disarm = false;
     let code = loop {
         if let Some(outcome) = fencer.take_backup_result() {
             lock(&snapshot).fenced_at_ms.get_or_insert(now_ms());
@@ -245,7 +246,10 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 }
                 Action::SetBackupDeadline { deadline_ms } => deadline.store(deadline_ms.unwrap_or(0), Ordering::SeqCst),
-                Action::Exit { code } => exit = Some(code),
+                Action::Exit { code, disarm_watchdog } => {
+                    exit = Some(code);
+                    disarm = disarm_watchdog;
+                }
             }
             publish(&mut node, &snapshot);
         }
@@ -263,7 +267,9 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     if let crate::core::Phase::Refused(r) = node.phase() {
         eprintln!("diskbeat daemon: {}", status::refuse_text(&r));
     }
-    if code == EXIT_LEFT {
+    // The node says whether the watchdog's promise is kept without it (docs/SAFETY.md). If not,
+    // it stays armed and resets the host.
+    if disarm {
         if let Some(w) = watchdog {
             let _ = w.disarm();
         }
