@@ -6,6 +6,7 @@
 
 use crate::core::{NotProven, Peer, PeerState};
 use crate::disk::{Disk, DiskError};
+use crate::format::escape_name;
 use crate::format::mailbox::{Command, Mailbox, SENDER_TOOL};
 use crate::format::record::{flags, Record, State};
 use crate::io::{Access, EngineKind};
@@ -37,15 +38,20 @@ pub enum FenceError {
     Unusable { slot: u32, reason: String },
     #[error("writing the fence request failed ({0}); the request was not delivered")]
     WriteFailed(String),
-    #[error("slot {slot} was taken by a new incarnation of '{name}' (generation {generation}): the request was not for it")]
+    #[error(
+        "slot {slot} was taken by a new incarnation of '{}' (generation {generation}): the request was \
+         not for it", escape_name(.name)
+    )]
     Restarted { slot: u32, name: String, generation: u64 },
     #[error(
-        "slot {slot} ('{name}') acknowledged the request but its fence action FAILED: the host is NOT fenced \
-         and its VMs may be running; do NOT restart them (it keeps retrying; check its logs, or power it off)"
+        "slot {slot} ('{}') acknowledged the request but its fence action FAILED: the host is NOT fenced \
+         and its VMs may be running; do NOT restart them (it keeps retrying; check its logs, or power it off)",
+        escape_name(.name)
     )]
     ActionFailed { slot: u32, name: String },
     #[error(
-        "slot {slot} ('{name}') neither fenced nor stopped within {waited_ms} ms: do NOT restart its VMs"
+        "slot {slot} ('{}') neither fenced nor stopped within {waited_ms} ms: do NOT restart its VMs",
+        escape_name(.name)
     )]
     Timeout { slot: u32, name: String, waited_ms: u64 },
 }
@@ -132,7 +138,8 @@ pub fn fence(
         return Err(FenceError::WriteFailed(crate::inspect::status_reason(o.status)));
     }
     progress(&format!(
-        "fence request {request_id} written to slot {slot} ('{name}'); waiting for it to fence (up to {} ms)",
+        "fence request {request_id} written to slot {slot} ('{}'); waiting for it to fence (up to {} ms)",
+        escape_name(&name),
         2 * timing.host_dead_ms
     ));
     let mut peer = Peer::default();

@@ -104,6 +104,6 @@ fn inspect_one_slot_and_unformatted() {
     assert_eq!(v["mailbox"]["status"], "ok");
     assert_eq!(v["mailbox"]["command"], "none");
     let out = run(&["inspect", lo.s(), "--slot", "8"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a slot the disk does not have is bad input");
     assert!(stderr(&out).contains("slot 8 does not exist"), "{}", stderr(&out));
 }

@@ -2,6 +2,9 @@
 
 use super::output::print_json;
 use super::{CliError, CliResult, EXIT_OK};
+use crate::disk::DiskError;
+use crate::fence::FenceError;
+use crate::format::escape_name;
 use crate::io::EngineKind;
 use std::path::PathBuf;
 
@@ -16,7 +19,8 @@ Examples:
   diskbeat fence /dev/mapper/hb-lun --slot 3
   diskbeat fence /dev/loop0 --slot 1 --json
 
-Exit status: 0 fenced (or already gone), 1 not confirmed or refused, 2 bad options.")]
+Exit status: 0 fenced (or already gone), 1 not confirmed or refused, 2 bad options (including a
+--slot the disk does not have).")]
 pub struct Args {
     /// Heartbeat device.
     pub device: PathBuf,
@@ -38,8 +42,12 @@ pub fn run(args: Args) -> CliResult {
             eprintln!("fence: {l}")
         }
     };
-    let r = crate::fence::fence(&args.device, args.slot, args.engine, &mut progress)
-        .map_err(|e| CliError::fail(e.to_string()))?;
+    let r =
+        crate::fence::fence(&args.device, args.slot, args.engine, &mut progress).map_err(|e| match e {
+            // A slot the disk does not have is bad input, like any other bad option.
+            FenceError::Disk(DiskError::NoSuchSlot { .. }) => CliError::usage(e.to_string()),
+            e => CliError::fail(e.to_string()),
+        })?;
     if json {
         print_json(&serde_json::to_value(&r).expect("serializable"));
     } else {
@@ -52,7 +60,10 @@ pub fn run(args: Args) -> CliResult {
         };
         println!(
             "slot {} ('{}', generation {}) {how} after {} ms.",
-            r.slot, r.host_name, r.generation, r.elapsed_ms
+            r.slot,
+            escape_name(&r.host_name),
+            r.generation,
+            r.elapsed_ms
         );
         if let Some(why) = r.why_not {
             println!("its VMs are NOT proven gone ({why:?}): do not restart them elsewhere without checking the host");

@@ -2,7 +2,8 @@
 
 use super::output::{ms, print_json, print_pairs, print_table, superblock_json, superblock_lines};
 use super::{CliError, CliResult, EXIT_DEGRADED, EXIT_OK};
-use crate::disk::Disk;
+use crate::disk::{Disk, DiskError};
+use crate::format::escape_name;
 use crate::inspect::{inspect, mailbox_of, Observed, SlotReport};
 use crate::io::{Access, EngineKind};
 use crate::timing::Timing;
@@ -24,7 +25,8 @@ Examples:
   diskbeat inspect /dev/loop0 --json | jq '.slots[] | select(.state == \"live\")'
 
 Exit status: 0 all shown records valid, 1 cannot read the device or its superblock,
-2 bad options, 3 some shown record is corrupt or unreadable.")]
+2 bad options (including a --slot the disk does not have), 3 some shown record is corrupt or
+unreadable.")]
 pub struct Args {
     /// Heartbeat device.
     pub device: PathBuf,
@@ -59,6 +61,11 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(T::to_string).unwrap_or_else(|| "-".into())
 }
 
+/// A host name read from disk, escaped for the terminal (`-` when there is none).
+fn name(v: &Option<String>) -> String {
+    v.as_deref().map_or_else(|| "-".into(), |n| escape_name(n).into_owned())
+}
+
 fn net_summary(r: &SlotReport) -> String {
     match r.net_view.len() {
         0 if r.status != "ok" => "-".into(),
@@ -69,8 +76,12 @@ fn net_summary(r: &SlotReport) -> String {
 }
 
 pub fn run(args: Args) -> CliResult {
-    let mut disk = Disk::open(&args.device, Access::ReadOnly, args.engine, args.slot)
-        .map_err(|e| CliError::fail(e.to_string()))?;
+    let mut disk =
+        Disk::open(&args.device, Access::ReadOnly, args.engine, args.slot).map_err(|e| match e {
+            // A slot the disk does not have is bad input, like any other bad option.
+            DiskError::NoSuchSlot { .. } => CliError::usage(e.to_string()),
+            e => CliError::fail(e.to_string()),
+        })?;
     let sb = disk.superblock().clone();
     let timing = Timing::from_base(sb.base_timeout_ms).map_err(|e| CliError::fail(e.to_string()))?;
     let sample_ms = args.sample.unwrap_or((2 * timing.interval_ms).max(100));
@@ -112,11 +123,11 @@ pub fn run(args: Args) -> CliResult {
         print_json(&out);
     } else if let Some(s) = args.slot {
         let r = shown.first().expect("slot exists: checked when opening");
-        println!("{}: slot {s} of cluster {}", args.device.display(), sb.cluster_name);
+        println!("{}: slot {s} of cluster {}", args.device.display(), escape_name(&sb.cluster_name));
         let mut pairs = vec![
             ("state".to_string(), r.state.to_string()),
             ("status".into(), r.reason.clone().map_or("ok".into(), |why| format!("{} ({why})", r.status))),
-            ("host name".into(), opt(&r.host_name)),
+            ("host name".into(), name(&r.host_name)),
             ("host uuid".into(), opt(&r.host_uuid)),
             ("generation".into(), opt(&r.generation)),
             ("sequence".into(), opt(&r.sequence)),
@@ -133,7 +144,9 @@ pub fn run(args: Args) -> CliResult {
         pairs.push((
             "mailbox".into(),
             match result.mailbox.as_ref().expect("read with the slot") {
-                Ok(m) => format!("{:?} request {} from {}", m.command, m.request_id, m.sender_name()),
+                Ok(m) => {
+                    format!("{:?} request {} from {}", m.command, m.request_id, escape_name(m.sender_name()))
+                }
                 Err(why) => format!("corrupt ({why})"),
             },
         ));
@@ -156,7 +169,7 @@ pub fn run(args: Args) -> CliResult {
             .map(|r| {
                 vec![
                     r.slot.to_string(),
-                    opt(&r.host_name),
+                    name(&r.host_name),
                     r.state.to_string(),
                     opt(&r.generation),
                     opt(&r.sequence),

@@ -1,7 +1,10 @@
 //! `diskbeat mkfs`: format a device into per-host slots.
 
-use super::output::{print_json, print_pairs, print_table, region_rows, superblock_json, superblock_lines};
+use super::output::{
+    bytes, ms, print_json, print_pairs, print_table, region_rows, superblock_json, superblock_lines,
+};
 use super::{CliError, CliResult, EXIT_OK};
+use crate::format::escape_name;
 use crate::io::EngineKind;
 use crate::mkfs::{mkfs, MkfsError, MkfsOptions};
 use serde_json::json;
@@ -15,8 +18,15 @@ Examples:
   diskbeat mkfs /dev/sdx --slots 2048 --slot-size 4096 --timeout 60s   # 512e LUN
   diskbeat mkfs /dev/loop0 --force --json                              # re-format, JSON report
 
-Refuses, writing nothing, when the device is too small, already holds a diskbeat cluster or other
-data (unless --force), or when a cluster is still live on it (even with --force).
+Refuses, writing nothing, when the device is too small, already holds a diskbeat cluster, other
+data, or heartbeat records left by a wiped superblock (unless --force), or when anything still
+writes to it (even with --force).
+
+Whenever the device is not blank, mkfs first watches it for writers: every record and mailbox
+slot of the old layout, every block the new layout writes and every record or mailbox sector found
+in its first 256 MiB, for the old cluster's base timeout T plus two intervals (from the old
+superblock, or from the timings the old records carry; a few seconds when nothing says). With the
+default T = 40 s that is 44 s. --observe can lengthen the watch, never shorten it.
 
 Exit status: 0 formatted, 1 refused or failed, 2 bad options.")]
 pub struct Args {
@@ -40,7 +50,8 @@ pub struct Args {
     /// Overwrite an existing diskbeat cluster or other data (never a live cluster).
     #[arg(long)]
     pub force: bool,
-    /// With --force: how long to watch for live hosts (default: the old cluster's host-dead timeout).
+    /// Watch for writers at least this long (only lengthens the watch; default and minimum: the old
+    /// cluster's base timeout plus two intervals, see below).
     #[arg(long, value_parser = crate::timing::parse_duration_ms)]
     pub observe: Option<u32>,
     /// I/O engine.
@@ -87,13 +98,24 @@ pub fn run(args: Args) -> CliResult {
             "engine": report.engine.as_str(),
             "write_ms": report.write_us as f64 / 1000.0,
             "observed_ms": report.observed_ms,
+            "watch": report.watch,
             "replaced": report.replaced.as_ref().map(|(n, u)| json!({"cluster_name": n, "cluster_uuid": u.to_string()})),
             "warnings": report.warnings,
         }));
     } else {
         println!("Formatted {} ({} bytes)", args.device.display(), report.device_size);
         if let Some((name, uuid)) = &report.replaced {
-            println!("  replaced cluster '{name}' ({uuid})");
+            println!("  replaced cluster '{}' ({uuid})", escape_name(name));
+        }
+        if let Some(w) = &report.watch {
+            let parts: Vec<&str> = w.parts.iter().map(|p| p.what).collect();
+            println!(
+                "  watched {} ({}) for {}, {} reads: no writer",
+                bytes(w.bytes),
+                parts.join(", "),
+                ms(w.duration_ms),
+                w.passes
+            );
         }
         print_pairs(&superblock_lines(sb));
         println!();

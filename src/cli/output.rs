@@ -1,5 +1,6 @@
 //! Shared pieces of human and JSON output.
 
+use crate::format::escape_name;
 use crate::format::superblock::Superblock;
 use crate::timing::Timing;
 use serde_json::{json, Value};
@@ -34,7 +35,7 @@ pub fn superblock_json(sb: &Superblock) -> Value {
 pub fn superblock_lines(sb: &Superblock) -> Vec<(String, String)> {
     let l = &sb.layout;
     let mut lines = vec![
-        ("cluster".into(), format!("{} ({})", sb.cluster_name, sb.cluster_uuid)),
+        ("cluster".into(), format!("{} ({})", escape_name(&sb.cluster_name), sb.cluster_uuid)),
         ("format version".into(), format!("{}.{}", crate::format::VERSION_MAJOR, sb.version_minor)),
         ("sector size".into(), format!("{} B", l.sector_size)),
         ("slots".into(), format!("{} x {} B", l.slot_count, l.slot_size)),

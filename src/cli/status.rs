@@ -2,6 +2,7 @@
 
 use super::output::{ms, print_json, print_table};
 use super::{CliError, CliResult, EXIT_OK};
+use crate::format::escape_name;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
@@ -40,6 +41,12 @@ pub fn query(socket: &std::path::Path, all: bool) -> Result<serde_json::Value, S
     serde_json::from_str(&line).map_err(|e| format!("bad answer from the daemon: {e}"))
 }
 
+/// A string of the daemon's answer, escaped for the terminal: host and cluster names come from the
+/// disk, where anyone who can write the LUN can put terminal escapes in them.
+fn text(v: &serde_json::Value, missing: &str) -> String {
+    escape_name(v.as_str().unwrap_or(missing)).into_owned()
+}
+
 pub fn run(args: Args) -> CliResult {
     let v = query(&args.socket, args.all).map_err(CliError::fail)?;
     if args.json {
@@ -54,14 +61,14 @@ pub fn run(args: Args) -> CliResult {
     println!(
         "slot {} '{}' in cluster {}: {} (generation {}, sequence {})",
         me["slot"],
-        me["name"].as_str().unwrap_or("?"),
-        me["cluster_name"].as_str().unwrap_or("?"),
-        me["state"].as_str().unwrap_or("?"),
+        text(&me["name"], "?"),
+        text(&me["cluster_name"], "?"),
+        text(&me["state"], "?"),
         me["generation"],
         me["sequence"]
     );
-    if let Some(r) = me["fence_reason"]["text"].as_str() {
-        println!("  fenced: {r}");
+    if me["fence_reason"]["text"].is_string() {
+        println!("  fenced: {}", text(&me["fence_reason"]["text"], ""));
     }
     println!(
         "  last good cycle {} ago; {} cycles, {} failed",
@@ -80,12 +87,12 @@ pub fn run(args: Args) -> CliResult {
         .map(|p| {
             vec![
                 p["slot"].to_string(),
-                p["name"].as_str().unwrap_or("").to_string(),
-                p["state"].as_str().unwrap_or("?").to_string(),
+                text(&p["name"], ""),
+                text(&p["state"], "?"),
                 p["generation"].to_string(),
                 p["sequence"].to_string(),
                 ms(p["age_ms"].as_u64().unwrap_or(0)),
-                p["corrupt_reason"].as_str().map(str::to_string).unwrap_or_else(|| {
+                p["corrupt_reason"].as_str().map(|r| escape_name(r).into_owned()).unwrap_or_else(|| {
                     if p["unreadable"] == true {
                         "unreadable".into()
                     } else {
@@ -101,4 +108,17 @@ pub fn run(args: Args) -> CliResult {
         print_table(&["SLOT", "HOST", "STATE", "GEN", "SEQ", "AGE", "NOTE"], &rows);
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_the_daemon_are_escaped() {
+        let v = serde_json::json!({"name": "evil\u{1b}[2J\nhost", "n": 3});
+        assert_eq!(text(&v["name"], "?"), "evil\\u{1b}[2J\\nhost");
+        assert_eq!(text(&v["missing"], "?"), "?");
+        assert!(!text(&v["name"], "?").contains('\u{1b}'));
+    }
 }

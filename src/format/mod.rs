@@ -88,6 +88,43 @@ pub fn decode_name(field: &[u8; NAME_LEN]) -> Option<&str> {
     std::str::from_utf8(&field[..len]).ok()
 }
 
+/// Whether `c` shows as itself on a terminal: `char::escape_debug` leaves it alone (quotes and the
+/// backslash aside, which it escapes only for Rust syntax). Control characters (`\x1b`, `\n`),
+/// invisible format characters (zero-width space, bidi overrides), line separators, unassigned and
+/// private-use code points and combining marks are not.
+fn shows_as_itself(c: char) -> bool {
+    matches!(c, '\'' | '"' | '\\') || c.escape_debug().len() == 1
+}
+
+/// Refuses names that would not print as themselves (stricter than `encode_name`, which only
+/// refuses control characters): mkfs applies it to new cluster names, so a name that cannot be
+/// read back unambiguously is never written.
+pub fn check_printable(name: &str) -> Result<(), NameError> {
+    match name.char_indices().find(|&(_, c)| !shows_as_itself(c)) {
+        None => Ok(()),
+        Some((offset, c)) => Err(NameError::Unprintable { ch: c.escape_debug().to_string(), offset }),
+    }
+}
+
+/// A name read from disk, made safe to print for people: characters that would not show as
+/// themselves (terminal escapes, newlines, bidi overrides...) are written `\u{1b}`-style, and a
+/// backslash as `\\`. Borrowed when nothing needs escaping (every name mkfs and the daemon write).
+/// JSON output does not need this: serde escapes control characters itself.
+pub fn escape_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().all(|c| c != '\\' && shows_as_itself(c)) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if matches!(c, '\'' | '"') {
+            out.push(c);
+        } else {
+            out.extend(c.escape_debug());
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A bad host or cluster name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -97,6 +134,11 @@ pub enum NameError {
     TooLong { len: usize },
     #[error("name contains control characters")]
     ControlChar,
+    #[error(
+        "name contains the unprintable character '{ch}' at byte {offset} (a control, invisible or \
+         bidi character that would not show as itself); use printable characters only"
+    )]
+    Unprintable { ch: String, offset: usize },
 }
 
 #[cfg(test)]
@@ -110,6 +152,17 @@ mod tests {
         assert_eq!(encode_name(""), Err(NameError::Empty));
         assert!(matches!(encode_name(&"x".repeat(65)), Err(NameError::TooLong { len: 65 })));
         assert_eq!(encode_name("a\nb"), Err(NameError::ControlChar));
+        assert_eq!(check_printable("pool-a \u{e9}t\u{e9} 'x' \"y\" \\"), Ok(()));
+        assert_eq!(
+            check_printable("ab\x1b[2J"),
+            Err(NameError::Unprintable { ch: "\\u{1b}".into(), offset: 2 })
+        );
+        for bad in ["a\nb", "\u{202e}evil", "zero\u{200b}width", "x\u{2028}", "\u{7f}"] {
+            assert!(matches!(check_printable(bad), Err(NameError::Unprintable { .. })), "{bad:?}");
+        }
+        assert_eq!(escape_name("hv-01 'a'"), "hv-01 'a'");
+        assert_eq!(escape_name("\x1b[2J\nx\\"), "\\u{1b}[2J\\nx\\\\");
+        assert!(!escape_name("\u{202e}").contains('\u{202e}'));
         let mut bad = encode_name("ab").unwrap();
         bad[5] = b'x';
         assert_eq!(decode_name(&bad), None);
