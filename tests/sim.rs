@@ -849,7 +849,9 @@ impl Sim {
     /// True-time bound for a healthy observer to declare a crashed peer dead.
     fn detect_bound(&self) -> u64 {
         let t = self.timing;
-        let us = self.t_us(t.host_dead_ms) + 2 * self.t_us(t.interval_ms);
+        // The last write is seen up to an interval (+ latency) after it landed, the declaring
+        // sweep comes up to an interval after host-dead, and a cycle can slip by one more.
+        let us = self.t_us(t.host_dead_ms) + 3 * self.t_us(t.interval_ms);
         // Jitter, I/O latency (< io/2 twice), clock rates (±0.1% each).
         us + us * 3 / 1000 + self.t_us(t.interval_ms) / 5 + self.t_us(t.io_timeout_ms) + 5_000
     }
@@ -1221,7 +1223,12 @@ impl Sim {
         let host_dead = self.t_us(self.timing.host_dead_ms);
         let min_silence = host_dead - host_dead * 25 / 10_000;
         for (slot, p) in self.incs[i].node.peers().iter().enumerate() {
-            if p.state == PeerState::Dead && p.dead_at_ms == Some(self.incs[i].clock.local_ms(ts)) {
+            // Only for valid contents: a slot that keeps reading corrupt ages like silence (the
+            // documented rule), even if a short-lived valid record landed between two reads.
+            if p.state == PeerState::Dead
+                && p.corruption.is_none()
+                && p.dead_at_ms == Some(self.incs[i].clock.local_ms(ts))
+            {
                 // The last landing this read could have seen.
                 let Some(Ok(at)) = reads.get(slot) else { continue };
                 let last = self.landings[slot].iter().rev().find(|&&l| l <= *at).copied().unwrap_or(0);
@@ -1334,7 +1341,9 @@ impl Sim {
         for m in &self.machines {
             let Some(j) = m.vms else { continue };
             let x = &self.incs[j];
-            if x.slot == slot && x.generation <= peer.generation {
+            // The proof is about the incarnation that wrote the record (its inventory, in the
+            // failover issue): another incarnation's VMs (one that left cleanly) are not covered.
+            if x.slot == slot && x.node.config().host_uuid == peer.host_uuid {
                 return self.fail(format!(
                     "VM SAFETY: inc {observer} (slot {}) holds slot {slot} generation {} proven gone ({proof:?}) \
                      while inc {j} (machine {}, generation {}, phase {}, frozen {}, fence failed {}) runs VMs",

@@ -270,14 +270,6 @@ impl Node {
                 }
             }
             St::Joining(j) if !j.verified && done => j.written_ms = now_ms,
-            // A leave counts only once it is on the disk; until then it is retried every cycle
-            // and the self-fence deadline stays armed (peers would otherwise see a silent live
-            // record whose watchdog flag promises a reset that a disarmed watchdog never does).
-            St::Leaving { .. } if done => {
-                self.st = St::Stopped;
-                self.left_ok = true;
-                self.emit(Event::Left);
-            }
             St::Fencing(f) => f.mark_pending = false,
             St::Fenced { mark_pending, .. } => *mark_pending = false,
             _ => {}
@@ -315,6 +307,7 @@ impl Node {
             St::Acquiring(a) => self.acquire(a, slots, start_ms, end_ms),
             St::Joining(j) => self.join(j, slots, start_ms),
             St::Live => self.live(slots),
+            St::Leaving { armed } => self.leaving(slots, armed),
             _ => {}
         }
         if let St::Fencing(f) = self.st {
@@ -409,7 +402,6 @@ impl Node {
             Step::Idle { next_ms } if now_ms < next_ms => None,
             Step::Idle { .. } => {
                 let write_first = match self.st {
-                    St::Leaving { .. } => true,
                     St::Fencing(f) => f.mark_pending,
                     St::Fenced { mark_pending, .. } => mark_pending,
                     _ => false,
@@ -788,6 +780,48 @@ impl Node {
                 own_read: own.err(),
                 own_stale: check == Some(OwnCheck::Stale),
             });
+        }
+    }
+
+    /// A leave counts only once the `leaving` record is read back (a write reported done may have
+    /// landed elsewhere: found by tests/sim.rs with misdirected writes). Until then it is written
+    /// again every cycle and, if we were live, the self-fence deadline runs: peers would otherwise
+    /// see a silent live record whose watchdog flag promises a reset a disarmed watchdog never does.
+    fn leaving(&mut self, slots: Option<&dyn SlotSource>, armed: bool) {
+        self.want_write = true;
+        let Some(slots) = slots else { return };
+        let lost = match self.superblock_ok(slots) {
+            Some(false) => Some(FenceReason::DiskChanged),
+            _ => match slots.slot(self.cfg.slot) {
+                Err(_) => return,
+                Ok(bytes) => {
+                    let read = Record::decode(bytes, &self.cfg.cluster_uuid, self.cfg.slot).ok();
+                    match self.own.check(read.as_ref()) {
+                        OwnCheck::Foreign => Some(FenceReason::ForeignWrite),
+                        OwnCheck::Latest => {
+                            let (latest, submitted) = self.own.latest().expect("a verified write");
+                            self.last_ok_ms = self.last_ok_ms.max(submitted);
+                            if latest.state == State::Leaving {
+                                self.want_write = false;
+                                self.st = St::Stopped;
+                                self.left_ok = true;
+                                self.emit(Event::Left);
+                            }
+                            None
+                        }
+                        OwnCheck::Stale => None,
+                    }
+                }
+            },
+        };
+        if let Some(reason) = lost {
+            self.want_write = false;
+            if armed {
+                self.self_fence(reason);
+            } else {
+                // Never live: no VMs, nothing to fence; our records are not trusted by anyone.
+                self.st = St::Stopped;
+            }
         }
     }
 

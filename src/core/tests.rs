@@ -246,8 +246,11 @@ fn clean_leave_then_immediate_restart() {
     h.go_live();
     h.n.handle_stop(h.now);
     h.run();
+    assert_eq!(h.n.phase(), Phase::Leaving, "a leave counts once read back");
+    h.cycle();
     assert_eq!(h.n.phase(), Phase::Stopped);
     assert_eq!(h.exit, Some(EXIT_LEFT));
+    assert!(h.actions.contains(&Action::Exit { code: EXIT_LEFT, disarm_watchdog: true }));
     assert_eq!(h.disk.get(0).state, State::Leaving);
     let mut h2 = H::with(config(), h.disk);
     h2.n = Node::new(NodeConfig { host_uuid: uuid::Uuid::from_u128(0xdef), ..config() }, h.now);
@@ -611,6 +614,33 @@ fn a_backup_fence_is_reconciled() {
     assert_eq!(h.disk.get(0).state, State::Fenced);
     assert_eq!(h.fences, 0, "the action already ran");
     assert!(h.actions.contains(&Action::SetBackupDeadline { deadline_ms: None }));
+}
+
+/// A leave reported written but not on the disk (lost, misdirected) does not count: it is written
+/// again, and the watchdog is never disarmed over a live record that promises it.
+#[test]
+fn a_leave_counts_only_once_read_back() {
+    let mut h = H::new();
+    h.go_live();
+    h.n.handle_stop(h.now);
+    let live = h.disk.get(0);
+    // Writes "complete" but never land.
+    let disk_before = h.disk.slots[0];
+    for _ in 0..3 {
+        h.run();
+        h.disk.slots[0] = disk_before;
+        h.cycle();
+        h.disk.slots[0] = disk_before;
+    }
+    assert_eq!(h.n.phase(), Phase::Leaving);
+    assert_eq!(h.exit, None);
+    assert_eq!(h.disk.get(0), live);
+    // Until the deadline: then it fences (and keeps the watchdog armed).
+    for _ in 0..20 {
+        h.cycle();
+        h.disk.slots[0] = disk_before;
+    }
+    assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::StorageLost { .. })), "{:?}", h.n.phase());
 }
 
 #[test]
