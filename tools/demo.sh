@@ -2,23 +2,38 @@
 # The main job on the embedded default: builds diskbeat, makes a loop device over a sparse file,
 # formats it, brings up a local pool of 3 daemons on it, shows `diskbeat status` and
 # `diskbeat inspect`, stops the daemons cleanly and removes the loop device. Needs root.
+# Everything lives in a fresh temporary directory (under $TMPDIR, default /var/tmp: the loop
+# device's backing file needs O_DIRECT, which tmpfs lacks), removed on exit, failure included.
 #   tools/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet
+echo "== building diskbeat (release; the first build takes about 3 minutes)"
+cargo build --release
 DB=target/release/diskbeat
-WORK=${DISKBEAT_DEMO_DIR:-/var/tmp/diskbeat-demo}
-mkdir -p "$WORK"
+WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/diskbeat-demo.XXXXXX")
 IMG=$WORK/disk.img
-DEV=$(tools/loopdev.sh create "$IMG" 256M 512)
+DEV=
 PIDS=()
 cleanup() {
+  local status=$?
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  tools/loopdev.sh remove "$DEV" "$IMG" || true
+  if [ "$status" -ne 0 ]; then
+    echo "demo failed (exit $status); daemon logs:" >&2
+    for log in "$WORK"/hv-0*.log; do
+      [ -e "$log" ] && { echo "-- $log" >&2; tail -n 20 "$log" >&2; }
+    done
+  fi
+  [ -n "$DEV" ] && tools/loopdev.sh remove "$DEV" "$IMG" || true
+  rm -rf "$WORK"
+  exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+DEV=$(tools/loopdev.sh create "$IMG" 256M 512)
 
 echo "== loop device $DEV over sparse file $IMG"
 echo "== diskbeat mkfs"
@@ -52,4 +67,5 @@ for p in "${PIDS[@]}"; do wait "$p"; done
 PIDS=()
 $DB inspect "$DEV" --sample 0
 echo
-echo "Daemon logs are in $WORK/hv-0*.log"
+echo "== daemon log of hv-00"
+cat "$WORK/hv-00.log"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates and removes loop devices over sparse files, with direct I/O on.
 #
-#   tools/loopdev.sh create FILE SIZE [SECTOR]   # prints the loop device (e.g. /dev/loop3)
+#   tools/loopdev.sh create FILE SIZE [SECTOR]   # prints the loop device (e.g. /dev/loop3);
+#                                                # FILE must not exist (it is never overwritten)
 #   tools/loopdev.sh remove DEVICE [FILE]        # detaches the device, deletes FILE if given
 #   tools/loopdev.sh list                        # loop devices over files made by this script
 #
@@ -9,7 +10,7 @@
 # or 4096. Needs root (losetup). Exit status: 0 ok, 1 failure, 2 usage.
 set -euo pipefail
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 cmd=${1:-}
 case "$cmd" in
@@ -18,8 +19,13 @@ create)
   file=$2 size=$3 sector=${4:-512}
   case "$sector" in 512|4096) ;; *) echo "loopdev: sector size must be 512 or 4096" >&2; exit 2;; esac
   mkdir -p "$(dirname "$file")"
-  rm -f "$file"
-  truncate -s "$size" "$file"
+  # Create FILE exclusively (noclobber): an existing file, even one left by an earlier run, is
+  # someone's data until they remove it.
+  if [ -e "$file" ] || [ -L "$file" ] || ! (set -C; : >"$file") 2>/dev/null; then
+    echo "loopdev: $file already exists: refusing to overwrite it (remove it, or pick another path)" >&2
+    exit 1
+  fi
+  truncate -s "$size" "$file" || { rm -f "$file"; exit 1; }
   # Loop devices need the module on some kernels; ignore failure where it is built in.
   modprobe loop 2>/dev/null || true
   dev=$(losetup --find --show --direct-io=on --sector-size "$sector" "$file") || {

@@ -5,6 +5,7 @@
 //! (tokio). Everything is checked before the first write: a bad config writes nothing.
 
 pub mod config;
+mod control;
 pub mod fence;
 pub mod status;
 
@@ -13,9 +14,9 @@ use crate::disk::{read_superblock_bytes, write_result, Disk, DiskError};
 use crate::io::{Access, Device};
 use crate::timing::Timing;
 use config::Config;
+use control::{bind_socket, spawn_control};
 use fence::Fencer;
 use status::Snapshot;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -56,7 +57,7 @@ fn config_err(field: &'static str, reason: impl Into<String>) -> DaemonError {
 
 /// The status lock; a panicked holder cannot have left a snapshot half-written in a way that
 /// matters (plain copies), so poisoning is ignored rather than killing the heartbeat.
-fn lock(m: &Mutex<Snapshot>) -> MutexGuard<'_, Snapshot> {
+pub(crate) fn lock(m: &Mutex<Snapshot>) -> MutexGuard<'_, Snapshot> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -324,71 +325,4 @@ fn spawn_backup_deadline(deadline: Arc<AtomicU64>, fencer: Arc<Fencer>, timing: 
             }
         })
         .expect("spawn deadline thread");
-}
-
-fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |reason: String| DaemonError::Socket { path: path.display().to_string(), reason };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(
-                err("another daemon is listening there (one daemon per socket: use --socket)".into()),
-            );
-        }
-        std::fs::remove_file(path).map_err(|e| err(e.to_string()))?;
-    }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| err(e.to_string()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| err(e.to_string()))?;
-    listener.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
-    Ok(listener)
-}
-
-/// Serves `status` / `status all` requests, one JSON document per connection.
-fn spawn_control(
-    listener: std::os::unix::net::UnixListener,
-    snapshot: Arc<Mutex<Snapshot>>,
-    path: std::path::PathBuf,
-) {
-    std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            let rt =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::UnixListener::from_std(listener).expect("tokio listener");
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
-                    let snapshot = snapshot.clone();
-                    tokio::spawn(async move {
-                        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-                        let (r, mut w) = stream.into_split();
-                        let mut line = String::new();
-                        let mut reader = BufReader::new(r);
-                        let read =
-                            tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
-                        if !matches!(read, Ok(Ok(_))) {
-                            return;
-                        }
-                        let reply = match line.trim() {
-                            "status" | "status all" => {
-                                let s = lock(&snapshot);
-                                let mut v = status::render(&s, line.trim() == "status all");
-                                v["now_ms"] = now_ms().into();
-                                drop(s);
-                                v.to_string()
-                            }
-                            other => serde_json::json!({ "error": format!("unknown request '{other}'") })
-                                .to_string(),
-                        };
-                        let _ = w.write_all(reply.as_bytes()).await;
-                        let _ = w.write_all(b"\n").await;
-                    });
-                }
-            });
-            let _ = path;
-        })
-        .expect("spawn control thread");
 }

@@ -138,6 +138,17 @@ impl PoolBuf {
         }
         false
     }
+
+    /// An op the kernel may have accepted uses `copy`: keep it until its completion is reaped.
+    fn pin(&mut self, copy: usize) {
+        self.pinned[copy] += 1;
+    }
+
+    /// The completion of an op that pinned `copy` was reaped.
+    fn unpin(&mut self, copy: usize) {
+        debug_assert!(self.pinned[copy] > 0, "completion for copy {copy}, which no op pins");
+        self.pinned[copy] = self.pinned[copy].saturating_sub(1);
+    }
 }
 
 #[allow(clippy::large_enum_variant)] // one per engine, never moved after construction
@@ -225,6 +236,7 @@ impl Engine {
         if !b.settle() {
             return Err(IoError::BufferBusy(id));
         }
+        debug_assert_eq!(b.pinned[b.active], 0, "pinned copy of buffer {id} handed out");
         Ok(b.copies[b.active].as_mut_slice())
     }
 
@@ -291,6 +303,11 @@ impl Engine {
             let b = &mut self.bufs[op.buf];
             outcomes[i] =
                 if b.settle() { Outcome::PENDING } else { Outcome { status: Status::Busy, latency_us: 0 } };
+            debug_assert!(
+                outcomes[i].status == Status::Busy || b.pinned[b.active] == 0,
+                "pinned copy of buffer {} handed to op {i}",
+                op.buf
+            );
             op_copy[i] = b.active as u8;
         }
         match &mut self.backend {
@@ -320,3 +337,17 @@ impl Engine {
         self.outcomes[index]
     }
 }
+
+#[cfg(test)]
+impl Engine {
+    /// Makes the next io_uring submissions fail as `faults` say (see `uring::SubmitFault`).
+    fn inject_submit_faults(&mut self, faults: &[uring::SubmitFault]) {
+        match &mut self.backend {
+            Backend::Uring(u) => u.inject_submit_faults(faults),
+            Backend::Sync => panic!("submit faults need the io_uring engine"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -90,10 +90,12 @@ pub fn pack(items: &[Item], bins: &[Bin], honor_groups: bool, node_limit: u64) -
         groups: bins.iter().map(|b| b.groups.clone()).collect(),
     };
     let all_cpu_limited = bins.iter().all(|b| b.vcpus.is_some());
-    let total_mem: u64 = sorted.iter().map(|i| i.memory_mib).sum();
-    let total_cpu: u64 = sorted.iter().map(|i| i.vcpus).sum();
-    if total_mem > state.mem.iter().sum::<u64>()
-        || (all_cpu_limited && total_cpu > state.cpu.iter().sum::<u64>())
+    // Exact totals: u64 sizes never wrap in u128.
+    let sum = |it: &mut dyn Iterator<Item = u64>| it.map(u128::from).sum::<u128>();
+    let total_mem = sum(&mut sorted.iter().map(|i| i.memory_mib));
+    let total_cpu = sum(&mut sorted.iter().map(|i| i.vcpus));
+    if total_mem > sum(&mut state.mem.iter().copied())
+        || (all_cpu_limited && total_cpu > sum(&mut state.cpu.iter().copied()))
     {
         return (PackOutcome::Infeasible, 1);
     }
@@ -139,9 +141,10 @@ fn state_clone(s: &State) -> State {
 }
 
 fn suffix_sums(it: impl DoubleEndedIterator<Item = u64> + ExactSizeIterator) -> Vec<u64> {
-    let mut out = vec![0; it.len() + 1];
+    let mut out = vec![0u64; it.len() + 1];
     for (i, v) in it.enumerate().rev() {
-        out[i] = out[i + 1] + v;
+        // Saturating keeps the pruning sound: a saturated sum never proves "does not fit".
+        out[i] = out[i + 1].saturating_add(v);
     }
     out
 }
@@ -196,7 +199,7 @@ impl Search<'_> {
         let (mut usable_mem, mut usable_cpu) = (0u64, 0u64);
         for b in 0..self.state.mem.len() {
             if self.state.mem[b] >= min_mem && self.state.cpu[b] >= min_cpu {
-                usable_mem += self.state.mem[b];
+                usable_mem = usable_mem.saturating_add(self.state.mem[b]);
                 usable_cpu = usable_cpu.saturating_add(self.state.cpu[b]);
             }
         }

@@ -130,6 +130,18 @@ pub enum PoolError {
         /// Its vCPUs.
         vcpus: u64,
     },
+    /// Sizes add up past what the planner computes with (a crafted or mistyped file).
+    #[error("the pool's {what} add up to {total} {unit}, more than the planner supports ({limit} {unit}); check the sizes and their units")]
+    TotalTooLarge {
+        /// What was added up.
+        what: &'static str,
+        /// The exact total.
+        total: u128,
+        /// The largest total accepted.
+        limit: u64,
+        /// "MiB" or "vCPUs".
+        unit: &'static str,
+    },
     /// The VMs running on a host exceed its capacity.
     #[error("host `{host}` runs VMs needing {used} {unit} but has only {capacity} {unit}; fix the VM `host` fields or the host size")]
     HostOverloaded {
@@ -143,6 +155,10 @@ pub enum PoolError {
         unit: &'static str,
     },
 }
+
+/// Largest total the planner accepts, of memory (hosts' and VMs' together) and of vCPUs (hosts'
+/// limits and VMs' together): any sum of sizes then fits in a u64 with room to spare.
+pub const MAX_TOTAL: u64 = i64::MAX as u64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,8 +283,35 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Checks that no host runs more than its capacity.
+    /// Checks that the sizes add up to totals the planner can compute with (`MAX_TOTAL`).
+    pub fn check_totals(&self) -> Result<(), PoolError> {
+        let sum = |it: &mut dyn Iterator<Item = u64>| it.map(u128::from).sum::<u128>();
+        let mem = sum(&mut self.hosts.iter().map(|h| h.memory_mib))
+            + sum(&mut self.vms.iter().map(|v| v.memory_mib));
+        if mem > u128::from(MAX_TOTAL) {
+            return Err(PoolError::TotalTooLarge {
+                what: "memory sizes (hosts' and VMs')",
+                total: mem,
+                limit: MAX_TOTAL,
+                unit: "MiB",
+            });
+        }
+        let cpu = sum(&mut self.hosts.iter().filter_map(|h| h.max_vcpus))
+            + sum(&mut self.vms.iter().map(|v| v.vcpus));
+        if cpu > u128::from(MAX_TOTAL) {
+            return Err(PoolError::TotalTooLarge {
+                what: "vCPU counts (hosts' limits and VMs')",
+                total: cpu,
+                limit: MAX_TOTAL,
+                unit: "vCPUs",
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the totals (`check_totals`) and that no host runs more than its capacity.
     pub fn check_loads(&self) -> Result<(), PoolError> {
+        self.check_totals()?;
         let (mem, cpu) = self.used();
         for (h, host) in self.hosts.iter().enumerate() {
             if mem[h] > host.memory_mib {
@@ -300,8 +343,8 @@ impl Pool {
         let host = &self.hosts[h];
         if host.accepts_restarts {
             super::pack::Bin {
-                memory_mib: host.memory_mib - used_mem[h],
-                vcpus: host.max_vcpus.map(|c| c - used_cpu[h]),
+                memory_mib: host.memory_mib.saturating_sub(used_mem[h]),
+                vcpus: host.max_vcpus.map(|c| c.saturating_sub(used_cpu[h])),
                 groups: vec![],
             }
         } else {
@@ -314,8 +357,9 @@ impl Pool {
         let mut cpu = vec![0u64; self.hosts.len()];
         for vm in &self.vms {
             if let Some(h) = vm.host {
-                mem[h] += vm.memory_mib;
-                cpu[h] += vm.vcpus;
+                // Saturating: an overloaded host stays overloaded (see `check_loads`).
+                mem[h] = mem[h].saturating_add(vm.memory_mib);
+                cpu[h] = cpu[h].saturating_add(vm.vcpus);
             }
         }
         (mem, cpu)

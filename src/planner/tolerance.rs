@@ -164,7 +164,7 @@ impl Model {
             let q = all
                 .iter()
                 .map(|i| (i.memory_mib, i.vcpus))
-                .min_by(|x, y| (x.0 * y.1).cmp(&(y.0 * x.1)))
+                .min_by(|x, y| (u128::from(x.0) * u128::from(y.1)).cmp(&(u128::from(y.0) * u128::from(x.1))))
                 .unwrap_or((1, 1));
             let chunk = sizes.len().div_ceil(MAX_GROUPS);
             for g in sizes.chunks(chunk) {
@@ -172,10 +172,14 @@ impl Model {
                 let u: Vec<i128> = bins
                     .iter()
                     .map(|bin| {
-                        let mem_term = (bin.memory_mib + 1).saturating_sub(b);
+                        let mem_term = (u128::from(bin.memory_mib) + 1).saturating_sub(u128::from(b));
                         let cpu_term = match bin.vcpus {
-                            None => u64::MAX,
-                            Some(c) => ceil_mul_div((c + 1).saturating_sub(cpu_max), q.0, q.1),
+                            None => u128::from(u64::MAX),
+                            Some(c) => u128::from(ceil_mul_div(
+                                c.saturating_add(1).saturating_sub(cpu_max),
+                                q.0,
+                                q.1,
+                            )),
                         };
                         mem_term.min(cpu_term) as i128
                     })
@@ -233,8 +237,14 @@ impl Model {
 
     /// Memory of protected VMs that must restart when `failed` fail.
     pub(crate) fn demand_mib(&self, failed: &[usize]) -> u64 {
-        let d: u64 = failed.iter().flat_map(|&h| &self.on_host[h]).map(|i| i.memory_mib).sum();
-        d + self.orphans.iter().map(|i| i.memory_mib).sum::<u64>()
+        let d: u128 = failed
+            .iter()
+            .flat_map(|&h| &self.on_host[h])
+            .chain(&self.orphans)
+            .map(|i| u128::from(i.memory_mib))
+            .sum();
+        // Validated pools stay far below (`pool::MAX_TOTAL`).
+        u64::try_from(d).unwrap_or(u64::MAX)
     }
 
     /// Exact feasibility of one failure set.
@@ -321,8 +331,10 @@ impl KSearch<'_> {
 fn decide_k(model: &Model, k: usize, budget: Budget, nodes: &mut u64, sets: &mut u64) -> Verdict {
     // Heaviest hosts first: restart demand plus free capacity lost.
     let mut hosts: Vec<usize> = (0..model.n).collect();
-    let key =
-        |h: usize| model.on_host[h].iter().map(|i| i.memory_mib).sum::<u64>() + model.bins[h].memory_mib;
+    let key = |h: usize| {
+        model.on_host[h].iter().map(|i| u128::from(i.memory_mib)).sum::<u128>()
+            + u128::from(model.bins[h].memory_mib)
+    };
     hosts.sort_by_key(|&h| std::cmp::Reverse(key(h)));
     let mut s = KSearch {
         model,

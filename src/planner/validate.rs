@@ -101,8 +101,8 @@ pub fn validate_plan(pool: &Pool, plan: &RestartPlan) -> Vec<Violation> {
     for vm in &pool.vms {
         if let Some(h) = vm.host {
             if !failed[h] {
-                mem[h] += vm.memory_mib;
-                cpu[h] += vm.vcpus;
+                mem[h] = mem[h].saturating_add(vm.memory_mib);
+                cpu[h] = cpu[h].saturating_add(vm.vcpus);
                 groups[h].extend(vm.anti_affinity.as_deref());
             }
         }
@@ -122,12 +122,13 @@ pub fn validate_plan(pool: &Pool, plan: &RestartPlan) -> Vec<Violation> {
         if failed[p.host] || !pool.hosts[p.host].accepts_restarts {
             out.push(Violation::BadTarget { vm: vm.name.clone(), host: pool.hosts[p.host].name.clone() });
         }
-        mem[p.host] += vm.memory_mib;
-        cpu[p.host] += vm.vcpus;
+        // Saturating: an over-full host stays over capacity.
+        mem[p.host] = mem[p.host].saturating_add(vm.memory_mib);
+        cpu[p.host] = cpu[p.host].saturating_add(vm.vcpus);
         groups[p.host].extend(vm.anti_affinity.as_deref());
         if vm.protection == Protection::BestEffort {
-            be_mem[p.host] += vm.memory_mib;
-            be_cpu[p.host] += vm.vcpus;
+            be_mem[p.host] = be_mem[p.host].saturating_add(vm.memory_mib);
+            be_cpu[p.host] = be_cpu[p.host].saturating_add(vm.vcpus);
         }
     }
     for (h, host) in pool.hosts.iter().enumerate() {
@@ -154,8 +155,8 @@ pub fn validate_plan(pool: &Pool, plan: &RestartPlan) -> Vec<Violation> {
         let host = &pool.hosts[h];
         !failed[h]
             && host.accepts_restarts
-            && host.memory_mib.saturating_sub(mem[h]) + extra_mem >= m
-            && host.max_vcpus.map_or(true, |cap| cap.saturating_sub(cpu[h]) + extra_cpu >= c)
+            && host.memory_mib.saturating_sub(mem[h]).saturating_add(extra_mem) >= m
+            && host.max_vcpus.map_or(true, |cap| cap.saturating_sub(cpu[h]).saturating_add(extra_cpu) >= c)
     };
     for u in &plan.unplaced {
         let vm = &pool.vms[u.vm];

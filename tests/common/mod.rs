@@ -12,12 +12,21 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_diskbeat"))
 }
 
-/// Tests that need root resources return early (with a note) when not root.
+/// Tests that need root resources return early (with a note) when not root, or when loop
+/// devices are missing. Under CI (`CI` set and non-empty) they panic instead: a CI run that
+/// cannot run them must fail, not pass by skipping.
 pub fn skip_unless_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
+    let why = if !nix::unistd::geteuid().is_root() {
+        format!("needs root for loop devices (euid {})", nix::unistd::geteuid())
+    } else if !Path::new("/dev/loop-control").exists() {
+        "/dev/loop-control is missing (modprobe loop)".to_string()
+    } else {
         return false;
+    };
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty()) {
+        panic!("{why}; CI is set, so this test must not be skipped (run CI as root, or unset CI to skip locally)");
     }
-    eprintln!("SKIPPED: needs root for loop devices");
+    eprintln!("SKIPPED: {why}");
     true
 }
 

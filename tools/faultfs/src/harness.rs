@@ -65,8 +65,22 @@ impl Fault {
     }
 }
 
-/// Why faultfs tests cannot run here, or `None` if they can (root, /dev/fuse, losetup).
+/// Why faultfs tests cannot run here, or `None` if they can (root, /dev/fuse, loop devices).
+///
+/// Under CI (`CI` set and non-empty) a missing requirement is a failure, not a skip: this
+/// panics with the reason, so a CI run without root cannot pass by skipping.
 pub fn skip_reason() -> Option<String> {
+    let why = missing_requirement()?;
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty()) {
+        panic!(
+            "faultfs test cannot run: {why}; CI is set, so it must not be skipped \
+             (run CI as root with /dev/fuse and loop devices, or unset CI to skip locally)"
+        );
+    }
+    Some(why)
+}
+
+fn missing_requirement() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status
         .lines()
@@ -79,6 +93,9 @@ pub fn skip_reason() -> Option<String> {
     }
     if !Path::new("/dev/fuse").exists() {
         return Some("/dev/fuse is missing (modprobe fuse)".into());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("/dev/loop-control is missing (modprobe loop)".into());
     }
     if Command::new("losetup").arg("--version").output().is_err() {
         return Some("losetup not found (install util-linux)".into());
