@@ -969,7 +969,7 @@ mod tests {
         Superblock {
             cluster_uuid: uuid::Uuid::new_v4(),
             cluster_name: "unit".into(),
-            version_minor: 0,
+            version_minor: crate::format::VERSION_MINOR,
             layout,
             base_timeout_ms: 1000,
             device_size: 8 << 20,

@@ -72,7 +72,12 @@ impl Cluster {
         let log = self.dir.path().join(format!("{name}-{slot}-{}.log", rand_suffix()));
         let child = Command::new(bin())
             .args(["daemon", "--device", self.lo.s(), "--slot", &slot.to_string(), "--name", name])
-            .args(["--fence-action", "log-only", "--no-mlock", "--socket", socket.to_str().unwrap()])
+            .args(if extra.contains(&"--fence-action") {
+                &[][..]
+            } else {
+                &["--fence-action", "log-only"][..]
+            })
+            .args(["--no-mlock", "--socket", socket.to_str().unwrap()])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -256,7 +261,7 @@ fn fence_command_end_to_end() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("slot 3 is free"), "{}", stderr(&out));
     let out = run(&["fence", c.lo.s(), "--slot", "9"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "an out-of-range slot is bad input");
     assert!(stderr(&out).contains("slot 9 does not exist"), "{}", stderr(&out));
 }
 
@@ -305,4 +310,116 @@ fn status_without_a_daemon_is_a_clear_error() {
     let out = run(&["status", "--socket", "/nonexistent/diskbeat.sock"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot reach the daemon"), "{}", stderr(&out));
+}
+
+/// The record offset of `slot` (read from the disk's own superblock).
+fn record_offset(c: &Cluster, slot: u32) -> u64 {
+    let sb = diskbeat::disk::read_superblock(
+        &diskbeat::io::Device::open(c.lo.path(), diskbeat::io::Access::ReadOnly).unwrap(),
+    )
+    .unwrap();
+    sb.layout.record_offset(slot)
+}
+
+/// Hole (issue 7): a second writer in a live host's slot, writing every 100 ms between the host's
+/// own writes, went unnoticed. Any foreign content must fence the host within about an interval.
+#[test]
+fn a_foreign_writer_between_our_writes_is_detected() {
+    if skip_unless_root() {
+        return;
+    }
+    for garbage in [false, true] {
+        let c = Cluster::new(4);
+        let d = c.spawn(1, "victim", &[]);
+        all_live(&d, &[]);
+        let off = record_offset(&c, 1);
+        let started = Instant::now();
+        let mut fenced = None;
+        while started.elapsed() < Duration::from_secs(10) {
+            // A clone with a valid checksum and a higher sequence, or garbage.
+            let mut bytes = read_direct(c.lo.path(), off, Some(512));
+            if garbage {
+                bytes.fill(0xa5);
+            } else {
+                let mut r = diskbeat::format::record::Record::decode(
+                    &bytes,
+                    &uuid::Uuid::from_slice(&bytes[16..32]).unwrap(),
+                    1,
+                )
+                .expect("the victim's record");
+                r.sequence += 1000;
+                r.encode(&mut bytes);
+            }
+            write_direct(c.lo.path(), off, &bytes);
+            if let Some(s) = d.status() {
+                if s["self"]["state"] == "fenced" || s["self"]["state"] == "self_fencing" {
+                    fenced = Some(s);
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let s =
+            fenced.unwrap_or_else(|| panic!("foreign writer (garbage {garbage}) not detected\n{}", d.log()));
+        assert_eq!(s["self"]["fence_reason"]["kind"]["reason"], "foreign_write", "{s:#}");
+    }
+}
+
+/// Hole (issue 7): after the superblock was zeroed (or the disk re-formatted) under running
+/// daemons, they kept heartbeating with the old cluster UUID. A changed superblock is a lost disk.
+#[test]
+fn a_wiped_or_reformatted_superblock_fences_every_daemon() {
+    if skip_unless_root() {
+        return;
+    }
+    for reformat in [false, true] {
+        let c = Cluster::new(4);
+        let d0 = c.spawn(0, "h0", &[]);
+        let d1 = c.spawn(1, "h1", &[]);
+        all_live(&d0, &[1]);
+        all_live(&d1, &[0]);
+        let mut sb = read_direct(c.lo.path(), 0, Some(4096));
+        if reformat {
+            // Another cluster's superblock: a different UUID (checksum still valid).
+            let mut parsed = diskbeat::format::superblock::Superblock::decode(&sb).unwrap();
+            parsed.cluster_uuid = uuid::Uuid::new_v4();
+            parsed.encode(&mut sb);
+        } else {
+            sb.fill(0);
+        }
+        write_direct(c.lo.path(), 0, &sb);
+        for d in [&d0, &d1] {
+            let s = wait_for(d, "self-fence on the changed superblock", Duration::from_secs(5), |s| {
+                s["self"]["state"] == "fenced"
+            });
+            assert_eq!(s["self"]["fence_reason"]["kind"]["reason"], "disk_changed", "{s:#}");
+        }
+    }
+}
+
+/// Hole (issue 7): a fence action that failed was reported as success, and the record said
+/// `fenced`. Now: retried, shown on the disk, and `diskbeat fence` says it failed.
+#[test]
+fn a_failed_fence_action_is_reported_as_failed() {
+    if skip_unless_root() {
+        return;
+    }
+    for action in ["exec:exit 7", "exec:/nonexistent/fence-command"] {
+        let c = Cluster::new(4);
+        let mut d = c.spawn(1, "h1", &["--fence-action", action]);
+        all_live(&d, &[]);
+        let out = run(&["fence", c.lo.s(), "--slot", "1", "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{action}: {}\n{}", stderr(&out), d.log());
+        assert!(stderr(&out).contains("fence action FAILED"), "{}", stderr(&out));
+        let s = wait_for(&d, "retries", Duration::from_secs(5), |s| {
+            s["self"]["fence_failures"].as_u64() > Some(1)
+        });
+        assert_eq!(s["self"]["state"], "self_fencing", "{s:#}");
+        let out = run(&["inspect", c.lo.s(), "--slot", "1", "--json"]);
+        let v = stdout_json(&out);
+        assert!(!v.to_string().contains("\"state\":\"fenced\""), "{v:#}");
+        // A stop now exits with the fence-failed status.
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(d.wait(Duration::from_secs(10)), Some(4), "{}", d.log());
+    }
 }

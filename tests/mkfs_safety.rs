@@ -273,7 +273,7 @@ fn write_superblock(lo: &LoopDev, name: &str, slots: u32, slot_size: u32, device
     let sb = Superblock {
         cluster_uuid: uuid::Uuid::new_v4(),
         cluster_name: name.into(),
-        version_minor: 0,
+        version_minor: diskbeat::format::VERSION_MINOR,
         layout,
         base_timeout_ms: 1000,
         device_size,

@@ -29,7 +29,8 @@
 //! `SIM_SEED=<seed> SIM_TRACE=1 cargo test --test sim replay -- --nocapture`.
 
 use diskbeat::core::{
-    Action, Event, FenceOutcome, IoFailure, Node, NodeConfig, PeerChange, PeerState, Phase, SlotSource};
+    Action, Event, FenceOutcome, IoFailure, Node, NodeConfig, PeerChange, PeerState, Phase, SlotSource,
+};
 use diskbeat::format::mailbox::{Command, Mailbox};
 use diskbeat::format::record::{Record, State};
 use diskbeat::timing::Timing;
@@ -191,7 +192,12 @@ enum FenceKind {
 enum Pending {
     Write(Result<u64, IoFailure>),
     /// `data`: the bytes read, captured when the I/O completes (a frozen daemon sees them later).
-    Sweep { ts: u64, te: u64, reads: Vec<Result<u64, IoFailure>>, data: Option<Vec<Sector>> },
+    Sweep {
+        ts: u64,
+        te: u64,
+        reads: Vec<Result<u64, IoFailure>>,
+        data: Option<Vec<Sector>>,
+    },
     Fence(FenceOutcome),
 }
 
@@ -265,23 +271,51 @@ impl SlotSource for View {
 
 #[derive(Debug)]
 enum Ev {
-    Wake { inc: usize, token: u64 },
-    IoDone { inc: usize, token: u64 },
+    Wake {
+        inc: usize,
+        token: u64,
+    },
+    IoDone {
+        inc: usize,
+        token: u64,
+    },
     /// A sweep's reads completed in the kernel: capture what they saw.
-    SweepData { inc: usize, token: u64 },
-    Land { slot: u32, bytes: Box<Sector>, torn: bool },
-    Backup { inc: usize, deadline: u64 },
-    Watchdog { inc: usize, token: u64 },
+    SweepData {
+        inc: usize,
+        token: u64,
+    },
+    Land {
+        slot: u32,
+        bytes: Box<Sector>,
+        torn: bool,
+    },
+    Backup {
+        inc: usize,
+        deadline: u64,
+    },
+    Watchdog {
+        inc: usize,
+        token: u64,
+    },
     Crash(usize),
     Restart(usize),
     Leave(usize),
-    Freeze { machine: usize, len: u64 },
-    MailboxReq { slot: u32, command: Command },
+    Freeze {
+        machine: usize,
+        len: u64,
+    },
+    MailboxReq {
+        slot: u32,
+        command: Command,
+    },
     Corrupt(u32),
     WipeSuperblock,
     Intruder(u32),
     /// Clean runs: every live peer must have declared the crashed incarnation dead.
-    CheckDetected { crashed: usize, at: u64 },
+    CheckDetected {
+        crashed: usize,
+        at: u64,
+    },
     /// Clean runs: an incarnation must be live by now.
     CheckJoined(usize),
 }
@@ -379,7 +413,8 @@ impl Sim {
         let timing = Timing::from_base(base).expect("valid base");
         let big = rng.chance(0.05);
         let hosts = if big { rng.range(8, 24) as usize } else { rng.range(2, 8) as usize };
-        let slot_count = if big { rng.range(hosts as u64, 64) as u32 } else { hosts as u32 + rng.range(0, 2) as u32 };
+        let slot_count =
+            if big { rng.range(hosts as u64, 64) as u32 } else { hosts as u32 + rng.range(0, 2) as u32 };
         let clean = rng.chance(0.3);
         let duration = u64::from(timing.host_dead_ms) * 1000 * rng.range(12, 30);
         let keep_us = u64::from(timing.io_timeout_ms) * 1000 * 4;
@@ -918,7 +953,9 @@ impl Sim {
         });
         self.machines[m].incs.push(i);
         self.stats.incarnations += 1;
-        self.note(|| format!("inc {i} starts on machine {m} slot {slot} (watchdog {watchdog}, fence {fence:?})"));
+        self.note(|| {
+            format!("inc {i} starts on machine {m} slot {slot} (watchdog {watchdog}, fence {fence:?})")
+        });
         if watchdog {
             // Armed when the daemon opens it.
             self.feed_watchdog(i);
@@ -1364,7 +1401,8 @@ impl Sim {
     fn check_owner(&self, i: usize) -> Res {
         let slot = self.incs[i].slot;
         for (j, x) in self.incs.iter().enumerate() {
-            if j != i && x.slot == slot && x.live_at.is_some() && x.gone_at().map_or(true, |g| g >= self.now) {
+            if j != i && x.slot == slot && x.live_at.is_some() && x.gone_at().map_or(true, |g| g >= self.now)
+            {
                 if self.unprovable(j) {
                     continue;
                 }

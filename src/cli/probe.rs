@@ -95,7 +95,7 @@ pub fn run(args: Args) -> CliResult {
             let sb = Superblock {
                 cluster_uuid: uuid::Uuid::nil(),
                 cluster_name: "probe".into(),
-                version_minor: 0,
+                version_minor: crate::format::VERSION_MINOR,
                 layout,
                 base_timeout_ms: DEFAULT_BASE_TIMEOUT_MS,
                 device_size: dev.size_bytes,

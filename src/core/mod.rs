@@ -69,6 +69,9 @@ pub struct NodeConfig {
 }
 
 /// What the driver must do next.
+// Polled one at a time and moved, never stored in bulk: boxing the record would allocate on the
+// heartbeat path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Write `record` into our slot, abandoning it after `timeout_ms`; then `handle_write`.
@@ -177,29 +180,59 @@ impl Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// Our slot holds a record that might be in use: watching it before taking it.
-    WaitingForSlot { holder: [u8; NAME_LEN], wait_ms: u64 },
-    Joined { generation: u64 },
-    Live { generation: u64 },
+    WaitingForSlot {
+        holder: [u8; NAME_LEN],
+        wait_ms: u64,
+    },
+    Joined {
+        generation: u64,
+    },
+    Live {
+        generation: u64,
+    },
     Refused(RefuseReason),
     SelfFence(FenceReason),
     /// The fence action completed and this host survived it.
     FenceDone,
     /// The fence action failed; it is retried every interval.
-    FenceFailed { attempt: u32 },
+    FenceFailed {
+        attempt: u32,
+    },
     /// The backup deadline thread ran the fence action while the loop was stuck.
-    BackupFenced { ok: bool },
+    BackupFenced {
+        ok: bool,
+    },
     Left,
-    Peer { slot: u32, change: PeerChange },
-    PeerCorrupt { slot: u32, reason: Corruption },
+    Peer {
+        slot: u32,
+        change: PeerChange,
+    },
+    PeerCorrupt {
+        slot: u32,
+        reason: Corruption,
+    },
     /// Our cycle did not verify: why.
-    CycleFailed { write: Option<IoFailure>, own_read: Option<IoFailure>, own_stale: bool },
+    CycleFailed {
+        write: Option<IoFailure>,
+        own_read: Option<IoFailure>,
+        own_stale: bool,
+    },
     /// The superblock read back differs from the one we started with, or is unreadable.
     SuperblockChanged,
     SuperblockUnreadable(IoFailure),
-    SlowWrite { latency_us: u64 },
-    SlowSweep { latency_us: u64 },
-    MailboxTest { sender_slot: u32, request_id: u64 },
-    MailboxCorrupt { reason: Corruption },
+    SlowWrite {
+        latency_us: u64,
+    },
+    SlowSweep {
+        latency_us: u64,
+    },
+    MailboxTest {
+        sender_slot: u32,
+        request_id: u64,
+    },
+    MailboxCorrupt {
+        reason: Corruption,
+    },
 }
 
 #[cfg(test)]

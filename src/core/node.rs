@@ -23,12 +23,15 @@ use std::collections::VecDeque;
 pub(crate) const EVENT_CAPACITY: usize = 4096;
 const ACTION_CAPACITY: usize = 8;
 
+/// (host uuid, generation, sequence) of a record.
+type Identity = (uuid::Uuid, u64, u64);
+
 /// Watching our slot before taking it (a delta lease: it must not change for host-dead).
 #[derive(Debug, Clone, Copy)]
 struct Acquire {
     started_ms: u64,
-    /// (uuid, generation, sequence) of the watched record (None: corrupt), and since when.
-    watch: Option<(Option<(uuid::Uuid, u64, u64)>, u64)>,
+    /// The watched record's identity (None: corrupt), and since when.
+    watch: Option<(Option<Identity>, u64)>,
     /// Submission time of a join write that did not complete: it may still land.
     join_attempt_ms: Option<u64>,
 }
@@ -82,11 +85,20 @@ enum St {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     /// Waiting for the next cycle.
-    Idle { next_ms: u64 },
-    Sweeping { cycle_ms: u64 },
+    Idle {
+        next_ms: u64,
+    },
+    Sweeping {
+        cycle_ms: u64,
+    },
     /// The sweep was judged; the cycle's write (if any) is next.
-    SweepDone { cycle_ms: u64 },
-    Writing { cycle_ms: u64, submitted_ms: u64 },
+    SweepDone {
+        cycle_ms: u64,
+    },
+    Writing {
+        cycle_ms: u64,
+        submitted_ms: u64,
+    },
     FenceRunning,
     Exited,
 }
@@ -283,7 +295,13 @@ impl Node {
     }
 
     /// The sweep asked for ran from `start_ms` to `end_ms`; `slots` is None if it failed as a whole.
-    pub fn handle_sweep(&mut self, start_ms: u64, end_ms: u64, slots: Option<&dyn SlotSource>, latency_us: u64) {
+    pub fn handle_sweep(
+        &mut self,
+        start_ms: u64,
+        end_ms: u64,
+        slots: Option<&dyn SlotSource>,
+        latency_us: u64,
+    ) {
         let Step::Sweeping { cycle_ms } = self.step else {
             debug_assert!(false, "handle_sweep without a sweep in flight: {:?}", self.step);
             return;
@@ -624,9 +642,11 @@ impl Node {
                 return;
             }
         }
-        let value = read.ok().map(|r| (uuid::Uuid::from_bytes(r.host_uuid), r.generation.get(), r.sequence.get()));
+        let value =
+            read.ok().map(|r| (uuid::Uuid::from_bytes(r.host_uuid), r.generation.get(), r.sequence.get()));
         let holder = read.map(|r| r.host_name).unwrap_or([0; NAME_LEN]);
-        let free_now = matches!(read, Ok(r) if matches!(r.state(), State::Free | State::Leaving | State::Fenced));
+        let free_now =
+            matches!(read, Ok(r) if matches!(r.state(), State::Free | State::Leaving | State::Fenced));
         if let Some((Some(w), _)) = a.watch {
             if value != Some(w) && !free_now {
                 // Moved while we watched: another host is using the slot.
@@ -713,7 +733,8 @@ impl Node {
             return;
         }
         // Requests that were in our mailbox before we joined are not for this incarnation.
-        if let Ok(Ok(m)) = slots.mailbox().map(|b| Mailbox::decode(b, &self.cfg.cluster_uuid, self.cfg.slot)) {
+        if let Ok(Ok(m)) = slots.mailbox().map(|b| Mailbox::decode(b, &self.cfg.cluster_uuid, self.cfg.slot))
+        {
             self.mailbox_ignore = m.request_id;
             self.record.mailbox_ack = m.request_id;
         }
@@ -742,7 +763,11 @@ impl Node {
         self.want_write = true;
         let Some(slots) = slots else {
             self.failed_cycles += 1;
-            self.emit(Event::CycleFailed { write: None, own_read: Some(IoFailure::TimedOut), own_stale: false });
+            self.emit(Event::CycleFailed {
+                write: None,
+                own_read: Some(IoFailure::TimedOut),
+                own_stale: false,
+            });
             return;
         };
         let superblock = self.superblock_ok(slots);
@@ -844,7 +869,10 @@ impl Node {
                     }
                     Command::Test => {
                         self.record.mailbox_ack = m.request_id;
-                        self.emit(Event::MailboxTest { sender_slot: m.sender_slot, request_id: m.request_id });
+                        self.emit(Event::MailboxTest {
+                            sender_slot: m.sender_slot,
+                            request_id: m.request_id,
+                        });
                     }
                     Command::None => {}
                 }

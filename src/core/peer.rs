@@ -99,10 +99,19 @@ pub struct Peer {
 /// A change of a peer's state worth reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerChange {
-    State { from: PeerState, to: PeerState },
-    Restarted { old_generation: u64, new_generation: u64 },
+    State {
+        from: PeerState,
+        to: PeerState,
+    },
+    Restarted {
+        old_generation: u64,
+        new_generation: u64,
+    },
     /// The generation went backwards: a stale or rogue writer, flagged, never a restart.
-    GenerationWentBack { from: u64, to: u64 },
+    GenerationWentBack {
+        from: u64,
+        to: u64,
+    },
 }
 
 impl Default for Peer {
@@ -221,7 +230,8 @@ impl Peer {
                 self.host_uuid = uuid;
                 self.host_name = raw.host_name;
                 self.generation = generation;
-                self.max_generation = if raw.state() == State::Free { 0 } else { self.max_generation.max(generation) };
+                self.max_generation =
+                    if raw.state() == State::Free { 0 } else { self.max_generation.max(generation) };
                 self.sequence = sequence;
                 self.record_state = raw.state();
                 self.flags = raw.flags.get();

@@ -141,7 +141,9 @@ impl H {
                     };
                     self.n.handle_write(self.now + 1, r);
                 }
-                Action::Sweep { .. } => self.n.handle_sweep(self.now + 1, self.now + 2, Some(&self.disk), 200),
+                Action::Sweep { .. } => {
+                    self.n.handle_sweep(self.now + 1, self.now + 2, Some(&self.disk), 200)
+                }
                 Action::Fence { .. } => {
                     self.fences += 1;
                     self.n.handle_fence(self.now, self.fence_outcome);
@@ -275,7 +277,8 @@ fn foreign_write_during_join_refuses() {
 /// of the interval, must fence us at the next sweep, and we never write the slot again.
 #[test]
 fn any_foreign_content_between_our_writes_fences_within_one_interval() {
-    let kinds: [(&str, fn(&Record) -> [u8; 512]); 5] = [
+    type Make = fn(&Record) -> [u8; 512];
+    let kinds: [(&str, Make); 5] = [
         ("clone with a higher sequence", |r| {
             let mut c = *r;
             c.sequence += 1;
@@ -325,7 +328,8 @@ fn our_own_late_write_is_not_foreign() {
     // A write times out but lands later, after a newer one.
     h.write_fails = true;
     h.cycle();
-    let Some(Action::Write { record: late, .. }) = h.actions.iter().rev().find(|a| matches!(a, Action::Write { .. })).copied()
+    let Some(Action::Write { record: late, .. }) =
+        h.actions.iter().rev().find(|a| matches!(a, Action::Write { .. })).copied()
     else {
         panic!()
     };
@@ -344,7 +348,11 @@ fn our_own_late_write_is_not_foreign() {
 /// heartbeating with the old cluster UUID. A changed superblock is a lost disk.
 #[test]
 fn a_changed_superblock_fences_a_live_node_and_refuses_a_joining_one() {
-    for change in [[0u8; 512], { let mut b = SB; b[100] ^= 1; b }] {
+    for change in [[0u8; 512], {
+        let mut b = SB;
+        b[100] ^= 1;
+        b
+    }] {
         let mut h = H::new();
         h.go_live();
         h.disk.superblock = change;
@@ -379,7 +387,9 @@ fn peer_lifecycle_unknown_live_dead_restart_leave() {
     let mut dead_at = None;
     for _ in 0..40 {
         let ev = h.cycle();
-        if ev.iter().any(|e| matches!(e, Event::Peer { slot: 1, change: PeerChange::State { to: PeerState::Dead, .. } })) {
+        if ev.iter().any(|e| {
+            matches!(e, Event::Peer { slot: 1, change: PeerChange::State { to: PeerState::Dead, .. } })
+        }) {
             dead_at = Some(h.now + 1);
             break;
         }
@@ -394,7 +404,10 @@ fn peer_lifecycle_unknown_live_dead_restart_leave() {
     h.disk.put(&p2);
     let ev = h.cycle();
     assert!(
-        ev.contains(&Event::Peer { slot: 1, change: PeerChange::Restarted { old_generation: 1, new_generation: 2 } }),
+        ev.contains(&Event::Peer {
+            slot: 1,
+            change: PeerChange::Restarted { old_generation: 1, new_generation: 2 }
+        }),
         "{ev:?}"
     );
     assert_eq!(h.n.peers()[1].state, PeerState::Live);
@@ -461,7 +474,10 @@ fn generation_going_backwards_is_flagged_not_a_restart() {
     let older = peer_record(1, 3, 101, State::Live);
     h.disk.put(&older);
     let ev = h.cycle();
-    assert!(ev.contains(&Event::Peer { slot: 1, change: PeerChange::GenerationWentBack { from: 5, to: 3 } }), "{ev:?}");
+    assert!(
+        ev.contains(&Event::Peer { slot: 1, change: PeerChange::GenerationWentBack { from: 5, to: 3 } }),
+        "{ev:?}"
+    );
     assert!(!ev.iter().any(|e| matches!(e, Event::Peer { change: PeerChange::Restarted { .. }, .. })));
     assert!(h.n.peers()[1].conflict);
 }
@@ -484,7 +500,10 @@ fn corrupt_peer_is_reported_and_ages_like_silence() {
     let (mut h, _) = with_live_peer(3);
     h.disk.slots[3][100] ^= 0xff;
     let ev = h.cycle();
-    assert!(ev.iter().any(|e| matches!(e, Event::PeerCorrupt { slot: 3, reason: Corruption::BadChecksum })), "{ev:?}");
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::PeerCorrupt { slot: 3, reason: Corruption::BadChecksum })),
+        "{ev:?}"
+    );
     assert_eq!(h.n.peers()[3].state, PeerState::Corrupt);
     for _ in 0..25 {
         h.cycle();
@@ -546,7 +565,10 @@ fn a_failed_fence_action_is_retried_escalated_and_never_marked_fenced() {
     assert_eq!(r.state, State::SelfFencing);
     assert_ne!(r.flags & flags::FENCE_FAILED, 0, "the failure is on the disk for `diskbeat fence`");
     assert_eq!(r.mailbox_ack, 9);
-    assert!(!h.actions.iter().any(|a| matches!(a, Action::Write { record, .. } if record.state == State::Fenced)));
+    assert!(!h
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Write { record, .. } if record.state == State::Fenced)));
     // A stop now exits with its own status, and the watchdog stays armed.
     h.n.handle_stop(h.now);
     h.run();

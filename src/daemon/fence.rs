@@ -122,9 +122,14 @@ impl Fencer {
                     tracing::error!(%status, "fence command failed");
                     return FenceOutcome::Failed;
                 }
-                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
                 Ok(None) => {
-                    tracing::error!("fence command still running after {:?}: killed, counted as failed", self.exec_timeout);
+                    tracing::error!(
+                        "fence command still running after {:?}: killed, counted as failed",
+                        self.exec_timeout
+                    );
                     let _ = child.kill();
                     let _ = child.wait();
                     return FenceOutcome::Failed;

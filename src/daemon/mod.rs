@@ -246,7 +246,9 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                 Action::Ready => {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 }
-                Action::SetBackupDeadline { deadline_ms } => deadline.store(deadline_ms.unwrap_or(0), Ordering::SeqCst),
+                Action::SetBackupDeadline { deadline_ms } => {
+                    deadline.store(deadline_ms.unwrap_or(0), Ordering::SeqCst)
+                }
                 Action::Exit { code, disarm_watchdog } => {
                     exit = Some(code);
                     disarm = disarm_watchdog;
@@ -260,7 +262,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         }
         // Sleep until the node wants to act, in short steps so a stop or a backup fence is seen.
         let wake = node.poll_timeout().unwrap_or_else(|| now_ms() + 20);
-        while now_ms() < wake && !(stop.load(Ordering::Relaxed) && !stop_sent) {
+        while (stop_sent || !stop.load(Ordering::Relaxed)) && now_ms() < wake {
             std::thread::sleep(Duration::from_millis(wake.saturating_sub(now_ms()).clamp(1, 20)));
         }
     };

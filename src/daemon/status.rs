@@ -130,7 +130,9 @@ pub fn describe_event(e: &Event) -> String {
         Event::SelfFence(r) => format!("self-fencing: {}", super::fence::describe(r)),
         Event::FenceDone => "fence action completed: this host is fenced".into(),
         Event::FenceFailed { attempt } => {
-            format!("fence action FAILED (attempt {attempt}): this host is NOT fenced; retrying every interval")
+            format!(
+                "fence action FAILED (attempt {attempt}): this host is NOT fenced; retrying every interval"
+            )
         }
         Event::BackupFenced { ok } => format!(
             "the backup deadline thread ran the fence action ({})",
