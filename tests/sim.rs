@@ -228,6 +228,8 @@ struct Inc {
     stop: bool,
     stop_sent: bool,
     wd_token: u64,
+    /// `last_ok_ms` at the last watchdog feed while live.
+    fed_ok: Option<u64>,
     /// Last true time this observer declared each slot dead.
     dead_seen: Vec<Option<u64>>,
 }
@@ -951,6 +953,7 @@ impl Sim {
             stop: false,
             stop_sent: false,
             wd_token: 0,
+            fed_ok: None,
             dead_seen: vec![None; self.slot_count as usize],
         });
         self.machines[m].incs.push(i);
@@ -1076,6 +1079,7 @@ impl Sim {
                     return Ok(());
                 }
                 Action::FeedWatchdog => {
+                    self.check_feed(i)?;
                     if self.machines[self.incs[i].machine].watchdog {
                         self.feed_watchdog(i);
                     }
@@ -1229,6 +1233,35 @@ impl Sim {
             });
         }
         *data = Some(out);
+    }
+
+    /// SAFETY.md's watchdog rules: while live, the watchdog is fed only by a sweep that verified a
+    /// new write, so no later than 2 io timeouts after that write's submission (`ok`): it then
+    /// fires by ok + 3 io timeouts = 0.75 T, before any peer can declare the host dead.
+    fn check_feed(&mut self, i: usize) -> Res {
+        let x = &self.incs[i];
+        if x.node.phase() != Phase::Live {
+            return Ok(());
+        }
+        let ok_local = x.node.last_ok_ms();
+        if x.fed_ok == Some(ok_local) {
+            return self.fail(format!(
+                "WATCHDOG: inc {i} fed its watchdog again without a newly verified write (ok {ok_local})"
+            ));
+        }
+        self.incs[i].fed_ok = Some(ok_local);
+        let x = &self.incs[i];
+        let t = self.timing;
+        let ok = x.clock.true_at_ms(ok_local);
+        let bound = 2 * self.t_us(t.io_timeout_ms) + self.t_us(t.interval_ms) / 20;
+        let slack = bound * 3 / 1000 + 2_000;
+        if self.now > ok + bound + slack {
+            return self.fail(format!(
+                "WATCHDOG: inc {i} fed its watchdog {} µs after its last verified write (bound {bound} µs)",
+                self.now - ok
+            ));
+        }
+        Ok(())
     }
 
     /// Feeds the completed action's result to the node.
