@@ -316,11 +316,6 @@ impl Node {
             }
             self.update_peers(s, start_ms, end_ms);
         }
-        if matches!(self.st, St::Acquiring(_) | St::Joining(_)) && self.cfg.watchdog {
-            // The watchdog is armed from the start; before we are live it only shows the loop
-            // runs (no VMs yet). Once live it is fed after verified cycles only.
-            self.push_action(Action::FeedWatchdog);
-        }
         match self.st {
             St::Acquiring(a) => self.acquire(a, slots, start_ms, end_ms),
             St::Joining(j) => self.join(j, slots, start_ms),
@@ -330,6 +325,11 @@ impl Node {
         }
         if let St::Fencing(f) = self.st {
             self.want_write = f.mark_pending;
+        }
+        if matches!(self.st, St::Acquiring(_) | St::Joining(_)) && self.cfg.watchdog {
+            // The watchdog is armed from the start; before we are live it only shows the loop
+            // runs (no VMs yet). Once live it is fed after verified cycles only.
+            self.push_action(Action::FeedWatchdog);
         }
         self.step = Step::SweepDone { cycle_ms };
         self.check_deadline(end_ms);
