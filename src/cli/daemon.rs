@@ -25,8 +25,13 @@ Examples:
   diskbeat daemon --config /etc/diskbeat/diskbeat.toml
   diskbeat daemon --device /dev/loop0 --slot 0 --name hv-00 --fence-action log-only --socket /tmp/hb0.sock
 
-Exit status: 0 left cleanly (SIGTERM/SIGINT), 1 refused (slot in use, storage), 2 bad config
-(nothing written), 3 stopped after self-fencing.")]
+The default fence action is `reboot` (immediate, via sysrq): use `log-only` only for tests.
+A fence action counts only when it succeeds (exec: exit status 0 within the io timeout); a failed
+one is retried every interval, shown in the record and in `status`, and escalated to the watchdog.
+
+Exit status: 0 left cleanly (SIGTERM/SIGINT), 1 refused (slot in use, storage, disk changed),
+2 bad config (nothing written), 3 stopped after self-fencing, 4 stopped while the fence action
+kept failing (the host was NOT fenced; the watchdog, if any, stays armed).")]
 pub struct Args {
     /// Config file (TOML).
     #[arg(long)]
@@ -46,7 +51,7 @@ pub struct Args {
     /// Control socket path.
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// reboot | exec:COMMAND | log-only.
+    /// reboot (default) | exec:COMMAND | log-only.
     #[arg(long)]
     pub fence_action: Option<String>,
     /// Hardware watchdog device to arm and feed.

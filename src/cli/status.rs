@@ -70,6 +70,18 @@ pub fn run(args: Args) -> CliResult {
     if me["fence_reason"]["text"].is_string() {
         println!("  fenced: {}", text(&me["fence_reason"]["text"], ""));
     }
+    if let Some(n) = me["fence_failures"].as_u64().filter(|&n| n > 0) {
+        println!("  FENCE ACTION FAILED {n} time(s): this host is NOT fenced (retrying every interval)");
+    }
+    println!(
+        "  watchdog {}; fence action {}",
+        if me["watchdog_armed"] == true {
+            "armed"
+        } else {
+            "none (if this daemon dies, peers cannot prove its VMs gone)"
+        },
+        if me["fence_stops_vms"] == true { "stops VMs" } else { "log-only (proves nothing)" }
+    );
     println!(
         "  last good cycle {} ago; {} cycles, {} failed",
         ms(me["last_ok_age_ms"].as_u64().unwrap_or(0)),
@@ -92,6 +104,12 @@ pub fn run(args: Args) -> CliResult {
                 p["generation"].to_string(),
                 p["sequence"].to_string(),
                 ms(p["age_ms"].as_u64().unwrap_or(0)),
+                match (&p["vms_gone"]["proven"], &p["vms_gone"]["proof"], &p["vms_gone"]["why_not"]) {
+                    (serde_json::Value::Bool(true), proof, _) => {
+                        format!("gone ({})", proof.as_str().unwrap_or("?"))
+                    }
+                    (_, _, why) => format!("not proven ({})", why.as_str().unwrap_or("?")),
+                },
                 p["corrupt_reason"].as_str().map(|r| escape_name(r).into_owned()).unwrap_or_else(|| {
                     if p["unreadable"] == true {
                         "unreadable".into()
@@ -105,7 +123,7 @@ pub fn run(args: Args) -> CliResult {
     if rows.is_empty() {
         println!("No peers.");
     } else {
-        print_table(&["SLOT", "HOST", "STATE", "GEN", "SEQ", "AGE", "NOTE"], &rows);
+        print_table(&["SLOT", "HOST", "STATE", "GEN", "SEQ", "AGE", "VMS", "NOTE"], &rows);
     }
     Ok(EXIT_OK)
 }
