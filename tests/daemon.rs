@@ -383,7 +383,7 @@ fn a_wiped_or_reformatted_superblock_fences_every_daemon() {
             // Another cluster's superblock: a different UUID (checksum still valid).
             let mut parsed = diskbeat::format::superblock::Superblock::decode(&sb).unwrap();
             parsed.cluster_uuid = uuid::Uuid::new_v4();
-            parsed.encode(&mut sb);
+            parsed.encode(&mut sb).expect("encode the other cluster's superblock");
         } else {
             sb.fill(0);
         }
