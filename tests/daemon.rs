@@ -423,3 +423,30 @@ fn a_failed_fence_action_is_reported_as_failed() {
         assert_eq!(d.wait(Duration::from_secs(10)), Some(4), "{}", d.log());
     }
 }
+
+/// Issue 7: the daemon must never die quietly with VMs running. A panic runs the fence action
+/// first, then aborts (never unwinds into a half-working loop).
+#[test]
+fn a_panicking_daemon_fences_before_it_dies() {
+    if skip_unless_root() {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let c = Cluster::new(4);
+    let marker = c.dir.path().join("fenced");
+    let action = format!("exec:touch {}", marker.display());
+    let socket = c.dir.path().join("p.sock");
+    let log = c.dir.path().join("p.log");
+    let status = Command::new(bin())
+        .args(["daemon", "--device", c.lo.s(), "--slot", "2", "--name", "panicky", "--no-mlock"])
+        .args(["--fence-action", &action, "--socket", socket.to_str().unwrap()])
+        .env("DISKBEAT_TEST_PANIC_WHEN_LIVE", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}\n{log}");
+    assert!(marker.exists(), "the fence action did not run before the abort\n{log}");
+    assert!(log.contains("panicked"), "{log}");
+}
