@@ -351,7 +351,7 @@ impl Node {
     pub fn handle_backup_fence(&mut self, now_ms: u64, outcome: FenceOutcome) {
         self.emit(Event::BackupFenced { ok: outcome == FenceOutcome::Done });
         match self.st {
-            St::Live => {
+            St::Live | St::Leaving { armed: true } => {
                 self.self_fence(FenceReason::StorageLost { since_ms: self.last_ok_ms });
             }
             St::Fencing(f) if f.attempts == 0 => {}

@@ -665,6 +665,21 @@ fn a_leave_counts_only_once_read_back() {
     assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::StorageLost { .. })), "{:?}", h.n.phase());
 }
 
+/// The backup thread may fire while a leave is still being retried (its deadline runs then too).
+#[test]
+fn a_backup_fence_during_a_leave_is_reconciled() {
+    let mut h = H::new();
+    h.go_live();
+    h.write_fails = true;
+    h.n.handle_stop(h.now);
+    h.run();
+    assert_eq!(h.n.phase(), Phase::Leaving);
+    h.n.handle_backup_fence(h.now, FenceOutcome::Done);
+    assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::StorageLost { .. })), "{:?}", h.n.phase());
+    h.run();
+    assert_eq!(h.exit, Some(EXIT_FENCED));
+}
+
 #[test]
 fn a_stop_after_the_deadline_fences_instead_of_leaving() {
     let mut h = H::new();
