@@ -9,7 +9,7 @@ mod control;
 pub mod fence;
 pub mod status;
 
-use crate::core::{Action, Event, IoFailure, Node, NodeConfig, SlotSource};
+use crate::core::{Action, Event, IoFailure, Node, NodeConfig, PeerState, SlotSource};
 use crate::disk::{read_superblock_bytes, write_result, Disk, DiskError};
 use crate::io::{Access, Device};
 use crate::timing::Timing;
@@ -311,6 +311,11 @@ fn log_event(e: &Event) {
         | Event::BackupFenced { .. } => {
             tracing::warn!("{text}")
         }
+        // A never-used slot seen for the first time is not news (64 lines at start otherwise).
+        Event::Peer {
+            change: crate::core::PeerChange::State { from: PeerState::Unread, to: PeerState::Free },
+            ..
+        } => tracing::debug!("{text}"),
         _ => tracing::info!("{text}"),
     }
 }
