@@ -41,6 +41,8 @@ pub struct SlotReport {
     pub monotonic_ms: Option<u64>,
     pub net_view: Vec<u32>,
     pub mailbox_ack: Option<u64>,
+    /// Record flags (format 1.1) by name: watchdog_armed, fence_failed, fence_stops_vms.
+    pub flags: Vec<&'static str>,
 }
 
 impl SlotReport {
@@ -67,6 +69,7 @@ fn report(slot: u32, first: Option<&SlotView>, last: &SlotView, sample: Duration
         monotonic_ms: None,
         net_view: Vec::new(),
         mailbox_ack: None,
+        flags: Vec::new(),
     };
     match last {
         SlotView::Corrupt(c) => r.reason = Some(c.to_string()),
@@ -88,6 +91,16 @@ fn report(slot: u32, first: Option<&SlotView>, last: &SlotView, sample: Duration
             r.monotonic_ms = Some(rec.monotonic_ms);
             r.net_view = rec.net_view.iter().collect();
             r.mailbox_ack = Some(rec.mailbox_ack);
+            use crate::format::record::flags;
+            for (bit, name) in [
+                (flags::WATCHDOG_ARMED, "watchdog_armed"),
+                (flags::FENCE_FAILED, "fence_failed"),
+                (flags::FENCE_STOPS_VMS, "fence_stops_vms"),
+            ] {
+                if rec.flags & bit != 0 {
+                    r.flags.push(name);
+                }
+            }
             if let Some(SlotView::Record(old)) = first {
                 r.observed = if old.generation != rec.generation || old.host_uuid != rec.host_uuid {
                     Observed::Restarted

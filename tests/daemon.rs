@@ -418,6 +418,7 @@ fn a_failed_fence_action_is_reported_as_failed() {
         let out = run(&["inspect", c.lo.s(), "--slot", "1", "--json"]);
         let v = stdout_json(&out);
         assert!(!v.to_string().contains("\"state\":\"fenced\""), "{v:#}");
+        assert!(v.to_string().contains("\"fence_failed\""), "the record says the fence failed: {v:#}");
         // A stop now exits with the fence-failed status.
         d.signal(nix::sys::signal::Signal::SIGTERM);
         assert_eq!(d.wait(Duration::from_secs(10)), Some(4), "{}", d.log());

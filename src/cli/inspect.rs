@@ -140,6 +140,7 @@ pub fn run(args: Args) -> CliResult {
             ("interval".into(), r.interval_ms.map_or("-".into(), |v| ms(v.into()))),
             ("network view".into(), format!("{:?}", r.net_view)),
             ("mailbox ack".into(), opt(&r.mailbox_ack)),
+            ("flags".into(), if r.flags.is_empty() { "-".into() } else { r.flags.join(", ") }),
         ];
         pairs.push((
             "mailbox".into(),

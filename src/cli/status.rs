@@ -108,6 +108,7 @@ pub fn run(args: Args) -> CliResult {
                     (serde_json::Value::Bool(true), proof, _) => {
                         format!("gone ({})", proof.as_str().unwrap_or("?"))
                     }
+                    (_, _, why) if why == "alive" => "running".into(),
                     (_, _, why) => format!("not proven ({})", why.as_str().unwrap_or("?")),
                 },
                 p["corrupt_reason"].as_str().map(|r| escape_name(r).into_owned()).unwrap_or_else(|| {
