@@ -1395,7 +1395,10 @@ impl Sim {
             match x.gone_at() {
                 Some(g) if g < self.now => {
                     let margin = self.now - g;
-                    if self.stats.min_margin_us.map_or(true, |m| margin < m) && x.crashed.is_none() {
+                    // Crashed hosts, frozen daemons (they fence when they thaw) and failed fence
+                    // actions (retried) say nothing about the margin of the self-fence rule.
+                    let measured = x.crashed.is_none() && !x.was_frozen && !x.fence_failed;
+                    if measured && self.stats.min_margin_us.map_or(true, |m| margin < m) {
                         self.stats.min_margin_us = Some(margin);
                     }
                 }
