@@ -16,6 +16,9 @@ pub mod key;
 pub mod packet;
 pub mod replay;
 
+#[cfg(test)]
+mod doc_tests;
+
 pub use key::{ClusterKey, KeyError, Keyring};
 pub use packet::{Packet, PacketRaw, SealError, VerifiedPacket, MAC_LEN, MAC_OFFSET, PACKET_SIZE};
 pub use replay::ReplayGuard;
