@@ -12,6 +12,7 @@ pub mod format;
 pub mod inspect;
 pub mod io;
 pub mod mkfs;
+pub mod net;
 pub mod planner;
 pub mod probe;
 pub mod stats;

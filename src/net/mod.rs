@@ -1,0 +1,176 @@
+//! Network heartbeat packets. `docs/PROTOCOL.md` is the normative spec; this module mirrors it.
+//!
+//! Pure code: no sockets, no threads, no clock. The pieces a receiver chains, per datagram:
+//!
+//! 1. [`Packet::verify`]: size, magic, version, cluster, key id, MAC (keyed BLAKE3 under a
+//!    [`Keyring`] key), reserved bytes and flags, slot range. Total: any byte string, of any
+//!    length, gives a [`VerifiedPacket`] or a [`Drop`] reason, never a panic.
+//! 2. [`ReplayGuard::accept`]: the packet's (generation, sequence) must be strictly above the
+//!    highest one accepted from that slot, and its generation not below the one on the disk.
+//! 3. [`DropCounters::record`] for every packet refused, by reason, for status output.
+//!
+//! A sender fills a [`Packet`] and [`Packet::seal`]s it into a `[u8; PACKET_SIZE]` under the
+//! keyring's current key. Nothing on the per-packet path allocates.
+
+pub mod key;
+pub mod packet;
+pub mod replay;
+
+#[cfg(test)]
+mod doc_tests;
+
+pub use key::{ClusterKey, KeyError, Keyring};
+pub use packet::{Packet, PacketRaw, SealError, VerifiedPacket, MAC_LEN, MAC_OFFSET, PACKET_SIZE};
+pub use replay::ReplayGuard;
+
+/// Protocol major version: receivers drop every other major (`UnsupportedVersion`).
+/// Independent of the disk format's version (`format::VERSION_MAJOR`).
+pub const VERSION_MAJOR: u16 = 1;
+/// Protocol minor version: additive changes only (fields carved out of reserved bytes or flags).
+pub const VERSION_MINOR: u16 = 0;
+
+/// Why a received datagram was not used. [`Drop::name`] is stable: it names the counter in status
+/// output, so renaming one is a breaking change of that output.
+///
+/// The first eight come from [`Packet::verify`], in its check order; the last two from
+/// [`ReplayGuard::accept`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Drop {
+    #[error("datagram is not {PACKET_SIZE} bytes long")]
+    WrongSize,
+    #[error("bad magic (not a diskbeat heartbeat packet)")]
+    BadMagic,
+    #[error("unsupported protocol major version (this build speaks {VERSION_MAJOR}.x)")]
+    UnsupportedVersion,
+    #[error("packet belongs to another cluster")]
+    WrongCluster,
+    #[error("signed with a key id that is not in the keyring")]
+    UnknownKey,
+    #[error("MAC mismatch (forged, corrupted, or signed with another key)")]
+    BadMac,
+    #[error("reserved bytes or undefined flag bits are not zero")]
+    ReservedNotZero,
+    #[error("sender slot out of range")]
+    BadSlot,
+    #[error("(generation, sequence) not above the highest accepted from this slot (replayed or reordered)")]
+    Replay,
+    #[error("generation older than one already seen for this slot (on the network or on the disk)")]
+    StaleGeneration,
+}
+
+impl Drop {
+    /// Number of reasons: the length of [`DropCounters`]' array.
+    pub const COUNT: usize = 10;
+    /// Every reason, in declaration order (verify's check order, then the replay guard's).
+    pub const ALL: [Drop; Drop::COUNT] = [
+        Drop::WrongSize,
+        Drop::BadMagic,
+        Drop::UnsupportedVersion,
+        Drop::WrongCluster,
+        Drop::UnknownKey,
+        Drop::BadMac,
+        Drop::ReservedNotZero,
+        Drop::BadSlot,
+        Drop::Replay,
+        Drop::StaleGeneration,
+    ];
+
+    /// Stable snake_case name (counter names in status output, docs/PROTOCOL.md §5).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Drop::WrongSize => "wrong_size",
+            Drop::BadMagic => "bad_magic",
+            Drop::UnsupportedVersion => "unsupported_version",
+            Drop::WrongCluster => "wrong_cluster",
+            Drop::UnknownKey => "unknown_key",
+            Drop::BadMac => "bad_mac",
+            Drop::ReservedNotZero => "reserved_not_zero",
+            Drop::BadSlot => "bad_slot",
+            Drop::Replay => "replay",
+            Drop::StaleGeneration => "stale_generation",
+        }
+    }
+
+    /// Index into [`Drop::ALL`] and [`DropCounters`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Packets dropped, per reason. A fixed array: recording never allocates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    counts: [u64; Drop::COUNT],
+}
+
+impl DropCounters {
+    pub const fn new() -> DropCounters {
+        DropCounters { counts: [0; Drop::COUNT] }
+    }
+
+    /// Counts one packet dropped for `reason` (saturating: a counter never wraps to zero).
+    pub fn record(&mut self, reason: Drop) {
+        let c = &mut self.counts[reason.index()];
+        *c = c.saturating_add(1);
+    }
+
+    pub fn get(&self, reason: Drop) -> u64 {
+        self.counts[reason.index()]
+    }
+
+    /// Every packet dropped, all reasons together (saturating).
+    pub fn total(&self) -> u64 {
+        self.counts.iter().fold(0u64, |acc, &c| acc.saturating_add(c))
+    }
+
+    /// (stable name, count) of every reason, zeros included, in [`Drop::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Drop::ALL.iter().map(move |&d| (d.name(), self.get(d)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_names_are_stable_snake_case_and_indexed_in_order() {
+        for (i, d) in Drop::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i);
+            let n = d.name();
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
+            // The name is the variant's name in snake_case.
+            let snake: String = format!("{d:?}")
+                .chars()
+                .enumerate()
+                .flat_map(|(j, c)| {
+                    let sep = (j > 0 && c.is_ascii_uppercase()).then_some('_');
+                    sep.into_iter().chain(std::iter::once(c.to_ascii_lowercase()))
+                })
+                .collect();
+            assert_eq!(n, snake);
+        }
+    }
+
+    #[test]
+    fn counters_count_per_reason() {
+        let mut c = DropCounters::new();
+        assert_eq!(c.total(), 0);
+        c.record(Drop::BadMac);
+        c.record(Drop::BadMac);
+        c.record(Drop::Replay);
+        assert_eq!(c.get(Drop::BadMac), 2);
+        assert_eq!(c.get(Drop::Replay), 1);
+        assert_eq!(c.get(Drop::WrongSize), 0);
+        assert_eq!(c.total(), 3);
+        let all: Vec<(&str, u64)> = c.iter().collect();
+        assert_eq!(all.len(), Drop::COUNT);
+        assert_eq!(all[0], ("wrong_size", 0));
+        assert_eq!(all[Drop::BadMac.index()], ("bad_mac", 2));
+        assert_eq!(all[Drop::Replay.index()], ("replay", 1));
+        c.counts[0] = u64::MAX;
+        c.record(Drop::WrongSize);
+        assert_eq!(c.get(Drop::WrongSize), u64::MAX);
+        assert_eq!(c.total(), u64::MAX);
+    }
+}
