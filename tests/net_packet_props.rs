@@ -4,7 +4,7 @@
 use diskbeat::format::record::NetView;
 use diskbeat::format::MAX_SLOTS;
 use diskbeat::net::packet::{flags, MAGIC};
-use diskbeat::net::{ClusterKey, Drop, Keyring, Packet, ReplayGuard, MAC_OFFSET, PACKET_SIZE};
+use diskbeat::net::{ClusterKey, DropReason, Keyring, Packet, ReplayGuard, MAC_OFFSET, PACKET_SIZE};
 use proptest::prelude::*;
 
 const CLUSTER: uuid::Uuid = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
@@ -76,7 +76,7 @@ proptest! {
         b[16..32].copy_from_slice(CLUSTER.as_bytes());
         b[32..].copy_from_slice(&body);
         let ring = Keyring::new(ClusterKey::new(key_id, key));
-        prop_assert_eq!(Packet::verify(&b, &ring, &CLUSTER).map(|_| ()), Err(Drop::BadMac));
+        prop_assert_eq!(Packet::verify(&b, &ring, &CLUSTER).map(|_| ()), Err(DropReason::BadMac));
     }
 
     /// A packet sealed with one key never verifies under another 32-byte key, even one that
@@ -86,7 +86,7 @@ proptest! {
         prop_assume!(signer != other);
         let b = sealed(&p, &Keyring::new(ClusterKey::new(id, signer)));
         let ring = Keyring::new(ClusterKey::new(id, other));
-        prop_assert_eq!(Packet::verify(&b, &ring, &p.cluster_uuid).map(|_| ()), Err(Drop::BadMac));
+        prop_assert_eq!(Packet::verify(&b, &ring, &p.cluster_uuid).map(|_| ()), Err(DropReason::BadMac));
     }
 
     /// Any single bit flipped anywhere in a sealed packet (MAC included) is rejected.
@@ -98,7 +98,7 @@ proptest! {
         let r = Packet::verify(&b, &ring, &p.cluster_uuid).map(|_| ());
         prop_assert!(r.is_err(), "bit {} accepted", bit);
         if bit / 8 >= MAC_OFFSET || (32..MAC_OFFSET).contains(&(bit / 8)) {
-            prop_assert_eq!(r, Err(Drop::BadMac), "bit {}", bit);
+            prop_assert_eq!(r, Err(DropReason::BadMac), "bit {}", bit);
         }
     }
 
@@ -128,9 +128,9 @@ proptest! {
                 continue;
             }
             let want = if generation < min[s] || highest[s].is_some_and(|(hg, _)| generation < hg) {
-                Err(Drop::StaleGeneration)
+                Err(DropReason::StaleGeneration)
             } else if highest[s].is_some_and(|h| (generation, sequence) <= h) {
-                Err(Drop::Replay)
+                Err(DropReason::Replay)
             } else {
                 highest[s] = Some((generation, sequence));
                 Ok(())

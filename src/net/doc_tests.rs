@@ -3,7 +3,7 @@
 //! either the protocol changed (bump the version, update the document) or the document is wrong.
 
 use super::packet::{flags, PacketRaw, DISK_AGE_NEVER, MAC_LEN, MAC_OFFSET, MAGIC, PACKET_SIZE};
-use super::{ClusterKey, Drop, Keyring, Packet, VERSION_MAJOR, VERSION_MINOR};
+use super::{ClusterKey, DropReason, Keyring, Packet, VERSION_MAJOR, VERSION_MINOR};
 use crate::format::record::NetView;
 use crate::format::{MAX_SLOTS, NET_VIEW_BYTES};
 use std::mem::offset_of;
@@ -114,15 +114,15 @@ fn doc_check_order_and_drop_reasons() {
     let verify: Vec<String> = table_after(text, "|").iter().map(|r| r[2].clone()).collect();
     let receiver: Vec<String> =
         table_after(text, "Then, on the receiver").iter().map(|r| r[2].clone()).collect();
-    let want = |ds: &[Drop]| ds.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>();
-    assert_eq!(verify, want(&Drop::ALL[..8]));
-    assert_eq!(receiver, want(&[Drop::BadSlot, Drop::StaleGeneration, Drop::Replay]));
+    let want = |ds: &[DropReason]| ds.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>();
+    assert_eq!(verify, want(&DropReason::ALL[..8]));
+    assert_eq!(receiver, want(&[DropReason::BadSlot, DropReason::StaleGeneration, DropReason::Replay]));
     assert!(table_after(text, "|")[7][1].contains(&format!("< {MAX_SLOTS}")));
 
     let reasons: Vec<(String, String)> =
         table("## 5. Drop reasons").iter().map(|r| (r[0].clone(), r[1].clone())).collect();
     let code: Vec<(String, String)> =
-        Drop::ALL.iter().map(|d| (format!("{d:?}"), d.name().to_string())).collect();
+        DropReason::ALL.iter().map(|d| (format!("{d:?}"), d.name().to_string())).collect();
     assert_eq!(reasons, code);
 }
 

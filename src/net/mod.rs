@@ -4,7 +4,7 @@
 //!
 //! 1. [`Packet::verify`]: size, magic, version, cluster, key id, MAC (keyed BLAKE3 under a
 //!    [`Keyring`] key), reserved bytes and flags, slot range. Total: any byte string, of any
-//!    length, gives a [`VerifiedPacket`] or a [`Drop`] reason, never a panic.
+//!    length, gives a [`VerifiedPacket`] or a [`DropReason`], never a panic.
 //! 2. [`ReplayGuard::accept`]: the packet's (generation, sequence) must be strictly above the
 //!    highest one accepted from that slot, and its generation not below the one on the disk.
 //! 3. [`DropCounters::record`] for every packet refused, by reason, for status output.
@@ -29,13 +29,13 @@ pub const VERSION_MAJOR: u16 = 1;
 /// Protocol minor version: additive changes only (fields carved out of reserved bytes or flags).
 pub const VERSION_MINOR: u16 = 0;
 
-/// Why a received datagram was not used. [`Drop::name`] is stable: it names the counter in status
+/// Why a received datagram was not used. [`DropReason::name`] is stable: it names the counter in status
 /// output, so renaming one is a breaking change of that output.
 ///
 /// The first eight come from [`Packet::verify`], in its check order; the last two from
 /// [`ReplayGuard::accept`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-pub enum Drop {
+pub enum DropReason {
     #[error("datagram is not {PACKET_SIZE} bytes long")]
     WrongSize,
     #[error("bad magic (not a diskbeat heartbeat packet)")]
@@ -58,40 +58,40 @@ pub enum Drop {
     StaleGeneration,
 }
 
-impl Drop {
+impl DropReason {
     /// Number of reasons: the length of [`DropCounters`]' array.
     pub const COUNT: usize = 10;
     /// Every reason, in declaration order (verify's check order, then the replay guard's).
-    pub const ALL: [Drop; Drop::COUNT] = [
-        Drop::WrongSize,
-        Drop::BadMagic,
-        Drop::UnsupportedVersion,
-        Drop::WrongCluster,
-        Drop::UnknownKey,
-        Drop::BadMac,
-        Drop::ReservedNotZero,
-        Drop::BadSlot,
-        Drop::Replay,
-        Drop::StaleGeneration,
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::WrongSize,
+        DropReason::BadMagic,
+        DropReason::UnsupportedVersion,
+        DropReason::WrongCluster,
+        DropReason::UnknownKey,
+        DropReason::BadMac,
+        DropReason::ReservedNotZero,
+        DropReason::BadSlot,
+        DropReason::Replay,
+        DropReason::StaleGeneration,
     ];
 
     /// Stable snake_case name (counter names in status output, docs/PROTOCOL.md §5).
     pub const fn name(self) -> &'static str {
         match self {
-            Drop::WrongSize => "wrong_size",
-            Drop::BadMagic => "bad_magic",
-            Drop::UnsupportedVersion => "unsupported_version",
-            Drop::WrongCluster => "wrong_cluster",
-            Drop::UnknownKey => "unknown_key",
-            Drop::BadMac => "bad_mac",
-            Drop::ReservedNotZero => "reserved_not_zero",
-            Drop::BadSlot => "bad_slot",
-            Drop::Replay => "replay",
-            Drop::StaleGeneration => "stale_generation",
+            DropReason::WrongSize => "wrong_size",
+            DropReason::BadMagic => "bad_magic",
+            DropReason::UnsupportedVersion => "unsupported_version",
+            DropReason::WrongCluster => "wrong_cluster",
+            DropReason::UnknownKey => "unknown_key",
+            DropReason::BadMac => "bad_mac",
+            DropReason::ReservedNotZero => "reserved_not_zero",
+            DropReason::BadSlot => "bad_slot",
+            DropReason::Replay => "replay",
+            DropReason::StaleGeneration => "stale_generation",
         }
     }
 
-    /// Index into [`Drop::ALL`] and [`DropCounters`].
+    /// Index into [`DropReason::ALL`] and [`DropCounters`].
     pub const fn index(self) -> usize {
         self as usize
     }
@@ -100,21 +100,21 @@ impl Drop {
 /// Packets dropped, per reason. A fixed array: recording never allocates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DropCounters {
-    counts: [u64; Drop::COUNT],
+    counts: [u64; DropReason::COUNT],
 }
 
 impl DropCounters {
     pub const fn new() -> DropCounters {
-        DropCounters { counts: [0; Drop::COUNT] }
+        DropCounters { counts: [0; DropReason::COUNT] }
     }
 
     /// Counts one packet dropped for `reason` (saturating: a counter never wraps to zero).
-    pub fn record(&mut self, reason: Drop) {
+    pub fn record(&mut self, reason: DropReason) {
         let c = &mut self.counts[reason.index()];
         *c = c.saturating_add(1);
     }
 
-    pub fn get(&self, reason: Drop) -> u64 {
+    pub fn get(&self, reason: DropReason) -> u64 {
         self.counts[reason.index()]
     }
 
@@ -123,9 +123,9 @@ impl DropCounters {
         self.counts.iter().fold(0u64, |acc, &c| acc.saturating_add(c))
     }
 
-    /// (stable name, count) of every reason, zeros included, in [`Drop::ALL`] order.
+    /// (stable name, count) of every reason, zeros included, in [`DropReason::ALL`] order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Drop::ALL.iter().map(move |&d| (d.name(), self.get(d)))
+        DropReason::ALL.iter().map(move |&d| (d.name(), self.get(d)))
     }
 }
 
@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn drop_names_are_stable_snake_case_and_indexed_in_order() {
-        for (i, d) in Drop::ALL.iter().enumerate() {
+        for (i, d) in DropReason::ALL.iter().enumerate() {
             assert_eq!(d.index(), i);
             let n = d.name();
             assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
@@ -156,21 +156,21 @@ mod tests {
     fn counters_count_per_reason() {
         let mut c = DropCounters::new();
         assert_eq!(c.total(), 0);
-        c.record(Drop::BadMac);
-        c.record(Drop::BadMac);
-        c.record(Drop::Replay);
-        assert_eq!(c.get(Drop::BadMac), 2);
-        assert_eq!(c.get(Drop::Replay), 1);
-        assert_eq!(c.get(Drop::WrongSize), 0);
+        c.record(DropReason::BadMac);
+        c.record(DropReason::BadMac);
+        c.record(DropReason::Replay);
+        assert_eq!(c.get(DropReason::BadMac), 2);
+        assert_eq!(c.get(DropReason::Replay), 1);
+        assert_eq!(c.get(DropReason::WrongSize), 0);
         assert_eq!(c.total(), 3);
         let all: Vec<(&str, u64)> = c.iter().collect();
-        assert_eq!(all.len(), Drop::COUNT);
+        assert_eq!(all.len(), DropReason::COUNT);
         assert_eq!(all[0], ("wrong_size", 0));
-        assert_eq!(all[Drop::BadMac.index()], ("bad_mac", 2));
-        assert_eq!(all[Drop::Replay.index()], ("replay", 1));
+        assert_eq!(all[DropReason::BadMac.index()], ("bad_mac", 2));
+        assert_eq!(all[DropReason::Replay.index()], ("replay", 1));
         c.counts[0] = u64::MAX;
-        c.record(Drop::WrongSize);
-        assert_eq!(c.get(Drop::WrongSize), u64::MAX);
+        c.record(DropReason::WrongSize);
+        assert_eq!(c.get(DropReason::WrongSize), u64::MAX);
         assert_eq!(c.total(), u64::MAX);
     }
 }

@@ -1,7 +1,7 @@
 //! The heartbeat packet: one fixed-size datagram, MACed with keyed BLAKE3 (docs/PROTOCOL.md §2-§5).
 
 use super::key::{ClusterKey, Keyring};
-use super::{Drop, VERSION_MAJOR, VERSION_MINOR};
+use super::{DropReason, VERSION_MAJOR, VERSION_MINOR};
 use crate::format::record::NetView;
 use crate::format::{all_zero, MAX_SLOTS, NET_VIEW_BYTES};
 use zerocopy::little_endian::{U16, U32, U64};
@@ -185,32 +185,32 @@ impl Packet {
         bytes: &[u8],
         keyring: &Keyring,
         cluster_uuid: &uuid::Uuid,
-    ) -> Result<VerifiedPacket, Drop> {
+    ) -> Result<VerifiedPacket, DropReason> {
         if bytes.len() != PACKET_SIZE {
-            return Err(Drop::WrongSize);
+            return Err(DropReason::WrongSize);
         }
-        let raw = PacketRaw::ref_from_bytes(bytes).map_err(|_| Drop::WrongSize)?;
+        let raw = PacketRaw::ref_from_bytes(bytes).map_err(|_| DropReason::WrongSize)?;
         if raw.magic != MAGIC {
-            return Err(Drop::BadMagic);
+            return Err(DropReason::BadMagic);
         }
         if raw.version_major.get() != VERSION_MAJOR {
-            return Err(Drop::UnsupportedVersion);
+            return Err(DropReason::UnsupportedVersion);
         }
         if raw.cluster_uuid != *cluster_uuid.as_bytes() {
-            return Err(Drop::WrongCluster);
+            return Err(DropReason::WrongCluster);
         }
         let key_id = raw.key_id.get();
-        let key = keyring.get(key_id).ok_or(Drop::UnknownKey)?;
+        let key = keyring.get(key_id).ok_or(DropReason::UnknownKey)?;
         // `blake3::Hash`'s `==` is constant-time.
         if mac(key, &bytes[..MAC_OFFSET]) != blake3::Hash::from_bytes(raw.mac) {
-            return Err(Drop::BadMac);
+            return Err(DropReason::BadMac);
         }
         let version_minor = raw.version_minor.get();
         if known_minor(version_minor) && (raw.flags.get() & !flags::KNOWN != 0 || !all_zero(&raw.reserved)) {
-            return Err(Drop::ReservedNotZero);
+            return Err(DropReason::ReservedNotZero);
         }
         if raw.sender_slot.get() >= MAX_SLOTS {
-            return Err(Drop::BadSlot);
+            return Err(DropReason::BadSlot);
         }
         Ok(VerifiedPacket {
             packet: Packet {
@@ -308,7 +308,7 @@ mod tests {
         for len in [0, 1, MAC_OFFSET, PACKET_SIZE - 1, PACKET_SIZE + 1, 4096] {
             let mut v = good.to_vec();
             v.resize(len, 0);
-            assert_eq!(verify(&v), Err(Drop::WrongSize), "len {len}");
+            assert_eq!(verify(&v), Err(DropReason::WrongSize), "len {len}");
         }
 
         // Each edit is re-MACed with the right key: the check itself drops it, not the MAC.
@@ -318,28 +318,31 @@ mod tests {
             remac(&mut b, &k);
             b
         };
-        assert_eq!(verify(&edited(0, b"DBRECORD")), Err(Drop::BadMagic));
-        assert_eq!(verify(&edited(8, &2u16.to_le_bytes())), Err(Drop::UnsupportedVersion));
-        assert_eq!(verify(&edited(8, &0u16.to_le_bytes())), Err(Drop::UnsupportedVersion));
-        assert_eq!(verify(&edited(16, &[0; 16])), Err(Drop::WrongCluster));
-        assert_eq!(verify(&edited(12, &2u32.to_le_bytes())), Err(Drop::UnknownKey));
+        assert_eq!(verify(&edited(0, b"DBRECORD")), Err(DropReason::BadMagic));
+        assert_eq!(verify(&edited(8, &2u16.to_le_bytes())), Err(DropReason::UnsupportedVersion));
+        assert_eq!(verify(&edited(8, &0u16.to_le_bytes())), Err(DropReason::UnsupportedVersion));
+        assert_eq!(verify(&edited(16, &[0; 16])), Err(DropReason::WrongCluster));
+        assert_eq!(verify(&edited(12, &2u32.to_le_bytes())), Err(DropReason::UnknownKey));
         let mut forged = good;
         forged[40] ^= 1; // generation, MAC not recomputed
-        assert_eq!(verify(&forged), Err(Drop::BadMac));
+        assert_eq!(verify(&forged), Err(DropReason::BadMac));
         let mut tag_flip = good;
         tag_flip[PACKET_SIZE - 1] ^= 0x80;
-        assert_eq!(verify(&tag_flip), Err(Drop::BadMac));
-        assert_eq!(verify(&edited(36, &2u32.to_le_bytes())), Err(Drop::ReservedNotZero));
-        assert_eq!(verify(&edited(36, &0x8000_0000u32.to_le_bytes())), Err(Drop::ReservedNotZero));
-        assert_eq!(verify(&edited(328, &[1])), Err(Drop::ReservedNotZero));
-        assert_eq!(verify(&edited(479, &[0x80])), Err(Drop::ReservedNotZero));
-        assert_eq!(verify(&edited(32, &MAX_SLOTS.to_le_bytes())), Err(Drop::BadSlot));
-        assert_eq!(verify(&edited(32, &u32::MAX.to_le_bytes())), Err(Drop::BadSlot));
+        assert_eq!(verify(&tag_flip), Err(DropReason::BadMac));
+        assert_eq!(verify(&edited(36, &2u32.to_le_bytes())), Err(DropReason::ReservedNotZero));
+        assert_eq!(verify(&edited(36, &0x8000_0000u32.to_le_bytes())), Err(DropReason::ReservedNotZero));
+        assert_eq!(verify(&edited(328, &[1])), Err(DropReason::ReservedNotZero));
+        assert_eq!(verify(&edited(479, &[0x80])), Err(DropReason::ReservedNotZero));
+        assert_eq!(verify(&edited(32, &MAX_SLOTS.to_le_bytes())), Err(DropReason::BadSlot));
+        assert_eq!(verify(&edited(32, &u32::MAX.to_le_bytes())), Err(DropReason::BadSlot));
 
         // A key that signs the right bytes but is not the receiver's: BadMac.
         let other = Keyring::new(ClusterKey::new(1, [0xEE; 32]));
-        assert_eq!(verify(&sealed(&sample(), &other)), Err(Drop::BadMac));
-        assert_eq!(Packet::verify(&good, &ring, &uuid::Uuid::nil()).map(|_| ()), Err(Drop::WrongCluster));
+        assert_eq!(verify(&sealed(&sample(), &other)), Err(DropReason::BadMac));
+        assert_eq!(
+            Packet::verify(&good, &ring, &uuid::Uuid::nil()).map(|_| ()),
+            Err(DropReason::WrongCluster)
+        );
     }
 
     #[test]
@@ -351,21 +354,21 @@ mod tests {
         // Bad slot, reserved, MAC, key, cluster, version, magic: undo them from the front.
         b[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
         remac(&mut b, &k);
-        assert_eq!(verify(&b), Err(Drop::BadSlot));
+        assert_eq!(verify(&b), Err(DropReason::BadSlot));
         b[400] = 1;
         remac(&mut b, &k);
-        assert_eq!(verify(&b), Err(Drop::ReservedNotZero));
+        assert_eq!(verify(&b), Err(DropReason::ReservedNotZero));
         b[500] ^= 1;
-        assert_eq!(verify(&b), Err(Drop::BadMac));
+        assert_eq!(verify(&b), Err(DropReason::BadMac));
         b[12] = 9;
-        assert_eq!(verify(&b), Err(Drop::UnknownKey));
+        assert_eq!(verify(&b), Err(DropReason::UnknownKey));
         b[20] ^= 1;
-        assert_eq!(verify(&b), Err(Drop::WrongCluster));
+        assert_eq!(verify(&b), Err(DropReason::WrongCluster));
         b[9] = 1;
-        assert_eq!(verify(&b), Err(Drop::UnsupportedVersion));
+        assert_eq!(verify(&b), Err(DropReason::UnsupportedVersion));
         b[0] = b'X';
-        assert_eq!(verify(&b), Err(Drop::BadMagic));
-        assert_eq!(verify(&b[..100]), Err(Drop::WrongSize));
+        assert_eq!(verify(&b), Err(DropReason::BadMagic));
+        assert_eq!(verify(&b[..100]), Err(DropReason::WrongSize));
     }
 
     #[test]
@@ -384,7 +387,7 @@ mod tests {
         // Slot range is checked whatever the minor.
         b[32..36].copy_from_slice(&MAX_SLOTS.to_le_bytes());
         remac(&mut b, &k);
-        assert_eq!(Packet::verify(&b, &ring, &CLUSTER).map(|_| ()), Err(Drop::BadSlot));
+        assert_eq!(Packet::verify(&b, &ring, &CLUSTER).map(|_| ()), Err(DropReason::BadSlot));
     }
 
     #[test]
@@ -400,18 +403,18 @@ mod tests {
         assert_eq!(u32::from_le_bytes(new[12..16].try_into().unwrap()), 2);
         assert_eq!(Packet::verify(&new, &ring, &CLUSTER).unwrap().key_id(), 2);
         let lagging = Keyring::new(key(1));
-        assert_eq!(Packet::verify(&new, &lagging, &CLUSTER).map(|_| ()), Err(Drop::UnknownKey));
+        assert_eq!(Packet::verify(&new, &lagging, &CLUSTER).map(|_| ()), Err(DropReason::UnknownKey));
         // A ring mid-rotation on the other side (1 current, 2 previous) verifies both, too.
         let other_side = Keyring::with_previous(key(1), key(2)).unwrap();
         assert!(Packet::verify(&new, &other_side, &CLUSTER).is_ok());
         assert!(Packet::verify(&old, &other_side, &CLUSTER).is_ok());
         // Once the previous key is retired, its packets are dropped.
         ring.retire_previous();
-        assert_eq!(Packet::verify(&old, &ring, &CLUSTER).map(|_| ()), Err(Drop::UnknownKey));
+        assert_eq!(Packet::verify(&old, &ring, &CLUSTER).map(|_| ()), Err(DropReason::UnknownKey));
         assert!(Packet::verify(&new, &ring, &CLUSTER).is_ok());
         // Same id, other bytes (a botched rotation): the MAC catches it.
         let impostor = Keyring::new(ClusterKey::new(2, [0x55; 32]));
-        assert_eq!(Packet::verify(&new, &impostor, &CLUSTER).map(|_| ()), Err(Drop::BadMac));
+        assert_eq!(Packet::verify(&new, &impostor, &CLUSTER).map(|_| ()), Err(DropReason::BadMac));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! generations it reads on the disk.
 
 use super::packet::VerifiedPacket;
-use super::Drop;
+use super::DropReason;
 use crate::format::MAX_SLOTS;
 
 /// What the guard remembers of one sender slot.
@@ -46,17 +46,17 @@ impl ReplayGuard {
     ///   a replay, or a packet reordered by the network).
     ///
     /// A refused packet changes nothing.
-    pub fn accept(&mut self, slot: u32, generation: u64, sequence: u64) -> Result<(), Drop> {
-        let s = self.slots.get_mut(slot as usize).ok_or(Drop::BadSlot)?;
+    pub fn accept(&mut self, slot: u32, generation: u64, sequence: u64) -> Result<(), DropReason> {
+        let s = self.slots.get_mut(slot as usize).ok_or(DropReason::BadSlot)?;
         if generation < s.min_generation {
-            return Err(Drop::StaleGeneration);
+            return Err(DropReason::StaleGeneration);
         }
         if let Some((g, q)) = s.highest {
             if generation < g {
-                return Err(Drop::StaleGeneration);
+                return Err(DropReason::StaleGeneration);
             }
             if generation == g && sequence <= q {
-                return Err(Drop::Replay);
+                return Err(DropReason::Replay);
             }
         }
         s.highest = Some((generation, sequence));
@@ -64,7 +64,7 @@ impl ReplayGuard {
     }
 
     /// [`ReplayGuard::accept`] on a verified packet's sender slot, generation and sequence.
-    pub fn accept_packet(&mut self, packet: &VerifiedPacket) -> Result<(), Drop> {
+    pub fn accept_packet(&mut self, packet: &VerifiedPacket) -> Result<(), DropReason> {
         let p = packet.packet();
         self.accept(p.sender_slot, p.generation, p.sequence)
     }
@@ -98,10 +98,10 @@ mod tests {
     fn the_same_packet_replayed_is_dropped() {
         let mut g = ReplayGuard::new(8);
         assert_eq!(g.accept(3, 1, 10), Ok(()));
-        assert_eq!(g.accept(3, 1, 10), Err(Drop::Replay));
-        assert_eq!(g.accept(3, 1, 9), Err(Drop::Replay), "reordered: older sequence");
+        assert_eq!(g.accept(3, 1, 10), Err(DropReason::Replay));
+        assert_eq!(g.accept(3, 1, 9), Err(DropReason::Replay), "reordered: older sequence");
         assert_eq!(g.accept(3, 1, 11), Ok(()));
-        assert_eq!(g.accept(3, 1, 10), Err(Drop::Replay));
+        assert_eq!(g.accept(3, 1, 10), Err(DropReason::Replay));
         assert_eq!(g.highest(3), Some((1, 11)));
         // Other slots are independent.
         assert_eq!(g.accept(4, 1, 10), Ok(()));
@@ -113,9 +113,9 @@ mod tests {
         let mut g = ReplayGuard::new(8);
         g.accept(1, 5, 1000).unwrap();
         assert_eq!(g.accept(1, 6, 0), Ok(()), "restart: sequence starts over");
-        assert_eq!(g.accept(1, 5, 1001), Err(Drop::StaleGeneration));
-        assert_eq!(g.accept(1, 5, u64::MAX), Err(Drop::StaleGeneration));
-        assert_eq!(g.accept(1, 6, 0), Err(Drop::Replay));
+        assert_eq!(g.accept(1, 5, 1001), Err(DropReason::StaleGeneration));
+        assert_eq!(g.accept(1, 5, u64::MAX), Err(DropReason::StaleGeneration));
+        assert_eq!(g.accept(1, 6, 0), Err(DropReason::Replay));
         assert_eq!(g.accept(1, 6, 1), Ok(()));
         assert_eq!(g.highest(1), Some((6, 1)));
     }
@@ -124,13 +124,13 @@ mod tests {
     fn a_generation_below_the_disks_is_dropped() {
         let mut g = ReplayGuard::new(8);
         g.raise_min_generation(2, 7);
-        assert_eq!(g.accept(2, 6, 1), Err(Drop::StaleGeneration));
+        assert_eq!(g.accept(2, 6, 1), Err(DropReason::StaleGeneration));
         assert_eq!(g.highest(2), None, "a refused packet changes nothing");
         assert_eq!(g.accept(2, 7, 1), Ok(()));
         // Accepted at generation 7; the disk then shows 8 (the sender restarted): 7 is now stale,
         // even with a higher sequence.
         g.raise_min_generation(2, 8);
-        assert_eq!(g.accept(2, 7, 2), Err(Drop::StaleGeneration));
+        assert_eq!(g.accept(2, 7, 2), Err(DropReason::StaleGeneration));
         assert_eq!(g.accept(2, 8, 0), Ok(()));
         // The minimum never goes down (a late read of an older record).
         g.raise_min_generation(2, 3);
@@ -141,8 +141,8 @@ mod tests {
     fn slots_beyond_the_cluster_are_bad() {
         let mut g = ReplayGuard::new(4);
         assert_eq!(g.slot_count(), 4);
-        assert_eq!(g.accept(4, 1, 1), Err(Drop::BadSlot));
-        assert_eq!(g.accept(u32::MAX, 1, 1), Err(Drop::BadSlot));
+        assert_eq!(g.accept(4, 1, 1), Err(DropReason::BadSlot));
+        assert_eq!(g.accept(u32::MAX, 1, 1), Err(DropReason::BadSlot));
         g.raise_min_generation(99, 5); // ignored
         assert_eq!(g.min_generation(99), 0);
         assert_eq!(ReplayGuard::new(u32::MAX).slot_count(), MAX_SLOTS);
