@@ -30,7 +30,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 #[test]
 fn constants_and_sizes() {
-    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 1));
+    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 2));
     assert_eq!(STRUCT_SIZE, 512);
     assert_eq!(ALIGN, 4096);
     assert_eq!(MAX_SLOTS, 2048);
@@ -110,9 +110,10 @@ fn field_offsets() {
             offset_of!(RecordRaw, host_name),
             offset_of!(RecordRaw, net_view),
             offset_of!(RecordRaw, mailbox_ack),
+            offset_of!(RecordRaw, extent_sequence),
             offset_of!(RecordRaw, reserved),
         ],
-        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416]
+        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416, 424]
     );
     assert_eq!(
         [
@@ -147,7 +148,7 @@ fn check_header(b: &[u8], magic: &[u8; 8], cluster: uuid::Uuid) {
     assert_eq!(u32_at(b, 0), checksum(&b[4..512]), "crc covers bytes 4..512");
     assert_eq!(&b[4..12], magic);
     assert_eq!(u16_at(b, 12), 1);
-    assert_eq!(u16_at(b, 14), 1, "every structure is written with minor 1 since format 1.1");
+    assert_eq!(u16_at(b, 14), 2, "every structure is written with minor 2 since format 1.2");
     // UUIDs are stored in RFC 9562 byte order, not little-endian.
     assert_eq!(&b[16..32], cluster.as_bytes());
     assert_eq!(b[16], 0x01);
@@ -172,6 +173,7 @@ fn record_bytes_at_documented_offsets() {
     }
     r.mailbox_ack = 0x9999_AAAA_BBBB_CCCC;
     r.flags = flags::WATCHDOG_ARMED | flags::FENCE_STOPS_VMS;
+    r.extent_sequence = 0x0D0E_0F10_1112_1314;
     let mut b = [0xEEu8; 4096];
     b[512..].fill(0);
     r.encode(&mut b);
@@ -195,7 +197,8 @@ fn record_bytes_at_documented_offsets() {
     assert!(b[154..152 + 255].iter().all(|&x| x == 0));
     assert_eq!(b[152 + 255], 0b1000_0000);
     assert_eq!(u64_at(&b, 408), 0x9999_AAAA_BBBB_CCCC);
-    assert!(b[416..512].iter().all(|&x| x == 0), "reserved");
+    assert_eq!(&b[416..424], &[0x14, 0x13, 0x12, 0x11, 0x10, 0x0F, 0x0E, 0x0D], "extent_sequence (1.2)");
+    assert!(b[424..512].iter().all(|&x| x == 0), "reserved");
     assert_eq!(Record::decode(&b, &cluster, 1234), Ok(r));
 }
 
@@ -217,14 +220,15 @@ fn free_record_test_vector() {
     let mut b = [0u8; 512];
     Record::free(cluster, 5).encode(&mut b);
     let head: [u8; 36] = [
-        0x0c, 0xb8, 0x95, 0x80, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x01, 0x00, 0x01,
+        0x47, 0xe3, 0xb1, 0x59, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x02, 0x00, 0x01,
         0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x05, 0x00,
         0x00, 0x00,
     ];
     assert_eq!(&b[..36], &head);
     assert!(b[36..].iter().all(|&x| x == 0));
-    // Format 1.1 changed the vector (version_minor 1 at byte 14); it was 0xC876_7135 in 1.0.
-    assert_eq!(u32_at(&b, 0), 0x8095_B80C);
+    // Format 1.2 changed the vector (version_minor 2 at byte 14); it was 0x8095_B80C in 1.1 and
+    // 0xC876_7135 in 1.0.
+    assert_eq!(u32_at(&b, 0), 0x59B1_E347);
 }
 
 #[test]
@@ -246,7 +250,7 @@ fn validation_order_and_reasons() {
     let mut b = good;
     b[12] = 2;
     reseal(&mut b);
-    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 1 }));
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 2 }));
     assert_eq!(Record::decode(&good, &uuid::Uuid::nil(), 5), Err(Corruption::WrongCluster));
     assert_eq!(Record::decode(&good, &cluster, 6), Err(Corruption::WrongSlot { expected: 6, found: 5 }));
     let mut b = good;
@@ -257,10 +261,19 @@ fn validation_order_and_reasons() {
     b[500] = 1;
     reseal(&mut b);
     assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
-    // Same bytes with a newer minor (2; this build knows 1.1): reserved bytes are ignored.
-    b[14] = 2;
+    // Same bytes with a newer minor (3; this build knows 1.2): reserved bytes are ignored.
+    b[14] = 3;
     reseal(&mut b);
     assert!(Record::decode(&b, &cluster, 5).is_ok());
+    // extent_sequence (416..424) is reserved in a 1.1 record, a field in a 1.2 record.
+    let mut b = good;
+    b[416] = 1;
+    b[14] = 1;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
+    b[14] = 2;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5).map(|r| r.extent_sequence), Ok(1));
     // A non-free record needs a host name.
     let mut b = good;
     b[36] = State::Live as u8;
@@ -483,6 +496,7 @@ fn doc_record_table() {
         ("host_name", offset_of!(RecordRaw, host_name)),
         ("net_view", offset_of!(RecordRaw, net_view)),
         ("mailbox_ack", offset_of!(RecordRaw, mailbox_ack)),
+        ("extent_sequence", offset_of!(RecordRaw, extent_sequence)),
         ("reserved", offset_of!(RecordRaw, reserved)),
     ];
     assert_eq!(doc_fields("## 5. Record"), fields(&want));

@@ -22,7 +22,7 @@ prop_compose! {
                 generation in any::<u64>(), sequence in any::<u64>(), mono in any::<u64>(),
                 io in any::<u32>(), interval in any::<u32>(), name in "[a-z0-9.-]{1,64}",
                 bits in proptest::collection::vec(0u32..2048, 0..40), ack in any::<u64>(),
-                fl in any::<u16>()) -> Record {
+                fl in any::<u16>(), eseq in any::<u64>()) -> Record {
         let mut r = Record::free(uuid::Uuid::from_u128(cluster), slot);
         r.state = st;
         r.host_uuid = uuid::Uuid::from_u128(host);
@@ -36,8 +36,9 @@ prop_compose! {
         for b in bits { v.set(b, true); }
         r.net_view = v;
         r.mailbox_ack = ack;
-        // Any combination of the bits format 1.1 defines (each bit independently).
+        // Any combination of the bits format 1.1 (and 1.2) defines (each bit independently).
         r.flags = fl & flags::KNOWN;
+        r.extent_sequence = eseq;
         r
     }
 }
@@ -50,12 +51,12 @@ proptest! {
         prop_assert_eq!(Record::decode(&buf, &r.cluster_uuid, r.slot), Ok(r));
     }
 
-    /// A 1.1 record with any flag bit the minor does not define is refused, whatever else it holds.
+    /// A 1.2 record with any flag bit the minor does not define is refused, whatever else it holds.
     #[test]
     fn record_unknown_flags_refused(r in record(), undefined in 1u16..=0x1FFF) {
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        // Bits 3..=15: none is defined by 1.1.
+        // Bits 3..=15: none is defined by 1.1 or 1.2.
         let raw = r.flags | undefined << 3;
         buf[38..40].copy_from_slice(&raw.to_le_bytes());
         let crc = crc32c::crc32c(&buf[4..]);
