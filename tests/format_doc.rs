@@ -5,7 +5,8 @@
 //! version it names, the common-header and record tables, the record flags table, the record test
 //! vector), so those parts of the document cannot drift from the code unnoticed.
 
-use diskbeat::format::extent::{Extent, ExtentRaw, PAYLOAD_OFFSET};
+use diskbeat::format::extent::host_info::{self, HostInfo};
+use diskbeat::format::extent::{kind, kind_defined, Extent, ExtentRaw, Payload, PAYLOAD_OFFSET};
 use diskbeat::format::layout::{Layout, Params, DEFAULT_EXTENT_SIZE, PROBE_REGION_SIZE};
 use diskbeat::format::mailbox::{Command, Mailbox, MailboxRaw, SENDER_TOOL};
 use diskbeat::format::record::{flags, NetView, Record, RecordRaw, State};
@@ -331,14 +332,14 @@ fn mailbox_and_extent_bytes() {
     assert!(b[136..].iter().all(|&x| x == 0));
 
     let mut e = Extent::empty(cluster, 9);
-    e.kind = 0x0102;
+    e.kind = kind::HOST_INFO;
     e.generation = 11;
     e.sequence = 12;
     e.payload_len = 13;
     e.payload_crc32c = 0xCAFE_F00D;
     e.encode(&mut b);
     check_header(&b, b"DBEXTENT", cluster);
-    assert_eq!((u32_at(&b, 32), u16_at(&b, 36), u16_at(&b, 38)), (9, 0x0102, 0));
+    assert_eq!((u32_at(&b, 32), u16_at(&b, 36), u16_at(&b, 38)), (9, 1, 0));
     assert_eq!((u64_at(&b, 40), u64_at(&b, 48), u64_at(&b, 56)), (11, 12, 13));
     assert_eq!(u32_at(&b, 64), 0xCAFE_F00D);
     assert!(b[68..].iter().all(|&x| x == 0));
@@ -346,6 +347,11 @@ fn mailbox_and_extent_bytes() {
     e.payload_len = 8192 - 4096 + 1;
     e.encode(&mut b);
     assert_eq!(Extent::decode(&b, &cluster, 9, 8192), Err(Corruption::BadField("payload_len")));
+    // An undefined kind in a header of a known minor.
+    e.payload_len = 13;
+    e.kind = 0x0102;
+    e.encode(&mut b);
+    assert_eq!(Extent::decode(&b, &cluster, 9, 8192), Err(Corruption::BadField("kind")));
 }
 
 #[test]
@@ -560,4 +566,95 @@ fn doc_record_test_vector() {
     assert_eq!(&b[..bytes.len()], &bytes[..]);
     assert!(b[bytes.len()..].iter().all(|&x| x == 0), "followed by zeros to 512");
     assert_eq!(u64::from(u32_at(&b, 0)), crc);
+}
+
+#[test]
+fn doc_extent_header_table() {
+    let want = [
+        ("header", 0),
+        ("slot", offset_of!(ExtentRaw, slot)),
+        ("kind", offset_of!(ExtentRaw, kind)),
+        ("flags", offset_of!(ExtentRaw, flags)),
+        ("generation", offset_of!(ExtentRaw, generation)),
+        ("sequence", offset_of!(ExtentRaw, sequence)),
+        ("payload_len", offset_of!(ExtentRaw, payload_len)),
+        ("payload_crc32c", offset_of!(ExtentRaw, payload_crc32c)),
+        ("reserved", offset_of!(ExtentRaw, reserved)),
+    ];
+    assert_eq!(doc_fields("Extent header, magic"), fields(&want));
+}
+
+/// The §7 "Payload kinds" table is exactly `kind::*` / `kind_defined`: names, codes, the minor
+/// that introduced each, and the undefined range.
+#[test]
+fn doc_payload_kinds_table() {
+    let rows = doc_table("**Payload kinds**");
+    let mut named = Vec::new();
+    for row in &rows {
+        if row[1] == "—" {
+            let (lo, hi) = row[0].split_once("..=").unwrap_or_else(|| panic!("{row:?}"));
+            assert_eq!((parse_num(lo), parse_num(hi)), (2, 65535), "first undefined kind");
+            assert!(!kind_defined(VERSION_MINOR, 2) && !kind_defined(VERSION_MINOR, u16::MAX));
+            continue;
+        }
+        let code = parse_num(&row[0]) as u16;
+        assert_eq!(kind::name(code), Some(row[1].as_str()), "{row:?}");
+        let (major, minor) = row[2].split_once('.').unwrap();
+        assert_eq!(major, "1");
+        let since: u16 = minor.parse().unwrap();
+        assert!(since == 0 || !kind_defined(since - 1, code), "{row:?} defined before {since}");
+        assert!(kind_defined(since, code) && kind_defined(VERSION_MINOR, code), "{row:?}");
+        named.push(code);
+    }
+    assert_eq!(named, [kind::EMPTY, kind::HOST_INFO]);
+}
+
+/// The §7 host_info entry table and example payload, byte for byte.
+#[test]
+fn doc_host_info_entries_and_example() {
+    let rows = doc_table("| Type | Name | `len` | Value |");
+    let typed: Vec<(u64, String, String)> = rows
+        .iter()
+        .map(|r| (parse_num(r[0].split("..").next().unwrap()), r[1].clone(), r[2].clone()))
+        .collect();
+    assert_eq!(
+        typed[1],
+        (u64::from(host_info::TYPE_HB_ADDR_V4), "hb_addr_v4".into(), host_info::HB_ADDR_V4_LEN.to_string())
+    );
+    assert_eq!(
+        typed[2],
+        (u64::from(host_info::TYPE_HB_ADDR_V6), "hb_addr_v6".into(), host_info::HB_ADDR_V6_LEN.to_string())
+    );
+    assert_eq!((typed[0].0, typed[3].0, rows.len()), (0, 3, 4));
+    let entry = doc_table("| Entry offset |");
+    assert_eq!(
+        entry.iter().map(|r| (r[0].as_str(), r[3].as_str())).collect::<Vec<_>>(),
+        [("0", "type"), ("2", "len"), ("4", "value")]
+    );
+    assert_eq!(host_info::ENTRY_HEADER_LEN, 4);
+    assert!(DOC.contains("at most 2 (`MAX_HB_ADDRS`"));
+    assert_eq!(host_info::MAX_HB_ADDRS, 2);
+
+    let start = DOC.find("Example: primary").expect("§7 host_info example");
+    let para = &DOC[start..start + DOC[start..].find("\n\n").unwrap()];
+    let spans: Vec<&str> = para.split('`').skip(1).step_by(2).collect();
+    let addrs: Vec<std::net::SocketAddr> = spans.iter().filter_map(|s| s.parse().ok()).collect();
+    let bytes: Vec<u8> = spans
+        .iter()
+        .find(|s| s.len() > 50)
+        .unwrap()
+        .split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let crc = spans.iter().find(|s| s.starts_with("0x")).map(|s| parse_num(s)).unwrap();
+    assert!(para.contains(&format!("`payload_len` {}", bytes.len())));
+    let h = HostInfo::new(&addrs).unwrap();
+    assert_eq!(addrs.len(), 2);
+    let mut buf = [0u8; host_info::MAX_ENCODED_LEN];
+    let n = h.encode(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &bytes[..]);
+    assert_eq!(u64::from(checksum(&bytes)), crc);
+    let header =
+        Extent { kind: kind::HOST_INFO, payload_len: n as u64, ..Extent::empty(uuid::Uuid::nil(), 0) };
+    assert_eq!(Payload::decode(&header, &bytes), Ok(Payload::HostInfo(h)));
 }
