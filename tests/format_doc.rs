@@ -38,6 +38,9 @@ fn constants_and_sizes() {
     assert_eq!(NAME_LEN, 64);
     assert_eq!(NET_VIEW_BYTES, 256);
     assert_eq!(PAYLOAD_OFFSET, 4096);
+    assert_eq!(diskbeat::disk::EXTENT_PAYLOAD_IO_MAX, 61440);
+    assert_eq!(diskbeat::disk::EXTENT_PAYLOAD_IO_MAX as u64, DEFAULT_EXTENT_SIZE - PAYLOAD_OFFSET);
+    assert!(DOC.contains("61440 =\n`EXTENT_PAYLOAD_IO_MAX`"), "§7 states the I/O limit");
     assert_eq!(PROBE_REGION_SIZE, 65536);
     assert_eq!(DEFAULT_EXTENT_SIZE, 65536);
     assert_eq!(SENDER_TOOL, 0xFFFF_FFFF);
