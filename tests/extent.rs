@@ -264,3 +264,66 @@ fn extent_io_leaves_the_last_sweep_intact() {
     }
     assert_eq!(disk.mailbox_bytes().unwrap(), &mailbox[..]);
 }
+
+/// `inspect` shows each slot's extent header and its record's `extent_sequence`; `--slot N` also
+/// checks the payload and decodes host info.
+#[test]
+fn inspect_shows_extent_and_record_extent_sequence() {
+    use diskbeat::format::record::{Record, State};
+    if skip_unless_root() {
+        return;
+    }
+    let lo = formatted(512, 8);
+    let mut disk = Disk::open(lo.path(), Access::ReadWrite, EngineKind::Auto, None).unwrap();
+    let mut payload = [0u8; 64];
+    let n = host_info_payload(&mut payload);
+    disk.write_extent(3, kind::HOST_INFO, 7, &payload[..n], T).unwrap();
+    let seq = disk.write_extent(3, kind::HOST_INFO, 7, &payload[..n], T).unwrap();
+    let mut r = Record::free(disk.superblock().cluster_uuid, 3);
+    r.state = State::Live;
+    r.host_uuid = uuid::Uuid::from_u128(0xfeed);
+    r.generation = 7;
+    r.sequence = 1;
+    r.io_timeout_ms = 500;
+    r.interval_ms = 100;
+    r.set_host_name("host-3").unwrap();
+    r.extent_sequence = seq;
+    assert!(disk.write_record(&r, T).unwrap().is_done());
+
+    let v = stdout_json(&run(&["inspect", lo.s(), "--all", "--sample", "0", "--json"]));
+    let rows = v["slots"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    for row in rows {
+        let (want_seq, want_kind, want_len) = if row["slot"] == 3 { (2, 1, n) } else { (0, 0, 0) };
+        let e = &row["extent"];
+        assert_eq!(e["status"], "ok", "{row}");
+        assert_eq!(e["sequence"], want_seq);
+        assert_eq!(e["kind"], want_kind);
+        assert_eq!(e["payload_len"], want_len);
+        assert!(e["payload"].is_null(), "payload read only with --slot");
+        assert_eq!(row["extent_sequence"], want_seq);
+    }
+    assert_eq!(rows[3]["extent"]["kind_name"], "host_info");
+    assert_eq!(rows[0]["extent"]["kind_name"], "empty");
+
+    let v = stdout_json(&run(&["inspect", lo.s(), "--slot", "3", "--sample", "0", "--json"]));
+    let e = &v["slots"][0]["extent"];
+    assert_eq!(e["payload"], "ok");
+    assert_eq!(e["heartbeat_addrs"], serde_json::json!(["192.0.2.10:7400", "[2001:db8::1]:7401"]));
+
+    let out = run(&["inspect", lo.s(), "--slot", "3", "--sample", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 (record)"), "{text}");
+    assert!(text.contains(&format!("sequence 2, host_info (kind 1), {n}-byte payload ok")), "{text}");
+    assert!(text.contains("192.0.2.10:7400, [2001:db8::1]:7401"), "{text}");
+
+    // A torn payload shows as such.
+    let at = disk.superblock().layout.extent_offset(3) + PAYLOAD_OFFSET;
+    let mut block = read_direct(lo.path(), at, Some(4096));
+    block[0] ^= 1;
+    write_direct(lo.path(), at, &block);
+    let v = stdout_json(&run(&["inspect", lo.s(), "--slot", "3", "--sample", "0", "--json"]));
+    assert_eq!(v["slots"][0]["extent"]["payload"], "torn");
+    assert!(v["slots"][0]["extent"]["heartbeat_addrs"].is_null());
+}
