@@ -6,6 +6,7 @@
 //! again slot by slot, so one bad sector costs one slot, not the chunk; a chunk that times out is
 //! not retried (the device is slow: retrying would double the delay).
 
+use crate::format::extent::{self, Extent, PAYLOAD_OFFSET};
 use crate::format::mailbox::Mailbox;
 use crate::format::record::Record;
 use crate::format::superblock::{Superblock, SuperblockError};
@@ -20,6 +21,19 @@ pub const BUF_MAILBOX_READ: BufId = 1;
 pub const BUF_RECORD: BufId = 2;
 pub const BUF_MAILBOX_WRITE: BufId = 3;
 pub const BUF_SUPERBLOCK: BufId = 4;
+/// Data-extent I/O (`write_extent`, `read_extent`): the 4096-byte header block followed by room
+/// for [`extent_payload_cap`] payload bytes.
+pub const BUF_EXTENT: BufId = 5;
+
+/// Largest payload `write_extent` writes and `read_extent` reads: 60 KiB, the default extent
+/// (64 KiB) minus its 4096-byte header block (docs/FORMAT.md §7, "I/O limits"). Bigger extents are
+/// valid, but this build moves at most this much, so every `Disk` pins the same small buffers.
+pub const EXTENT_PAYLOAD_IO_MAX: usize = 60 * 1024;
+
+/// Payload bytes this build moves for `layout`: `min(extent_size - 4096, EXTENT_PAYLOAD_IO_MAX)`.
+pub fn extent_payload_cap(layout: &crate::format::Layout) -> usize {
+    (layout.extent_size.saturating_sub(PAYLOAD_OFFSET) as usize).min(EXTENT_PAYLOAD_IO_MAX)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -46,6 +60,33 @@ pub enum DiskError {
     Shrunk { path: String, device: u64, needed: u64 },
     #[error("slot {slot} does not exist: this disk has {count} slots (0..{count})")]
     NoSuchSlot { slot: u32, count: u32 },
+    #[error("slot {slot}'s data extent: {step} did not complete ({status:?})")]
+    ExtentIo { slot: u32, step: &'static str, status: Status },
+    #[error(
+        "slot {slot}'s data extent header is corrupt ({reason}): its sequence cannot be continued, \
+         nothing was written"
+    )]
+    ExtentHeader { slot: u32, reason: Corruption },
+    #[error("an extent payload of {len} bytes is larger than the {max} bytes this disk's extents take")]
+    PayloadTooLarge { len: usize, max: usize },
+    #[error("payload kind {0} is not defined by this format version")]
+    UnknownKind(u16),
+}
+
+/// What `Disk::read_extent` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentRead {
+    /// The header is valid and the payload matches its checksum: the caller's buffer holds the
+    /// `payload_len` payload bytes.
+    Payload(Extent),
+    /// The header is valid but the payload does not match its checksum: torn, or being rewritten
+    /// (a write between its payload and its header). Never data: read again later.
+    Torn(Extent),
+    /// The header is valid but its payload is larger than the caller's buffer or than
+    /// [`EXTENT_PAYLOAD_IO_MAX`]: not read.
+    TooLarge(Extent),
+    /// The header does not validate.
+    Corrupt(Corruption),
 }
 
 /// Reads and validates the superblock with one aligned pread.
@@ -175,8 +216,11 @@ impl Disk {
             let buf_off = s as usize * slot;
             ops.push(Op { dir: Dir::Read, offset: l.record_offset(s), buf: BUF_TABLE, buf_off, len: slot });
         }
-        let sizes = [table_len, slot, slot, slot, slot];
-        let engine = Engine::new(dev, kind, &sizes, ops.len())?;
+        // BUF_EXTENT is appended (existing indices unchanged); one op index past the sweep's ops is
+        // reserved for extent I/O, so it never overwrites a sweep's recorded outcomes.
+        let extent_buf = PAYLOAD_OFFSET as usize + extent_payload_cap(&l);
+        let sizes = [table_len, slot, slot, slot, slot, extent_buf];
+        let engine = Engine::new(dev, kind, &sizes, ops.len() + 1)?;
         Ok(Disk { engine, sb, ops, chunks, slots_per_chunk: (chunk_len / slot) as u32, own_slot })
     }
 
@@ -315,6 +359,170 @@ impl Disk {
         buf[..8].copy_from_slice(&u64::from(index).to_le_bytes());
         let op = Op { dir: Dir::Write, offset, buf: BUF_RECORD, buf_off: 0, len: slot_len as usize };
         Ok(self.engine.submit(&[op], timeout)?[0])
+    }
+}
+
+/// Data-extent I/O (docs/FORMAT.md §7). These methods run **outside the sweep's time budget**:
+/// each is two or three sequential requests, each with its own `timeout`, so a caller on the
+/// heartbeat path must not call them between a sweep and its record write. They use their own
+/// buffer (`BUF_EXTENT`) and op index, so they leave the last sweep's results (`slot_bytes`,
+/// `mailbox_bytes`) intact. No allocation per call.
+impl Disk {
+    /// The op index extent I/O records its outcome at: one past the sweep's ops.
+    fn extent_index(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// One extent request through `BUF_EXTENT`; `Ok` only when it completed in full.
+    fn extent_op(
+        &mut self,
+        slot: u32,
+        step: &'static str,
+        op: Op,
+        timeout: Duration,
+    ) -> Result<(), DiskError> {
+        let index = self.extent_index();
+        let status = self.engine.submit_at(&[op], index, timeout)?[0].status;
+        match status {
+            Status::Done => Ok(()),
+            status => Err(DiskError::ExtentIo { slot, step, status }),
+        }
+    }
+
+    fn check_slot(&self, slot: u32) -> Result<(), DiskError> {
+        let count = self.sb.layout.slot_count;
+        if slot >= count {
+            return Err(DiskError::NoSuchSlot { slot, count });
+        }
+        Ok(())
+    }
+
+    /// Reads and validates `slot`'s extent header (one 4096-byte read). `Err(DiskError)` when the
+    /// read failed; `Ok(Err(reason))` when it read but does not validate.
+    pub fn read_extent_header(
+        &mut self,
+        slot: u32,
+        timeout: Duration,
+    ) -> Result<Result<Extent, Corruption>, DiskError> {
+        self.check_slot(slot)?;
+        let l = self.sb.layout;
+        let op = Op {
+            dir: Dir::Read,
+            offset: l.extent_offset(slot),
+            buf: BUF_EXTENT,
+            buf_off: 0,
+            len: PAYLOAD_OFFSET as usize,
+        };
+        self.extent_op(slot, "reading the header", op, timeout)?;
+        let bytes = self.engine.data_at(&op, self.extent_index()).expect("completed");
+        Ok(Extent::decode(bytes, &self.sb.cluster_uuid, slot, l.extent_size))
+    }
+
+    /// Publishes `payload` of `kind` in `slot`'s extent and returns the new header sequence (put
+    /// it in the record's `extent_sequence`). The protocol of docs/FORMAT.md §7, in order:
+    /// (0) read the current header (refused if it does not validate: the sequence would be
+    /// unknown); (1) write the payload at extent offset 4096, zero-padded to 4096-byte blocks
+    /// (skipped for an empty payload); (2) only after it completed, write the header block with
+    /// the new `payload_len`, `payload_crc32c` and `sequence + 1`. Writes are O_DSYNC (the
+    /// engine's), so "completed" means durable. Any failure stops before the next step: a failed
+    /// payload write leaves the old header (readers then see `Torn` until the next write).
+    pub fn write_extent(
+        &mut self,
+        slot: u32,
+        kind: u16,
+        generation: u64,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<u64, DiskError> {
+        self.check_slot(slot)?;
+        if !extent::kind_defined(crate::format::VERSION_MINOR, kind) {
+            return Err(DiskError::UnknownKind(kind));
+        }
+        let l = self.sb.layout;
+        let max = extent_payload_cap(&l);
+        if payload.len() > max {
+            return Err(DiskError::PayloadTooLarge { len: payload.len(), max });
+        }
+        let current = match self.read_extent_header(slot, timeout)? {
+            Ok(h) => h,
+            Err(reason) => return Err(DiskError::ExtentHeader { slot, reason }),
+        };
+        let sequence = current
+            .sequence
+            .checked_add(1)
+            .ok_or(DiskError::ExtentHeader { slot, reason: Corruption::BadField("sequence") })?;
+        let header_len = PAYLOAD_OFFSET as usize;
+        let base = l.extent_offset(slot);
+        if !payload.is_empty() {
+            let len = payload.len().next_multiple_of(header_len);
+            let buf = self.engine.buf_mut(BUF_EXTENT)?;
+            buf[header_len..header_len + payload.len()].copy_from_slice(payload);
+            buf[header_len + payload.len()..header_len + len].fill(0);
+            let op = Op {
+                dir: Dir::Write,
+                offset: base + PAYLOAD_OFFSET,
+                buf: BUF_EXTENT,
+                buf_off: header_len,
+                len,
+            };
+            self.extent_op(slot, "writing the payload", op, timeout)?;
+        }
+        let header = Extent {
+            kind,
+            generation,
+            sequence,
+            payload_len: payload.len() as u64,
+            payload_crc32c: crate::format::checksum(payload),
+            ..Extent::empty(self.sb.cluster_uuid, slot)
+        };
+        let buf = self.engine.buf_mut(BUF_EXTENT)?;
+        buf[..header_len].fill(0);
+        header.encode(buf);
+        assert_eq!(
+            Extent::decode(buf, &self.sb.cluster_uuid, slot, l.extent_size),
+            Ok(header),
+            "extent header does not round-trip"
+        );
+        let op = Op { dir: Dir::Write, offset: base, buf: BUF_EXTENT, buf_off: 0, len: header_len };
+        self.extent_op(slot, "writing the header", op, timeout)?;
+        Ok(sequence)
+    }
+
+    /// Reads `slot`'s extent: the header, validated, then its payload into `buf[..payload_len]`,
+    /// trusted only when its crc32c matches the header (`Payload`); a mismatch is `Torn`, never
+    /// data (`buf` then holds unspecified bytes). `Err` only for I/O that did not complete.
+    pub fn read_extent(
+        &mut self,
+        slot: u32,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<ExtentRead, DiskError> {
+        let header = match self.read_extent_header(slot, timeout)? {
+            Ok(h) => h,
+            Err(reason) => return Ok(ExtentRead::Corrupt(reason)),
+        };
+        let len = header.payload_len as usize;
+        if len > buf.len() || len > extent_payload_cap(&self.sb.layout) {
+            return Ok(ExtentRead::TooLarge(header));
+        }
+        if len > 0 {
+            let header_len = PAYLOAD_OFFSET as usize;
+            let op = Op {
+                dir: Dir::Read,
+                offset: self.sb.layout.extent_offset(slot) + PAYLOAD_OFFSET,
+                buf: BUF_EXTENT,
+                buf_off: header_len,
+                len: len.next_multiple_of(header_len),
+            };
+            self.extent_op(slot, "reading the payload", op, timeout)?;
+            let data = self.engine.data_at(&op, self.extent_index()).expect("completed");
+            buf[..len].copy_from_slice(&data[..len]);
+        }
+        Ok(if crate::format::checksum(&buf[..len]) == header.payload_crc32c {
+            ExtentRead::Payload(header)
+        } else {
+            ExtentRead::Torn(header)
+        })
     }
 }
 

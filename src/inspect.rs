@@ -43,6 +43,94 @@ pub struct SlotReport {
     pub mailbox_ack: Option<u64>,
     /// Record flags (format 1.1) by name: watchdog_armed, fence_failed, fence_stops_vms.
     pub flags: Vec<&'static str>,
+    /// The record's `extent_sequence` (format 1.2): the extent header sequence its writer says is
+    /// current; 0 = nothing published.
+    pub extent_sequence: Option<u64>,
+    /// The slot's data-extent header, read for the slots shown (`extent_report`).
+    pub extent: Option<ExtentReport>,
+}
+
+/// A slot's data extent as the operator sees it (docs/FORMAT.md §7).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExtentReport {
+    /// ok, corrupt (the header does not validate) or unreadable.
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub sequence: Option<u64>,
+    pub generation: Option<u64>,
+    pub kind: Option<u16>,
+    /// empty, host_info, or null for a kind this version does not define.
+    pub kind_name: Option<&'static str>,
+    pub payload_len: Option<u64>,
+    /// Only when the payload was read (`--slot N`): ok, torn (checksum mismatch: being rewritten),
+    /// too_large, or invalid (checksum ok, contents do not decode).
+    pub payload: Option<&'static str>,
+    /// Heartbeat addresses of a host_info payload that was read and decoded, primary first.
+    pub heartbeat_addrs: Option<Vec<String>>,
+}
+
+/// Reads `slot`'s extent header and, with `with_payload`, its payload (tools only: allocates).
+pub fn extent_report(disk: &mut Disk, slot: u32, timeout: Duration, with_payload: bool) -> ExtentReport {
+    use crate::disk::{ExtentRead, EXTENT_PAYLOAD_IO_MAX};
+    use crate::format::extent::{kind, Extent, Payload};
+    let mut r = ExtentReport {
+        status: "ok",
+        reason: None,
+        sequence: None,
+        generation: None,
+        kind: None,
+        kind_name: None,
+        payload_len: None,
+        payload: None,
+        heartbeat_addrs: None,
+    };
+    let fill = |r: &mut ExtentReport, h: &Extent| {
+        r.sequence = Some(h.sequence);
+        r.generation = Some(h.generation);
+        r.kind = Some(h.kind);
+        r.kind_name = kind::name(h.kind);
+        r.payload_len = Some(h.payload_len);
+    };
+    let unreadable = |r: &mut ExtentReport, e: DiskError| {
+        r.status = "unreadable";
+        r.reason = Some(match e {
+            DiskError::ExtentIo { status, .. } => status_reason(status),
+            e => e.to_string(),
+        });
+    };
+    if !with_payload {
+        match disk.read_extent_header(slot, timeout) {
+            Ok(Ok(h)) => fill(&mut r, &h),
+            Ok(Err(c)) => (r.status, r.reason) = ("corrupt", Some(c.to_string())),
+            Err(e) => unreadable(&mut r, e),
+        }
+        return r;
+    }
+    let mut buf = vec![0u8; EXTENT_PAYLOAD_IO_MAX];
+    match disk.read_extent(slot, &mut buf, timeout) {
+        Ok(ExtentRead::Payload(h)) => {
+            fill(&mut r, &h);
+            match Payload::decode(&h, &buf[..h.payload_len as usize]) {
+                Ok(Payload::HostInfo(info)) => {
+                    r.payload = Some("ok");
+                    r.heartbeat_addrs = Some(info.addrs().iter().map(|a| a.to_string()).collect());
+                }
+                Ok(_) => r.payload = Some("ok"),
+                Err(e) => (r.payload, r.reason) = (Some("invalid"), Some(e.to_string())),
+            }
+        }
+        Ok(ExtentRead::Torn(h)) => {
+            fill(&mut r, &h);
+            r.payload = Some("torn");
+        }
+        Ok(ExtentRead::TooLarge(h)) => {
+            fill(&mut r, &h);
+            r.payload = Some("too_large");
+        }
+        Ok(ExtentRead::Corrupt(c)) => (r.status, r.reason) = ("corrupt", Some(c.to_string())),
+        Err(e) => unreadable(&mut r, e),
+    }
+    r
 }
 
 impl SlotReport {
@@ -70,6 +158,8 @@ fn report(slot: u32, first: Option<&SlotView>, last: &SlotView, sample: Duration
         net_view: Vec::new(),
         mailbox_ack: None,
         flags: Vec::new(),
+        extent_sequence: None,
+        extent: None,
     };
     match last {
         SlotView::Corrupt(c) => r.reason = Some(c.to_string()),
@@ -91,6 +181,7 @@ fn report(slot: u32, first: Option<&SlotView>, last: &SlotView, sample: Duration
             r.monotonic_ms = Some(rec.monotonic_ms);
             r.net_view = rec.net_view.iter().collect();
             r.mailbox_ack = Some(rec.mailbox_ack);
+            r.extent_sequence = Some(rec.extent_sequence);
             use crate::format::record::flags;
             for (bit, name) in [
                 (flags::WATCHDOG_ARMED, "watchdog_armed"),

@@ -5,7 +5,8 @@
 //! version it names, the common-header and record tables, the record flags table, the record test
 //! vector), so those parts of the document cannot drift from the code unnoticed.
 
-use diskbeat::format::extent::{Extent, ExtentRaw, PAYLOAD_OFFSET};
+use diskbeat::format::extent::host_info::{self, HostInfo};
+use diskbeat::format::extent::{kind, kind_defined, Extent, ExtentRaw, Payload, PAYLOAD_OFFSET};
 use diskbeat::format::layout::{Layout, Params, DEFAULT_EXTENT_SIZE, PROBE_REGION_SIZE};
 use diskbeat::format::mailbox::{Command, Mailbox, MailboxRaw, SENDER_TOOL};
 use diskbeat::format::record::{flags, NetView, Record, RecordRaw, State};
@@ -30,13 +31,16 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 #[test]
 fn constants_and_sizes() {
-    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 1));
+    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 2));
     assert_eq!(STRUCT_SIZE, 512);
     assert_eq!(ALIGN, 4096);
     assert_eq!(MAX_SLOTS, 2048);
     assert_eq!(NAME_LEN, 64);
     assert_eq!(NET_VIEW_BYTES, 256);
     assert_eq!(PAYLOAD_OFFSET, 4096);
+    assert_eq!(diskbeat::disk::EXTENT_PAYLOAD_IO_MAX, 61440);
+    assert_eq!(diskbeat::disk::EXTENT_PAYLOAD_IO_MAX as u64, DEFAULT_EXTENT_SIZE - PAYLOAD_OFFSET);
+    assert!(DOC.contains("61440 =\n`EXTENT_PAYLOAD_IO_MAX`"), "§7 states the I/O limit");
     assert_eq!(PROBE_REGION_SIZE, 65536);
     assert_eq!(DEFAULT_EXTENT_SIZE, 65536);
     assert_eq!(SENDER_TOOL, 0xFFFF_FFFF);
@@ -110,9 +114,10 @@ fn field_offsets() {
             offset_of!(RecordRaw, host_name),
             offset_of!(RecordRaw, net_view),
             offset_of!(RecordRaw, mailbox_ack),
+            offset_of!(RecordRaw, extent_sequence),
             offset_of!(RecordRaw, reserved),
         ],
-        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416]
+        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416, 424]
     );
     assert_eq!(
         [
@@ -147,7 +152,7 @@ fn check_header(b: &[u8], magic: &[u8; 8], cluster: uuid::Uuid) {
     assert_eq!(u32_at(b, 0), checksum(&b[4..512]), "crc covers bytes 4..512");
     assert_eq!(&b[4..12], magic);
     assert_eq!(u16_at(b, 12), 1);
-    assert_eq!(u16_at(b, 14), 1, "every structure is written with minor 1 since format 1.1");
+    assert_eq!(u16_at(b, 14), 2, "every structure is written with minor 2 since format 1.2");
     // UUIDs are stored in RFC 9562 byte order, not little-endian.
     assert_eq!(&b[16..32], cluster.as_bytes());
     assert_eq!(b[16], 0x01);
@@ -172,6 +177,7 @@ fn record_bytes_at_documented_offsets() {
     }
     r.mailbox_ack = 0x9999_AAAA_BBBB_CCCC;
     r.flags = flags::WATCHDOG_ARMED | flags::FENCE_STOPS_VMS;
+    r.extent_sequence = 0x0D0E_0F10_1112_1314;
     let mut b = [0xEEu8; 4096];
     b[512..].fill(0);
     r.encode(&mut b);
@@ -195,7 +201,8 @@ fn record_bytes_at_documented_offsets() {
     assert!(b[154..152 + 255].iter().all(|&x| x == 0));
     assert_eq!(b[152 + 255], 0b1000_0000);
     assert_eq!(u64_at(&b, 408), 0x9999_AAAA_BBBB_CCCC);
-    assert!(b[416..512].iter().all(|&x| x == 0), "reserved");
+    assert_eq!(&b[416..424], &[0x14, 0x13, 0x12, 0x11, 0x10, 0x0F, 0x0E, 0x0D], "extent_sequence (1.2)");
+    assert!(b[424..512].iter().all(|&x| x == 0), "reserved");
     assert_eq!(Record::decode(&b, &cluster, 1234), Ok(r));
 }
 
@@ -217,14 +224,15 @@ fn free_record_test_vector() {
     let mut b = [0u8; 512];
     Record::free(cluster, 5).encode(&mut b);
     let head: [u8; 36] = [
-        0x0c, 0xb8, 0x95, 0x80, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x01, 0x00, 0x01,
+        0x47, 0xe3, 0xb1, 0x59, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x02, 0x00, 0x01,
         0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x05, 0x00,
         0x00, 0x00,
     ];
     assert_eq!(&b[..36], &head);
     assert!(b[36..].iter().all(|&x| x == 0));
-    // Format 1.1 changed the vector (version_minor 1 at byte 14); it was 0xC876_7135 in 1.0.
-    assert_eq!(u32_at(&b, 0), 0x8095_B80C);
+    // Format 1.2 changed the vector (version_minor 2 at byte 14); it was 0x8095_B80C in 1.1 and
+    // 0xC876_7135 in 1.0.
+    assert_eq!(u32_at(&b, 0), 0x59B1_E347);
 }
 
 #[test]
@@ -246,7 +254,7 @@ fn validation_order_and_reasons() {
     let mut b = good;
     b[12] = 2;
     reseal(&mut b);
-    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 1 }));
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 2 }));
     assert_eq!(Record::decode(&good, &uuid::Uuid::nil(), 5), Err(Corruption::WrongCluster));
     assert_eq!(Record::decode(&good, &cluster, 6), Err(Corruption::WrongSlot { expected: 6, found: 5 }));
     let mut b = good;
@@ -257,10 +265,19 @@ fn validation_order_and_reasons() {
     b[500] = 1;
     reseal(&mut b);
     assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
-    // Same bytes with a newer minor (2; this build knows 1.1): reserved bytes are ignored.
-    b[14] = 2;
+    // Same bytes with a newer minor (3; this build knows 1.2): reserved bytes are ignored.
+    b[14] = 3;
     reseal(&mut b);
     assert!(Record::decode(&b, &cluster, 5).is_ok());
+    // extent_sequence (416..424) is reserved in a 1.1 record, a field in a 1.2 record.
+    let mut b = good;
+    b[416] = 1;
+    b[14] = 1;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
+    b[14] = 2;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5).map(|r| r.extent_sequence), Ok(1));
     // A non-free record needs a host name.
     let mut b = good;
     b[36] = State::Live as u8;
@@ -318,14 +335,14 @@ fn mailbox_and_extent_bytes() {
     assert!(b[136..].iter().all(|&x| x == 0));
 
     let mut e = Extent::empty(cluster, 9);
-    e.kind = 0x0102;
+    e.kind = kind::HOST_INFO;
     e.generation = 11;
     e.sequence = 12;
     e.payload_len = 13;
     e.payload_crc32c = 0xCAFE_F00D;
     e.encode(&mut b);
     check_header(&b, b"DBEXTENT", cluster);
-    assert_eq!((u32_at(&b, 32), u16_at(&b, 36), u16_at(&b, 38)), (9, 0x0102, 0));
+    assert_eq!((u32_at(&b, 32), u16_at(&b, 36), u16_at(&b, 38)), (9, 1, 0));
     assert_eq!((u64_at(&b, 40), u64_at(&b, 48), u64_at(&b, 56)), (11, 12, 13));
     assert_eq!(u32_at(&b, 64), 0xCAFE_F00D);
     assert!(b[68..].iter().all(|&x| x == 0));
@@ -333,6 +350,11 @@ fn mailbox_and_extent_bytes() {
     e.payload_len = 8192 - 4096 + 1;
     e.encode(&mut b);
     assert_eq!(Extent::decode(&b, &cluster, 9, 8192), Err(Corruption::BadField("payload_len")));
+    // An undefined kind in a header of a known minor.
+    e.payload_len = 13;
+    e.kind = 0x0102;
+    e.encode(&mut b);
+    assert_eq!(Extent::decode(&b, &cluster, 9, 8192), Err(Corruption::BadField("kind")));
 }
 
 #[test]
@@ -483,6 +505,7 @@ fn doc_record_table() {
         ("host_name", offset_of!(RecordRaw, host_name)),
         ("net_view", offset_of!(RecordRaw, net_view)),
         ("mailbox_ack", offset_of!(RecordRaw, mailbox_ack)),
+        ("extent_sequence", offset_of!(RecordRaw, extent_sequence)),
         ("reserved", offset_of!(RecordRaw, reserved)),
     ];
     assert_eq!(doc_fields("## 5. Record"), fields(&want));
@@ -546,4 +569,95 @@ fn doc_record_test_vector() {
     assert_eq!(&b[..bytes.len()], &bytes[..]);
     assert!(b[bytes.len()..].iter().all(|&x| x == 0), "followed by zeros to 512");
     assert_eq!(u64::from(u32_at(&b, 0)), crc);
+}
+
+#[test]
+fn doc_extent_header_table() {
+    let want = [
+        ("header", 0),
+        ("slot", offset_of!(ExtentRaw, slot)),
+        ("kind", offset_of!(ExtentRaw, kind)),
+        ("flags", offset_of!(ExtentRaw, flags)),
+        ("generation", offset_of!(ExtentRaw, generation)),
+        ("sequence", offset_of!(ExtentRaw, sequence)),
+        ("payload_len", offset_of!(ExtentRaw, payload_len)),
+        ("payload_crc32c", offset_of!(ExtentRaw, payload_crc32c)),
+        ("reserved", offset_of!(ExtentRaw, reserved)),
+    ];
+    assert_eq!(doc_fields("Extent header, magic"), fields(&want));
+}
+
+/// The §7 "Payload kinds" table is exactly `kind::*` / `kind_defined`: names, codes, the minor
+/// that introduced each, and the undefined range.
+#[test]
+fn doc_payload_kinds_table() {
+    let rows = doc_table("**Payload kinds**");
+    let mut named = Vec::new();
+    for row in &rows {
+        if row[1] == "—" {
+            let (lo, hi) = row[0].split_once("..=").unwrap_or_else(|| panic!("{row:?}"));
+            assert_eq!((parse_num(lo), parse_num(hi)), (2, 65535), "first undefined kind");
+            assert!(!kind_defined(VERSION_MINOR, 2) && !kind_defined(VERSION_MINOR, u16::MAX));
+            continue;
+        }
+        let code = parse_num(&row[0]) as u16;
+        assert_eq!(kind::name(code), Some(row[1].as_str()), "{row:?}");
+        let (major, minor) = row[2].split_once('.').unwrap();
+        assert_eq!(major, "1");
+        let since: u16 = minor.parse().unwrap();
+        assert!(since == 0 || !kind_defined(since - 1, code), "{row:?} defined before {since}");
+        assert!(kind_defined(since, code) && kind_defined(VERSION_MINOR, code), "{row:?}");
+        named.push(code);
+    }
+    assert_eq!(named, [kind::EMPTY, kind::HOST_INFO]);
+}
+
+/// The §7 host_info entry table and example payload, byte for byte.
+#[test]
+fn doc_host_info_entries_and_example() {
+    let rows = doc_table("| Type | Name | `len` | Value |");
+    let typed: Vec<(u64, String, String)> = rows
+        .iter()
+        .map(|r| (parse_num(r[0].split("..").next().unwrap()), r[1].clone(), r[2].clone()))
+        .collect();
+    assert_eq!(
+        typed[1],
+        (u64::from(host_info::TYPE_HB_ADDR_V4), "hb_addr_v4".into(), host_info::HB_ADDR_V4_LEN.to_string())
+    );
+    assert_eq!(
+        typed[2],
+        (u64::from(host_info::TYPE_HB_ADDR_V6), "hb_addr_v6".into(), host_info::HB_ADDR_V6_LEN.to_string())
+    );
+    assert_eq!((typed[0].0, typed[3].0, rows.len()), (0, 3, 4));
+    let entry = doc_table("| Entry offset |");
+    assert_eq!(
+        entry.iter().map(|r| (r[0].as_str(), r[3].as_str())).collect::<Vec<_>>(),
+        [("0", "type"), ("2", "len"), ("4", "value")]
+    );
+    assert_eq!(host_info::ENTRY_HEADER_LEN, 4);
+    assert!(DOC.contains("at most 2 (`MAX_HB_ADDRS`"));
+    assert_eq!(host_info::MAX_HB_ADDRS, 2);
+
+    let start = DOC.find("Example: primary").expect("§7 host_info example");
+    let para = &DOC[start..start + DOC[start..].find("\n\n").unwrap()];
+    let spans: Vec<&str> = para.split('`').skip(1).step_by(2).collect();
+    let addrs: Vec<std::net::SocketAddr> = spans.iter().filter_map(|s| s.parse().ok()).collect();
+    let bytes: Vec<u8> = spans
+        .iter()
+        .find(|s| s.len() > 50)
+        .unwrap()
+        .split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let crc = spans.iter().find(|s| s.starts_with("0x")).map(|s| parse_num(s)).unwrap();
+    assert!(para.contains(&format!("`payload_len` {}", bytes.len())));
+    let h = HostInfo::new(&addrs).unwrap();
+    assert_eq!(addrs.len(), 2);
+    let mut buf = [0u8; host_info::MAX_ENCODED_LEN];
+    let n = h.encode(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &bytes[..]);
+    assert_eq!(u64::from(checksum(&bytes)), crc);
+    let header =
+        Extent { kind: kind::HOST_INFO, payload_len: n as u64, ..Extent::empty(uuid::Uuid::nil(), 0) };
+    assert_eq!(Payload::decode(&header, &bytes), Ok(Payload::HostInfo(h)));
 }

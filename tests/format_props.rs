@@ -1,10 +1,13 @@
 //! Encode/decode property tests over every field; decoding arbitrary bytes never panics.
 
+use diskbeat::format::extent::host_info::{HostInfo, PayloadError, MAX_ENCODED_LEN, MAX_HB_ADDRS};
+use diskbeat::format::extent::{kind, Extent, Payload};
 use diskbeat::format::mailbox::{Command, Mailbox};
 use diskbeat::format::record::{flags, NetView, Record, State};
 use diskbeat::format::superblock::Superblock;
 use diskbeat::format::Corruption;
 use proptest::prelude::*;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 fn state() -> impl Strategy<Value = State> {
     prop_oneof![
@@ -22,7 +25,7 @@ prop_compose! {
                 generation in any::<u64>(), sequence in any::<u64>(), mono in any::<u64>(),
                 io in any::<u32>(), interval in any::<u32>(), name in "[a-z0-9.-]{1,64}",
                 bits in proptest::collection::vec(0u32..2048, 0..40), ack in any::<u64>(),
-                fl in any::<u16>()) -> Record {
+                fl in any::<u16>(), eseq in any::<u64>()) -> Record {
         let mut r = Record::free(uuid::Uuid::from_u128(cluster), slot);
         r.state = st;
         r.host_uuid = uuid::Uuid::from_u128(host);
@@ -36,8 +39,9 @@ prop_compose! {
         for b in bits { v.set(b, true); }
         r.net_view = v;
         r.mailbox_ack = ack;
-        // Any combination of the bits format 1.1 defines (each bit independently).
+        // Any combination of the bits format 1.1 (and 1.2) defines (each bit independently).
         r.flags = fl & flags::KNOWN;
+        r.extent_sequence = eseq;
         r
     }
 }
@@ -50,12 +54,12 @@ proptest! {
         prop_assert_eq!(Record::decode(&buf, &r.cluster_uuid, r.slot), Ok(r));
     }
 
-    /// A 1.1 record with any flag bit the minor does not define is refused, whatever else it holds.
+    /// A 1.2 record with any flag bit the minor does not define is refused, whatever else it holds.
     #[test]
     fn record_unknown_flags_refused(r in record(), undefined in 1u16..=0x1FFF) {
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        // Bits 3..=15: none is defined by 1.1.
+        // Bits 3..=15: none is defined by 1.1 or 1.2.
         let raw = r.flags | undefined << 3;
         buf[38..40].copy_from_slice(&raw.to_le_bytes());
         let crc = crc32c::crc32c(&buf[4..]);
@@ -108,4 +112,93 @@ proptest! {
         bytes[..4].copy_from_slice(&crc.to_le_bytes());
         let _ = Superblock::decode(&bytes);
     }
+
+    /// Host info payloads round-trip for any publishable addresses (IPv4 and IPv6 mixed).
+    #[test]
+    fn host_info_round_trip(addrs in proptest::collection::vec(hb_addr(), 0..=MAX_HB_ADDRS)) {
+        let h = HostInfo::new(&addrs).unwrap();
+        let mut buf = [0u8; MAX_ENCODED_LEN];
+        let n = h.encode(&mut buf).unwrap();
+        prop_assert_eq!(n, h.encoded_len());
+        prop_assert_eq!(HostInfo::decode(&buf[..n], diskbeat::format::VERSION_MINOR), Ok(h));
+        prop_assert_eq!(h.addrs(), &addrs[..]);
+        // Every strict prefix is refused (truncated), never decoded as something else.
+        for cut in 1..n {
+            let prefix = HostInfo::decode(&buf[..cut], diskbeat::format::VERSION_MINOR);
+            prop_assert!(prefix.is_err() || is_entry_boundary(&buf[..n], cut), "cut {}: {:?}", cut, prefix);
+        }
+    }
+
+    /// The payload decoders are total: arbitrary bytes, under any header minor and kind, never panic,
+    /// and anything accepted re-encodes to a payload that decodes the same.
+    #[test]
+    fn payload_decoder_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..200),
+                                minor in 0u16..5, k in 0u16..4) {
+        let header = Extent { kind: k, version_minor: minor, payload_len: bytes.len() as u64,
+                              ..Extent::empty(uuid::Uuid::nil(), 0) };
+        let decoded = Payload::decode(&header, &bytes);
+        if let Ok(Payload::HostInfo(h)) = decoded {
+            prop_assert!(h.addrs().len() <= MAX_HB_ADDRS);
+            let mut buf = [0u8; MAX_ENCODED_LEN];
+            let n = h.encode(&mut buf).unwrap();
+            prop_assert_eq!(HostInfo::decode(&buf[..n], minor), Ok(h));
+        }
+        if k == kind::HOST_INFO {
+            let direct = HostInfo::decode(&bytes, minor);
+            prop_assert_eq!(decoded.map(|p| matches!(p, Payload::HostInfo(_))), direct.map(|_| true));
+        }
+    }
+
+    /// Structured garbage: valid-looking entries with random types, lengths and values.
+    #[test]
+    fn payload_decoder_total_on_entries(entries in proptest::collection::vec(
+            (0u16..5, 0u16..24, proptest::collection::vec(any::<u8>(), 0..24)), 0..5), minor in 0u16..5) {
+        let mut bytes = Vec::new();
+        for (t, len, value) in entries {
+            bytes.extend_from_slice(&t.to_le_bytes());
+            bytes.extend_from_slice(&len.to_le_bytes());
+            bytes.extend_from_slice(&value);
+        }
+        match HostInfo::decode(&bytes, minor) {
+            Ok(h) => prop_assert!(h.addrs().iter().all(|a| a.port() != 0)),
+            Err(PayloadError::Unrepresentable(_) | PayloadError::BufferTooSmall { .. }) => {
+                prop_assert!(false, "decoder returned a writer-only error");
+            }
+            Err(_) => {}
+        }
+    }
+
+    #[test]
+    fn extent_header_arbitrary_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 512),
+                                                 slot in 0u32..2048, ext in 8192u64..(1 << 26)) {
+        let _ = Extent::decode(&bytes, &uuid::Uuid::nil(), slot, ext);
+        bytes[4..12].copy_from_slice(b"DBEXTENT");
+        bytes[12..14].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[4..]);
+        bytes[..4].copy_from_slice(&crc.to_le_bytes());
+        let cluster = uuid::Uuid::from_slice(&bytes[16..32]).unwrap();
+        if let Ok(e) = Extent::decode(&bytes, &cluster, slot, ext) {
+            prop_assert_eq!(e.slot, slot);
+            prop_assert!(e.payload_len <= ext - 4096);
+        }
+    }
+}
+
+fn hb_addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<u32>().prop_filter("specified", |&ip| ip != 0), 1u16..)
+            .prop_map(|(ip, port)| { SocketAddr::new(Ipv4Addr::from(ip).into(), port) }),
+        (any::<u128>().prop_filter("specified", |&ip| ip != 0), 1u16..)
+            .prop_map(|(ip, port)| { SocketAddr::new(Ipv6Addr::from(ip).into(), port) }),
+    ]
+}
+
+/// Whether `cut` falls exactly after a whole entry of `payload` (such a prefix is a valid payload).
+fn is_entry_boundary(payload: &[u8], cut: usize) -> bool {
+    let mut pos = 0;
+    while pos < cut {
+        let len = u16::from_le_bytes([payload[pos + 2], payload[pos + 3]]) as usize;
+        pos += 4 + len;
+    }
+    pos == cut
 }

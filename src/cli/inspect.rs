@@ -4,7 +4,7 @@ use super::output::{ms, print_json, print_pairs, print_table, superblock_json, s
 use super::{CliError, CliResult, EXIT_DEGRADED, EXIT_OK};
 use crate::disk::{Disk, DiskError};
 use crate::format::escape_name;
-use crate::inspect::{inspect, mailbox_of, Observed, SlotReport};
+use crate::inspect::{extent_report, inspect, mailbox_of, ExtentReport, Observed, SlotReport};
 use crate::io::{Access, EngineKind};
 use crate::timing::Timing;
 use serde_json::json;
@@ -75,6 +75,28 @@ fn net_summary(r: &SlotReport) -> String {
     }
 }
 
+/// "sequence 3, host_info (kind 1), 32-byte payload ok", or why the header is not usable.
+fn extent_summary(e: &ExtentReport) -> String {
+    if e.status != "ok" {
+        return format!("{} ({})", e.status, e.reason.as_deref().unwrap_or("?"));
+    }
+    let kind = e.kind.unwrap_or_default();
+    let mut s = format!(
+        "sequence {}, {} (kind {kind}), {}-byte payload",
+        opt(&e.sequence),
+        e.kind_name.unwrap_or("unknown"),
+        opt(&e.payload_len)
+    );
+    if let Some(p) = e.payload {
+        s.push(' ');
+        s.push_str(p);
+        if let (Some("invalid"), Some(why)) = (e.payload, &e.reason) {
+            s.push_str(&format!(" ({why})"));
+        }
+    }
+    s
+}
+
 pub fn run(args: Args) -> CliResult {
     let mut disk =
         Disk::open(&args.device, Access::ReadOnly, args.engine, args.slot).map_err(|e| match e {
@@ -90,14 +112,15 @@ pub fn run(args: Args) -> CliResult {
     if let Some(s) = args.slot {
         result.mailbox = Some(mailbox_of(&disk, s));
     }
-    let shown: Vec<&SlotReport> = result
-        .slots
-        .iter()
-        .filter(|r| match args.slot {
-            Some(s) => r.slot == s,
-            None => args.all || r.is_used(),
-        })
-        .collect();
+    let wanted = |r: &SlotReport| match args.slot {
+        Some(s) => r.slot == s,
+        None => args.all || r.is_used(),
+    };
+    // Extent headers of the slots shown (one read each; with --slot, the payload too).
+    for r in result.slots.iter_mut().filter(|r| wanted(r)) {
+        r.extent = Some(extent_report(&mut disk, r.slot, timing.io_timeout(), args.slot.is_some()));
+    }
+    let shown: Vec<&SlotReport> = result.slots.iter().filter(|r| wanted(r)).collect();
     let degraded = shown.iter().any(|r| r.status != "ok");
     if args.json {
         let mailbox = result.mailbox.as_ref().map(|m| match m {
@@ -141,7 +164,15 @@ pub fn run(args: Args) -> CliResult {
             ("network view".into(), format!("{:?}", r.net_view)),
             ("mailbox ack".into(), opt(&r.mailbox_ack)),
             ("flags".into(), if r.flags.is_empty() { "-".into() } else { r.flags.join(", ") }),
+            ("extent sequence".into(), r.extent_sequence.map_or("-".into(), |v| format!("{v} (record)"))),
+            ("extent".into(), r.extent.as_ref().map_or("-".into(), extent_summary)),
         ];
+        if let Some(addrs) = r.extent.as_ref().and_then(|e| e.heartbeat_addrs.as_ref()) {
+            pairs.push((
+                "heartbeat addrs".into(),
+                if addrs.is_empty() { "none".into() } else { addrs.join(", ") },
+            ));
+        }
         pairs.push((
             "mailbox".into(),
             match result.mailbox.as_ref().expect("read with the slot") {

@@ -1,9 +1,9 @@
-//! Per-host data extents: owner-written, checksummed, generation-numbered. Reserved in v1 for the
-//! VMs each host runs and the coordinator's restart plan; mkfs writes an empty header in each.
+//! Per-host data extents: owner-written, checksummed, sequence-numbered. mkfs writes an empty header
+//! in each; format 1.2 defines payload kind 1, [`host_info`] (the owner's heartbeat addresses).
 //!
 //! An extent is a 4096-byte header block (the header is its first 512 bytes) followed by the
 //! payload. Writers write the payload first and the header last; readers trust a payload only when
-//! its length and crc32c match the header.
+//! its length and crc32c match the header (`Disk::write_extent` / `Disk::read_extent`).
 
 use super::{validate, Corruption, Header, OnDisk, ALIGN};
 use zerocopy::little_endian::{U16, U32, U64};
@@ -12,6 +12,31 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 pub const MAGIC: [u8; 8] = *b"DBEXTENT";
 /// Offset of the payload inside an extent.
 pub const PAYLOAD_OFFSET: u64 = ALIGN;
+
+/// Payload kinds (extent header `kind`; docs/FORMAT.md §7, "Payload kinds"). Additive: a kind, once
+/// defined, keeps its meaning; new kinds come with new minor versions.
+pub mod kind {
+    /// No payload (mkfs's header; `payload_len` 0).
+    pub const EMPTY: u16 = 0;
+    /// Host info v1 (format 1.2): see [`super::host_info`].
+    pub const HOST_INFO: u16 = 1;
+    /// The JSON / text name of a kind, `None` for kinds this version does not define.
+    pub fn name(kind: u16) -> Option<&'static str> {
+        match kind {
+            EMPTY => Some("empty"),
+            HOST_INFO => Some("host_info"),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `kind` is defined by format minor `minor` (0 only up to 1.1; 0 and 1 since 1.2).
+pub fn kind_defined(minor: u16, kind: u16) -> bool {
+    match minor {
+        0 | 1 => kind == kind::EMPTY,
+        _ => kind <= kind::HOST_INFO,
+    }
+}
 
 /// On-disk mirror of an extent header (docs/FORMAT.md, "Data extent").
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -40,8 +65,11 @@ impl OnDisk for ExtentRaw {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
     pub cluster_uuid: uuid::Uuid,
+    /// The header's format minor as read (`encode` always writes `VERSION_MINOR`). Payload
+    /// decoders key their reserved-value checks on it, like every structure (§11).
+    pub version_minor: u16,
     pub slot: u32,
-    /// Payload kind: 0 = empty; other values are defined by later minor versions.
+    /// Payload kind ([`kind`]): 0 = empty, 1 = host info (1.2).
     pub kind: u16,
     pub generation: u64,
     pub sequence: u64,
@@ -51,9 +79,19 @@ pub struct Extent {
 
 impl Extent {
     pub fn empty(cluster_uuid: uuid::Uuid, slot: u32) -> Extent {
-        Extent { cluster_uuid, slot, kind: 0, generation: 0, sequence: 0, payload_len: 0, payload_crc32c: 0 }
+        Extent {
+            cluster_uuid,
+            version_minor: super::VERSION_MINOR,
+            slot,
+            kind: kind::EMPTY,
+            generation: 0,
+            sequence: 0,
+            payload_len: 0,
+            payload_crc32c: 0,
+        }
     }
 
+    /// Encodes into the first 512 bytes of `out`, as format `VERSION_MINOR`.
     pub fn encode(&self, out: &mut [u8]) {
         let raw = ExtentRaw {
             header: Header::new(MAGIC, self.cluster_uuid),
@@ -69,7 +107,9 @@ impl Extent {
         super::seal(&raw, out);
     }
 
-    /// Validates and decodes the header of `slot`'s extent, whose size is `extent_size`.
+    /// Validates and decodes the header of `slot`'s extent, whose size is `extent_size`. Checks
+    /// after the common ones: slot, `payload_len`, reserved (`flags`, `reserved`), `kind` (the last
+    /// two only for a minor this build knows).
     pub fn decode(
         bytes: &[u8],
         cluster: &uuid::Uuid,
@@ -83,13 +123,16 @@ impl Extent {
         if raw.payload_len.get() > extent_size.saturating_sub(PAYLOAD_OFFSET) {
             return Err(Corruption::BadField("payload_len"));
         }
-        if super::known_minor(raw.header.version_minor.get())
-            && (raw.flags.get() != 0 || !super::all_zero(&raw.reserved))
-        {
+        let minor = raw.header.version_minor.get();
+        if super::known_minor(minor) && (raw.flags.get() != 0 || !super::all_zero(&raw.reserved)) {
             return Err(Corruption::ReservedNotZero);
+        }
+        if super::known_minor(minor) && !kind_defined(minor, raw.kind.get()) {
+            return Err(Corruption::BadField("kind"));
         }
         Ok(Extent {
             cluster_uuid: *cluster,
+            version_minor: minor,
             slot,
             kind: raw.kind.get(),
             generation: raw.generation.get(),
@@ -97,6 +140,203 @@ impl Extent {
             payload_len: raw.payload_len.get(),
             payload_crc32c: raw.payload_crc32c.get(),
         })
+    }
+}
+
+/// A payload read from an extent whose checksum matched, decoded by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// Kind 0: nothing published (any payload bytes are ignored).
+    Empty,
+    /// Kind 1: the owner's heartbeat addresses.
+    HostInfo(host_info::HostInfo),
+    /// A kind this version does not define (only accepted in a header of a newer minor): the
+    /// reader MUST NOT interpret it.
+    Unknown(u16),
+}
+
+impl Payload {
+    /// Decodes `payload` (the `header.payload_len` bytes whose crc32c matched) by `header.kind`.
+    /// Total: never panics, whatever the bytes.
+    pub fn decode(header: &Extent, payload: &[u8]) -> Result<Payload, host_info::PayloadError> {
+        match header.kind {
+            kind::EMPTY => Ok(Payload::Empty),
+            kind::HOST_INFO => {
+                host_info::HostInfo::decode(payload, header.version_minor).map(Payload::HostInfo)
+            }
+            k => Ok(Payload::Unknown(k)),
+        }
+    }
+}
+
+/// Payload kind 1, "host info v1" (docs/FORMAT.md §7, "Payload kind 1: host_info"): a sequence of
+/// TLV entries, `type: u16 LE`, `len: u16 LE`, then `len` value bytes, back to back, no padding,
+/// ending exactly at `payload_len`. Encoding and decoding work on the caller's buffer: no
+/// allocation.
+pub mod host_info {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+    /// Bytes of an entry's `type` and `len`.
+    pub const ENTRY_HEADER_LEN: usize = 4;
+    /// Entry type: a heartbeat address, IPv4 (value: 4 address bytes in network order, then the
+    /// UDP port as u16 LE).
+    pub const TYPE_HB_ADDR_V4: u16 = 1;
+    /// Entry type: a heartbeat address, IPv6 (value: 16 address bytes in network order, then the
+    /// UDP port as u16 LE).
+    pub const TYPE_HB_ADDR_V6: u16 = 2;
+    /// Value length of a `TYPE_HB_ADDR_V4` entry.
+    pub const HB_ADDR_V4_LEN: usize = 6;
+    /// Value length of a `TYPE_HB_ADDR_V6` entry.
+    pub const HB_ADDR_V6_LEN: usize = 18;
+    /// Heartbeat addresses a host publishes, at most.
+    pub const MAX_HB_ADDRS: usize = 2;
+    /// Encoded size of the largest host info v1 payload this version writes.
+    pub const MAX_ENCODED_LEN: usize = MAX_HB_ADDRS * (ENTRY_HEADER_LEN + HB_ADDR_V6_LEN);
+
+    /// Why a host info payload was not decoded (or not encoded). Offsets are payload offsets.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    pub enum PayloadError {
+        #[error("entry at payload offset {offset} runs past the end of the payload")]
+        Truncated { offset: usize },
+        #[error("unknown entry type {entry_type} at payload offset {offset}")]
+        UnknownEntry { offset: usize, entry_type: u16 },
+        #[error("entry type {entry_type} at payload offset {offset} has length {len}")]
+        BadLength { offset: usize, entry_type: u16, len: u16 },
+        #[error("more than {MAX_HB_ADDRS} heartbeat addresses (entry at payload offset {offset})")]
+        TooManyAddrs { offset: usize },
+        #[error("heartbeat address at payload offset {offset} has port 0 or an unspecified address")]
+        BadAddr { offset: usize },
+        #[error(
+            "heartbeat address {0} cannot be published: port 0, an unspecified address, or an IPv6 \
+             scope id / flow label (not carried)"
+        )]
+        Unrepresentable(SocketAddr),
+        #[error("payload buffer too small: {needed} bytes needed")]
+        BufferTooSmall { needed: usize },
+    }
+
+    /// Host info v1: the owner's heartbeat addresses, in order of preference (first = primary).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct HostInfo {
+        addrs: [SocketAddr; MAX_HB_ADDRS],
+        count: u8,
+    }
+
+    const NONE: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+
+    /// Whether `a` can be published: a real port and address; IPv6 without scope id or flow label.
+    fn representable(a: &SocketAddr) -> bool {
+        let ok = a.port() != 0 && !a.ip().is_unspecified();
+        match a {
+            SocketAddr::V4(_) => ok,
+            SocketAddr::V6(v6) => ok && v6.scope_id() == 0 && v6.flowinfo() == 0,
+        }
+    }
+
+    impl HostInfo {
+        /// Host info with `addrs` (at most [`MAX_HB_ADDRS`], each with a non-zero port, a specified
+        /// address, and for IPv6 no scope id nor flow label, which the format does not carry).
+        pub fn new(addrs: &[SocketAddr]) -> Result<HostInfo, PayloadError> {
+            if addrs.len() > MAX_HB_ADDRS {
+                return Err(PayloadError::TooManyAddrs { offset: 0 });
+            }
+            let mut h = HostInfo { addrs: [NONE; MAX_HB_ADDRS], count: 0 };
+            for a in addrs {
+                if !representable(a) {
+                    return Err(PayloadError::Unrepresentable(*a));
+                }
+                h.addrs[h.count as usize] = *a;
+                h.count += 1;
+            }
+            Ok(h)
+        }
+
+        /// The heartbeat addresses, primary first.
+        pub fn addrs(&self) -> &[SocketAddr] {
+            &self.addrs[..self.count as usize]
+        }
+
+        /// Bytes `encode` writes.
+        pub fn encoded_len(&self) -> usize {
+            self.addrs()
+                .iter()
+                .map(|a| ENTRY_HEADER_LEN + if a.is_ipv4() { HB_ADDR_V4_LEN } else { HB_ADDR_V6_LEN })
+                .sum()
+        }
+
+        /// Writes the payload into `out` and returns its length.
+        pub fn encode(&self, out: &mut [u8]) -> Result<usize, PayloadError> {
+            let needed = self.encoded_len();
+            let Some(out) = out.get_mut(..needed) else {
+                return Err(PayloadError::BufferTooSmall { needed });
+            };
+            let mut pos = 0;
+            for a in self.addrs() {
+                let (ty, len) = match a {
+                    SocketAddr::V4(_) => (TYPE_HB_ADDR_V4, HB_ADDR_V4_LEN),
+                    SocketAddr::V6(_) => (TYPE_HB_ADDR_V6, HB_ADDR_V6_LEN),
+                };
+                out[pos..pos + 2].copy_from_slice(&ty.to_le_bytes());
+                out[pos + 2..pos + 4].copy_from_slice(&(len as u16).to_le_bytes());
+                let value = &mut out[pos + ENTRY_HEADER_LEN..pos + ENTRY_HEADER_LEN + len];
+                match a.ip() {
+                    IpAddr::V4(ip) => value[..4].copy_from_slice(&ip.octets()),
+                    IpAddr::V6(ip) => value[..16].copy_from_slice(&ip.octets()),
+                }
+                value[len - 2..].copy_from_slice(&a.port().to_le_bytes());
+                pos += ENTRY_HEADER_LEN + len;
+            }
+            Ok(pos)
+        }
+
+        /// Decodes a host info v1 payload from an extent header of format minor `header_minor`.
+        /// Entry types the header's minor does not define are refused (`UnknownEntry`) when this
+        /// build knows that minor, and skipped for a newer minor (§11). Total: never panics.
+        pub fn decode(payload: &[u8], header_minor: u16) -> Result<HostInfo, PayloadError> {
+            let mut h = HostInfo { addrs: [NONE; MAX_HB_ADDRS], count: 0 };
+            let mut pos = 0;
+            while pos < payload.len() {
+                let offset = pos;
+                let Some(head) = payload.get(pos..pos + ENTRY_HEADER_LEN) else {
+                    return Err(PayloadError::Truncated { offset });
+                };
+                let entry_type = u16::from_le_bytes([head[0], head[1]]);
+                let len = u16::from_le_bytes([head[2], head[3]]);
+                let start = pos + ENTRY_HEADER_LEN;
+                let Some(value) = payload.get(start..start + usize::from(len)) else {
+                    return Err(PayloadError::Truncated { offset });
+                };
+                pos = start + usize::from(len);
+                let want = match entry_type {
+                    TYPE_HB_ADDR_V4 => HB_ADDR_V4_LEN,
+                    TYPE_HB_ADDR_V6 => HB_ADDR_V6_LEN,
+                    _ if super::super::known_minor(header_minor) => {
+                        return Err(PayloadError::UnknownEntry { offset, entry_type });
+                    }
+                    _ => continue,
+                };
+                if usize::from(len) != want {
+                    return Err(PayloadError::BadLength { offset, entry_type, len });
+                }
+                let port = u16::from_le_bytes([value[want - 2], value[want - 1]]);
+                let addr = if entry_type == TYPE_HB_ADDR_V4 {
+                    let ip: [u8; 4] = value[..4].try_into().expect("length checked");
+                    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port))
+                } else {
+                    let ip: [u8; 16] = value[..16].try_into().expect("length checked");
+                    SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0))
+                };
+                if !representable(&addr) {
+                    return Err(PayloadError::BadAddr { offset });
+                }
+                if usize::from(h.count) == MAX_HB_ADDRS {
+                    return Err(PayloadError::TooManyAddrs { offset });
+                }
+                h.addrs[usize::from(h.count)] = addr;
+                h.count += 1;
+            }
+            Ok(h)
+        }
     }
 }
 
@@ -114,5 +354,157 @@ mod tests {
         e.encode(&mut buf);
         assert_eq!(Extent::decode(&buf, &c, 3, 65536), Ok(e));
         assert_eq!(Extent::decode(&buf, &c, 3, 4096), Err(Corruption::BadField("payload_len")));
+    }
+
+    /// `e` encoded with `version_minor`, `kind`, `flags` and reserved byte 300 patched in, resealed.
+    fn patched(e: &Extent, minor: u16, kind: u16, flags: u16, reserved: u8) -> [u8; 512] {
+        let mut buf = [0u8; 512];
+        e.encode(&mut buf);
+        buf[14..16].copy_from_slice(&minor.to_le_bytes());
+        buf[36..38].copy_from_slice(&kind.to_le_bytes());
+        buf[38..40].copy_from_slice(&flags.to_le_bytes());
+        buf[300] = reserved;
+        let crc = crate::format::checksum(&buf[4..]);
+        buf[..4].copy_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    #[test]
+    fn kind_validation_keys_on_the_header_minor() {
+        let c = uuid::Uuid::from_u128(9);
+        let e = Extent::empty(c, 3);
+        let decode =
+            |minor, kind, flags, res| Extent::decode(&patched(&e, minor, kind, flags, res), &c, 3, 65536);
+        // 1.0 and 1.1 define kind 0 only.
+        for minor in [0, 1] {
+            assert_eq!(decode(minor, 0, 0, 0).map(|x| (x.kind, x.version_minor)), Ok((0, minor)));
+            assert_eq!(decode(minor, kind::HOST_INFO, 0, 0), Err(Corruption::BadField("kind")));
+        }
+        // 1.2 adds kind 1; 2.. are undefined.
+        assert_eq!(decode(2, kind::HOST_INFO, 0, 0).map(|x| x.kind), Ok(1));
+        assert_eq!(decode(2, 2, 0, 0), Err(Corruption::BadField("kind")));
+        assert_eq!(decode(2, u16::MAX, 0, 0), Err(Corruption::BadField("kind")));
+        // Reserved checks come first, and still apply in 1.2.
+        assert_eq!(decode(2, 0, 1, 0), Err(Corruption::ReservedNotZero));
+        assert_eq!(decode(2, 7, 0, 1), Err(Corruption::ReservedNotZero));
+        // A newer minor: any kind, flags and reserved bytes pass through.
+        assert_eq!(decode(3, 7, 1, 1).map(|x| x.kind), Ok(7));
+        let newer = Extent { version_minor: 3, kind: 7, ..e };
+        assert_eq!(Payload::decode(&newer, &[1, 2, 3]), Ok(Payload::Unknown(7)));
+    }
+
+    /// Pins a whole extent header (format 1.2): magic, minor 2, kind 1 and every field.
+    #[test]
+    fn golden_header_bytes() {
+        let c = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let e = Extent {
+            kind: kind::HOST_INFO,
+            generation: 3,
+            sequence: 4,
+            payload_len: 22,
+            payload_crc32c: 0x1122_3344,
+            ..Extent::empty(c, 5)
+        };
+        let mut buf = [0u8; 512];
+        e.encode(&mut buf);
+        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x02\x00");
+        assert_eq!(&buf[32..40], &[5, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(
+            &buf[40..68],
+            &[
+                3, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 22, 0, 0, 0, 0, 0, 0, 0, 0x44, 0x33, 0x22,
+                0x11
+            ]
+        );
+        assert!(buf[68..].iter().all(|&b| b == 0));
+        let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+        assert_eq!(crc, GOLDEN_EXTENT_CRC, "extent header checksum changed: {crc:#010x}");
+        assert_eq!(Extent::decode(&buf, &c, 5, 65536), Ok(e));
+    }
+    /// New in format 1.2 (recomputed independently of this crate's crc32c).
+    const GOLDEN_EXTENT_CRC: u32 = 0x2ea3_4632;
+
+    mod host_info_tests {
+        use super::super::host_info::*;
+        use crate::format::VERSION_MINOR;
+        use std::net::SocketAddr;
+
+        fn sa(s: &str) -> SocketAddr {
+            s.parse().unwrap()
+        }
+
+        /// The FORMAT.md §7 example, byte for byte.
+        #[test]
+        fn golden_payload() {
+            let h = HostInfo::new(&[sa("192.0.2.10:7400"), sa("[2001:db8::1]:7400")]).unwrap();
+            let mut buf = [0xEEu8; 64];
+            assert_eq!(h.encode(&mut buf), Ok(32));
+            assert_eq!(h.encoded_len(), 32);
+            let want: [u8; 32] = [
+                0x01, 0x00, 0x06, 0x00, 192, 0, 2, 10, 0xE8, 0x1C, // v4 entry
+                0x02, 0x00, 0x12, 0x00, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xE8,
+                0x1C,
+            ];
+            assert_eq!(&buf[..32], &want);
+            assert_eq!(buf[32], 0xEE, "nothing written past the payload");
+            assert_eq!(crate::format::checksum(&want), GOLDEN_PAYLOAD_CRC);
+            assert_eq!(HostInfo::decode(&want, VERSION_MINOR), Ok(h));
+            assert_eq!(HostInfo::decode(&want, VERSION_MINOR).unwrap().addrs(), h.addrs());
+            // Empty host info: an empty payload.
+            let none = HostInfo::new(&[]).unwrap();
+            assert_eq!(none.encode(&mut buf), Ok(0));
+            assert_eq!(HostInfo::decode(&[], VERSION_MINOR), Ok(none));
+        }
+        /// crc32c of the §7 example payload (recomputed independently).
+        const GOLDEN_PAYLOAD_CRC: u32 = 0x534a_d21e;
+
+        #[test]
+        fn writer_refusals() {
+            let three = [sa("10.0.0.1:1"), sa("10.0.0.2:1"), sa("10.0.0.3:1")];
+            assert_eq!(HostInfo::new(&three), Err(PayloadError::TooManyAddrs { offset: 0 }));
+            for bad in ["10.0.0.1:0", "0.0.0.0:7400", "[::]:7400", "[fe80::1%2]:7400"] {
+                assert!(matches!(HostInfo::new(&[sa(bad)]), Err(PayloadError::Unrepresentable(_))), "{bad}");
+            }
+            let h = HostInfo::new(&[sa("10.0.0.1:1")]).unwrap();
+            assert_eq!(h.encode(&mut [0u8; 9]), Err(PayloadError::BufferTooSmall { needed: 10 }));
+        }
+
+        #[test]
+        fn decoder_refusals() {
+            let v4 = [1, 0, 6, 0, 10, 0, 0, 1, 1, 0];
+            let m = VERSION_MINOR;
+            assert_eq!(HostInfo::decode(&v4[..3], m), Err(PayloadError::Truncated { offset: 0 }));
+            assert_eq!(HostInfo::decode(&v4[..9], m), Err(PayloadError::Truncated { offset: 0 }));
+            let mut b = v4;
+            b[2] = 7;
+            assert_eq!(HostInfo::decode(&b, m), Err(PayloadError::Truncated { offset: 0 }));
+            b[2] = 5;
+            assert_eq!(
+                HostInfo::decode(&b[..9], m),
+                Err(PayloadError::BadLength { offset: 0, entry_type: 1, len: 5 })
+            );
+            let mut b = v4;
+            b[8] = 0;
+            assert_eq!(HostInfo::decode(&b, m), Err(PayloadError::BadAddr { offset: 0 }));
+            let three: Vec<u8> = v4.iter().chain(&v4).chain(&v4).copied().collect();
+            assert_eq!(HostInfo::decode(&three[..20], m).map(|h| h.addrs().len()), Ok(2));
+            assert_eq!(HostInfo::decode(&three, m), Err(PayloadError::TooManyAddrs { offset: 20 }));
+            // Unknown entry types: refused in a known minor (0 included), skipped in a newer one.
+            let unknown: Vec<u8> = [3u8, 0, 2, 0, 0xAA, 0xBB].iter().chain(&v4).copied().collect();
+            assert_eq!(
+                HostInfo::decode(&unknown, m),
+                Err(PayloadError::UnknownEntry { offset: 0, entry_type: 3 })
+            );
+            assert_eq!(
+                HostInfo::decode(&[0, 0, 0, 0], m),
+                Err(PayloadError::UnknownEntry { offset: 0, entry_type: 0 })
+            );
+            assert_eq!(
+                HostInfo::decode(&unknown, m + 1).map(|h| h.addrs().to_vec()),
+                Ok(vec![sa("10.0.0.1:1")])
+            );
+            // Even a skipped entry must fit.
+            assert_eq!(HostInfo::decode(&unknown[..5], m + 1), Err(PayloadError::Truncated { offset: 0 }));
+        }
     }
 }

@@ -24,7 +24,8 @@ pub struct RecordRaw {
     pub host_name: [u8; NAME_LEN],      // 88..152
     pub net_view: [u8; NET_VIEW_BYTES], // 152..408
     pub mailbox_ack: U64,               // 408
-    pub reserved: [u8; 96],             // 416..512
+    pub extent_sequence: U64,           // 416 (format 1.2)
+    pub reserved: [u8; 88],             // 424..512
 }
 const _: () = assert!(core::mem::size_of::<RecordRaw>() == super::STRUCT_SIZE);
 
@@ -51,6 +52,11 @@ pub mod flags {
     pub const FENCE_STOPS_VMS: u16 = 1 << 2;
     /// Every bit defined by format 1.1.
     pub const KNOWN: u16 = WATCHDOG_ARMED | FENCE_FAILED | FENCE_STOPS_VMS;
+}
+
+/// Whether a record of format minor `minor` may carry a non-zero `extent_sequence` (1.2).
+fn extent_sequence_known(minor: u16) -> bool {
+    minor >= 2
 }
 
 /// Flag bits a record of format minor `minor` may carry.
@@ -160,6 +166,9 @@ pub struct Record {
     pub mailbox_ack: u64,
     /// [`flags`] bits (format 1.1).
     pub flags: u16,
+    /// Sequence of the writer's current data-extent header (format 1.2): readers re-read this
+    /// host's extent only when it changed. 0 = no payload published (the 1.0/1.1 meaning).
+    pub extent_sequence: u64,
 }
 
 impl Record {
@@ -179,6 +188,7 @@ impl Record {
             net_view: NetView::EMPTY,
             mailbox_ack: 0,
             flags: 0,
+            extent_sequence: 0,
         }
     }
 
@@ -207,7 +217,8 @@ impl Record {
             host_name: self.host_name,
             net_view: self.net_view.0,
             mailbox_ack: U64::new(self.mailbox_ack),
-            reserved: [0; 96],
+            extent_sequence: U64::new(self.extent_sequence),
+            reserved: [0; 88],
         }
     }
 
@@ -228,8 +239,10 @@ impl Record {
             return Err(Corruption::WrongSlot { expected: slot, found: raw.slot.get() });
         }
         let state = State::from_code(raw.state.get()).ok_or(Corruption::BadState(raw.state.get()))?;
-        if super::known_minor(raw.header.version_minor.get())
-            && (raw.flags.get() & !flags_known(raw.header.version_minor.get()) != 0
+        let minor = raw.header.version_minor.get();
+        if super::known_minor(minor)
+            && (raw.flags.get() & !flags_known(minor) != 0
+                || (!extent_sequence_known(minor) && raw.extent_sequence.get() != 0)
                 || !super::all_zero(&raw.reserved))
         {
             return Err(Corruption::ReservedNotZero);
@@ -263,6 +276,7 @@ impl Record {
             net_view: NetView(raw.net_view),
             mailbox_ack: raw.mailbox_ack.get(),
             flags: raw.flags.get(),
+            extent_sequence: raw.extent_sequence.get(),
         }
     }
 }
@@ -315,8 +329,8 @@ pub(crate) mod tests {
         let mut buf = [0u8; 512];
         sample().encode(&mut buf);
         assert_eq!(&buf[4..12], b"DBRECORD");
-        // version_major = 1, version_minor = 1 (format 1.1), both u16 LE.
-        assert_eq!(&buf[12..16], &[1, 0, 1, 0]);
+        // version_major = 1, version_minor = 2 (format 1.2), both u16 LE.
+        assert_eq!(&buf[12..16], &[1, 0, 2, 0]);
         assert_eq!(&buf[32..36], &5u32.to_le_bytes());
         assert_eq!(&buf[36..38], &2u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0, 0], "no flags");
@@ -326,13 +340,31 @@ pub(crate) mod tests {
         assert_eq!(buf[152], 0b0010_0001);
         assert_eq!(buf[152 + 255], 0b1000_0000);
         assert_eq!(&buf[408..416], &42u64.to_le_bytes());
-        assert!(buf[416..].iter().all(|&b| b == 0));
+        assert!(buf[416..].iter().all(|&b| b == 0), "extent_sequence 0, reserved zero");
         let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
     }
-    /// Format 1.1 changed this (was 0x593d_47f3 in 1.0): the header's `version_minor` is now 1.
-    const GOLDEN_CRC: u32 = 0x11de_8eca;
+    /// Format 1.2 changed this (`version_minor` 2); it was 0x11de_8eca in 1.1, 0x593d_47f3 in 1.0.
+    const GOLDEN_CRC: u32 = 0xc8fa_d581;
+
+    /// Pins `extent_sequence` (format 1.2): u64 LE at 416; reserved 424..512 stays zero.
+    #[test]
+    fn golden_bytes_with_extent_sequence() {
+        let mut r = sample();
+        r.extent_sequence = 0x1122_3344_5566_7788;
+        let mut buf = [0u8; 512];
+        r.encode(&mut buf);
+        assert_eq!(&buf[416..424], &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
+        assert!(buf[424..].iter().all(|&b| b == 0));
+        let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+        assert_eq!(crc, crc32c::crc32c(&buf[4..]));
+        assert_eq!(crc, GOLDEN_CRC_EXTENT_SEQ, "record checksum changed: {crc:#010x}");
+        assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
+        assert_eq!(Record::free(r.cluster_uuid, 5).extent_sequence, 0);
+    }
+    /// New in format 1.2.
+    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0xbbc0_085e;
 
     /// Pins the `flags` field (format 1.1): u16 LE at 38, bit 0 watchdog_armed, bit 1
     /// fence_failed, bit 2 fence_stops_vms.
@@ -345,7 +377,7 @@ pub(crate) mod tests {
         r.flags = flags::WATCHDOG_ARMED | flags::FENCE_FAILED | flags::FENCE_STOPS_VMS;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 1, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 2, 0]);
         assert_eq!(&buf[36..38], &4u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0b0000_0111, 0]);
         assert!(buf[416..].iter().all(|&b| b == 0));
@@ -363,8 +395,8 @@ pub(crate) mod tests {
             assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         }
     }
-    /// New in format 1.1.
-    const GOLDEN_CRC_FLAGS: u32 = 0x8c0b_f361;
+    /// New in format 1.1 (0x8c0b_f361); format 1.2 changed it (`version_minor` 2).
+    const GOLDEN_CRC_FLAGS: u32 = 0x552f_a82a;
 
     /// `sample()` encoded with `flags` and `version_minor` patched in, resealed.
     fn with_minor_and_flags(minor: u16, flags: u16) -> [u8; 512] {
@@ -393,9 +425,45 @@ pub(crate) mod tests {
         for bit in 3..16 {
             assert_eq!(decode(1, 1 << bit), Err(Corruption::ReservedNotZero), "1.1 record, bit {bit}");
         }
+        // 1.2 defines the same bits as 1.1.
+        assert_eq!(decode(2, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+        for bit in 3..16 {
+            assert_eq!(decode(2, 1 << bit), Err(Corruption::ReservedNotZero), "1.2 record, bit {bit}");
+        }
         // A newer minor may define more bits: accepted, and the bits are passed through as read.
-        assert_eq!(decode(2, 0xFFF8).map(|r| r.flags), Ok(0xFFF8));
-        assert_eq!(decode(2, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
+        assert_eq!(decode(3, 0xFFF8).map(|r| r.flags), Ok(0xFFF8));
+        assert_eq!(decode(3, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
         assert_eq!(decode(u16::MAX, 1 << 8).map(|r| r.flags), Ok(1 << 8));
+    }
+
+    /// `sample()` with `extent_sequence` (bytes 416..424) and `reserved` byte 500 patched in,
+    /// written as `minor`, resealed.
+    fn with_minor_and_tail(minor: u16, extent_sequence: u64, reserved: u8) -> [u8; 512] {
+        let mut buf = with_minor_and_flags(minor, 0);
+        buf[416..424].copy_from_slice(&extent_sequence.to_le_bytes());
+        buf[500] = reserved;
+        let crc = crate::format::checksum(&buf[4..]);
+        buf[..4].copy_from_slice(&crc.to_le_bytes());
+        buf
+    }
+
+    #[test]
+    fn extent_sequence_validation_keys_on_the_record_minor() {
+        let cluster = sample().cluster_uuid;
+        let decode = |minor, seq, res| Record::decode(&with_minor_and_tail(minor, seq, res), &cluster, 5);
+        for minor in [0, 1] {
+            // Bytes 416..424 are reserved in 1.0 and 1.1: any non-zero byte is refused.
+            assert_eq!(decode(minor, 0, 0).map(|r| r.extent_sequence), Ok(0));
+            for byte in 0..8 {
+                let seq = 1u64 << (8 * byte);
+                assert_eq!(decode(minor, seq, 0), Err(Corruption::ReservedNotZero), "1.{minor}, {seq:#x}");
+            }
+        }
+        // 1.2 defines the field; bytes 424..512 stay reserved.
+        assert_eq!(decode(2, 7, 0).map(|r| r.extent_sequence), Ok(7));
+        assert_eq!(decode(2, u64::MAX, 0).map(|r| r.extent_sequence), Ok(u64::MAX));
+        assert_eq!(decode(2, 7, 1), Err(Corruption::ReservedNotZero));
+        // A newer minor: the field is passed through, reserved bytes ignored.
+        assert_eq!(decode(3, 9, 1).map(|r| r.extent_sequence), Ok(9));
     }
 }
