@@ -108,7 +108,7 @@ fn env_dev(var: &str) -> Option<PathBuf> {
 
 impl Run {
     fn wants(&self, name: &str) -> bool {
-        self.filter.as_deref().map_or(true, |f| name.contains(f))
+        self.filter.as_deref().is_none_or(|f| name.contains(f))
     }
     /// Whether to time `name` call by call.
     fn per_call(&self, name: &str) -> bool {
@@ -359,7 +359,7 @@ fn main() {
     };
     bench_decode(&mut c, &mut run);
     let io_cases = ["record_write/", "table_read"];
-    if !io_cases.iter().any(|p| run.filter.as_deref().map_or(true, |f| p.contains(f) || f.contains(p))) {
+    if !io_cases.iter().any(|p| run.filter.as_deref().is_none_or(|f| p.contains(f) || f.contains(p))) {
         // The filter selects no I/O case: no devices needed.
     } else if !is_root() {
         eprintln!("disk bench: not root: skipping the loop-device benchmarks (record_write, table_read)");

@@ -69,7 +69,7 @@ fn oracle_set_ok(pool: &Pool, failed: u32) -> bool {
     let items: Vec<(u64, u64)> = pool
         .vms
         .iter()
-        .filter(|v| v.protection == Protection::Protect && v.host.map_or(true, |h| failed & (1 << h) != 0))
+        .filter(|v| v.protection == Protection::Protect && v.host.is_none_or(|h| failed & (1 << h) != 0))
         .map(|v| (v.memory_mib, v.vcpus))
         .collect();
     oracle_fits(&items, bins)
@@ -124,7 +124,7 @@ fn arb_pool() -> impl Strategy<Value = Pool> {
         for (i, (m, c, p, order, h, g)) in vms.into_iter().enumerate() {
             let fits = |h: usize, used: &[(u64, u64)]| {
                 used[h].0 + m <= hosts[h].memory_mib
-                    && hosts[h].max_vcpus.map_or(true, |cap| used[h].1 + c <= cap)
+                    && hosts[h].max_vcpus.is_none_or(|cap| used[h].1 + c <= cap)
             };
             if !(0..hosts.len()).any(|h| fits(h, &vec![(0, 0); hosts.len()])) {
                 continue; // a VM larger than every host is a bad file, not a test case

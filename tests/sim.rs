@@ -135,7 +135,7 @@ impl History {
         panic!("history pruned too far: read at {t}, oldest {}", self.hist[0].0);
     }
     fn put(&mut self, t: u64, bytes: Sector, keep_us: u64) {
-        debug_assert!(self.hist.back().map_or(true, |h| h.0 <= t));
+        debug_assert!(self.hist.back().is_none_or(|h| h.0 <= t));
         self.hist.push_back((t, Box::new(bytes)));
         while self.hist.len() > 1 && self.hist[1].0 + keep_us < t {
             self.hist.pop_front();
@@ -861,7 +861,7 @@ impl Sim {
                         && x.slot != slot
                         && x.node.phase() == Phase::Live
                         && x.live_at.is_some_and(|l| l <= at)
-                        && !x.dead_seen[slot as usize].is_some_and(|d| d >= at)
+                        && x.dead_seen[slot as usize].is_none_or(|d| d < at)
                     {
                         return self.fail(format!(
                             "liveness: inc {o} (slot {}) has not declared slot {slot} dead {} µs after inc \
@@ -1398,7 +1398,7 @@ impl Sim {
                     // Crashed hosts, frozen daemons (they fence when they thaw) and failed fence
                     // actions (retried) say nothing about the margin of the self-fence rule.
                     let measured = x.crashed.is_none() && !x.was_frozen && !x.fence_failed;
-                    if measured && self.stats.min_margin_us.map_or(true, |m| margin < m) {
+                    if measured && self.stats.min_margin_us.is_none_or(|m| margin < m) {
                         self.stats.min_margin_us = Some(margin);
                     }
                 }
@@ -1452,8 +1452,7 @@ impl Sim {
     fn check_owner(&self, i: usize) -> Res {
         let slot = self.incs[i].slot;
         for (j, x) in self.incs.iter().enumerate() {
-            if j != i && x.slot == slot && x.live_at.is_some() && x.gone_at().map_or(true, |g| g >= self.now)
-            {
+            if j != i && x.slot == slot && x.live_at.is_some() && x.gone_at().is_none_or(|g| g >= self.now) {
                 if self.unprovable(j) {
                     continue;
                 }

@@ -43,7 +43,7 @@ impl Default for OwnWrites {
 
 impl OwnWrites {
     pub fn submitted(&mut self, record: Record, at_ms: u64) {
-        debug_assert!(self.latest.map_or(true, |(r, _)| r.sequence < record.sequence));
+        debug_assert!(self.latest.is_none_or(|(r, _)| r.sequence < record.sequence));
         self.latest = Some((record, at_ms));
     }
 

@@ -224,7 +224,7 @@ pub fn restart_plan(pool: &Pool, failed: &[usize], budget: Budget) -> RestartPla
             host: survivors[b],
             order: pool.vms[v].order,
             protection: pool.vms[v].protection,
-            anti_affinity_honored: vm_group[v].map_or(true, |g| count[&(b, g)] <= 1),
+            anti_affinity_honored: vm_group[v].is_none_or(|g| count[&(b, g)] <= 1),
         })
         .collect();
     placements.sort_by(|x, y| {
@@ -244,8 +244,8 @@ pub fn restart_plan(pool: &Pool, failed: &[usize], budget: Budget) -> RestartPla
 /// Host for one VM: the one with most free memory among those that keep anti-affinity,
 /// else among all that fit (spreading load leaves room for later restarts of other sizes).
 fn choose(state: &[Bin], it: &Item) -> Option<usize> {
-    let fits = |b: &Bin| b.memory_mib >= it.memory_mib && b.vcpus.map_or(true, |c| c >= it.vcpus);
-    let clean = |b: &Bin| it.group.map_or(true, |g| !b.groups.contains(&g));
+    let fits = |b: &Bin| b.memory_mib >= it.memory_mib && b.vcpus.is_none_or(|c| c >= it.vcpus);
+    let clean = |b: &Bin| it.group.is_none_or(|g| !b.groups.contains(&g));
     let best = |pred: &dyn Fn(&Bin) -> bool| {
         (0..state.len())
             .filter(|&b| fits(&state[b]) && pred(&state[b]))

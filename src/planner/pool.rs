@@ -265,7 +265,7 @@ impl Pool {
                     None => return Err(PoolError::UnknownHost { vm: v.name, host: h }),
                 },
             };
-            if !hosts.iter().any(|h| h.memory_mib >= memory_mib && h.max_vcpus.map_or(true, |c| c >= vcpus)) {
+            if !hosts.iter().any(|h| h.memory_mib >= memory_mib && h.max_vcpus.is_none_or(|c| c >= vcpus)) {
                 return Err(PoolError::VmTooLarge { vm: v.name, memory_mib, vcpus });
             }
             vms.push(Vm {

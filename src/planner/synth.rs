@@ -98,7 +98,7 @@ pub fn synthetic_pool(spec: SynthSpec) -> Pool {
         let start = rng.below(hosts.len() as u64) as usize;
         let fits = |h: usize, used: &[(u64, u64)]| {
             used[h].0 + vm.memory_mib <= hosts[h].memory_mib
-                && hosts[h].max_vcpus.map_or(true, |c| used[h].1 + vm.vcpus <= c)
+                && hosts[h].max_vcpus.is_none_or(|c| used[h].1 + vm.vcpus <= c)
         };
         if let Some(h) = (0..hosts.len()).map(|d| (start + d) % hosts.len()).find(|&h| fits(h, &used)) {
             used[h].0 += vm.memory_mib;

@@ -227,7 +227,7 @@ impl Model {
         let mut best: Option<(usize, Vec<usize>)> = None;
         for c in &self.necessary {
             if let Some(k) = (0..=self.n).find(|&k| !c.holds_for_all(k)) {
-                if best.as_ref().map_or(true, |(bk, _)| k < *bk) {
+                if best.as_ref().is_none_or(|(bk, _)| k < *bk) {
                     best = Some((k, c.order[..k].to_vec()));
                 }
             }

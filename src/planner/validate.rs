@@ -114,7 +114,7 @@ pub fn validate_plan(pool: &Pool, plan: &RestartPlan) -> Vec<Violation> {
         let eligible = match vm.protection {
             Protection::None => false,
             Protection::BestEffort => vm.host.is_some_and(|h| failed[h]),
-            Protection::Protect => vm.host.map_or(true, |h| failed[h]),
+            Protection::Protect => vm.host.is_none_or(|h| failed[h]),
         };
         if !eligible {
             out.push(Violation::NotEligible(vm.name.clone()));
@@ -156,7 +156,7 @@ pub fn validate_plan(pool: &Pool, plan: &RestartPlan) -> Vec<Violation> {
         !failed[h]
             && host.accepts_restarts
             && host.memory_mib.saturating_sub(mem[h]).saturating_add(extra_mem) >= m
-            && host.max_vcpus.map_or(true, |cap| cap.saturating_sub(cpu[h]).saturating_add(extra_cpu) >= c)
+            && host.max_vcpus.is_none_or(|cap| cap.saturating_sub(cpu[h]).saturating_add(extra_cpu) >= c)
     };
     for u in &plan.unplaced {
         let vm = &pool.vms[u.vm];
