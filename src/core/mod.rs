@@ -15,6 +15,7 @@
 
 pub mod node;
 pub mod own;
+pub mod partition;
 pub mod peer;
 
 pub use node::Node;
