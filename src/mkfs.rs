@@ -383,7 +383,7 @@ fn scan(dev: &Device, scratch: &mut AlignedBuf) -> Result<Found, MkfsError> {
                 record_base_ms(r)
                     .map(|b| (b, format!("record at offset {at} ('{}')", escape_name(r.host_name()))))
             }) {
-                if found.timing.as_ref().map_or(true, |(t, _)| base.0 > *t) {
+                if found.timing.as_ref().is_none_or(|(t, _)| base.0 > *t) {
                     found.timing = Some(base);
                 }
             }
@@ -443,7 +443,7 @@ impl WatchSet {
         let stop = (offset + len).div_ceil(ALIGN) * ALIGN;
         let clipped_stop = stop.min(self.end);
         self.clipped_bytes += stop - clipped_stop.max(start);
-        if self.parts.last().map_or(true, |p| p.what != what) {
+        if self.parts.last().is_none_or(|p| p.what != what) {
             self.parts.push(WatchedPart { what, ranges: 0, bytes: 0 });
         }
         if start < clipped_stop {

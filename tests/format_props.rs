@@ -128,7 +128,7 @@ proptest! {
         let cluster = uuid::Uuid::from_slice(&bytes[16..32]).unwrap();
         if let Ok(k) = Keyring::decode(&bytes, &cluster) {
             prop_assert!(k.version_minor >= 3 && k.current.id != 0);
-            prop_assert!(k.previous.map_or(true, |p| p.id != 0 && p.id != k.current.id));
+            prop_assert!(k.previous.is_none_or(|p| p.id != 0 && p.id != k.current.id));
         }
     }
 

@@ -52,7 +52,7 @@ fn the_leak_detector_detects() {
     assert_key_absent("clean", &out(b"key id 1".to_vec()), &key);
     for leak in [
         format!("x {} y", hex(&key[4..12])).into_bytes(),
-        format!("{}", hex(&key[20..28]).to_uppercase()).into_bytes(),
+        hex(&key[20..28]).to_uppercase().into_bytes(),
         key[10..18].to_vec(),
         format!("{:?}", &key[..]).into_bytes(),
     ] {
