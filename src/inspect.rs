@@ -250,6 +250,60 @@ pub fn mailbox_of(disk: &Disk, slot: u32) -> Result<Mailbox, String> {
     Mailbox::decode(bytes, &disk.superblock().cluster_uuid, slot).map_err(|c| c.to_string())
 }
 
+/// The cluster keyring as the operator sees it (docs/FORMAT.md §17): key ids and times, **never
+/// key bytes** (nothing here can hold them).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyringReport {
+    /// ok, missing (bytes 512..1024 zero: formatted before format 1.3), corrupt or unreadable.
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub format_version: Option<String>,
+    pub current_key_id: Option<u32>,
+    pub current_created_unix_s: Option<u64>,
+    pub previous_key_id: Option<u32>,
+    pub previous_created_unix_s: Option<u64>,
+    pub previous_valid_until_unix_s: Option<u64>,
+    /// Whether the previous key still verifies at `now_unix_s` (this machine's wall clock).
+    pub previous_in_window: Option<bool>,
+    pub now_unix_s: u64,
+}
+
+/// Reads the keyring of the cluster `sb` describes from `path`.
+pub fn keyring_report(path: &std::path::Path, sb: &crate::format::superblock::Superblock) -> KeyringReport {
+    use crate::format::Corruption;
+    let now = crate::rekey::now_unix_s();
+    let mut r = KeyringReport {
+        status: "ok",
+        reason: None,
+        format_version: None,
+        current_key_id: None,
+        current_created_unix_s: None,
+        previous_key_id: None,
+        previous_created_unix_s: None,
+        previous_valid_until_unix_s: None,
+        previous_in_window: None,
+        now_unix_s: now,
+    };
+    match crate::rekey::read_keyring(path, sb) {
+        Ok(Ok(k)) => {
+            r.format_version = Some(format!("{}.{}", crate::format::VERSION_MAJOR, k.version_minor));
+            r.current_key_id = Some(k.current.id);
+            r.current_created_unix_s = Some(k.current.created_unix_s);
+            r.previous_key_id = k.previous.map(|p| p.id);
+            r.previous_created_unix_s = k.previous.map(|p| p.created_unix_s);
+            r.previous_valid_until_unix_s = k.previous.map(|p| p.valid_until_unix_s);
+            r.previous_in_window = k.previous.map(|_| k.previous_in_window(now));
+        }
+        Ok(Err(Corruption::Zeroed)) => {
+            r.status = "missing";
+            r.reason = Some("no keyring (formatted before format 1.3)".into());
+        }
+        Ok(Err(c)) => (r.status, r.reason) = ("corrupt", Some(c.to_string())),
+        Err(e) => (r.status, r.reason) = ("unreadable", Some(e.to_string())),
+    }
+    r
+}
+
 /// A record is "held" when its state says a host is (or may still be) using the slot.
 pub fn is_held(rec: &Record) -> bool {
     matches!(rec.state, State::Joining | State::Live | State::SelfFencing)

@@ -15,5 +15,6 @@ pub mod mkfs;
 pub mod net;
 pub mod planner;
 pub mod probe;
+pub mod rekey;
 pub mod stats;
 pub mod timing;

@@ -10,8 +10,9 @@
 //! host dead ([`required_watch`]). Any byte that changes refuses the format, even with `--force`.
 //!
 //! Write order (crash safety): invalidate any old superblock, write the probe area, record table,
-//! mailbox table and extent headers, flush, write the new superblock (the commit record), flush,
-//! then read everything back. A crash at any point before the commit leaves no valid superblock;
+//! mailbox table, extent headers and the cluster keyring (block 0 with a zero superblock and the
+//! keyring at byte 512), flush, write the new superblock (the commit record, same keyring bytes),
+//! flush, then read everything back. A crash at any point before the commit leaves no valid superblock;
 //! a failed read-back zeroes the new superblock again. The device is held open exclusively
 //! (`O_EXCL` on block devices) and `flock`ed from the first read to the last write, so two mkfs
 //! on one host collide cleanly: the second one refuses and writes nothing.
@@ -19,6 +20,7 @@
 use crate::disk::DiskError;
 use crate::disk::{self, Disk, SlotView};
 use crate::format::extent::Extent;
+use crate::format::keyring::{self, Keyring};
 use crate::format::layout::{Layout, LayoutError, Params, DEFAULT_EXTENT_SIZE, PROBE_REGION_SIZE};
 use crate::format::mailbox::{Mailbox, MailboxRaw};
 use crate::format::record::{Record, RecordRaw, State};
@@ -190,6 +192,8 @@ pub enum MkfsError {
          to format a device that cannot be checked: fix the device and re-run mkfs"
     )]
     WatchRead { path: String, offset: u64, reason: String },
+    #[error("cannot make the cluster key: {0}; nothing was written")]
+    Random(String),
     #[error(
         "{path}: writing the {region} failed ({status:?}); the device holds no valid superblock now: \
              fix the device and re-run mkfs"
@@ -242,15 +246,21 @@ pub(crate) fn read_head(dev: &Device) -> Result<Existing, MkfsError> {
     nix::sys::uio::pread(dev.fd.as_fd(), &mut buf.as_mut_slice()[..len], 0)
         .map_err(|e| DiskError::SuperblockRead { path, reason: e.desc().into() })?;
     let head = &buf.as_slice()[..len];
+    // A keyring (bytes 512..1024) under a zero superblock is what an mkfs interrupted before its
+    // commit leaves (§12): not other data. The scan then finds that mkfs's records (`Remnants`).
+    let kr = keyring::OFFSET as usize..keyring::OFFSET as usize + STRUCT_SIZE;
+    let keyring_only = len >= kr.end && head[kr.start + 4..kr.start + 12] == keyring::MAGIC;
     Ok(match Superblock::decode(head) {
         Ok(sb) => Existing::Diskbeat(sb),
         Err(e) if head[4..12] == crate::format::superblock::MAGIC => Existing::Corrupt(e),
         Err(SuperblockError::Corrupt(
             crate::format::Corruption::Zeroed | crate::format::Corruption::BadMagic,
-        )) => match head.iter().position(|&b| b != 0) {
-            None => Existing::Empty,
-            Some(offset) => Existing::Foreign { offset: offset as u64 },
-        },
+        )) => {
+            match head.iter().enumerate().position(|(i, &b)| b != 0 && !(keyring_only && kr.contains(&i))) {
+                None => Existing::Empty,
+                Some(offset) => Existing::Foreign { offset: offset as u64 },
+            }
+        }
         Err(e) => Existing::Corrupt(e),
     })
 }
@@ -749,6 +759,7 @@ pub fn mkfs(
     }
 
     let cluster_uuid = opts.cluster_uuid.unwrap_or_else(uuid::Uuid::new_v4);
+    let key = crate::rekey::generate_key().map_err(MkfsError::Random)?;
     let sb = Superblock {
         cluster_uuid,
         cluster_name: opts.cluster_name.clone(),
@@ -766,9 +777,10 @@ pub fn mkfs(
     let start = Instant::now();
     // The engine owns the exclusive open until the read-back is done: nobody else can claim the
     // device in between, and a failed read-back can still zero the superblock.
-    let mut engine = write_all(dev, &sb, opts.engine, progress)?;
+    let keyring = Keyring::first(cluster_uuid, key, sb.format_time_unix_s);
+    let mut engine = write_all(dev, &sb, &keyring, opts.engine, progress)?;
     let write_us = start.elapsed().as_micros() as u64;
-    verify_or_invalidate(&mut engine, path, &sb)?;
+    verify_or_invalidate(&mut engine, path, &sb, &keyring)?;
     Ok(MkfsReport {
         superblock: sb,
         device_size,
@@ -793,6 +805,7 @@ const BATCH: usize = 256;
 fn write_all(
     dev: Device,
     sb: &Superblock,
+    keyring: &Keyring,
     kind: EngineKind,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Engine, MkfsError> {
@@ -880,8 +893,12 @@ fn write_all(
         })
         .collect();
     run(&mut engine, &ext_ops, "extent headers")?;
+    // The keyring, in block 0 under a still-zero superblock: durable before the commit, so a valid
+    // superblock always has its keyring (on 512-byte sectors block 0 is 8 writes, not one).
+    keyring.encode(&mut engine.buf_mut(B_SUPER)?[keyring::OFFSET as usize..]);
+    run(&mut engine, &superblock_op, "cluster keyring")?;
     engine.flush()?;
-    // 2. Commit.
+    // 2. Commit: the superblock in bytes 0..512, the same keyring bytes at 512.
     sb.encode(engine.buf_mut(B_SUPER)?).map_err(|e| MkfsError::Verify {
         path: path.clone(),
         what: format!("encoding the superblock: {e}"),
@@ -895,8 +912,13 @@ fn write_all(
 /// Reads the device back (`verify`); if that fails for any reason, zeroes the superblock block
 /// again through the still-open exclusive engine, so that no valid superblock is left over slots
 /// that do not hold what mkfs wrote (e.g. another program wrote them meanwhile).
-fn verify_or_invalidate(engine: &mut Engine, path: &Path, sb: &Superblock) -> Result<(), MkfsError> {
-    let what = match verify(path, sb) {
+fn verify_or_invalidate(
+    engine: &mut Engine,
+    path: &Path,
+    sb: &Superblock,
+    keyring: &Keyring,
+) -> Result<(), MkfsError> {
+    let what = match verify(path, sb, keyring) {
         Ok(()) => return Ok(()),
         Err(MkfsError::Verify { what, .. }) => what,
         Err(e) => e.to_string(),
@@ -915,14 +937,19 @@ fn invalidate(engine: &mut Engine) -> Result<(), String> {
     engine.flush().map_err(|e| e.to_string())
 }
 
-/// Reads the formatted device back: the superblock and every record.
-fn verify(path: &Path, sb: &Superblock) -> Result<(), MkfsError> {
+/// Reads the formatted device back: the superblock, the keyring and every record.
+fn verify(path: &Path, sb: &Superblock, keyring: &Keyring) -> Result<(), MkfsError> {
     let fail =
         |what: String| MkfsError::Verify { path: path.display().to_string(), what, invalidated: Ok(()) };
     let dev = Device::open(path, Access::ReadOnly)?;
     let read = disk::read_superblock(&dev)?;
     if &read != sb {
         return Err(fail("superblock differs".into()));
+    }
+    match crate::rekey::read_keyring(path, sb)? {
+        Ok(k) if k == *keyring => {}
+        Ok(_) => return Err(fail("cluster keyring differs".into())),
+        Err(c) => return Err(fail(format!("cluster keyring does not validate: {c}"))),
     }
     let mut d = Disk::with_superblock(dev, read, EngineKind::Auto, None)?;
     let stats = d.sweep(Duration::from_secs(30))?;
@@ -985,9 +1012,10 @@ mod tests {
                 .unwrap();
         let sb = superblock(layout);
         let dev = Device::open(&path, Access::Exclusive).unwrap();
-        let mut engine = write_all(dev, &sb, EngineKind::Sync, &mut |_| {}).unwrap();
+        let keyring = Keyring::first(sb.cluster_uuid, crate::rekey::generate_key().unwrap(), 0);
+        let mut engine = write_all(dev, &sb, &keyring, EngineKind::Sync, &mut |_| {}).unwrap();
         meddle(&path, &sb);
-        let result = verify_or_invalidate(&mut engine, &path, &sb);
+        let result = verify_or_invalidate(&mut engine, &path, &sb, &keyring);
         (result, read_block(&path, 0))
     }
 
@@ -996,6 +1024,8 @@ mod tests {
         let (result, block0) = commit_then(|_, _| {});
         result.unwrap();
         assert_eq!(&block0[4..12], b"DISKBEAT");
+        assert_eq!(&block0[516..524], b"DBKEYRNG", "the keyring sits at byte 512 of block 0");
+        assert!(block0[1024..].iter().all(|&b| b == 0), "bytes 1024..4096 stay zero");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use diskbeat::format::extent::host_info::{self, HostInfo};
 use diskbeat::format::extent::{kind, kind_defined, Extent, ExtentRaw, Payload, PAYLOAD_OFFSET};
+use diskbeat::format::keyring::{self, KeyBytes, Keyring, KeyringRaw};
 use diskbeat::format::layout::{Layout, Params, DEFAULT_EXTENT_SIZE, PROBE_REGION_SIZE};
 use diskbeat::format::mailbox::{Command, Mailbox, MailboxRaw, SENDER_TOOL};
 use diskbeat::format::record::{flags, NetView, Record, RecordRaw, State};
@@ -31,7 +32,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 #[test]
 fn constants_and_sizes() {
-    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 2));
+    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 3));
     assert_eq!(STRUCT_SIZE, 512);
     assert_eq!(ALIGN, 4096);
     assert_eq!(MAX_SLOTS, 2048);
@@ -49,6 +50,8 @@ fn constants_and_sizes() {
     assert_eq!(size_of::<RecordRaw>(), 512);
     assert_eq!(size_of::<MailboxRaw>(), 512);
     assert_eq!(size_of::<ExtentRaw>(), 512);
+    assert_eq!(size_of::<KeyringRaw>(), 512);
+    assert_eq!((keyring::OFFSET, keyring::KEY_LEN, keyring::SINCE_MINOR), (512, 32, 3));
 }
 
 #[test]
@@ -64,6 +67,8 @@ fn magic_bytes() {
     assert_eq!(diskbeat::format::record::MAGIC, [0x44, 0x42, 0x52, 0x45, 0x43, 0x4F, 0x52, 0x44]);
     assert_eq!(diskbeat::format::mailbox::MAGIC, [0x44, 0x42, 0x4D, 0x41, 0x49, 0x4C, 0x42, 0x58]);
     assert_eq!(diskbeat::format::extent::MAGIC, [0x44, 0x42, 0x45, 0x58, 0x54, 0x45, 0x4E, 0x54]);
+    assert_eq!(keyring::MAGIC, [0x44, 0x42, 0x4B, 0x45, 0x59, 0x52, 0x4E, 0x47]);
+    assert!(DOC.contains("| Cluster keyring (1.3) | `DBKEYRNG` | `44 42 4B 45 59 52 4E 47` |"));
 }
 
 #[test]
@@ -152,7 +157,7 @@ fn check_header(b: &[u8], magic: &[u8; 8], cluster: uuid::Uuid) {
     assert_eq!(u32_at(b, 0), checksum(&b[4..512]), "crc covers bytes 4..512");
     assert_eq!(&b[4..12], magic);
     assert_eq!(u16_at(b, 12), 1);
-    assert_eq!(u16_at(b, 14), 2, "every structure is written with minor 2 since format 1.2");
+    assert_eq!(u16_at(b, 14), 3, "every structure is written with minor 3 since format 1.3");
     // UUIDs are stored in RFC 9562 byte order, not little-endian.
     assert_eq!(&b[16..32], cluster.as_bytes());
     assert_eq!(b[16], 0x01);
@@ -224,15 +229,15 @@ fn free_record_test_vector() {
     let mut b = [0u8; 512];
     Record::free(cluster, 5).encode(&mut b);
     let head: [u8; 36] = [
-        0x47, 0xe3, 0xb1, 0x59, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x02, 0x00, 0x01,
+        0x7e, 0x2a, 0x52, 0x11, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x03, 0x00, 0x01,
         0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x05, 0x00,
         0x00, 0x00,
     ];
     assert_eq!(&b[..36], &head);
     assert!(b[36..].iter().all(|&x| x == 0));
-    // Format 1.2 changed the vector (version_minor 2 at byte 14); it was 0x8095_B80C in 1.1 and
-    // 0xC876_7135 in 1.0.
-    assert_eq!(u32_at(&b, 0), 0x59B1_E347);
+    // Format 1.3 changed the vector (version_minor 3 at byte 14); it was 0x59B1_E347 in 1.2,
+    // 0x8095_B80C in 1.1 and 0xC876_7135 in 1.0.
+    assert_eq!(u32_at(&b, 0), 0x1152_2A7E);
 }
 
 #[test]
@@ -254,7 +259,7 @@ fn validation_order_and_reasons() {
     let mut b = good;
     b[12] = 2;
     reseal(&mut b);
-    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 2 }));
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 3 }));
     assert_eq!(Record::decode(&good, &uuid::Uuid::nil(), 5), Err(Corruption::WrongCluster));
     assert_eq!(Record::decode(&good, &cluster, 6), Err(Corruption::WrongSlot { expected: 6, found: 5 }));
     let mut b = good;
@@ -265,8 +270,8 @@ fn validation_order_and_reasons() {
     b[500] = 1;
     reseal(&mut b);
     assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
-    // Same bytes with a newer minor (3; this build knows 1.2): reserved bytes are ignored.
-    b[14] = 3;
+    // Same bytes with a newer minor (4; this build knows 1.3): reserved bytes are ignored.
+    b[14] = 4;
     reseal(&mut b);
     assert!(Record::decode(&b, &cluster, 5).is_ok());
     // extent_sequence (416..424) is reserved in a 1.1 record, a field in a 1.2 record.
@@ -660,4 +665,59 @@ fn doc_host_info_entries_and_example() {
     let header =
         Extent { kind: kind::HOST_INFO, payload_len: n as u64, ..Extent::empty(uuid::Uuid::nil(), 0) };
     assert_eq!(Payload::decode(&header, &bytes), Ok(Payload::HostInfo(h)));
+}
+
+/// The §17 keyring table is exactly `KeyringRaw`.
+#[test]
+fn doc_keyring_table() {
+    let want = [
+        ("header", 0),
+        ("current_key_id", offset_of!(KeyringRaw, current_key_id)),
+        ("previous_key_id", offset_of!(KeyringRaw, previous_key_id)),
+        ("current_key", offset_of!(KeyringRaw, current_key)),
+        ("previous_key", offset_of!(KeyringRaw, previous_key)),
+        ("current_created_unix_s", offset_of!(KeyringRaw, current_created_unix_s)),
+        ("previous_created_unix_s", offset_of!(KeyringRaw, previous_created_unix_s)),
+        ("previous_valid_until_unix_s", offset_of!(KeyringRaw, previous_valid_until_unix_s)),
+        ("reserved", offset_of!(KeyringRaw, reserved)),
+    ];
+    assert_eq!(doc_fields("## 17. Cluster keyring"), fields(&want));
+    // §2: the keyring lives in bytes 512..1024 of the superblock region.
+    let layout = doc_table("## 2. Device layout");
+    assert!(layout[0][4].contains("cluster keyring in bytes 512..1024"), "{:?}", layout[0]);
+    assert!(layout[0][4].contains("bytes 1024..4096 zero"), "{:?}", layout[0]);
+}
+
+/// The §17 example, byte for byte (the same keyring as `format::keyring`'s golden test).
+#[test]
+fn doc_keyring_example() {
+    let start = DOC.find("Example: cluster `01234567").expect("§17 keyring example");
+    let para = &DOC[start..start + DOC[start..].find("\n\n").unwrap()];
+    let spans: Vec<&str> = para.split('`').skip(1).step_by(2).collect();
+    let cluster = uuid::Uuid::parse_str(spans[0]).unwrap();
+    let seq = |from: u8| KeyBytes::new(std::array::from_fn(|i| from + i as u8));
+    assert!(para.contains("keys `80 81 .. 9f` (current) and `10 11 .. 2f` (previous)"));
+    let k = Keyring::first(cluster, seq(0x10), 1_700_000_000).rotated(seq(0x80), 1_700_000_100, 400).unwrap();
+    assert!(para.contains("current key id 2 created at\n1700000100, previous key id 1 created at 1700000000 and valid until 1700000500 (a 400 s window)"));
+    let mut b = [0u8; 512];
+    k.encode(&mut b);
+    let hex =
+        |s: &str| -> Vec<u8> { s.split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()).collect() };
+    assert_eq!(b[12..16], hex(spans[3])[..], "bytes 12..16");
+    assert_eq!(b[32..40], hex(spans[4])[..], "bytes 32..40");
+    assert_eq!(b[104..128], hex(spans[5])[..], "bytes 104..128");
+    assert!(b[128..].iter().all(|&x| x == 0));
+    let crc = spans.iter().find(|s| s.starts_with("0x")).map(|s| parse_num(s)).unwrap();
+    assert_eq!(u64::from(u32_at(&b, 0)), crc);
+    assert_eq!(Keyring::decode(&b, &cluster), Ok(k));
+}
+
+/// The §17 key file example parses, with the ids and keys it names.
+#[test]
+fn doc_key_file_example() {
+    let start = DOC.find("# /etc/diskbeat/cluster.key").expect("§17 key file example");
+    let text = &DOC[start..start + DOC[start..].find("```").unwrap()];
+    let ring = diskbeat::net::key::Keyring::parse_key_file(text).unwrap();
+    assert_eq!((ring.current().id(), ring.previous().map(|k| k.id())), (2, Some(1)));
+    assert!(text.contains(&(0x80u8..0xa0).map(|b| format!("{b:02x}")).collect::<String>()));
 }

@@ -2,6 +2,7 @@
 
 use diskbeat::format::extent::host_info::{HostInfo, PayloadError, MAX_ENCODED_LEN, MAX_HB_ADDRS};
 use diskbeat::format::extent::{kind, Extent, Payload};
+use diskbeat::format::keyring::{KeyBytes, Keyring};
 use diskbeat::format::mailbox::{Command, Mailbox};
 use diskbeat::format::record::{flags, NetView, Record, State};
 use diskbeat::format::superblock::Superblock;
@@ -93,6 +94,42 @@ proptest! {
         let _ = Record::decode(&bytes, &uuid::Uuid::nil(), slot);
         let _ = Mailbox::decode(&bytes, &uuid::Uuid::nil(), slot);
         let _ = Superblock::decode(&bytes);
+        let _ = Keyring::decode(&bytes, &uuid::Uuid::nil());
+    }
+
+    /// Keyrings round-trip through any number of rotations; a rotation keeps the old key as the
+    /// previous one and drops the one before.
+    #[test]
+    fn keyring_round_trip(cluster in any::<u128>(), keys in proptest::collection::vec(any::<[u8; 32]>(), 1..5),
+                          created in any::<u64>(), window in any::<u64>()) {
+        let cluster = uuid::Uuid::from_u128(cluster);
+        let key = |k: [u8; 32]| KeyBytes::new(if k == [0; 32] { [1; 32] } else { k });
+        let mut ring = Keyring::first(cluster, key(keys[0]), created);
+        for (i, k) in keys.iter().enumerate().skip(1) {
+            let next = ring.rotated(key(*k), created.wrapping_add(i as u64), window).unwrap();
+            prop_assert_eq!(next.current.id, ring.current.id + 1);
+            prop_assert_eq!(next.previous.map(|p| (p.id, p.key)), Some((ring.current.id, ring.current.key)));
+            ring = next;
+        }
+        let mut buf = [0u8; 512];
+        ring.encode(&mut buf);
+        prop_assert_eq!(Keyring::decode(&buf, &cluster), Ok(ring));
+    }
+
+    /// A keyring with the right magic and checksum but random fields: the decoder never panics,
+    /// and whatever it accepts keeps the invariants the daemon relies on.
+    #[test]
+    fn keyring_sealed_garbage(mut bytes in proptest::collection::vec(any::<u8>(), 512), minor in 0u16..6) {
+        bytes[4..12].copy_from_slice(b"DBKEYRNG");
+        bytes[12..14].copy_from_slice(&1u16.to_le_bytes());
+        bytes[14..16].copy_from_slice(&minor.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[4..]);
+        bytes[..4].copy_from_slice(&crc.to_le_bytes());
+        let cluster = uuid::Uuid::from_slice(&bytes[16..32]).unwrap();
+        if let Ok(k) = Keyring::decode(&bytes, &cluster) {
+            prop_assert!(k.version_minor >= 3 && k.current.id != 0);
+            prop_assert!(k.previous.is_none_or(|p| p.id != 0 && p.id != k.current.id));
+        }
     }
 
     /// Bytes that carry the right magic and a valid checksum but random fields: still no panic,

@@ -4,7 +4,9 @@ use super::output::{ms, print_json, print_pairs, print_table, superblock_json, s
 use super::{CliError, CliResult, EXIT_DEGRADED, EXIT_OK};
 use crate::disk::{Disk, DiskError};
 use crate::format::escape_name;
-use crate::inspect::{extent_report, inspect, mailbox_of, ExtentReport, Observed, SlotReport};
+use crate::inspect::{
+    extent_report, inspect, keyring_report, mailbox_of, ExtentReport, KeyringReport, Observed, SlotReport,
+};
 use crate::io::{Access, EngineKind};
 use crate::timing::Timing;
 use serde_json::json;
@@ -16,7 +18,8 @@ use std::time::Duration;
 #[command(after_help = "\
 Reads the record table twice, --sample apart: a record whose sequence moved is 'advancing' (its
 host is alive); one that did not is 'stale for at least' the sample. Ages are observed on this
-machine's clock; other hosts' clocks are never used. Read-only: safe on a live cluster.
+machine's clock; other hosts' clocks are never used. Read-only: safe on a live cluster. The
+cluster key is shown by id and creation time, never its bytes.
 
 Examples:
   diskbeat inspect /dev/mapper/hb-lun
@@ -64,6 +67,26 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 /// A host name read from disk, escaped for the terminal (`-` when there is none).
 fn name(v: &Option<String>) -> String {
     v.as_deref().map_or_else(|| "-".into(), |n| escape_name(n).into_owned())
+}
+
+/// "id 2 (created 1700000100); previous id 1, verifies until 1700000500 (400 s left)": ids and
+/// times only, never key bytes.
+fn keyring_summary(k: &KeyringReport) -> String {
+    if k.status != "ok" {
+        return format!("{} ({})", k.status, k.reason.as_deref().unwrap_or("?"));
+    }
+    let mut s = format!("id {} (created {} Unix s)", opt(&k.current_key_id), opt(&k.current_created_unix_s));
+    match (k.previous_key_id, k.previous_valid_until_unix_s) {
+        (Some(id), Some(until)) if until > k.now_unix_s => s.push_str(&format!(
+            "; previous id {id} verifies until {until} Unix s ({} left)",
+            ms((until - k.now_unix_s) * 1000)
+        )),
+        (Some(id), Some(until)) => {
+            s.push_str(&format!("; previous id {id}, window ended at {until} Unix s (no longer verifies)"))
+        }
+        _ => s.push_str("; no previous key"),
+    }
+    s
 }
 
 fn net_summary(r: &SlotReport) -> String {
@@ -121,6 +144,7 @@ pub fn run(args: Args) -> CliResult {
         r.extent = Some(extent_report(&mut disk, r.slot, timing.io_timeout(), args.slot.is_some()));
     }
     let shown: Vec<&SlotReport> = result.slots.iter().filter(|r| wanted(r)).collect();
+    let keyring = keyring_report(&args.device, &sb);
     let degraded = shown.iter().any(|r| r.status != "ok");
     if args.json {
         let mailbox = result.mailbox.as_ref().map(|m| match m {
@@ -138,6 +162,7 @@ pub fn run(args: Args) -> CliResult {
             "engine": disk.engine().kind().as_str(),
             "sample_ms": result.sample.as_millis() as u64,
             "superblock": superblock_json(&sb),
+            "keyring": keyring,
             "slots": shown,
         });
         if let Some(m) = mailbox {
@@ -186,6 +211,7 @@ pub fn run(args: Args) -> CliResult {
     } else {
         println!("{}", args.device.display());
         let mut pairs = superblock_lines(&sb);
+        pairs.push(("cluster key".into(), keyring_summary(&keyring)));
         pairs.push((
             "sampled".into(),
             if result.sample.is_zero() {

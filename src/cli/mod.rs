@@ -15,6 +15,7 @@ pub mod mkfs;
 pub mod output;
 pub mod plan;
 pub mod probe;
+pub mod rekey;
 pub mod status;
 
 pub const EXIT_OK: u8 = 0;
@@ -66,6 +67,8 @@ pub enum Command {
     Status(status::Args),
     /// Fence a host through its mailbox and confirm it.
     Fence(fence::Args),
+    /// Rotate the cluster key stored on the heartbeat disk.
+    Rekey(rekey::Args),
     /// Failover planning: host failures tolerated, restart plans, admission checks.
     Plan(plan::Args),
 }
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Daemon(args) => daemon::run(args),
         Command::Status(args) => status::run(args),
         Command::Fence(args) => fence::run(args),
+        Command::Rekey(args) => rekey::run(args),
         Command::Plan(args) => plan::run(args),
     };
     match result {

@@ -387,13 +387,17 @@ mod tests {
         // Reserved checks come first, and still apply in 1.2.
         assert_eq!(decode(2, 0, 1, 0), Err(Corruption::ReservedNotZero));
         assert_eq!(decode(2, 7, 0, 1), Err(Corruption::ReservedNotZero));
+        // 1.3 defines the same kinds as 1.2.
+        assert_eq!(decode(3, kind::HOST_INFO, 0, 0).map(|x| x.kind), Ok(1));
+        assert_eq!(decode(3, 2, 0, 0), Err(Corruption::BadField("kind")));
+        assert_eq!(decode(3, 7, 0, 1), Err(Corruption::ReservedNotZero));
         // A newer minor: any kind, flags and reserved bytes pass through.
-        assert_eq!(decode(3, 7, 1, 1).map(|x| x.kind), Ok(7));
-        let newer = Extent { version_minor: 3, kind: 7, ..e };
+        assert_eq!(decode(4, 7, 1, 1).map(|x| x.kind), Ok(7));
+        let newer = Extent { version_minor: 4, kind: 7, ..e };
         assert_eq!(Payload::decode(&newer, &[1, 2, 3]), Ok(Payload::Unknown(7)));
     }
 
-    /// Pins a whole extent header (format 1.2): magic, minor 2, kind 1 and every field.
+    /// Pins a whole extent header (format 1.3): magic, minor 3, kind 1 and every field.
     #[test]
     fn golden_header_bytes() {
         let c = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
@@ -407,7 +411,7 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         e.encode(&mut buf);
-        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x02\x00");
+        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x03\x00");
         assert_eq!(&buf[32..40], &[5, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(
             &buf[40..68],
@@ -421,8 +425,9 @@ mod tests {
         assert_eq!(crc, GOLDEN_EXTENT_CRC, "extent header checksum changed: {crc:#010x}");
         assert_eq!(Extent::decode(&buf, &c, 5, 65536), Ok(e));
     }
-    /// New in format 1.2 (recomputed independently of this crate's crc32c).
-    const GOLDEN_EXTENT_CRC: u32 = 0x2ea3_4632;
+    /// New in format 1.2 (0x2ea3_4632); format 1.3 changed it (`version_minor` 3). Recomputed
+    /// independently of this crate's crc32c.
+    const GOLDEN_EXTENT_CRC: u32 = 0x6640_8f0b;
 
     mod host_info_tests {
         use super::super::host_info::*;

@@ -329,8 +329,8 @@ pub(crate) mod tests {
         let mut buf = [0u8; 512];
         sample().encode(&mut buf);
         assert_eq!(&buf[4..12], b"DBRECORD");
-        // version_major = 1, version_minor = 2 (format 1.2), both u16 LE.
-        assert_eq!(&buf[12..16], &[1, 0, 2, 0]);
+        // version_major = 1, version_minor = 3 (format 1.3), both u16 LE.
+        assert_eq!(&buf[12..16], &[1, 0, 3, 0]);
         assert_eq!(&buf[32..36], &5u32.to_le_bytes());
         assert_eq!(&buf[36..38], &2u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0, 0], "no flags");
@@ -345,8 +345,9 @@ pub(crate) mod tests {
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
     }
-    /// Format 1.2 changed this (`version_minor` 2); it was 0x11de_8eca in 1.1, 0x593d_47f3 in 1.0.
-    const GOLDEN_CRC: u32 = 0xc8fa_d581;
+    /// Format 1.3 changed this (`version_minor` 3); it was 0xc8fa_d581 in 1.2, 0x11de_8eca in 1.1,
+    /// 0x593d_47f3 in 1.0.
+    const GOLDEN_CRC: u32 = 0x8019_1cb8;
 
     /// Pins `extent_sequence` (format 1.2): u64 LE at 416; reserved 424..512 stays zero.
     #[test]
@@ -363,8 +364,8 @@ pub(crate) mod tests {
         assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         assert_eq!(Record::free(r.cluster_uuid, 5).extent_sequence, 0);
     }
-    /// New in format 1.2.
-    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0xbbc0_085e;
+    /// New in format 1.2 (0xbbc0_085e); format 1.3 changed it (`version_minor` 3).
+    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0xf323_c167;
 
     /// Pins the `flags` field (format 1.1): u16 LE at 38, bit 0 watchdog_armed, bit 1
     /// fence_failed, bit 2 fence_stops_vms.
@@ -377,7 +378,7 @@ pub(crate) mod tests {
         r.flags = flags::WATCHDOG_ARMED | flags::FENCE_FAILED | flags::FENCE_STOPS_VMS;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 2, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 3, 0]);
         assert_eq!(&buf[36..38], &4u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0b0000_0111, 0]);
         assert!(buf[416..].iter().all(|&b| b == 0));
@@ -395,8 +396,8 @@ pub(crate) mod tests {
             assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         }
     }
-    /// New in format 1.1 (0x8c0b_f361); format 1.2 changed it (`version_minor` 2).
-    const GOLDEN_CRC_FLAGS: u32 = 0x552f_a82a;
+    /// New in format 1.1 (0x8c0b_f361); 1.2 changed it (0x552f_a82a), and 1.3 (`version_minor` 3).
+    const GOLDEN_CRC_FLAGS: u32 = 0x1dcc_6113;
 
     /// `sample()` encoded with `flags` and `version_minor` patched in, resealed.
     fn with_minor_and_flags(minor: u16, flags: u16) -> [u8; 512] {
@@ -430,9 +431,14 @@ pub(crate) mod tests {
         for bit in 3..16 {
             assert_eq!(decode(2, 1 << bit), Err(Corruption::ReservedNotZero), "1.2 record, bit {bit}");
         }
+        // 1.3 too (it adds the keyring, no record field).
+        assert_eq!(decode(3, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+        for bit in 3..16 {
+            assert_eq!(decode(3, 1 << bit), Err(Corruption::ReservedNotZero), "1.3 record, bit {bit}");
+        }
         // A newer minor may define more bits: accepted, and the bits are passed through as read.
-        assert_eq!(decode(3, 0xFFF8).map(|r| r.flags), Ok(0xFFF8));
-        assert_eq!(decode(3, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
+        assert_eq!(decode(4, 0xFFF8).map(|r| r.flags), Ok(0xFFF8));
+        assert_eq!(decode(4, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
         assert_eq!(decode(u16::MAX, 1 << 8).map(|r| r.flags), Ok(1 << 8));
     }
 
@@ -463,7 +469,10 @@ pub(crate) mod tests {
         assert_eq!(decode(2, 7, 0).map(|r| r.extent_sequence), Ok(7));
         assert_eq!(decode(2, u64::MAX, 0).map(|r| r.extent_sequence), Ok(u64::MAX));
         assert_eq!(decode(2, 7, 1), Err(Corruption::ReservedNotZero));
+        // Same in 1.3.
+        assert_eq!(decode(3, 7, 0).map(|r| r.extent_sequence), Ok(7));
+        assert_eq!(decode(3, 7, 1), Err(Corruption::ReservedNotZero));
         // A newer minor: the field is passed through, reserved bytes ignored.
-        assert_eq!(decode(3, 9, 1).map(|r| r.extent_sequence), Ok(9));
+        assert_eq!(decode(4, 9, 1).map(|r| r.extent_sequence), Ok(9));
     }
 }
