@@ -220,7 +220,9 @@ impl Disk {
         // reserved for extent I/O, so it never overwrites a sweep's recorded outcomes.
         let extent_buf = PAYLOAD_OFFSET as usize + extent_payload_cap(&l);
         let sizes = [table_len, slot, slot, slot, slot, extent_buf];
-        let engine = Engine::new(dev, kind, &sizes, ops.len() + 1)?;
+        // Two op indexes past the sweep's: extent I/O, and single record/mailbox/probe writes, so
+        // neither overwrites the outcomes the last sweep recorded.
+        let engine = Engine::new(dev, kind, &sizes, ops.len() + 2)?;
         Ok(Disk { engine, sb, ops, chunks, slots_per_chunk: (chunk_len / slot) as u32, own_slot })
     }
 
@@ -324,7 +326,7 @@ impl Disk {
             buf_off: 0,
             len: slot_len,
         };
-        Ok(self.engine.submit(&[op], timeout)?[0])
+        Ok(self.engine.submit_at(&[op], self.write_index(), timeout)?[0])
     }
 
     /// Writes `mb` into the mailbox of `mb.target_slot`.
@@ -344,7 +346,7 @@ impl Disk {
             buf_off: 0,
             len: slot_len,
         };
-        Ok(self.engine.submit(&[op], timeout)?[0])
+        Ok(self.engine.submit_at(&[op], self.write_index(), timeout)?[0])
     }
 
     /// Writes one record-sized block of the probe area (the only place `probe` writes on a
@@ -358,7 +360,7 @@ impl Disk {
         let buf = self.engine.buf_mut(BUF_RECORD)?;
         buf[..8].copy_from_slice(&u64::from(index).to_le_bytes());
         let op = Op { dir: Dir::Write, offset, buf: BUF_RECORD, buf_off: 0, len: slot_len as usize };
-        Ok(self.engine.submit(&[op], timeout)?[0])
+        Ok(self.engine.submit_at(&[op], self.write_index(), timeout)?[0])
     }
 }
 
@@ -371,6 +373,11 @@ impl Disk {
     /// The op index extent I/O records its outcome at: one past the sweep's ops.
     fn extent_index(&self) -> usize {
         self.ops.len()
+    }
+
+    /// The op index single writes (record, mailbox, probe) record their outcome at.
+    fn write_index(&self) -> usize {
+        self.ops.len() + 1
     }
 
     /// One extent request through `BUF_EXTENT`; `Ok` only when it completed in full.

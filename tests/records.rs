@@ -156,3 +156,28 @@ proptest! {
         }
     }
 }
+
+/// A write after a sweep must not overwrite what the sweep recorded: `slot_bytes` after a write
+/// still answers from the sweep (writes record their outcome at their own op index).
+#[test]
+fn a_write_after_a_sweep_leaves_the_sweep_results_alone() {
+    if skip_unless_root() {
+        return;
+    }
+    for engine in [EngineKind::Uring, EngineKind::Sync] {
+        let lo = formatted(512, 64);
+        let mut disk = Disk::open(lo.path(), Access::ReadWrite, engine, Some(5)).unwrap();
+        assert!(disk.sweep(T).unwrap().complete());
+        let outcomes: Vec<_> = (0..4).map(|i| disk.engine().outcome(i)).collect();
+        let before = disk.snapshot();
+        let r = live_record(&disk, 5, 1);
+        assert!(disk.write_record(&r, T).unwrap().is_done());
+        let mut mb = diskbeat::format::mailbox::Mailbox::empty(disk.superblock().cluster_uuid, 7);
+        mb.request_id = 9;
+        mb.command = diskbeat::format::mailbox::Command::Test;
+        assert!(disk.write_mailbox(&mb, T).unwrap().is_done());
+        let after: Vec<_> = (0..4).map(|i| disk.engine().outcome(i)).collect();
+        assert_eq!(outcomes, after, "{engine:?}: a write overwrote the sweep's recorded outcomes");
+        assert_eq!(disk.snapshot(), before, "{engine:?}: the sweep's bytes changed without a sweep");
+    }
+}
