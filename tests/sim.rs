@@ -46,9 +46,23 @@ const SUPERBLOCK: [u8; 512] = [0x5b; 512];
 /// - 1795551551824258093: re-expiring the watchdog on every failed fence attempt kept pinging it;
 /// - 1795582631825231529: a leave reported written but misdirected disarmed the watchdog;
 /// - 1795573254199419082: a join refused after its records were visible disarmed the watchdog;
-/// - 1795658723470992310: a daemon frozen mid-sweep judged an older incarnation on thawing.
-const REGRESSION_SEEDS: &[u64] =
-    &[0, 1, 7, 42, 1234, 1795551551824258093, 1795582631825231529, 1795573254199419082, 1795658723470992310];
+/// - 1795658723470992310: a daemon frozen mid-sweep judged an older incarnation on thawing;
+/// - 1795646172166987744: the same, with the newer incarnation reusing the generation (it took
+///   over a corrupt slot);
+/// - 1795642558795443522: a restarted incarnation's join pre-empted a peer's dead declaration.
+const REGRESSION_SEEDS: &[u64] = &[
+    0,
+    1,
+    7,
+    42,
+    1234,
+    1795551551824258093,
+    1795582631825231529,
+    1795573254199419082,
+    1795658723470992310,
+    1795646172166987744,
+    1795642558795443522,
+];
 
 // ---------------------------------------------------------------------------------------------
 // Randomness and clocks
@@ -407,6 +421,8 @@ struct Sim {
     machines: Vec<Machine>,
     incs: Vec<Inc>,
     view: View,
+    /// True start of the sweep whose results are being handed to a node (for check_dead).
+    sweep_started: Option<u64>,
     next_request: u64,
     next_uuid: u128,
     stats: Stats,
@@ -462,6 +478,7 @@ impl Sim {
             machines: Vec::new(),
             incs: Vec::new(),
             view,
+            sweep_started: None,
             next_request: 1000,
             next_uuid: 1,
             stats: Stats { runs: 1, clean_runs: u64::from(clean), ..Stats::default() },
@@ -856,6 +873,15 @@ impl Sim {
             }
             Ev::CheckDetected { crashed, at } => {
                 let slot = self.incs[crashed].slot;
+                // A new incarnation that took the slot (after watching it for host-dead) may
+                // write before a peer's declaring sweep: then the peer sees a restart instead.
+                if self
+                    .incs
+                    .iter()
+                    .any(|y| y.slot == slot && y.started > at && y.node.record().generation > 0)
+                {
+                    return Ok(());
+                }
                 for (o, x) in self.incs.iter().enumerate() {
                     if x.alive
                         && x.slot != slot
@@ -1272,6 +1298,7 @@ impl Sim {
 
     /// Feeds the completed action's result to the node.
     fn complete(&mut self, i: usize) -> Res {
+        self.sweep_started = None;
         let clock = self.incs[i].clock;
         let local = clock.local_ms(self.now);
         match self.incs[i].pending.take().expect("an action in flight") {
@@ -1291,6 +1318,7 @@ impl Sim {
                 }
                 let (ls, le) = (clock.local_ms(ts), clock.local_ms(te).max(local));
                 let slots = (!reads.is_empty()).then_some(&self.view as &dyn SlotSource);
+                self.sweep_started = Some(ts);
                 self.incs[i].node.handle_sweep(ls, le, slots, (le - ls) * 1000);
                 self.check_dead_ground_truth(i, ts, &reads)?;
             }
@@ -1383,13 +1411,17 @@ impl Sim {
 
     /// Every incarnation of `slot` that ever went live is gone before it is declared dead.
     fn check_dead(&mut self, observer: usize, slot: u32) -> Res {
-        // A declaration is about the incarnation the observer read (its generation) and older
-        // ones: a daemon frozen in the middle of a sweep judges, on thawing, what it read before
-        // (correctly: that incarnation was silent), while a newer one may have joined since.
+        // A declaration is about what the observer read: the incarnation of that generation and
+        // older ones, that went live before the declaring sweep started. A daemon frozen in the
+        // middle of a sweep judges, on thawing, what it read before (correctly: that incarnation
+        // was silent), while a newer one may have joined since, possibly reusing the generation
+        // when it took over a corrupt slot (the generation was unreadable): declarations name
+        // the host uuid (docs/SAFETY.md, Limits).
         let generation = self.incs[observer].node.peers()[slot as usize].generation;
+        let read_from = self.sweep_started.unwrap_or(self.now);
         for j in 0..self.incs.len() {
             let x = &self.incs[j];
-            if x.slot != slot || x.live_at.is_none() || x.generation > generation {
+            if x.slot != slot || x.generation > generation || x.live_at.is_none_or(|l| l > read_from) {
                 continue;
             }
             match x.gone_at() {

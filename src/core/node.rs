@@ -321,10 +321,17 @@ impl Node {
             St::Joining(j) => self.join(j, slots, start_ms),
             St::Live => self.live(slots),
             St::Leaving { armed } => self.leaving(slots, armed),
+            St::Fencing(Fencing { mark_pending: true, .. }) | St::Fenced { mark_pending: true, .. } => {
+                if !self.mark_allowed(slots) {
+                    self.drop_mark();
+                }
+            }
             _ => {}
         }
-        if let St::Fencing(f) = self.st {
-            self.want_write = f.mark_pending;
+        match self.st {
+            St::Fencing(f) => self.want_write = f.mark_pending,
+            St::Fenced { mark_pending, .. } => self.want_write = mark_pending,
+            _ => {}
         }
         if matches!(self.st, St::Acquiring(_) | St::Joining(_)) && self.cfg.watchdog {
             // The watchdog is armed from the start; before we are live it only shows the loop
@@ -419,14 +426,9 @@ impl Node {
         match self.step {
             Step::Idle { next_ms } if now_ms < next_ms => None,
             Step::Idle { .. } => {
-                let write_first = match self.st {
-                    St::Fencing(f) => f.mark_pending,
-                    St::Fenced { mark_pending, .. } => mark_pending,
-                    _ => false,
-                };
-                if write_first {
-                    return Some(self.write(now_ms, now_ms));
-                }
+                // Every write, marks included, follows a sweep of the same cycle: a mark goes only
+                // onto a disk just seen to be ours (review: a fence that succeeded after a long
+                // outage must not write the old cluster's record onto a re-formatted disk).
                 self.step = Step::Sweeping { cycle_ms: now_ms };
                 Some(Action::Sweep { timeout_ms: self.io_budget_ms(now_ms) })
             }
@@ -792,6 +794,10 @@ impl Node {
         };
         let mailbox_ok = self.mailbox(slots);
         if let St::Fencing(_) = self.st {
+            if superblock != Some(true) || check.is_none() {
+                // The disk is not confirmed ours this cycle: act without marking.
+                self.drop_mark();
+            }
             return;
         }
         if check == Some(OwnCheck::Latest) && mailbox_ok && superblock == Some(true) {
@@ -805,6 +811,31 @@ impl Node {
                 own_read: own.err(),
                 own_stale: check == Some(OwnCheck::Stale),
             });
+        }
+    }
+
+    /// Whether a fence mark may be written after this sweep: the superblock is the one we started
+    /// with and our slot holds nothing foreign.
+    fn mark_allowed(&mut self, slots: Option<&dyn SlotSource>) -> bool {
+        let Some(slots) = slots else { return false };
+        if self.superblock_ok(slots) != Some(true) {
+            return false;
+        }
+        match slots.slot(self.cfg.slot) {
+            Ok(bytes) => {
+                let read = Record::decode(bytes, &self.cfg.cluster_uuid, self.cfg.slot).ok();
+                self.own.check(read.as_ref()) != OwnCheck::Foreign
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The mark cannot be written safely now: the action (or exit) goes ahead without it.
+    fn drop_mark(&mut self) {
+        match &mut self.st {
+            St::Fencing(f) => f.mark_pending = false,
+            St::Fenced { mark_pending, .. } => *mark_pending = false,
+            _ => {}
         }
     }
 

@@ -624,6 +624,47 @@ fn mailbox_fence_marks_first_then_acts() {
     assert_eq!(h.exit, Some(EXIT_FENCED));
 }
 
+/// Review finding: a fence that succeeds after a long outage must not write its `fenced` mark
+/// (the old cluster's record) onto a disk re-formatted meanwhile; nor may a failed fence's retry
+/// write its `self_fencing` mark there. Every mark follows a sweep that confirmed the disk is ours.
+#[test]
+fn fence_marks_are_written_only_onto_a_disk_confirmed_ours() {
+    // A fenced mark after the disk changed.
+    let mut h = H::new();
+    h.go_live();
+    h.fence_outcome = FenceOutcome::Failed;
+    h.write_fails = true;
+    while !matches!(h.n.phase(), Phase::SelfFencing(_)) {
+        h.cycle();
+    }
+    h.cycle();
+    h.write_fails = false;
+    let before = h.disk.slots[0];
+    h.disk.superblock = [0; 512];
+    h.fence_outcome = FenceOutcome::Done;
+    for _ in 0..10 {
+        h.cycle();
+    }
+    assert!(matches!(h.n.phase(), Phase::Fenced(_)), "{:?}", h.n.phase());
+    assert_eq!(h.disk.slots[0], before, "a mark was written onto a disk that is not ours");
+    // A failed fence request retried after the disk changed: no more marks, the retries go on.
+    let mut h = H::new();
+    h.go_live();
+    h.fence_outcome = FenceOutcome::Failed;
+    h.disk.mail(Command::Fence, 9, 1);
+    h.cycle();
+    h.cycle();
+    assert_eq!(h.disk.get(0).state, State::SelfFencing);
+    let before = h.disk.slots[0];
+    let fences = h.fences;
+    h.disk.superblock = [0; 512];
+    for _ in 0..5 {
+        h.cycle();
+    }
+    assert_eq!(h.disk.slots[0], before, "a retry mark was written onto a disk that is not ours");
+    assert!(h.fences > fences, "the action is still retried");
+}
+
 /// The backup thread fenced while the loop was stuck: the node stops heartbeating at once.
 #[test]
 fn a_backup_fence_is_reconciled() {
