@@ -321,10 +321,10 @@ impl Node {
             St::Joining(j) => self.join(j, slots, start_ms),
             St::Live => self.live(slots),
             St::Leaving { armed } => self.leaving(slots, armed),
-            St::Fencing(Fencing { mark_pending: true, .. }) | St::Fenced { mark_pending: true, .. } => {
-                if !self.mark_allowed(slots) {
-                    self.drop_mark();
-                }
+            St::Fencing(Fencing { mark_pending: true, .. }) | St::Fenced { mark_pending: true, .. }
+                if !self.mark_allowed(slots) =>
+            {
+                self.drop_mark()
             }
             _ => {}
         }
