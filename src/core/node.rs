@@ -316,17 +316,20 @@ impl Node {
             }
             self.update_peers(s, start_ms, end_ms);
         }
+        let mark_was_pending = matches!(
+            self.st,
+            St::Fencing(Fencing { mark_pending: true, .. }) | St::Fenced { mark_pending: true, .. }
+        );
         match self.st {
             St::Acquiring(a) => self.acquire(a, slots, start_ms, end_ms),
             St::Joining(j) => self.join(j, slots, start_ms),
             St::Live => self.live(slots),
             St::Leaving { armed } => self.leaving(slots, armed),
-            St::Fencing(Fencing { mark_pending: true, .. }) | St::Fenced { mark_pending: true, .. }
-                if !self.mark_allowed(slots) =>
-            {
-                self.drop_mark()
-            }
             _ => {}
+        }
+        // A mark decided before this sweep goes only onto a disk this sweep confirmed ours.
+        if mark_was_pending && !self.mark_allowed(slots) {
+            self.drop_mark();
         }
         match self.st {
             St::Fencing(f) => self.want_write = f.mark_pending,
