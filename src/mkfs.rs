@@ -2,8 +2,8 @@
 //! device byte-identical.
 //!
 //! Before writing, mkfs looks for an old cluster everywhere one could be: the superblock, and a scan
-//! of the first [`SCAN_SPAN`] bytes for record and mailbox sectors (zeroing a superblock does not
-//! stop the daemons that opened the disk before). Whenever it finds anything (a superblock, other
+//! of the first [`SCAN_SPAN`] bytes for record and mailbox sectors (a daemon whose superblock reads
+//! fail keeps writing for up to T/2 after a wipe). Whenever it finds anything (a superblock, other
 //! data, or heartbeat structures), it watches the device for writers before formatting: every
 //! record and mailbox slot of the old layout, every block the new layout will write, and every
 //! structure the scan found, for at least the time the old cluster itself needs to call a silent
@@ -200,6 +200,11 @@ pub enum MkfsError {
     )]
     WriteFailed { path: String, region: &'static str, status: Status },
     #[error(
+        "{path}: the superblock commit write did not complete ({reason}); it may still land, so block \
+         0 was zeroed again: {}", describe_invalidated(.invalidated)
+    )]
+    CommitFailed { path: String, reason: String, invalidated: Result<(), String> },
+    #[error(
         "{path}: read-back verification failed ({what}): the device does not keep what is written to \
          it, or something else wrote to it meanwhile; {}", describe_invalidated(.invalidated)
     )]
@@ -243,8 +248,14 @@ pub(crate) fn read_head(dev: &Device) -> Result<Existing, MkfsError> {
     let len = SIGNATURE_SPAN.min(dev.size_bytes as usize / 512 * 512);
     let mut buf = AlignedBuf::new(SIGNATURE_SPAN).map_err(IoError::Alloc)?;
     let path = dev.path.display().to_string();
-    nix::sys::uio::pread(dev.fd.as_fd(), &mut buf.as_mut_slice()[..len], 0)
-        .map_err(|e| DiskError::SuperblockRead { path, reason: e.desc().into() })?;
+    let n = nix::sys::uio::pread(dev.fd.as_fd(), &mut buf.as_mut_slice()[..len], 0)
+        .map_err(|e| DiskError::SuperblockRead { path: path.clone(), reason: e.desc().into() })?;
+    if n < len {
+        // Never classify unread (zero) bytes as blank (review finding).
+        return Err(
+            DiskError::SuperblockRead { path, reason: format!("short read: {n} of {len} bytes") }.into()
+        );
+    }
     let head = &buf.as_slice()[..len];
     // A keyring (bytes 512..1024) under a zero superblock is what an mkfs interrupted before its
     // commit leaves (§12): not other data. The scan then finds that mkfs's records (`Remnants`).
@@ -406,16 +417,26 @@ fn scan(dev: &Device, scratch: &mut AlignedBuf) -> Result<Found, MkfsError> {
 /// * the two extra intervals cover our reads being up to one step apart and a writer whose last
 ///   beat landed just before our first read and whose next one is one interval late.
 ///
-/// With no T at all (structures found but none readable, or data that is not diskbeat's), the
-/// floor: two heartbeat intervals of the default base timeout, or of the new cluster's if longer.
-/// A daemon at those timings that still runs rewrites its record within one interval, even when
-/// everything it wrote before was wiped. (A daemon running with a longer T, whose superblock and
-/// records were all wiped, can be missed: the floor is a floor, not a proof; `--observe` extends it.)
-pub fn required_watch(sources: &[(u32, String)], new: &Timing) -> (u32, String) {
+/// With no T at all, a floor. When diskbeat structures are on the device but none gives a T (a
+/// corrupt superblock, records of another major version, all records unreadable), a cluster may
+/// still be running with any T: watch 1.1 × the default base timeout (or the new cluster's, if
+/// longer), as for a readable T (review finding: 4 s could miss a cluster with a long T). Only for
+/// data that is not diskbeat's at all is the floor two heartbeat intervals of that T. (A daemon
+/// running with a T longer than the default, whose superblock and records were all wiped, can be
+/// missed: the floor is a floor, not a proof; `--observe` extends it.)
+pub fn required_watch(sources: &[(u32, String)], diskbeat_seen: bool, new: &Timing) -> (u32, String) {
     match sources.iter().max_by_key(|(t, _)| *t) {
         Some((t, why)) => {
             let ms = u64::from(*t) + 2 * u64::from(*t / 20);
             (ms.min(u64::from(u32::MAX)) as u32, format!("{why}: base timeout {t} ms + 2 intervals"))
+        }
+        None if diskbeat_seen => {
+            let t = DEFAULT_BASE_TIMEOUT_MS.max(new.base_timeout_ms);
+            let ms = u64::from(t) + 2 * u64::from(t / 20);
+            (
+                ms.min(u64::from(u32::MAX)) as u32,
+                format!("diskbeat structures with no readable timing: base timeout {t} ms + 2 intervals"),
+            )
         }
         None => {
             let interval = (DEFAULT_BASE_TIMEOUT_MS / 20).max(new.interval_ms);
@@ -708,7 +729,9 @@ pub fn mkfs(
             _ => None,
         };
         sources.extend(found.timing.clone());
-        let (required_ms, basis) = required_watch(&sources, &timing);
+        let diskbeat_seen =
+            matches!(existing, Existing::Diskbeat(_) | Existing::Corrupt(_)) || !found.sectors.is_empty();
+        let (required_ms, basis) = required_watch(&sources, diskbeat_seen, &timing);
         let window_ms = opts.observe_ms.unwrap_or(0).max(required_ms);
         if let Some(asked) = opts.observe_ms.filter(|&o| o < required_ms) {
             warnings.push(format!(
@@ -904,8 +927,13 @@ fn write_all(
         what: format!("encoding the superblock: {e}"),
         invalidated: Ok(()),
     })?;
-    run(&mut engine, &superblock_op, "superblock")?;
-    engine.flush()?;
+    // A commit that timed out may still land later: never report "no valid superblock" without
+    // zeroing block 0 again (review finding).
+    let committed = run(&mut engine, &superblock_op, "superblock").and_then(|()| Ok(engine.flush()?));
+    if let Err(e) = committed {
+        let invalidated = invalidate(&mut engine);
+        return Err(MkfsError::CommitFailed { path: path.clone(), reason: e.to_string(), invalidated });
+    }
     Ok(engine)
 }
 
@@ -1052,11 +1080,13 @@ mod tests {
     #[test]
     fn watch_derivation() {
         let new = Timing::from_base(40_000).unwrap();
-        assert_eq!(required_watch(&[(40_000, "sb".into())], &new).0, 44_000);
-        assert_eq!(required_watch(&[(1000, "a".into()), (4000, "b".into())], &new).0, 4400);
-        let (floor, why) = required_watch(&[], &new);
+        assert_eq!(required_watch(&[(40_000, "sb".into())], false, &new).0, 44_000);
+        assert_eq!(required_watch(&[(1000, "a".into()), (4000, "b".into())], true, &new).0, 4400);
+        // Diskbeat structures without a readable T: the default T's full watch, never 4 s.
+        assert_eq!(required_watch(&[], true, &new).0, 44_000);
+        let (floor, why) = required_watch(&[], false, &new);
         assert_eq!(floor, 4000, "{why}");
-        assert_eq!(required_watch(&[], &Timing::from_base(120_000).unwrap()).0, 12_000);
+        assert_eq!(required_watch(&[], false, &Timing::from_base(120_000).unwrap()).0, 12_000);
         let mut r = Record::free(uuid::Uuid::nil(), 0);
         assert_eq!(record_base_ms(&r), None, "free records carry no timing");
         r.state = State::Live;
