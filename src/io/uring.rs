@@ -76,12 +76,18 @@ impl Uring {
         let sqes = unsafe {
             memmap2::MmapOptions::new().offset(IORING_OFF_SQES).len(sqes_len).map_mut(ring.as_raw_fd())
         };
-        if let Err(e) = &sqes {
-            tracing::debug!(error = %e, "cannot map the SQE array: unsubmitted ops will count as accepted");
+        // Without the mapping, SQEs the kernel did not take would stay queued for the next batch
+        // (a stale heartbeat write racing a newer one; review finding): use the other engine.
+        let sqes = sqes.map_err(IoError::UringUnavailable)?;
+        // Timeouts are passed as io_uring_enter arguments (IORING_FEAT_EXT_ARG, 5.11+).
+        if !ring.params().is_feature_ext_arg() {
+            return Err(IoError::UringUnavailable(std::io::Error::other(
+                "the kernel lacks IORING_FEAT_EXT_ARG (5.11+)",
+            )));
         }
         Ok(Uring {
             ring,
-            sqes: sqes.ok(),
+            sqes: Some(sqes),
             sq_tail: 0,
             pushed: Vec::with_capacity(2 * max_ops),
             fixed_buffers,
