@@ -95,8 +95,9 @@ pub struct ActiveSlot {
 /// One kind of thing the watch covered.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WatchedPart {
-    /// `old_records`, `old_mailboxes`, `new_layout` (superblock, probe area, record and mailbox
-    /// tables), `new_extent_headers` or `found_structures` (sectors the scan found).
+    /// `old_records`, `old_mailboxes`, `old_extent_headers`, `new_layout` (superblock, probe area,
+    /// record and mailbox tables), `new_extent_headers` or `found_structures` (sectors the scan
+    /// found).
     pub what: &'static str,
     /// Byte ranges of the device (before merging overlaps between parts).
     pub ranges: u64,
@@ -502,6 +503,12 @@ fn describe_offset(offset: u64, old: Option<&Layout>, new: &Layout) -> String {
         if let Some(s) = slot_of(l, l.mailboxes) {
             return format!("mailbox slot {s} of the old layout");
         }
+        if offset >= l.extents.offset && offset < l.extents.offset + l.extents.size {
+            return format!(
+                "the extent of slot {} of the old layout",
+                (offset - l.extents.offset) / l.extent_size
+            );
+        }
     }
     if offset < new.probe.offset {
         "the superblock".into()
@@ -743,6 +750,10 @@ pub fn mkfs(
         if let Some(l) = &old_layout {
             set.add("old_records", l.records.offset, l.record_table_len() as u64);
             set.add("old_mailboxes", l.mailboxes.offset, l.record_table_len() as u64);
+            // Hosts publish in their extents (payload, then header): watch each header.
+            for s in 0..l.slot_count {
+                set.add("old_extent_headers", l.extent_offset(s), ALIGN);
+            }
         }
         set.add("new_layout", 0, layout.mailboxes.end());
         for s in 0..layout.slot_count {

@@ -183,7 +183,14 @@ fn json_reports_the_watch_and_a_raised_observe() {
     assert!(w["passes"].as_u64().unwrap() >= 2, "{w}");
     let parts: Vec<&str> =
         w["parts"].as_array().unwrap().iter().map(|p| p["what"].as_str().unwrap()).collect();
-    for p in ["old_records", "old_mailboxes", "new_layout", "new_extent_headers", "found_structures"] {
+    for p in [
+        "old_records",
+        "old_mailboxes",
+        "old_extent_headers",
+        "new_layout",
+        "new_extent_headers",
+        "found_structures",
+    ] {
         assert!(parts.contains(&p), "{p} not in {parts:?}");
     }
     assert!(w["found_structures"].as_u64().unwrap() >= 32, "16 records + 16 mailboxes: {w}");
@@ -303,7 +310,10 @@ fn superblock_from_a_bigger_lun_is_named_and_force_reformats() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v = stdout_json(&out);
     assert_eq!(v["replaced"]["cluster_name"], "big-pool");
-    let clipped = sb.layout.mailboxes.end() - (16 << 20);
+    // The old mailbox table's tail and every old extent header lie past the device's end.
+    let headers_past_end =
+        (0..sb.layout.slot_count).filter(|&s| sb.layout.extent_offset(s) >= 16 << 20).count() as u64 * 4096;
+    let clipped = sb.layout.mailboxes.end() - (16 << 20) + headers_past_end;
     assert_eq!(v["watch"]["clipped_bytes"].as_u64().unwrap(), clipped, "{}", v["watch"]);
     assert_eq!(run(&["inspect", lo.s(), "--all", "--sample", "0"]).status.code(), Some(0));
 }
@@ -402,4 +412,34 @@ fn out_of_range_slot_is_bad_input() {
         assert!(stderr(&out).contains("does not exist: this disk has 8 slots"), "{args:?}: {}", stderr(&out));
     }
     assert_eq!(lo.hash(), before);
+}
+
+/// Review finding: a host that only publishes in its extent (payload, then header) is a writer
+/// too: `--force` watches every old extent header and refuses while one changes.
+#[test]
+fn a_host_writing_only_its_extent_is_seen_by_the_watch() {
+    if skip_unless_root() {
+        return;
+    }
+    let lo = LoopDev::new("16M", 512);
+    format(&lo, &["--slots", "8", "--timeout", "1s"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let path = lo.path().to_path_buf();
+    let thread = std::thread::spawn(move || {
+        let mut disk = Disk::open(&path, Access::ReadWrite, EngineKind::Auto, None).unwrap();
+        let mut n = 0u8;
+        while !stop2.load(Ordering::Relaxed) {
+            n = n.wrapping_add(1);
+            disk.write_extent(6, 0, 1, &[n; 16], Duration::from_secs(5)).ok();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let before_sb = read_direct(lo.path(), 0, Some(4096));
+    let out = mkfs(&lo, &["--force", "--slots", "2", "--json"]);
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    assert!(!out.status.success(), "formatted under a host writing its extent: {}", stderr(&out));
+    assert!(stderr(&out).contains("extent of slot 6"), "{}", stderr(&out));
+    assert_eq!(read_direct(lo.path(), 0, Some(4096)), before_sb, "mkfs wrote the superblock block");
 }
