@@ -14,10 +14,7 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(5);
 
 fn formatted(sector: u32, slots: u32) -> LoopDev {
-    let lo = LoopDev::new("64M", sector);
-    let out = run(&["mkfs", lo.s(), "--slots", &slots.to_string(), "--cluster", "ext", "--timeout", "2s"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    lo
+    common::formatted(sector, slots, "ext")
 }
 
 fn host_info_payload(buf: &mut [u8]) -> usize {
@@ -42,12 +39,7 @@ fn write_then_read_back_on_both_engines_and_sector_sizes() {
     if skip_unless_root() {
         return;
     }
-    for (sector, engine) in [
-        (512, EngineKind::Uring),
-        (4096, EngineKind::Uring),
-        (512, EngineKind::Sync),
-        (4096, EngineKind::Sync),
-    ] {
+    for (sector, engine) in SECTOR_ENGINES {
         let lo = formatted(sector, 8);
         let mut disk = Disk::open(lo.path(), Access::ReadWrite, engine, Some(3)).unwrap();
         assert_eq!(disk.engine().kind(), engine);

@@ -11,10 +11,7 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(5);
 
 fn formatted(sector: u32, slots: u32) -> LoopDev {
-    let lo = LoopDev::new("64M", sector);
-    let out = run(&["mkfs", lo.s(), "--slots", &slots.to_string(), "--cluster", "rec", "--timeout", "2s"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    lo
+    common::formatted(sector, slots, "rec")
 }
 
 fn live_record(disk: &Disk, slot: u32, seq: u64) -> Record {
@@ -37,12 +34,7 @@ fn written_records_read_back_identical_on_both_engines() {
     if skip_unless_root() {
         return;
     }
-    for (sector, engine) in [
-        (512, EngineKind::Uring),
-        (4096, EngineKind::Uring),
-        (512, EngineKind::Sync),
-        (4096, EngineKind::Sync),
-    ] {
+    for (sector, engine) in SECTOR_ENGINES {
         let lo = formatted(sector, 64);
         let mut disk = Disk::open(lo.path(), Access::ReadWrite, engine, Some(5)).unwrap();
         assert_eq!(disk.engine().kind(), engine);

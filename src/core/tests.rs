@@ -156,6 +156,12 @@ impl H {
         std::iter::from_fn(|| self.n.poll_event()).collect()
     }
 
+    /// A stop request (SIGTERM), then whatever the node does at once.
+    fn stop(&mut self) -> Vec<Event> {
+        self.n.handle_stop(self.now);
+        self.run()
+    }
+
     /// Advances to the node's next wake-up and runs it (one cycle).
     fn cycle(&mut self) -> Vec<Event> {
         if let Some(at) = self.n.poll_timeout() {
@@ -246,8 +252,7 @@ fn takes_a_stale_slot_only_after_host_dead() {
 fn clean_leave_then_immediate_restart() {
     let mut h = H::new();
     h.go_live();
-    h.n.handle_stop(h.now);
-    h.run();
+    h.stop();
     assert_eq!(h.n.phase(), Phase::Leaving, "a leave counts once read back");
     h.cycle();
     assert_eq!(h.n.phase(), Phase::Stopped);
@@ -570,8 +575,7 @@ fn a_failed_fence_action_is_retried_escalated_and_never_marked_fenced() {
         .iter()
         .any(|a| matches!(a, Action::Write { record, .. } if record.state == State::Fenced)));
     // A stop now exits with its own status, and the watchdog stays armed.
-    h.n.handle_stop(h.now);
-    h.run();
+    h.stop();
     assert_eq!(h.exit, Some(EXIT_FENCE_FAILED));
     // Then it succeeds: marked fenced (retries stop).
     let mut h = H::new();
@@ -619,8 +623,7 @@ fn mailbox_fence_marks_first_then_acts() {
         h.cycle();
     }
     assert_eq!(h.disk.get(0).sequence, seq, "a fenced host stops writing");
-    h.n.handle_stop(h.now);
-    h.run();
+    h.stop();
     assert_eq!(h.exit, Some(EXIT_FENCED));
 }
 
@@ -712,8 +715,7 @@ fn a_backup_fence_during_a_leave_is_reconciled() {
     let mut h = H::new();
     h.go_live();
     h.write_fails = true;
-    h.n.handle_stop(h.now);
-    h.run();
+    h.stop();
     assert_eq!(h.n.phase(), Phase::Leaving);
     h.n.handle_backup_fence(h.now, FenceOutcome::Done);
     assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::StorageLost { .. })), "{:?}", h.n.phase());
@@ -727,8 +729,7 @@ fn a_stop_after_the_deadline_fences_instead_of_leaving() {
     h.go_live();
     let d = h.n.fence_deadline_ms().unwrap();
     h.now = d + 5;
-    h.n.handle_stop(h.now);
-    h.run();
+    h.stop();
     assert!(matches!(h.n.phase(), Phase::Fenced(_)));
     assert_ne!(h.disk.get(0).state, State::Leaving);
 }

@@ -141,3 +141,19 @@ pub fn stdout_json(out: &Output) -> serde_json::Value {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A 64 MiB loop device formatted by the real `diskbeat mkfs` (T = 2 s) as cluster `name`.
+pub fn formatted(sector: u32, slots: u32, name: &str) -> LoopDev {
+    let lo = LoopDev::new("64M", sector);
+    let out = run(&["mkfs", lo.s(), "--slots", &slots.to_string(), "--cluster", name, "--timeout", "2s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    lo
+}
+
+/// Every engine on both sector sizes: what engine-level tests run through.
+pub const SECTOR_ENGINES: [(u32, diskbeat::io::EngineKind); 4] = [
+    (512, diskbeat::io::EngineKind::Uring),
+    (4096, diskbeat::io::EngineKind::Uring),
+    (512, diskbeat::io::EngineKind::Sync),
+    (4096, diskbeat::io::EngineKind::Sync),
+];
