@@ -30,6 +30,8 @@ fn bench(c: &mut Criterion) {
         disk_age_ms: 800,
         flags: 0,
         net_view,
+        dest_slot: 3,
+        echo_ms: 999_000,
     };
     let mut buf = [0u8; PACKET_SIZE];
 

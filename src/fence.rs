@@ -172,7 +172,7 @@ pub fn fence(
                         return Err(FenceError::ActionFailed { slot, name });
                     }
                 }
-                peer.observe(read, s, e, u64::from(timing.host_dead_ms));
+                peer.observe(read, s, e, u64::from(timing.host_dead_ms), timing.read_gap_ms());
                 if peer.state == PeerState::Dead {
                     return Ok(report(
                         Confirmed::Stopped { silent_ms: peer.silent_ms_at_death },

@@ -74,6 +74,33 @@ impl Timing {
         Ok(())
     }
 
+    /// Network heartbeats go out every interval, like disk beats.
+    pub fn net_interval_ms(&self) -> u64 {
+        u64::from(self.interval_ms)
+    }
+    /// A peer is heard on a network while its last accepted packet there is younger than T/2
+    /// (10 beats: 30 % loss drops 10 in a row with probability 6e-6).
+    pub fn net_timeout_ms(&self) -> u64 {
+        u64::from(self.self_fence_ms)
+    }
+    /// A partition decision waits until the views on the disk have been unchanged this long:
+    /// 2 x (interval + io timeout) = 0.6 T, one write and one read of every host
+    /// (docs/PARTITIONS.md, "Equal views: the stability delay").
+    pub fn partition_delay_ms(&self) -> u64 {
+        2 * (u64::from(self.interval_ms) + u64::from(self.io_timeout_ms))
+    }
+    /// A host that lost the heartbeat disk together with every member rides through at most this
+    /// long past its self-fence deadline (2 T), and a host that joined recently waits this much
+    /// longer before declaring a silent peer dead (docs/SAFETY.md, "Whole-LUN loss").
+    pub fn ride_max_ms(&self) -> u64 {
+        2 * u64::from(self.host_dead_ms)
+    }
+    /// A host whose disk reads have failed this long (the io timeout) says so in its packets
+    /// (`disk_age_ms`), and restarts every peer's silence clock when its reads work again.
+    pub fn read_gap_ms(&self) -> u64 {
+        u64::from(self.io_timeout_ms)
+    }
+
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms.into())
     }

@@ -19,23 +19,28 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
         prop_oneof![any::<u64>(), Just(u64::MAX), Just(0u64)],
         prop_oneof![Just(0u32), Just(flags::DISK_LOST)],
         proptest::array::uniform32(any::<[u8; 8]>()),
+        (0..MAX_SLOTS, any::<u64>()),
     )
-        .prop_map(|(cluster, slot, generation, sequence, send_ms, age_ms, flags, view)| {
-            let mut net_view = NetView::EMPTY;
-            for (i, chunk) in view.iter().enumerate() {
-                net_view.0[i * 8..i * 8 + 8].copy_from_slice(chunk);
-            }
-            Packet {
-                cluster_uuid: uuid::Uuid::from_u128(cluster),
-                sender_slot: slot,
-                generation,
-                sequence,
-                send_monotonic_ms: send_ms,
-                disk_age_ms: age_ms,
-                flags,
-                net_view,
-            }
-        })
+        .prop_map(
+            |(cluster, slot, generation, sequence, send_ms, age_ms, flags, view, (dest_slot, echo_ms))| {
+                let mut net_view = NetView::EMPTY;
+                for (i, chunk) in view.iter().enumerate() {
+                    net_view.0[i * 8..i * 8 + 8].copy_from_slice(chunk);
+                }
+                Packet {
+                    cluster_uuid: uuid::Uuid::from_u128(cluster),
+                    sender_slot: slot,
+                    generation,
+                    sequence,
+                    send_monotonic_ms: send_ms,
+                    disk_age_ms: age_ms,
+                    flags,
+                    net_view,
+                    dest_slot,
+                    echo_ms,
+                }
+            },
+        )
 }
 
 fn sealed(p: &Packet, ring: &Keyring) -> [u8; PACKET_SIZE] {

@@ -958,6 +958,9 @@ impl Sim {
             watchdog,
             fence_stops_vms: fence != FenceKind::LogOnly,
             skip_acquire_wait: false,
+            networks: 0,
+            weight: 1,
+            isolation_configured: false,
         };
         let node = Node::new(cfg, clock.local_ms(self.now));
         let i = self.incs.len();

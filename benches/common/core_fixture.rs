@@ -77,6 +77,9 @@ impl Fixture {
                 watchdog: true,
                 fence_stops_vms: true,
                 skip_acquire_wait: false,
+                networks: 0,
+                weight: 1,
+                isolation_configured: false,
             },
             0,
         );

@@ -13,6 +13,7 @@
 //!
 //! Times are the driver's monotonic milliseconds, passed in. Nothing here allocates after `new`.
 
+pub mod net;
 pub mod node;
 pub mod own;
 pub mod partition;
@@ -67,6 +68,14 @@ pub struct NodeConfig {
     pub fence_stops_vms: bool,
     /// Test only: take the slot at the first read, without watching it for the host-dead timeout.
     pub skip_acquire_wait: bool,
+    /// Heartbeat networks this host uses (0: disk only, no packets, no partition rule; at most
+    /// [`net::MAX_NETWORKS`]).
+    pub networks: u8,
+    /// Partition weight (docs/PARTITIONS.md criterion 3; default 1).
+    pub weight: u32,
+    /// Isolation addresses are configured (their reachability comes in through
+    /// `Node::handle_isolation`).
+    pub isolation_configured: bool,
 }
 
 /// What the driver must do next.
@@ -109,6 +118,9 @@ pub enum FenceReason {
     DiskChanged,
     /// A fence request arrived in our mailbox.
     FenceRequest { sender_slot: u32, request_id: u64 },
+    /// The network is partitioned and the views on the disk, stable for the decision delay, put
+    /// this host outside the surviving part (docs/PARTITIONS.md).
+    Partition { rule: partition::Reason, survivors_lowest: Option<u32>, survivors: u32 },
 }
 
 impl FenceReason {
@@ -234,6 +246,20 @@ pub enum Event {
     MailboxCorrupt {
         reason: Corruption,
     },
+    /// The partition decision changed (computed from the views on the disk).
+    Partition {
+        decision: Result<partition::Reason, partition::NoDecision>,
+        we_survive: bool,
+        survivors: u32,
+    },
+    /// The whole heartbeat LUN is lost for us and every member, who all still hear each other:
+    /// nobody fences (docs/SAFETY.md, "Whole-LUN loss"). Emitted every cycle while it lasts.
+    LunLost {
+        members: u32,
+        until_ms: u64,
+    },
+    /// Riding through ended without the disk coming back: the rule no longer holds.
+    RideThroughEnded,
 }
 
 #[cfg(test)]

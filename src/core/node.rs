@@ -9,14 +9,20 @@
 //! States, each one screen: [`Acquire`] and [`Join`] (the slot lease), `Live`, [`Fencing`] (mark,
 //! action, retries), `Fenced`, `Leaving`, and the terminal ones. The cycle position is [`Step`].
 
+use super::net::NetState;
 use super::own::{OwnCheck, OwnWrites};
+use super::partition::{self, Decision, Host, NoDecision, SlotSet};
+use super::PeerState;
 use super::{
     Action, Event, FenceOutcome, FenceReason, IoFailure, NodeConfig, Peer, Phase, RefuseReason, SlotSource,
 };
 use super::{EXIT_FENCED, EXIT_FENCE_FAILED, EXIT_LEFT, EXIT_REFUSED};
 use crate::format::mailbox::{Command, Mailbox};
+use crate::format::record::NetView;
 use crate::format::record::{flags, Record, State};
 use crate::format::NAME_LEN;
+use crate::net::packet::{flags as packet_flags, DISK_AGE_NEVER};
+use crate::net::{DropReason, Packet};
 use crate::stats::Histogram;
 use std::collections::VecDeque;
 
@@ -103,6 +109,16 @@ enum Step {
     Exited,
 }
 
+/// The partition rule's state: the last decision and since when its inputs are unchanged.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionStatus {
+    pub decision: Result<Decision, NoDecision>,
+    /// Inputs (participants, mutual edges, weights, isolation) unchanged since.
+    pub stable_since_ms: u64,
+    pub fingerprint: u64,
+    pub participants: u32,
+}
+
 pub struct Node {
     cfg: NodeConfig,
     st: St,
@@ -128,6 +144,22 @@ pub struct Node {
     events: VecDeque<Event>,
     events_dropped: u64,
     peers: Vec<Peer>,
+    net: NetState,
+    /// Peers holding their slot at our last successful sweep (the last membership).
+    members: SlotSet,
+    /// Start of our last sweep that read the table (any slot).
+    last_read_start_ms: Option<u64>,
+    /// Our last sweep read the table and our own slot.
+    last_sweep_read_ok: bool,
+    /// We reach none of our isolation addresses.
+    isolated: bool,
+    /// While the whole LUN is lost for every member: the deadline the network evidence allows.
+    ride: Option<u64>,
+    riding: bool,
+    ride_fed_ms: u64,
+    /// Completion of our last `joining` write.
+    joined_ms: Option<u64>,
+    part: Option<PartitionStatus>,
     pub write_latency: Histogram,
     pub sweep_latency: Histogram,
     pub cycles: u64,
@@ -144,6 +176,7 @@ impl Node {
         record.io_timeout_ms = cfg.timing.io_timeout_ms;
         record.interval_ms = cfg.timing.interval_ms;
         record.net_view.set(cfg.slot, true);
+        assert!(usize::from(cfg.networks) <= super::net::MAX_NETWORKS);
         let node = Node {
             cfg,
             st: St::Acquiring(Acquire { started_ms: now_ms, watch: None, join_attempt_ms: None }),
@@ -163,6 +196,16 @@ impl Node {
             events: VecDeque::with_capacity(EVENT_CAPACITY),
             events_dropped: 0,
             peers: vec![Peer::default(); cfg.slot_count as usize],
+            net: NetState::new(cfg.slot_count),
+            members: SlotSet::EMPTY,
+            last_read_start_ms: None,
+            last_sweep_read_ok: false,
+            isolated: false,
+            ride: None,
+            riding: false,
+            ride_fed_ms: 0,
+            joined_ms: None,
+            part: None,
             write_latency: Histogram::default(),
             sweep_latency: Histogram::default(),
             cycles: 0,
@@ -199,6 +242,48 @@ impl Node {
     pub fn last_ok_ms(&self) -> u64 {
         self.last_ok_ms
     }
+    /// Network state: per peer, when it was heard on which network and what it said; drops.
+    pub fn net(&self) -> &NetState {
+        &self.net
+    }
+    /// The last membership: peers holding their slot at our last successful sweep.
+    pub fn members(&self) -> &SlotSet {
+        &self.members
+    }
+    /// The partition rule's last decision (None: not computed, or disk only).
+    pub fn partition(&self) -> Option<&PartitionStatus> {
+        self.part.as_ref()
+    }
+    /// Riding through a whole-LUN loss: past the storage deadline, alive on network evidence.
+    pub fn riding_through(&self) -> bool {
+        self.riding
+    }
+    pub fn isolated(&self) -> bool {
+        self.isolated
+    }
+    /// Whether `slot` was heard (any network) within the network timeout before `now_ms`.
+    pub fn hears(&self, slot: u32, now_ms: u64) -> bool {
+        slot == self.cfg.slot
+            || self
+                .net
+                .peers
+                .get(slot as usize)
+                .is_some_and(|p| p.heard(now_ms, self.cfg.timing.net_timeout_ms()))
+    }
+    /// Our network view at `now_ms`: the slots heard on any network, and our own.
+    pub fn view_at(&self, now_ms: u64) -> NetView {
+        let mut v = NetView::EMPTY;
+        v.set(self.cfg.slot, true);
+        if self.cfg.networks > 0 {
+            let timeout = self.cfg.timing.net_timeout_ms();
+            for (slot, p) in self.net.peers.iter().enumerate() {
+                if p.heard(now_ms, timeout) {
+                    v.set(slot as u32, true);
+                }
+            }
+        }
+        v
+    }
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped
     }
@@ -228,7 +313,22 @@ impl Node {
             St::Fencing(f) => f.attempts == 0,
             _ => false,
         };
-        armed.then(|| self.last_ok_ms + u64::from(self.cfg.timing.self_fence_ms))
+        armed.then(|| {
+            let base = self.last_ok_ms + u64::from(self.cfg.timing.self_fence_ms);
+            match (self.st, self.ride) {
+                (St::Live, Some(until)) => base.max(until),
+                _ => base,
+            }
+        })
+    }
+
+    /// When the next network beat is due (None: not beating).
+    pub fn next_beat_ms(&self) -> Option<u64> {
+        self.beating().then_some(self.net.next_beat_ms)
+    }
+
+    fn beating(&self) -> bool {
+        self.cfg.networks > 0 && matches!(self.st, St::Joining(_) | St::Live | St::Leaving { .. })
     }
 
     /// When to call `poll_action` next; None while an action's result is awaited (or exited).
@@ -256,6 +356,58 @@ impl Node {
         }
     }
 
+    /// A MAC-verified packet arrived on `network` (0 or 1) at `now_ms` (our clock, taken when it
+    /// was received). Checked for destination, replay and stale generation; dropped packets are
+    /// counted by reason.
+    pub fn handle_packet(&mut self, now_ms: u64, network: usize, packet: &Packet) -> Result<(), DropReason> {
+        let r = self.net.accept(self.cfg.slot, now_ms, network, packet);
+        match r {
+            Err(reason) => self.net.drops.record(reason),
+            Ok(()) => self.refresh_ride(now_ms),
+        }
+        self.assert_invariants();
+        r
+    }
+
+    /// A datagram failed verification before reaching the core (size, MAC, cluster...): counted.
+    pub fn handle_drop(&mut self, reason: DropReason) {
+        self.net.drops.record(reason);
+    }
+
+    /// Whether any isolation address answered within the last check (published in our record).
+    pub fn handle_isolation(&mut self, reachable: bool) {
+        self.isolated = self.cfg.isolation_configured && !reachable;
+    }
+
+    /// Whether a network beat is due now; if so, build one packet per peer with `beat_packet`.
+    pub fn poll_beat(&mut self, now_ms: u64) -> bool {
+        if !self.beating() || now_ms < self.net.next_beat_ms {
+            return false;
+        }
+        self.net.next_beat_ms = now_ms + self.cfg.timing.net_interval_ms();
+        self.net.beat_sequence += 1;
+        self.net.beats_sent += 1;
+        true
+    }
+
+    /// The packet of the current beat for `dest_slot`, with `view` (from `view_at(now_ms)`,
+    /// computed once per beat).
+    pub fn beat_packet(&self, dest_slot: u32, now_ms: u64, view: &NetView) -> Packet {
+        let echo_ms = self.net.peers.get(dest_slot as usize).and_then(|p| p.last).map_or(0, |l| l.send_ms);
+        Packet {
+            cluster_uuid: self.cfg.cluster_uuid,
+            sender_slot: self.cfg.slot,
+            generation: self.record.generation,
+            sequence: self.net.beat_sequence,
+            send_monotonic_ms: now_ms,
+            disk_age_ms: self.last_read_start_ms.map_or(DISK_AGE_NEVER, |t| now_ms.saturating_sub(t)),
+            flags: if self.last_sweep_read_ok { 0 } else { packet_flags::DISK_LOST },
+            net_view: *view,
+            dest_slot,
+            echo_ms,
+        }
+    }
+
     /// The write asked for completed (`Ok(latency_us)`) or did not.
     pub fn handle_write(&mut self, now_ms: u64, result: Result<u64, IoFailure>) {
         let Step::Writing { cycle_ms, submitted_ms } = self.step else {
@@ -272,6 +424,9 @@ impl Node {
             self.own.unconfirmed();
         }
         let done = result.is_ok();
+        if done && self.record.state == State::Joining {
+            self.joined_ms = Some(now_ms);
+        }
         match &mut self.st {
             St::Acquiring(a) => {
                 if done {
@@ -309,6 +464,7 @@ impl Node {
         debug_assert!(start_ms <= end_ms);
         self.cycles += 1;
         self.want_write = false;
+        self.last_sweep_read_ok = slots.is_some_and(|s| s.slot(self.cfg.slot).is_ok());
         if let Some(s) = slots {
             self.sweep_latency.record(latency_us);
             if latency_us > u64::from(self.cfg.timing.io_timeout_ms) * 1000 / 2 {
@@ -326,6 +482,17 @@ impl Node {
             St::Live => self.live(slots),
             St::Leaving { armed } => self.leaving(slots, armed),
             _ => {}
+        }
+        if slots.is_some() {
+            self.last_read_start_ms = Some(start_ms);
+            if matches!(self.st, St::Live) {
+                self.partition_check(end_ms);
+            }
+        }
+        self.refresh_ride(end_ms);
+        if self.riding && slots.is_none() {
+            let until = self.ride.unwrap_or(0);
+            self.emit(Event::LunLost { members: self.members.len(), until_ms: until });
         }
         // A mark decided before this sweep goes only onto a disk this sweep confirmed ours.
         if mark_was_pending && !self.mark_allowed(slots) {
@@ -401,6 +568,7 @@ impl Node {
     }
 
     fn next_action(&mut self, now_ms: u64) -> Option<Action> {
+        self.refresh_ride(now_ms);
         // Deadline first: a host past its deadline fences, it never writes `leaving`.
         self.check_deadline(now_ms);
         if self.stop_requested {
@@ -484,6 +652,20 @@ impl Node {
         if let St::Fencing(Fencing { failed: true, .. }) = self.st {
             f |= flags::FENCE_FAILED;
         }
+        if self.cfg.networks > 0 {
+            f |= flags::NET_ENABLED;
+            self.record.weight = self.cfg.weight;
+            self.record.net_view = self.view_at(now_ms);
+        }
+        if self.cfg.isolation_configured {
+            f |= flags::ISOLATION_CONFIGURED;
+            if self.isolated {
+                f |= flags::ISOLATED;
+            }
+        }
+        if self.riding {
+            f |= flags::RIDING_THROUGH;
+        }
         self.record.flags = f;
         self.wrote_any = true;
         self.own.submitted(self.record, now_ms);
@@ -525,7 +707,10 @@ impl Node {
         }
         debug_assert!(matches!(self.st, St::Live | St::Leaving { .. }), "fence decided in {:?}", self.st);
         self.emit(Event::SelfFence(reason));
-        let mark_pending = matches!(reason, FenceReason::FenceRequest { .. });
+        self.ride = None;
+        self.riding = false;
+        // The slot is known ours and the disk writable: say so before acting.
+        let mark_pending = matches!(reason, FenceReason::FenceRequest { .. } | FenceReason::Partition { .. });
         self.want_write = mark_pending;
         self.st = St::Fencing(Fencing { reason, mark_pending, attempts: 0, failed: false, retry_at_ms: 0 });
         self.record.state = State::SelfFencing;
@@ -567,6 +752,9 @@ impl Node {
         match self.st {
             St::Acquiring(_) => self.st = St::Stopped,
             St::Joining(_) | St::Live => {
+                // Leaving ends a ride-through: the storage deadline applies again.
+                self.riding = false;
+                self.ride = None;
                 self.st = St::Leaving { armed: matches!(self.st, St::Live) };
                 self.record.state = State::Leaving;
                 if let Step::Idle { next_ms } = self.step {
@@ -600,19 +788,46 @@ impl Node {
 
     fn update_peers(&mut self, slots: &dyn SlotSource, start_ms: u64, end_ms: u64) {
         let cluster = self.cfg.cluster_uuid;
-        let host_dead_ms = u64::from(self.cfg.timing.host_dead_ms);
+        let t = self.cfg.timing;
+        let host_dead_ms = u64::from(t.host_dead_ms);
+        // Joined recently: a silent peer may be riding through a LUN loss without knowing us
+        // (docs/SAFETY.md, "Whole-LUN loss"): it gets the ride-through bound on top.
+        let young = self.joined_ms.is_none_or(|j| start_ms < j + t.ride_max_ms() + host_dead_ms);
+        self.members = SlotSet::EMPTY;
         for slot in 0..self.cfg.slot_count {
             if slot == self.cfg.slot {
                 continue;
             }
+            // Heard on the network: alive, whatever its slot says (dead = no disk AND no network).
+            let heard = self.net.peers[slot as usize].heard(start_ms, t.net_timeout_ms());
             let peer = &mut self.peers[slot as usize];
             let Ok(bytes) = slots.slot(slot) else {
                 peer.read_failed();
+                if peer.state != PeerState::Dead && peer.state != PeerState::Unread && !peer.state.is_silent()
+                {
+                    self.members.insert(slot);
+                }
                 continue;
             };
             let read = Record::validate(bytes, &cluster, slot);
             let was_corrupt = peer.corruption;
-            let changes = peer.observe(read, start_ms, end_ms, host_dead_ms);
+            let dead_ms = if heard {
+                u64::MAX
+            } else if young && peer.flags & flags::NET_ENABLED != 0 {
+                host_dead_ms + t.ride_max_ms()
+            } else {
+                host_dead_ms
+            };
+            let changes = peer.observe(read, start_ms, end_ms, dead_ms, t.read_gap_ms());
+            if read.is_ok() && peer.record_state != State::Free {
+                self.net.raise_min_generation(slot, peer.generation);
+            }
+            if matches!(
+                peer.state,
+                PeerState::Live | PeerState::Unknown | PeerState::SelfFencing | PeerState::Corrupt
+            ) {
+                self.members.insert(slot);
+            }
             if let (Err(reason), None) = (read, was_corrupt) {
                 self.emit(Event::PeerCorrupt { slot, reason });
             }
@@ -620,6 +835,165 @@ impl Node {
                 self.emit(Event::Peer { slot, change });
             }
         }
+    }
+
+    /// The partition rule on the views read from the disk (docs/PARTITIONS.md): participants are
+    /// this host and every network-enabled peer whose `live` record advanced within the network
+    /// timeout. A decision that puts us outside the survivors is acted on only once its inputs
+    /// have been unchanged for the decision delay.
+    fn partition_check(&mut self, now_ms: u64) {
+        if self.cfg.networks == 0 {
+            self.part = None;
+            return;
+        }
+        let t = self.cfg.timing;
+        let window = t.net_timeout_ms();
+        let own = Host {
+            slot: self.cfg.slot,
+            view: &self.record.net_view,
+            weight: self.cfg.weight,
+            isolated: self.isolated,
+            has_isolation_addresses: self.cfg.isolation_configured,
+        };
+        let mut hosts = [own; partition::MAX_HOSTS];
+        let mut n = 1usize;
+        let mut participants = 1u32;
+        for (slot, p) in self.peers.iter().enumerate() {
+            let participating = slot as u32 != self.cfg.slot
+                && p.state == PeerState::Live
+                && p.record_state == State::Live
+                && p.flags & flags::NET_ENABLED != 0
+                && p.last_read_ms.saturating_sub(p.last_change_ms) < window;
+            if !participating {
+                continue;
+            }
+            participants += 1;
+            if n < partition::MAX_HOSTS {
+                hosts[n] = Host {
+                    slot: slot as u32,
+                    view: &p.net_view,
+                    weight: p.weight,
+                    isolated: p.flags & flags::ISOLATED != 0,
+                    has_isolation_addresses: p.flags & flags::ISOLATION_CONFIGURED != 0,
+                };
+                n += 1;
+            }
+        }
+        let hosts = &hosts[..n];
+        // FNV-1a over exactly what the rule reads: slots, weights, isolation, mutual edges.
+        let mut fp: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |v: u64| {
+            for b in v.to_le_bytes() {
+                fp = (fp ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        mix(u64::from(participants));
+        for a in hosts {
+            mix(u64::from(a.slot) | u64::from(a.weight) << 32);
+            mix(u64::from(a.counts_isolated()));
+            let mut edges = 0u64;
+            for (j, b) in hosts.iter().enumerate() {
+                if a.view.get(b.slot) {
+                    edges |= 1 << j;
+                }
+            }
+            mix(edges);
+        }
+        let decision = if participants as usize > partition::MAX_HOSTS {
+            Err(NoDecision::TooManyHosts { hosts: participants as usize })
+        } else {
+            partition::decide(hosts)
+        };
+        let prev = self.part;
+        let stable_since_ms = match prev {
+            Some(p) if p.fingerprint == fp => p.stable_since_ms,
+            _ => now_ms,
+        };
+        self.part = Some(PartitionStatus { decision, stable_since_ms, fingerprint: fp, participants });
+        let me = self.cfg.slot;
+        let summary = |d: &Result<Decision, NoDecision>| match d {
+            Ok(d) => (Ok(d.reason), !d.must_fence(me), d.survivors.len()),
+            Err(e) => (Err(*e), true, 0),
+        };
+        let now = summary(&decision);
+        if prev.map(|p| summary(&p.decision)) != Some(now) {
+            self.emit(Event::Partition { decision: now.0, we_survive: now.1, survivors: now.2 });
+        }
+        if let Ok(d) = decision {
+            if d.must_fence(me) && now_ms.saturating_sub(stable_since_ms) >= t.partition_delay_ms() {
+                self.self_fence(FenceReason::Partition {
+                    rule: d.reason,
+                    survivors_lowest: d.survivors.lowest(),
+                    survivors: d.survivors.len(),
+                });
+            }
+        }
+    }
+
+    /// Re-evaluates the whole-LUN ride-through (docs/SAFETY.md, "Whole-LUN loss").
+    fn refresh_ride(&mut self, now_ms: u64) {
+        self.ride = self.ride_deadline(now_ms);
+        let base = self.last_ok_ms + u64::from(self.cfg.timing.self_fence_ms);
+        match self.ride {
+            Some(until) if now_ms >= base => {
+                self.riding = true;
+                // The watchdog follows the network evidence while riding: fed once per interval
+                // of new evidence, never beyond it.
+                if self.cfg.watchdog && until >= self.ride_fed_ms + u64::from(self.cfg.timing.interval_ms) {
+                    self.ride_fed_ms = until;
+                    self.push_action(Action::FeedWatchdog);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if self.riding && matches!(self.st, St::Live) && now_ms < base {
+                    // The disk came back: a verified cycle moved the deadline.
+                    self.riding = false;
+                } else if self.riding {
+                    self.riding = false;
+                    self.emit(Event::RideThroughEnded);
+                }
+            }
+        }
+    }
+
+    /// How long we may stay up without the disk: only while every member of the last membership
+    /// lost it too (each says so in a packet that echoes one of ours sent within the network
+    /// timeout, with reads failing for at least the read gap), nobody heard says its disk works,
+    /// and at most `ride_max` past the storage deadline. None: the storage deadline stands.
+    fn ride_deadline(&self, now_ms: u64) -> Option<u64> {
+        let t = self.cfg.timing;
+        if self.cfg.networks == 0 || !matches!(self.st, St::Live) || self.last_sweep_read_ok {
+            return None;
+        }
+        let gap = t.read_gap_ms();
+        match self.last_read_start_ms {
+            Some(s) if now_ms >= s + gap => {}
+            _ => return None,
+        }
+        if self.members.is_empty() {
+            return None;
+        }
+        let net_timeout = t.net_timeout_ms();
+        let lost = |l: &super::net::PeerPacket| {
+            l.disk_lost && l.disk_age_ms >= gap && l.disk_age_ms != DISK_AGE_NEVER
+        };
+        for p in &self.net.peers {
+            if let Some(l) = p.last {
+                if now_ms < l.received_ms + net_timeout && !lost(&l) {
+                    return None;
+                }
+            }
+        }
+        let mut until = self.last_ok_ms + u64::from(t.self_fence_ms) + t.ride_max_ms();
+        for m in self.members.iter() {
+            let l = self.net.peers[m as usize].last?;
+            if !lost(&l) || l.echo_ms == 0 {
+                return None;
+            }
+            until = until.min(l.echo_ms + net_timeout);
+        }
+        (until > now_ms).then_some(until)
     }
 
     fn acquire(&mut self, mut a: Acquire, slots: Option<&dyn SlotSource>, start_ms: u64, end_ms: u64) {
@@ -945,6 +1319,9 @@ impl Node {
         }
         if self.fence_deadline_ms().is_some() {
             assert!(matches!(self.st, St::Live | St::Leaving { armed: true } | St::Fencing(_)));
+        }
+        if self.riding {
+            assert!(matches!(self.st, St::Live) && self.ride.is_some() && !self.last_sweep_read_ok);
         }
         if let Some((latest, submitted)) = self.own.latest() {
             assert!(latest.sequence <= self.record.sequence);

@@ -77,6 +77,10 @@ pub struct Peer {
     pub record_state: State,
     /// `flags` of the last valid record (format 1.1).
     pub flags: u16,
+    /// Who it hears on the network, per its last valid record.
+    pub net_view: crate::format::record::NetView,
+    /// Its partition weight, per its last valid record (format 1.4).
+    pub weight: u32,
     /// Highest generation seen in this slot; a lower one later is flagged, never a restart.
     pub max_generation: u64,
     /// A record with a lower generation than one seen before was read (a stale or rogue writer).
@@ -124,6 +128,8 @@ impl Default for Peer {
             sequence: 0,
             record_state: State::Free,
             flags: 0,
+            net_view: crate::format::record::NetView::EMPTY,
+            weight: 0,
             max_generation: 0,
             conflict: false,
             corruption: None,
@@ -172,15 +178,22 @@ impl Peer {
 
     /// Updates from one successful read that started at `start_ms` and completed at `end_ms`.
     /// Returns up to two changes (a restart and a state change).
+    ///
+    /// `reset_gap_ms`: if our previous successful read of this slot started this long before,
+    /// the silence clock restarts at this read. We could not read the disk for a while, so a host
+    /// that rode through a whole-LUN loss on network evidence (docs/SAFETY.md, "Whole-LUN loss")
+    /// must get a full host-dead from now, not from before the outage.
     pub fn observe(
         &mut self,
         read: Result<&RecordRaw, Corruption>,
         start_ms: u64,
         end_ms: u64,
         host_dead_ms: u64,
+        reset_gap_ms: u64,
     ) -> [Option<PeerChange>; 2] {
         debug_assert!(start_ms <= end_ms);
         let mut changes = [None, None];
+        let long_gap = self.seen && start_ms.saturating_sub(self.last_read_ms) >= reset_gap_ms;
         // Our previous read of this slot failed: we cannot know what happened meanwhile.
         let gap = self.unreadable;
         self.unreadable = false;
@@ -235,7 +248,12 @@ impl Peer {
                 self.sequence = sequence;
                 self.record_state = raw.state();
                 self.flags = raw.flags.get();
+                self.net_view = crate::format::record::NetView(raw.net_view);
+                self.weight = raw.weight.get();
             }
+        }
+        if long_gap {
+            self.last_change_ms = self.last_change_ms.max(end_ms);
         }
         let silent_ms = start_ms.saturating_sub(self.last_change_ms);
         let held_state = if silent_ms >= host_dead_ms {

@@ -92,6 +92,9 @@ fn config() -> NodeConfig {
         watchdog: true,
         fence_stops_vms: true,
         skip_acquire_wait: false,
+        networks: 0,
+        weight: 1,
+        isolation_configured: false,
     }
 }
 

@@ -159,5 +159,10 @@ pub fn describe(reason: &FenceReason) -> String {
                 format!("fence request {request_id} from slot {sender_slot}")
             }
         }
+        FenceReason::Partition { rule, survivors_lowest, survivors } => format!(
+            "network partition: this host is outside the surviving part ({survivors} hosts{}; {})",
+            survivors_lowest.map(|s| format!(", lowest slot {s}")).unwrap_or_default(),
+            crate::daemon::status::partition_reason_text(rule)
+        ),
     }
 }

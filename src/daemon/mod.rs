@@ -154,6 +154,9 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         watchdog: watchdog.is_some(),
         fence_stops_vms: fencer.stops_vms(),
         skip_acquire_wait: cfg.unsafe_skip_acquire,
+        networks: 0,
+        weight: 1,
+        isolation_configured: false,
     };
     let mut node = Node::new(node_cfg, now_ms());
     let engine = disk.engine().kind().as_str();

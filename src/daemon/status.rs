@@ -163,6 +163,39 @@ pub fn describe_event(e: &Event) -> String {
             format!("mailbox test {request_id} from {sender_slot}")
         }
         Event::MailboxCorrupt { reason } => format!("own mailbox corrupt ({reason})"),
+        Event::Partition { decision: Ok(r), we_survive, survivors } => format!(
+            "partition rule: {} ({survivors} survivors; {})",
+            if *we_survive { "this host SURVIVES" } else { "this host must FENCE once the views are stable" },
+            partition_reason_text(r)
+        ),
+        Event::Partition { decision: Err(e), .. } => {
+            format!("partition rule: no decision ({e}): nobody fences for a partition")
+        }
+        Event::LunLost { members, until_ms } => format!(
+            "HEARTBEAT DISK LOST FOR THE WHOLE POOL: all {members} members lost it too and still hear each \
+             other; nobody fences (riding through until monotonic {until_ms} ms at the latest)"
+        ),
+        Event::RideThroughEnded => {
+            "whole-LUN ride-through ended: a member is no longer heard, or its disk works: fencing".into()
+        }
+    }
+}
+
+/// One line on why the partition rule picked its survivors.
+pub fn partition_reason_text(r: &crate::core::partition::Reason) -> String {
+    use crate::core::partition::Reason;
+    match r {
+        Reason::Whole { hosts } => format!("no partition: all {hosts} hosts hear each other"),
+        Reason::Largest { size, rival_size } => {
+            format!("largest part: {size} hosts against {rival_size}")
+        }
+        Reason::LessIsolated { isolated, rival_isolated } => format!(
+            "equal size; fewer isolated hosts ({isolated} against {rival_isolated} that reach no isolation address)"
+        ),
+        Reason::Heavier { weight, rival_weight } => {
+            format!("equal size and isolation; heavier ({weight} against {rival_weight})")
+        }
+        Reason::LowestSlot => "equal size, isolation and weight: the part with the lowest slot".into(),
     }
 }
 

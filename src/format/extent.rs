@@ -387,17 +387,19 @@ mod tests {
         // Reserved checks come first, and still apply in 1.2.
         assert_eq!(decode(2, 0, 1, 0), Err(Corruption::ReservedNotZero));
         assert_eq!(decode(2, 7, 0, 1), Err(Corruption::ReservedNotZero));
-        // 1.3 defines the same kinds as 1.2.
-        assert_eq!(decode(3, kind::HOST_INFO, 0, 0).map(|x| x.kind), Ok(1));
-        assert_eq!(decode(3, 2, 0, 0), Err(Corruption::BadField("kind")));
-        assert_eq!(decode(3, 7, 0, 1), Err(Corruption::ReservedNotZero));
+        // 1.3 and 1.4 define the same kinds as 1.2.
+        for minor in [3, 4] {
+            assert_eq!(decode(minor, kind::HOST_INFO, 0, 0).map(|x| x.kind), Ok(1));
+            assert_eq!(decode(minor, 2, 0, 0), Err(Corruption::BadField("kind")));
+            assert_eq!(decode(minor, 7, 0, 1), Err(Corruption::ReservedNotZero));
+        }
         // A newer minor: any kind, flags and reserved bytes pass through.
-        assert_eq!(decode(4, 7, 1, 1).map(|x| x.kind), Ok(7));
-        let newer = Extent { version_minor: 4, kind: 7, ..e };
+        assert_eq!(decode(5, 7, 1, 1).map(|x| x.kind), Ok(7));
+        let newer = Extent { version_minor: 5, kind: 7, ..e };
         assert_eq!(Payload::decode(&newer, &[1, 2, 3]), Ok(Payload::Unknown(7)));
     }
 
-    /// Pins a whole extent header (format 1.3): magic, minor 3, kind 1 and every field.
+    /// Pins a whole extent header (format 1.4): magic, minor 4, kind 1 and every field.
     #[test]
     fn golden_header_bytes() {
         let c = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
@@ -411,7 +413,7 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         e.encode(&mut buf);
-        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x03\x00");
+        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x04\x00");
         assert_eq!(&buf[32..40], &[5, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(
             &buf[40..68],

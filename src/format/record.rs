@@ -25,7 +25,8 @@ pub struct RecordRaw {
     pub net_view: [u8; NET_VIEW_BYTES], // 152..408
     pub mailbox_ack: U64,               // 408
     pub extent_sequence: U64,           // 416 (format 1.2)
-    pub reserved: [u8; 88],             // 424..512
+    pub weight: U32,                    // 424 (format 1.4)
+    pub reserved: [u8; 84],             // 428..512
 }
 const _: () = assert!(core::mem::size_of::<RecordRaw>() == super::STRUCT_SIZE);
 
@@ -50,8 +51,27 @@ pub mod flags {
     /// The configured fence action stops this host's VMs when it succeeds (`reboot`, `exec:`).
     /// Clear for `log-only`: its `fenced` mark proves nothing about VMs.
     pub const FENCE_STOPS_VMS: u16 = 1 << 2;
-    /// Every bit defined by format 1.1.
-    pub const KNOWN: u16 = WATCHDOG_ARMED | FENCE_FAILED | FENCE_STOPS_VMS;
+    /// Every bit defined by format 1.1 (to 1.3).
+    pub const KNOWN_1_1: u16 = WATCHDOG_ARMED | FENCE_FAILED | FENCE_STOPS_VMS;
+    /// The writer sends and receives network heartbeats (format 1.4): its `net_view` and `weight`
+    /// are meaningful and it takes part in partition decisions (docs/PARTITIONS.md). Clear: a
+    /// disk-only host, never counted by the partition rule.
+    pub const NET_ENABLED: u16 = 1 << 3;
+    /// The writer has isolation addresses configured (format 1.4).
+    pub const ISOLATION_CONFIGURED: u16 = 1 << 4;
+    /// The writer reaches none of its isolation addresses (format 1.4; only with
+    /// `ISOLATION_CONFIGURED`).
+    pub const ISOLATED: u16 = 1 << 5;
+    /// The writer lost the heartbeat disk and rides through on network evidence that every member
+    /// lost it too (format 1.4; informational: written only if the disk comes back).
+    pub const RIDING_THROUGH: u16 = 1 << 6;
+    /// Every bit defined by format 1.4.
+    pub const KNOWN: u16 = KNOWN_1_1 | NET_ENABLED | ISOLATION_CONFIGURED | ISOLATED | RIDING_THROUGH;
+}
+
+/// Whether a record of format minor `minor` may carry a non-zero `weight` (1.4).
+fn weight_known(minor: u16) -> bool {
+    minor >= 4
 }
 
 /// Whether a record of format minor `minor` may carry a non-zero `extent_sequence` (1.2).
@@ -61,8 +81,10 @@ fn extent_sequence_known(minor: u16) -> bool {
 
 /// Flag bits a record of format minor `minor` may carry.
 fn flags_known(minor: u16) -> u16 {
-    if minor >= 1 {
+    if minor >= 4 {
         flags::KNOWN
+    } else if minor >= 1 {
+        flags::KNOWN_1_1
     } else {
         0
     }
@@ -169,6 +191,8 @@ pub struct Record {
     /// Sequence of the writer's current data-extent header (format 1.2): readers re-read this
     /// host's extent only when it changed. 0 = no payload published (the 1.0/1.1 meaning).
     pub extent_sequence: u64,
+    /// Partition weight (format 1.4; docs/PARTITIONS.md criterion 3), with `NET_ENABLED`.
+    pub weight: u32,
 }
 
 impl Record {
@@ -189,6 +213,7 @@ impl Record {
             mailbox_ack: 0,
             flags: 0,
             extent_sequence: 0,
+            weight: 0,
         }
     }
 
@@ -218,7 +243,8 @@ impl Record {
             net_view: self.net_view.0,
             mailbox_ack: U64::new(self.mailbox_ack),
             extent_sequence: U64::new(self.extent_sequence),
-            reserved: [0; 88],
+            weight: U32::new(self.weight),
+            reserved: [0; 84],
         }
     }
 
@@ -243,6 +269,7 @@ impl Record {
         if super::known_minor(minor)
             && (raw.flags.get() & !flags_known(minor) != 0
                 || (!extent_sequence_known(minor) && raw.extent_sequence.get() != 0)
+                || (!weight_known(minor) && raw.weight.get() != 0)
                 || !super::all_zero(&raw.reserved))
         {
             return Err(Corruption::ReservedNotZero);
@@ -277,6 +304,7 @@ impl Record {
             mailbox_ack: raw.mailbox_ack.get(),
             flags: raw.flags.get(),
             extent_sequence: raw.extent_sequence.get(),
+            weight: raw.weight.get(),
         }
     }
 }

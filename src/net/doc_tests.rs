@@ -156,6 +156,8 @@ fn doc_test_vector() {
         disk_age_ms: stated("disk_age_ms"),
         flags: flags::DISK_LOST,
         net_view,
+        dest_slot: 0,
+        echo_ms: 0,
     };
     let ring = Keyring::new(ClusterKey::new(stated("Key id") as u32, key));
     let mut b = [0u8; PACKET_SIZE];

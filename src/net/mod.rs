@@ -27,13 +27,13 @@ pub use replay::ReplayGuard;
 /// Independent of the disk format's version (`format::VERSION_MAJOR`).
 pub const VERSION_MAJOR: u16 = 1;
 /// Protocol minor version: additive changes only (fields carved out of reserved bytes or flags).
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 
 /// Why a received datagram was not used. [`DropReason::name`] is stable: it names the counter in status
 /// output, so renaming one is a breaking change of that output.
 ///
-/// The first eight come from [`Packet::verify`], in its check order; the last two from
-/// [`ReplayGuard::accept`].
+/// The first eight come from [`Packet::verify`], in its check order; then two from
+/// [`ReplayGuard::accept`]; the last from the receiving `core::Node` (destination check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum DropReason {
     #[error("datagram is not {PACKET_SIZE} bytes long")]
@@ -56,11 +56,13 @@ pub enum DropReason {
     Replay,
     #[error("generation older than one already seen for this slot (on the network or on the disk)")]
     StaleGeneration,
+    #[error("addressed to another slot (a packet captured on its way to another host)")]
+    WrongDestination,
 }
 
 impl DropReason {
     /// Number of reasons: the length of [`DropCounters`]' array.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     /// Every reason, in declaration order (verify's check order, then the replay guard's).
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::WrongSize,
@@ -73,6 +75,7 @@ impl DropReason {
         DropReason::BadSlot,
         DropReason::Replay,
         DropReason::StaleGeneration,
+        DropReason::WrongDestination,
     ];
 
     /// Stable snake_case name (counter names in status output, docs/PROTOCOL.md §5).
@@ -88,6 +91,7 @@ impl DropReason {
             DropReason::BadSlot => "bad_slot",
             DropReason::Replay => "replay",
             DropReason::StaleGeneration => "stale_generation",
+            DropReason::WrongDestination => "wrong_destination",
         }
     }
 

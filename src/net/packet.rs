@@ -45,7 +45,10 @@ pub struct PacketRaw {
     pub send_monotonic_ms: U64,         // 56
     pub disk_age_ms: U64,               // 64
     pub net_view: [u8; NET_VIEW_BYTES], // 72..328
-    pub reserved: [u8; 152],            // 328..480
+    pub dest_slot: U32,                 // 328 (protocol 1.1)
+    pub reserved_pad: [u8; 4],          // 332 (protocol 1.1: zero)
+    pub echo_ms: U64,                   // 336 (protocol 1.1)
+    pub reserved: [u8; 136],            // 344..480
     pub mac: [u8; MAC_LEN],             // 480..512
 }
 const _: () = assert!(core::mem::size_of::<PacketRaw>() == PACKET_SIZE);
@@ -72,6 +75,15 @@ pub struct Packet {
     pub flags: u32,
     /// The slots the sender hears on the network (same layout as the record's `net_view`).
     pub net_view: NetView,
+    /// The slot this packet is addressed to (protocol 1.1): a receiver drops packets for another
+    /// slot (`WrongDestination`), so a packet captured on its way to one host means nothing to
+    /// another. Packets of protocol 1.0 carry 0 here.
+    pub dest_slot: u32,
+    /// The `send_monotonic_ms` of the newest packet the sender accepted from `dest_slot`, 0 if
+    /// none (protocol 1.1). Proves to the receiver that this packet was sent after the receiver's
+    /// own packet left: freshness measured on the receiver's clock alone, whatever the network
+    /// delay (docs/SAFETY.md, "Whole-LUN loss").
+    pub echo_ms: u64,
 }
 
 /// A packet that passed [`Packet::verify`]: only `verify` makes one. Its replay check is still
@@ -112,7 +124,6 @@ pub enum SealError {
 
 /// Whether this build knows every field of protocol minor `minor`, so that the packet's undefined
 /// flag bits and reserved bytes must be zero.
-#[allow(clippy::absurd_extreme_comparisons)] // VERSION_MINOR is 0 today: `<=` is `==` until 1.1.
 fn known_minor(minor: u16) -> bool {
     minor <= VERSION_MINOR
 }
@@ -139,6 +150,9 @@ impl Packet {
         if self.sender_slot >= MAX_SLOTS {
             return Err(SealError::BadSlot(self.sender_slot));
         }
+        if self.dest_slot >= MAX_SLOTS {
+            return Err(SealError::BadSlot(self.dest_slot));
+        }
         if self.flags & !flags::KNOWN != 0 {
             return Err(SealError::UnknownFlags(self.flags));
         }
@@ -156,7 +170,10 @@ impl Packet {
             send_monotonic_ms: U64::new(self.send_monotonic_ms),
             disk_age_ms: U64::new(self.disk_age_ms),
             net_view: self.net_view.0,
-            reserved: [0; 152],
+            dest_slot: U32::new(self.dest_slot),
+            reserved_pad: [0; 4],
+            echo_ms: U64::new(self.echo_ms),
+            reserved: [0; 136],
             mac: [0; MAC_LEN],
         };
         out.copy_from_slice(raw.as_bytes());
@@ -206,7 +223,11 @@ impl Packet {
             return Err(DropReason::BadMac);
         }
         let version_minor = raw.version_minor.get();
-        if known_minor(version_minor) && (raw.flags.get() & !flags::KNOWN != 0 || !all_zero(&raw.reserved)) {
+        if known_minor(version_minor)
+            && (raw.flags.get() & !flags::KNOWN != 0
+                || !all_zero(&raw.reserved)
+                || raw.reserved_pad != [0; 4])
+        {
             return Err(DropReason::ReservedNotZero);
         }
         if raw.sender_slot.get() >= MAX_SLOTS {
@@ -222,6 +243,8 @@ impl Packet {
                 disk_age_ms: raw.disk_age_ms.get(),
                 flags: raw.flags.get(),
                 net_view: NetView(raw.net_view),
+                dest_slot: raw.dest_slot.get(),
+                echo_ms: raw.echo_ms.get(),
             },
             key_id,
             version_minor,
@@ -253,6 +276,8 @@ mod tests {
             disk_age_ms: 1500,
             flags: 0,
             net_view,
+            dest_slot: 7,
+            echo_ms: 987_654,
         }
     }
 
