@@ -483,7 +483,11 @@ impl Node {
             St::Leaving { armed } => self.leaving(slots, armed),
             _ => {}
         }
-        if slots.is_some() {
+        // A sweep read the table only if some slot came back: when the LUN is gone every read
+        // fails one by one (the engine still completes the sweep), and such a sweep must neither
+        // reset our disk age nor feed the partition rule stale views (found by tests/sim.rs).
+        let read_any = slots.is_some_and(|s| (0..self.cfg.slot_count).any(|k| s.slot(k).is_ok()));
+        if read_any {
             self.last_read_start_ms = Some(start_ms);
             if matches!(self.st, St::Live) {
                 self.partition_check(end_ms);
