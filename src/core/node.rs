@@ -431,6 +431,7 @@ impl Node {
             if us > u64::from(t.io_timeout_ms) * 1000 / 2 {
                 self.emit(Event::SlowWrite { latency_us: us });
             }
+            self.own.completed();
         } else {
             self.own.unconfirmed();
         }
