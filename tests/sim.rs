@@ -741,8 +741,11 @@ struct Sim {
     duration: u64,
     now: u64,
     seq: u64,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    payloads: std::collections::HashMap<u64, Ev>,
+    /// (time, sequence: the order of events at one time, payload index).
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Event payloads, and the indexes free for reuse (a hash map cost more than the network).
+    payloads: Vec<Option<Ev>>,
+    free: Vec<u32>,
     records: Vec<History>,
     mailboxes: Vec<History>,
     superblock: History,
@@ -831,8 +834,8 @@ impl Sim {
                 slot_count = hosts as u32 + nrng.range(0, 2) as u32;
                 duration = host_dead
                     * match kind {
-                        Kind::Partition => nrng.range(15, 30),
-                        _ => nrng.range(10, 20),
+                        Kind::Partition => nrng.range(12, 25),
+                        _ => nrng.range(8, 18),
                     };
             }
             if kind == Kind::Lun {
@@ -877,7 +880,8 @@ impl Sim {
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
-            payloads: Default::default(),
+            payloads: Vec::new(),
+            free: Vec::new(),
             records,
             mailboxes,
             superblock: History::new(SUPERBLOCK),
@@ -1302,8 +1306,17 @@ impl Sim {
 
     fn schedule(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq)));
-        self.payloads.insert(self.seq, ev);
+        let k = match self.free.pop() {
+            Some(k) => {
+                self.payloads[k as usize] = Some(ev);
+                k
+            }
+            None => {
+                self.payloads.push(Some(ev));
+                self.payloads.len() as u32 - 1
+            }
+        };
+        self.queue.push(Reverse((at, self.seq, k)));
     }
 
     fn note(&mut self, f: impl FnOnce() -> String) {
@@ -1589,7 +1602,16 @@ impl Sim {
                         self.captured[k] = c;
                     }
                 }
-                self.poke(i)
+                // The daemon's loop polls the node on every packet; here only when that can make a
+                // difference (the rest of the time the poll would find nothing due): the packet
+                // moved the fence deadline (ride-through evidence: the backup thread must know),
+                // or the node rides through (watchdog feeds, the ride ending).
+                let x = &self.incs[i];
+                if x.node.riding_through() || x.node.fence_deadline_ms() != x.backup_deadline {
+                    self.poke(i)
+                } else {
+                    Ok(())
+                }
             }
             Err(e) => {
                 let expected = match replay {
@@ -1929,13 +1951,14 @@ impl Sim {
                 self.adversary
             );
         }
-        while let Some(Reverse((t, id))) = self.queue.pop() {
+        while let Some(Reverse((t, _, k))) = self.queue.pop() {
             if t > self.duration {
                 break;
             }
             self.now = t;
             self.stats.steps += 1;
-            let ev = self.payloads.remove(&id).expect("payload");
+            let ev = self.payloads[k as usize].take().expect("payload");
+            self.free.push(k);
             self.step(ev)?;
         }
         self.stats.sim_us = self.duration;
