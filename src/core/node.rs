@@ -1291,9 +1291,10 @@ impl Node {
         true
     }
 
-    /// This host's network view (filled by the network layer in a later issue).
-    pub fn set_net_view(&mut self, view: crate::format::record::NetView) {
-        self.record.net_view = view;
+    /// Our data extent now holds a payload under this header sequence (published from the next
+    /// write on, so readers re-read it).
+    pub fn set_extent_sequence(&mut self, sequence: u64) {
+        self.record.extent_sequence = sequence;
     }
 
     /// Checked after every input in debug builds (TigerBeetle style).
