@@ -17,8 +17,9 @@ use std::time::Duration;
 /// Heartbeat addresses of every slot, per network, as published in their data extents.
 pub type AddressBook = Vec<[Option<SocketAddr>; crate::core::net::MAX_NETWORKS]>;
 
-/// Longest the receive loop blocks before checking for a due beat.
-const POLL_STEP: Duration = Duration::from_millis(5);
+/// Longest the receive loop blocks before checking for a due beat (the node may start beating,
+/// or stop, between two polls).
+const POLL_MAX_MS: u64 = 100;
 
 pub struct NetShared {
     pub node: Arc<Mutex<Node>>,
@@ -66,7 +67,9 @@ fn run(sockets: Vec<UdpSocket>, shared: NetShared, now_ms: fn() -> u64) {
             use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
             use std::os::fd::AsFd;
             let fd = |i: usize| PollFd::new(sockets[i].as_fd(), PollFlags::POLLIN);
-            let timeout = PollTimeout::from(POLL_STEP.as_millis() as u16);
+            let now = now_ms();
+            let next = lock_node(&shared.node).next_beat_ms().unwrap_or(now + POLL_MAX_MS);
+            let timeout = PollTimeout::from(next.saturating_sub(now).clamp(1, POLL_MAX_MS) as u16);
             // Fixed arrays: nothing allocated per wake.
             let _ = if sockets.len() > 1 {
                 poll(&mut [fd(0), fd(1)], timeout)
