@@ -93,10 +93,8 @@ pub fn run(args: Args) -> CliResult {
     let net = &v["network"];
     let networked = net["enabled"] == true;
     if networked {
-        let addrs: Vec<String> = net["addresses"]
-            .as_array()
-            .map(|a| a.iter().map(|x| text(x, "?")).collect())
-            .unwrap_or_default();
+        let addrs: Vec<String> =
+            net["addresses"].as_array().map(|a| a.iter().map(|x| text(x, "?")).collect()).unwrap_or_default();
         println!(
             "  network heartbeat on {}; weight {}; {}",
             addrs.join(", "),

@@ -483,8 +483,12 @@ impl Node {
             St::Leaving { armed } => self.leaving(slots, armed),
             _ => {}
         }
-        if slots.is_some() {
+        // The disk was read if any slot was (a peer's last read is never later than this: the
+        // read-gap rule of `Peer::observe` relies on it).
+        if slots.is_some_and(|s| (0..self.cfg.slot_count).any(|i| s.slot(i).is_ok())) {
             self.last_read_start_ms = Some(start_ms);
+        }
+        if slots.is_some() {
             if matches!(self.st, St::Live) {
                 self.partition_check(end_ms);
             }
