@@ -27,7 +27,10 @@ fn round_trip(sector: u32, slots: u32) {
     assert_eq!(sb["sector_size"], sector);
     assert_eq!(sb["cluster_name"], "pool-rt");
     assert_eq!(sb["cluster_uuid"], m["superblock"]["cluster_uuid"]);
-    assert_eq!(sb["format_version"], "1.3");
+    assert_eq!(
+        sb["format_version"],
+        format!("{}.{}", diskbeat::format::VERSION_MAJOR, diskbeat::format::VERSION_MINOR)
+    );
     assert_eq!(sb["base_timeout_ms"], 2000);
     assert_eq!(sb["timing"]["interval_ms"], 100);
     assert_eq!(sb["regions"]["records"]["offset"], 4096 + 65536);
