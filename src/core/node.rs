@@ -387,6 +387,7 @@ impl Node {
         self.net.next_beat_ms = now_ms + self.cfg.timing.net_interval_ms();
         self.net.beat_sequence += 1;
         self.net.beats_sent += 1;
+        self.net.first_beat_ms.get_or_insert(now_ms);
         true
     }
 
@@ -990,9 +991,11 @@ impl Node {
             }
         }
         let mut until = self.last_ok_ms + u64::from(t.self_fence_ms) + t.ride_max_ms();
+        let first_beat = self.net.first_beat_ms?;
         for m in self.members.iter() {
             let l = self.net.peers[m as usize].last?;
-            if !lost(&l) || l.echo_ms == 0 {
+            // The echo must be one of this incarnation's send times.
+            if !lost(&l) || l.echo_ms < first_beat || l.echo_ms > now_ms {
                 return None;
             }
             until = until.min(l.echo_ms + net_timeout);

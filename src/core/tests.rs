@@ -1231,3 +1231,42 @@ mod net {
         assert_eq!(h.disk.get(0).flags & flags::ISOLATED, 0);
     }
 }
+
+#[test]
+fn an_echo_from_another_boot_is_not_evidence() {
+    use crate::net::packet::flags as pflags;
+    use crate::net::Packet;
+    let mut h = H::with(NodeConfig { networks: 1, ..config() }, Disk::new());
+    h.go_live();
+    let mut p = peer_record(1, 1, 1, State::Live);
+    p.flags = flags::NET_ENABLED;
+    for _ in 0..3 {
+        p.sequence += 1;
+        h.disk.put(&p);
+        h.cycle();
+    }
+    assert!(h.n.poll_beat(h.now));
+    let deadline = h.n.last_ok_ms() + 2000;
+    h.disk.fail = vec![true; SLOTS as usize];
+    h.write_fails = true;
+    let mut seq = 0;
+    while h.n.phase() == Phase::Live {
+        seq += 1;
+        // The peer echoes a send time of our previous boot: later than our clock now.
+        let pkt = Packet {
+            cluster_uuid: CLUSTER,
+            sender_slot: 1,
+            generation: 1,
+            sequence: seq,
+            send_monotonic_ms: 5,
+            disk_age_ms: 5000,
+            flags: pflags::DISK_LOST,
+            net_view: crate::format::record::NetView::EMPTY,
+            dest_slot: 0,
+            echo_ms: 10_000_000,
+        };
+        h.n.handle_packet(h.now, 0, &pkt).unwrap();
+        h.cycle();
+        assert!(h.now <= deadline + 200, "rode through on an echo from another boot");
+    }
+}
