@@ -6,8 +6,8 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use diskbeat::core::{Node, NodeConfig};
 use diskbeat::format::record::NetView;
-use diskbeat::timing::Timing;
 use diskbeat::net::{ClusterKey, Keyring, Packet, PACKET_SIZE};
+use diskbeat::timing::Timing;
 use std::sync::atomic::Ordering;
 
 #[path = "common/counting_alloc.rs"]

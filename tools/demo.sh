@@ -54,7 +54,7 @@ done
 # Joining takes 2 x io timeout (2 s at T = 4 s); then the addresses are read from the extents.
 hears_all() {
   $DB status --socket "$WORK/hv-0$1.sock" --json 2>/dev/null |
-    python3 -c 'import json,sys; v=json.load(sys.stdin); sys.exit(0 if len(v["network"]["hears"]) == 3 else 1)'
+    python3 -c 'import json,sys; v=json.load(sys.stdin); sys.exit(0 if len(v["network"]["hears"]) == 3 else 1)' 2>/dev/null
 }
 for _ in $(seq 1 200); do
   hears_all 0 && hears_all 1 && hears_all 2 && break
