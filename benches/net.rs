@@ -1,7 +1,8 @@
-//! Network heartbeat cost: `packet_seal` (encode + keyed BLAKE3 MAC) and `packet_verify` (checks
-//! + MAC + decode), target under 2 µs each; `packet_receive` (verify, then `Node::handle_packet`:
-//! destination, replay guard, per-peer state) and `beat_64` (one beat to 63 peers: the view, then
-//! per peer `Node::beat_packet` + seal), as the daemon's network thread runs them. No allocation.
+//! Network heartbeat cost: `packet_seal` (encode and keyed BLAKE3 MAC) and `packet_verify`
+//! (checks, MAC and decode), target under 2 µs each; `packet_receive_incl_seal` (verify, then
+//! `Node::handle_packet`: destination, replay guard, per-peer state) and `beat_64` (one beat to 63
+//! peers: the view, then per peer `Node::beat_packet` and seal), as the daemon's network thread
+//! runs them. No allocation.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use diskbeat::core::{Node, NodeConfig};
@@ -103,7 +104,7 @@ fn bench(c: &mut Criterion) {
     // nothing: it is an upper bound of verify + handle_packet.
     c.bench_function("packet_receive_incl_seal", |b| b.iter(|| receive(&mut node, &mut buf)));
 
-    let mut beat = |node: &Node, buf: &mut [u8; PACKET_SIZE]| {
+    let beat = |node: &Node, buf: &mut [u8; PACKET_SIZE]| {
         let now = 5_000;
         let view = node.view_at(now);
         for dest in (0..64).filter(|&d| d != 3) {

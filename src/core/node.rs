@@ -484,18 +484,20 @@ impl Node {
             St::Leaving { armed } => self.leaving(slots, armed),
             _ => {}
         }
-        // The disk was read if any slot was (a peer's last read is never later than this: the
-        // read-gap rule of `Peer::observe` relies on it).
-        if slots.is_some_and(|s| (0..self.cfg.slot_count).any(|i| s.slot(i).is_ok())) {
+        // A sweep read the table only if some slot came back: when the LUN is gone every read
+        // fails one by one (the engine still completes the sweep), and such a sweep must neither
+        // reset our disk age nor feed the partition rule stale views (found by tests/sim.rs).
+        // A peer's last read is never later than this: the read-gap rule of `Peer::observe`
+        // relies on it.
+        let read_any = slots.is_some_and(|s| (0..self.cfg.slot_count).any(|k| s.slot(k).is_ok()));
+        if read_any {
             self.last_read_start_ms = Some(start_ms);
-        }
-        if slots.is_some() {
             if matches!(self.st, St::Live) {
                 self.partition_check(end_ms);
             }
         }
         self.refresh_ride(end_ms);
-        if self.riding && slots.is_none() {
+        if self.riding && !read_any {
             let until = self.ride.unwrap_or(0);
             self.emit(Event::LunLost { members: self.members.len(), until_ms: until });
         }
