@@ -259,5 +259,33 @@ mod tests {
         let bad: Result<FileConfig, _> = toml::from_str("devise = \"/dev/a\"");
         assert!(bad.unwrap_err().to_string().contains("unknown field"));
         assert_eq!(FenceAction::parse("exec:/bin/true"), Ok(FenceAction::Exec("/bin/true".into())));
+        let addrs = |v: &[&str]| Some(v.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert!(e(FileConfig { hb_addrs: addrs(&["10.0.0.1"]), ..base() }).starts_with("hb_addr:"));
+        assert!(e(FileConfig { hb_addrs: addrs(&["10.0.0.1:0"]), ..base() }).starts_with("hb_addr:"));
+        assert!(e(FileConfig { hb_addrs: addrs(&["0.0.0.0:7788"]), ..base() }).starts_with("hb_addr:"));
+        let three = addrs(&["10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"]);
+        assert!(e(FileConfig { hb_addrs: three, ..base() }).contains("at most 2"));
+        let iso = addrs(&["10.0.0.254"]);
+        assert!(e(FileConfig { isolation_addrs: iso.clone(), ..base() }).contains("need network heartbeats"));
+        let bad_iso = addrs(&["gateway"]);
+        let hb = addrs(&["10.0.0.1:7788"]);
+        assert!(e(FileConfig { hb_addrs: hb.clone(), isolation_addrs: bad_iso, ..base() })
+            .starts_with("isolation_addr:"));
+        let ok = resolve(
+            FileConfig::default(),
+            FileConfig { hb_addrs: hb, isolation_addrs: iso, weight: Some(3), ..base() },
+            false,
+        )
+        .unwrap();
+        assert_eq!((ok.hb_addrs.len(), ok.isolation_addrs.len(), ok.weight), (1, 1, 3));
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let text = include_str!("../../tools/diskbeat.toml.example");
+        let file: FileConfig = toml::from_str(text).expect("tools/diskbeat.toml.example parses");
+        let c = resolve(file, FileConfig::default(), false).unwrap();
+        assert_eq!(c.hb_addrs.len(), 2);
+        assert_eq!(c.fence_action, FenceAction::Reboot);
     }
 }
