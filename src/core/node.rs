@@ -689,6 +689,10 @@ impl Node {
     }
 
     fn push_action(&mut self, a: Action) {
+        // Feeds queued while the driver is busy (packets arrive during a long I/O) coalesce.
+        if a == Action::FeedWatchdog && self.actions.contains(&a) {
+            return;
+        }
         debug_assert!(self.actions.len() < ACTION_CAPACITY);
         self.actions.push_back(a);
     }
