@@ -151,6 +151,9 @@ pub struct Node {
     last_read_start_ms: Option<u64>,
     /// Our last sweep read the table and our own slot.
     last_sweep_read_ok: bool,
+    /// Our last write failed or timed out (docs/PROTOCOL.md, `disk_lost`: the last disk cycle
+    /// failed or timed out).
+    last_write_failed: bool,
     /// We reach none of our isolation addresses.
     isolated: bool,
     /// While the whole LUN is lost for every member: the deadline the network evidence allows.
@@ -200,6 +203,7 @@ impl Node {
             members: SlotSet::EMPTY,
             last_read_start_ms: None,
             last_sweep_read_ok: false,
+            last_write_failed: false,
             isolated: false,
             ride: None,
             riding: false,
@@ -402,7 +406,14 @@ impl Node {
             sequence: self.net.beat_sequence,
             send_monotonic_ms: now_ms,
             disk_age_ms: self.last_read_start_ms.map_or(DISK_AGE_NEVER, |t| now_ms.saturating_sub(t)),
-            flags: if self.last_sweep_read_ok { 0 } else { packet_flags::DISK_LOST },
+            // A write that hangs until it times out counts too: otherwise a host whose write hung
+            // when the LUN went says its disk works for up to two io timeouts, and every peer
+            // reaches its storage deadline before it can ride through (found by tests/sim.rs).
+            flags: if self.last_sweep_read_ok && !self.last_write_failed {
+                0
+            } else {
+                packet_flags::DISK_LOST
+            },
             net_view: *view,
             dest_slot,
             echo_ms,
@@ -425,6 +436,7 @@ impl Node {
             self.own.unconfirmed();
         }
         let done = result.is_ok();
+        self.last_write_failed = !done;
         if done && self.record.state == State::Joining {
             self.joined_ms = Some(now_ms);
         }
