@@ -1078,15 +1078,19 @@ mod net {
         h.disk.fail = vec![true; SLOTS as usize];
         h.write_fails = true;
         let mut seq = 10_000;
+        let mut lun_lost = 0;
         // The peer says, every interval, that it lost the disk too, echoing our latest beat.
         while h.now < deadline + 3000 {
             let sent = beat(&mut h);
             seq += 1;
             h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, true, 1500)).unwrap();
-            h.cycle();
+            let events = h.cycle();
+            lun_lost += events.iter().filter(|e| matches!(e, Event::LunLost { members: 1, .. })).count();
             assert_eq!(h.n.phase(), Phase::Live, "fenced at {} (storage deadline {deadline})", h.now);
         }
         assert!(h.n.riding_through());
+        // Said every cycle, though each read failed on its own (the sweep itself returned).
+        assert!(lun_lost >= 10, "{lun_lost} LunLost events while riding through");
         assert!(h.n.fence_deadline_ms().unwrap() > deadline);
         // The peer's disk comes back: its packet says so, and we fence at once.
         let sent = beat(&mut h);
