@@ -3,8 +3,10 @@
 //! Only we write our slot, so every sweep must find exactly one of the records we wrote: the last
 //! one (verified), or one we wrote earlier whose write did not complete in time (it may land late,
 //! even after a later write), or the last verified one (a later write has not landed: lost or
-//! misdirected). Anything else (another host's record, a clone with another sequence, garbage) is
-//! foreign, seen on the first sweep after it lands, within one interval.
+//! misdirected), or the last one whose write completed (never read back: the sweep after it
+//! failed, and a later write failed too). Anything else (another host's record, a clone with
+//! another sequence, garbage) is foreign, seen on the first sweep after it lands, within one
+//! interval.
 
 use crate::format::record::Record;
 
@@ -30,6 +32,8 @@ pub struct OwnWrites {
     latest: Option<(Record, u64)>,
     /// The last record read back from the slot.
     verified: Option<Record>,
+    /// The last record whose write completed: on the disk unless a later write landed.
+    completed: Option<Record>,
     /// Submitted but not completed records (timed out or failed): a ring, fixed size.
     unconfirmed: Box<[Option<Record>; UNCONFIRMED]>,
     next: usize,
@@ -37,7 +41,13 @@ pub struct OwnWrites {
 
 impl Default for OwnWrites {
     fn default() -> Self {
-        OwnWrites { latest: None, verified: None, unconfirmed: Box::new([None; UNCONFIRMED]), next: 0 }
+        OwnWrites {
+            latest: None,
+            verified: None,
+            completed: None,
+            unconfirmed: Box::new([None; UNCONFIRMED]),
+            next: 0,
+        }
     }
 }
 
@@ -45,6 +55,13 @@ impl OwnWrites {
     pub fn submitted(&mut self, record: Record, at_ms: u64) {
         debug_assert!(self.latest.is_none_or(|(r, _)| r.sequence < record.sequence));
         self.latest = Some((record, at_ms));
+    }
+
+    /// The latest write completed: it is on the disk (until a later one lands).
+    pub fn completed(&mut self) {
+        if let Some((r, _)) = self.latest {
+            self.completed = Some(r);
+        }
     }
 
     /// The latest write did not complete: it may still land.
@@ -69,6 +86,12 @@ impl OwnWrites {
             }
         }
         if self.verified.as_ref() == Some(read) {
+            return OwnCheck::Stale;
+        }
+        if self.completed.as_ref() == Some(read) {
+            // Written, never read back (the sweep after it failed), and the writes since failed:
+            // a disk outage of a cycle or more, not another writer.
+            self.verified = Some(*read);
             return OwnCheck::Stale;
         }
         if let Some(i) = self.unconfirmed.iter().position(|u| u.as_ref() == Some(read)) {

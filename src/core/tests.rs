@@ -555,6 +555,30 @@ fn self_fences_at_the_deadline_not_before() {
     assert!(writes.iter().all(|s| *s == State::Fenced), "{writes:?}");
 }
 
+/// Found by tests/netns.rs (faultfs EIO for 600 ms): the write before an outage completes, the
+/// sweep after it fails, and so does every write until the disk is back. Our slot then holds
+/// that write, neither the latest submitted, nor read back, nor one that failed: it was taken for
+/// another writer's, and the host fenced ("foreign write") instead of recovering.
+#[test]
+fn a_short_outage_of_reads_and_writes_recovers() {
+    for cycles in [1, 3, 6] {
+        let mut h = H::new();
+        h.go_live();
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        for _ in 0..cycles {
+            h.cycle();
+        }
+        h.disk.fail = vec![false; SLOTS as usize];
+        h.write_fails = false;
+        for _ in 0..5 {
+            h.cycle();
+            assert_eq!(h.n.phase(), Phase::Live, "after {cycles} failed cycles");
+        }
+        assert!(h.n.last_ok_ms() + 400 >= h.now, "no verified cycle after the outage");
+    }
+}
+
 /// Hole: a failed fence action was reported as success (`fenced`). Only a successful action may
 /// be marked fenced; a failed one is retried, escalated to the watchdog and shown on the disk.
 #[test]
