@@ -508,6 +508,10 @@ impl Node {
             if matches!(self.st, St::Live) {
                 self.partition_check(end_ms);
             }
+        } else if let Some(p) = &mut self.part {
+            // Views we could not read are not known unchanged: once read again they must stay
+            // unchanged for the whole decision delay (the hiccup does not count).
+            p.stable_since_ms = end_ms;
         }
         self.refresh_ride(end_ms);
         if self.riding && !read_any {
@@ -882,6 +886,8 @@ impl Node {
         let mut hosts = [own; partition::MAX_HOSTS];
         let mut n = 1usize;
         let mut participants = 1u32;
+        // A view this sweep could not read (ours or a participant's) is not known unchanged.
+        let mut unread = !self.last_sweep_read_ok;
         for (slot, p) in self.peers.iter().enumerate() {
             let participating = slot as u32 != self.cfg.slot
                 && p.state == PeerState::Live
@@ -891,6 +897,7 @@ impl Node {
             if !participating {
                 continue;
             }
+            unread |= p.unreadable;
             participants += 1;
             if n < partition::MAX_HOSTS {
                 hosts[n] = Host {
@@ -929,8 +936,10 @@ impl Node {
             partition::decide(hosts)
         };
         let prev = self.part;
+        // Views frozen by failed reads (a lost disk keeps the last ones read) are not stable
+        // views: the clock restarts at every sweep that could not read them all.
         let stable_since_ms = match prev {
-            Some(p) if p.fingerprint == fp => p.stable_since_ms,
+            Some(p) if p.fingerprint == fp && !unread => p.stable_since_ms,
             _ => now_ms,
         };
         self.part = Some(PartitionStatus { decision, stable_since_ms, fingerprint: fp, participants });

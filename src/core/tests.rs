@@ -1123,6 +1123,130 @@ mod net {
         assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::StorageLost { .. })), "{:?}", h.n.phase());
     }
 
+    /// Seen in tests/netns.rs (before 50ed769 skipped the rule on sweeps that read nothing): the
+    /// disk failed for the whole pool just after the hosts started hearing each other, before
+    /// their records said so. The last views read (peers 1 and 2 not hearing us) stayed frozen;
+    /// frozen is not stable: we must ride through, not fence for a partition the network does
+    /// not have.
+    #[test]
+    fn views_frozen_by_a_lost_disk_never_fence_for_a_partition() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        // On the disk, 1 and 2 hear each other but not us yet: {1, 2} beats {0}.
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1)];
+        let mut seq = 0;
+        let mut hear_all = |h: &mut H, disk_lost: bool| {
+            let sent = beat(h);
+            seq += 1;
+            for from in [1, 2] {
+                let mut p = packet(from, seq, 50 + h.now, sent, disk_lost, if disk_lost { 1500 } else { 10 });
+                p.net_view = view(&[0, 1, 2]);
+                h.n.handle_packet(h.now, 0, &p).unwrap();
+            }
+        };
+        for _ in 0..2 {
+            hear_all(&mut h, false);
+            advance(&mut h, &mut peers, 1);
+        }
+        assert!(h.n.partition().unwrap().decision.unwrap().must_fence(0), "the stale views put us outside");
+        // The disk is lost for everyone; on the network, everyone hears everyone.
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        let deadline = h.n.last_ok_ms() + 2000;
+        while h.now < deadline + 4000 {
+            hear_all(&mut h, true);
+            h.cycle();
+            assert_eq!(h.n.phase(), Phase::Live, "at {} (storage deadline {deadline})", h.now);
+        }
+        assert!(h.n.riding_through());
+    }
+
+    /// The short version: a disk hiccup (shorter than the self-fence deadline) just after a view
+    /// change. The time the views could not be read must not count towards their stability, or
+    /// the first sweep after the hiccup fences on the views read before it.
+    #[test]
+    fn a_disk_hiccup_does_not_count_towards_stable_views() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        // On the disk, 1 and 2 hear each other but not us yet: {1, 2} beats {0}.
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1)];
+        let mut seq = 0;
+        let mut hear_all = |h: &mut H| {
+            let sent = beat(h);
+            seq += 1;
+            for from in [1, 2] {
+                let mut p = packet(from, seq, 50 + h.now, sent, false, 10);
+                p.net_view = view(&[0, 1, 2]);
+                h.n.handle_packet(h.now, 0, &p).unwrap();
+            }
+        };
+        let delay = h.n.config().timing.partition_delay_ms();
+        // Stable (read unchanged) for 1.4 s of the 2.4 s decision delay.
+        loop {
+            hear_all(&mut h);
+            advance(&mut h, &mut peers, 1);
+            let p = h.n.partition().unwrap();
+            if p.decision.unwrap().must_fence(0) && h.now >= p.stable_since_ms + 1400 {
+                break;
+            }
+        }
+        let since = h.n.partition().unwrap().stable_since_ms;
+        assert!(h.now < since + delay, "already stable for the decision delay");
+        // 1.2 s without a readable disk (every host: nobody writes), under the 2 s deadline.
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        let back = h.now + 1200;
+        while h.now < back {
+            hear_all(&mut h);
+            h.cycle();
+        }
+        assert!(h.now >= since + delay, "the hiccup did not outlast the decision delay");
+        h.disk.fail = vec![false; SLOTS as usize];
+        h.write_fails = false;
+        // The first sweeps read the views from before the hiccup; then the peers' new records
+        // say they hear us.
+        for k in 0..20 {
+            hear_all(&mut h);
+            if k >= 2 {
+                for p in &mut peers {
+                    p.net_view = view(&[0, 1, 2]);
+                }
+            }
+            advance(&mut h, &mut peers, 1);
+            assert_eq!(h.n.phase(), Phase::Live, "cycle {k} after the hiccup, at {}", h.now);
+        }
+        assert!(!h.n.partition().unwrap().decision.unwrap().must_fence(0));
+    }
+
+    /// Partial: our slot reads, the slots of 1 and 2 (whose last views read do not have us)
+    /// fail. Views we cannot read are not stable views, whatever the other reads do.
+    #[test]
+    fn unreadable_participants_views_are_not_stable_views() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1)];
+        let mut seq = 0;
+        let mut hear_all = |h: &mut H| {
+            seq += 1;
+            for from in [1, 2] {
+                let mut p = packet(from, seq, 50 + h.now, 0, false, 10);
+                p.net_view = view(&[0, 1, 2]);
+                h.n.handle_packet(h.now, 0, &p).unwrap();
+            }
+        };
+        hear_all(&mut h);
+        advance(&mut h, &mut peers, 2);
+        assert!(h.n.partition().unwrap().decision.unwrap().must_fence(0));
+        h.disk.fail[1] = true;
+        h.disk.fail[2] = true;
+        let until = h.now + 2 * h.n.config().timing.partition_delay_ms();
+        while h.now < until {
+            hear_all(&mut h);
+            h.cycle();
+            assert_eq!(h.n.phase(), Phase::Live, "fenced on views it could not read, at {}", h.now);
+        }
+    }
+
     #[test]
     fn ride_through_ends_when_the_echo_is_older_than_the_network_timeout() {
         let (mut h, _peers) = pair_live();
