@@ -37,6 +37,11 @@ pub struct NetPeer {
     /// Packets accepted on each network.
     pub accepted: [u64; MAX_NETWORKS],
     pub last: Option<PeerPacket>,
+    /// The echo carried by the newest packet in which this peer vouched that it lost the disk
+    /// (`disk_lost`, reads failing for at least the read gap): evidence for a whole-LUN
+    /// ride-through, still valid after the peer's disk came back (it then restarts its silence
+    /// clocks; docs/SAFETY.md, "Whole-LUN loss").
+    pub vouch_echo_ms: Option<u64>,
 }
 
 impl NetPeer {

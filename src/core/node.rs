@@ -367,7 +367,14 @@ impl Node {
         let r = self.net.accept(self.cfg.slot, now_ms, network, packet);
         match r {
             Err(reason) => self.net.drops.record(reason),
-            Ok(()) => self.refresh_ride(now_ms),
+            Ok(()) => {
+                let gap = self.cfg.timing.read_gap_ms();
+                if packet.disk_lost() && packet.disk_age_ms >= gap && packet.disk_age_ms != DISK_AGE_NEVER {
+                    let v = &mut self.net.peers[packet.sender_slot as usize].vouch_echo_ms;
+                    *v = Some(v.map_or(packet.echo_ms, |e| e.max(packet.echo_ms)));
+                }
+                self.refresh_ride(now_ms);
+            }
         }
         self.assert_invariants();
         r
@@ -994,39 +1001,39 @@ impl Node {
     /// lost it too (each says so in a packet that echoes one of ours sent within the network
     /// timeout, with reads failing for at least the read gap), nobody heard says its disk works,
     /// and at most `ride_max` past the storage deadline. None: the storage deadline stands.
+    ///
+    /// Once riding, the ride goes on until a write of ours is verified (the disk is back) or the
+    /// evidence ages: a member whose disk came back restarts its silence clocks at its first good
+    /// read, after its last vouching packet, so that packet still bounds our deadline safely.
     fn ride_deadline(&self, now_ms: u64) -> Option<u64> {
         let t = self.cfg.timing;
-        if self.cfg.networks == 0 || !matches!(self.st, St::Live) || self.last_sweep_read_ok {
+        if self.cfg.networks == 0 || !matches!(self.st, St::Live) {
             return None;
         }
         let gap = t.read_gap_ms();
-        match self.last_read_start_ms {
-            Some(s) if now_ms >= s + gap => {}
-            _ => return None,
+        if !self.riding {
+            // Entering: our own reads have failed for the read gap.
+            if self.last_sweep_read_ok {
+                return None;
+            }
+            match self.last_read_start_ms {
+                Some(s) if now_ms >= s + gap => {}
+                _ => return None,
+            }
         }
         if self.members.is_empty() {
             return None;
         }
         let net_timeout = t.net_timeout_ms();
-        let lost = |l: &super::net::PeerPacket| {
-            l.disk_lost && l.disk_age_ms >= gap && l.disk_age_ms != DISK_AGE_NEVER
-        };
-        for p in &self.net.peers {
-            if let Some(l) = p.last {
-                if now_ms < l.received_ms + net_timeout && !lost(&l) {
-                    return None;
-                }
-            }
-        }
         let mut until = self.last_ok_ms + u64::from(t.self_fence_ms) + t.ride_max_ms();
         let first_beat = self.net.first_beat_ms?;
         for m in self.members.iter() {
-            let l = self.net.peers[m as usize].last?;
+            let echo = self.net.peers[m as usize].vouch_echo_ms?;
             // The echo must be one of this incarnation's send times.
-            if !lost(&l) || l.echo_ms < first_beat || l.echo_ms > now_ms {
+            if echo < first_beat || echo > now_ms {
                 return None;
             }
-            until = until.min(l.echo_ms + net_timeout);
+            until = until.min(echo + net_timeout);
         }
         (until > now_ms).then_some(until)
     }
@@ -1357,7 +1364,7 @@ impl Node {
             assert!(matches!(self.st, St::Live | St::Leaving { armed: true } | St::Fencing(_)));
         }
         if self.riding {
-            assert!(matches!(self.st, St::Live) && self.ride.is_some() && !self.last_sweep_read_ok);
+            assert!(matches!(self.st, St::Live) && self.ride.is_some());
         }
         if let Some((latest, submitted)) = self.own.latest() {
             assert!(latest.sequence <= self.record.sequence);

@@ -1116,11 +1116,48 @@ mod net {
         // Said every cycle, though each read failed on its own (the sweep itself returned).
         assert!(lun_lost >= 10, "{lun_lost} LunLost events while riding through");
         assert!(h.n.fence_deadline_ms().unwrap() > deadline);
-        // The peer's disk comes back: its packet says so, and we fence at once.
-        let sent = beat(&mut h);
-        h.n.handle_packet(h.now, 0, &packet(1, seq + 1, 60, sent, false, 10)).unwrap();
-        h.cycle();
+        // The peer's disk comes back (not ours): its packets say so. Its last vouching packet
+        // still bounds our deadline (it restarts its silence clocks at its first good read):
+        // we fence once that evidence is older than the net timeout, not before, not after.
+        let last_vouch = h.now - 200;
+        while h.n.phase() == Phase::Live {
+            let sent = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 60, sent, false, 10)).unwrap();
+            h.cycle();
+            assert!(h.now <= last_vouch + 2000 + 200, "rode on past the last vouching packet's echo");
+        }
+        assert!(h.now + 200 >= last_vouch + 2000, "fenced {} ms early", last_vouch + 2000 - h.now);
         assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::StorageLost { .. })), "{:?}", h.n.phase());
+    }
+
+    #[test]
+    fn a_ride_through_survives_the_disk_coming_back() {
+        let (mut h, mut peers) = pair_live();
+        let deadline = h.n.last_ok_ms() + 2000;
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        let mut seq = 10_000;
+        while h.now < deadline + 2000 {
+            let sent = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, true, 1500)).unwrap();
+            h.cycle();
+        }
+        assert!(h.n.riding_through());
+        // The LUN comes back for everyone: the peer says so, its records advance again.
+        h.disk.fail = vec![false; SLOTS as usize];
+        h.write_fails = false;
+        for _ in 0..30 {
+            let sent = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 60, sent, false, 10)).unwrap();
+            advance(&mut h, &mut peers, 1);
+            assert_eq!(h.n.phase(), Phase::Live, "fenced after the disk came back, at {}", h.now);
+        }
+        assert!(!h.n.riding_through());
+        assert!(h.n.last_ok_ms() + 1000 > h.now, "no verified write since the disk came back");
+        assert_eq!(h.n.peers()[1].state, PeerState::Live);
     }
 
     /// Seen in tests/netns.rs (before 50ed769 skipped the rule on sweeps that read nothing): the
