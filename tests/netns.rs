@@ -388,6 +388,52 @@ fn whole_lun_loss_rides_through_until_a_host_is_cut_off() {
     }
 }
 
+/// The whole LUN fails for every host, the network intact: everyone rides through past the
+/// self-fence deadline; then the LUN comes back for everyone: every host verifies a write again
+/// and goes on, nobody fences, and nobody is ever declared dead (each restarts its silence clocks
+/// after its own read gap).
+#[test]
+fn whole_lun_loss_then_the_lun_comes_back_fences_nobody() {
+    if skip(true) {
+        return;
+    }
+    let n = 3;
+    let mut p = Pool::start(Opts { faultfs: true, ..Opts::new(n) });
+    p.wait_hearing();
+    for i in 0..n {
+        p.disk_fault(i, Fault::eio());
+    }
+    let t0 = mono_ms();
+    p.wait_until(secs(10), "every host riding through", |st| {
+        assert!(st.iter().all(|s| fenced_at(s).is_none()), "a host fenced instead of riding through");
+        st.iter().all(riding)
+    });
+    let hold = (SELF_FENCE_MS + 2000).saturating_sub(mono_ms() - t0);
+    p.hold(Duration::from_millis(hold), "the pool riding through", |st| {
+        for (i, s) in st.iter().enumerate() {
+            assert!(riding(s) && fenced_at(s).is_none(), "h{i} stopped riding through");
+        }
+    });
+    for i in 0..n {
+        p.disk_fault(i, Fault::default());
+    }
+    let back = mono_ms();
+    p.wait_until(secs(10), "every host verifying writes again", |st| {
+        for (i, s) in st.iter().enumerate() {
+            assert!(fenced_at(s).is_none(), "h{i} fenced after the disk came back: {s:#}");
+        }
+        st.iter().all(|s| !riding(s) && s["self"]["last_ok_age_ms"].as_u64().unwrap_or(u64::MAX) < 1000)
+    });
+    eprintln!("all verified again {} ms after the disk came back", mono_ms() - back);
+    // A full host-dead and more: nobody fences, nobody is declared dead.
+    p.hold(Duration::from_millis(T_MS + 1000), "the pool healthy again", |st| {
+        for (i, s) in st.iter().enumerate() {
+            assert!(fenced_at(s).is_none(), "h{i} fenced after the disk came back");
+        }
+        assert_sees_live(st, &[0, 1, 2], &[0, 1, 2]);
+    });
+}
+
 /// One host loses the disk (EIO), the network intact: it alone fences at its deadline (its
 /// peers' packets say their disk works, so it does not ride through), and its peers declare it
 /// dead only after it fenced.
