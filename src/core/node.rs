@@ -117,6 +117,8 @@ pub struct PartitionStatus {
     pub stable_since_ms: u64,
     pub fingerprint: u64,
     pub participants: u32,
+    /// The participating slots.
+    pub participant_set: SlotSet,
 }
 
 pub struct Node {
@@ -893,6 +895,8 @@ impl Node {
         let mut hosts = [own; partition::MAX_HOSTS];
         let mut n = 1usize;
         let mut participants = 1u32;
+        let mut participant_set = SlotSet::EMPTY;
+        participant_set.insert(self.cfg.slot);
         // A view this sweep could not read (ours or a participant's) is not known unchanged.
         let mut unread = !self.last_sweep_read_ok;
         for (slot, p) in self.peers.iter().enumerate() {
@@ -906,6 +910,7 @@ impl Node {
             }
             unread |= p.unreadable;
             participants += 1;
+            participant_set.insert(slot as u32);
             if n < partition::MAX_HOSTS {
                 hosts[n] = Host {
                     slot: slot as u32,
@@ -945,12 +950,31 @@ impl Node {
         let prev = self.part;
         // Views frozen by failed reads (a lost disk keeps the last ones read) are not stable
         // views: the clock restarts at every sweep that could not read them all.
+        let me = self.cfg.slot;
+        let outside = |d: &Result<Decision, NoDecision>| matches!(d, Ok(d) if d.must_fence(me));
         let stable_since_ms = match prev {
             Some(p) if p.fingerprint == fp && !unread => p.stable_since_ms,
+            // Still outside the survivors, and the only change is that participants dropped
+            // out (other losers fencing, one after another otherwise: found by tests/netns.rs
+            // in a 2+2+1 split): the wait goes on. A newcomer restarts it.
+            Some(p)
+                if !unread
+                    && outside(&p.decision)
+                    && outside(&decision)
+                    && participant_set.iter().all(|s| p.participant_set.contains(s))
+                    && participants < p.participants =>
+            {
+                p.stable_since_ms
+            }
             _ => now_ms,
         };
-        self.part = Some(PartitionStatus { decision, stable_since_ms, fingerprint: fp, participants });
-        let me = self.cfg.slot;
+        self.part = Some(PartitionStatus {
+            decision,
+            stable_since_ms,
+            fingerprint: fp,
+            participants,
+            participant_set,
+        });
         let summary = |d: &Result<Decision, NoDecision>| match d {
             Ok(d) => (Ok(d.reason), !d.must_fence(me), d.survivors.len()),
             Err(e) => (Err(*e), true, 0),

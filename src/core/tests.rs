@@ -955,6 +955,48 @@ mod net {
     }
 
     #[test]
+    fn losers_fence_together_when_another_loser_drops_out_first() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        // Parts {1, 2}, {0} (us) and {3}: {1, 2} survives; we and 3 lose.
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1), net_peer(3, 1, &[3], 1)];
+        advance(&mut h, &mut peers, 2);
+        let since = h.n.partition().unwrap().stable_since_ms;
+        assert!(h.n.partition().unwrap().decision.unwrap().must_fence(0));
+        // Slot 3 fences first (its sweep came earlier): it leaves the participants.
+        while h.now < since + 1200 {
+            advance(&mut h, &mut peers, 1);
+        }
+        peers[2].state = State::SelfFencing;
+        while h.n.phase() == Phase::Live {
+            advance(&mut h, &mut peers, 1);
+            assert!(h.now < since + 2400 + 400, "the other loser's fence restarted our wait");
+        }
+        assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::Partition { .. })));
+    }
+
+    #[test]
+    fn a_newcomer_restarts_the_wait() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1)];
+        advance(&mut h, &mut peers, 2);
+        let since = h.n.partition().unwrap().stable_since_ms;
+        while h.now < since + 1200 {
+            advance(&mut h, &mut peers, 1);
+        }
+        // Slot 3 joins the majority part: still outside, but the inputs grew: wait anew.
+        let mut all = [peers[0], peers[1], net_peer(3, 1, &[1, 2, 3], 1)];
+        all[0].net_view = view(&[1, 2, 3]);
+        all[1].net_view = view(&[1, 2, 3]);
+        let joined = h.now;
+        while h.n.phase() == Phase::Live {
+            advance(&mut h, &mut all, 1);
+        }
+        assert!(h.now >= joined + 2400, "fenced {} ms after the inputs changed", h.now - joined);
+    }
+
+    #[test]
     fn a_view_that_keeps_changing_never_fences() {
         let mut h = H::with(net_config(), Disk::new());
         h.go_live();
