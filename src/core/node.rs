@@ -437,11 +437,11 @@ impl Node {
         };
         let t = self.cfg.timing;
         if let Ok(us) = result {
-            self.own.completed();
             self.write_latency.record(us);
             if us > u64::from(t.io_timeout_ms) * 1000 / 2 {
                 self.emit(Event::SlowWrite { latency_us: us });
             }
+            self.own.completed();
         } else {
             self.own.unconfirmed();
         }
