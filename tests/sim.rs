@@ -1842,11 +1842,13 @@ impl Sim {
         for m in members.iter() {
             match x.vouched[m as usize] {
                 Some(h) if h.lost && h.truly_lost && h.sent >= oldest => {}
-                h => return self.fail(format!(
+                h => {
+                    return self.fail(format!(
                     "{what}: inc {i} (slot {}) at {}: member slot {m}'s newest vouching packet {h:?} is no \
                          evidence (must be truly lost, sent after {oldest})",
                     x.slot, self.now
-                )),
+                ))
+                }
             }
         }
         Ok(())

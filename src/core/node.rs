@@ -408,17 +408,23 @@ impl Node {
     /// computed once per beat).
     pub fn beat_packet(&self, dest_slot: u32, now_ms: u64, view: &NetView) -> Packet {
         let echo_ms = self.net.peers.get(dest_slot as usize).and_then(|p| p.last).map_or(0, |l| l.send_ms);
+        let disk_age_ms = self.last_read_start_ms.map_or(DISK_AGE_NEVER, |t| now_ms.saturating_sub(t));
         Packet {
             cluster_uuid: self.cfg.cluster_uuid,
             sender_slot: self.cfg.slot,
             generation: self.record.generation,
             sequence: self.net.beat_sequence,
             send_monotonic_ms: now_ms,
-            disk_age_ms: self.last_read_start_ms.map_or(DISK_AGE_NEVER, |t| now_ms.saturating_sub(t)),
+            disk_age_ms,
             // A write that hangs until it times out counts too: otherwise a host whose write hung
             // when the LUN went says its disk works for up to two io timeouts, and every peer
             // reaches its storage deadline before it can ride through (found by tests/sim.rs).
-            flags: if self.last_sweep_read_ok && !self.last_write_failed {
+            // So does a sweep still hanging with no read done for the read gap (found by
+            // tests/netns.rs: with 200 ms of network delay the vouches came too late).
+            flags: if self.last_sweep_read_ok
+                && !self.last_write_failed
+                && disk_age_ms < self.cfg.timing.read_gap_ms()
+            {
                 0
             } else {
                 packet_flags::DISK_LOST

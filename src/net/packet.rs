@@ -22,8 +22,9 @@ pub const DISK_AGE_NEVER: u64 = u64::MAX;
 /// whose minor this build knows; a newer minor's bits pass through undecoded (mask with
 /// [`flags::KNOWN`] before use).
 pub mod flags {
-    /// The sender has lost the heartbeat disk: its last disk cycle failed (or timed out) and it has
-    /// not completed one since. `disk_age_ms` says how long ago the last good one was.
+    /// The sender has lost the heartbeat disk: its last sweep or write failed (or timed out) and it
+    /// has not completed a good cycle since, or no read has succeeded for the read gap (a sweep
+    /// still hanging). `disk_age_ms` says how long ago its last successful read started.
     pub const DISK_LOST: u32 = 1 << 0;
     /// Every bit defined by protocol 1.0.
     pub const KNOWN: u32 = DISK_LOST;
