@@ -108,8 +108,10 @@ pub fn run(args: Args) -> CliResult {
         let p = &net["partition"];
         if p["text"].is_string() {
             let stable = ms(p["stable_for_ms"].as_u64().unwrap_or(0));
+            let fenced = matches!(me["state"].as_str(), Some("fenced" | "self_fencing"));
             let verdict = match p["we_survive"].as_bool() {
                 Some(true) => "this host survives".to_string(),
+                Some(false) if fenced => "this host is outside the survivors".to_string(),
                 Some(false) => format!(
                     "this host must FENCE (views stable for {stable}, acts at {})",
                     ms(p["decision_delay_ms"].as_u64().unwrap_or(0))
