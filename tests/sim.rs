@@ -133,14 +133,18 @@ const REGRESSION_SEEDS: &[u64] = &[
 ///   begun to make anyone eligible; its host resets and every host that counted it as a member
 ///   loses its evidence. `lun` runs therefore check the LUN invariant only when no host has a
 ///   watchdog; SIM_STRICT_LUN=1 checks it everywhere (red at once, e.g. seed 1021);
-/// - with hanging I/O, a host says its disk is lost only once an I/O of its times out, up to an
-///   io timeout (plus an interval) after the outage began, while a peer whose last verified
-///   write is a few intervals old (a slow cycle) reaches its storage deadline before that
-///   evidence arrives and fences (SIM_STRICT_LUN=1: seeds 905168, 77777797);
-/// - the end of an outage fences whoever rode through: the first host whose reads work again says
-///   so in its packets and every peer still waiting for its own first good cycle (its own slot
-///   holds a write older than its latest, so that cycle does not verify) is past its storage
-///   deadline and fences (counted as "hosts fenced within 2 T after riding through");
+/// - with hanging I/O, a host said its disk was lost only once an I/O of its timed out. Since
+///   then a host also says so once no read has succeeded for the read gap, sweep still hanging;
+///   a peer whose last verified write is a few intervals old (a slow cycle) can still reach its
+///   storage deadline before that evidence arrives and fence (SIM_STRICT_LUN=1: seeds 905168,
+///   77777797, as found);
+/// - the end of an outage fenced whoever rode through (the first host whose reads worked again
+///   said so, and the riders' evidence ended). Since then the evidence is each member's newest
+///   *vouching* packet and a ride ends well once a write is verified again (unit test
+///   `a_ride_through_survives_the_disk_coming_back`, tests/netns.rs
+///   `whole_lun_loss_then_the_lun_comes_back_fences_nobody`); the simulator still counts some
+///   riders fenced within 2 T after an outage it ended ("hosts fenced within 2 T after riding
+///   through"), not investigated further;
 /// - a restarted receiver accepts replays of packets its previous incarnation accepted (its
 ///   replay guard starts empty and the sender's generation on the disk is unchanged): a replaying
 ///   adversary can keep a dead peer "heard", delaying its dead declaration (liveness only; counted
