@@ -185,6 +185,8 @@ impl Disk {
             }
         }
         let slot = l.slot_size as usize;
+        // A multiple of the logical sector size either way (512-byte slots: 512-byte sectors).
+        let sb_len = slot.max(2 * crate::format::STRUCT_SIZE);
         let chunk_len = ((dev.max_io_bytes as usize / slot).max(1)) * slot;
         let table_len = l.record_table_len();
         let mut ops = Vec::new();
@@ -210,7 +212,9 @@ impl Disk {
                 len: slot,
             });
             // The superblock, every sweep: a disk re-formatted or wiped under us is seen at once.
-            ops.push(Op { dir: Dir::Read, offset: 0, buf: BUF_SUPERBLOCK, buf_off: 0, len: slot });
+            // At least 1024 bytes: the keyring (bytes 512..1024) comes with it, so a running
+            // daemon follows `diskbeat rekey`.
+            ops.push(Op { dir: Dir::Read, offset: 0, buf: BUF_SUPERBLOCK, buf_off: 0, len: sb_len });
         }
         for s in 0..l.slot_count {
             let buf_off = s as usize * slot;
@@ -219,7 +223,7 @@ impl Disk {
         // BUF_EXTENT is appended (existing indices unchanged); one op index past the sweep's ops is
         // reserved for extent I/O, so it never overwrites a sweep's recorded outcomes.
         let extent_buf = PAYLOAD_OFFSET as usize + extent_payload_cap(&l);
-        let sizes = [table_len, slot, slot, slot, slot, extent_buf];
+        let sizes = [table_len, slot, slot, slot, sb_len, extent_buf];
         // Two op indexes past the sweep's: extent I/O, and single record/mailbox/probe writes, so
         // neither overwrites the outcomes the last sweep recorded.
         let engine = Engine::new(dev, kind, &sizes, ops.len() + 2)?;

@@ -41,7 +41,8 @@ pub struct SlotReport {
     pub monotonic_ms: Option<u64>,
     pub net_view: Vec<u32>,
     pub mailbox_ack: Option<u64>,
-    /// Record flags (format 1.1) by name: watchdog_armed, fence_failed, fence_stops_vms.
+    /// Record flags by name: watchdog_armed, fence_failed, fence_stops_vms (format 1.1);
+    /// net_enabled, isolation_configured, isolated, riding_through (format 1.4).
     pub flags: Vec<&'static str>,
     /// The record's `extent_sequence` (format 1.2): the extent header sequence its writer says is
     /// current; 0 = nothing published.
@@ -187,6 +188,10 @@ fn report(slot: u32, first: Option<&SlotView>, last: &SlotView, sample: Duration
                 (flags::WATCHDOG_ARMED, "watchdog_armed"),
                 (flags::FENCE_FAILED, "fence_failed"),
                 (flags::FENCE_STOPS_VMS, "fence_stops_vms"),
+                (flags::NET_ENABLED, "net_enabled"),
+                (flags::ISOLATION_CONFIGURED, "isolation_configured"),
+                (flags::ISOLATED, "isolated"),
+                (flags::RIDING_THROUGH, "riding_through"),
             ] {
                 if rec.flags & bit != 0 {
                     r.flags.push(name);
@@ -223,6 +228,8 @@ pub struct Inspection {
     /// The mailbox of the slot asked for (`--slot N`), if readable.
     pub mailbox: Option<Result<Mailbox, String>>,
     pub sample: Duration,
+    /// Who hears whom on the network, from the records of the last sweep.
+    pub network: NetMatrix,
 }
 
 /// Sweeps once, waits `sample` (if non-zero), sweeps again and reports every slot.
@@ -241,7 +248,14 @@ pub fn inspect(disk: &mut Disk, sample: Duration, io_timeout: Duration) -> Resul
         .enumerate()
         .map(|(i, v)| report(i as u32, first.as_ref().map(|f| &f[i]), v, elapsed))
         .collect();
-    Ok(Inspection { slots, mailbox: None, sample: elapsed })
+    let records: Vec<Record> = last
+        .iter()
+        .filter_map(|v| match v {
+            SlotView::Record(r) => Some(*r),
+            _ => None,
+        })
+        .collect();
+    Ok(Inspection { slots, mailbox: None, sample: elapsed, network: net_matrix(&records) })
 }
 
 /// Reads the mailbox of `slot` from the last sweep of a disk opened with that own slot.
@@ -307,4 +321,264 @@ pub fn keyring_report(path: &std::path::Path, sb: &crate::format::superblock::Su
 /// A record is "held" when its state says a host is (or may still be) using the slot.
 pub fn is_held(rec: &Record) -> bool {
     matches!(rec.state, State::Joining | State::Live | State::SelfFencing)
+}
+
+/// A network-enabled host of the who-hears-whom matrix (`inspect` JSON `network.hosts[]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NetHost {
+    pub slot: u32,
+    /// The host name as read (unescaped: escape it before printing to a terminal).
+    pub name: String,
+    /// The record's state: joining, live, leaving, self_fencing or fenced.
+    pub state: &'static str,
+    /// Partition weight (format 1.4; docs/PARTITIONS.md criterion 3).
+    pub weight: u32,
+    pub isolation_configured: bool,
+    /// Reaches none of its isolation addresses (only meaningful with `isolation_configured`).
+    pub isolated: bool,
+    /// Lost the heartbeat disk and rode through on network evidence (written once it is back).
+    pub riding_through: bool,
+    /// The other listed hosts whose bit is set in this host's `net_view`, ascending. Bits for
+    /// itself and for slots not listed are ignored (as the partition rule ignores them).
+    pub hears: Vec<u32>,
+    /// The other listed hosts whose `net_view` lacks this host's bit, ascending.
+    pub not_heard_by: Vec<u32>,
+}
+
+/// A held record without `NET_ENABLED`: the host heartbeats on the disk only and is left out of
+/// the matrix (the partition rule never counts it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DiskOnlyHost {
+    pub slot: u32,
+    pub name: String,
+    pub state: &'static str,
+}
+
+/// Who hears whom on the network, as the records on the disk say (docs/FORMAT.md §5 `net_view`,
+/// docs/PARTITIONS.md "Inputs"). Only what the writers published: a stale record shows its
+/// writer's last view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NetMatrix {
+    /// Every valid, non-free record with `NET_ENABLED`, in slot order.
+    pub hosts: Vec<NetHost>,
+    /// `[a, b]`: a hears b but b does not hear a. Sorted.
+    pub one_way: Vec<[u32; 2]>,
+    /// Some pair of listed hosts does not hear each other both ways.
+    pub partitioned: bool,
+    /// Non-free records without `NET_ENABLED` (excluded from `hosts`), in slot order.
+    pub disk_only: Vec<DiskOnlyHost>,
+}
+
+impl NetMatrix {
+    /// Whether the host in row `a` hears the host in row `b` (indices into `hosts`).
+    pub fn hears(&self, a: usize, b: usize) -> bool {
+        self.hosts[a].hears.binary_search(&self.hosts[b].slot).is_ok()
+    }
+
+    /// Pairs `[a, b]` (a < b) of listed hosts where neither hears the other.
+    pub fn no_link(&self) -> Vec<[u32; 2]> {
+        let n = self.hosts.len();
+        let mut out = Vec::new();
+        for a in 0..n {
+            for b in a + 1..n {
+                if !self.hears(a, b) && !self.hears(b, a) {
+                    out.push([self.hosts[a].slot, self.hosts[b].slot]);
+                }
+            }
+        }
+        out
+    }
+
+    /// Listed hosts no other listed host hears (empty with fewer than two hosts).
+    pub fn heard_by_none(&self) -> Vec<u32> {
+        if self.hosts.len() < 2 {
+            return Vec::new();
+        }
+        self.hosts.iter().filter(|h| h.not_heard_by.len() == self.hosts.len() - 1).map(|h| h.slot).collect()
+    }
+}
+
+/// Builds the who-hears-whom matrix from decoded records (any order; free records and records
+/// of any slot may be mixed in). Pure: the records are all it reads.
+pub fn net_matrix(records: &[Record]) -> NetMatrix {
+    use crate::format::record::flags;
+    let mut held: Vec<&Record> = records.iter().filter(|r| r.state != State::Free).collect();
+    held.sort_by_key(|r| r.slot);
+    held.dedup_by_key(|r| r.slot);
+    let (net, disk): (Vec<&Record>, Vec<&Record>) =
+        held.into_iter().partition(|r| r.flags & flags::NET_ENABLED != 0);
+    let slots: Vec<u32> = net.iter().map(|r| r.slot).collect();
+    let hosts: Vec<NetHost> = net
+        .iter()
+        .map(|r| NetHost {
+            slot: r.slot,
+            name: r.host_name().to_owned(),
+            state: r.state.as_str(),
+            weight: r.weight,
+            isolation_configured: r.flags & flags::ISOLATION_CONFIGURED != 0,
+            isolated: r.flags & flags::ISOLATED != 0,
+            riding_through: r.flags & flags::RIDING_THROUGH != 0,
+            hears: slots.iter().copied().filter(|&s| s != r.slot && r.net_view.get(s)).collect(),
+            not_heard_by: net
+                .iter()
+                .filter(|o| o.slot != r.slot && !o.net_view.get(r.slot))
+                .map(|o| o.slot)
+                .collect(),
+        })
+        .collect();
+    let mut one_way = Vec::new();
+    let mut partitioned = false;
+    for a in &net {
+        for b in &net {
+            if a.slot == b.slot {
+                continue;
+            }
+            let (ab, ba) = (a.net_view.get(b.slot), b.net_view.get(a.slot));
+            partitioned |= !(ab && ba);
+            if ab && !ba {
+                one_way.push([a.slot, b.slot]);
+            }
+        }
+    }
+    let disk_only = disk
+        .iter()
+        .map(|r| DiskOnlyHost { slot: r.slot, name: r.host_name().to_owned(), state: r.state.as_str() })
+        .collect();
+    NetMatrix { hosts, one_way, partitioned, disk_only }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::record::flags;
+
+    const CLUSTER: uuid::Uuid = uuid::Uuid::from_u128(0x5eed);
+
+    /// A live, network-enabled record for `slot` hearing `hears` (and itself, as the daemon does).
+    fn rec(slot: u32, hears: &[u32]) -> Record {
+        let mut r = Record::free(CLUSTER, slot);
+        r.state = State::Live;
+        r.set_host_name(&format!("hv-{slot}")).unwrap();
+        r.flags = flags::NET_ENABLED;
+        r.weight = 1;
+        r.net_view.set(slot, true);
+        for &s in hears {
+            r.net_view.set(s, true);
+        }
+        r
+    }
+
+    fn slots(m: &NetMatrix) -> Vec<u32> {
+        m.hosts.iter().map(|h| h.slot).collect()
+    }
+
+    #[test]
+    fn everyone_hears_everyone() {
+        let m = net_matrix(&[rec(0, &[1, 2]), rec(1, &[0, 2]), rec(2, &[0, 1])]);
+        assert_eq!(slots(&m), [0, 1, 2]);
+        assert_eq!(m.hosts[0].hears, [1, 2], "its own bit is not listed");
+        assert!(m.hosts.iter().all(|h| h.not_heard_by.is_empty()));
+        assert!(m.one_way.is_empty() && m.no_link().is_empty() && m.heard_by_none().is_empty());
+        assert!(!m.partitioned);
+        assert!(m.hears(0, 1) && m.hears(2, 0));
+    }
+
+    #[test]
+    fn one_way_link() {
+        // 0 hears 1; 1 does not hear 0.
+        let m = net_matrix(&[rec(0, &[1]), rec(1, &[])]);
+        assert_eq!(m.one_way, [[0, 1]]);
+        assert!(m.partitioned);
+        assert_eq!((m.hosts[0].hears.as_slice(), m.hosts[0].not_heard_by.as_slice()), (&[1][..], &[1][..]));
+        assert_eq!((m.hosts[1].hears.as_slice(), m.hosts[1].not_heard_by.as_slice()), (&[][..], &[][..]));
+        assert!(m.no_link().is_empty(), "one way is not 'no link'");
+        assert_eq!(m.heard_by_none(), [0]);
+    }
+
+    #[test]
+    fn non_transitive_views() {
+        // a-b and b-c mutual, a-c neither way: b is not a bridge making a and c one part.
+        let m = net_matrix(&[rec(3, &[7]), rec(7, &[3, 9]), rec(9, &[7])]);
+        assert_eq!(slots(&m), [3, 7, 9]);
+        assert!(m.partitioned);
+        assert!(m.one_way.is_empty());
+        assert_eq!(m.no_link(), [[3, 9]]);
+        assert_eq!(m.hosts[0].not_heard_by, [9]);
+        assert_eq!(m.hosts[1].hears, [3, 9]);
+        assert!(m.hosts[1].not_heard_by.is_empty());
+        assert_eq!(m.hosts[2].not_heard_by, [3]);
+        assert!(m.heard_by_none().is_empty());
+    }
+
+    #[test]
+    fn disk_only_free_and_unlisted_slots_are_left_out() {
+        let mut disk_only = rec(2, &[0, 1]);
+        disk_only.flags = flags::WATCHDOG_ARMED;
+        let free = Record::free(CLUSTER, 4);
+        // 0 claims to hear 2 (disk-only), 4 (free) and 5 (no record): none of it counts.
+        let m = net_matrix(&[rec(1, &[0]), free, disk_only, rec(0, &[1, 2, 4, 5])]);
+        assert_eq!(slots(&m), [0, 1], "sorted by slot");
+        assert_eq!(m.hosts[0].hears, [1]);
+        assert!(!m.partitioned && m.one_way.is_empty());
+        assert_eq!(m.disk_only, [DiskOnlyHost { slot: 2, name: "hv-2".into(), state: "live" }]);
+        // Leaving, fenced, joining and self-fencing records are held: listed, with their state.
+        let states = [State::Joining, State::Leaving, State::SelfFencing, State::Fenced];
+        let recs: Vec<Record> = (0..4)
+            .map(|i| {
+                let mut r = rec(i, &[0, 1, 2, 3]);
+                r.state = states[i as usize];
+                r
+            })
+            .collect();
+        let m = net_matrix(&recs);
+        assert_eq!(
+            m.hosts.iter().map(|h| h.state).collect::<Vec<_>>(),
+            ["joining", "leaving", "self_fencing", "fenced"]
+        );
+        assert!(!m.partitioned);
+        assert_eq!(net_matrix(&[]), NetMatrix::default());
+    }
+
+    #[test]
+    fn host_flags_and_weight() {
+        let mut r = rec(5, &[]);
+        r.flags |= flags::ISOLATION_CONFIGURED | flags::ISOLATED | flags::RIDING_THROUGH;
+        r.weight = 40;
+        let m = net_matrix(&[r, rec(6, &[])]);
+        let h = &m.hosts[0];
+        assert_eq!((h.weight, h.isolation_configured, h.isolated, h.riding_through), (40, true, true, true));
+        let h = &m.hosts[1];
+        assert_eq!(
+            (h.weight, h.isolation_configured, h.isolated, h.riding_through),
+            (1, false, false, false)
+        );
+        // Two hosts hearing nobody: no link, both heard by none.
+        assert_eq!(m.no_link(), [[5, 6]]);
+        assert_eq!(m.heard_by_none(), [5, 6]);
+        // A single host is not partitioned and not "heard by none".
+        let m = net_matrix(&[rec(9, &[])]);
+        assert!(!m.partitioned && m.heard_by_none().is_empty());
+    }
+
+    #[test]
+    fn sixty_four_hosts_in_two_halves() {
+        // Slots 0..32 hear each other, 32..64 hear each other; 10 also hears 40 (one way).
+        let recs: Vec<Record> = (0..64u32)
+            .map(|s| {
+                let half: Vec<u32> = if s < 32 { (0..32).collect() } else { (32..64).collect() };
+                let mut r = rec(s, &half);
+                if s == 10 {
+                    r.net_view.set(40, true);
+                }
+                r
+            })
+            .collect();
+        let m = net_matrix(&recs);
+        assert_eq!(m.hosts.len(), 64);
+        assert!(m.partitioned);
+        assert_eq!(m.one_way, [[10, 40]]);
+        assert_eq!(m.hosts[10].hears.len(), 32);
+        assert_eq!(m.hosts[40].not_heard_by.len(), 31, "heard by 10 only of the other half");
+        assert_eq!(m.no_link().len(), 32 * 32 - 1);
+    }
 }

@@ -32,7 +32,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 #[test]
 fn constants_and_sizes() {
-    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 3));
+    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 4));
     assert_eq!(STRUCT_SIZE, 512);
     assert_eq!(ALIGN, 4096);
     assert_eq!(MAX_SLOTS, 2048);
@@ -120,9 +120,10 @@ fn field_offsets() {
             offset_of!(RecordRaw, net_view),
             offset_of!(RecordRaw, mailbox_ack),
             offset_of!(RecordRaw, extent_sequence),
+            offset_of!(RecordRaw, weight),
             offset_of!(RecordRaw, reserved),
         ],
-        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416, 424]
+        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416, 424, 428]
     );
     assert_eq!(
         [
@@ -157,7 +158,7 @@ fn check_header(b: &[u8], magic: &[u8; 8], cluster: uuid::Uuid) {
     assert_eq!(u32_at(b, 0), checksum(&b[4..512]), "crc covers bytes 4..512");
     assert_eq!(&b[4..12], magic);
     assert_eq!(u16_at(b, 12), 1);
-    assert_eq!(u16_at(b, 14), 3, "every structure is written with minor 3 since format 1.3");
+    assert_eq!(u16_at(b, 14), 4, "every structure is written with minor 4 since format 1.4");
     // UUIDs are stored in RFC 9562 byte order, not little-endian.
     assert_eq!(&b[16..32], cluster.as_bytes());
     assert_eq!(b[16], 0x01);
@@ -183,6 +184,7 @@ fn record_bytes_at_documented_offsets() {
     r.mailbox_ack = 0x9999_AAAA_BBBB_CCCC;
     r.flags = flags::WATCHDOG_ARMED | flags::FENCE_STOPS_VMS;
     r.extent_sequence = 0x0D0E_0F10_1112_1314;
+    r.weight = 0x2122_2324;
     let mut b = [0xEEu8; 4096];
     b[512..].fill(0);
     r.encode(&mut b);
@@ -207,7 +209,14 @@ fn record_bytes_at_documented_offsets() {
     assert_eq!(b[152 + 255], 0b1000_0000);
     assert_eq!(u64_at(&b, 408), 0x9999_AAAA_BBBB_CCCC);
     assert_eq!(&b[416..424], &[0x14, 0x13, 0x12, 0x11, 0x10, 0x0F, 0x0E, 0x0D], "extent_sequence (1.2)");
-    assert!(b[424..512].iter().all(|&x| x == 0), "reserved");
+    assert_eq!(&b[424..428], &[0x24, 0x23, 0x22, 0x21], "weight (1.4)");
+    assert!(b[428..512].iter().all(|&x| x == 0), "reserved");
+    assert_eq!(Record::decode(&b, &cluster, 1234), Ok(r));
+    // The §5 flags example with 1.4's bits: | net_enabled | isolation_configured = 0x001D.
+    assert!(DOC.contains("With `net_enabled | isolation_configured` too (1.4): `0x001D`, byte 38 = `0x1D`."));
+    r.flags |= flags::NET_ENABLED | flags::ISOLATION_CONFIGURED;
+    r.encode(&mut b);
+    assert_eq!(&b[38..40], &[0x1D, 0x00]);
     assert_eq!(Record::decode(&b, &cluster, 1234), Ok(r));
 }
 
@@ -229,15 +238,15 @@ fn free_record_test_vector() {
     let mut b = [0u8; 512];
     Record::free(cluster, 5).encode(&mut b);
     let head: [u8; 36] = [
-        0x7e, 0x2a, 0x52, 0x11, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x03, 0x00, 0x01,
+        0x20, 0x23, 0x15, 0xee, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x04, 0x00, 0x01,
         0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x05, 0x00,
         0x00, 0x00,
     ];
     assert_eq!(&b[..36], &head);
     assert!(b[36..].iter().all(|&x| x == 0));
-    // Format 1.3 changed the vector (version_minor 3 at byte 14); it was 0x59B1_E347 in 1.2,
-    // 0x8095_B80C in 1.1 and 0xC876_7135 in 1.0.
-    assert_eq!(u32_at(&b, 0), 0x1152_2A7E);
+    // Format 1.4 changed the vector (version_minor 4 at byte 14); it was 0x1152_2A7E in 1.3,
+    // 0x59B1_E347 in 1.2, 0x8095_B80C in 1.1 and 0xC876_7135 in 1.0.
+    assert_eq!(u32_at(&b, 0), 0xEE15_2320);
 }
 
 #[test]
@@ -259,7 +268,7 @@ fn validation_order_and_reasons() {
     let mut b = good;
     b[12] = 2;
     reseal(&mut b);
-    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 3 }));
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 4 }));
     assert_eq!(Record::decode(&good, &uuid::Uuid::nil(), 5), Err(Corruption::WrongCluster));
     assert_eq!(Record::decode(&good, &cluster, 6), Err(Corruption::WrongSlot { expected: 6, found: 5 }));
     let mut b = good;
@@ -270,8 +279,8 @@ fn validation_order_and_reasons() {
     b[500] = 1;
     reseal(&mut b);
     assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
-    // Same bytes with a newer minor (4; this build knows 1.3): reserved bytes are ignored.
-    b[14] = 4;
+    // Same bytes with a newer minor (5; this build knows 1.4): reserved bytes are ignored.
+    b[14] = 5;
     reseal(&mut b);
     assert!(Record::decode(&b, &cluster, 5).is_ok());
     // extent_sequence (416..424) is reserved in a 1.1 record, a field in a 1.2 record.
@@ -283,6 +292,25 @@ fn validation_order_and_reasons() {
     b[14] = 2;
     reseal(&mut b);
     assert_eq!(Record::decode(&b, &cluster, 5).map(|r| r.extent_sequence), Ok(1));
+    // weight (424..428) and flag bits 3..=6 are reserved in a 1.3 record, defined in a 1.4 one.
+    let mut b = good;
+    b[425] = 1;
+    b[14] = 3;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
+    b[14] = 4;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5).map(|r| r.weight), Ok(256));
+    for bit in 3..=6 {
+        let mut b = good;
+        b[38] = 1 << bit;
+        b[14] = 3;
+        reseal(&mut b);
+        assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero), "bit {bit}");
+        b[14] = 4;
+        reseal(&mut b);
+        assert_eq!(Record::decode(&b, &cluster, 5).map(|r| r.flags), Ok(1 << bit), "bit {bit}");
+    }
     // A non-free record needs a host name.
     let mut b = good;
     b[36] = State::Live as u8;
@@ -511,19 +539,37 @@ fn doc_record_table() {
         ("net_view", offset_of!(RecordRaw, net_view)),
         ("mailbox_ack", offset_of!(RecordRaw, mailbox_ack)),
         ("extent_sequence", offset_of!(RecordRaw, extent_sequence)),
+        ("weight", offset_of!(RecordRaw, weight)),
         ("reserved", offset_of!(RecordRaw, reserved)),
     ];
     assert_eq!(doc_fields("## 5. Record"), fields(&want));
 }
 
+/// A Free record of slot 5 written as `minor` with `flags`, resealed, decoded.
+fn decode_with_minor_and_flags(minor: u16, flags: u16) -> Result<Record, Corruption> {
+    let cluster = uuid::Uuid::from_u128(CLUSTER);
+    let mut b = [0u8; 512];
+    Record::free(cluster, 5).encode(&mut b);
+    b[14..16].copy_from_slice(&minor.to_le_bytes());
+    b[38..40].copy_from_slice(&flags.to_le_bytes());
+    let c = checksum(&b[4..]);
+    b[..4].copy_from_slice(&c.to_le_bytes());
+    Record::decode(&b, &cluster, 5)
+}
+
 /// The §5 "Record flags" table is exactly `flags::*`: same names, bits and masks, no bit missing
-/// on either side, and the reserved row covers every other bit.
+/// on either side, and the reserved row covers every other bit. A bit whose meaning starts with
+/// "(1.4)" is defined by format 1.4 (reserved in a record of minor 3), the others by 1.1.
 #[test]
 fn doc_record_flags_table() {
     let code = [
         ("watchdog_armed", flags::WATCHDOG_ARMED),
         ("fence_failed", flags::FENCE_FAILED),
         ("fence_stops_vms", flags::FENCE_STOPS_VMS),
+        ("net_enabled", flags::NET_ENABLED),
+        ("isolation_configured", flags::ISOLATION_CONFIGURED),
+        ("isolated", flags::ISOLATED),
+        ("riding_through", flags::RIDING_THROUGH),
     ];
     let rows = doc_table("**Record flags**");
     let mut documented = Vec::new();
@@ -536,6 +582,7 @@ fn doc_record_flags_table() {
             let range_mask = (lo..=hi).fold(0u64, |m, b| m | 1 << b);
             assert_eq!(mask, range_mask, "reserved row: mask vs bit range");
             assert!(row[3].starts_with("reserved"), "{row:?}");
+            assert!(row[3].contains(&format!("minor ≤ {VERSION_MINOR} ")), "{row:?}");
             assert!(reserved.replace(mask).is_none(), "two reserved rows");
         } else {
             let bit = parse_num(bits);
@@ -543,6 +590,13 @@ fn doc_record_flags_table() {
             let &(_, value) =
                 code.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("{name} not in flags::*"));
             assert_eq!(u64::from(value), mask, "{name}");
+            let since = if row[3].starts_with("(1.4) ") { 4 } else { 1 };
+            assert_eq!(
+                decode_with_minor_and_flags(since - 1, value),
+                Err(Corruption::ReservedNotZero),
+                "{name}"
+            );
+            assert_eq!(decode_with_minor_and_flags(since, value).map(|r| r.flags), Ok(value), "{name}");
             documented.push((name, value));
         }
     }

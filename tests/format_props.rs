@@ -26,7 +26,7 @@ prop_compose! {
                 generation in any::<u64>(), sequence in any::<u64>(), mono in any::<u64>(),
                 io in any::<u32>(), interval in any::<u32>(), name in "[a-z0-9.-]{1,64}",
                 bits in proptest::collection::vec(0u32..2048, 0..40), ack in any::<u64>(),
-                fl in any::<u16>(), eseq in any::<u64>()) -> Record {
+                fl in any::<u16>(), eseq in any::<u64>(), weight in any::<u32>()) -> Record {
         let mut r = Record::free(uuid::Uuid::from_u128(cluster), slot);
         r.state = st;
         r.host_uuid = uuid::Uuid::from_u128(host);
@@ -40,9 +40,10 @@ prop_compose! {
         for b in bits { v.set(b, true); }
         r.net_view = v;
         r.mailbox_ack = ack;
-        // Any combination of the bits format 1.1 (and 1.2) defines (each bit independently).
+        // Any combination of the bits format 1.4 defines (each bit independently).
         r.flags = fl & flags::KNOWN;
         r.extent_sequence = eseq;
+        r.weight = weight;
         r
     }
 }
@@ -55,17 +56,38 @@ proptest! {
         prop_assert_eq!(Record::decode(&buf, &r.cluster_uuid, r.slot), Ok(r));
     }
 
-    /// A 1.2 record with any flag bit the minor does not define is refused, whatever else it holds.
+    /// A 1.4 record with any flag bit the minor does not define is refused, whatever else it holds.
     #[test]
-    fn record_unknown_flags_refused(r in record(), undefined in 1u16..=0x1FFF) {
+    fn record_unknown_flags_refused(r in record(), undefined in 1u16..=0x1FF) {
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        // Bits 3..=15: none is defined by 1.1 or 1.2.
-        let raw = r.flags | undefined << 3;
+        // Bits 7..=15: none is defined by 1.1 to 1.4.
+        let raw = r.flags | undefined << 7;
         buf[38..40].copy_from_slice(&raw.to_le_bytes());
         let crc = crc32c::crc32c(&buf[4..]);
         buf[..4].copy_from_slice(&crc.to_le_bytes());
         prop_assert_eq!(Record::decode(&buf, &r.cluster_uuid, r.slot), Err(Corruption::ReservedNotZero));
+    }
+
+    /// The same record claiming minor 3 is refused as soon as it carries anything 1.4 added (a
+    /// flag bit 3..=6 or a non-zero weight), and accepted, unchanged, when it carries neither.
+    #[test]
+    fn record_1_4_fields_refused_in_minor_3(mut r in record(), strip in any::<bool>()) {
+        if strip {
+            r.flags &= flags::KNOWN_1_1;
+            r.weight = 0;
+        }
+        let mut buf = [0u8; 512];
+        r.encode(&mut buf);
+        buf[14..16].copy_from_slice(&3u16.to_le_bytes());
+        let crc = crc32c::crc32c(&buf[4..]);
+        buf[..4].copy_from_slice(&crc.to_le_bytes());
+        let decoded = Record::decode(&buf, &r.cluster_uuid, r.slot);
+        if r.flags & !flags::KNOWN_1_1 != 0 || r.weight != 0 {
+            prop_assert_eq!(decoded, Err(Corruption::ReservedNotZero));
+        } else {
+            prop_assert_eq!(decoded, Ok(r));
+        }
     }
 
     #[test]

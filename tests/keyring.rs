@@ -72,7 +72,7 @@ fn mkfs_writes_a_random_key_1() {
         let first = disk_keyring(&lo);
         assert_eq!(first.current.id, 1);
         assert!(first.previous.is_none());
-        assert_eq!(first.version_minor, 3);
+        assert_eq!(first.version_minor, diskbeat::format::VERSION_MINOR);
         let k = first.current.key.expose();
         let distinct: std::collections::HashSet<u8> = k.iter().copied().collect();
         assert!(distinct.len() > 8, "32 random bytes have more than 8 distinct values: {}", distinct.len());
@@ -82,7 +82,10 @@ fn mkfs_writes_a_random_key_1() {
         assert_eq!(second.current.id, 1);
         assert_ne!(first.current.key, second.current.key, "two mkfs runs gave the same key");
         let v = stdout_json(&run(&["inspect", lo.s(), "--sample", "0", "--json"]));
-        assert_eq!(v["superblock"]["format_version"], "1.3");
+        assert_eq!(
+            v["superblock"]["format_version"],
+            format!("{}.{}", diskbeat::format::VERSION_MAJOR, diskbeat::format::VERSION_MINOR)
+        );
         assert_eq!(v["keyring"]["status"], "ok");
         assert_eq!(v["keyring"]["current_key_id"], 1);
         assert_eq!(v["keyring"]["previous_key_id"], serde_json::Value::Null);

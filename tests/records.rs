@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use diskbeat::disk::{Disk, SlotView};
-use diskbeat::format::record::{Record, State};
+use diskbeat::format::record::{flags, Record, State};
 use diskbeat::io::{Access, EngineKind};
 use proptest::prelude::*;
 use std::time::Duration;
@@ -26,6 +26,9 @@ fn live_record(disk: &Disk, slot: u32, seq: u64) -> Record {
     r.set_host_name(&format!("host-{slot}")).unwrap();
     r.net_view.set(slot, true);
     r.net_view.set(0, true);
+    // Format 1.4's fields travel through the engine too.
+    r.flags = flags::NET_ENABLED | flags::ISOLATION_CONFIGURED;
+    r.weight = 1000 + slot;
     r
 }
 

@@ -15,8 +15,10 @@ WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/diskbeat-demo.XXXXXX")
 IMG=$WORK/disk.img
 DEV=
 PIDS=()
+NFT_TABLE=
 cleanup() {
   local status=$?
+  [ -n "$NFT_TABLE" ] && nft delete table inet "$NFT_TABLE" 2>/dev/null || true
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ "$status" -ne 0 ]; then
@@ -42,16 +44,20 @@ echo
 echo "== diskbeat probe (1 s)"
 $DB probe "$DEV" --seconds 1
 echo
-echo "== starting 3 daemons (slots 0-2; fence action log-only: this is a demo, never reboot)"
+echo "== starting 3 daemons (slots 0-2; network heartbeats on 127.0.0.1:17700-17702; fence action"
+echo "   log-only: this is a demo, never reboot)"
 for i in 0 1 2; do
   $DB daemon --device "$DEV" --slot "$i" --name "hv-0$i" --fence-action log-only \
-    --socket "$WORK/hv-0$i.sock" 2>"$WORK/hv-0$i.log" &
+    --socket "$WORK/hv-0$i.sock" --hb-addr "127.0.0.1:1770$i" 2>"$WORK/hv-0$i.log" &
   PIDS+=($!)
 done
-# Joining takes 2 x io timeout (2 s at T = 4 s).
-for _ in $(seq 1 100); do
-  n=$($DB status --socket "$WORK/hv-00.sock" --json 2>/dev/null | grep -c '"state": "live"' || true)
-  [ "${n:-0}" -ge 3 ] && break
+# Joining takes 2 x io timeout (2 s at T = 4 s); then the addresses are read from the extents.
+hears_all() {
+  $DB status --socket "$WORK/hv-0$1.sock" --json 2>/dev/null |
+    python3 -c 'import json,sys; v=json.load(sys.stdin); sys.exit(0 if len(v["network"]["hears"]) == 3 else 1)' 2>/dev/null
+}
+for _ in $(seq 1 200); do
+  hears_all 0 && hears_all 1 && hears_all 2 && break
   sleep 0.1
 done
 echo
@@ -61,9 +67,33 @@ echo
 echo "== diskbeat inspect"
 $DB inspect "$DEV" --sample 500ms
 echo
-echo "== stopping the daemons cleanly (SIGTERM: each writes 'leaving')"
+if command -v nft >/dev/null; then
+  echo
+  echo "== cutting hv-02 off the network (nftables drops UDP to and from port 17702)"
+  NFT_TABLE=diskbeat_demo_$$
+  nft add table inet "$NFT_TABLE"
+  nft add chain inet "$NFT_TABLE" out '{ type filter hook output priority 0; }'
+  nft add rule inet "$NFT_TABLE" out udp dport 17702 drop
+  nft add rule inet "$NFT_TABLE" out udp sport 17702 drop
+  # Unheard after the net timeout (2 s), published within 0.3 T, decided after 0.6 T of stable views.
+  for _ in $(seq 1 150); do
+    $DB status --socket "$WORK/hv-02.sock" --json 2>/dev/null | grep -q '"state": "fenced"' && break
+    sleep 0.1
+  done
+  echo "== diskbeat status (hv-02's view: it lost the partition and fenced itself)"
+  $DB status --socket "$WORK/hv-02.sock"
+  echo
+  echo "== diskbeat status (hv-00's view: disk beats from hv-02 stopped with a 'fenced' mark)"
+  $DB status --socket "$WORK/hv-00.sock"
+  nft delete table inet "$NFT_TABLE"
+  NFT_TABLE=
+else
+  echo "(nftables not installed: skipping the partition part of the demo)"
+fi
+echo
+echo "== stopping the daemons cleanly (SIGTERM: each writes 'leaving'; hv-02 exits 3, fenced)"
 for p in "${PIDS[@]}"; do kill -TERM "$p"; done
-for p in "${PIDS[@]}"; do wait "$p"; done
+for p in "${PIDS[@]}"; do wait "$p" || true; done
 PIDS=()
 $DB inspect "$DEV" --sample 0
 echo

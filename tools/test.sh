@@ -8,9 +8,10 @@ need=()
 command -v losetup >/dev/null || need+=(util-linux mount)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v ip >/dev/null || need+=(iproute2)
-# Network tests (planned, not written yet) will need these: installed when possible, never fatal.
+# tests/netns.rs cuts links and drops packets with nftables.
+command -v nft >/dev/null || need+=(nftables)
+# Handy when debugging a network test by hand (the daemon pings with its own socket): never fatal.
 optional=()
-command -v nft >/dev/null || optional+=(nftables)
 command -v ping >/dev/null || optional+=(iputils-ping)
 export DEBIAN_FRONTEND=noninteractive
 if [ ${#need[@]} -gt 0 ]; then
@@ -18,12 +19,13 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 if [ ${#optional[@]} -gt 0 ]; then
-  echo "test.sh: installing ${optional[*]} (for the planned network tests)" >&2
+  echo "test.sh: installing ${optional[*]} (optional)" >&2
   { apt-get update -qq && apt-get install -y -qq "${optional[@]}" >/dev/null; } ||
-    echo "test.sh: could not install ${optional[*]}; no current test needs them" >&2
+    echo "test.sh: could not install ${optional[*]}; no test needs them" >&2
 fi
 modprobe loop 2>/dev/null || true
 [ -e /dev/loop-control ] || { echo "test.sh: no /dev/loop-control: loop devices are needed" >&2; exit 1; }
+ip netns list >/dev/null || { echo "test.sh: network namespaces are needed (ip netns)" >&2; exit 1; }
 
 # Builds every binary the tests run (diskbeat and tools/faultfs) before the tests start, with
 # cargo's progress shown.

@@ -17,6 +17,10 @@ Every field of the config file (TOML, default /etc/diskbeat/diskbeat.toml) is al
   socket = \"/run/diskbeat/diskbeat.sock\"
   # timeout = \"40s\"              # optional: must equal the disk's base timeout
   # watchdog = \"/dev/watchdog\"
+  hb_addrs = [\"192.168.10.3:7788\", \"10.0.0.3:7788\"]   # one per heartbeat network (max 2)
+  # isolation_addrs = [\"192.168.10.1\"]  # e.g. the gateway; pinged every interval
+  # weight = 1
+  # key_file = \"/etc/diskbeat/cluster.key\"  # default: the keyring on the heartbeat disk
 
 Timing comes from the base timeout T the disk was formatted with: heartbeat every T/20, io
 timeout T/4, self-fence after T/2 without a successful cycle, peers dead after T (docs/SAFETY.md).
@@ -66,6 +70,20 @@ pub struct Args {
     /// Do not lock memory (mlockall).
     #[arg(long)]
     pub no_mlock: bool,
+    /// This host's heartbeat address on one network, IP:PORT (repeat for a second network).
+    /// Published on the heartbeat disk: peers find it there. Without any: disk-only heartbeat.
+    #[arg(long = "hb-addr", value_name = "IP:PORT")]
+    pub hb_addr: Vec<String>,
+    /// Cluster key file (mode 600) instead of the keyring on the heartbeat disk.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Partition weight: breaks ties between equal-size parts (default 1).
+    #[arg(long)]
+    pub weight: Option<u32>,
+    /// An address to ping (IPv4, repeatable): a host that reaches none of its isolation
+    /// addresses loses an equal split (VMware HA's isolation address).
+    #[arg(long = "isolation-addr", value_name = "IP")]
+    pub isolation_addr: Vec<String>,
     /// TESTS ONLY: take the slot without watching it first (breaks slot-ownership safety).
     #[arg(long, hide = true)]
     pub unsafe_skip_acquire: bool,
@@ -95,6 +113,10 @@ pub fn run(args: Args) -> CliResult {
         engine: args.engine,
         sched_rr: args.sched_rr.then_some(true),
         mlock: args.no_mlock.then_some(false),
+        hb_addrs: (!args.hb_addr.is_empty()).then_some(args.hb_addr),
+        key_file: args.key_file,
+        weight: args.weight,
+        isolation_addrs: (!args.isolation_addr.is_empty()).then_some(args.isolation_addr),
     };
     let cfg = resolve(file, flags, args.unsafe_skip_acquire).map_err(|e| CliError::usage(e.to_string()))?;
     crate::daemon::run(cfg).map_err(|e| CliError { code: e.exit_code(), message: e.to_string() })

@@ -90,6 +90,52 @@ pub fn run(args: Args) -> CliResult {
     );
     println!("  write  {}", lat("write"));
     println!("  sweep  {}", lat("sweep"));
+    let net = &v["network"];
+    let networked = net["enabled"] == true;
+    if networked {
+        let addrs: Vec<String> =
+            net["addresses"].as_array().map(|a| a.iter().map(|x| text(x, "?")).collect()).unwrap_or_default();
+        println!(
+            "  network heartbeat on {}; weight {}; {}",
+            addrs.join(", "),
+            net["weight"],
+            match (net["isolation_configured"] == true, net["isolated"] == true) {
+                (false, _) => "no isolation addresses",
+                (true, false) => "isolation addresses reachable",
+                (true, true) => "ISOLATED: no isolation address answers",
+            }
+        );
+        let p = &net["partition"];
+        if p["text"].is_string() {
+            let stable = ms(p["stable_for_ms"].as_u64().unwrap_or(0));
+            let fenced = matches!(me["state"].as_str(), Some("fenced" | "self_fencing"));
+            let verdict = match p["we_survive"].as_bool() {
+                Some(true) => "this host survives".to_string(),
+                Some(false) if fenced => "this host is outside the survivors".to_string(),
+                Some(false) => format!(
+                    "this host must FENCE (views stable for {stable}, acts at {})",
+                    ms(p["decision_delay_ms"].as_u64().unwrap_or(0))
+                ),
+                None => "no decision".to_string(),
+            };
+            println!("  partition rule: {} ({verdict})", text(&p["text"], "?"));
+        }
+        if net["riding_through"] == true {
+            println!(
+                "  HEARTBEAT DISK LOST FOR THE WHOLE POOL: riding through on network evidence ({} members)",
+                net["members"]
+            );
+        }
+        if let Some(total) = net["drops_total"].as_u64().filter(|&t| t > 0) {
+            let by: Vec<String> = net["drops"]
+                .as_object()
+                .map(|o| {
+                    o.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| format!("{k} {n}")).collect()
+                })
+                .unwrap_or_default();
+            println!("  packets dropped: {total} ({})", by.join(", "));
+        }
+    }
     println!();
     let rows: Vec<Vec<String>> = v["peers"]
         .as_array()
@@ -111,11 +157,14 @@ pub fn run(args: Args) -> CliResult {
                     (_, _, why) if why == "alive" => "running".into(),
                     (_, _, why) => format!("not proven ({})", why.as_str().unwrap_or("?")),
                 },
+                network_cell(&p["network"]),
                 p["corrupt_reason"].as_str().map(|r| escape_name(r).into_owned()).unwrap_or_else(|| {
-                    if p["unreadable"] == true {
-                        "unreadable".into()
-                    } else {
-                        String::new()
+                    match (p["unreadable"] == true, p["state"] == "live", p["network"]["heard"] == false) {
+                        (true, _, _) => "unreadable".into(),
+                        // The disk says alive, the network does not: a network failure, never a
+                        // reason to fail over.
+                        (false, true, true) if networked => "disk beats, network silent".into(),
+                        _ => String::new(),
                     }
                 }),
             ]
@@ -124,9 +173,25 @@ pub fn run(args: Args) -> CliResult {
     if rows.is_empty() {
         println!("No peers.");
     } else {
-        print_table(&["SLOT", "HOST", "STATE", "GEN", "SEQ", "AGE", "VMS", "NOTE"], &rows);
+        print_table(&["SLOT", "HOST", "STATE", "GEN", "SEQ", "AGE", "VMS", "NETWORK", "NOTE"], &rows);
     }
     Ok(EXIT_OK)
+}
+
+/// Per network: `ok` (heard), `--` (not heard), with how long ago it was last heard.
+fn network_cell(n: &serde_json::Value) -> String {
+    let Some(nets) = n["networks"].as_array() else { return String::new() };
+    nets.iter()
+        .map(|x| {
+            let ago = x["last_heard_ms_ago"].as_u64().map(ms).unwrap_or_else(|| "never".into());
+            if x["heard"] == true {
+                format!("net{} ok", x["network"])
+            } else {
+                format!("net{} -- ({ago})", x["network"])
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -37,6 +37,11 @@ pub struct NetPeer {
     /// Packets accepted on each network.
     pub accepted: [u64; MAX_NETWORKS],
     pub last: Option<PeerPacket>,
+    /// The echo carried by the newest packet in which this peer vouched that it lost the disk
+    /// (`disk_lost`, reads failing for at least the read gap): evidence for a whole-LUN
+    /// ride-through, still valid after the peer's disk came back (it then restarts its silence
+    /// clocks; docs/SAFETY.md, "Whole-LUN loss").
+    pub vouch_echo_ms: Option<u64>,
 }
 
 impl NetPeer {
@@ -61,6 +66,10 @@ pub struct NetState {
     pub beat_sequence: u64,
     pub next_beat_ms: u64,
     pub beats_sent: u64,
+    /// Send time of our first beat (this incarnation): an echo older than it, or later than now,
+    /// is from another boot or incarnation of ours, never evidence (review finding: after a
+    /// reboot the monotonic clock restarts, and a peer may still echo a time of the old boot).
+    pub first_beat_ms: Option<u64>,
 }
 
 impl NetState {
@@ -72,6 +81,7 @@ impl NetState {
             beat_sequence: 0,
             next_beat_ms: 0,
             beats_sent: 0,
+            first_beat_ms: None,
         }
     }
 

@@ -117,6 +117,8 @@ pub struct PartitionStatus {
     pub stable_since_ms: u64,
     pub fingerprint: u64,
     pub participants: u32,
+    /// The participating slots.
+    pub participant_set: SlotSet,
 }
 
 pub struct Node {
@@ -367,7 +369,14 @@ impl Node {
         let r = self.net.accept(self.cfg.slot, now_ms, network, packet);
         match r {
             Err(reason) => self.net.drops.record(reason),
-            Ok(()) => self.refresh_ride(now_ms),
+            Ok(()) => {
+                let gap = self.cfg.timing.read_gap_ms();
+                if packet.disk_lost() && packet.disk_age_ms >= gap && packet.disk_age_ms != DISK_AGE_NEVER {
+                    let v = &mut self.net.peers[packet.sender_slot as usize].vouch_echo_ms;
+                    *v = Some(v.map_or(packet.echo_ms, |e| e.max(packet.echo_ms)));
+                }
+                self.refresh_ride(now_ms);
+            }
         }
         self.assert_invariants();
         r
@@ -391,6 +400,7 @@ impl Node {
         self.net.next_beat_ms = now_ms + self.cfg.timing.net_interval_ms();
         self.net.beat_sequence += 1;
         self.net.beats_sent += 1;
+        self.net.first_beat_ms.get_or_insert(now_ms);
         true
     }
 
@@ -398,17 +408,23 @@ impl Node {
     /// computed once per beat).
     pub fn beat_packet(&self, dest_slot: u32, now_ms: u64, view: &NetView) -> Packet {
         let echo_ms = self.net.peers.get(dest_slot as usize).and_then(|p| p.last).map_or(0, |l| l.send_ms);
+        let disk_age_ms = self.last_read_start_ms.map_or(DISK_AGE_NEVER, |t| now_ms.saturating_sub(t));
         Packet {
             cluster_uuid: self.cfg.cluster_uuid,
             sender_slot: self.cfg.slot,
             generation: self.record.generation,
             sequence: self.net.beat_sequence,
             send_monotonic_ms: now_ms,
-            disk_age_ms: self.last_read_start_ms.map_or(DISK_AGE_NEVER, |t| now_ms.saturating_sub(t)),
+            disk_age_ms,
             // A write that hangs until it times out counts too: otherwise a host whose write hung
             // when the LUN went says its disk works for up to two io timeouts, and every peer
             // reaches its storage deadline before it can ride through (found by tests/sim.rs).
-            flags: if self.last_sweep_read_ok && !self.last_write_failed {
+            // So does a sweep still hanging with no read done for the read gap (found by
+            // tests/netns.rs: with 200 ms of network delay the vouches came too late).
+            flags: if self.last_sweep_read_ok
+                && !self.last_write_failed
+                && disk_age_ms < self.cfg.timing.read_gap_ms()
+            {
                 0
             } else {
                 packet_flags::DISK_LOST
@@ -499,15 +515,21 @@ impl Node {
         // A sweep read the table only if some slot came back: when the LUN is gone every read
         // fails one by one (the engine still completes the sweep), and such a sweep must neither
         // reset our disk age nor feed the partition rule stale views (found by tests/sim.rs).
+        // A peer's last read is never later than this: the read-gap rule of `Peer::observe`
+        // relies on it.
         let read_any = slots.is_some_and(|s| (0..self.cfg.slot_count).any(|k| s.slot(k).is_ok()));
         if read_any {
             self.last_read_start_ms = Some(start_ms);
             if matches!(self.st, St::Live) {
                 self.partition_check(end_ms);
             }
+        } else if let Some(p) = &mut self.part {
+            // Views we could not read are not known unchanged: once read again they must stay
+            // unchanged for the whole decision delay (the hiccup does not count).
+            p.stable_since_ms = end_ms;
         }
         self.refresh_ride(end_ms);
-        if self.riding && slots.is_none() {
+        if self.riding && !read_any {
             let until = self.ride.unwrap_or(0);
             self.emit(Event::LunLost { members: self.members.len(), until_ms: until });
         }
@@ -699,6 +721,10 @@ impl Node {
     }
 
     fn push_action(&mut self, a: Action) {
+        // Feeds queued while the driver is busy (packets arrive during a long I/O) coalesce.
+        if a == Action::FeedWatchdog && self.actions.contains(&a) {
+            return;
+        }
         debug_assert!(self.actions.len() < ACTION_CAPACITY);
         self.actions.push_back(a);
     }
@@ -875,6 +901,10 @@ impl Node {
         let mut hosts = [own; partition::MAX_HOSTS];
         let mut n = 1usize;
         let mut participants = 1u32;
+        let mut participant_set = SlotSet::EMPTY;
+        participant_set.insert(self.cfg.slot);
+        // A view this sweep could not read (ours or a participant's) is not known unchanged.
+        let mut unread = !self.last_sweep_read_ok;
         for (slot, p) in self.peers.iter().enumerate() {
             let participating = slot as u32 != self.cfg.slot
                 && p.state == PeerState::Live
@@ -884,7 +914,9 @@ impl Node {
             if !participating {
                 continue;
             }
+            unread |= p.unreadable;
             participants += 1;
+            participant_set.insert(slot as u32);
             if n < partition::MAX_HOSTS {
                 hosts[n] = Host {
                     slot: slot as u32,
@@ -922,12 +954,33 @@ impl Node {
             partition::decide(hosts)
         };
         let prev = self.part;
+        // Views frozen by failed reads (a lost disk keeps the last ones read) are not stable
+        // views: the clock restarts at every sweep that could not read them all.
+        let me = self.cfg.slot;
+        let outside = |d: &Result<Decision, NoDecision>| matches!(d, Ok(d) if d.must_fence(me));
         let stable_since_ms = match prev {
-            Some(p) if p.fingerprint == fp => p.stable_since_ms,
+            Some(p) if p.fingerprint == fp && !unread => p.stable_since_ms,
+            // Still outside the survivors, and the only change is that participants dropped
+            // out (other losers fencing, one after another otherwise: found by tests/netns.rs
+            // in a 2+2+1 split): the wait goes on. A newcomer restarts it.
+            Some(p)
+                if !unread
+                    && outside(&p.decision)
+                    && outside(&decision)
+                    && participant_set.iter().all(|s| p.participant_set.contains(s))
+                    && participants < p.participants =>
+            {
+                p.stable_since_ms
+            }
             _ => now_ms,
         };
-        self.part = Some(PartitionStatus { decision, stable_since_ms, fingerprint: fp, participants });
-        let me = self.cfg.slot;
+        self.part = Some(PartitionStatus {
+            decision,
+            stable_since_ms,
+            fingerprint: fp,
+            participants,
+            participant_set,
+        });
         let summary = |d: &Result<Decision, NoDecision>| match d {
             Ok(d) => (Ok(d.reason), !d.must_fence(me), d.survivors.len()),
             Err(e) => (Err(*e), true, 0),
@@ -978,37 +1031,39 @@ impl Node {
     /// lost it too (each says so in a packet that echoes one of ours sent within the network
     /// timeout, with reads failing for at least the read gap), nobody heard says its disk works,
     /// and at most `ride_max` past the storage deadline. None: the storage deadline stands.
+    ///
+    /// Once riding, the ride goes on until a write of ours is verified (the disk is back) or the
+    /// evidence ages: a member whose disk came back restarts its silence clocks at its first good
+    /// read, after its last vouching packet, so that packet still bounds our deadline safely.
     fn ride_deadline(&self, now_ms: u64) -> Option<u64> {
         let t = self.cfg.timing;
-        if self.cfg.networks == 0 || !matches!(self.st, St::Live) || self.last_sweep_read_ok {
+        if self.cfg.networks == 0 || !matches!(self.st, St::Live) {
             return None;
         }
         let gap = t.read_gap_ms();
-        match self.last_read_start_ms {
-            Some(s) if now_ms >= s + gap => {}
-            _ => return None,
+        if !self.riding {
+            // Entering: our own reads have failed for the read gap.
+            if self.last_sweep_read_ok {
+                return None;
+            }
+            match self.last_read_start_ms {
+                Some(s) if now_ms >= s + gap => {}
+                _ => return None,
+            }
         }
         if self.members.is_empty() {
             return None;
         }
         let net_timeout = t.net_timeout_ms();
-        let lost = |l: &super::net::PeerPacket| {
-            l.disk_lost && l.disk_age_ms >= gap && l.disk_age_ms != DISK_AGE_NEVER
-        };
-        for p in &self.net.peers {
-            if let Some(l) = p.last {
-                if now_ms < l.received_ms + net_timeout && !lost(&l) {
-                    return None;
-                }
-            }
-        }
         let mut until = self.last_ok_ms + u64::from(t.self_fence_ms) + t.ride_max_ms();
+        let first_beat = self.net.first_beat_ms?;
         for m in self.members.iter() {
-            let l = self.net.peers[m as usize].last?;
-            if !lost(&l) || l.echo_ms == 0 {
+            let echo = self.net.peers[m as usize].vouch_echo_ms?;
+            // The echo must be one of this incarnation's send times.
+            if echo < first_beat || echo > now_ms {
                 return None;
             }
-            until = until.min(l.echo_ms + net_timeout);
+            until = until.min(echo + net_timeout);
         }
         (until > now_ms).then_some(until)
     }
@@ -1308,9 +1363,10 @@ impl Node {
         true
     }
 
-    /// This host's network view (filled by the network layer in a later issue).
-    pub fn set_net_view(&mut self, view: crate::format::record::NetView) {
-        self.record.net_view = view;
+    /// Our data extent now holds a payload under this header sequence (published from the next
+    /// write on, so readers re-read it).
+    pub fn set_extent_sequence(&mut self, sequence: u64) {
+        self.record.extent_sequence = sequence;
     }
 
     /// Checked after every input in debug builds (TigerBeetle style).
@@ -1338,7 +1394,7 @@ impl Node {
             assert!(matches!(self.st, St::Live | St::Leaving { armed: true } | St::Fencing(_)));
         }
         if self.riding {
-            assert!(matches!(self.st, St::Live) && self.ride.is_some() && !self.last_sweep_read_ok);
+            assert!(matches!(self.st, St::Live) && self.ride.is_some());
         }
         if let Some((latest, submitted)) = self.own.latest() {
             assert!(latest.sequence <= self.record.sequence);

@@ -81,6 +81,8 @@ pub struct Peer {
     pub net_view: crate::format::record::NetView,
     /// Its partition weight, per its last valid record (format 1.4).
     pub weight: u32,
+    /// Its data extent's sequence, per its last valid record: re-read the extent when it changes.
+    pub extent_sequence: u64,
     /// Highest generation seen in this slot; a lower one later is flagged, never a restart.
     pub max_generation: u64,
     /// A record with a lower generation than one seen before was read (a stale or rogue writer).
@@ -130,6 +132,7 @@ impl Default for Peer {
             flags: 0,
             net_view: crate::format::record::NetView::EMPTY,
             weight: 0,
+            extent_sequence: 0,
             max_generation: 0,
             conflict: false,
             corruption: None,
@@ -250,6 +253,7 @@ impl Peer {
                 self.flags = raw.flags.get();
                 self.net_view = crate::format::record::NetView(raw.net_view);
                 self.weight = raw.weight.get();
+                self.extent_sequence = raw.extent_sequence.get();
             }
         }
         if long_gap {

@@ -555,6 +555,30 @@ fn self_fences_at_the_deadline_not_before() {
     assert!(writes.iter().all(|s| *s == State::Fenced), "{writes:?}");
 }
 
+/// Found by tests/netns.rs (faultfs EIO for 600 ms): the write before an outage completes, the
+/// sweep after it fails, and so does every write until the disk is back. Our slot then holds
+/// that write, neither the latest submitted, nor read back, nor one that failed: it was taken for
+/// another writer's, and the host fenced ("foreign write") instead of recovering.
+#[test]
+fn a_short_outage_of_reads_and_writes_recovers() {
+    for cycles in [1, 3, 6] {
+        let mut h = H::new();
+        h.go_live();
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        for _ in 0..cycles {
+            h.cycle();
+        }
+        h.disk.fail = vec![false; SLOTS as usize];
+        h.write_fails = false;
+        for _ in 0..5 {
+            h.cycle();
+            assert_eq!(h.n.phase(), Phase::Live, "after {cycles} failed cycles");
+        }
+        assert!(h.n.last_ok_ms() + 400 >= h.now, "no verified cycle after the outage");
+    }
+}
+
 /// Hole: a failed fence action was reported as success (`fenced`). Only a successful action may
 /// be marked fenced; a failed one is retried, escalated to the watchdog and shown on the disk.
 #[test]
@@ -833,4 +857,647 @@ fn a_corrupt_read_after_our_read_outage_does_not_kill_a_live_peer() {
         h.cycle();
     }
     assert_eq!(h.n.peers()[2].state, PeerState::Dead);
+}
+
+// --- network heartbeats, partitions, whole-LUN loss (docs/PARTITIONS.md, docs/SAFETY.md) ------
+
+mod net {
+    use super::*;
+    use crate::format::record::NetView;
+    use crate::net::packet::flags as pflags;
+    use crate::net::{DropReason, Packet};
+
+    fn net_config() -> NodeConfig {
+        NodeConfig { networks: 1, ..config() }
+    }
+
+    fn view(slots: &[u32]) -> NetView {
+        let mut v = NetView::EMPTY;
+        for &s in slots {
+            v.set(s, true);
+        }
+        v
+    }
+
+    /// A live, network-enabled peer record hearing `hears`.
+    fn net_peer(slot: u32, sequence: u64, hears: &[u32], weight: u32) -> Record {
+        let mut r = peer_record(slot, 1, sequence, State::Live);
+        r.flags = flags::NET_ENABLED;
+        r.weight = weight;
+        r.net_view = view(hears);
+        r
+    }
+
+    fn packet(
+        from: u32,
+        sequence: u64,
+        send_ms: u64,
+        echo_ms: u64,
+        disk_lost: bool,
+        disk_age_ms: u64,
+    ) -> Packet {
+        Packet {
+            cluster_uuid: CLUSTER,
+            sender_slot: from,
+            generation: 1,
+            sequence,
+            send_monotonic_ms: send_ms,
+            disk_age_ms,
+            flags: if disk_lost { pflags::DISK_LOST } else { 0 },
+            net_view: view(&[0, from]),
+            dest_slot: 0,
+            echo_ms,
+        }
+    }
+
+    /// Peers `slots` (each hearing `hears`) advance one sequence each cycle; runs `n` cycles.
+    fn advance(h: &mut H, peers: &mut [Record], n: usize) {
+        for _ in 0..n {
+            for p in peers.iter_mut() {
+                p.sequence += 1;
+                h.disk.put(p);
+            }
+            h.cycle();
+        }
+    }
+
+    #[test]
+    fn the_minority_fences_only_after_the_views_were_stable_for_the_decision_delay() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        // Peers 1 and 2 hear each other, not us; we hear nobody: {1, 2} is the larger part.
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1)];
+        advance(&mut h, &mut peers, 3);
+        let d = h.n.partition().expect("computed").decision.unwrap();
+        assert!(d.must_fence(0));
+        assert_eq!(d.survivors.iter().collect::<Vec<_>>(), vec![1, 2]);
+        let since = h.n.partition().unwrap().stable_since_ms;
+        let delay = h.n.config().timing.partition_delay_ms();
+        while h.n.phase() == Phase::Live {
+            advance(&mut h, &mut peers, 1);
+            assert!(h.now < since + delay + 400, "not fenced 0.6 T after the views were stable");
+        }
+        // The sweep that decided ended 2 ms after the cycle started.
+        assert!(
+            h.now + 2 >= since + delay,
+            "fenced {} ms before the views were stable for 0.6 T",
+            since + delay - h.now
+        );
+        advance(&mut h, &mut peers, 3);
+        assert!(
+            matches!(h.n.phase(), Phase::Fenced(FenceReason::Partition { survivors: 2, .. })),
+            "{:?}",
+            h.n.phase()
+        );
+        assert_eq!(h.fences, 1);
+        // The mark says so on the disk: survivors see `fenced`, not silence.
+        assert_eq!(h.disk.get(0).state, State::Fenced);
+    }
+
+    #[test]
+    fn losers_fence_together_when_another_loser_drops_out_first() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        // Parts {1, 2}, {0} (us) and {3}: {1, 2} survives; we and 3 lose.
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1), net_peer(3, 1, &[3], 1)];
+        advance(&mut h, &mut peers, 2);
+        let since = h.n.partition().unwrap().stable_since_ms;
+        assert!(h.n.partition().unwrap().decision.unwrap().must_fence(0));
+        // Slot 3 fences first (its sweep came earlier): it leaves the participants.
+        while h.now < since + 1200 {
+            advance(&mut h, &mut peers, 1);
+        }
+        peers[2].state = State::SelfFencing;
+        while h.n.phase() == Phase::Live {
+            advance(&mut h, &mut peers, 1);
+            assert!(h.now < since + 2400 + 400, "the other loser's fence restarted our wait");
+        }
+        assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::Partition { .. })));
+    }
+
+    #[test]
+    fn a_newcomer_restarts_the_wait() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1)];
+        advance(&mut h, &mut peers, 2);
+        let since = h.n.partition().unwrap().stable_since_ms;
+        while h.now < since + 1200 {
+            advance(&mut h, &mut peers, 1);
+        }
+        // Slot 3 joins the majority part: still outside, but the inputs grew: wait anew.
+        let mut all = [peers[0], peers[1], net_peer(3, 1, &[1, 2, 3], 1)];
+        all[0].net_view = view(&[1, 2, 3]);
+        all[1].net_view = view(&[1, 2, 3]);
+        let joined = h.now;
+        while h.n.phase() == Phase::Live {
+            advance(&mut h, &mut all, 1);
+        }
+        assert!(h.now >= joined + 2400, "fenced {} ms after the inputs changed", h.now - joined);
+    }
+
+    #[test]
+    fn a_view_that_keeps_changing_never_fences() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1)];
+        for i in 0..60 {
+            // Peer 1's view flaps every 2 s (less than 0.6 T = 2.4 s): never stable.
+            peers[0].net_view = if (i / 10) % 2 == 0 { view(&[1, 2]) } else { view(&[1]) };
+            advance(&mut h, &mut peers, 1);
+        }
+        assert_eq!(h.n.phase(), Phase::Live);
+    }
+
+    #[test]
+    fn a_crashed_peer_with_a_stale_view_never_makes_the_survivor_fence() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        // Peer 1 is heavier: in a 1-1 split it would win. It heard us until it crashed.
+        let mut peers = [net_peer(1, 1, &[0, 1], 5)];
+        let mut seq = 0;
+        for _ in 0..10 {
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 1000 + h.now, 0, false, 10)).unwrap();
+            advance(&mut h, &mut peers, 1);
+        }
+        assert!(h.n.hears(1, h.now));
+        // Crash: no more packets, no more records. Its last record still says it hears us.
+        for _ in 0..(5 * 20) {
+            h.cycle();
+            assert_eq!(h.n.phase(), Phase::Live, "fenced because of a crashed peer's stale view");
+        }
+        assert_eq!(h.n.peers()[1].state, PeerState::Dead);
+    }
+
+    #[test]
+    fn a_partitioned_heavier_peer_wins_a_one_one_split() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        // The control for the test above: the peer keeps heartbeating on the disk, unheard.
+        let mut peers = [net_peer(1, 1, &[1], 5)];
+        advance(&mut h, &mut peers, 30);
+        assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::Partition { .. })), "{:?}", h.n.phase());
+    }
+
+    #[test]
+    fn packets_for_another_slot_replays_and_stale_generations_are_dropped_and_counted() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let mut peers = [{
+            let mut r = net_peer(1, 1, &[0, 1], 1);
+            r.generation = 3;
+            r
+        }];
+        advance(&mut h, &mut peers, 2);
+        let mut p = packet(1, 10, 5, 0, false, 10);
+        p.generation = 3;
+        assert_eq!(h.n.handle_packet(h.now, 0, &p), Ok(()));
+        assert_eq!(h.n.handle_packet(h.now, 0, &p), Err(DropReason::Replay));
+        // The same beat on the other network is not a replay.
+        assert_eq!(h.n.handle_packet(h.now, 1, &p), Ok(()));
+        let older = Packet { sequence: 9, ..p };
+        assert_eq!(h.n.handle_packet(h.now, 0, &older), Err(DropReason::Replay));
+        let stale = Packet { generation: 2, sequence: 99, ..p };
+        assert_eq!(h.n.handle_packet(h.now, 0, &stale), Err(DropReason::StaleGeneration), "the disk shows 3");
+        let elsewhere = Packet { dest_slot: 2, sequence: 11, ..p };
+        assert_eq!(h.n.handle_packet(h.now, 0, &elsewhere), Err(DropReason::WrongDestination));
+        let from_us = Packet { sender_slot: 0, sequence: 12, ..p };
+        assert_eq!(h.n.handle_packet(h.now, 0, &from_us), Err(DropReason::BadSlot));
+        h.n.handle_drop(DropReason::BadMac);
+        let d = &h.n.net().drops;
+        assert_eq!(
+            (
+                d.get(DropReason::Replay),
+                d.get(DropReason::StaleGeneration),
+                d.get(DropReason::WrongDestination)
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!((d.get(DropReason::BadSlot), d.get(DropReason::BadMac), d.total()), (1, 1, 6));
+    }
+
+    #[test]
+    fn a_peer_heard_on_the_network_is_not_declared_dead_by_disk_silence() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let mut peers = [net_peer(1, 1, &[0, 1], 1)];
+        advance(&mut h, &mut peers, 2);
+        // Its records stop (it lost the disk), its packets keep coming.
+        for i in 0..(4 * 20) {
+            h.n.handle_packet(h.now, 0, &packet(1, 100 + i, 1 + h.now, 0, true, 5000)).unwrap();
+            h.cycle();
+            assert_ne!(h.n.peers()[1].state, PeerState::Dead, "dead while heard, at {}", h.now);
+        }
+    }
+
+    #[test]
+    fn after_our_own_read_gap_every_peer_gets_a_full_host_dead_again() {
+        let (mut h, _p) = with_live_peer(2);
+        // Our reads fail for 1.5 s (more than the read gap T/4); the peer went silent meanwhile.
+        h.disk.fail[2] = true;
+        let gap_start = h.now;
+        while h.now < gap_start + 1500 {
+            h.cycle();
+        }
+        h.disk.fail[2] = false;
+        let back = h.now;
+        while h.now < back + 3800 {
+            h.cycle();
+            assert_ne!(
+                h.n.peers()[2].state,
+                PeerState::Dead,
+                "dead {} ms after our reads came back",
+                h.now - back
+            );
+        }
+        for _ in 0..5 {
+            h.cycle();
+        }
+        assert_eq!(h.n.peers()[2].state, PeerState::Dead);
+    }
+
+    /// Us and peer 1, both network-enabled, hearing each other. Returns the harness and our
+    /// last beat's send time.
+    fn pair_live() -> (H, [Record; 1]) {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let mut peers = [net_peer(1, 1, &[0, 1], 1)];
+        advance(&mut h, &mut peers, 2);
+        (h, peers)
+    }
+
+    /// Our beat now (its send time is what the peer echoes).
+    fn beat(h: &mut H) -> u64 {
+        if h.n.poll_beat(h.now) {
+            let v = h.n.view_at(h.now);
+            assert_eq!(h.n.beat_packet(1, h.now, &v).send_monotonic_ms, h.now);
+        }
+        h.now
+    }
+
+    #[test]
+    fn the_whole_lun_lost_for_every_member_is_ridden_through_while_the_evidence_is_fresh() {
+        let (mut h, _peers) = pair_live();
+        let deadline = h.n.last_ok_ms() + 2000;
+        // The disk goes away for everyone: our reads and writes fail.
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        let mut seq = 10_000;
+        let mut lun_lost = 0;
+        // The peer says, every interval, that it lost the disk too, echoing our latest beat.
+        while h.now < deadline + 3000 {
+            let sent = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, true, 1500)).unwrap();
+            let events = h.cycle();
+            lun_lost += events.iter().filter(|e| matches!(e, Event::LunLost { members: 1, .. })).count();
+            assert_eq!(h.n.phase(), Phase::Live, "fenced at {} (storage deadline {deadline})", h.now);
+        }
+        assert!(h.n.riding_through());
+        // Said every cycle, though each read failed on its own (the sweep itself returned).
+        assert!(lun_lost >= 10, "{lun_lost} LunLost events while riding through");
+        assert!(h.n.fence_deadline_ms().unwrap() > deadline);
+        // The peer's disk comes back (not ours): its packets say so. Its last vouching packet
+        // still bounds our deadline (it restarts its silence clocks at its first good read):
+        // we fence once that evidence is older than the net timeout, not before, not after.
+        let last_vouch = h.now - 200;
+        while h.n.phase() == Phase::Live {
+            let sent = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 60, sent, false, 10)).unwrap();
+            h.cycle();
+            assert!(h.now <= last_vouch + 2000 + 200, "rode on past the last vouching packet's echo");
+        }
+        assert!(h.now + 200 >= last_vouch + 2000, "fenced {} ms early", last_vouch + 2000 - h.now);
+        assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::StorageLost { .. })), "{:?}", h.n.phase());
+    }
+
+    #[test]
+    fn a_ride_through_survives_the_disk_coming_back() {
+        let (mut h, mut peers) = pair_live();
+        let deadline = h.n.last_ok_ms() + 2000;
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        let mut seq = 10_000;
+        while h.now < deadline + 2000 {
+            let sent = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, true, 1500)).unwrap();
+            h.cycle();
+        }
+        assert!(h.n.riding_through());
+        // The LUN comes back for everyone: the peer says so, its records advance again.
+        h.disk.fail = vec![false; SLOTS as usize];
+        h.write_fails = false;
+        for _ in 0..30 {
+            let sent = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 60, sent, false, 10)).unwrap();
+            advance(&mut h, &mut peers, 1);
+            assert_eq!(h.n.phase(), Phase::Live, "fenced after the disk came back, at {}", h.now);
+        }
+        assert!(!h.n.riding_through());
+        assert!(h.n.last_ok_ms() + 1000 > h.now, "no verified write since the disk came back");
+        assert_eq!(h.n.peers()[1].state, PeerState::Live);
+    }
+
+    /// Seen in tests/netns.rs (before 50ed769 skipped the rule on sweeps that read nothing): the
+    /// disk failed for the whole pool just after the hosts started hearing each other, before
+    /// their records said so. The last views read (peers 1 and 2 not hearing us) stayed frozen;
+    /// frozen is not stable: we must ride through, not fence for a partition the network does
+    /// not have.
+    #[test]
+    fn views_frozen_by_a_lost_disk_never_fence_for_a_partition() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        // On the disk, 1 and 2 hear each other but not us yet: {1, 2} beats {0}.
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1)];
+        let mut seq = 0;
+        let mut hear_all = |h: &mut H, disk_lost: bool| {
+            let sent = beat(h);
+            seq += 1;
+            for from in [1, 2] {
+                let mut p = packet(from, seq, 50 + h.now, sent, disk_lost, if disk_lost { 1500 } else { 10 });
+                p.net_view = view(&[0, 1, 2]);
+                h.n.handle_packet(h.now, 0, &p).unwrap();
+            }
+        };
+        for _ in 0..2 {
+            hear_all(&mut h, false);
+            advance(&mut h, &mut peers, 1);
+        }
+        assert!(h.n.partition().unwrap().decision.unwrap().must_fence(0), "the stale views put us outside");
+        // The disk is lost for everyone; on the network, everyone hears everyone.
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        let deadline = h.n.last_ok_ms() + 2000;
+        while h.now < deadline + 4000 {
+            hear_all(&mut h, true);
+            h.cycle();
+            assert_eq!(h.n.phase(), Phase::Live, "at {} (storage deadline {deadline})", h.now);
+        }
+        assert!(h.n.riding_through());
+    }
+
+    /// The short version: a disk hiccup (shorter than the self-fence deadline) just after a view
+    /// change. The time the views could not be read must not count towards their stability, or
+    /// the first sweep after the hiccup fences on the views read before it.
+    #[test]
+    fn a_disk_hiccup_does_not_count_towards_stable_views() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        // On the disk, 1 and 2 hear each other but not us yet: {1, 2} beats {0}.
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1)];
+        let mut seq = 0;
+        let mut hear_all = |h: &mut H| {
+            let sent = beat(h);
+            seq += 1;
+            for from in [1, 2] {
+                let mut p = packet(from, seq, 50 + h.now, sent, false, 10);
+                p.net_view = view(&[0, 1, 2]);
+                h.n.handle_packet(h.now, 0, &p).unwrap();
+            }
+        };
+        let delay = h.n.config().timing.partition_delay_ms();
+        // Stable (read unchanged) for 1.4 s of the 2.4 s decision delay.
+        loop {
+            hear_all(&mut h);
+            advance(&mut h, &mut peers, 1);
+            let p = h.n.partition().unwrap();
+            if p.decision.unwrap().must_fence(0) && h.now >= p.stable_since_ms + 1400 {
+                break;
+            }
+        }
+        let since = h.n.partition().unwrap().stable_since_ms;
+        assert!(h.now < since + delay, "already stable for the decision delay");
+        // 1.2 s without a readable disk (every host: nobody writes), under the 2 s deadline.
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        let back = h.now + 1200;
+        while h.now < back {
+            hear_all(&mut h);
+            h.cycle();
+        }
+        assert!(h.now >= since + delay, "the hiccup did not outlast the decision delay");
+        h.disk.fail = vec![false; SLOTS as usize];
+        h.write_fails = false;
+        // The first sweeps read the views from before the hiccup; then the peers' new records
+        // say they hear us.
+        for k in 0..20 {
+            hear_all(&mut h);
+            if k >= 2 {
+                for p in &mut peers {
+                    p.net_view = view(&[0, 1, 2]);
+                }
+            }
+            advance(&mut h, &mut peers, 1);
+            assert_eq!(h.n.phase(), Phase::Live, "cycle {k} after the hiccup, at {}", h.now);
+        }
+        assert!(!h.n.partition().unwrap().decision.unwrap().must_fence(0));
+    }
+
+    /// Partial: our slot reads, the slots of 1 and 2 (whose last views read do not have us)
+    /// fail. Views we cannot read are not stable views, whatever the other reads do.
+    #[test]
+    fn unreadable_participants_views_are_not_stable_views() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let mut peers = [net_peer(1, 1, &[1, 2], 1), net_peer(2, 1, &[1, 2], 1)];
+        let mut seq = 0;
+        let mut hear_all = |h: &mut H| {
+            seq += 1;
+            for from in [1, 2] {
+                let mut p = packet(from, seq, 50 + h.now, 0, false, 10);
+                p.net_view = view(&[0, 1, 2]);
+                h.n.handle_packet(h.now, 0, &p).unwrap();
+            }
+        };
+        hear_all(&mut h);
+        advance(&mut h, &mut peers, 2);
+        assert!(h.n.partition().unwrap().decision.unwrap().must_fence(0));
+        h.disk.fail[1] = true;
+        h.disk.fail[2] = true;
+        let until = h.now + 2 * h.n.config().timing.partition_delay_ms();
+        while h.now < until {
+            hear_all(&mut h);
+            h.cycle();
+            assert_eq!(h.n.phase(), Phase::Live, "fenced on views it could not read, at {}", h.now);
+        }
+    }
+
+    #[test]
+    fn ride_through_ends_when_the_echo_is_older_than_the_network_timeout() {
+        let (mut h, _peers) = pair_live();
+        let deadline = h.n.last_ok_ms() + 2000;
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        let mut seq = 10_000;
+        let mut echoed = 0;
+        while h.now < deadline + 1000 {
+            echoed = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, echoed, true, 1500)).unwrap();
+            h.cycle();
+        }
+        assert_eq!(h.n.phase(), Phase::Live);
+        // Packets keep arriving but echo an old beat of ours (delayed, or the peer stopped
+        // hearing us): not fresh evidence.
+        while h.n.phase() == Phase::Live {
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, echoed, true, 1500)).unwrap();
+            h.cycle();
+            assert!(h.now < echoed + 2000 + 400, "still riding at {} (echo {echoed})", h.now);
+        }
+        assert!(h.now >= echoed + 2000 - 200);
+    }
+
+    #[test]
+    fn no_ride_through_when_a_member_reports_a_working_disk_or_is_not_heard() {
+        for peer_lost in [false, true] {
+            let (mut h, _peers) = pair_live();
+            let deadline = h.n.last_ok_ms() + 2000;
+            h.disk.fail = vec![true; SLOTS as usize];
+            h.write_fails = true;
+            let mut seq = 10_000;
+            while h.n.phase() == Phase::Live {
+                let sent = beat(&mut h);
+                seq += 1;
+                if peer_lost {
+                    // Lost the disk, but only for 500 ms: less than the read gap.
+                    h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, true, 500)).unwrap();
+                } else {
+                    h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, false, 100)).unwrap();
+                }
+                h.cycle();
+                assert!(h.now <= deadline + 200);
+            }
+            assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::StorageLost { .. })));
+        }
+    }
+
+    #[test]
+    fn ride_through_is_bounded_by_ride_max() {
+        let (mut h, _peers) = pair_live();
+        let deadline = h.n.last_ok_ms() + 2000;
+        let ride_max = h.n.config().timing.ride_max_ms();
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        let mut seq = 10_000;
+        while h.n.phase() == Phase::Live {
+            let sent = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, true, 5000)).unwrap();
+            h.cycle();
+            assert!(h.now <= deadline + ride_max + 200, "rode through past ride_max");
+        }
+        assert!(h.now >= deadline + ride_max - 200, "stopped riding early, at {}", h.now - deadline);
+    }
+
+    #[test]
+    fn a_disk_only_member_or_a_single_host_never_rides_through() {
+        // A member without network heartbeats cannot vouch for anything.
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let mut peers = [peer_record(1, 1, 1, State::Live)];
+        advance(&mut h, &mut peers, 2);
+        let deadline = h.n.last_ok_ms() + 2000;
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        while h.n.phase() == Phase::Live {
+            h.cycle();
+        }
+        assert!(h.now <= deadline + 200);
+        // Alone: nobody vouches.
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let deadline = h.n.last_ok_ms() + 2000;
+        h.disk.fail = vec![true; SLOTS as usize];
+        h.write_fails = true;
+        while h.n.phase() == Phase::Live {
+            h.cycle();
+        }
+        assert!(h.now <= deadline + 200);
+    }
+
+    #[test]
+    fn a_young_host_gives_silent_network_peers_the_ride_through_bound_too() {
+        let mut h = H::with(net_config(), Disk::new());
+        let mut p = net_peer(1, 1, &[1], 1);
+        h.disk.put(&p);
+        h.go_live();
+        p.sequence += 1;
+        h.disk.put(&p);
+        h.cycle();
+        let silent_from = h.now;
+        // The peer stops (it may be riding through a LUN loss we did not see: we are new). We
+        // joined after time 0: until host-dead + ride_max after that we are young.
+        let young_until = 4000 + h.n.config().timing.ride_max_ms();
+        while h.now + 200 < young_until.min(silent_from + young_until) {
+            h.cycle();
+            assert_ne!(h.n.peers()[1].state, PeerState::Dead, "dead after {} ms", h.now - silent_from);
+        }
+        for _ in 0..10 {
+            h.cycle();
+        }
+        assert_eq!(h.n.peers()[1].state, PeerState::Dead);
+    }
+
+    #[test]
+    fn records_publish_the_view_weight_and_isolation() {
+        let mut h =
+            H::with(NodeConfig { weight: 7, isolation_configured: true, ..net_config() }, Disk::new());
+        h.go_live();
+        h.n.handle_isolation(false);
+        let mut peers = [net_peer(1, 1, &[0, 1], 1)];
+        h.n.handle_packet(h.now, 0, &packet(1, 1, 5, 0, false, 10)).unwrap();
+        advance(&mut h, &mut peers, 2);
+        let r = h.disk.get(0);
+        assert_eq!(r.weight, 7);
+        assert_eq!(r.net_view.iter().collect::<Vec<_>>(), vec![0, 1]);
+        let f = flags::NET_ENABLED | flags::ISOLATION_CONFIGURED | flags::ISOLATED;
+        assert_eq!(r.flags & f, f);
+        h.n.handle_isolation(true);
+        advance(&mut h, &mut peers, 1);
+        assert_eq!(h.disk.get(0).flags & flags::ISOLATED, 0);
+    }
+}
+
+#[test]
+fn an_echo_from_another_boot_is_not_evidence() {
+    use crate::net::packet::flags as pflags;
+    use crate::net::Packet;
+    let mut h = H::with(NodeConfig { networks: 1, ..config() }, Disk::new());
+    h.go_live();
+    let mut p = peer_record(1, 1, 1, State::Live);
+    p.flags = flags::NET_ENABLED;
+    for _ in 0..3 {
+        p.sequence += 1;
+        h.disk.put(&p);
+        h.cycle();
+    }
+    assert!(h.n.poll_beat(h.now));
+    let deadline = h.n.last_ok_ms() + 2000;
+    h.disk.fail = vec![true; SLOTS as usize];
+    h.write_fails = true;
+    let mut seq = 0;
+    while h.n.phase() == Phase::Live {
+        seq += 1;
+        // The peer echoes a send time of our previous boot: later than our clock now.
+        let pkt = Packet {
+            cluster_uuid: CLUSTER,
+            sender_slot: 1,
+            generation: 1,
+            sequence: seq,
+            send_monotonic_ms: 5,
+            disk_age_ms: 5000,
+            flags: pflags::DISK_LOST,
+            net_view: crate::format::record::NetView::EMPTY,
+            dest_slot: 0,
+            echo_ms: 10_000_000,
+        };
+        h.n.handle_packet(h.now, 0, &pkt).unwrap();
+        h.cycle();
+        assert!(h.now <= deadline + 200, "rode through on an echo from another boot");
+    }
 }

@@ -43,6 +43,14 @@ pub struct FileConfig {
     pub engine: Option<crate::io::EngineKind>,
     pub sched_rr: Option<bool>,
     pub mlock: Option<bool>,
+    /// This host's heartbeat addresses, `IP:PORT`, one per heartbeat network (at most two).
+    pub hb_addrs: Option<Vec<String>>,
+    /// Cluster key file (default: the keyring on the heartbeat disk).
+    pub key_file: Option<PathBuf>,
+    /// Partition weight (default 1).
+    pub weight: Option<u32>,
+    /// Isolation addresses (IPv4), probed with ICMP echo.
+    pub isolation_addrs: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -59,6 +67,10 @@ impl FileConfig {
             engine: self.engine.or(other.engine),
             sched_rr: self.sched_rr.or(other.sched_rr),
             mlock: self.mlock.or(other.mlock),
+            hb_addrs: self.hb_addrs.or(other.hb_addrs),
+            key_file: self.key_file.or(other.key_file),
+            weight: self.weight.or(other.weight),
+            isolation_addrs: self.isolation_addrs.or(other.isolation_addrs),
         }
     }
 }
@@ -77,6 +89,11 @@ pub struct Config {
     pub engine: crate::io::EngineKind,
     pub sched_rr: bool,
     pub mlock: bool,
+    /// Own heartbeat addresses (network i = address i); empty: disk-only heartbeat.
+    pub hb_addrs: Vec<std::net::SocketAddr>,
+    pub key_file: Option<PathBuf>,
+    pub weight: u32,
+    pub isolation_addrs: Vec<std::net::Ipv4Addr>,
     /// Test only: take the slot without watching it (lets two daemons share a slot).
     pub unsafe_skip_acquire: bool,
 }
@@ -150,6 +167,41 @@ pub fn resolve(
             ));
         }
     }
+    let hb_addrs = c
+        .hb_addrs
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            let addr: std::net::SocketAddr = a.parse().map_err(|_| {
+                field("hb_addr", format!("'{a}' is not IP:PORT (for example 192.168.10.3:7788)"))
+            })?;
+            crate::format::extent::host_info::HostInfo::new(&[addr])
+                .map_err(|e| field("hb_addr", format!("'{a}': {e}")))?;
+            Ok(addr)
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    if hb_addrs.len() > crate::core::net::MAX_NETWORKS {
+        return Err(field(
+            "hb_addr",
+            format!(
+                "{} addresses given: at most {} heartbeat networks",
+                hb_addrs.len(),
+                crate::core::net::MAX_NETWORKS
+            ),
+        ));
+    }
+    let isolation_addrs = c
+        .isolation_addrs
+        .unwrap_or_default()
+        .iter()
+        .map(|a| a.parse().map_err(|_| field("isolation_addr", format!("'{a}' is not an IPv4 address"))))
+        .collect::<Result<Vec<std::net::Ipv4Addr>, ConfigError>>()?;
+    if !isolation_addrs.is_empty() && hb_addrs.is_empty() {
+        return Err(field("isolation_addr", "isolation addresses need network heartbeats (--hb-addr)"));
+    }
+    if c.key_file.is_some() && hb_addrs.is_empty() {
+        return Err(field("key_file", "a key file needs network heartbeats (--hb-addr)"));
+    }
     Ok(Config {
         device,
         slot,
@@ -161,6 +213,10 @@ pub fn resolve(
         engine: c.engine.unwrap_or(crate::io::EngineKind::Auto),
         sched_rr: c.sched_rr.unwrap_or(false),
         mlock: c.mlock.unwrap_or(true),
+        hb_addrs,
+        key_file: c.key_file,
+        weight: c.weight.unwrap_or(1),
+        isolation_addrs,
         unsafe_skip_acquire,
     })
 }
@@ -203,5 +259,33 @@ mod tests {
         let bad: Result<FileConfig, _> = toml::from_str("devise = \"/dev/a\"");
         assert!(bad.unwrap_err().to_string().contains("unknown field"));
         assert_eq!(FenceAction::parse("exec:/bin/true"), Ok(FenceAction::Exec("/bin/true".into())));
+        let addrs = |v: &[&str]| Some(v.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert!(e(FileConfig { hb_addrs: addrs(&["10.0.0.1"]), ..base() }).starts_with("hb_addr:"));
+        assert!(e(FileConfig { hb_addrs: addrs(&["10.0.0.1:0"]), ..base() }).starts_with("hb_addr:"));
+        assert!(e(FileConfig { hb_addrs: addrs(&["0.0.0.0:7788"]), ..base() }).starts_with("hb_addr:"));
+        let three = addrs(&["10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"]);
+        assert!(e(FileConfig { hb_addrs: three, ..base() }).contains("at most 2"));
+        let iso = addrs(&["10.0.0.254"]);
+        assert!(e(FileConfig { isolation_addrs: iso.clone(), ..base() }).contains("need network heartbeats"));
+        let bad_iso = addrs(&["gateway"]);
+        let hb = addrs(&["10.0.0.1:7788"]);
+        assert!(e(FileConfig { hb_addrs: hb.clone(), isolation_addrs: bad_iso, ..base() })
+            .starts_with("isolation_addr:"));
+        let ok = resolve(
+            FileConfig::default(),
+            FileConfig { hb_addrs: hb, isolation_addrs: iso, weight: Some(3), ..base() },
+            false,
+        )
+        .unwrap();
+        assert_eq!((ok.hb_addrs.len(), ok.isolation_addrs.len(), ok.weight), (1, 1, 3));
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let text = include_str!("../../tools/diskbeat.toml.example");
+        let file: FileConfig = toml::from_str(text).expect("tools/diskbeat.toml.example parses");
+        let c = resolve(file, FileConfig::default(), false).unwrap();
+        assert_eq!(c.hb_addrs.len(), 2);
+        assert_eq!(c.fence_action, FenceAction::Reboot);
     }
 }

@@ -7,6 +7,7 @@
 pub mod config;
 mod control;
 pub mod fence;
+pub mod net;
 pub mod status;
 
 use crate::core::{Action, Event, IoFailure, Node, NodeConfig, PeerState, SlotSource};
@@ -33,12 +34,17 @@ pub enum DaemonError {
     Socket { path: String, reason: String },
     #[error("watchdog {path}: {reason}")]
     Watchdog { path: String, reason: String },
+    #[error("network heartbeat: {0}")]
+    Network(String),
 }
 
 impl DaemonError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Config(_) | DaemonError::Socket { .. } | DaemonError::Watchdog { .. } => EXIT_CONFIG,
+            DaemonError::Config(_)
+            | DaemonError::Socket { .. }
+            | DaemonError::Watchdog { .. }
+            | DaemonError::Network(_) => EXIT_CONFIG,
             DaemonError::Disk(DiskError::NoSuchSlot { .. }) => EXIT_CONFIG,
             DaemonError::Disk(_) => EXIT_REFUSED,
         }
@@ -126,6 +132,20 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             Some(w)
         }
     };
+    // Network heartbeats: the key and the sockets, before anything is written.
+    let networks = cfg.hb_addrs.len() as u8;
+    let keyring = if networks == 0 { None } else { Some(load_keyring(&cfg, &sb)?) };
+    let net_sockets = net::bind(&cfg.hb_addrs).map_err(DaemonError::Network)?;
+    let pinger_check = if cfg.isolation_addrs.is_empty() {
+        Ok(())
+    } else {
+        crate::io::icmp::Pinger::new().map(|_| ()).map_err(|e| {
+            DaemonError::Network(format!(
+                "isolation addresses need a raw ICMP socket (root or CAP_NET_RAW): {e}"
+            ))
+        })
+    };
+    pinger_check?;
     let listener = bind_socket(&cfg.socket)?;
     let mut disk = Disk::with_superblock(dev, sb.clone(), cfg.engine, Some(cfg.slot))?;
 
@@ -154,11 +174,11 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         watchdog: watchdog.is_some(),
         fence_stops_vms: fencer.stops_vms(),
         skip_acquire_wait: cfg.unsafe_skip_acquire,
-        networks: 0,
-        weight: 1,
-        isolation_configured: false,
+        networks,
+        weight: cfg.weight,
+        isolation_configured: !cfg.isolation_addrs.is_empty(),
     };
-    let mut node = Node::new(node_cfg, now_ms());
+    let node = Arc::new(Mutex::new(Node::new(node_cfg, now_ms())));
     let engine = disk.engine().kind().as_str();
     tracing::info!(
         device = %cfg.device.display(), slot = cfg.slot, name = %cfg.name, engine,
@@ -167,14 +187,18 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             |p| format!("{} armed, {} s", p.display(), timing.io_timeout_ms / 1000)),
         base_timeout_ms = timing.base_timeout_ms, interval_ms = timing.interval_ms,
         io_timeout_ms = timing.io_timeout_ms, self_fence_ms = timing.self_fence_ms,
-        host_dead_ms = timing.host_dead_ms, "starting"
+        host_dead_ms = timing.host_dead_ms,
+        hb_addrs = ?cfg.hb_addrs, weight = cfg.weight, isolation_addrs = ?cfg.isolation_addrs,
+        key = if cfg.key_file.is_some() { "key file" } else if networks > 0 { "disk keyring" } else { "none" },
+        "starting"
     );
     let snapshot = Arc::new(Mutex::new(Snapshot::new(
-        &node,
+        &node_lock(&node),
         cfg.device.display().to_string(),
         engine,
         sb.cluster_name.clone(),
     )));
+    lock(&snapshot).hb_addrs = cfg.hb_addrs.clone();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).expect("register signal handler");
@@ -184,22 +208,52 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     install_panic_hook();
     let deadline = Arc::new(AtomicU64::new(0));
     spawn_backup_deadline(deadline.clone(), fencer.clone(), timing);
+    let net_stop = Arc::new(AtomicBool::new(false));
+    let addresses: Arc<Mutex<net::AddressBook>> =
+        Arc::new(Mutex::new(vec![[None; crate::core::net::MAX_NETWORKS]; sb.layout.slot_count as usize]));
+    let keyring = keyring.map(|k| Arc::new(std::sync::RwLock::new(k)));
+    if let Some(ring) = &keyring {
+        net::spawn(
+            net_sockets,
+            net::NetShared {
+                node: node.clone(),
+                keyring: ring.clone(),
+                addresses: addresses.clone(),
+                stop: net_stop.clone(),
+            },
+            now_ms,
+        );
+        if !cfg.isolation_addrs.is_empty() {
+            net::spawn_isolation_prober(
+                cfg.isolation_addrs.clone(),
+                node.clone(),
+                timing.interval(),
+                Duration::from_millis(timing.net_timeout_ms()),
+                net_stop.clone(),
+            )
+            .map_err(DaemonError::Network)?;
+        }
+    }
+    let mut extents = ExtentState::new(sb.layout.slot_count, keyring.is_some() && cfg.key_file.is_none());
 
     // The executor: perform what the node asks, feed results back, sleep until it wants more.
+    // The node is locked only between I/Os, never across one: the network thread feeds it
+    // packets meanwhile.
     let mut stop_sent = false;
     let mut disarm = false;
     let code = loop {
         if let Some(outcome) = fencer.take_backup_result() {
             lock(&snapshot).fenced_at_ms.get_or_insert(now_ms());
-            node.handle_backup_fence(now_ms(), outcome);
+            node_lock(&node).handle_backup_fence(now_ms(), outcome);
         }
         if stop.load(Ordering::Relaxed) && !stop_sent {
             stop_sent = true;
             tracing::info!("stop requested");
-            node.handle_stop(now_ms());
+            node_lock(&node).handle_stop(now_ms());
         }
         let mut exit = None;
-        while let Some(action) = node.poll_action(now_ms()) {
+        loop {
+            let Some(action) = node_lock(&node).poll_action(now_ms()) else { break };
             match action {
                 Action::Write { record, timeout_ms } => {
                     let result = match disk.write_record(&record, Duration::from_millis(timeout_ms)) {
@@ -209,7 +263,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                             Err(IoFailure::Failed(libc::EIO))
                         }
                     };
-                    node.handle_write(now_ms(), result);
+                    node_lock(&node).handle_write(now_ms(), result);
                 }
                 Action::Sweep { timeout_ms } => {
                     let start = now_ms();
@@ -223,13 +277,18 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                         }
                     };
                     let slots = sweep.is_ok().then_some(&disk as &dyn SlotSource);
-                    node.handle_sweep(start, end, slots, latency_us);
+                    node_lock(&node).handle_sweep(start, end, slots, latency_us);
+                    if sweep.is_ok() {
+                        if let Some(ring) = &keyring {
+                            extents.reload_keyring(&disk, ring);
+                        }
+                    }
                 }
                 Action::Fence { reason, attempt } => {
                     tracing::error!(attempt, "running the fence action");
                     let outcome = fencer.fence(&fence::describe(&reason));
                     lock(&snapshot).fenced_at_ms.get_or_insert(now_ms());
-                    node.handle_fence(now_ms(), outcome);
+                    node_lock(&node).handle_fence(now_ms(), outcome);
                 }
                 Action::FeedWatchdog => {
                     if let Some(w) = &watchdog {
@@ -261,18 +320,26 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                     disarm = disarm_watchdog;
                 }
             }
-            publish(&mut node, &snapshot);
+            publish(&node, &snapshot);
         }
-        publish(&mut node, &snapshot);
+        publish(&node, &snapshot);
         if let Some(code) = exit {
             break code;
         }
+        // Between cycles, outside the sweep's time budget: publish our addresses once live, and
+        // read the extents of peers whose extent sequence changed.
+        if networks > 0 {
+            extents.step(&mut disk, &node, &cfg.hb_addrs, &addresses, timing);
+            lock(&snapshot).peer_addrs.clone_from(&addresses.lock().unwrap_or_else(|e| e.into_inner()));
+        }
         // Sleep until the node wants to act, in short steps so a stop or a backup fence is seen.
-        let wake = node.poll_timeout().unwrap_or_else(|| now_ms() + 20);
+        let wake = node_lock(&node).poll_timeout().unwrap_or_else(|| now_ms() + 20);
         while (stop_sent || !stop.load(Ordering::Relaxed)) && now_ms() < wake {
             std::thread::sleep(Duration::from_millis(wake.saturating_sub(now_ms()).clamp(1, 20)));
         }
     };
+    net_stop.store(true, Ordering::Relaxed);
+    let node = node_lock(&node);
     let _ = std::fs::remove_file(&cfg.socket);
     if let crate::core::Phase::Refused(r) = node.phase() {
         eprintln!("diskbeat daemon: {}", status::refuse_text(&r));
@@ -288,15 +355,194 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     Ok(code)
 }
 
+fn node_lock(m: &Mutex<Node>) -> MutexGuard<'_, Node> {
+    net::lock_node(m)
+}
+
+/// The cluster keyring for network heartbeats: the key file if given, else the one on the disk.
+fn load_keyring(
+    cfg: &Config,
+    sb: &crate::format::superblock::Superblock,
+) -> Result<crate::net::Keyring, DaemonError> {
+    if let Some(path) = &cfg.key_file {
+        return crate::net::Keyring::from_key_file(path).map_err(|e| config_err("key_file", e.to_string()));
+    }
+    match crate::rekey::read_keyring(&cfg.device, sb)? {
+        Ok(kr) => Ok(crate::net::Keyring::from_disk(&kr, crate::rekey::now_unix_s())),
+        Err(reason) => Err(DaemonError::Network(format!(
+            "{} has no usable cluster keyring ({reason}): a disk formatted before format 1.3 has none; \
+             run `diskbeat rekey --device {}` once to create one, or give --key-file",
+            cfg.device.display(),
+            cfg.device.display()
+        ))),
+    }
+}
+
+/// Data-extent work between cycles: our host info, peers' addresses, the disk keyring.
+struct ExtentState {
+    /// Our host info is published under this extent sequence.
+    published: Option<u64>,
+    /// Per slot: the extent sequence whose addresses we hold (or failed to read).
+    seen: Vec<u64>,
+    buf: Vec<u8>,
+    /// The keyring bytes last applied (disk keyring only).
+    keyring_bytes: Option<[u8; 512]>,
+    reload_keyring: bool,
+    keyring_checked_ms: u64,
+    /// Per slot: (slot, extent sequence, free), copied out of the node each step.
+    peers: Vec<(u32, u64, bool)>,
+}
+
+impl ExtentState {
+    fn new(slot_count: u32, reload_keyring: bool) -> ExtentState {
+        ExtentState {
+            published: None,
+            seen: vec![0; slot_count as usize],
+            buf: vec![0; crate::format::extent::host_info::MAX_ENCODED_LEN.max(4096)],
+            keyring_bytes: None,
+            reload_keyring,
+            keyring_checked_ms: 0,
+            peers: Vec::with_capacity(slot_count as usize),
+        }
+    }
+
+    /// Follows `diskbeat rekey`: the keyring sector is read with every sweep (the superblock
+    /// block); a change, or the end of a rotation window, rebuilds the verifying keyring.
+    fn reload_keyring(&mut self, disk: &Disk, ring: &std::sync::RwLock<crate::net::Keyring>) {
+        use crate::format::keyring::{Keyring, OFFSET};
+        if !self.reload_keyring {
+            return;
+        }
+        let Ok(block) = disk.superblock_bytes() else { return };
+        let range = OFFSET as usize..OFFSET as usize + 512;
+        let Some(bytes) = block.get(range) else { return };
+        let now = now_ms();
+        let changed = self.keyring_bytes.as_ref().is_none_or(|b| b[..] != bytes[..]);
+        // Re-derive once a second anyway: the previous key stops verifying when its window ends.
+        if !changed && now < self.keyring_checked_ms + 1000 {
+            return;
+        }
+        self.keyring_checked_ms = now;
+        match Keyring::decode(bytes, &disk.superblock().cluster_uuid) {
+            Ok(kr) => {
+                let new = crate::net::Keyring::from_disk(&kr, crate::rekey::now_unix_s());
+                let mut r = ring.write().unwrap_or_else(|e| e.into_inner());
+                if changed {
+                    tracing::info!(
+                        current = new.current().id(),
+                        previous = ?new.previous().map(|k| k.id()),
+                        "cluster keyring loaded from the disk"
+                    );
+                }
+                *r = new;
+                let mut copy = [0u8; 512];
+                copy.copy_from_slice(bytes);
+                self.keyring_bytes = Some(copy);
+            }
+            Err(reason) if changed => {
+                tracing::error!(%reason, "the keyring on the disk is unreadable: keeping the keys in use");
+                let mut copy = [0u8; 512];
+                copy.copy_from_slice(bytes);
+                self.keyring_bytes = Some(copy);
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn step(
+        &mut self,
+        disk: &mut Disk,
+        node: &Mutex<Node>,
+        own: &[std::net::SocketAddr],
+        book: &Mutex<net::AddressBook>,
+        timing: Timing,
+    ) {
+        use crate::format::extent::{host_info::HostInfo, kind, Payload};
+        // Extent I/O must not delay the next cycle: only with half an interval to spare, and
+        // with that as its timeout.
+        let budget = Duration::from_millis(u64::from(timing.interval_ms / 2).max(1));
+        let (phase, generation, slot, wake) = {
+            let n = node_lock(node);
+            // Refilled in place (capacity: every slot): nothing allocated per cycle.
+            self.peers.clear();
+            self.peers.extend(
+                n.peers()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (i as u32, p.extent_sequence, p.state == PeerState::Free)),
+            );
+            (n.phase(), n.record().generation, n.config().slot, n.poll_timeout())
+        };
+        let room = |now: u64| wake.is_some_and(|w| w >= now + budget.as_millis() as u64);
+        if self.published.is_none() && phase == crate::core::Phase::Live && room(now_ms()) {
+            let info = HostInfo::new(own).expect("checked by config");
+            let mut payload = [0u8; crate::format::extent::host_info::MAX_ENCODED_LEN];
+            let len = info.encode(&mut payload).expect("fits");
+            match disk.write_extent(slot, kind::HOST_INFO, generation, &payload[..len], budget) {
+                Ok(seq) => {
+                    self.published = Some(seq);
+                    node_lock(node).set_extent_sequence(seq);
+                    tracing::info!(addrs = ?own, extent_sequence = seq, "heartbeat addresses published");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot publish our heartbeat addresses yet"),
+            }
+        }
+        let mut reads = 0;
+        for i in 0..self.peers.len() {
+            let (peer, seq, free) = self.peers[i];
+            if peer == slot || reads >= 2 || !room(now_ms()) {
+                continue;
+            }
+            let known = self.seen[peer as usize];
+            if free || seq == 0 || seq == known {
+                if free && known != 0 {
+                    self.seen[peer as usize] = 0;
+                    book.lock().unwrap_or_else(|e| e.into_inner())[peer as usize] = [None; 2];
+                }
+                continue;
+            }
+            reads += 1;
+            let read = disk.read_extent(peer, &mut self.buf, budget);
+            let addrs = match read {
+                Ok(crate::disk::ExtentRead::Payload(h)) => {
+                    match Payload::decode(&h, &self.buf[..h.payload_len as usize]) {
+                        Ok(Payload::HostInfo(info)) => Some(info),
+                        other => {
+                            tracing::warn!(slot = peer, payload = ?other.map(|_| ()), "peer extent holds no usable host info");
+                            None
+                        }
+                    }
+                }
+                // Torn or failed: try again next time (the sequence stays unseen).
+                Ok(crate::disk::ExtentRead::Torn(_)) | Err(_) => continue,
+                Ok(other) => {
+                    tracing::warn!(slot = peer, extent = ?other, "peer extent unreadable");
+                    None
+                }
+            };
+            self.seen[peer as usize] = seq;
+            let mut entry = [None; 2];
+            if let Some(info) = addrs {
+                for (i, a) in info.addrs().iter().take(2).enumerate() {
+                    entry[i] = Some(*a);
+                }
+                tracing::info!(slot = peer, addrs = ?info.addrs(), "peer heartbeat addresses");
+            }
+            book.lock().unwrap_or_else(|e| e.into_inner())[peer as usize] = entry;
+        }
+    }
+}
+
 /// Logs the node's events and copies its state into the status snapshot.
-fn publish(node: &mut Node, snapshot: &Mutex<Snapshot>) {
+fn publish(node: &Mutex<Node>, snapshot: &Mutex<Snapshot>) {
     let now = now_ms();
+    let mut node = node_lock(node);
     let mut snap = lock(snapshot);
     while let Some(e) = node.poll_event() {
         log_event(&e);
         snap.push_event(now, e);
     }
-    snap.update(node, now);
+    snap.update(&node, now);
 }
 
 fn log_event(e: &Event) {

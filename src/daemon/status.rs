@@ -1,6 +1,8 @@
 //! The status the control socket serves: a snapshot the heartbeat loop updates in place (no
 //! allocation per cycle) and the socket thread renders as JSON.
 
+use crate::core::net::NetPeer;
+use crate::core::node::PartitionStatus;
 use crate::core::{Event, FenceReason, Node, Peer, PeerChange, PeerState, Phase};
 use crate::format::decode_name;
 use crate::stats::Histogram;
@@ -34,6 +36,19 @@ pub struct Snapshot {
     pub cycles: u64,
     pub failed_cycles: u64,
     pub events: VecDeque<(u64, Event)>,
+    // Network heartbeats.
+    pub hb_addrs: Vec<std::net::SocketAddr>,
+    pub peer_addrs: crate::daemon::net::AddressBook,
+    pub net_peers: Vec<NetPeer>,
+    pub drops: crate::net::DropCounters,
+    pub beats_sent: u64,
+    pub partition: Option<PartitionStatus>,
+    pub riding_through: bool,
+    pub isolated: bool,
+    pub isolation_configured: bool,
+    pub weight: u32,
+    pub members: u32,
+    pub own_view: crate::format::record::NetView,
 }
 
 impl Snapshot {
@@ -63,6 +78,18 @@ impl Snapshot {
             cycles: 0,
             failed_cycles: 0,
             events: VecDeque::with_capacity(RECENT_EVENTS),
+            hb_addrs: Vec::new(),
+            peer_addrs: vec![[None; crate::core::net::MAX_NETWORKS]; core.peers().len()],
+            net_peers: core.net().peers.clone(),
+            drops: crate::net::DropCounters::new(),
+            beats_sent: 0,
+            partition: None,
+            riding_through: false,
+            isolated: false,
+            isolation_configured: cfg.isolation_configured,
+            weight: cfg.weight,
+            members: 0,
+            own_view: crate::format::record::NetView::EMPTY,
         }
     }
 
@@ -80,6 +107,14 @@ impl Snapshot {
         self.sweep_latency.clone_from(&core.sweep_latency);
         self.cycles = core.cycles;
         self.failed_cycles = core.failed_cycles;
+        self.net_peers.copy_from_slice(&core.net().peers);
+        self.drops.clone_from(&core.net().drops);
+        self.beats_sent = core.net().beats_sent;
+        self.partition = core.partition().copied();
+        self.riding_through = core.riding_through();
+        self.isolated = core.isolated();
+        self.members = core.members().len();
+        self.own_view = core.view_at(now_ms);
     }
 
     pub fn push_event(&mut self, at_ms: u64, e: Event) {
@@ -116,6 +151,77 @@ pub fn peer_state_name(s: PeerState) -> &'static str {
         PeerState::Corrupt => "corrupt",
         PeerState::Unread => "unread",
     }
+}
+
+/// One peer's network state: per network heard or not and when last, what its packets say.
+fn peer_network(s: &Snapshot, slot: usize) -> Value {
+    let Some(np) = s.net_peers.get(slot) else { return Value::Null };
+    let timeout = s.timing.net_timeout_ms();
+    let addrs = s.peer_addrs.get(slot).copied().unwrap_or_default();
+    let networks: Vec<Value> = (0..s.hb_addrs.len())
+        .map(|n| {
+            json!({
+                "network": n,
+                "address": addrs.get(n).copied().flatten().map(|a| a.to_string()),
+                "heard": np.heard_on(n, s.now_ms, timeout),
+                "last_heard_ms_ago": np.heard_ms[n].map(|t| s.now_ms.saturating_sub(t)),
+                "packets": np.accepted[n],
+            })
+        })
+        .collect();
+    let last = np.last.map(|l| {
+        json!({
+            "disk_lost": l.disk_lost,
+            "disk_age_ms": (l.disk_age_ms != crate::net::packet::DISK_AGE_NEVER).then_some(l.disk_age_ms),
+            "hears": l.net_view.iter().collect::<Vec<_>>(),
+        })
+    });
+    json!({
+        "heard": np.heard(s.now_ms, timeout),
+        "networks": networks,
+        "last_packet": last,
+    })
+}
+
+/// This host's network side: addresses, drops by reason, the partition decision and why.
+fn network(s: &Snapshot) -> Value {
+    if s.hb_addrs.is_empty() {
+        return json!({ "enabled": false });
+    }
+    let partition = s.partition.map(|p| {
+        let stable_ms = s.now_ms.saturating_sub(p.stable_since_ms);
+        match p.decision {
+            Ok(d) => json!({
+                "participants": p.participants,
+                "survivors": d.survivors.iter().collect::<Vec<_>>(),
+                "we_survive": !d.must_fence(s.slot),
+                "reason": d.reason,
+                "text": partition_reason_text(&d.reason),
+                "stable_for_ms": stable_ms,
+                "decision_delay_ms": s.timing.partition_delay_ms(),
+            }),
+            Err(e) => json!({
+                "participants": p.participants,
+                "no_decision": e.to_string(),
+                "text": format!("no decision ({e}): nobody fences for a partition"),
+                "stable_for_ms": stable_ms,
+            }),
+        }
+    });
+    json!({
+        "enabled": true,
+        "addresses": s.hb_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "hears": s.own_view.iter().collect::<Vec<_>>(),
+        "beats_sent": s.beats_sent,
+        "drops": s.drops.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "drops_total": s.drops.total(),
+        "weight": s.weight,
+        "isolation_configured": s.isolation_configured,
+        "isolated": s.isolated,
+        "partition": partition,
+        "riding_through": s.riding_through,
+        "members": s.members,
+    })
 }
 
 pub fn describe_event(e: &Event) -> String {
@@ -244,6 +350,7 @@ pub fn render(s: &Snapshot, all: bool) -> Value {
                     Err(why) => json!({ "proven": false, "why_not": why }),
                 },
                 "silent_ms_at_death": p.dead_at_ms.map(|_| p.silent_ms_at_death),
+                "network": peer_network(s, i),
             })
         })
         .collect();
@@ -275,6 +382,7 @@ pub fn render(s: &Snapshot, all: bool) -> Value {
             "cycles": s.cycles,
             "failed_cycles": s.failed_cycles,
         },
+        "network": network(s),
         "peers": peers,
         "recent_events": s.events.iter().map(|(at, e)| json!({"at_ms": at, "text": describe_event(e)})).collect::<Vec<_>>(),
     })

@@ -427,9 +427,9 @@ mod tests {
         assert_eq!(crc, GOLDEN_EXTENT_CRC, "extent header checksum changed: {crc:#010x}");
         assert_eq!(Extent::decode(&buf, &c, 5, 65536), Ok(e));
     }
-    /// New in format 1.2 (0x2ea3_4632); format 1.3 changed it (`version_minor` 3). Recomputed
-    /// independently of this crate's crc32c.
-    const GOLDEN_EXTENT_CRC: u32 = 0x6640_8f0b;
+    /// New in format 1.2 (0x2ea3_4632); format 1.3 changed it (0x6640_8f0b), and 1.4
+    /// (`version_minor` 4). Recomputed independently of this crate's crc32c.
+    const GOLDEN_EXTENT_CRC: u32 = 0x9907_8655;
 
     mod host_info_tests {
         use super::super::host_info::*;

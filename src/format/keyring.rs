@@ -275,7 +275,7 @@ mod tests {
     fn golden_bytes() {
         let b = encoded(&rotated_sample());
         assert_eq!(&b[4..12], b"DBKEYRNG");
-        assert_eq!(&b[12..16], &[1, 0, 3, 0], "version 1.3");
+        assert_eq!(&b[12..16], &[1, 0, 4, 0], "version 1.4");
         assert_eq!(&b[16..32], cluster().as_bytes());
         assert_eq!(&b[32..36], &[2, 0, 0, 0], "current_key_id");
         assert_eq!(&b[36..40], &[1, 0, 0, 0], "previous_key_id");
@@ -289,8 +289,9 @@ mod tests {
         assert_eq!(crc, crc32c::crc32c(&b[4..]));
         assert_eq!(crc, GOLDEN_CRC, "keyring checksum changed: {crc:#010x}");
     }
-    /// Recomputed independently of this crate's crc32c.
-    const GOLDEN_CRC: u32 = 0x32db_9629;
+    /// Format 1.4 changed it (`version_minor` 4; it was 0x32db_9629 in 1.3). Recomputed
+    /// independently of this crate's crc32c.
+    const GOLDEN_CRC: u32 = 0xcd9c_9f77;
 
     #[test]
     fn every_validation_failure() {
@@ -305,7 +306,7 @@ mod tests {
         assert_eq!(dec(&torn), Err(Corruption::BadChecksum));
         assert_eq!(
             dec(&patched(good, |b| b[12] = 2)),
-            Err(Corruption::UnsupportedVersion { major: 2, minor: 3 })
+            Err(Corruption::UnsupportedVersion { major: 2, minor: 4 })
         );
         assert_eq!(Keyring::decode(&good, &uuid::Uuid::nil()), Err(Corruption::WrongCluster));
         for minor in [0u8, 1, 2] {
@@ -325,12 +326,15 @@ mod tests {
             );
         }
         assert_eq!(dec(&patched(good, |b| b[300] = 1)), Err(Corruption::ReservedNotZero));
+        // A keyring of minor 3 (formatted by 1.3) is still valid; so is its reserved check.
+        assert_eq!(dec(&patched(good, |b| b[14] = 3)).map(|k| k.version_minor), Ok(3));
+        assert_eq!(dec(&patched(good, |b| (b[14], b[300]) = (3, 1))), Err(Corruption::ReservedNotZero));
         // A newer minor may use the reserved bytes: accepted, ignored.
         let newer = patched(good, |b| {
-            b[14] = 4;
+            b[14] = 5;
             b[300] = 1;
         });
-        assert_eq!(dec(&newer).map(|k| (k.version_minor, k.current.id)), Ok((4, 2)));
+        assert_eq!(dec(&newer).map(|k| (k.version_minor, k.current.id)), Ok((5, 2)));
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub mod flags {
     /// The configured fence action stops this host's VMs when it succeeds (`reboot`, `exec:`).
     /// Clear for `log-only`: its `fenced` mark proves nothing about VMs.
     pub const FENCE_STOPS_VMS: u16 = 1 << 2;
-    /// Every bit defined by format 1.1 (to 1.3).
+    /// Every bit defined by formats 1.1 to 1.3.
     pub const KNOWN_1_1: u16 = WATCHDOG_ARMED | FENCE_FAILED | FENCE_STOPS_VMS;
     /// The writer sends and receives network heartbeats (format 1.4): its `net_view` and `weight`
     /// are meaningful and it takes part in partition decisions (docs/PARTITIONS.md). Clear: a
@@ -357,8 +357,8 @@ pub(crate) mod tests {
         let mut buf = [0u8; 512];
         sample().encode(&mut buf);
         assert_eq!(&buf[4..12], b"DBRECORD");
-        // version_major = 1, version_minor = 3 (format 1.3), both u16 LE.
-        assert_eq!(&buf[12..16], &[1, 0, 3, 0]);
+        // version_major = 1, version_minor = 4 (format 1.4), both u16 LE.
+        assert_eq!(&buf[12..16], &[1, 0, 4, 0]);
         assert_eq!(&buf[32..36], &5u32.to_le_bytes());
         assert_eq!(&buf[36..38], &2u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0, 0], "no flags");
@@ -368,16 +368,16 @@ pub(crate) mod tests {
         assert_eq!(buf[152], 0b0010_0001);
         assert_eq!(buf[152 + 255], 0b1000_0000);
         assert_eq!(&buf[408..416], &42u64.to_le_bytes());
-        assert!(buf[416..].iter().all(|&b| b == 0), "extent_sequence 0, reserved zero");
+        assert!(buf[416..].iter().all(|&b| b == 0), "extent_sequence 0, weight 0, reserved zero");
         let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
     }
-    /// Format 1.3 changed this (`version_minor` 3); it was 0xc8fa_d581 in 1.2, 0x11de_8eca in 1.1,
-    /// 0x593d_47f3 in 1.0.
-    const GOLDEN_CRC: u32 = 0x8019_1cb8;
+    /// Format 1.4 changed this (`version_minor` 4); it was 0x8019_1cb8 in 1.3, 0xc8fa_d581 in 1.2,
+    /// 0x11de_8eca in 1.1, 0x593d_47f3 in 1.0.
+    const GOLDEN_CRC: u32 = 0x7f5e_15e6;
 
-    /// Pins `extent_sequence` (format 1.2): u64 LE at 416; reserved 424..512 stays zero.
+    /// Pins `extent_sequence` (format 1.2): u64 LE at 416; weight and reserved (424..512) stay zero.
     #[test]
     fn golden_bytes_with_extent_sequence() {
         let mut r = sample();
@@ -392,21 +392,21 @@ pub(crate) mod tests {
         assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         assert_eq!(Record::free(r.cluster_uuid, 5).extent_sequence, 0);
     }
-    /// New in format 1.2 (0xbbc0_085e); format 1.3 changed it (`version_minor` 3).
-    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0xf323_c167;
+    /// New in format 1.2 (0xbbc0_085e); 1.3 changed it (0xf323_c167), and 1.4 (`version_minor` 4).
+    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0x0c64_c839;
 
-    /// Pins the `flags` field (format 1.1): u16 LE at 38, bit 0 watchdog_armed, bit 1
-    /// fence_failed, bit 2 fence_stops_vms.
+    /// Pins the 1.1 `flags` bits: u16 LE at 38, bit 0 watchdog_armed, bit 1 fence_failed, bit 2
+    /// fence_stops_vms.
     #[test]
     fn golden_bytes_with_flags() {
         assert_eq!((flags::WATCHDOG_ARMED, flags::FENCE_FAILED, flags::FENCE_STOPS_VMS), (1, 2, 4));
-        assert_eq!(flags::KNOWN, 0b111);
+        assert_eq!(flags::KNOWN_1_1, 0b111);
         let mut r = sample();
         r.state = State::SelfFencing;
         r.flags = flags::WATCHDOG_ARMED | flags::FENCE_FAILED | flags::FENCE_STOPS_VMS;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 3, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 4, 0]);
         assert_eq!(&buf[36..38], &4u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0b0000_0111, 0]);
         assert!(buf[416..].iter().all(|&b| b == 0));
@@ -414,18 +414,56 @@ pub(crate) mod tests {
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC_FLAGS, "record checksum changed: {crc:#010x}");
         assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
-        // One bit at a time lands on its own bit of byte 38.
-        for (bit, f) in
-            [flags::WATCHDOG_ARMED, flags::FENCE_FAILED, flags::FENCE_STOPS_VMS].into_iter().enumerate()
-        {
+    }
+    /// New in format 1.1 (0x8c0b_f361); 1.2 changed it (0x552f_a82a), 1.3 (0x1dcc_6113), and 1.4
+    /// (`version_minor` 4).
+    const GOLDEN_CRC_FLAGS: u32 = 0xe28b_684d;
+
+    /// Pins format 1.4's record fields: flag bits 3 net_enabled, 4 isolation_configured, 5
+    /// isolated, 6 riding_through, and `weight`, u32 LE at 424; reserved 428..512 stays zero.
+    #[test]
+    fn golden_bytes_with_net_flags_and_weight() {
+        assert_eq!(
+            (flags::NET_ENABLED, flags::ISOLATION_CONFIGURED, flags::ISOLATED, flags::RIDING_THROUGH),
+            (0x08, 0x10, 0x20, 0x40)
+        );
+        assert_eq!(flags::KNOWN, 0x7F);
+        let mut r = sample();
+        r.flags = flags::KNOWN;
+        r.weight = 0x0A0B_0C0D;
+        let mut buf = [0u8; 512];
+        r.encode(&mut buf);
+        assert_eq!(&buf[12..16], &[1, 0, 4, 0]);
+        assert_eq!(&buf[38..40], &[0x7F, 0]);
+        assert!(buf[416..424].iter().all(|&b| b == 0), "extent_sequence 0");
+        assert_eq!(&buf[424..428], &[0x0D, 0x0C, 0x0B, 0x0A]);
+        assert!(buf[428..].iter().all(|&b| b == 0), "reserved");
+        let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+        assert_eq!(crc, crc32c::crc32c(&buf[4..]));
+        assert_eq!(crc, GOLDEN_CRC_NET, "record checksum changed: {crc:#010x}");
+        assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
+        assert_eq!(Record::free(r.cluster_uuid, 5).weight, 0);
+        // One bit at a time lands on its own bit of byte 38 and round-trips.
+        let all = [
+            flags::WATCHDOG_ARMED,
+            flags::FENCE_FAILED,
+            flags::FENCE_STOPS_VMS,
+            flags::NET_ENABLED,
+            flags::ISOLATION_CONFIGURED,
+            flags::ISOLATED,
+            flags::RIDING_THROUGH,
+        ];
+        assert_eq!(all.iter().fold(0, |m, f| m | f), flags::KNOWN);
+        for (bit, f) in all.into_iter().enumerate() {
             r.flags = f;
             r.encode(&mut buf);
             assert_eq!(&buf[38..40], &[1 << bit, 0]);
             assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         }
     }
-    /// New in format 1.1 (0x8c0b_f361); 1.2 changed it (0x552f_a82a), and 1.3 (`version_minor` 3).
-    const GOLDEN_CRC_FLAGS: u32 = 0x1dcc_6113;
+    /// New in format 1.4. The four record CRCs here were recomputed independently of this crate
+    /// (a plain bitwise CRC-32C over bytes built from the table in docs/FORMAT.md §5).
+    const GOLDEN_CRC_NET: u32 = 0xfeb8_e1b4;
 
     /// `sample()` encoded with `flags` and `version_minor` patched in, resealed.
     fn with_minor_and_flags(minor: u16, flags: u16) -> [u8; 512] {
@@ -447,34 +485,43 @@ pub(crate) mod tests {
         for bit in 0..16 {
             assert_eq!(decode(0, 1 << bit), Err(Corruption::ReservedNotZero), "1.0 record, bit {bit}");
         }
-        // 1.1 defines bits 0..=2; bits 3..=15 are reserved.
-        assert_eq!(decode(1, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+        // 1.1 defines bits 0..=2; bits 3..=15 are reserved (1.4's bits 3..=6 included).
+        assert_eq!(decode(1, flags::KNOWN_1_1).map(|r| r.flags), Ok(flags::KNOWN_1_1));
         assert_eq!(decode(1, 1 << 8), Err(Corruption::ReservedNotZero));
-        assert_eq!(decode(1, flags::KNOWN | 1 << 8), Err(Corruption::ReservedNotZero));
+        assert_eq!(decode(1, flags::KNOWN_1_1 | 1 << 8), Err(Corruption::ReservedNotZero));
+        assert_eq!(decode(1, flags::KNOWN), Err(Corruption::ReservedNotZero));
         for bit in 3..16 {
             assert_eq!(decode(1, 1 << bit), Err(Corruption::ReservedNotZero), "1.1 record, bit {bit}");
         }
-        // 1.2 defines the same bits as 1.1.
-        assert_eq!(decode(2, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
-        for bit in 3..16 {
-            assert_eq!(decode(2, 1 << bit), Err(Corruption::ReservedNotZero), "1.2 record, bit {bit}");
+        // 1.2 and 1.3 define the same bits as 1.1: 1.4's bits are reserved there.
+        for minor in [2, 3] {
+            assert_eq!(decode(minor, flags::KNOWN_1_1).map(|r| r.flags), Ok(flags::KNOWN_1_1));
+            assert_eq!(decode(minor, flags::KNOWN), Err(Corruption::ReservedNotZero));
+            for bit in 3..16 {
+                assert_eq!(decode(minor, 1 << bit), Err(Corruption::ReservedNotZero), "1.{minor}, bit {bit}");
+            }
         }
-        // 1.3 too (it adds the keyring, no record field).
-        assert_eq!(decode(3, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
-        for bit in 3..16 {
-            assert_eq!(decode(3, 1 << bit), Err(Corruption::ReservedNotZero), "1.3 record, bit {bit}");
+        // 1.4 defines bits 0..=6; bits 7..=15 are reserved.
+        assert_eq!(decode(4, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+        for bit in 3..=6 {
+            assert_eq!(decode(4, 1 << bit).map(|r| r.flags), Ok(1 << bit), "1.4 record, bit {bit}");
         }
+        for bit in 7..16 {
+            assert_eq!(decode(4, 1 << bit), Err(Corruption::ReservedNotZero), "1.4 record, bit {bit}");
+        }
+        assert_eq!(decode(4, flags::KNOWN | 1 << 7), Err(Corruption::ReservedNotZero));
         // A newer minor may define more bits: accepted, and the bits are passed through as read.
-        assert_eq!(decode(4, 0xFFF8).map(|r| r.flags), Ok(0xFFF8));
-        assert_eq!(decode(4, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
+        assert_eq!(decode(5, 0xFF80).map(|r| r.flags), Ok(0xFF80));
+        assert_eq!(decode(5, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
         assert_eq!(decode(u16::MAX, 1 << 8).map(|r| r.flags), Ok(1 << 8));
     }
 
-    /// `sample()` with `extent_sequence` (bytes 416..424) and `reserved` byte 500 patched in,
-    /// written as `minor`, resealed.
-    fn with_minor_and_tail(minor: u16, extent_sequence: u64, reserved: u8) -> [u8; 512] {
+    /// `sample()` with `extent_sequence` (bytes 416..424), `weight` (424..428) and `reserved` byte
+    /// 500 patched in, written as `minor`, resealed.
+    fn with_minor_and_tail(minor: u16, extent_sequence: u64, weight: u32, reserved: u8) -> [u8; 512] {
         let mut buf = with_minor_and_flags(minor, 0);
         buf[416..424].copy_from_slice(&extent_sequence.to_le_bytes());
+        buf[424..428].copy_from_slice(&weight.to_le_bytes());
         buf[500] = reserved;
         let crc = crate::format::checksum(&buf[4..]);
         buf[..4].copy_from_slice(&crc.to_le_bytes());
@@ -484,7 +531,7 @@ pub(crate) mod tests {
     #[test]
     fn extent_sequence_validation_keys_on_the_record_minor() {
         let cluster = sample().cluster_uuid;
-        let decode = |minor, seq, res| Record::decode(&with_minor_and_tail(minor, seq, res), &cluster, 5);
+        let decode = |minor, seq, res| Record::decode(&with_minor_and_tail(minor, seq, 0, res), &cluster, 5);
         for minor in [0, 1] {
             // Bytes 416..424 are reserved in 1.0 and 1.1: any non-zero byte is refused.
             assert_eq!(decode(minor, 0, 0).map(|r| r.extent_sequence), Ok(0));
@@ -493,14 +540,34 @@ pub(crate) mod tests {
                 assert_eq!(decode(minor, seq, 0), Err(Corruption::ReservedNotZero), "1.{minor}, {seq:#x}");
             }
         }
-        // 1.2 defines the field; bytes 424..512 stay reserved.
-        assert_eq!(decode(2, 7, 0).map(|r| r.extent_sequence), Ok(7));
-        assert_eq!(decode(2, u64::MAX, 0).map(|r| r.extent_sequence), Ok(u64::MAX));
-        assert_eq!(decode(2, 7, 1), Err(Corruption::ReservedNotZero));
-        // Same in 1.3.
-        assert_eq!(decode(3, 7, 0).map(|r| r.extent_sequence), Ok(7));
-        assert_eq!(decode(3, 7, 1), Err(Corruption::ReservedNotZero));
+        // 1.2 defines the field; the reserved bytes stay reserved. Same in 1.3 and 1.4.
+        for minor in [2, 3, 4] {
+            assert_eq!(decode(minor, 7, 0).map(|r| r.extent_sequence), Ok(7));
+            assert_eq!(decode(minor, u64::MAX, 0).map(|r| r.extent_sequence), Ok(u64::MAX));
+            assert_eq!(decode(minor, 7, 1), Err(Corruption::ReservedNotZero), "1.{minor}");
+        }
         // A newer minor: the field is passed through, reserved bytes ignored.
-        assert_eq!(decode(4, 9, 1).map(|r| r.extent_sequence), Ok(9));
+        assert_eq!(decode(5, 9, 1).map(|r| r.extent_sequence), Ok(9));
+    }
+
+    #[test]
+    fn weight_validation_keys_on_the_record_minor() {
+        let cluster = sample().cluster_uuid;
+        let decode =
+            |minor, weight, res| Record::decode(&with_minor_and_tail(minor, 0, weight, res), &cluster, 5);
+        for minor in 0..4 {
+            // Bytes 424..428 are reserved before 1.4: any non-zero byte is refused.
+            assert_eq!(decode(minor, 0, 0).map(|r| r.weight), Ok(0));
+            for byte in 0..4 {
+                let w = 1u32 << (8 * byte);
+                assert_eq!(decode(minor, w, 0), Err(Corruption::ReservedNotZero), "1.{minor}, {w:#x}");
+            }
+        }
+        // 1.4 defines the field; bytes 428..512 stay reserved.
+        assert_eq!(decode(4, 1, 0).map(|r| r.weight), Ok(1));
+        assert_eq!(decode(4, u32::MAX, 0).map(|r| r.weight), Ok(u32::MAX));
+        assert_eq!(decode(4, 1, 1), Err(Corruption::ReservedNotZero));
+        // A newer minor: the field is passed through, reserved bytes ignored.
+        assert_eq!(decode(5, 9, 1).map(|r| r.weight), Ok(9));
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod buf;
 pub mod device;
+pub mod icmp;
 mod sync;
 pub mod sys;
 mod uring;

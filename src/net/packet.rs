@@ -22,8 +22,9 @@ pub const DISK_AGE_NEVER: u64 = u64::MAX;
 /// whose minor this build knows; a newer minor's bits pass through undecoded (mask with
 /// [`flags::KNOWN`] before use).
 pub mod flags {
-    /// The sender has lost the heartbeat disk: its last disk cycle failed (or timed out) and it has
-    /// not completed one since. `disk_age_ms` says how long ago the last good one was.
+    /// The sender has lost the heartbeat disk: its last sweep or write failed (or timed out) and it
+    /// has not completed a good cycle since, or no read has succeeded for the read gap (a sweep
+    /// still hanging). `disk_age_ms` says how long ago its last successful read started.
     pub const DISK_LOST: u32 = 1 << 0;
     /// Every bit defined by protocol 1.0.
     pub const KNOWN: u32 = DISK_LOST;
@@ -128,6 +129,12 @@ fn known_minor(minor: u16) -> bool {
     minor <= VERSION_MINOR
 }
 
+/// Whether a packet of protocol minor `minor` may carry a non-zero `dest_slot` or `echo_ms`
+/// (protocol 1.1): in a 1.0 packet bytes 328..344 are reserved.
+fn destination_known(minor: u16) -> bool {
+    minor >= 1
+}
+
 /// Keyed BLAKE3 of `covered` (the packet's bytes 0..480).
 fn mac(key: &ClusterKey, covered: &[u8]) -> blake3::Hash {
     blake3::keyed_hash(key.bytes(), covered)
@@ -191,8 +198,8 @@ impl Packet {
     /// 4. cluster UUID is `cluster_uuid` → `WrongCluster`
     /// 5. key id is in `keyring` → `UnknownKey`
     /// 6. MAC over bytes 0..480 under that key, compared in constant time → `BadMac`
-    /// 7. if the packet's minor ≤ ours: undefined flag bits and reserved bytes zero →
-    ///    `ReservedNotZero`
+    /// 7. if the packet's minor ≤ ours: undefined flag bits and reserved bytes zero (in a 1.0
+    ///    packet `dest_slot` and `echo_ms` too: bytes 328..344 were reserved) → `ReservedNotZero`
     /// 8. sender slot < `MAX_SLOTS` → `BadSlot`
     ///
     /// Checks 1-5 read unauthenticated bytes: they only decide how to drop, and are there so
@@ -226,7 +233,9 @@ impl Packet {
         if known_minor(version_minor)
             && (raw.flags.get() & !flags::KNOWN != 0
                 || !all_zero(&raw.reserved)
-                || raw.reserved_pad != [0; 4])
+                || raw.reserved_pad != [0; 4]
+                || (!destination_known(version_minor)
+                    && (raw.dest_slot.get() != 0 || raw.echo_ms.get() != 0)))
         {
             return Err(DropReason::ReservedNotZero);
         }
@@ -315,6 +324,8 @@ mod tests {
         let mut b = [0u8; PACKET_SIZE];
         let p = Packet { sender_slot: MAX_SLOTS, ..sample() };
         assert_eq!(p.seal(&ring, &mut b), Err(SealError::BadSlot(MAX_SLOTS)));
+        let p = Packet { dest_slot: MAX_SLOTS, ..sample() };
+        assert_eq!(p.seal(&ring, &mut b), Err(SealError::BadSlot(MAX_SLOTS)));
         let p = Packet { flags: 2, ..sample() };
         assert_eq!(p.seal(&ring, &mut b), Err(SealError::UnknownFlags(2)));
         let p = Packet { sender_slot: MAX_SLOTS - 1, ..sample() };
@@ -356,7 +367,13 @@ mod tests {
         assert_eq!(verify(&tag_flip), Err(DropReason::BadMac));
         assert_eq!(verify(&edited(36, &2u32.to_le_bytes())), Err(DropReason::ReservedNotZero));
         assert_eq!(verify(&edited(36, &0x8000_0000u32.to_le_bytes())), Err(DropReason::ReservedNotZero));
-        assert_eq!(verify(&edited(328, &[1])), Err(DropReason::ReservedNotZero));
+        // 1.1's fields are not reserved (verify does not judge the destination: the receiving
+        // core does), but the pad between them and the bytes after them are.
+        assert_eq!(verify(&edited(328, &u32::MAX.to_le_bytes())), Ok(()));
+        assert_eq!(verify(&edited(336, &u64::MAX.to_le_bytes())), Ok(()));
+        assert_eq!(verify(&edited(332, &[1])), Err(DropReason::ReservedNotZero));
+        assert_eq!(verify(&edited(335, &[0x80])), Err(DropReason::ReservedNotZero));
+        assert_eq!(verify(&edited(344, &[1])), Err(DropReason::ReservedNotZero));
         assert_eq!(verify(&edited(479, &[0x80])), Err(DropReason::ReservedNotZero));
         assert_eq!(verify(&edited(32, &MAX_SLOTS.to_le_bytes())), Err(DropReason::BadSlot));
         assert_eq!(verify(&edited(32, &u32::MAX.to_le_bytes())), Err(DropReason::BadSlot));
@@ -396,6 +413,33 @@ mod tests {
         assert_eq!(verify(&b[..100]), Err(DropReason::WrongSize));
     }
 
+    /// A 1.0 packet has no destination and no echo: bytes 328..344 are reserved in it.
+    #[test]
+    fn minor_0_packet_has_no_destination() {
+        let k = key(1);
+        let ring = Keyring::new(k.clone());
+        let verify = |b: &[u8]| Packet::verify(b, &ring, &CLUSTER);
+        let as_minor_0 = |p: &Packet| {
+            let mut b = sealed(p, &ring);
+            b[10..12].copy_from_slice(&0u16.to_le_bytes());
+            remac(&mut b, &k);
+            b
+        };
+        let v = verify(&as_minor_0(&Packet { dest_slot: 0, echo_ms: 0, ..sample() })).unwrap();
+        assert_eq!((v.version_minor(), v.packet().dest_slot, v.packet().echo_ms), (0, 0, 0));
+        for p in [
+            Packet { dest_slot: 7, echo_ms: 0, ..sample() },
+            Packet { dest_slot: 0, echo_ms: 1, ..sample() },
+            Packet { dest_slot: 0, echo_ms: 1 << 63, ..sample() },
+            sample(),
+        ] {
+            assert_eq!(verify(&as_minor_0(&p)).map(|_| ()), Err(DropReason::ReservedNotZero), "{p:?}");
+        }
+        // The same packets as 1.1 carry them.
+        let v = verify(&sealed(&sample(), &ring)).unwrap();
+        assert_eq!((v.version_minor(), v.packet().dest_slot, v.packet().echo_ms), (1, 7, 987_654));
+    }
+
     #[test]
     fn newer_minor_may_use_reserved_bytes_and_flags() {
         let k = key(1);
@@ -403,12 +447,15 @@ mod tests {
         let mut b = sealed(&sample(), &ring);
         b[10..12].copy_from_slice(&(VERSION_MINOR + 1).to_le_bytes());
         b[36..40].copy_from_slice(&(flags::DISK_LOST | 0x10).to_le_bytes());
-        b[328..332].copy_from_slice(b"new!");
+        b[332..336].copy_from_slice(b"pad!");
+        b[344..348].copy_from_slice(b"new!");
+        b[479] = 0xFF;
         remac(&mut b, &k);
         let v = Packet::verify(&b, &ring, &CLUSTER).unwrap();
         assert_eq!(v.version_minor(), VERSION_MINOR + 1);
         assert_eq!(v.packet().flags, flags::DISK_LOST | 0x10, "passed through undecoded");
         assert!(v.packet().disk_lost());
+        assert_eq!((v.packet().dest_slot, v.packet().echo_ms), (7, 987_654), "1.1 fields still read");
         // Slot range is checked whatever the minor.
         b[32..36].copy_from_slice(&MAX_SLOTS.to_le_bytes());
         remac(&mut b, &k);
@@ -448,7 +495,7 @@ mod tests {
         let p = Packet { flags: flags::DISK_LOST, ..sample() };
         let b = sealed(&p, &ring);
         assert_eq!(&b[0..8], b"DBNETHBT");
-        assert_eq!(&b[8..12], &[1, 0, 0, 0]);
+        assert_eq!(&b[8..12], &[1, 0, 1, 0], "protocol 1.1");
         assert_eq!(&b[12..16], &[7, 0, 0, 0]);
         assert_eq!(&b[16..32], CLUSTER.as_bytes());
         assert_eq!(&b[32..36], &5u32.to_le_bytes());
@@ -459,7 +506,10 @@ mod tests {
         assert_eq!(&b[64..72], &1500u64.to_le_bytes());
         assert_eq!((b[72], b[72 + 255]), (0x21, 0x80));
         assert!(b[73..72 + 255].iter().all(|&x| x == 0));
-        assert!(all_zero(&b[328..480]));
+        assert_eq!(&b[328..332], &7u32.to_le_bytes(), "dest_slot");
+        assert!(all_zero(&b[332..336]), "reserved_pad");
+        assert_eq!(&b[336..344], &987_654u64.to_le_bytes(), "echo_ms");
+        assert!(all_zero(&b[344..480]));
         assert_eq!(&b[480..], blake3::keyed_hash(&[7; 32], &b[..480]).as_bytes());
     }
 }
