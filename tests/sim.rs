@@ -1632,7 +1632,10 @@ impl Sim {
                     *newest = Some(heard);
                 }
                 let vouched = &mut self.incs[i].vouched[sender];
-                if lost && vouched.is_none_or(|h| gs > h.gs) {
+                // Newest by true send time, like the node's newest echo: a generation can repeat
+                // (a host taking over a corrupt slot restarts the count), so (gen, seq) cannot
+                // order two incarnations' packets.
+                if lost && vouched.is_none_or(|h| sent > h.sent) {
                     *vouched = Some(heard);
                 }
                 if self.adversary && self.nrng.chance(0.05) {
