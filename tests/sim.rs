@@ -165,9 +165,27 @@ const REGRESSION_SEEDS: &[u64] = &[
 /// - a restarted receiver accepts replays of packets its previous incarnation accepted (its
 ///   replay guard starts empty and the sender's generation on the disk is unchanged): a replaying
 ///   adversary can keep a dead peer "heard", delaying its dead declaration (liveness only; counted
-///   as replays "accepted as new").
-const NET_REGRESSION_SEEDS: &[u64] =
-    &[424302, 424246, 424294, 424250, 424510, 424644, 424268, 424344, 424248, 424368, 424262, 424711, 424242];
+///   as replays "accepted as new");
+/// - a host taking over a corrupt slot restarts the generation count, so its packets repeat the
+///   previous holder's (generation, sequence) range and peers drop them as replays on a network
+///   where they heard the old holder, until its sequence passes the old one (liveness only; seed
+///   1795619455533961636 once broke the RIDE check's bookkeeping, which now orders by send time).
+const NET_REGRESSION_SEEDS: &[u64] = &[
+    424302,
+    424246,
+    424294,
+    424250,
+    424510,
+    424644,
+    424268,
+    424344,
+    424248,
+    424368,
+    424262,
+    424711,
+    424242,
+    1795619455533961636,
+];
 
 // ---------------------------------------------------------------------------------------------
 // Randomness and clocks
@@ -1942,6 +1960,19 @@ impl Sim {
         let cap_local = x.node.last_ok_ms() + u64::from(t.self_fence_ms) + t.ride_max_ms();
         let cap = x.clock.true_at_ms(cap_local);
         if self.now + 2_000 < cap {
+            // Known design gap 2 (see NET_REGRESSION_SEEDS), a slow cycle just before the outage:
+            // some host's storage deadline came before any member could vouch (reads failed for
+            // the read gap, then a beat and its delivery); it fences, and every host that counted
+            // it as a member loses its evidence. Counted, checked only with SIM_STRICT_LUN=1.
+            let vouch_by = l.start + self.t_us(t.interval_ms) * 3 + t.read_gap_ms() * 1000;
+            let early_deadline = self.incs.iter().any(|y| {
+                y.lun_live
+                    && y.clock.true_at_ms(y.node.last_ok_ms() + u64::from(t.self_fence_ms)) < vouch_by + 2_000
+            });
+            if early_deadline && !self.strict_lun {
+                self.stats.lun_early_stops += 1;
+                return Ok(());
+            }
             if (!self.no_watchdogs || l.mode == Mode::Hang) && !self.strict_lun {
                 // Known design gaps (see NET_REGRESSION_SEEDS): a hardware watchdog fed only after
                 // verified cycles fires one io timeout after the last one, before the read gap
