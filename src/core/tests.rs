@@ -173,6 +173,12 @@ impl H {
         self.run()
     }
 
+    /// The whole LUN fails for us: every read and every write.
+    fn lose_disk(&mut self) {
+        self.disk.fail = vec![true; SLOTS as usize];
+        self.write_fails = true;
+    }
+
     fn go_live(&mut self) {
         for _ in 0..100 {
             self.cycle();
@@ -564,8 +570,7 @@ fn a_short_outage_of_reads_and_writes_recovers() {
     for cycles in [1, 3, 6] {
         let mut h = H::new();
         h.go_live();
-        h.disk.fail = vec![true; SLOTS as usize];
-        h.write_fails = true;
+        h.lose_disk();
         for _ in 0..cycles {
             h.cycle();
         }
@@ -1141,8 +1146,7 @@ mod net {
         let (mut h, _peers) = pair_live();
         let deadline = h.n.last_ok_ms() + 2000;
         // The disk goes away for everyone: our reads and writes fail.
-        h.disk.fail = vec![true; SLOTS as usize];
-        h.write_fails = true;
+        h.lose_disk();
         let mut seq = 10_000;
         let mut lun_lost = 0;
         // The peer says, every interval, that it lost the disk too, echoing our latest beat.
@@ -1177,8 +1181,7 @@ mod net {
     fn a_ride_through_survives_the_disk_coming_back() {
         let (mut h, mut peers) = pair_live();
         let deadline = h.n.last_ok_ms() + 2000;
-        h.disk.fail = vec![true; SLOTS as usize];
-        h.write_fails = true;
+        h.lose_disk();
         let mut seq = 10_000;
         while h.now < deadline + 2000 {
             let sent = beat(&mut h);
@@ -1229,8 +1232,7 @@ mod net {
         }
         assert!(h.n.partition().unwrap().decision.unwrap().must_fence(0), "the stale views put us outside");
         // The disk is lost for everyone; on the network, everyone hears everyone.
-        h.disk.fail = vec![true; SLOTS as usize];
-        h.write_fails = true;
+        h.lose_disk();
         let deadline = h.n.last_ok_ms() + 2000;
         while h.now < deadline + 4000 {
             hear_all(&mut h, true);
@@ -1272,8 +1274,7 @@ mod net {
         let since = h.n.partition().unwrap().stable_since_ms;
         assert!(h.now < since + delay, "already stable for the decision delay");
         // 1.2 s without a readable disk (every host: nobody writes), under the 2 s deadline.
-        h.disk.fail = vec![true; SLOTS as usize];
-        h.write_fails = true;
+        h.lose_disk();
         let back = h.now + 1200;
         while h.now < back {
             hear_all(&mut h);
@@ -1330,8 +1331,7 @@ mod net {
     fn ride_through_ends_when_the_echo_is_older_than_the_network_timeout() {
         let (mut h, _peers) = pair_live();
         let deadline = h.n.last_ok_ms() + 2000;
-        h.disk.fail = vec![true; SLOTS as usize];
-        h.write_fails = true;
+        h.lose_disk();
         let mut seq = 10_000;
         let mut echoed = 0;
         while h.now < deadline + 1000 {
@@ -1357,8 +1357,7 @@ mod net {
         for peer_lost in [false, true] {
             let (mut h, _peers) = pair_live();
             let deadline = h.n.last_ok_ms() + 2000;
-            h.disk.fail = vec![true; SLOTS as usize];
-            h.write_fails = true;
+            h.lose_disk();
             let mut seq = 10_000;
             while h.n.phase() == Phase::Live {
                 let sent = beat(&mut h);
@@ -1381,8 +1380,7 @@ mod net {
         let (mut h, _peers) = pair_live();
         let deadline = h.n.last_ok_ms() + 2000;
         let ride_max = h.n.config().timing.ride_max_ms();
-        h.disk.fail = vec![true; SLOTS as usize];
-        h.write_fails = true;
+        h.lose_disk();
         let mut seq = 10_000;
         while h.n.phase() == Phase::Live {
             let sent = beat(&mut h);
@@ -1402,8 +1400,7 @@ mod net {
         let mut peers = [peer_record(1, 1, 1, State::Live)];
         advance(&mut h, &mut peers, 2);
         let deadline = h.n.last_ok_ms() + 2000;
-        h.disk.fail = vec![true; SLOTS as usize];
-        h.write_fails = true;
+        h.lose_disk();
         while h.n.phase() == Phase::Live {
             h.cycle();
         }
@@ -1412,8 +1409,7 @@ mod net {
         let mut h = H::with(net_config(), Disk::new());
         h.go_live();
         let deadline = h.n.last_ok_ms() + 2000;
-        h.disk.fail = vec![true; SLOTS as usize];
-        h.write_fails = true;
+        h.lose_disk();
         while h.n.phase() == Phase::Live {
             h.cycle();
         }
@@ -1478,8 +1474,7 @@ fn an_echo_from_another_boot_is_not_evidence() {
     }
     assert!(h.n.poll_beat(h.now));
     let deadline = h.n.last_ok_ms() + 2000;
-    h.disk.fail = vec![true; SLOTS as usize];
-    h.write_fails = true;
+    h.lose_disk();
     let mut seq = 0;
     while h.n.phase() == Phase::Live {
         seq += 1;
