@@ -84,6 +84,23 @@ pub struct Args {
     /// addresses loses an equal split (VMware HA's isolation address).
     #[arg(long = "isolation-addr", value_name = "IP")]
     pub isolation_addr: Vec<String>,
+    /// VM driver for failover: `libvirt` (qemu:///system), `libvirt:URI`, or `exec:/path/to/hook`
+    /// (docs/VMS.md). Without one this host runs no failover: it publishes no VMs and takes no
+    /// restarts (it still coordinates if it has the lowest live slot).
+    #[arg(long, value_name = "SPEC")]
+    pub vm_driver: Option<String>,
+    /// Memory offered to restarted and running VMs, MiB (default: what the driver reports).
+    #[arg(long, value_name = "MIB")]
+    pub vm_memory_mib: Option<u64>,
+    /// vCPUs offered to VMs (default: what the driver reports).
+    #[arg(long, value_name = "N")]
+    pub vm_vcpus: Option<u32>,
+    /// Take no restarted VMs on this host (maintenance); its own VMs stay protected.
+    #[arg(long)]
+    pub no_restarts_here: bool,
+    /// Warn in status when the pool tolerates fewer host failures than this.
+    #[arg(long, value_name = "K")]
+    pub tolerance_target: Option<u32>,
     /// TESTS ONLY: take the slot without watching it first (breaks slot-ownership safety).
     #[arg(long, hide = true)]
     pub unsafe_skip_acquire: bool,
@@ -117,6 +134,11 @@ pub fn run(args: Args) -> CliResult {
         key_file: args.key_file,
         weight: args.weight,
         isolation_addrs: (!args.isolation_addr.is_empty()).then_some(args.isolation_addr),
+        vm_driver: args.vm_driver,
+        vm_memory_mib: args.vm_memory_mib,
+        vm_vcpus: args.vm_vcpus,
+        no_restarts_here: args.no_restarts_here.then_some(true),
+        tolerance_target: args.tolerance_target,
     };
     let cfg = resolve(file, flags, args.unsafe_skip_acquire).map_err(|e| CliError::usage(e.to_string()))?;
     crate::daemon::run(cfg).map_err(|e| CliError { code: e.exit_code(), message: e.to_string() })

@@ -13,6 +13,7 @@
 //!
 //! Times are the driver's monotonic milliseconds, passed in. Nothing here allocates after `new`.
 
+pub mod failover;
 pub mod net;
 pub mod node;
 pub mod own;
@@ -264,3 +265,5 @@ pub enum Event {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod failover_tests;

@@ -51,6 +51,16 @@ pub struct FileConfig {
     pub weight: Option<u32>,
     /// Isolation addresses (IPv4), probed with ICMP echo.
     pub isolation_addrs: Option<Vec<String>>,
+    /// VM driver: `libvirt`, `libvirt:URI` or `exec:/path/to/hook` (none: no VM failover here).
+    pub vm_driver: Option<String>,
+    /// Memory offered to VMs, MiB (default: what the driver reports).
+    pub vm_memory_mib: Option<u64>,
+    /// vCPUs offered to VMs (default: what the driver reports).
+    pub vm_vcpus: Option<u32>,
+    /// Take no restarted VMs here (maintenance).
+    pub no_restarts_here: Option<bool>,
+    /// Warn when the pool tolerates fewer host failures than this.
+    pub tolerance_target: Option<u32>,
 }
 
 impl FileConfig {
@@ -70,6 +80,11 @@ impl FileConfig {
             hb_addrs: self.hb_addrs.or(other.hb_addrs),
             key_file: self.key_file.or(other.key_file),
             weight: self.weight.or(other.weight),
+            vm_driver: self.vm_driver.or(other.vm_driver),
+            vm_memory_mib: self.vm_memory_mib.or(other.vm_memory_mib),
+            vm_vcpus: self.vm_vcpus.or(other.vm_vcpus),
+            no_restarts_here: self.no_restarts_here.or(other.no_restarts_here),
+            tolerance_target: self.tolerance_target.or(other.tolerance_target),
             isolation_addrs: self.isolation_addrs.or(other.isolation_addrs),
         }
     }
@@ -94,6 +109,11 @@ pub struct Config {
     pub key_file: Option<PathBuf>,
     pub weight: u32,
     pub isolation_addrs: Vec<std::net::Ipv4Addr>,
+    pub vm_driver: Option<crate::vm::DriverSpec>,
+    pub vm_memory_mib: Option<u64>,
+    pub vm_vcpus: Option<u32>,
+    pub no_restarts_here: bool,
+    pub tolerance_target: Option<u32>,
     /// Test only: take the slot without watching it (lets two daemons share a slot).
     pub unsafe_skip_acquire: bool,
 }
@@ -217,6 +237,11 @@ pub fn resolve(
         key_file: c.key_file,
         weight: c.weight.unwrap_or(1),
         isolation_addrs,
+        vm_driver: c.vm_driver.as_deref().map(str::parse).transpose().map_err(|e: String| field("vm_driver", e))?,
+        vm_memory_mib: c.vm_memory_mib,
+        vm_vcpus: c.vm_vcpus,
+        no_restarts_here: c.no_restarts_here.unwrap_or(false),
+        tolerance_target: c.tolerance_target,
         unsafe_skip_acquire,
     })
 }

@@ -9,6 +9,7 @@ mod control;
 pub mod fence;
 pub mod net;
 pub mod status;
+mod vms;
 
 use crate::core::{Action, Event, IoFailure, Node, NodeConfig, PeerState, SlotSource};
 use crate::disk::{read_superblock_bytes, write_result, Disk, DiskError};
@@ -234,7 +235,33 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             .map_err(DaemonError::Network)?;
         }
     }
-    let mut extents = ExtentState::new(sb.layout.slot_count, keyring.is_some() && cfg.key_file.is_none());
+    let mut extents = ExtentState::new(keyring.is_some() && cfg.key_file.is_none());
+    // The VM thread: inventory, addresses and failover through the data extents, on its own
+    // disk handle so its I/O never waits behind (or delays) a sweep.
+    let vm_disk = Disk::with_superblock(
+        Device::open(&cfg.device, Access::ReadWrite).map_err(DiskError::from)?,
+        sb.clone(),
+        cfg.engine,
+        Some(cfg.slot),
+    )?;
+    vms::spawn(
+        vm_disk,
+        vms::VmSettings {
+            slot: cfg.slot,
+            slot_count: sb.layout.slot_count,
+            timing,
+            driver: cfg.vm_driver.clone(),
+            capacity_limit: (cfg.vm_memory_mib, cfg.vm_vcpus, cfg.no_restarts_here),
+            hb_addrs: cfg.hb_addrs.clone(),
+            tolerance_target: cfg.tolerance_target,
+        },
+        vms::VmShared {
+            node: node.clone(),
+            snapshot: snapshot.clone(),
+            addresses: addresses.clone(),
+            stop: net_stop.clone(),
+        },
+    );
 
     // The executor: perform what the node asks, feed results back, sleep until it wants more.
     // The node is locked only between I/Os, never across one: the network thread feeds it
@@ -326,10 +353,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         if let Some(code) = exit {
             break code;
         }
-        // Between cycles, outside the sweep's time budget: publish our addresses once live, and
-        // read the extents of peers whose extent sequence changed.
         if networks > 0 {
-            extents.step(&mut disk, &node, &cfg.hb_addrs, &addresses, timing);
             lock(&snapshot).peer_addrs.clone_from(&addresses.lock().unwrap_or_else(|e| e.into_inner()));
         }
         // Sleep until the node wants to act, in short steps so a stop or a backup fence is seen.
@@ -378,32 +402,17 @@ fn load_keyring(
     }
 }
 
-/// Data-extent work between cycles: our host info, peers' addresses, the disk keyring.
+/// Follows the disk keyring (the extents are the VM thread's, `vms.rs`).
 struct ExtentState {
-    /// Our host info is published under this extent sequence.
-    published: Option<u64>,
-    /// Per slot: the extent sequence whose addresses we hold (or failed to read).
-    seen: Vec<u64>,
-    buf: Vec<u8>,
     /// The keyring bytes last applied (disk keyring only).
     keyring_bytes: Option<[u8; 512]>,
     reload_keyring: bool,
     keyring_checked_ms: u64,
-    /// Per slot: (slot, extent sequence, free), copied out of the node each step.
-    peers: Vec<(u32, u64, bool)>,
 }
 
 impl ExtentState {
-    fn new(slot_count: u32, reload_keyring: bool) -> ExtentState {
-        ExtentState {
-            published: None,
-            seen: vec![0; slot_count as usize],
-            buf: vec![0; crate::format::extent::host_info::MAX_ENCODED_LEN.max(4096)],
-            keyring_bytes: None,
-            reload_keyring,
-            keyring_checked_ms: 0,
-            peers: Vec::with_capacity(slot_count as usize),
-        }
+    fn new(reload_keyring: bool) -> ExtentState {
+        ExtentState { keyring_bytes: None, reload_keyring, keyring_checked_ms: 0 }
     }
 
     /// Follows `diskbeat rekey`: the keyring sector is read with every sweep (the superblock
@@ -446,89 +455,6 @@ impl ExtentState {
                 self.keyring_bytes = Some(copy);
             }
             Err(_) => {}
-        }
-    }
-
-    fn step(
-        &mut self,
-        disk: &mut Disk,
-        node: &Mutex<Node>,
-        own: &[std::net::SocketAddr],
-        book: &Mutex<net::AddressBook>,
-        timing: Timing,
-    ) {
-        use crate::format::extent::{host_info::HostInfo, kind, Payload};
-        // Extent I/O must not delay the next cycle: only with half an interval to spare, and
-        // with that as its timeout.
-        let budget = Duration::from_millis(u64::from(timing.interval_ms / 2).max(1));
-        let (phase, generation, slot, wake) = {
-            let n = node_lock(node);
-            // Refilled in place (capacity: every slot): nothing allocated per cycle.
-            self.peers.clear();
-            self.peers.extend(
-                n.peers()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (i as u32, p.extent_sequence, p.state == PeerState::Free)),
-            );
-            (n.phase(), n.record().generation, n.config().slot, n.poll_timeout())
-        };
-        let room = |now: u64| wake.is_some_and(|w| w >= now + budget.as_millis() as u64);
-        if self.published.is_none() && phase == crate::core::Phase::Live && room(now_ms()) {
-            let info = HostInfo::new(own).expect("checked by config");
-            let mut payload = [0u8; crate::format::extent::host_info::MAX_ENCODED_LEN];
-            let len = info.encode(&mut payload).expect("fits");
-            match disk.write_extent(slot, kind::HOST_INFO, generation, &payload[..len], budget) {
-                Ok(seq) => {
-                    self.published = Some(seq);
-                    node_lock(node).set_extent_sequence(seq);
-                    tracing::info!(addrs = ?own, extent_sequence = seq, "heartbeat addresses published");
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot publish our heartbeat addresses yet"),
-            }
-        }
-        let mut reads = 0;
-        for i in 0..self.peers.len() {
-            let (peer, seq, free) = self.peers[i];
-            if peer == slot || reads >= 2 || !room(now_ms()) {
-                continue;
-            }
-            let known = self.seen[peer as usize];
-            if free || seq == 0 || seq == known {
-                if free && known != 0 {
-                    self.seen[peer as usize] = 0;
-                    book.lock().unwrap_or_else(|e| e.into_inner())[peer as usize] = [None; 2];
-                }
-                continue;
-            }
-            reads += 1;
-            let read = disk.read_extent(peer, &mut self.buf, budget);
-            let addrs = match read {
-                Ok(crate::disk::ExtentRead::Payload(h)) => {
-                    match Payload::decode(&h, &self.buf[..h.payload_len as usize]) {
-                        Ok(Payload::HostInfo(info)) => Some(info),
-                        other => {
-                            tracing::warn!(slot = peer, payload = ?other.map(|_| ()), "peer extent holds no usable host info");
-                            None
-                        }
-                    }
-                }
-                // Torn or failed: try again next time (the sequence stays unseen).
-                Ok(crate::disk::ExtentRead::Torn(_)) | Err(_) => continue,
-                Ok(other) => {
-                    tracing::warn!(slot = peer, extent = ?other, "peer extent unreadable");
-                    None
-                }
-            };
-            self.seen[peer as usize] = seq;
-            let mut entry = [None; 2];
-            if let Some(info) = addrs {
-                for (i, a) in info.addrs().iter().take(2).enumerate() {
-                    entry[i] = Some(*a);
-                }
-                tracing::info!(slot = peer, addrs = ?info.addrs(), "peer heartbeat addresses");
-            }
-            book.lock().unwrap_or_else(|e| e.into_inner())[peer as usize] = entry;
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub weight: u32,
     pub members: u32,
     pub own_view: crate::format::record::NetView,
+    /// The VM thread's view (`None` until its first step).
+    pub failover: Option<crate::core::failover::FailoverStatus>,
 }
 
 impl Snapshot {
@@ -90,6 +92,7 @@ impl Snapshot {
             weight: cfg.weight,
             members: 0,
             own_view: crate::format::record::NetView::EMPTY,
+            failover: None,
         }
     }
 

@@ -19,6 +19,9 @@ pub enum VmState {
     Starting,
     /// A restart here failed (the reason is in `failure`); this host never retries it.
     Failed,
+    /// Ran here in a previous incarnation of this host and does not run now (the host rebooted or
+    /// its daemon restarted after a fence): the pool restarts it, like a gone host's VM.
+    Lost,
 }
 
 impl VmState {

@@ -8,6 +8,7 @@
 //! index, and returns a typed reason on failure. Pure code: no I/O, no clock.
 
 pub mod extent;
+pub mod host_state;
 pub mod keyring;
 pub mod layout;
 pub mod mailbox;

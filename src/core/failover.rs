@@ -1,0 +1,957 @@
+//! VM failover: inventory, the coordinator's restart plan, and claims that make every restart
+//! happen at most once. Pure code like [`super::Node`]: no I/O, no clock; the daemon's VM thread
+//! (and the simulator) perform [`FailoverAction`]s and feed the results back. docs/FAILOVER.md.
+//!
+//! Safety does not rest on the coordinator. A host starts a VM only after (1) it durably wrote a
+//! `Starting` claim for it in its own extent, then (2) read, fresh from the disk, the extent of every
+//! slot whose VMs are not proven gone, and found no other holder. Two hosts racing for one VM each
+//! write before they read, so at least one sees the other's claim and withdraws (registers on a
+//! disk: whoever reads second sees the first write). The coordinator only keeps the work useful:
+//! one target per VM, capacity, order.
+
+use super::peer::{GoneProof, NotProven, PeerState};
+use crate::format::host_state::{
+    Assignment, Epoch, HostCapacity, HostState, Plan, Unplaced, UnplacedCode, VmEntry, VmState,
+};
+use crate::planner::Protection;
+use crate::vm::{Inventory, VmRunState};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Restart attempts per VM and failure: the first target, then one retry elsewhere.
+pub const MAX_ATTEMPTS: u8 = 2;
+
+/// One slot as the heartbeat node sees it, copied out of [`super::Node`] every step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotView {
+    pub state: PeerState,
+    pub generation: u64,
+    /// The record's extent sequence: the extent is re-read when it changes.
+    pub extent_sequence: u64,
+    pub gone: Result<GoneProof, NotProven>,
+}
+
+impl SlotView {
+    pub const FREE: SlotView =
+        SlotView { state: PeerState::Free, generation: 0, extent_sequence: 0, gone: Err(NotProven::NoHost) };
+
+    /// A slot no host holds: its extent is history, never evidence.
+    fn is_free(&self) -> bool {
+        matches!(self.state, PeerState::Free)
+    }
+    /// Its VMs may run: its claims block others. Unread and corrupt slots count: unknown is not gone.
+    fn may_hold(&self) -> bool {
+        !self.is_free() && self.gone.is_err()
+    }
+}
+
+/// Static settings.
+#[derive(Debug, Clone)]
+pub struct FailoverConfig {
+    pub slot: u32,
+    pub slot_count: u32,
+    /// How often the driver's inventory is polled.
+    pub inventory_interval_ms: u64,
+    /// A VM driver is configured (else this host publishes no capacity and takes no restarts).
+    pub driver: bool,
+    /// Caps the capacity the driver reports (tests; hosts that keep memory for themselves).
+    pub capacity_limit: Option<HostCapacity>,
+    /// Heartbeat addresses published with the inventory.
+    pub hb_addrs: Vec<std::net::SocketAddr>,
+    /// Status warns when the pool tolerates fewer host failures than this.
+    pub tolerance_target: Option<u32>,
+}
+
+/// What the driver must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailoverAction {
+    /// Ask the VM driver for the inventory; answer with [`Failover::handle_inventory`].
+    PollInventory,
+    /// Read `slot`'s extent; answer with [`Failover::handle_extent`]. `fresh`: for a claim check,
+    /// read it now even if its record's sequence did not change.
+    ReadExtent { slot: u32, fresh: bool },
+    /// Write this host state into our extent; answer with [`Failover::handle_published`].
+    Publish(HostState),
+    /// Start a VM here: our claim is durable and no other holder was found.
+    Start { uuid: uuid::Uuid, name: String, definition: Vec<u8> },
+    /// Stop a VM whose start failed, so that `Failed` means "not running here".
+    Destroy { uuid: uuid::Uuid, name: String },
+}
+
+/// A peer's extent as last read.
+#[derive(Debug, Clone)]
+enum Known {
+    State(HostState),
+    /// Never published (mkfs's empty extent): holds nothing.
+    Empty,
+    /// Unreadable, torn or undecodable: unknown.
+    Bad(String),
+}
+
+#[derive(Debug, Clone)]
+struct ExtentCopy {
+    generation: u64,
+    /// The record extent sequence this copy answers (the one the read was asked for).
+    sequence: u64,
+    known: Known,
+}
+
+/// A claim check in progress: our `Starting` claims are durable; reading everyone else's.
+#[derive(Debug, Clone)]
+struct ClaimRound {
+    uuids: BTreeSet<uuid::Uuid>,
+    pending: BTreeSet<u32>,
+    /// A slot that could not be read: its holdings are unknown, so nothing starts this round.
+    blocked_by: Option<(u32, String)>,
+    conflicts: BTreeMap<uuid::Uuid, u32>,
+}
+
+/// Why a VM of a silent host is not restarted (status).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Held {
+    pub slot: u32,
+    pub vms: Vec<String>,
+    pub reason: NotProven,
+}
+
+/// What the status shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailoverStatus {
+    pub coordinator_slot: Option<u32>,
+    pub is_coordinator: bool,
+    pub plan: Option<Plan>,
+    /// VMs of hosts that stopped heartbeating but are not proven gone: not restarted, and why.
+    pub held: Vec<Held>,
+    /// Our own claims and their states.
+    pub own: Vec<(String, VmState)>,
+    pub driver_error: Option<String>,
+    /// Why our claimed starts wait, if they do.
+    pub blocked: Option<String>,
+    /// VMs two hosts that may both run them report as running (operator error: alarm).
+    pub running_twice: Vec<(String, Vec<u32>)>,
+    pub tolerance: Option<u32>,
+    pub tolerance_target: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Io {
+    Idle,
+    Inventory,
+    Read(u32),
+    Publish,
+    Start(uuid::Uuid),
+    Destroy(uuid::Uuid),
+}
+
+/// The failover state machine of one host.
+#[derive(Debug)]
+pub struct Failover {
+    cfg: FailoverConfig,
+    slots: Vec<SlotView>,
+    extents: Vec<Option<ExtentCopy>>,
+    /// Our entries, by UUID: what we publish.
+    own: BTreeMap<uuid::Uuid, VmEntry>,
+    capacity: Option<HostCapacity>,
+    /// Our plan when we coordinate.
+    plan: Option<Plan>,
+    /// What we published last (or are publishing); `None` before the first publish.
+    published: Option<HostState>,
+    /// Our generation: the plan epoch carries it, and a new incarnation starts afresh.
+    generation: u64,
+    /// Our previous incarnation's entries, read once at start: VMs it ran become `Lost`.
+    previous_read: bool,
+    next_inventory_ms: u64,
+    inventory_seen: bool,
+    driver_error: Option<String>,
+    claim_round: Option<ClaimRound>,
+    /// Starts approved by a claim round, not yet handed out.
+    to_start: Vec<uuid::Uuid>,
+    to_destroy: Vec<(uuid::Uuid, String)>,
+    io: Io,
+    /// The node is live (holds its slot, cycles verified): only then act.
+    live: bool,
+    /// A claim round was blocked by an unreadable slot: check again at this time.
+    round_due_ms: Option<u64>,
+    /// Why claimed starts wait (status).
+    blocked: Option<String>,
+    /// A publish failed: try again at this time (no busy loop on a failing disk).
+    publish_after_ms: u64,
+}
+
+fn holds_top(entries: &[(u32, &VmEntry)]) -> Option<(u32, VmEntry)> {
+    entries.iter().max_by_key(|(slot, e)| (e.claim, std::cmp::Reverse(*slot))).map(|(s, e)| (*s, (*e).clone()))
+}
+
+impl Failover {
+    pub fn new(cfg: FailoverConfig, now_ms: u64) -> Failover {
+        assert!(cfg.slot < cfg.slot_count, "own slot out of range");
+        let n = cfg.slot_count as usize;
+        Failover {
+            slots: vec![SlotView::FREE; n],
+            extents: vec![None; n],
+            own: BTreeMap::new(),
+            capacity: None,
+            plan: None,
+            published: None,
+            generation: 0,
+            previous_read: false,
+            next_inventory_ms: now_ms,
+            inventory_seen: !cfg.driver,
+            driver_error: None,
+            claim_round: None,
+            to_start: Vec::new(),
+            to_destroy: Vec::new(),
+            io: Io::Idle,
+            live: false,
+            round_due_ms: None,
+            blocked: None,
+            publish_after_ms: 0,
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &FailoverConfig {
+        &self.cfg
+    }
+
+    /// The node's view of every slot (ours included), and whether the node is live.
+    pub fn handle_slots(&mut self, views: &[SlotView], own_generation: u64, live: bool) {
+        assert_eq!(views.len(), self.slots.len());
+        self.slots.copy_from_slice(views);
+        if own_generation != self.generation {
+            // A new incarnation of this host: nothing we claimed before carries over except
+            // through the previous extent (read once, below).
+            self.generation = own_generation;
+        }
+        self.live = live;
+    }
+
+    /// Our own previous extent, read once before the first publish: VMs our previous incarnation
+    /// held and that no longer run here become `Lost`, so the pool restarts them (a rebooted host
+    /// must not erase the evidence that they ran).
+    pub fn handle_previous(&mut self, previous: Option<HostState>) {
+        self.previous_read = true;
+        let Some(prev) = previous else { return };
+        for e in prev.vms {
+            if e.state.holds() || e.state == VmState::Lost {
+                let mut lost = e;
+                lost.state = VmState::Lost;
+                lost.failure = None;
+                self.own.insert(lost.uuid, lost);
+            }
+        }
+    }
+
+    /// Whether [`Failover::handle_previous`] is still due (once, when the node is live).
+    pub fn needs_previous(&self) -> bool {
+        !self.previous_read
+    }
+
+    pub fn handle_inventory(&mut self, now_ms: u64, result: Result<Inventory, String>) {
+        debug_assert_eq!(self.io, Io::Inventory);
+        self.io = Io::Idle;
+        self.next_inventory_ms = now_ms + self.cfg.inventory_interval_ms;
+        let inv = match result {
+            Ok(inv) => inv,
+            Err(e) => {
+                // Keep what we published: a driver hiccup must not look like every VM stopping.
+                self.driver_error = Some(e);
+                return;
+            }
+        };
+        self.driver_error = None;
+        self.inventory_seen = true;
+        let mut cap = HostCapacity {
+            memory_mib: inv.capacity.memory_mib,
+            vcpus: inv.capacity.vcpus,
+            accepts_restarts: true,
+        };
+        if let Some(limit) = self.cfg.capacity_limit {
+            cap.memory_mib = cap.memory_mib.min(limit.memory_mib);
+            cap.vcpus = cap.vcpus.min(limit.vcpus);
+            cap.accepts_restarts = limit.accepts_restarts;
+        }
+        self.capacity = Some(cap);
+        let mut seen = BTreeSet::new();
+        for vm in &inv.vms {
+            seen.insert(vm.uuid);
+            let state = match vm.state {
+                VmRunState::Running => VmState::Running,
+                VmRunState::Stopped => VmState::Stopped,
+            };
+            let top_elsewhere = self.max_claim_elsewhere(vm.uuid);
+            let entry = self.own.entry(vm.uuid).or_insert_with(|| VmEntry {
+                uuid: vm.uuid,
+                name: vm.name.clone(),
+                memory_mib: vm.memory_mib,
+                vcpus: vm.vcpus,
+                state,
+                protection: vm.protection.level,
+                order: vm.protection.order,
+                anti_affinity: vm.protection.anti_affinity.clone(),
+                claim: 0,
+                attempt: 0,
+                failure: None,
+                definition: vm.definition.clone(),
+            });
+            entry.name.clone_from(&vm.name);
+            entry.memory_mib = vm.memory_mib;
+            entry.vcpus = vm.vcpus;
+            entry.protection = vm.protection.level;
+            entry.order = vm.protection.order;
+            entry.anti_affinity.clone_from(&vm.protection.anti_affinity);
+            entry.definition.clone_from(&vm.definition);
+            match (entry.state, state) {
+                // A start in flight or a claim round: the driver may not show it running yet.
+                (VmState::Starting, VmState::Stopped) => {}
+                // Failed means "not running here": a failed start the driver shows running is a
+                // start we did not see succeed, so it runs.
+                (_, VmState::Running) => {
+                    if !entry.state.holds() {
+                        // Started here outside failover (or again): the newest holder.
+                        entry.claim = entry.claim.max(top_elsewhere + 1);
+                        entry.attempt = 0;
+                    }
+                    entry.state = VmState::Running;
+                    entry.failure = None;
+                }
+                // Lost stays lost (restart pending) until someone holds a higher claim.
+                (VmState::Lost, VmState::Stopped) | (VmState::Failed, VmState::Stopped) => {}
+                (_, VmState::Stopped) => entry.state = VmState::Stopped,
+                (_, _) => {}
+            }
+        }
+        // Gone from the driver: a running VM was undefined here. Claims and failures stay.
+        self.own.retain(|uuid, e| {
+            seen.contains(uuid) || matches!(e.state, VmState::Starting | VmState::Failed | VmState::Lost)
+        });
+    }
+
+    pub fn handle_extent(&mut self, slot: u32, asked_sequence: u64, result: Result<Option<HostState>, String>) {
+        debug_assert_eq!(self.io, Io::Read(slot));
+        self.io = Io::Idle;
+        let s = slot as usize;
+        let known = match result {
+            Ok(Some(state)) => Known::State(state),
+            Ok(None) => Known::Empty,
+            Err(e) => Known::Bad(e),
+        };
+        if let Some(round) = self.claim_round.as_mut() {
+            if round.pending.remove(&slot) {
+                match &known {
+                    Known::State(st) => {
+                        for e in &st.vms {
+                            if e.state.holds() && round.uuids.contains(&e.uuid) {
+                                round.conflicts.entry(e.uuid).or_insert(slot);
+                            }
+                        }
+                    }
+                    Known::Empty => {}
+                    Known::Bad(why) => {
+                        round.blocked_by.get_or_insert((slot, why.clone()));
+                    }
+                }
+            }
+        }
+        // A failed read keeps the last good copy for planning (but never for a claim check).
+        if matches!(known, Known::Bad(_)) && self.extents[s].as_ref().is_some_and(|c| !matches!(c.known, Known::Bad(_))) {
+            return;
+        }
+        self.extents[s] =
+            Some(ExtentCopy { generation: self.slots[s].generation, sequence: asked_sequence, known });
+    }
+
+    /// Our extent write completed (`Ok(sequence)`) or failed.
+    pub fn handle_published(&mut self, now_ms: u64, result: Result<u64, String>) {
+        debug_assert_eq!(self.io, Io::Publish);
+        self.io = Io::Idle;
+        match result {
+            // Claims written in this publish are durable: check everyone else's now (reads
+            // issued after the write completed).
+            Ok(_) => self.begin_round(),
+            Err(_) => {
+                // Not durable: publish again, after an interval.
+                self.published = None;
+                self.publish_after_ms = now_ms + self.cfg.inventory_interval_ms;
+            }
+        }
+    }
+
+    /// Starts a claim check for our durable `Starting` claims not yet approved.
+    fn begin_round(&mut self) {
+        if self.claim_round.is_some() {
+            return;
+        }
+        let uuids: BTreeSet<uuid::Uuid> = self
+            .own
+            .values()
+            .filter(|e| e.state == VmState::Starting && !self.to_start.contains(&e.uuid))
+            .map(|e| e.uuid)
+            .collect();
+        if uuids.is_empty() {
+            return;
+        }
+        self.round_due_ms = None;
+        let pending = (0..self.cfg.slot_count).filter(|&s| s != self.cfg.slot && self.slots[s as usize].may_hold()).collect();
+        self.claim_round = Some(ClaimRound { uuids, pending, blocked_by: None, conflicts: BTreeMap::new() });
+    }
+
+    pub fn handle_start(&mut self, uuid: uuid::Uuid, result: Result<(), String>) {
+        debug_assert_eq!(self.io, Io::Start(uuid));
+        self.io = Io::Idle;
+        let Some(e) = self.own.get_mut(&uuid) else { return };
+        match result {
+            Ok(()) => e.state = VmState::Running,
+            Err(why) => {
+                // It may have half-started: destroy first; only then is it `Failed`.
+                e.failure = Some(truncate(&why));
+                self.to_destroy.push((uuid, e.name.clone()));
+            }
+        }
+    }
+
+    pub fn handle_destroy(&mut self, uuid: uuid::Uuid, result: Result<(), String>) {
+        debug_assert_eq!(self.io, Io::Destroy(uuid));
+        self.io = Io::Idle;
+        let Some(e) = self.own.get_mut(&uuid) else { return };
+        match result {
+            Ok(()) => e.state = VmState::Failed,
+            // Still a holder: retried; never released while it may run here.
+            Err(why) => {
+                e.failure = Some(truncate(&format!("stopping after a failed start failed: {why}")));
+                self.to_destroy.push((uuid, e.name.clone()));
+            }
+        }
+    }
+
+    /// The next action, or `None` (then wait until [`Failover::poll_timeout`] or new input).
+    pub fn poll_action(&mut self, now_ms: u64) -> Option<FailoverAction> {
+        if self.io != Io::Idle {
+            return None;
+        }
+        if let Some((uuid, name)) = self.to_destroy.pop() {
+            self.io = Io::Destroy(uuid);
+            return Some(FailoverAction::Destroy { uuid, name });
+        }
+        if self.cfg.driver && now_ms >= self.next_inventory_ms {
+            self.io = Io::Inventory;
+            return Some(FailoverAction::PollInventory);
+        }
+        // Claim round reads come before anything else we read.
+        if let Some(round) = &self.claim_round {
+            if let Some(&slot) = round.pending.iter().next() {
+                self.io = Io::Read(slot);
+                return Some(FailoverAction::ReadExtent { slot, fresh: true });
+            }
+            let round = self.claim_round.take().expect("checked");
+            self.finish_round(round, now_ms);
+        }
+        if self.round_due_ms.is_some_and(|t| now_ms >= t) && self.published.is_some() {
+            self.begin_round();
+            return self.poll_action(now_ms);
+        }
+        if let Some(uuid) = self.to_start.pop() {
+            if let Some(e) = self.own.get(&uuid) {
+                if e.state == VmState::Starting {
+                    self.io = Io::Start(uuid);
+                    return Some(FailoverAction::Start { uuid, name: e.name.clone(), definition: e.definition.clone() });
+                }
+            }
+        }
+        // Extents whose record sequence changed (or a new generation).
+        for s in 0..self.cfg.slot_count {
+            if s == self.cfg.slot {
+                continue;
+            }
+            let v = self.slots[s as usize];
+            if v.is_free() || matches!(v.state, PeerState::Unread) {
+                continue;
+            }
+            let stale = match &self.extents[s as usize] {
+                None => true,
+                Some(c) => c.sequence != v.extent_sequence || c.generation != v.generation,
+            };
+            if stale {
+                self.io = Io::Read(s);
+                return Some(FailoverAction::ReadExtent { slot: s, fresh: false });
+            }
+        }
+        if !self.live || !self.previous_read || !self.inventory_seen {
+            return None;
+        }
+        self.coordinate();
+        self.take_assignments();
+        let state = self.host_state();
+        if self.published.as_ref() != Some(&state) && now_ms >= self.publish_after_ms {
+            self.published = Some(state.clone());
+            self.io = Io::Publish;
+            return Some(FailoverAction::Publish(state));
+        }
+        None
+    }
+
+    /// When to call [`Failover::poll_action`] again without new input.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut t = self.cfg.driver.then_some(self.next_inventory_ms);
+        for x in [self.round_due_ms, (self.publish_after_ms > 0).then_some(self.publish_after_ms)].into_iter().flatten() {
+            t = Some(t.map_or(x, |t| t.min(x)));
+        }
+        t
+    }
+
+    fn finish_round(&mut self, round: ClaimRound, now_ms: u64) {
+        for uuid in &round.uuids {
+            let Some(e) = self.own.get_mut(uuid) else { continue };
+            if e.state != VmState::Starting {
+                continue;
+            }
+            if let Some(slot) = round.conflicts.get(uuid) {
+                // Another host holds it (or claimed it at the same time): withdraw. Nothing was
+                // started, so `Failed` is true at once.
+                e.state = VmState::Failed;
+                e.failure = Some(format!("slot {slot} holds it: withdrawn before starting"));
+            } else if round.blocked_by.is_none() {
+                self.to_start.push(*uuid);
+            }
+        }
+        if let Some((slot, why)) = &round.blocked_by {
+            // Unknown holdings: our claims stay (they block others) and are checked again later.
+            self.blocked = Some(format!("slot {slot}'s extent cannot be read ({why}): starts wait"));
+            self.round_due_ms = Some(now_ms + self.cfg.inventory_interval_ms);
+        } else {
+            self.blocked = None;
+        }
+        // Start in restart order: `to_start` is popped from the end.
+        let own = &self.own;
+        self.to_start.sort_by_key(|u| std::cmp::Reverse(own.get(u).map(|e| (e.order.is_none(), e.order))));
+    }
+
+    /// Every entry of every slot that may still hold VMs or is proven gone, with its slot.
+    fn all_entries(&self) -> Vec<(u32, &VmEntry)> {
+        let mut out = Vec::new();
+        for (s, copy) in self.extents.iter().enumerate() {
+            let s = s as u32;
+            if s == self.cfg.slot || self.slots[s as usize].is_free() {
+                continue;
+            }
+            if let Some(ExtentCopy { known: Known::State(st), generation, .. }) = copy {
+                if *generation != self.slots[s as usize].generation {
+                    continue;
+                }
+                out.extend(st.vms.iter().map(|e| (s, e)));
+            }
+        }
+        out.extend(self.own.values().map(|e| (self.cfg.slot, e)));
+        out
+    }
+
+    /// Whether `slot`'s claims block others: ours always; a peer's unless proven gone or free.
+    fn may_hold(&self, slot: u32) -> bool {
+        slot == self.cfg.slot || self.slots[slot as usize].may_hold()
+    }
+
+    fn max_claim_elsewhere(&self, uuid: uuid::Uuid) -> u64 {
+        self.all_entries()
+            .into_iter()
+            .filter(|(s, e)| *s != self.cfg.slot && e.uuid == uuid)
+            .map(|(_, e)| e.claim)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The coordinator: the lowest live slot (ours included).
+    pub fn coordinator(&self) -> Option<u32> {
+        (0..self.cfg.slot_count).find(|&s| {
+            if s == self.cfg.slot {
+                self.live
+            } else {
+                self.slots[s as usize].state == PeerState::Live
+            }
+        })
+    }
+
+    /// The plan we act on: our coordinator's.
+    fn current_plan(&self) -> Option<&Plan> {
+        let c = self.coordinator()?;
+        if c == self.cfg.slot {
+            return self.plan.as_ref();
+        }
+        match &self.extents[c as usize] {
+            Some(ExtentCopy { known: Known::State(st), generation, .. })
+                if *generation == self.slots[c as usize].generation =>
+            {
+                st.plan.as_ref()
+            }
+            _ => None,
+        }
+    }
+
+    /// VMs that must run again: (source slot, its entry, slots excluded as targets, attempt).
+    fn orphans(&self) -> (Vec<(u32, VmEntry, BTreeSet<u32>, u8)>, Vec<Unplaced>) {
+        let mut by_uuid: BTreeMap<uuid::Uuid, Vec<(u32, &VmEntry)>> = BTreeMap::new();
+        for (s, e) in self.all_entries() {
+            by_uuid.entry(e.uuid).or_default().push((s, e));
+        }
+        let mut out = Vec::new();
+        let mut unplaced = Vec::new();
+        for (uuid, entries) in by_uuid {
+            // Held by a host that may run it: not ours to restart.
+            if entries.iter().any(|(s, e)| e.state.holds() && self.may_hold(*s)) {
+                continue;
+            }
+            let Some((src, top)) = holds_top(&entries) else { continue };
+            let gone = src != self.cfg.slot && self.slots[src as usize].gone.is_ok();
+            let (needs, attempt, excluded) = match top.state {
+                VmState::Running | VmState::Starting if gone => (true, 1, BTreeSet::new()),
+                VmState::Lost => (true, 1, BTreeSet::new()),
+                VmState::Failed if top.attempt < MAX_ATTEMPTS => {
+                    let excl: BTreeSet<u32> = entries
+                        .iter()
+                        .filter(|(_, e)| e.state == VmState::Failed && e.claim >= top.claim.saturating_sub(1))
+                        .map(|(s, _)| *s)
+                        .collect();
+                    (true, top.attempt + 1, excl)
+                }
+                VmState::Failed => {
+                    unplaced.push(Unplaced { uuid, source_slot: src, reason: UnplacedCode::StartFailed });
+                    (false, 0, BTreeSet::new())
+                }
+                _ => (false, 0, BTreeSet::new()),
+            };
+            if !needs {
+                continue;
+            }
+            if top.protection == Protection::None {
+                unplaced.push(Unplaced { uuid, source_slot: src, reason: UnplacedCode::NotProtected });
+                continue;
+            }
+            let _ = uuid;
+            out.push((src, top, excluded, attempt));
+        }
+        (out, unplaced)
+    }
+
+    /// Live targets with their free capacity (VMs they hold subtracted).
+    fn targets(&self) -> BTreeMap<u32, (HostCapacity, Vec<Option<String>>)> {
+        let mut t = BTreeMap::new();
+        for s in 0..self.cfg.slot_count {
+            let (cap, vms): (Option<HostCapacity>, Vec<&VmEntry>) = if s == self.cfg.slot {
+                (self.capacity, self.own.values().collect())
+            } else if self.slots[s as usize].state == PeerState::Live {
+                match &self.extents[s as usize] {
+                    Some(ExtentCopy { known: Known::State(st), generation, .. })
+                        if *generation == self.slots[s as usize].generation =>
+                    {
+                        (st.capacity, st.vms.iter().collect())
+                    }
+                    _ => (None, vec![]),
+                }
+            } else {
+                (None, vec![])
+            };
+            let Some(mut cap) = cap else { continue };
+            if !cap.accepts_restarts {
+                continue;
+            }
+            let mut groups = Vec::new();
+            for e in vms.iter().filter(|e| e.state.holds()) {
+                cap.memory_mib = cap.memory_mib.saturating_sub(e.memory_mib);
+                cap.vcpus = cap.vcpus.saturating_sub(e.vcpus);
+                groups.push(e.anti_affinity.clone());
+            }
+            t.insert(s, (cap, groups));
+        }
+        t
+    }
+
+    /// As coordinator: (re)compute the plan from what is on the disk.
+    fn coordinate(&mut self) {
+        if self.coordinator() != Some(self.cfg.slot) {
+            self.plan = None;
+            return;
+        }
+        // Wait for the final extent of every proven-gone slot: its last inventory is the input.
+        for (s, v) in self.slots.iter().enumerate() {
+            if s as u32 != self.cfg.slot && v.gone.is_ok() {
+                match &self.extents[s] {
+                    Some(c) if c.sequence == v.extent_sequence && c.generation == v.generation => {}
+                    _ => return,
+                }
+            }
+        }
+        let (orphans, mut unplaced) = self.orphans();
+        let mut targets = self.targets();
+        // Previous plan (ours, or the highest one on the disk): keep assignments still pending
+        // on live targets, so a target already acting is never overtaken.
+        let prev = self.highest_plan();
+        let mut assignments: Vec<Assignment> = Vec::new();
+        // Starts under way (the target holds our claim as `Starting`): kept until they run or
+        // fail, so later waves wait for them. Their capacity is already counted by `targets`.
+        if let Some(p) = &prev {
+            for a in &p.assignments {
+                let starting = self.all_entries().iter().any(|(s, e)| {
+                    *s == a.target_slot && e.uuid == a.uuid && e.claim == a.claim && e.state == VmState::Starting
+                });
+                if starting && self.slots[a.target_slot as usize].state == PeerState::Live
+                    || starting && a.target_slot == self.cfg.slot
+                {
+                    assignments.push(a.clone());
+                }
+            }
+        }
+        let mut rest = Vec::new();
+        for (src, top, excluded, attempt) in orphans {
+            let claim = top.claim + 1;
+            let kept = prev.as_ref().and_then(|p| {
+                p.assignments.iter().find(|a| a.uuid == top.uuid && a.claim == claim && targets.contains_key(&a.target_slot))
+            });
+            match kept {
+                Some(a) => {
+                    let (cap, groups) = targets.get_mut(&a.target_slot).expect("checked");
+                    cap.memory_mib = cap.memory_mib.saturating_sub(top.memory_mib);
+                    cap.vcpus = cap.vcpus.saturating_sub(top.vcpus);
+                    groups.push(top.anti_affinity.clone());
+                    assignments.push(Assignment { source_slot: src, source_generation: self.slots[src as usize].generation, ..a.clone() });
+                }
+                None => rest.push((src, top, excluded, attempt, claim)),
+            }
+        }
+        // New placements: protected first, then best-effort; by order, then largest first.
+        rest.sort_by(|a, b| {
+            let (x, y) = (&a.1, &b.1);
+            (x.protection != Protection::Protect)
+                .cmp(&(y.protection != Protection::Protect))
+                .then(crate::planner::plan::order_key(x.order).cmp(&crate::planner::plan::order_key(y.order)))
+                .then(y.memory_mib.cmp(&x.memory_mib))
+                .then(x.name.cmp(&y.name))
+        });
+        for (src, top, excluded, attempt, claim) in rest {
+            let fits = |cap: &HostCapacity| cap.memory_mib >= top.memory_mib && cap.vcpus >= top.vcpus;
+            // Best fit by free memory; a host without the VM's anti-affinity group first.
+            let choice = targets
+                .iter()
+                .filter(|(s, (cap, _))| !excluded.contains(s) && fits(cap))
+                .min_by_key(|(s, (cap, groups))| {
+                    let clash = top.anti_affinity.is_some() && groups.contains(&top.anti_affinity);
+                    (clash, cap.memory_mib - top.memory_mib, **s)
+                })
+                .map(|(s, _)| *s);
+            match choice {
+                Some(t) => {
+                    let (cap, groups) = targets.get_mut(&t).expect("chosen");
+                    cap.memory_mib -= top.memory_mib;
+                    cap.vcpus -= top.vcpus;
+                    groups.push(top.anti_affinity.clone());
+                    assignments.push(Assignment {
+                        uuid: top.uuid,
+                        source_slot: src,
+                        source_generation: self.slots[src as usize].generation,
+                        target_slot: t,
+                        claim,
+                        attempt,
+                        wave: 0,
+                    });
+                }
+                None => unplaced.push(Unplaced { uuid: top.uuid, source_slot: src, reason: UnplacedCode::NoCapacity }),
+            }
+        }
+        // Waves by restart order (unordered last); equal orders start together.
+        let order_of = |a: &Assignment| -> Option<i64> {
+            self.all_entries().iter().find(|(s, e)| *s == a.source_slot && e.uuid == a.uuid).and_then(|(_, e)| e.order)
+        };
+        let mut orders: Vec<(bool, i64)> = assignments.iter().map(|a| crate::planner::plan::order_key(order_of(a))).collect();
+        orders.sort();
+        orders.dedup();
+        for a in &mut assignments {
+            let k = crate::planner::plan::order_key(order_of(a));
+            a.wave = orders.iter().position(|o| *o == k).expect("present") as u32;
+        }
+        assignments.sort_by_key(|a| (a.wave, a.uuid));
+        unplaced.sort_by_key(|u| u.uuid);
+        if assignments.is_empty() && unplaced.is_empty() {
+            self.plan = None;
+            return;
+        }
+        let same = prev.as_ref().is_some_and(|p| p.assignments == assignments && p.unplaced == unplaced && p.epoch.coordinator_slot == self.cfg.slot && p.epoch.coordinator_generation == self.generation);
+        if same {
+            self.plan = prev;
+            return;
+        }
+        let number = prev.as_ref().map_or(0, |p| p.epoch.number).max(self.max_plan_number()) + 1;
+        self.plan = Some(Plan {
+            epoch: Epoch { number, coordinator_slot: self.cfg.slot, coordinator_generation: self.generation },
+            assignments,
+            unplaced,
+        });
+    }
+
+    fn max_plan_number(&self) -> u64 {
+        let mut m = self.plan.as_ref().map_or(0, |p| p.epoch.number);
+        for c in self.extents.iter().flatten() {
+            if let Known::State(st) = &c.known {
+                if let Some(p) = &st.plan {
+                    m = m.max(p.epoch.number);
+                }
+            }
+        }
+        m
+    }
+
+    /// Our own plan if we made one this incarnation, else the highest-numbered plan on the disk.
+    fn highest_plan(&self) -> Option<Plan> {
+        if let Some(p) = &self.plan {
+            return Some(p.clone());
+        }
+        self.extents
+            .iter()
+            .flatten()
+            .filter_map(|c| match &c.known {
+                Known::State(st) => st.plan.as_ref(),
+                _ => None,
+            })
+            .max_by_key(|p| p.epoch)
+            .cloned()
+    }
+
+    /// As a target: claim the assignments of the current plan that are ours and released.
+    fn take_assignments(&mut self) {
+        if self.claim_round.is_some() || !self.cfg.driver {
+            return;
+        }
+        let Some(plan) = self.current_plan().cloned() else { return };
+        let entries: Vec<(u32, VmEntry)> = self.all_entries().into_iter().map(|(s, e)| (s, e.clone())).collect();
+        // The lowest wave with work left anywhere: later waves wait for it.
+        let done = |a: &Assignment| {
+            entries.iter().any(|(_, e)| {
+                e.uuid == a.uuid
+                    && (e.claim > a.claim || e.claim == a.claim && matches!(e.state, VmState::Running | VmState::Failed))
+            })
+        };
+        let open_wave = plan.assignments.iter().filter(|a| !done(a)).map(|a| a.wave).min();
+        let Some(open_wave) = open_wave else { return };
+        for a in plan.assignments.iter().filter(|a| a.target_slot == self.cfg.slot && a.wave == open_wave) {
+            if self.own.get(&a.uuid).is_some_and(|e| e.claim >= a.claim) {
+                continue; // Taken (or withdrawn) already.
+            }
+            // Someone that may run it holds it: the coordinator will catch up.
+            let held = entries.iter().any(|(s, e)| *s != self.cfg.slot && e.uuid == a.uuid && e.state.holds() && self.may_hold(*s));
+            if held {
+                continue;
+            }
+            let Some((_, src)) = entries.iter().find(|(s, e)| *s == a.source_slot && e.uuid == a.uuid) else {
+                continue; // The source's extent is not read yet.
+            };
+            let mut e = src.clone();
+            e.state = VmState::Starting;
+            e.claim = a.claim;
+            e.attempt = a.attempt;
+            e.failure = None;
+            self.own.insert(a.uuid, e);
+        }
+    }
+
+    fn host_state(&self) -> HostState {
+        HostState {
+            hb_addrs: self.cfg.hb_addrs.clone(),
+            capacity: self.capacity,
+            vms: self.own.values().cloned().collect(),
+            plan: self.plan.clone(),
+        }
+    }
+
+    /// The heartbeat addresses `slot` published, if its extent was read.
+    pub fn peer_addrs(&self, slot: u32) -> Option<&[std::net::SocketAddr]> {
+        match self.extents.get(slot as usize)? {
+            Some(ExtentCopy { known: Known::State(st), .. }) => Some(&st.hb_addrs),
+            _ => None,
+        }
+    }
+
+    /// Peers' published states (for `plan --device` style views and status).
+    pub fn peer_state(&self, slot: u32) -> Option<&HostState> {
+        match self.extents.get(slot as usize)? {
+            Some(ExtentCopy { known: Known::State(st), generation, .. })
+                if *generation == self.slots[slot as usize].generation =>
+            {
+                Some(st)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> FailoverStatus {
+        let coordinator = self.coordinator();
+        let mut held = Vec::new();
+        for (s, v) in self.slots.iter().enumerate() {
+            let s = s as u32;
+            if s == self.cfg.slot || v.is_free() || v.state == PeerState::Live || v.state == PeerState::Unknown {
+                continue;
+            }
+            if let (Err(reason), Some(ExtentCopy { known: Known::State(st), .. })) = (v.gone, &self.extents[s as usize]) {
+                let vms: Vec<String> = st.vms.iter().filter(|e| e.state.holds()).map(|e| e.name.clone()).collect();
+                if !vms.is_empty() {
+                    held.push(Held { slot: s, vms, reason });
+                }
+            }
+        }
+        let mut running: BTreeMap<uuid::Uuid, (String, Vec<u32>)> = BTreeMap::new();
+        for (s, e) in self.all_entries() {
+            if e.state == VmState::Running && (s == self.cfg.slot || self.slots[s as usize].may_hold()) {
+                running.entry(e.uuid).or_insert_with(|| (e.name.clone(), vec![])).1.push(s);
+            }
+        }
+        FailoverStatus {
+            coordinator_slot: coordinator,
+            is_coordinator: coordinator == Some(self.cfg.slot),
+            plan: self.current_plan().cloned(),
+            held,
+            own: self.own.values().map(|e| (e.name.clone(), e.state)).collect(),
+            driver_error: self.driver_error.clone(),
+            blocked: self.blocked.clone(),
+            running_twice: running.into_values().filter(|(_, s)| s.len() > 1).collect(),
+            tolerance: None,
+            tolerance_target: self.cfg.tolerance_target,
+        }
+    }
+
+    /// The live pool as the planner sees it: live hosts' capacity and the VMs they run.
+    pub fn pool(&self) -> crate::planner::Pool {
+        let mut pool = crate::planner::Pool::default();
+        for s in 0..self.cfg.slot_count {
+            let st: Option<(Option<HostCapacity>, Vec<&VmEntry>)> = if s == self.cfg.slot {
+                Some((self.capacity, self.own.values().collect()))
+            } else if self.slots[s as usize].state == PeerState::Live {
+                self.peer_state(s).map(|st| (st.capacity, st.vms.iter().collect()))
+            } else {
+                None
+            };
+            let Some((Some(cap), vms)) = st else { continue };
+            let h = pool.hosts.len();
+            pool.hosts.push(crate::planner::Host {
+                name: format!("slot{s}"),
+                memory_mib: cap.memory_mib,
+                max_vcpus: Some(u64::from(cap.vcpus)),
+                accepts_restarts: cap.accepts_restarts,
+            });
+            for e in vms.into_iter().filter(|e| e.state.holds()) {
+                pool.vms.push(crate::planner::Vm {
+                    name: e.name.clone(),
+                    memory_mib: e.memory_mib,
+                    vcpus: u64::from(e.vcpus),
+                    protection: e.protection,
+                    order: e.order,
+                    host: Some(h),
+                    anti_affinity: e.anti_affinity.clone(),
+                });
+            }
+        }
+        pool
+    }
+}
+
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

@@ -1,0 +1,321 @@
+//! Failover rules on a tiny in-memory pool: every host's `Failover` over one shared "disk" of
+//! extents, fake drivers, actions performed at once in round-robin order.
+
+use super::failover::*;
+use super::peer::{GoneProof, NotProven, PeerState};
+use crate::format::host_state::{HostState, VmState};
+use crate::planner::Protection;
+use crate::vm::{Capacity, Inventory, ProtectionSettings, VmInfo, VmRunState};
+use std::collections::BTreeMap;
+
+#[derive(Clone)]
+struct FakeVm {
+    name: String,
+    memory_mib: u64,
+    level: Protection,
+    order: Option<i64>,
+    running: bool,
+}
+
+struct Host {
+    fo: Failover,
+    vms: BTreeMap<uuid::Uuid, FakeVm>,
+    up: bool,
+    gone: Result<GoneProof, NotProven>,
+    state: PeerState,
+    generation: u64,
+    /// Starts fail with this message.
+    fail_starts: Option<String>,
+}
+
+struct Pool {
+    hosts: Vec<Host>,
+    extents: Vec<(u64, Option<HostState>)>,
+    now: u64,
+    /// Every start performed: (host, uuid).
+    starts: Vec<(u32, uuid::Uuid)>,
+    /// (viewer, slot) -> the state the viewer sees instead of the truth.
+    overrides: BTreeMap<(usize, usize), PeerState>,
+}
+
+fn uuid(n: u8) -> uuid::Uuid {
+    uuid::Uuid::from_bytes([n; 16])
+}
+
+impl Pool {
+    fn new(n: u32, memory_mib: u64) -> Pool {
+        let hosts = (0..n)
+            .map(|s| Host {
+                fo: Failover::new(
+                    FailoverConfig {
+                        slot: s,
+                        slot_count: n,
+                        inventory_interval_ms: 100,
+                        driver: true,
+                        capacity_limit: Some(crate::format::host_state::HostCapacity {
+                            memory_mib,
+                            vcpus: 64,
+                            accepts_restarts: true,
+                        }),
+                        hb_addrs: vec![],
+                        tolerance_target: None,
+                    },
+                    0,
+                ),
+                vms: BTreeMap::new(),
+                up: true,
+                gone: Err(NotProven::Alive),
+                state: PeerState::Live,
+                generation: 1,
+                fail_starts: None,
+            })
+            .collect();
+        Pool { hosts, extents: vec![(0, None); n as usize], now: 0, starts: vec![], overrides: BTreeMap::new() }
+    }
+
+    fn add_vm(&mut self, host: u32, n: u8, memory_mib: u64, level: Protection, order: Option<i64>) {
+        let vm = FakeVm { name: format!("vm{n}"), memory_mib, level, order, running: true };
+        self.hosts[host as usize].vms.insert(uuid(n), vm);
+    }
+
+    fn views(&self) -> Vec<SlotView> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| SlotView {
+                state: h.state,
+                generation: h.generation,
+                extent_sequence: self.extents[i].0,
+                gone: h.gone,
+            })
+            .collect()
+    }
+
+    /// Kills `host` (its VMs stop) and, once `proven`, shows it fenced to everyone.
+    fn kill(&mut self, host: u32) {
+        let h = &mut self.hosts[host as usize];
+        h.up = false;
+        for vm in h.vms.values_mut() {
+            vm.running = false;
+        }
+        h.state = PeerState::Fenced;
+        h.gone = Ok(GoneProof::FencedMark);
+    }
+
+    fn step(&mut self) {
+        self.now += 50;
+        let views = self.views();
+        for i in 0..self.hosts.len() {
+            if !self.hosts[i].up {
+                continue;
+            }
+            let generation = self.hosts[i].generation;
+            let mut views = views.clone();
+            for (&(viewer, slot), &state) in &self.overrides {
+                if viewer == i {
+                    views[slot].state = state;
+                }
+            }
+            self.hosts[i].fo.handle_slots(&views, generation, true);
+            if self.hosts[i].fo.needs_previous() {
+                let prev = self.extents[i].1.clone();
+                self.hosts[i].fo.handle_previous(prev);
+            }
+            for _ in 0..200 {
+                let Some(action) = self.hosts[i].fo.poll_action(self.now) else { break };
+                self.perform(i, action);
+            }
+            self.check_no_vm_twice();
+        }
+    }
+
+    fn perform(&mut self, i: usize, action: FailoverAction) {
+        let h = &mut self.hosts[i];
+        match action {
+            FailoverAction::PollInventory => {
+                let vms = h
+                    .vms
+                    .iter()
+                    .map(|(u, v)| VmInfo {
+                        name: v.name.clone(),
+                        uuid: *u,
+                        memory_mib: v.memory_mib,
+                        vcpus: 1,
+                        state: if v.running { VmRunState::Running } else { VmRunState::Stopped },
+                        protection: ProtectionSettings { level: v.level, order: v.order, anti_affinity: None },
+                        definition: format!("def-{}", v.name).into_bytes(),
+                    })
+                    .collect();
+                let inv = Inventory { capacity: Capacity { memory_mib: 1 << 20, vcpus: 64 }, vms };
+                h.fo.handle_inventory(self.now, Ok(inv));
+            }
+            FailoverAction::ReadExtent { slot, .. } => {
+                let (seq, st) = self.extents[slot as usize].clone();
+                h.fo.handle_extent(slot, seq, Ok(st));
+            }
+            FailoverAction::Publish(state) => {
+                let e = &mut self.extents[i];
+                e.0 += 1;
+                e.1 = Some(state);
+                let seq = e.0;
+                h.fo.handle_published(self.now, Ok(seq));
+            }
+            FailoverAction::Start { uuid, name, definition } => {
+                assert_eq!(definition, format!("def-{name}").into_bytes());
+                let r = match &h.fail_starts {
+                    Some(why) => Err(why.clone()),
+                    None => {
+                        // The definition carries the VM's settings: copy them from its origin.
+                        let origin = self.hosts.iter().find_map(|o| o.vms.get(&uuid)).cloned().expect("known VM");
+                        let h = &mut self.hosts[i];
+                        let vm = h.vms.entry(uuid).or_insert(FakeVm { running: false, ..origin });
+                        vm.running = true;
+                        self.starts.push((i as u32, uuid));
+                        Ok(())
+                    }
+                };
+                self.hosts[i].fo.handle_start(uuid, r);
+            }
+            FailoverAction::Destroy { uuid, .. } => {
+                if let Some(vm) = h.vms.get_mut(&uuid) {
+                    vm.running = false;
+                }
+                h.fo.handle_destroy(uuid, Ok(()));
+            }
+        }
+    }
+
+    fn check_no_vm_twice(&self) {
+        let mut seen: BTreeMap<uuid::Uuid, usize> = BTreeMap::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            for (u, v) in &h.vms {
+                if v.running {
+                    if let Some(j) = seen.insert(*u, i) {
+                        panic!("VM {} runs on hosts {j} and {i}", v.name);
+                    }
+                }
+            }
+        }
+    }
+
+    fn running_on(&self, n: u8) -> Vec<u32> {
+        (0..self.hosts.len() as u32)
+            .filter(|&i| self.hosts[i as usize].vms.get(&uuid(n)).is_some_and(|v| v.running))
+            .collect()
+    }
+
+    fn run(&mut self, steps: usize) {
+        for _ in 0..steps {
+            self.step();
+        }
+    }
+}
+
+#[test]
+fn a_fenced_hosts_vms_restart_once_by_protection_level() {
+    let mut p = Pool::new(3, 1024);
+    p.add_vm(2, 1, 256, Protection::Protect, Some(1));
+    p.add_vm(2, 2, 256, Protection::Protect, None);
+    p.add_vm(2, 3, 256, Protection::BestEffort, None);
+    p.add_vm(2, 4, 256, Protection::None, None);
+    p.add_vm(0, 5, 512, Protection::Protect, None);
+    p.run(20);
+    assert!(p.starts.is_empty(), "nothing restarts while every host is live");
+    p.kill(2);
+    p.run(40);
+    for n in [1, 2, 3] {
+        assert_eq!(p.running_on(n).len(), 1, "vm{n} runs again, once");
+    }
+    assert!(p.running_on(4).is_empty(), "protection none is never restarted");
+    assert_eq!(p.starts.len(), 3);
+    let plan = p.hosts[0].fo.status().plan.expect("coordinator publishes a plan");
+    assert_eq!(plan.epoch.coordinator_slot, 0);
+    assert!(plan.unplaced.iter().any(|u| u.uuid == uuid(4)));
+}
+
+#[test]
+fn a_dead_host_without_proof_keeps_its_vms_where_they_are() {
+    let mut p = Pool::new(3, 1024);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    // Silent, but no fence mark and no watchdog: its VMs may still run.
+    p.hosts[2].up = false;
+    p.hosts[2].state = PeerState::Dead;
+    p.hosts[2].gone = Err(NotProven::DeadWithoutWatchdog);
+    p.run(40);
+    assert!(p.starts.is_empty());
+    let st = p.hosts[0].fo.status();
+    assert_eq!(st.held.len(), 1, "status says which VMs are held and why");
+    assert_eq!(st.held[0].reason, NotProven::DeadWithoutWatchdog);
+}
+
+#[test]
+fn best_effort_only_while_capacity_remains() {
+    let mut p = Pool::new(3, 600);
+    p.add_vm(2, 1, 500, Protection::Protect, None);
+    p.add_vm(2, 2, 500, Protection::Protect, None);
+    p.add_vm(2, 3, 500, Protection::BestEffort, None);
+    p.run(20);
+    p.kill(2);
+    p.run(40);
+    assert_eq!(p.running_on(1).len(), 1);
+    assert_eq!(p.running_on(2).len(), 1);
+    assert!(p.running_on(3).is_empty(), "no room left for the best-effort VM: {:?} {:?} {:?}", p.running_on(1), p.running_on(2), p.running_on(3));
+}
+
+#[test]
+fn a_failed_start_is_retried_once_elsewhere_then_reported() {
+    let mut p = Pool::new(4, 1024);
+    p.add_vm(3, 1, 256, Protection::Protect, None);
+    p.run(20);
+    p.hosts[0].fail_starts = Some("no bridge".into());
+    p.hosts[1].fail_starts = Some("no bridge".into());
+    p.hosts[2].fail_starts = Some("no bridge".into());
+    p.kill(3);
+    p.run(60);
+    assert!(p.running_on(1).is_empty());
+    let plan = p.hosts[0].fo.status().plan.expect("plan");
+    assert!(
+        plan.unplaced.iter().any(|u| u.uuid == uuid(1)
+            && u.reason == crate::format::host_state::UnplacedCode::StartFailed),
+        "{plan:?}"
+    );
+    // Exactly two hosts tried it.
+    let failed: Vec<u32> = (0..3)
+        .filter(|&i| p.hosts[i].fo.status().own.iter().any(|(_, s)| *s == VmState::Failed))
+        .map(|i| i as u32)
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+}
+
+#[test]
+fn the_coordinator_dying_mid_plan_is_continued_by_the_next() {
+    let mut p = Pool::new(4, 4096);
+    for n in 1..=8 {
+        p.add_vm(3, n, 256, Protection::Protect, Some(i64::from(n % 3)));
+    }
+    p.run(20);
+    p.kill(3);
+    // A few steps: the coordinator (slot 0) publishes its plan, some starts happen.
+    p.run(3);
+    p.kill(0);
+    p.run(80);
+    for n in 1..=8 {
+        assert_eq!(p.running_on(n).len(), 1, "vm{n} runs exactly once");
+    }
+}
+
+#[test]
+fn two_coordinators_assigning_one_vm_to_two_targets_start_it_once() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    // Slot 1 sees slot 0 as dead: both coordinate, with different targets (0 and 1).
+    p.overrides.insert((1, 0), PeerState::Dead);
+    p.kill(2);
+    p.run(40);
+    assert_eq!(p.running_on(1).len(), 1);
+    assert_eq!(p.starts.len(), 1);
+    let withdrawn = p.hosts[1].fo.status().own.iter().any(|(_, s)| *s == VmState::Failed);
+    assert!(withdrawn, "the second claimant saw the first claim and withdrew");
+}

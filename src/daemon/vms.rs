@@ -1,0 +1,214 @@
+//! The VM thread: performs what [`Failover`] asks (driver calls, extent reads and writes) and
+//! feeds the results back. Its own disk handle and io_uring: a slow driver or a 1 MiB extent
+//! write never delays the heartbeat loop, which it only locks to copy the slot views.
+
+use super::{net, node_lock, now_ms, Snapshot};
+use crate::core::failover::{Failover, FailoverAction, FailoverConfig, SlotView};
+use crate::core::{Node, PeerState, Phase};
+use crate::disk::{Disk, ExtentRead};
+use crate::format::extent::{kind, Payload};
+use crate::format::host_state::{HostCapacity, HostState};
+use crate::timing::Timing;
+use crate::vm::{DriverSpec, VmDriver};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct VmShared {
+    pub node: Arc<Mutex<Node>>,
+    pub snapshot: Arc<Mutex<Snapshot>>,
+    pub addresses: Arc<Mutex<net::AddressBook>>,
+    pub stop: Arc<AtomicBool>,
+}
+
+pub struct VmSettings {
+    pub slot: u32,
+    pub slot_count: u32,
+    pub timing: Timing,
+    pub driver: Option<DriverSpec>,
+    pub capacity_limit: (Option<u64>, Option<u32>, bool),
+    pub hb_addrs: Vec<std::net::SocketAddr>,
+    pub tolerance_target: Option<u32>,
+}
+
+/// Starts the VM thread over its own `disk` handle.
+pub fn spawn(mut disk: Disk, settings: VmSettings, shared: VmShared) {
+    std::thread::Builder::new()
+        .name("vms".into())
+        .spawn(move || run(&mut disk, settings, shared))
+        .expect("spawn VM thread");
+}
+
+fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
+    let limit = match s.capacity_limit {
+        (None, None, false) => None,
+        (mem, cpu, no_restarts) => Some(HostCapacity {
+            memory_mib: mem.unwrap_or(u64::MAX),
+            vcpus: cpu.unwrap_or(u32::MAX),
+            accepts_restarts: !no_restarts,
+        }),
+    };
+    let mut fo = Failover::new(
+        FailoverConfig {
+            slot: s.slot,
+            slot_count: s.slot_count,
+            inventory_interval_ms: u64::from(s.timing.interval_ms).max(200),
+            driver: s.driver.is_some(),
+            capacity_limit: limit,
+            hb_addrs: s.hb_addrs.clone(),
+            tolerance_target: s.tolerance_target,
+        },
+        now_ms(),
+    );
+    let mut driver: Option<Box<dyn VmDriver>> = None;
+    let io_timeout = s.timing.io_timeout();
+    let cap = crate::disk::extent_payload_cap(&disk.superblock().layout);
+    let mut buf = vec![0u8; cap];
+    let mut views = vec![SlotView::FREE; s.slot_count as usize];
+    let mut tolerance_inputs: Option<crate::planner::Pool> = None;
+    let mut tolerated = 0u32;
+    let step_ms = u64::from(s.timing.interval_ms / 2).clamp(20, 500);
+    while !shared.stop.load(Ordering::Relaxed) {
+        let (generation, live) = {
+            let n = node_lock(&shared.node);
+            for (i, p) in n.peers().iter().enumerate() {
+                views[i] = SlotView {
+                    state: p.state,
+                    generation: p.generation,
+                    extent_sequence: p.extent_sequence,
+                    gone: p.vms_gone(),
+                };
+            }
+            let live = n.phase() == Phase::Live;
+            let own = &mut views[s.slot as usize];
+            own.state = if live { PeerState::Live } else { PeerState::Unknown };
+            own.generation = n.record().generation;
+            own.gone = Err(crate::core::NotProven::Alive);
+            (n.record().generation, live)
+        };
+        if n_exited(&shared) {
+            break;
+        }
+        fo.handle_slots(&views, generation, live);
+        if live && fo.needs_previous() {
+            // Our previous incarnation's extent: the VMs it ran that no longer run here are lost.
+            let prev = read_state(disk, s.slot, &mut buf, io_timeout).ok().flatten();
+            fo.handle_previous(prev);
+        }
+        if driver.is_none() {
+            if let Some(spec) = &s.driver {
+                match spec.open() {
+                    Ok(d) => driver = Some(d),
+                    Err(e) => tracing::warn!(error = %e, "VM driver not available yet"),
+                }
+            }
+        }
+        while let Some(action) = fo.poll_action(now_ms()) {
+            match action {
+                FailoverAction::PollInventory => {
+                    let r = match driver.as_mut() {
+                        Some(d) => d.inventory().map_err(|e| e.to_string()),
+                        None => Err("the VM driver could not be opened".to_string()),
+                    };
+                    if let Err(e) = &r {
+                        tracing::warn!(error = %e, "VM inventory failed");
+                        driver = None; // Reopen next time (a restarted libvirtd).
+                    }
+                    fo.handle_inventory(now_ms(), r);
+                }
+                FailoverAction::ReadExtent { slot, .. } => {
+                    let asked = views[slot as usize].extent_sequence;
+                    let r = read_state(disk, slot, &mut buf, io_timeout);
+                    fo.handle_extent(slot, asked, r);
+                    if let Some(addrs) = fo.peer_addrs(slot) {
+                        let mut entry = [None; 2];
+                        for (i, a) in addrs.iter().take(2).enumerate() {
+                            entry[i] = Some(*a);
+                        }
+                        let mut book = shared.addresses.lock().unwrap_or_else(|e| e.into_inner());
+                        if book[slot as usize] != entry {
+                            tracing::info!(slot, addrs = ?addrs, "peer heartbeat addresses");
+                            book[slot as usize] = entry;
+                        }
+                    }
+                }
+                FailoverAction::Publish(state) => {
+                    let r = publish(disk, s.slot, generation, &state, io_timeout);
+                    match &r {
+                        Ok(seq) => {
+                            node_lock(&shared.node).set_extent_sequence(*seq);
+                            tracing::info!(extent_sequence = seq, vms = state.vms.len(), plan = ?state.plan.as_ref().map(|p| p.epoch.number), "host state published");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "publishing our host state failed"),
+                    }
+                    fo.handle_published(now_ms(), r);
+                }
+                FailoverAction::Start { uuid, name, definition } => {
+                    tracing::warn!(vm = %name, %uuid, "starting a VM of a failed host (claim checked)");
+                    let r = match driver.as_mut() {
+                        Some(d) => d
+                            .start(&crate::vm::StartRequest { name: &name, uuid, definition: &definition })
+                            .map_err(|e| e.to_string()),
+                        None => Err("the VM driver could not be opened".to_string()),
+                    };
+                    match &r {
+                        Ok(()) => tracing::warn!(vm = %name, "VM started"),
+                        Err(e) => tracing::error!(vm = %name, error = %e, "VM start failed"),
+                    }
+                    fo.handle_start(uuid, r);
+                }
+                FailoverAction::Destroy { uuid, name } => {
+                    let r = match driver.as_mut() {
+                        Some(d) => d.destroy(&name).map_err(|e| e.to_string()),
+                        None => Err("the VM driver could not be opened".to_string()),
+                    };
+                    fo.handle_destroy(uuid, r);
+                }
+            }
+        }
+        let mut status = fo.status();
+        let pool = fo.pool();
+        if tolerance_inputs.as_ref() != Some(&pool) {
+            // Small budget: a status figure, recomputed only when the pool changes.
+            let budget = crate::planner::Budget { max_nodes: 200_000, max_nodes_per_set: 20_000 };
+            let t = crate::planner::tolerance(&pool, budget);
+            // The proven figure: the pool survives at least this many failures.
+            tolerated = t.tolerated_min as u32;
+            tolerance_inputs = Some(pool);
+        }
+        if s.driver.is_some() || status.plan.is_some() {
+            status.tolerance = Some(tolerated);
+        }
+        super::lock(&shared.snapshot).failover = Some(status);
+        let wake = fo.poll_timeout().map_or(step_ms, |t| t.saturating_sub(now_ms()).min(step_ms));
+        std::thread::sleep(Duration::from_millis(wake.max(5)));
+    }
+}
+
+fn n_exited(shared: &VmShared) -> bool {
+    node_lock(&shared.node).has_exited()
+}
+
+/// `slot`'s published host state: `Ok(None)` for an extent never published.
+fn read_state(disk: &mut Disk, slot: u32, buf: &mut [u8], timeout: Duration) -> Result<Option<HostState>, String> {
+    match disk.read_extent(slot, buf, timeout) {
+        Ok(ExtentRead::Payload(h)) => match Payload::decode(&h, &buf[..h.payload_len as usize]) {
+            Ok(Payload::Empty) => Ok(None),
+            Ok(Payload::HostInfo(info)) => Ok(Some(HostState { hb_addrs: info.addrs().to_vec(), ..HostState::default() })),
+            Ok(Payload::Unknown(k)) => Err(format!("payload kind {k} is unknown to this build")),
+            Err(e) => Err(format!("payload: {e}")),
+        },
+        Ok(ExtentRead::Torn(_)) => Err("torn (being written)".into()),
+        Ok(ExtentRead::TooLarge(h)) => Err(format!("payload of {} bytes is larger than this build reads", h.payload_len)),
+        Ok(ExtentRead::Corrupt(c)) => Err(format!("corrupt header: {c}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn publish(disk: &mut Disk, slot: u32, generation: u64, state: &HostState, timeout: Duration) -> Result<u64, String> {
+    // SHIM until format 1.5 lands: addresses only.
+    let info = crate::format::extent::host_info::HostInfo::new(&state.hb_addrs).map_err(|e| e.to_string())?;
+    let mut payload = [0u8; crate::format::extent::host_info::MAX_ENCODED_LEN];
+    let len = info.encode(&mut payload).map_err(|e| e.to_string())?;
+    disk.write_extent(slot, kind::HOST_INFO, generation, &payload[..len], timeout).map_err(|e| e.to_string())
+}
