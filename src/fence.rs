@@ -24,6 +24,8 @@ pub enum Confirmed {
     Stopped { silent_ms: u64 },
     /// It had already left cleanly or was already fenced: nothing was sent.
     AlreadyGone { state: String },
+    /// `--confirm-down`: silent for the host-dead timeout, then marked fenced on the operator's word.
+    OperatorConfirmed { silent_ms: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,11 @@ pub enum FenceError {
         escape_name(.name)
     )]
     ActionFailed { slot: u32, name: String },
+    #[error(
+        "slot {slot} ('{}') is still being written: its daemon runs, so the host is NOT down; nothing was \
+         changed (fence it with `diskbeat fence` instead)", escape_name(.name)
+    )]
+    StillWriting { slot: u32, name: String },
     #[error(
         "slot {slot} ('{}') neither fenced nor stopped within {waited_ms} ms: do NOT restart its VMs",
         escape_name(.name)
@@ -186,4 +193,102 @@ pub fn fence(
             return Err(FenceError::Timeout { slot, name, waited_ms: now_ms(start) });
         }
     }
+}
+
+/// `diskbeat fence --confirm-down`: the operator vouches that the host in `slot` is off (powered
+/// down, its VMs stopped), like Pacemaker's manual fence confirmation. The only way the pool
+/// restarts the VMs of a host that died without a watchdog and without a fence mark.
+///
+/// Refused unless the slot's record stays unchanged for the host-dead timeout on our own reads
+/// (a daemon still writing it is not down). Then its record is rewritten as `fenced` by the
+/// operator (flags `fence_stops_vms` and `operator_confirmed`, same generation, sequence + 1).
+/// If the host was in fact alive, its next sweep sees the foreign write and it fences itself; but
+/// its VMs may already run twice by then: this is the operator's word, and only that.
+pub fn confirm_down(
+    path: &Path,
+    slot: u32,
+    engine: EngineKind,
+    progress: &mut dyn FnMut(&str),
+) -> Result<FenceReport, FenceError> {
+    let start = Instant::now();
+    let mut disk = Disk::open(path, Access::ReadWrite, engine, None)?;
+    let sb = disk.superblock().clone();
+    if slot >= sb.layout.slot_count {
+        return Err(DiskError::NoSuchSlot { slot, count: sb.layout.slot_count }.into());
+    }
+    let timing = Timing::from_base(sb.base_timeout_ms)?;
+    disk.sweep(timing.io_timeout())?;
+    let target = match disk.slot_bytes(slot) {
+        Err(s) => Err(crate::inspect::status_reason(s)),
+        Ok(b) => Record::decode(b, &sb.cluster_uuid, slot).map_err(|c| c.to_string()),
+    }
+    .map_err(|reason| FenceError::Unusable { slot, reason })?;
+    let name = target.host_name().to_string();
+    let report = |confirmed, proof: Result<crate::core::GoneProof, NotProven>| FenceReport {
+        slot,
+        host_name: name.clone(),
+        generation: target.generation,
+        request_id: None,
+        confirmed,
+        vms_gone: proof.is_ok(),
+        why_not: proof.err(),
+        elapsed_ms: now_ms(start),
+    };
+    match target.state {
+        State::Free => return Err(FenceError::Free(slot)),
+        State::Fenced if target.flags & flags::FENCE_STOPS_VMS != 0 => {
+            let proof = Ok(crate::core::GoneProof::FencedMark);
+            return Ok(report(Confirmed::AlreadyGone { state: target.state.as_str().into() }, proof));
+        }
+        _ => {}
+    }
+    progress(&format!(
+        "watching slot {slot} ('{}') for {} ms: it must not change (a daemon still writing it is not down)",
+        escape_name(&name),
+        timing.host_dead_ms
+    ));
+    let mut peer = Peer::default();
+    let limit_ms = 2 * u64::from(timing.host_dead_ms) + u64::from(timing.io_timeout_ms);
+    let silent_ms = loop {
+        let s = now_ms(start);
+        disk.sweep(timing.io_timeout())?;
+        let e = now_ms(start);
+        match disk.slot_bytes(slot) {
+            Err(_) => peer.read_failed(),
+            Ok(bytes) => {
+                let read = Record::validate(bytes, &sb.cluster_uuid, slot);
+                match read {
+                    Ok(raw) if Record::from_raw(raw) != target => {
+                        return Err(FenceError::StillWriting { slot, name });
+                    }
+                    _ => {}
+                }
+                peer.observe(read, s, e, u64::from(timing.host_dead_ms), timing.read_gap_ms());
+                if matches!(peer.state, PeerState::Dead | PeerState::Fenced | PeerState::Leaving)
+                    && peer.age_ms() >= u64::from(timing.host_dead_ms)
+                {
+                    break peer.age_ms();
+                }
+            }
+        }
+        if now_ms(start) > limit_ms {
+            return Err(FenceError::Timeout { slot, name, waited_ms: now_ms(start) });
+        }
+        std::thread::sleep(timing.interval());
+    };
+    let mut rec = target.clone();
+    rec.state = State::Fenced;
+    rec.sequence = target.sequence + 1;
+    rec.flags |= flags::FENCE_STOPS_VMS | flags::OPERATOR_CONFIRMED;
+    let o = disk.write_record(&rec, timing.io_timeout())?;
+    if !o.is_done() {
+        return Err(FenceError::WriteFailed(crate::inspect::status_reason(o.status)));
+    }
+    disk.sweep(timing.io_timeout())?;
+    match disk.slot_bytes(slot).ok().map(|b| Record::decode(b, &sb.cluster_uuid, slot)) {
+        Some(Ok(r)) if r == rec => {}
+        _ => return Err(FenceError::WriteFailed("the confirmation did not read back".into())),
+    }
+    progress(&format!("slot {slot} marked fenced by the operator after {silent_ms} ms of silence"));
+    Ok(report(Confirmed::OperatorConfirmed { silent_ms }, Ok(crate::core::GoneProof::OperatorConfirmed)))
 }

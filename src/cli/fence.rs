@@ -15,9 +15,16 @@ Writes a fence request into the slot's mailbox. Succeeds only once the target's 
 `fenced` with this request acknowledged, or its record has not changed for the host-dead
 timeout (it fenced itself or died). Only then is it safe to restart its VMs elsewhere.
 
+With --confirm-down SLOT, nothing is asked of the host: YOU vouch that it is off (powered down,
+its VMs stopped), like Pacemaker's manual fence confirmation. The slot must stay unchanged for the
+host-dead timeout (a daemon still writing it is refused); then its record is marked fenced by the
+operator and the pool restarts its protected VMs. This is the only way to restart the VMs of a
+host that died without a watchdog and without a fence mark. If you are wrong, they run twice.
+
 Examples:
   diskbeat fence /dev/mapper/hb-lun --slot 3
   diskbeat fence /dev/loop0 --slot 1 --json
+  diskbeat fence /dev/mapper/hb-lun --confirm-down 3
 
 Exit status: 0 fenced (or already gone), 1 not confirmed or refused, 2 bad options (including a
 --slot the disk does not have).")]
@@ -25,8 +32,11 @@ pub struct Args {
     /// Heartbeat device.
     pub device: PathBuf,
     /// Slot of the host to fence.
-    #[arg(long)]
-    pub slot: u32,
+    #[arg(long, required_unless_present = "confirm_down", conflicts_with = "confirm_down")]
+    pub slot: Option<u32>,
+    /// Slot of a host YOU have verified is off: mark it fenced on your word (see below).
+    #[arg(long, value_name = "SLOT")]
+    pub confirm_down: Option<u32>,
     /// I/O engine.
     #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
     pub engine: EngineKind,
@@ -42,8 +52,12 @@ pub fn run(args: Args) -> CliResult {
             eprintln!("fence: {l}")
         }
     };
-    let r =
-        crate::fence::fence(&args.device, args.slot, args.engine, &mut progress).map_err(|e| match e {
+    let r = match (args.slot, args.confirm_down) {
+        (_, Some(slot)) => crate::fence::confirm_down(&args.device, slot, args.engine, &mut progress),
+        (Some(slot), None) => crate::fence::fence(&args.device, slot, args.engine, &mut progress),
+        (None, None) => return Err(CliError::usage("give --slot N, or --confirm-down N")),
+    }
+    .map_err(|e| match e {
             // A slot the disk does not have is bad input, like any other bad option.
             FenceError::Disk(DiskError::NoSuchSlot { .. }) => CliError::usage(e.to_string()),
             e => CliError::fail(e.to_string()),
@@ -57,6 +71,9 @@ pub fn run(args: Args) -> CliResult {
                 format!("stopped heartbeating ({silent_ms} ms silent)")
             }
             crate::fence::Confirmed::AlreadyGone { state } => format!("was already {state}: nothing sent"),
+            crate::fence::Confirmed::OperatorConfirmed { silent_ms } => {
+                format!("was silent for {silent_ms} ms and is now marked fenced on your word")
+            }
         };
         println!(
             "slot {} ('{}', generation {}) {how} after {} ms.",

@@ -27,6 +27,8 @@ Examples:
   diskbeat plan pool.toml --json          the same for scripts
   diskbeat plan pool.toml --fail h1,h2    restart plan if h1 and h2 fail together
   diskbeat plan pool.toml --check 2       exit 0 if 2 failures are tolerated, 1 if not
+  diskbeat plan --device /dev/sdb         the live pool as published on the heartbeat disk
+  diskbeat plan --device /dev/sdb --fail slot2   what happens if slot 2's host fails now
 
 Exit status: 0 ok / yes; 1 no (for --check, also when the search budget cannot prove it);
 2 bad input.";
@@ -36,7 +38,12 @@ Exit status: 0 ok / yes; 1 no (for --check, also when the search budget cannot p
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
     /// Pool description file (TOML, or JSON if it starts with `{`).
-    pub pool: std::path::PathBuf,
+    #[arg(required_unless_present = "device")]
+    pub pool: Option<std::path::PathBuf>,
+    /// Take the pool from the heartbeat disk instead: every host whose record says live, with the
+    /// capacity and the running VMs it published (needs daemons with a VM driver).
+    #[arg(long, value_name = "DEV", conflicts_with = "pool")]
+    pub device: Option<std::path::PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -53,10 +60,15 @@ pub struct Args {
 
 /// Runs `diskbeat plan`.
 pub fn run(args: Args) -> super::CliResult {
-    let text = std::fs::read_to_string(&args.pool)
-        .map_err(|e| super::CliError::usage(format!("cannot read {}: {e}", args.pool.display())))?;
-    let pool =
-        Pool::parse(&text).map_err(|e| super::CliError::usage(format!("{}: {e}", args.pool.display())))?;
+    let pool = match (&args.pool, &args.device) {
+        (_, Some(dev)) => pool_from_device(dev).map_err(super::CliError::fail)?,
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| super::CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+            Pool::parse(&text).map_err(|e| super::CliError::usage(format!("{}: {e}", path.display())))?
+        }
+        (None, None) => return Err(super::CliError::usage("give a pool file or --device DEV")),
+    };
     let budget = Budget { max_nodes: args.budget, ..Budget::default() };
     if let Some(names) = &args.fail {
         let failed = failure_set(&pool, names).map_err(|e| super::CliError::usage(e.to_string()))?;
@@ -227,4 +239,73 @@ fn print_plan(pool: &Pool, plan: &RestartPlan, elapsed_us: u64, as_json: bool) {
         println!("WARNING: some protected VMs cannot be restarted");
     }
     println!("computed in: {elapsed_us} us");
+}
+
+/// The live pool from the heartbeat disk: hosts whose record says live (named `slotN`, the name
+/// `--fail` takes), with the capacity and the running VMs they published in their extents.
+pub fn pool_from_device(dev: &std::path::Path) -> Result<Pool, String> {
+    use crate::disk::{Disk, ExtentRead};
+    use crate::format::extent::Payload;
+    use crate::format::record::{Record, State};
+    let mut disk = Disk::open(dev, crate::io::Access::ReadOnly, crate::io::EngineKind::Auto, None)
+        .map_err(|e| e.to_string())?;
+    let sb = disk.superblock().clone();
+    let timeout = std::time::Duration::from_millis(u64::from(sb.base_timeout_ms / 4).max(1000));
+    disk.sweep(timeout).map_err(|e| e.to_string())?;
+    let mut live = Vec::new();
+    for slot in 0..sb.layout.slot_count {
+        if let Ok(bytes) = disk.slot_bytes(slot) {
+            if let Ok(r) = Record::decode(bytes, &sb.cluster_uuid, slot) {
+                if r.state == State::Live {
+                    live.push(slot);
+                }
+            }
+        }
+    }
+    let mut buf = vec![0u8; crate::disk::extent_payload_cap(&sb.layout)];
+    let mut pool = Pool::default();
+    let mut missing = Vec::new();
+    for slot in live {
+        let state = match disk.read_extent(slot, &mut buf, timeout) {
+            Ok(ExtentRead::Payload(h)) => match Payload::decode(&h, &buf[..h.payload_len as usize]) {
+                Ok(Payload::HostState(st)) => Some(st),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(st) = state.filter(|st| st.capacity.is_some()) else {
+            missing.push(slot);
+            continue;
+        };
+        let cap = st.capacity.expect("filtered");
+        let h = pool.hosts.len();
+        pool.hosts.push(crate::planner::Host {
+            name: format!("slot{slot}"),
+            memory_mib: cap.memory_mib,
+            max_vcpus: Some(u64::from(cap.vcpus)),
+            accepts_restarts: cap.accepts_restarts,
+        });
+        for e in st.vms.iter().filter(|e| e.state.holds()) {
+            pool.vms.push(crate::planner::Vm {
+                name: e.name.clone(),
+                memory_mib: e.memory_mib,
+                vcpus: u64::from(e.vcpus),
+                protection: e.protection,
+                order: e.order,
+                host: Some(h),
+                anti_affinity: e.anti_affinity.clone(),
+            });
+        }
+    }
+    if pool.hosts.is_empty() {
+        return Err(format!(
+            "{}: no live host has published its capacity (start daemons with --vm-driver){}",
+            dev.display(),
+            if missing.is_empty() { String::new() } else { format!("; live slots without it: {missing:?}") }
+        ));
+    }
+    if !missing.is_empty() {
+        eprintln!("plan: live slots {missing:?} publish no VM inventory (no --vm-driver): left out of the pool");
+    }
+    Ok(pool)
 }

@@ -136,6 +136,7 @@ pub fn run(args: Args) -> CliResult {
             println!("  packets dropped: {total} ({})", by.join(", "));
         }
     }
+    print_vms(&v["vms"]);
     println!();
     let rows: Vec<Vec<String>> = v["peers"]
         .as_array()
@@ -176,6 +177,50 @@ pub fn run(args: Args) -> CliResult {
         print_table(&["SLOT", "HOST", "STATE", "GEN", "SEQ", "AGE", "VMS", "NETWORK", "NOTE"], &rows);
     }
     Ok(EXIT_OK)
+}
+
+/// The failover lines: tolerance, role, plan progress, held VMs, alarms.
+fn print_vms(f: &serde_json::Value) {
+    if f["enabled"] != true {
+        return;
+    }
+    if let Some(k) = f["host_failures_tolerated"].as_u64() {
+        let warn = if f["below_target"] == true {
+            format!(" -- BELOW THE TARGET OF {}: add capacity or lower protection", f["tolerance_target"])
+        } else {
+            String::new()
+        };
+        println!("  host failures tolerated: {k}{warn}");
+    }
+    match f["coordinator_slot"].as_u64() {
+        Some(c) if f["is_coordinator"] == true => println!("  failover coordinator: this host (slot {c})"),
+        Some(c) => println!("  failover coordinator: slot {c}"),
+        None => println!("  failover coordinator: none (this host is not live)"),
+    }
+    if let Some(plan) = f["plan"].as_object() {
+        let n = plan.get("assignments").and_then(|a| a.as_array()).map_or(0, |a| a.len());
+        let u = plan.get("unplaced").and_then(|a| a.as_array()).map_or(0, |a| a.len());
+        println!(
+            "  restart plan {}: {n} VM(s) being restarted, {u} not restarted (see --json for reasons)",
+            plan["epoch"]["number"]
+        );
+    }
+    for h in f["held"].as_array().map(|a| a.as_slice()).unwrap_or_default() {
+        println!("  HELD: {}", escape_name(&text(&h["text"], "")));
+    }
+    for t in f["running_twice"].as_array().map(|a| a.as_slice()).unwrap_or_default() {
+        println!(
+            "  ALARM: VM '{}' is reported running on slots {}: stop all but one NOW",
+            escape_name(&text(&t["name"], "?")),
+            t["slots"]
+        );
+    }
+    if let Some(e) = f["driver_error"].as_str() {
+        println!("  VM driver error: {} (inventory kept from the last good poll)", escape_name(e));
+    }
+    if let Some(b) = f["blocked"].as_str() {
+        println!("  restarts waiting: {}", escape_name(b));
+    }
 }
 
 /// Per network: `ok` (heard), `--` (not heard), with how long ago it was last heard.

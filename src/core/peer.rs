@@ -36,6 +36,9 @@ pub enum GoneProof {
     /// Dead (silent for host-dead on our reads) and its last record says a hardware watchdog was
     /// armed: the watchdog reset the host at most one io timeout after its last verified cycle.
     WatchdogExpired,
+    /// An operator ran `diskbeat fence --confirm-down` after checking the host is off: its
+    /// record was marked fenced on their word (flag `operator_confirmed`).
+    OperatorConfirmed,
 }
 
 /// Why a peer's VMs are NOT proven gone: never restart them elsewhere automatically.
@@ -166,6 +169,7 @@ impl Peer {
     pub fn vms_gone(&self) -> Result<GoneProof, NotProven> {
         use crate::format::record::flags;
         match self.state {
+            PeerState::Fenced if self.flags & flags::OPERATOR_CONFIRMED != 0 => Ok(GoneProof::OperatorConfirmed),
             PeerState::Fenced if self.flags & flags::FENCE_STOPS_VMS != 0 => Ok(GoneProof::FencedMark),
             PeerState::Fenced => Err(NotProven::FencedLogOnly),
             PeerState::Dead if self.corruption.is_some() || self.conflict => Err(NotProven::Corrupt),

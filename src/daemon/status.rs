@@ -325,6 +325,43 @@ pub fn refuse_text(r: &crate::core::RefuseReason) -> String {
 }
 
 /// Renders the snapshot. `all` includes free and never-read slots.
+/// The failover side: role, plan, held VMs and why, host failures tolerated.
+fn vms(s: &Snapshot) -> Value {
+    let Some(f) = &s.failover else { return json!({ "enabled": false }) };
+    let held: Vec<Value> = f
+        .held
+        .iter()
+        .map(|h| {
+            json!({
+                "slot": h.slot,
+                "vms": h.vms,
+                "why_not": h.reason,
+                "text": format!(
+                    "slot {} stopped heartbeating but its VMs are not proven gone ({}): they are NOT restarted; \
+                     once you have verified the host is off, run `diskbeat fence --confirm-down {} --device {}`",
+                    h.slot, serde_json::to_value(h.reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    h.slot, s.device
+                ),
+            })
+        })
+        .collect();
+    let below = matches!((f.tolerance, f.tolerance_target), (Some(t), Some(target)) if t < target);
+    json!({
+        "enabled": true,
+        "coordinator_slot": f.coordinator_slot,
+        "is_coordinator": f.is_coordinator,
+        "plan": f.plan,
+        "held": held,
+        "own": f.own.iter().map(|(name, st)| json!({"name": name, "state": st})).collect::<Vec<_>>(),
+        "driver_error": f.driver_error,
+        "blocked": f.blocked,
+        "running_twice": f.running_twice.iter().map(|(n, slots)| json!({"name": n, "slots": slots})).collect::<Vec<_>>(),
+        "host_failures_tolerated": f.tolerance,
+        "tolerance_target": f.tolerance_target,
+        "below_target": below,
+    })
+}
+
 pub fn render(s: &Snapshot, all: bool) -> Value {
     let peers: Vec<Value> = s
         .peers
@@ -386,6 +423,7 @@ pub fn render(s: &Snapshot, all: bool) -> Value {
             "failed_cycles": s.failed_cycles,
         },
         "network": network(s),
+        "vms": vms(s),
         "peers": peers,
         "recent_events": s.events.iter().map(|(at, e)| json!({"at_ms": at, "text": describe_event(e)})).collect::<Vec<_>>(),
     })

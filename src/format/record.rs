@@ -66,7 +66,12 @@ pub mod flags {
     /// lost it too (format 1.4; informational: written only if the disk comes back).
     pub const RIDING_THROUGH: u16 = 1 << 6;
     /// Every bit defined by format 1.4.
-    pub const KNOWN: u16 = KNOWN_1_1 | NET_ENABLED | ISOLATION_CONFIGURED | ISOLATED | RIDING_THROUGH;
+    pub const KNOWN_1_4: u16 = KNOWN_1_1 | NET_ENABLED | ISOLATION_CONFIGURED | ISOLATED | RIDING_THROUGH;
+    /// `fenced` was written by `diskbeat fence --confirm-down`: an operator vouched that the host
+    /// is off (format 1.5). Always with `FENCE_STOPS_VMS`; never written by the host itself.
+    pub const OPERATOR_CONFIRMED: u16 = 1 << 7;
+    /// Every bit defined by format 1.5.
+    pub const KNOWN: u16 = KNOWN_1_4 | OPERATOR_CONFIRMED;
 }
 
 /// Whether a record of format minor `minor` may carry a non-zero `weight` (1.4).
@@ -81,8 +86,10 @@ fn extent_sequence_known(minor: u16) -> bool {
 
 /// Flag bits a record of format minor `minor` may carry.
 fn flags_known(minor: u16) -> u16 {
-    if minor >= 4 {
+    if minor >= 5 {
         flags::KNOWN
+    } else if minor >= 4 {
+        flags::KNOWN_1_4
     } else if minor >= 1 {
         flags::KNOWN_1_1
     } else {
