@@ -18,3 +18,4 @@ pub mod probe;
 pub mod rekey;
 pub mod stats;
 pub mod timing;
+pub mod vm;
