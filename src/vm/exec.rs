@@ -126,9 +126,24 @@ impl ExecDriver {
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         // Its own process group, so a timeout kills whatever the hook started and waits on.
         cmd.process_group(0);
-        let mut child = cmd.spawn().map_err(|e| {
-            DriverError::Unreachable(format!("cannot run VM hook {}: {e}", self.hook.display()))
-        })?;
+        // ETXTBSY: the hook was just written and another thread's fork still holds it open for
+        // writing (or an installer is replacing it); it clears within milliseconds.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Ok(c) => break c,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(DriverError::Unreachable(format!(
+                        "cannot run VM hook {}: {e}",
+                        self.hook.display()
+                    )))
+                }
+            }
+        };
         let pid = child.id() as i32;
         let deadline = Instant::now() + Duration::from_millis(self.timeout_ms);
 
