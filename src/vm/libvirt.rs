@@ -38,7 +38,7 @@ fn connect(uri: &str) -> Result<Connect, DriverError> {
 }
 
 fn code(e: &virt::error::Error) -> u32 {
-    e.code().to_raw() as u32
+    e.code().to_raw()
 }
 
 impl LibvirtDriver {
@@ -101,7 +101,7 @@ impl LibvirtDriver {
         // The persistent copy is what a survivor restarts; a transient domain only has its live one.
         let scope = if persistent { sys::VIR_DOMAIN_AFFECT_CONFIG } else { sys::VIR_DOMAIN_AFFECT_LIVE };
         let protection =
-            match d.metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(METADATA_NS), scope as u32) {
+            match d.metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(METADATA_NS), scope) {
                 Ok(xml) => parse_protect(&xml).map_err(|why| {
                     DriverError::Protocol(format!(
                         "VM '{name}': diskbeat metadata {xml:?}: {why}; fix it with `diskbeat vm protect {name} --level ...`"
@@ -220,7 +220,7 @@ impl VmDriver for LibvirtDriver {
             Some(&xml),
             Some(METADATA_KEY),
             Some(METADATA_NS),
-            flags as u32,
+            flags,
         )
         .map_err(|e| self.error("protect", name, e))
     }

@@ -1,5 +1,5 @@
 //! Emulated hypervisor hosts: one real libvirtd per host, each in its own mount+PID namespace
-//! (recipe and figures: /work/shared/libvirt-on-this-machine.md, summarized in docs/VMS.md).
+//! (recipe and figures: docs/VMS.md, "Tests with real libvirt").
 //!
 //! Per host a root dir `R` (run/ lib/ cache/ log/ etc/) is bind-mounted over libvirt's fixed
 //! directories inside the namespace; `tini` is the namespace's PID 1 (prompt reaping), and
