@@ -150,6 +150,11 @@ fn exec_hung_hook_is_killed_at_the_timeout() {
         assert!(Instant::now() < deadline, "the hook's child {child} survived the timeout");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // A hook that exits but leaves a process holding its stdout: bounded by the timeout too.
+    let leaky = script(dir.path(), "leaky", "#!/bin/sh\nsleep 1000 &\nexit 0\n");
+    let t = Instant::now();
+    let e = ExecDriver::with_timeout_ms(&leaky, 300).unwrap().destroy("x").unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(3) && e.to_string().contains("still holds"), "{e}");
     // Also with stdin the hook never reads.
     let e = d.start(&StartRequest { name: "x", uuid: Uuid::new_v4(), definition: &vec![b'a'; 1 << 20] });
     assert!(matches!(e, Err(DriverError::Failed { op: "start", .. })), "{e:?}");
