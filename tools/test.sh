@@ -27,6 +27,10 @@ modprobe loop 2>/dev/null || true
 [ -e /dev/loop-control ] || { echo "test.sh: no /dev/loop-control: loop devices are needed" >&2; exit 1; }
 ip netns list >/dev/null || { echo "test.sh: network namespaces are needed (ip netns)" >&2; exit 1; }
 
+# libvirt, QEMU and tini for the VM driver tests; also libvirt-dev, which the `virt` crate links
+# against, so this comes before the build.
+tools/install-libvirt.sh
+
 # Builds every binary the tests run (diskbeat and tools/faultfs) before the tests start, with
 # cargo's progress shown.
 echo "test.sh: building (the first build takes about 3 minutes)..." >&2

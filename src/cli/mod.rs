@@ -17,6 +17,7 @@ pub mod plan;
 pub mod probe;
 pub mod rekey;
 pub mod status;
+pub mod vm;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
@@ -71,6 +72,8 @@ pub enum Command {
     Rekey(rekey::Args),
     /// Failover planning: host failures tolerated, restart plans, admission checks.
     Plan(plan::Args),
+    /// VMs of this host (through the VM driver) and their protection settings.
+    Vm(vm::Args),
 }
 
 /// Runs a parsed command line and returns the process exit status.
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Fence(args) => fence::run(args),
         Command::Rekey(args) => rekey::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Vm(args) => vm::run(args),
     };
     match result {
         Ok(code) => code,

@@ -126,7 +126,7 @@ pub trait VmDriver: Send {
     /// Defines the VM here from `definition` (replacing a same-UUID definition) and starts it.
     /// Ok only when the hypervisor reports it running.
     fn start(&mut self, vm: &StartRequest<'_>) -> Result<(), DriverError>;
-    /// Stops the VM at once (no guest shutdown). Ok if it is not running.
+    /// Stops the VM at once (no guest shutdown). Ok if it is not running (or not defined here).
     fn destroy(&mut self, name: &str) -> Result<(), DriverError>;
     /// Stores protection settings in the VM's own definition (persistent, and live if running).
     fn set_protection(&mut self, name: &str, settings: &ProtectionSettings) -> Result<(), DriverError>;

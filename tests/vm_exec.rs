@@ -1,0 +1,269 @@
+//! The exec VM driver against real hooks: tools/vm-hook-procs.sh (processes as VMs) and small
+//! misbehaving scripts (hang, exit 7, garbage output, missing). No root needed.
+
+mod common;
+
+use diskbeat::planner::Protection;
+use diskbeat::vm::exec::ExecDriver;
+use diskbeat::vm::{DriverError, ProtectionSettings, StartRequest, VmDriver, VmRunState};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// A state dir for the procs hook; kills every VM process it started when dropped.
+struct Procs {
+    dir: tempfile::TempDir,
+}
+
+impl Procs {
+    fn new() -> Procs {
+        Procs { dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// A driver for tools/vm-hook-procs.sh on this state dir (through a wrapper: the driver passes
+    /// no environment of its own).
+    fn driver(&self) -> ExecDriver {
+        let hook = script(
+            self.dir.path(),
+            "hook",
+            &format!(
+                "#!/bin/sh\nDISKBEAT_HOOK_STATE={}/state exec {} \"$@\"\n",
+                self.dir.path().display(),
+                common::repo().join("tools/vm-hook-procs.sh").display()
+            ),
+        );
+        ExecDriver::with_timeout_ms(&hook, 10_000).unwrap()
+    }
+
+    fn pid(&self, name: &str) -> i32 {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("state/{name}.pid"))).unwrap();
+        text.trim().parse().unwrap()
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("state")) else { return };
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "pid") {
+                if let Ok(pid) = std::fs::read_to_string(e.path()).unwrap_or_default().trim().parse::<i32>() {
+                    if alive(pid) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Running and not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn exec_procs_hook_start_inventory_protect_destroy() {
+    let procs = Procs::new();
+    let mut d = procs.driver();
+    assert_eq!(d.kind(), "exec");
+    let inv = d.inventory().unwrap();
+    assert_eq!((inv.capacity.memory_mib, inv.capacity.vcpus), (4096, 4));
+    assert!(inv.vms.is_empty());
+
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    // A definition with characters JSON must escape travels through the hook unchanged.
+    let def1 = "memory_mib=512 vcpus=2 \"quoted\" back\\slash\ttab é";
+    d.start(&StartRequest { name: "vm1", uuid: u1, definition: def1.as_bytes() }).unwrap();
+    d.start(&StartRequest { name: "vm2", uuid: u2, definition: b"plain" }).unwrap();
+    let p1 = procs.pid("vm1");
+    assert!(alive(p1));
+
+    let inv = d.inventory().unwrap();
+    assert_eq!(inv.vms.len(), 2);
+    let v1 = &inv.vms[0];
+    assert_eq!((v1.name.as_str(), v1.uuid, v1.memory_mib, v1.vcpus), ("vm1", u1, 512, 2));
+    assert_eq!(v1.state, VmRunState::Running);
+    assert_eq!(v1.definition, def1.as_bytes());
+    assert_eq!(v1.protection, ProtectionSettings::default());
+    assert_eq!((inv.vms[1].memory_mib, inv.vms[1].vcpus), (64, 1));
+
+    let s =
+        ProtectionSettings { level: Protection::Protect, order: Some(3), anti_affinity: Some("g".into()) };
+    d.set_protection("vm1", &s).unwrap();
+    assert_eq!(d.inventory().unwrap().vms[0].protection, s);
+    assert!(matches!(d.set_protection("ghost", &s), Err(DriverError::Failed { op: "protect", .. })));
+
+    // The same name with another UUID is refused by the hook, and its message is carried.
+    let e = d.start(&StartRequest { name: "vm1", uuid: Uuid::new_v4(), definition: b"x" }).unwrap_err();
+    assert!(e.to_string().contains("already defined here"), "{e}");
+
+    d.destroy("vm1").unwrap();
+    assert!(!alive(p1), "the VM process survived destroy");
+    let inv = d.inventory().unwrap();
+    assert_eq!((inv.vms[0].state, &inv.vms[0].protection), (VmRunState::Stopped, &s));
+    assert_eq!(inv.vms[1].state, VmRunState::Running);
+    d.destroy("vm1").unwrap();
+
+    // Started again from the inventory's definition: a new process, same settings.
+    let def = inv.vms[0].definition.clone();
+    d.start(&StartRequest { name: "vm1", uuid: u1, definition: &def }).unwrap();
+    assert!(alive(procs.pid("vm1")) && procs.pid("vm1") != p1);
+    assert_eq!(d.inventory().unwrap().vms[0].state, VmRunState::Running);
+    d.destroy("vm1").unwrap();
+    d.destroy("vm2").unwrap();
+}
+
+#[test]
+fn exec_hung_hook_is_killed_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    // The hook and a child it waits for both hang; the whole group must die.
+    let hook = script(
+        dir.path(),
+        "hang",
+        &format!("#!/bin/sh\nsleep 1000 &\necho $! > {}\nwait\n", pidfile.display()),
+    );
+    let mut d = ExecDriver::with_timeout_ms(&hook, 300).unwrap();
+    let t = Instant::now();
+    let e = d.inventory().unwrap_err();
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        matches!(&e, DriverError::Failed { op: "inventory", message, .. } if message.contains("300 ms")),
+        "{e}"
+    );
+    let child: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while alive(child) {
+        assert!(Instant::now() < deadline, "the hook's child {child} survived the timeout");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A hook that exits but leaves a process holding its stdout: bounded by the timeout too.
+    let leaky = script(dir.path(), "leaky", "#!/bin/sh\nsleep 1000 &\nexit 0\n");
+    let t = Instant::now();
+    let e = ExecDriver::with_timeout_ms(&leaky, 300).unwrap().destroy("x").unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(3) && e.to_string().contains("still holds"), "{e}");
+    // Also with stdin the hook never reads.
+    let e = d.start(&StartRequest { name: "x", uuid: Uuid::new_v4(), definition: &vec![b'a'; 1 << 20] });
+    assert!(matches!(e, Err(DriverError::Failed { op: "start", .. })), "{e:?}");
+}
+
+#[test]
+fn exec_failing_hook_message_is_carried() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(2000);
+    let hook =
+        script(dir.path(), "fail", &format!("#!/bin/sh\necho \"no such domain $1 $2 {long}\" >&2\nexit 7\n"));
+    let mut d = ExecDriver::new(&hook).unwrap();
+    assert_eq!(d.timeout_ms(), 30_000);
+    let e = d.destroy("vm9").unwrap_err();
+    match &e {
+        DriverError::Failed { op: "destroy", vm, message } => {
+            assert_eq!(vm, "vm9");
+            assert!(
+                message.contains("exit status 7") && message.contains("no such domain destroy vm9"),
+                "{message}"
+            );
+            assert!(message.len() < 700, "stderr not cut at 500 bytes: {} bytes", message.len());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(d.inventory().is_err());
+    assert!(d.set_protection("vm9", &ProtectionSettings::default()).is_err());
+}
+
+#[test]
+fn exec_garbage_output_is_a_protocol_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("not json", "this is not JSON"),
+        (
+            "missing uuid",
+            r#"{"capacity":{"memory_mib":1,"vcpus":1},"vms":[{"name":"a","memory_mib":1,"vcpus":1,"state":"running","definition":""}]}"#,
+        ),
+        (
+            "bad state",
+            r#"{"capacity":{"memory_mib":1,"vcpus":1},"vms":[{"name":"a","uuid":"00000000-0000-0000-0000-000000000001","memory_mib":1,"vcpus":1,"state":"on","definition":""}]}"#,
+        ),
+        ("missing capacity", r#"{"vms":[]}"#),
+        (
+            "bad level",
+            r#"{"capacity":{"memory_mib":1,"vcpus":1},"vms":[{"name":"a","uuid":"00000000-0000-0000-0000-000000000001","memory_mib":1,"vcpus":1,"state":"running","protection":{"level":"max"},"definition":""}]}"#,
+        ),
+    ];
+    for (i, (what, out)) in cases.iter().enumerate() {
+        let hook = script(dir.path(), &format!("g{i}"), &format!("#!/bin/sh\ncat <<'EOF'\n{out}\nEOF\n"));
+        match ExecDriver::new(&hook).unwrap().inventory() {
+            Err(DriverError::Protocol(m)) => {
+                if *what == "missing uuid" {
+                    assert!(m.contains("uuid"), "{m}");
+                }
+                if *what == "missing capacity" {
+                    assert!(m.contains("capacity"), "{m}");
+                }
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // Unknown fields are ignored; protection defaults to none.
+    let ok = r#"{"version":9,"capacity":{"memory_mib":8,"vcpus":2,"x":1},"vms":[{"name":"a","uuid":"00000000-0000-0000-0000-000000000001","memory_mib":1,"vcpus":1,"state":"stopped","definition":"d","extra":[1]}]}"#;
+    let hook = script(dir.path(), "ok", &format!("#!/bin/sh\ncat <<'EOF'\n{ok}\nEOF\n"));
+    let inv = ExecDriver::new(&hook).unwrap().inventory().unwrap();
+    assert_eq!((inv.vms[0].state, inv.vms[0].protection.level), (VmRunState::Stopped, Protection::None));
+}
+
+#[test]
+fn exec_missing_or_unusable_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = ExecDriver::new(&dir.path().join("nope")).unwrap_err();
+    assert!(matches!(&e, DriverError::Unreachable(m) if m.contains("nope")), "{e}");
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = ExecDriver::new(&plain).unwrap_err();
+    assert!(e.to_string().contains("chmod +x"), "{e}");
+    assert!(matches!(ExecDriver::new(dir.path()), Err(DriverError::Unreachable(_))));
+    // Removed after the driver was made: an error on the call, not a panic.
+    let gone = script(dir.path(), "gone", "#!/bin/sh\n");
+    let mut d = ExecDriver::new(&gone).unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    assert!(matches!(d.inventory(), Err(DriverError::Unreachable(_))));
+}
+
+#[test]
+fn cli_vm_commands_with_the_procs_hook() {
+    let procs = Procs::new();
+    let mut d = procs.driver();
+    let u = Uuid::new_v4();
+    d.start(&StartRequest { name: "db1", uuid: u, definition: b"memory_mib=256" }).unwrap();
+    let spec = format!("exec:{}", d.hook().display());
+    let out =
+        common::run(&["vm", "protect", "db1", "--level", "best-effort", "--order", "-1", "--driver", &spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let out = common::run(&["vm", "list", "--json", "--driver", &spec]);
+    let j = common::stdout_json(&out);
+    assert_eq!(
+        j["vms"][0]["protection"],
+        serde_json::json!({"level": "best-effort", "order": -1, "anti_affinity": null})
+    );
+    assert_eq!(j["vms"][0]["memory_mib"], 256);
+    let out = common::run(&["vm", "list", "--driver", "exec:"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = common::run(&["vm", "protect", "db1", "--level", "always", "--driver", &spec]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = common::run(&["vm", "list", "--driver", "exec:/no/such/hook"]);
+    assert_eq!(out.status.code(), Some(1));
+    d.destroy("db1").unwrap();
+}
