@@ -55,7 +55,11 @@ impl LibvirtDriver {
     fn conn(&mut self) -> Result<&Connect, DriverError> {
         let alive = self.conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false));
         if !alive {
-            self.conn = None;
+            // `virt` panics in Drop when closing fails, and a panic aborts the daemon (which
+            // fences): leak a dead connection instead (once per libvirtd restart).
+            if let Some(dead) = self.conn.take() {
+                std::mem::forget(dead);
+            }
             self.conn = Some(connect(&self.uri)?);
         }
         Ok(self.conn.as_ref().expect("set above"))
