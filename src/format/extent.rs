@@ -20,21 +20,26 @@ pub mod kind {
     pub const EMPTY: u16 = 0;
     /// Host info v1 (format 1.2): see [`super::host_info`].
     pub const HOST_INFO: u16 = 1;
+    /// Host state (format 1.5): see [`crate::format::host_state`].
+    pub const HOST_STATE: u16 = 2;
     /// The JSON / text name of a kind, `None` for kinds this version does not define.
     pub fn name(kind: u16) -> Option<&'static str> {
         match kind {
             EMPTY => Some("empty"),
             HOST_INFO => Some("host_info"),
+            HOST_STATE => Some("host_state"),
             _ => None,
         }
     }
 }
 
-/// Whether `kind` is defined by format minor `minor` (0 only up to 1.1; 0 and 1 since 1.2).
+/// Whether `kind` is defined by format minor `minor` (0 only up to 1.1; 0 and 1 from 1.2 to 1.4;
+/// 0, 1 and 2 since 1.5).
 pub fn kind_defined(minor: u16, kind: u16) -> bool {
     match minor {
         0 | 1 => kind == kind::EMPTY,
-        _ => kind <= kind::HOST_INFO,
+        2..=4 => kind <= kind::HOST_INFO,
+        _ => kind <= kind::HOST_STATE,
     }
 }
 
@@ -144,12 +149,14 @@ impl Extent {
 }
 
 /// A payload read from an extent whose checksum matched, decoded by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
     /// Kind 0: nothing published (any payload bytes are ignored).
     Empty,
     /// Kind 1: the owner's heartbeat addresses.
     HostInfo(host_info::HostInfo),
+    /// Kind 2 (1.5): the owner's heartbeat addresses, capacity, VMs and restart plan.
+    HostState(super::host_state::HostState),
     /// A kind this version does not define (only accepted in a header of a newer minor): the
     /// reader MUST NOT interpret it.
     Unknown(u16),
@@ -158,15 +165,36 @@ pub enum Payload {
 impl Payload {
     /// Decodes `payload` (the `header.payload_len` bytes whose crc32c matched) by `header.kind`.
     /// Total: never panics, whatever the bytes.
-    pub fn decode(header: &Extent, payload: &[u8]) -> Result<Payload, host_info::PayloadError> {
+    pub fn decode(header: &Extent, payload: &[u8]) -> Result<Payload, PayloadError> {
         match header.kind {
             kind::EMPTY => Ok(Payload::Empty),
             kind::HOST_INFO => {
-                host_info::HostInfo::decode(payload, header.version_minor).map(Payload::HostInfo)
+                Ok(Payload::HostInfo(host_info::HostInfo::decode(payload, header.version_minor)?))
+            }
+            kind::HOST_STATE => {
+                Ok(Payload::HostState(super::host_state::HostState::decode(payload, header.version_minor)?))
             }
             k => Ok(Payload::Unknown(k)),
         }
     }
+
+    /// The heartbeat addresses a host info or host state payload carries, primary first.
+    pub fn hb_addrs(&self) -> Option<&[std::net::SocketAddr]> {
+        match self {
+            Payload::HostInfo(h) => Some(h.addrs()),
+            Payload::HostState(h) => Some(&h.hb_addrs),
+            Payload::Empty | Payload::Unknown(_) => None,
+        }
+    }
+}
+
+/// Why a payload whose checksum matched does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("host info: {0}")]
+    HostInfo(#[from] host_info::PayloadError),
+    #[error("host state: {0}")]
+    HostState(#[from] super::host_state::HostStateError),
 }
 
 /// Payload kind 1, "host info v1" (docs/FORMAT.md §7, "Payload kind 1: host_info"): a sequence of
