@@ -398,7 +398,8 @@ impl ExtentState {
         ExtentState {
             published: None,
             seen: vec![0; slot_count as usize],
-            buf: vec![0; crate::format::extent::host_info::MAX_ENCODED_LEN.max(4096)],
+            // Room for a peer's largest payload (kind 2 carries its VMs): allocated once.
+            buf: vec![0; crate::disk::EXTENT_PAYLOAD_IO_MAX],
             keyring_bytes: None,
             reload_keyring,
             keyring_checked_ms: 0,
@@ -503,13 +504,22 @@ impl ExtentState {
             }
             reads += 1;
             let read = disk.read_extent(peer, &mut self.buf, budget);
-            let addrs = match read {
+            let mut entry = [None; 2];
+            let usable = match read {
                 Ok(crate::disk::ExtentRead::Payload(h)) => {
                     match Payload::decode(&h, &self.buf[..h.payload_len as usize]) {
-                        Ok(Payload::HostInfo(info)) => Some(info),
+                        // Kind 1 (1.2 to 1.4 peers) or kind 2 (1.5): the same addresses.
+                        Ok(p) if p.hb_addrs().is_some() => {
+                            let addrs = p.hb_addrs().unwrap_or_default();
+                            for (i, a) in addrs.iter().take(2).enumerate() {
+                                entry[i] = Some(*a);
+                            }
+                            tracing::info!(slot = peer, ?addrs, "peer heartbeat addresses");
+                            true
+                        }
                         other => {
                             tracing::warn!(slot = peer, payload = ?other.map(|_| ()), "peer extent holds no usable host info");
-                            None
+                            false
                         }
                     }
                 }
@@ -517,17 +527,11 @@ impl ExtentState {
                 Ok(crate::disk::ExtentRead::Torn(_)) | Err(_) => continue,
                 Ok(other) => {
                     tracing::warn!(slot = peer, extent = ?other, "peer extent unreadable");
-                    None
+                    false
                 }
             };
+            debug_assert!(usable || entry == [None; 2]);
             self.seen[peer as usize] = seq;
-            let mut entry = [None; 2];
-            if let Some(info) = addrs {
-                for (i, a) in info.addrs().iter().take(2).enumerate() {
-                    entry[i] = Some(*a);
-                }
-                tracing::info!(slot = peer, addrs = ?info.addrs(), "peer heartbeat addresses");
-            }
             book.lock().unwrap_or_else(|e| e.into_inner())[peer as usize] = entry;
         }
     }

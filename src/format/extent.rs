@@ -33,6 +33,79 @@ pub mod kind {
     }
 }
 
+/// Superblock minor from which a device's extents hold two copies (mkfs 1.5 and later).
+pub const DOUBLE_BUFFERED_SINCE_MINOR: u16 = 5;
+
+/// One of the two copies of a double-buffered extent (docs/FORMAT.md §7, "Two copies").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum ExtentCopy {
+    /// At extent offset 0 (the only copy of a device formatted before 1.5).
+    A,
+    /// At extent offset `copy_size` (= extent_size / 2 when extent_size is a multiple of 8192).
+    B,
+}
+
+impl ExtentCopy {
+    pub fn other(self) -> ExtentCopy {
+        match self {
+            ExtentCopy::A => ExtentCopy::B,
+            ExtentCopy::B => ExtentCopy::A,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtentCopy::A => "a",
+            ExtentCopy::B => "b",
+        }
+    }
+}
+
+/// Where the copies of every extent of a device lie: a property of the device, fixed by the mkfs
+/// that formatted it (its superblock's minor), never of the header read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// 1 on a device formatted before 1.5, 2 since.
+    pub copies: u8,
+    /// Bytes of one copy: a 4096-byte header block and its payload area. `extent_size` for a single
+    /// copy; `align_down(extent_size / 2, 4096)` for two.
+    pub copy_size: u64,
+}
+
+impl Geometry {
+    pub fn new(extent_size: u64, superblock_minor: u16) -> Geometry {
+        if superblock_minor >= DOUBLE_BUFFERED_SINCE_MINOR {
+            Geometry { copies: 2, copy_size: extent_size / 2 / ALIGN * ALIGN }
+        } else {
+            Geometry { copies: 1, copy_size: extent_size }
+        }
+    }
+
+    /// The copies this device has, A first.
+    pub fn all(&self) -> &'static [ExtentCopy] {
+        if self.copies == 2 {
+            &[ExtentCopy::A, ExtentCopy::B]
+        } else {
+            &[ExtentCopy::A]
+        }
+    }
+
+    /// Offset of `copy`'s header block inside the extent.
+    pub fn copy_offset(&self, copy: ExtentCopy) -> u64 {
+        match copy {
+            ExtentCopy::A => 0,
+            ExtentCopy::B => {
+                assert_eq!(self.copies, 2, "a single-copy extent has no copy B");
+                self.copy_size
+            }
+        }
+    }
+
+    /// Largest `payload_len` a header may announce: the copy minus its header block.
+    pub fn payload_capacity(&self) -> u64 {
+        self.copy_size.saturating_sub(PAYLOAD_OFFSET)
+    }
+}
+
 /// Whether `kind` is defined by format minor `minor` (0 only up to 1.1; 0 and 1 from 1.2 to 1.4;
 /// 0, 1 and 2 since 1.5).
 pub fn kind_defined(minor: u16, kind: u16) -> bool {
@@ -112,20 +185,21 @@ impl Extent {
         super::seal(&raw, out);
     }
 
-    /// Validates and decodes the header of `slot`'s extent, whose size is `extent_size`. Checks
-    /// after the common ones: slot, `payload_len`, reserved (`flags`, `reserved`), `kind` (the last
-    /// two only for a minor this build knows).
+    /// Validates and decodes the header of one copy of `slot`'s extent, whose size is `copy_size`
+    /// (`Geometry::copy_size`: the extent size on a single-copy device). Checks after the common
+    /// ones: slot, `payload_len <= copy_size - 4096`, reserved (`flags`, `reserved`), `kind` (the
+    /// last two only for a minor this build knows).
     pub fn decode(
         bytes: &[u8],
         cluster: &uuid::Uuid,
         slot: u32,
-        extent_size: u64,
+        copy_size: u64,
     ) -> Result<Extent, Corruption> {
         let raw: &ExtentRaw = validate(bytes, Some(cluster))?;
         if raw.slot.get() != slot {
             return Err(Corruption::WrongSlot { expected: slot, found: raw.slot.get() });
         }
-        if raw.payload_len.get() > extent_size.saturating_sub(PAYLOAD_OFFSET) {
+        if raw.payload_len.get() > copy_size.saturating_sub(PAYLOAD_OFFSET) {
             return Err(Corruption::BadField("payload_len"));
         }
         let minor = raw.header.version_minor.get();
