@@ -495,13 +495,18 @@ mod tests {
             assert_eq!(decode(minor, 2, 0, 0), Err(Corruption::BadField("kind")));
             assert_eq!(decode(minor, 7, 0, 1), Err(Corruption::ReservedNotZero));
         }
+        // 1.5 adds kind 2 (host state); 3.. are undefined.
+        assert_eq!(decode(5, kind::HOST_STATE, 0, 0).map(|x| x.kind), Ok(2));
+        assert_eq!(decode(5, kind::HOST_INFO, 0, 0).map(|x| x.kind), Ok(1));
+        assert_eq!(decode(5, 3, 0, 0), Err(Corruption::BadField("kind")));
+        assert_eq!(decode(5, 2, 0, 1), Err(Corruption::ReservedNotZero));
         // A newer minor: any kind, flags and reserved bytes pass through.
-        assert_eq!(decode(5, 7, 1, 1).map(|x| x.kind), Ok(7));
-        let newer = Extent { version_minor: 5, kind: 7, ..e };
+        assert_eq!(decode(6, 7, 1, 1).map(|x| x.kind), Ok(7));
+        let newer = Extent { version_minor: 6, kind: 7, ..e };
         assert_eq!(Payload::decode(&newer, &[1, 2, 3]), Ok(Payload::Unknown(7)));
     }
 
-    /// Pins a whole extent header (format 1.4): magic, minor 4, kind 1 and every field.
+    /// Pins a whole extent header (format 1.5): magic, minor 5, kind 1 and every field.
     #[test]
     fn golden_header_bytes() {
         let c = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
@@ -515,7 +520,7 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         e.encode(&mut buf);
-        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x04\x00");
+        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x05\x00");
         assert_eq!(&buf[32..40], &[5, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(
             &buf[40..68],
@@ -529,9 +534,9 @@ mod tests {
         assert_eq!(crc, GOLDEN_EXTENT_CRC, "extent header checksum changed: {crc:#010x}");
         assert_eq!(Extent::decode(&buf, &c, 5, 65536), Ok(e));
     }
-    /// New in format 1.2 (0x2ea3_4632); format 1.3 changed it (0x6640_8f0b), and 1.4
-    /// (`version_minor` 4). Recomputed independently of this crate's crc32c.
-    const GOLDEN_EXTENT_CRC: u32 = 0x9907_8655;
+    /// New in format 1.2 (0x2ea3_4632); format 1.3 changed it (0x6640_8f0b), 1.4 (0x9907_8655),
+    /// and 1.5 (`version_minor` 5). Recomputed independently of this crate's crc32c.
+    const GOLDEN_EXTENT_CRC: u32 = 0xd1e4_4f6c;
 
     mod host_info_tests {
         use super::super::host_info::*;

@@ -694,3 +694,189 @@ pub fn vm_entry_len(name_len: usize, group_len: usize, failure_len: usize, defin
     ENTRY_HEADER_LEN
         + (VM_FIXED_LEN + name_len + group_len + failure_len + definition_len).next_multiple_of(ENTRY_ALIGN)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::planner::Protection;
+
+    pub(crate) fn sample() -> HostState {
+        HostState {
+            hb_addrs: vec!["192.0.2.10:7400".parse().unwrap()],
+            capacity: Some(HostCapacity { memory_mib: 0x1_0000, vcpus: 32, accepts_restarts: true }),
+            vms: vec![VmEntry {
+                uuid: uuid::Uuid::from_u128(0x1111),
+                name: "web".into(),
+                memory_mib: 4096,
+                vcpus: 2,
+                state: VmState::Running,
+                protection: Protection::Protect,
+                order: Some(-2),
+                anti_affinity: Some("g".into()),
+                claim: 7,
+                attempt: 1,
+                failure: None,
+                definition: b"<d/>".to_vec(),
+            }],
+            plan: Some(Plan {
+                epoch: Epoch { number: 9, coordinator_slot: 3, coordinator_generation: 4 },
+                assignments: vec![Assignment {
+                    uuid: uuid::Uuid::from_u128(0x2222),
+                    source_slot: 1,
+                    source_generation: 5,
+                    target_slot: 2,
+                    claim: 8,
+                    attempt: 1,
+                    wave: 0,
+                }],
+                unplaced: vec![Unplaced {
+                    uuid: uuid::Uuid::from_u128(0x3333),
+                    source_slot: 1,
+                    reason: UnplacedCode::NoCapacity,
+                }],
+            }),
+        }
+    }
+
+    fn encoded(h: &HostState) -> Vec<u8> {
+        let mut out = Vec::new();
+        h.encode(&mut out).unwrap();
+        out
+    }
+
+    /// Pins the entry layout of docs/FORMAT.md §7, "Payload kind 2", byte for byte.
+    #[test]
+    fn golden_layout() {
+        let b = encoded(&sample());
+        // hb_addr_v4: header (type 1, reserved 0, len 6), value, 2 bytes of padding.
+        assert_eq!(&b[0..8], &[1, 0, 0, 0, 6, 0, 0, 0]);
+        assert_eq!(&b[8..16], &[192, 0, 2, 10, 0xE8, 0x1C, 0, 0]);
+        // capacity at 16: len 16.
+        assert_eq!(&b[16..24], &[3, 0, 0, 0, 16, 0, 0, 0]);
+        assert_eq!(&b[24..40], &[0, 0, 1, 0, 0, 0, 0, 0, 32, 0, 0, 0, 1, 0, 0, 0]);
+        // vm at 40: len 56 + 3 + 1 + 0 + 4 = 64.
+        assert_eq!(&b[40..48], &[4, 0, 0, 0, 64, 0, 0, 0]);
+        let v = &b[48..48 + 64];
+        assert_eq!(&v[0..16], uuid::Uuid::from_u128(0x1111).as_bytes());
+        assert_eq!(&v[16..24], &4096u64.to_le_bytes());
+        assert_eq!(&v[24..28], &2u32.to_le_bytes());
+        assert_eq!(&v[28..32], &[1, 1, 1, 1], "state running, protect, attempt 1, has_order");
+        assert_eq!(&v[32..40], &(-2i64).to_le_bytes());
+        assert_eq!(&v[40..48], &7u64.to_le_bytes());
+        assert_eq!(&v[48..56], &[3, 1, 0, 0, 4, 0, 0, 0]);
+        assert_eq!(&v[56..], b"webg<d/>");
+        // plan header at 112: len 32.
+        assert_eq!(&b[112..120], &[5, 0, 0, 0, 32, 0, 0, 0]);
+        let p = &b[120..152];
+        assert_eq!(
+            (&p[0..8], &p[8..12], &p[12..16]),
+            (&9u64.to_le_bytes()[..], &[3, 0, 0, 0][..], &[0; 4][..])
+        );
+        assert_eq!(
+            (&p[16..24], &p[24..28], &p[28..32]),
+            (&4u64.to_le_bytes()[..], &[1, 0, 0, 0][..], &[1, 0, 0, 0][..])
+        );
+        // assignment at 152: len 48.
+        assert_eq!(&b[152..160], &[6, 0, 0, 0, 48, 0, 0, 0]);
+        let a = &b[160..208];
+        assert_eq!(&a[16..24], &[1, 0, 0, 0, 2, 0, 0, 0], "source_slot, target_slot");
+        assert_eq!(&a[24..32], &5u64.to_le_bytes());
+        assert_eq!(&a[32..40], &8u64.to_le_bytes());
+        assert_eq!(&a[40..48], &[0, 0, 0, 0, 1, 0, 0, 0], "wave, attempt, pad");
+        // unplaced at 208: len 24.
+        assert_eq!(&b[208..216], &[7, 0, 0, 0, 24, 0, 0, 0]);
+        assert_eq!(&b[216 + 16..240], &[1, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(b.len(), 240);
+        assert_eq!(HostState::decode(&b, SINCE_MINOR), Ok(sample()));
+        assert_eq!(vm_entry_len(3, 1, 0, 4), 72);
+        // The empty host state is the empty payload.
+        assert_eq!(encoded(&HostState::default()), Vec::<u8>::new());
+        assert_eq!(HostState::decode(&[], SINCE_MINOR), Ok(HostState::default()));
+    }
+
+    fn err(b: &[u8]) -> HostStateError {
+        HostState::decode(b, SINCE_MINOR).unwrap_err()
+    }
+
+    #[test]
+    fn decoder_refusals() {
+        let good = encoded(&sample());
+        let patch = |at: usize, v: u8| {
+            let mut b = good.clone();
+            b[at] = v;
+            b
+        };
+        assert_eq!(err(&good[..7]), HostStateError::Truncated { offset: 0 });
+        assert_eq!(err(&good[..14]), HostStateError::Truncated { offset: 0 }, "padding must be there");
+        assert_eq!(err(&patch(2, 1)), HostStateError::ReservedNotZero { offset: 0 });
+        assert_eq!(err(&patch(15, 1)), HostStateError::ReservedNotZero { offset: 0 }, "padding");
+        assert_eq!(err(&patch(4, 7)), HostStateError::BadLength { offset: 0, entry_type: 1, len: 7 });
+        let mut b = good.clone();
+        b[12..14].fill(0);
+        assert_eq!(err(&b), HostStateError::BadAddr { offset: 0 }, "port 0");
+        assert_eq!(err(&patch(36, 2)), HostStateError::ReservedNotZero { offset: 16 }, "capacity flag bit 1");
+        assert_eq!(err(&patch(48 + 28, 9)), HostStateError::BadValue { offset: 40, field: "state" });
+        assert_eq!(err(&patch(48 + 29, 0)), HostStateError::BadValue { offset: 40, field: "protection" });
+        assert_eq!(err(&patch(48 + 31, 3)), HostStateError::ReservedNotZero { offset: 40 });
+        assert_eq!(
+            err(&patch(48 + 31, 0)),
+            HostStateError::ReservedNotZero { offset: 40 },
+            "order without has_order"
+        );
+        assert_eq!(err(&patch(48 + 51, 1)), HostStateError::ReservedNotZero { offset: 40 });
+        assert_eq!(err(&patch(48 + 56, 0xFF)), HostStateError::BadValue { offset: 40, field: "name" });
+        assert_eq!(err(&patch(48 + 48, 4)), HostStateError::BadLength { offset: 40, entry_type: 4, len: 64 });
+        assert_eq!(err(&patch(132, 1)), HostStateError::ReservedNotZero { offset: 112 }, "plan pad");
+        assert_eq!(
+            err(&patch(144, 2)),
+            HostStateError::PlanCount { what: "assignment", announced: 2, found: 1 }
+        );
+        assert_eq!(err(&patch(148, 0)), HostStateError::PlanEntryOutsidePlan { offset: 208 });
+        assert_eq!(err(&patch(216 + 20, 4)), HostStateError::BadValue { offset: 208, field: "reason" });
+        assert_eq!(err(&patch(160 + 45, 1)), HostStateError::ReservedNotZero { offset: 152 });
+        // Plan entries before a plan header.
+        let mut b = good[..112].to_vec();
+        b.extend_from_slice(&good[152..208]);
+        assert_eq!(err(&b), HostStateError::PlanEntryOutsidePlan { offset: 112 });
+        // A VM twice; a capacity twice; a third address.
+        let mut b = good[..112].to_vec();
+        b.extend_from_slice(&good[40..112]);
+        assert_eq!(err(&b), HostStateError::DuplicateVm { offset: 112, uuid: uuid::Uuid::from_u128(0x1111) });
+        let mut b = good[..40].to_vec();
+        b.extend_from_slice(&good[16..40]);
+        assert_eq!(err(&b), HostStateError::Duplicate { offset: 40, what: "capacity" });
+        let b: Vec<u8> = [&good[..16], &good[..16], &good[..16]].concat();
+        assert_eq!(err(&b), HostStateError::TooManyAddrs { offset: 32 });
+        // Unknown entry types: refused in a minor this build knows, skipped (whole) in a newer one.
+        let mut b = vec![8, 0, 0, 0, 3, 0, 0, 0, 0xAA, 0xBB, 0xCC, 0, 0, 0, 0, 0];
+        b.extend_from_slice(&good);
+        assert_eq!(err(&b), HostStateError::UnknownEntry { offset: 0, entry_type: 8 });
+        assert_eq!(err(&[0; 8]), HostStateError::UnknownEntry { offset: 0, entry_type: 0 });
+        assert_eq!(HostState::decode(&b, SINCE_MINOR + 1), Ok(sample()));
+        assert_eq!(
+            HostState::decode(&b[..12], SINCE_MINOR + 1),
+            Err(HostStateError::Truncated { offset: 0 })
+        );
+    }
+
+    #[test]
+    fn writer_refusals() {
+        let mut out = Vec::new();
+        let mut h = sample();
+        h.vms.push(h.vms[0].clone());
+        assert!(matches!(h.encode(&mut out), Err(HostStateError::DuplicateVm { .. })));
+        let mut h = sample();
+        h.vms[0].name = String::new();
+        assert!(matches!(h.encode(&mut out), Err(HostStateError::BadString { field: "name", .. })));
+        h.vms[0].name = "x".repeat(256);
+        assert!(matches!(h.encode(&mut out), Err(HostStateError::BadString { field: "name", len: 256, .. })));
+        let mut h = sample();
+        h.vms[0].anti_affinity = Some(String::new());
+        assert!(matches!(h.encode(&mut out), Err(HostStateError::BadString { field: "anti_affinity", .. })));
+        let mut h = sample();
+        h.hb_addrs = vec!["10.0.0.1:0".parse().unwrap()];
+        assert!(matches!(h.encode(&mut out), Err(HostStateError::Unrepresentable(_))));
+        h.hb_addrs = vec!["10.0.0.1:1".parse().unwrap(); 3];
+        assert!(matches!(h.encode(&mut out), Err(HostStateError::TooManyAddrs { .. })));
+    }
+}

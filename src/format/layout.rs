@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(l.records.size, 8 << 20);
         assert_eq!(l.mailboxes.offset, l.records.end());
         assert_eq!(l.record_offset(2047), l.records.offset + 2047 * 4096);
-        assert_eq!(l.total_size(), 4096 + 65536 + 2 * (8 << 20) + 2048 * 65536);
+        assert_eq!(l.total_size(), 4096 + 65536 + 2 * (8 << 20) + 2048 * (2 << 20));
     }
 
     #[test]
