@@ -6,7 +6,7 @@
 //! again slot by slot, so one bad sector costs one slot, not the chunk; a chunk that times out is
 //! not retried (the device is slow: retrying would double the delay).
 
-use crate::format::extent::{self, Extent, PAYLOAD_OFFSET};
+use crate::format::extent::{self, Extent, ExtentCopy, Geometry, PAYLOAD_OFFSET};
 use crate::format::mailbox::Mailbox;
 use crate::format::record::Record;
 use crate::format::superblock::{Superblock, SuperblockError};
@@ -25,14 +25,17 @@ pub const BUF_SUPERBLOCK: BufId = 4;
 /// for [`extent_payload_cap`] payload bytes.
 pub const BUF_EXTENT: BufId = 5;
 
-/// Largest payload `write_extent` writes and `read_extent` reads: 60 KiB, the default extent
-/// (64 KiB) minus its 4096-byte header block (docs/FORMAT.md §7, "I/O limits"). Bigger extents are
-/// valid, but this build moves at most this much, so every `Disk` pins the same small buffers.
-pub const EXTENT_PAYLOAD_IO_MAX: usize = 60 * 1024;
+/// Largest payload `write_extent` writes and `read_extent` reads: 1 MiB - 4096 (1044480 bytes),
+/// one copy of the default 2 MiB extent minus its 4096-byte header block (docs/FORMAT.md §7, "I/O
+/// limits"). Bigger extents are valid, but this build moves at most this much, so every `Disk`
+/// pins the same buffers.
+pub const EXTENT_PAYLOAD_IO_MAX: usize = (1 << 20) - 4096;
 
-/// Payload bytes this build moves for `layout`: `min(extent_size - 4096, EXTENT_PAYLOAD_IO_MAX)`.
-pub fn extent_payload_cap(layout: &crate::format::Layout) -> usize {
-    (layout.extent_size.saturating_sub(PAYLOAD_OFFSET) as usize).min(EXTENT_PAYLOAD_IO_MAX)
+/// Payload bytes this build moves for `layout` formatted as `superblock_minor`:
+/// `min(copy_size - 4096, EXTENT_PAYLOAD_IO_MAX)` (copy_size: `extent::Geometry`).
+pub fn extent_payload_cap(layout: &crate::format::Layout, superblock_minor: u16) -> usize {
+    let g = Geometry::new(layout.extent_size, superblock_minor);
+    (g.payload_capacity() as usize).min(EXTENT_PAYLOAD_IO_MAX)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,20 +76,81 @@ pub enum DiskError {
     UnknownKind(u16),
 }
 
-/// What `Disk::read_extent` found.
+/// What `Disk::read_extent` found (on a double-buffered device: in the copy it settled on, see
+/// [`ExtentCopies`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtentRead {
     /// The header is valid and the payload matches its checksum: the caller's buffer holds the
-    /// `payload_len` payload bytes.
+    /// `payload_len` payload bytes. On a double-buffered device: the newest copy whose payload
+    /// matches (the previous copy when the newest is torn).
     Payload(Extent),
     /// The header is valid but the payload does not match its checksum: torn, or being rewritten
-    /// (a write between its payload and its header). Never data: read again later.
+    /// (a write between its payload and its header). Never data: read again later. On a
+    /// double-buffered device: every copy with a valid header is torn; this is the newest header.
     Torn(Extent),
-    /// The header is valid but its payload is larger than the caller's buffer or than
+    /// The (newest valid) header's payload is larger than the caller's buffer or than
     /// [`EXTENT_PAYLOAD_IO_MAX`]: not read.
     TooLarge(Extent),
+    /// No header validates (on a double-buffered device: neither copy's; the reason is copy A's).
+    Corrupt(Corruption),
+}
+
+/// What one copy of an extent held at one `read_extent_copies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyView {
+    /// The device has a single copy (formatted before 1.5): there is no copy B.
+    Absent,
     /// The header does not validate.
     Corrupt(Corruption),
+    /// A valid header whose payload was not read (an older copy: a newer one was complete).
+    Header(Extent),
+    /// A valid header and a payload matching its checksum.
+    Payload(Extent),
+    /// A valid header and a payload that does not match: torn, or being rewritten.
+    Torn(Extent),
+    /// A valid header announcing more than the caller's buffer or this build's I/O cap.
+    TooLarge(Extent),
+}
+
+impl CopyView {
+    /// The copy's header, when it validates.
+    pub fn header(&self) -> Option<&Extent> {
+        match self {
+            CopyView::Header(h) | CopyView::Payload(h) | CopyView::Torn(h) | CopyView::TooLarge(h) => Some(h),
+            CopyView::Absent | CopyView::Corrupt(_) => None,
+        }
+    }
+}
+
+/// `Disk::read_extent_copies`: the result and what each copy held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtentCopies {
+    /// What `read_extent` returns.
+    pub read: ExtentRead,
+    /// The copy `read` describes (`None` when no header validates).
+    pub copy: Option<ExtentCopy>,
+    pub a: CopyView,
+    pub b: CopyView,
+}
+
+impl ExtentCopies {
+    pub fn view(&self, copy: ExtentCopy) -> &CopyView {
+        match copy {
+            ExtentCopy::A => &self.a,
+            ExtentCopy::B => &self.b,
+        }
+    }
+
+    /// The payload came from the previous copy because the newest one (a higher sequence) is torn:
+    /// its writer stopped between payload and header, or is writing it now.
+    pub fn fell_back(&self) -> bool {
+        match (self.read, self.copy) {
+            (ExtentRead::Payload(h), Some(c)) => {
+                matches!(self.view(c.other()), CopyView::Torn(o) if o.sequence > h.sequence)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Reads and validates the superblock with one aligned pread.
@@ -222,7 +286,7 @@ impl Disk {
         }
         // BUF_EXTENT is appended (existing indices unchanged); one op index past the sweep's ops is
         // reserved for extent I/O, so it never overwrites a sweep's recorded outcomes.
-        let extent_buf = PAYLOAD_OFFSET as usize + extent_payload_cap(&l);
+        let extent_buf = PAYLOAD_OFFSET as usize + extent_payload_cap(&l, sb.version_minor);
         let sizes = [table_len, slot, slot, slot, sb_len, extent_buf];
         // Two op indexes past the sweep's: extent I/O, and single record/mailbox/probe writes, so
         // neither overwrites the outcomes the last sweep recorded.
@@ -369,10 +433,14 @@ impl Disk {
 }
 
 /// Data-extent I/O (docs/FORMAT.md §7). These methods run **outside the sweep's time budget**:
-/// each is two or three sequential requests, each with its own `timeout`, so a caller on the
-/// heartbeat path must not call them between a sweep and its record write. They use their own
-/// buffer (`BUF_EXTENT`) and op index, so they leave the last sweep's results (`slot_bytes`,
+/// each is a few sequential requests, each with its own `timeout`, so a caller on the heartbeat
+/// path must not call them between a sweep and its record write. They use their own buffer
+/// (`BUF_EXTENT`) and op index, so they leave the last sweep's results (`slot_bytes`,
 /// `mailbox_bytes`) intact. No allocation per call.
+///
+/// A device formatted by 1.5 or later holds two copies of every extent (A at extent offset 0, B
+/// at `copy_size`); one formatted earlier, a single copy (A), read and written with the 1.2
+/// protocol. [`Disk::extent_geometry`] says which.
 impl Disk {
     /// The op index extent I/O records its outcome at: one past the sweep's ops.
     fn extent_index(&self) -> usize {
@@ -382,6 +450,16 @@ impl Disk {
     /// The op index single writes (record, mailbox, probe) record their outcome at.
     fn write_index(&self) -> usize {
         self.ops.len() + 1
+    }
+
+    /// Where this device's extent copies lie (from its superblock's minor).
+    pub fn extent_geometry(&self) -> Geometry {
+        Geometry::new(self.sb.layout.extent_size, self.sb.version_minor)
+    }
+
+    /// Payload bytes this disk's extent I/O moves at most.
+    pub fn extent_payload_cap(&self) -> usize {
+        extent_payload_cap(&self.sb.layout, self.sb.version_minor)
     }
 
     /// One extent request through `BUF_EXTENT`; `Ok` only when it completed in full.
@@ -408,35 +486,130 @@ impl Disk {
         Ok(())
     }
 
-    /// Reads and validates `slot`'s extent header (one 4096-byte read). `Err(DiskError)` when the
-    /// read failed; `Ok(Err(reason))` when it read but does not validate.
+    /// Device offset of `copy`'s header block of `slot`'s extent.
+    fn copy_base(&self, slot: u32, copy: ExtentCopy) -> u64 {
+        self.sb.layout.extent_offset(slot) + self.extent_geometry().copy_offset(copy)
+    }
+
+    /// Reads and validates the header of one copy (one 4096-byte read).
+    fn read_copy_header(
+        &mut self,
+        slot: u32,
+        copy: ExtentCopy,
+        timeout: Duration,
+    ) -> Result<Result<Extent, Corruption>, DiskError> {
+        let op = Op {
+            dir: Dir::Read,
+            offset: self.copy_base(slot, copy),
+            buf: BUF_EXTENT,
+            buf_off: 0,
+            len: PAYLOAD_OFFSET as usize,
+        };
+        let step = match copy {
+            ExtentCopy::A => "reading the header (copy A)",
+            ExtentCopy::B => "reading the header (copy B)",
+        };
+        self.extent_op(slot, step, op, timeout)?;
+        let bytes = self.engine.data_at(&op, self.extent_index()).expect("completed");
+        let copy_size = self.extent_geometry().copy_size;
+        Ok(Extent::decode(bytes, &self.sb.cluster_uuid, slot, copy_size))
+    }
+
+    /// Both copies' headers (`[A, B]`; B is `None` on a single-copy device).
+    fn read_copy_headers(
+        &mut self,
+        slot: u32,
+        timeout: Duration,
+    ) -> Result<[Option<Result<Extent, Corruption>>; 2], DiskError> {
+        self.check_slot(slot)?;
+        let a = self.read_copy_header(slot, ExtentCopy::A, timeout)?;
+        let b = match self.extent_geometry().copies {
+            2 => Some(self.read_copy_header(slot, ExtentCopy::B, timeout)?),
+            _ => None,
+        };
+        Ok([Some(a), b])
+    }
+
+    /// The copy holding the newest valid header: the higher sequence, A on a tie (mkfs writes
+    /// both with sequence 0), `None` when no header validates.
+    fn newest(headers: &[Option<Result<Extent, Corruption>>; 2]) -> Option<(ExtentCopy, Extent)> {
+        let valid = |i: usize| headers[i].as_ref().and_then(|h| h.as_ref().ok()).copied();
+        match (valid(0), valid(1)) {
+            (Some(a), Some(b)) if b.sequence > a.sequence => Some((ExtentCopy::B, b)),
+            (Some(a), _) => Some((ExtentCopy::A, a)),
+            (None, Some(b)) => Some((ExtentCopy::B, b)),
+            (None, None) => None,
+        }
+    }
+
+    /// Reads `slot`'s newest valid extent header (on a double-buffered device, the higher
+    /// sequence of the two copies; the payload is not checked). `Err(DiskError)` when a read
+    /// failed; `Ok(Err(reason))` when no header validates (the reason is copy A's).
     pub fn read_extent_header(
         &mut self,
         slot: u32,
         timeout: Duration,
     ) -> Result<Result<Extent, Corruption>, DiskError> {
-        self.check_slot(slot)?;
-        let l = self.sb.layout;
-        let op = Op {
-            dir: Dir::Read,
-            offset: l.extent_offset(slot),
-            buf: BUF_EXTENT,
-            buf_off: 0,
-            len: PAYLOAD_OFFSET as usize,
+        let headers = self.read_copy_headers(slot, timeout)?;
+        Ok(match Disk::newest(&headers) {
+            Some((_, h)) => Ok(h),
+            None => Err(headers[0].expect("copy A is always read").expect_err("no valid header")),
+        })
+    }
+
+    /// Reads `copy`'s payload as announced by its valid header `h` into `BUF_EXTENT` and checks
+    /// it; on a match, copies it into `out[..payload_len]` (when given). Never leaves torn bytes
+    /// in `out`.
+    fn check_copy_payload(
+        &mut self,
+        slot: u32,
+        copy: ExtentCopy,
+        h: Extent,
+        out: Option<&mut [u8]>,
+        timeout: Duration,
+    ) -> Result<CopyView, DiskError> {
+        let len = h.payload_len as usize;
+        if len > self.extent_payload_cap() || out.as_ref().is_some_and(|o| len > o.len()) {
+            return Ok(CopyView::TooLarge(h));
+        }
+        let header_len = PAYLOAD_OFFSET as usize;
+        let data: &[u8] = if len == 0 {
+            &[]
+        } else {
+            let op = Op {
+                dir: Dir::Read,
+                offset: self.copy_base(slot, copy) + PAYLOAD_OFFSET,
+                buf: BUF_EXTENT,
+                buf_off: header_len,
+                len: len.next_multiple_of(header_len),
+            };
+            self.extent_op(slot, "reading the payload", op, timeout)?;
+            &self.engine.data_at(&op, self.extent_index()).expect("completed")[..len]
         };
-        self.extent_op(slot, "reading the header", op, timeout)?;
-        let bytes = self.engine.data_at(&op, self.extent_index()).expect("completed");
-        Ok(Extent::decode(bytes, &self.sb.cluster_uuid, slot, l.extent_size))
+        if crate::format::checksum(data) != h.payload_crc32c {
+            return Ok(CopyView::Torn(h));
+        }
+        if let Some(out) = out {
+            out[..len].copy_from_slice(data);
+            // Both sides of the read: what the caller gets is what the header vouches for.
+            debug_assert_eq!(crate::format::checksum(&out[..len]), h.payload_crc32c);
+        }
+        Ok(CopyView::Payload(h))
     }
 
     /// Publishes `payload` of `kind` in `slot`'s extent and returns the new header sequence (put
-    /// it in the record's `extent_sequence`). The protocol of docs/FORMAT.md §7, in order:
-    /// (0) read the current header (refused if it does not validate: the sequence would be
-    /// unknown); (1) write the payload at extent offset 4096, zero-padded to 4096-byte blocks
-    /// (skipped for an empty payload); (2) only after it completed, write the header block with
-    /// the new `payload_len`, `payload_crc32c` and `sequence + 1`. Writes are O_DSYNC (the
-    /// engine's), so "completed" means durable. Any failure stops before the next step: a failed
-    /// payload write leaves the old header (readers then see `Torn` until the next write).
+    /// it in the record's `extent_sequence`). docs/FORMAT.md §7, in order:
+    ///
+    /// (0) read the headers (both copies on a double-buffered device; refused if one does not
+    /// validate: the sequence to continue from would be unknown) and, on a double-buffered
+    /// device, check the newest copy's payload. The **target** is the copy that does not hold the
+    /// newest valid contents: the older copy, or the newest one when its payload is torn (the
+    /// older one is then the last complete copy and is kept). A single-copy device's target is
+    /// its only copy. The new sequence is the highest of the headers + 1.
+    /// (1) write the payload into the target's payload area, zero-padded to 4096-byte blocks
+    /// (skipped for an empty payload); (2) only after it completed, write the target's header
+    /// block. Writes are O_DSYNC (the engine's), so "completed" means durable. Any failure stops
+    /// before the next step; the other copy is never written, so readers keep seeing it.
     pub fn write_extent(
         &mut self,
         slot: u32,
@@ -449,21 +622,35 @@ impl Disk {
         if !extent::kind_defined(crate::format::VERSION_MINOR, kind) {
             return Err(DiskError::UnknownKind(kind));
         }
-        let l = self.sb.layout;
-        let max = extent_payload_cap(&l);
+        let max = self.extent_payload_cap();
         if payload.len() > max {
             return Err(DiskError::PayloadTooLarge { len: payload.len(), max });
         }
-        let current = match self.read_extent_header(slot, timeout)? {
-            Ok(h) => h,
-            Err(reason) => return Err(DiskError::ExtentHeader { slot, reason }),
+        let headers = self.read_copy_headers(slot, timeout)?;
+        let mut highest = 0;
+        for h in headers.iter().flatten() {
+            match h {
+                Ok(h) => highest = highest.max(h.sequence),
+                Err(reason) => return Err(DiskError::ExtentHeader { slot, reason: *reason }),
+            }
+        }
+        let (newest, newest_header) = Disk::newest(&headers).expect("every header validated");
+        let target = if self.extent_geometry().copies == 1 {
+            ExtentCopy::A
+        } else {
+            match self.check_copy_payload(slot, newest, newest_header, None, timeout)? {
+                CopyView::Torn(_) => newest,
+                _ => newest.other(),
+            }
         };
-        let sequence = current
-            .sequence
+        let sequence = highest
             .checked_add(1)
             .ok_or(DiskError::ExtentHeader { slot, reason: Corruption::BadField("sequence") })?;
+        // The rule, before any write: never the copy holding the newest complete contents (on a
+        // double-buffered device), and a sequence above every header's.
+        assert!(headers.iter().flatten().flatten().all(|h| h.sequence < sequence));
         let header_len = PAYLOAD_OFFSET as usize;
-        let base = l.extent_offset(slot);
+        let base = self.copy_base(slot, target);
         if !payload.is_empty() {
             let len = payload.len().next_multiple_of(header_len);
             let buf = self.engine.buf_mut(BUF_EXTENT)?;
@@ -486,11 +673,12 @@ impl Disk {
             payload_crc32c: crate::format::checksum(payload),
             ..Extent::empty(self.sb.cluster_uuid, slot)
         };
+        let copy_size = self.extent_geometry().copy_size;
         let buf = self.engine.buf_mut(BUF_EXTENT)?;
         buf[..header_len].fill(0);
         header.encode(buf);
         assert_eq!(
-            Extent::decode(buf, &self.sb.cluster_uuid, slot, l.extent_size),
+            Extent::decode(buf, &self.sb.cluster_uuid, slot, copy_size),
             Ok(header),
             "extent header does not round-trip"
         );
@@ -499,41 +687,69 @@ impl Disk {
         Ok(sequence)
     }
 
-    /// Reads `slot`'s extent: the header, validated, then its payload into `buf[..payload_len]`,
-    /// trusted only when its crc32c matches the header (`Payload`); a mismatch is `Torn`, never
-    /// data (`buf` then holds unspecified bytes). `Err` only for I/O that did not complete.
+    /// Reads `slot`'s extent: its newest valid header whose payload matches, the payload copied
+    /// into `buf[..payload_len]` (`Payload`); `buf` is only written with a payload that matched.
+    /// `Err` only for I/O that did not complete. See [`Disk::read_extent_copies`].
     pub fn read_extent(
         &mut self,
         slot: u32,
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<ExtentRead, DiskError> {
-        let header = match self.read_extent_header(slot, timeout)? {
-            Ok(h) => h,
-            Err(reason) => return Ok(ExtentRead::Corrupt(reason)),
+        self.read_extent_copies(slot, buf, timeout).map(|c| c.read)
+    }
+
+    /// As `read_extent`, also saying which copy the result comes from and what each copy held.
+    /// Reads both headers, then the payload of the newest valid one (higher sequence; A on a
+    /// tie); when that payload is torn, the other copy's (`fell_back`). The newest header is
+    /// returned `TooLarge` without falling back (the caller's buffer is too small for the current
+    /// contents). A single-copy device has copy A only (`b` is `Absent`).
+    pub fn read_extent_copies(
+        &mut self,
+        slot: u32,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<ExtentCopies, DiskError> {
+        let headers = self.read_copy_headers(slot, timeout)?;
+        let initial = |h: &Option<Result<Extent, Corruption>>| match h {
+            None => CopyView::Absent,
+            Some(Ok(h)) => CopyView::Header(*h),
+            Some(Err(c)) => CopyView::Corrupt(*c),
         };
-        let len = header.payload_len as usize;
-        if len > buf.len() || len > extent_payload_cap(&self.sb.layout) {
-            return Ok(ExtentRead::TooLarge(header));
+        let mut views = [initial(&headers[0]), initial(&headers[1])];
+        let index = |c: ExtentCopy| c as usize;
+        let Some((newest, h)) = Disk::newest(&headers) else {
+            let reason = headers[0].expect("copy A is always read").expect_err("no valid header");
+            return Ok(ExtentCopies {
+                read: ExtentRead::Corrupt(reason),
+                copy: None,
+                a: views[0],
+                b: views[1],
+            });
+        };
+        let mut result = (ExtentRead::Torn(h), newest);
+        views[index(newest)] = self.check_copy_payload(slot, newest, h, Some(&mut *buf), timeout)?;
+        match views[index(newest)] {
+            CopyView::Payload(h) => result = (ExtentRead::Payload(h), newest),
+            CopyView::TooLarge(h) => result = (ExtentRead::TooLarge(h), newest),
+            _ => {
+                let older = newest.other();
+                if let CopyView::Header(o) = views[index(older)] {
+                    views[index(older)] =
+                        self.check_copy_payload(slot, older, o, Some(&mut *buf), timeout)?;
+                    if let CopyView::Payload(o) = views[index(older)] {
+                        result = (ExtentRead::Payload(o), older);
+                    }
+                }
+            }
         }
-        if len > 0 {
-            let header_len = PAYLOAD_OFFSET as usize;
-            let op = Op {
-                dir: Dir::Read,
-                offset: self.sb.layout.extent_offset(slot) + PAYLOAD_OFFSET,
-                buf: BUF_EXTENT,
-                buf_off: header_len,
-                len: len.next_multiple_of(header_len),
-            };
-            self.extent_op(slot, "reading the payload", op, timeout)?;
-            let data = self.engine.data_at(&op, self.extent_index()).expect("completed");
-            buf[..len].copy_from_slice(&data[..len]);
+        // Both sides of the read: a payload result is a copy whose header validated and whose
+        // payload matched; the newest copy is never passed over unless it is torn.
+        if let ExtentRead::Payload(p) = result.0 {
+            assert_eq!(views[index(result.1)], CopyView::Payload(p));
+            assert!(result.1 == newest || matches!(views[index(newest)], CopyView::Torn(_)));
         }
-        Ok(if crate::format::checksum(&buf[..len]) == header.payload_crc32c {
-            ExtentRead::Payload(header)
-        } else {
-            ExtentRead::Torn(header)
-        })
+        Ok(ExtentCopies { read: result.0, copy: Some(result.1), a: views[0], b: views[1] })
     }
 }
 

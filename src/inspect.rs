@@ -66,13 +66,23 @@ pub struct ExtentReport {
     /// Only when the payload was read (`--slot N`): ok, torn (checksum mismatch: being rewritten),
     /// too_large, or invalid (checksum ok, contents do not decode).
     pub payload: Option<&'static str>,
-    /// Heartbeat addresses of a host_info payload that was read and decoded, primary first.
+    /// Heartbeat addresses of a host_info or host_state payload that was read and decoded,
+    /// primary first.
     pub heartbeat_addrs: Option<Vec<String>>,
+    /// VMs of a host_state payload (format 1.5) that was read and decoded.
+    pub vm_count: Option<usize>,
+    /// Only when the payload was read: the copy shown, "a" or "b" (format 1.5: two copies per
+    /// extent; "a" on a device formatted before 1.5).
+    pub copy: Option<&'static str>,
+    /// Only when the payload was read on a two-copy device: the other copy, as `payload` says
+    /// (ok, torn, too_large), "older" (valid header, older, payload not read), "corrupt", or
+    /// "unreadable".
+    pub other_copy: Option<&'static str>,
 }
 
 /// Reads `slot`'s extent header and, with `with_payload`, its payload (tools only: allocates).
 pub fn extent_report(disk: &mut Disk, slot: u32, timeout: Duration, with_payload: bool) -> ExtentReport {
-    use crate::disk::{ExtentRead, EXTENT_PAYLOAD_IO_MAX};
+    use crate::disk::{CopyView, ExtentRead, EXTENT_PAYLOAD_IO_MAX};
     use crate::format::extent::{kind, Extent, Payload};
     let mut r = ExtentReport {
         status: "ok",
@@ -84,6 +94,9 @@ pub fn extent_report(disk: &mut Disk, slot: u32, timeout: Duration, with_payload
         payload_len: None,
         payload: None,
         heartbeat_addrs: None,
+        vm_count: None,
+        copy: None,
+        other_copy: None,
     };
     let fill = |r: &mut ExtentReport, h: &Extent| {
         r.sequence = Some(h.sequence);
@@ -108,15 +121,31 @@ pub fn extent_report(disk: &mut Disk, slot: u32, timeout: Duration, with_payload
         return r;
     }
     let mut buf = vec![0u8; EXTENT_PAYLOAD_IO_MAX];
-    match disk.read_extent(slot, &mut buf, timeout) {
+    let read = disk.read_extent_copies(slot, &mut buf, timeout).map(|c| {
+        if let Some(copy) = c.copy {
+            r.copy = Some(copy.as_str());
+            r.other_copy = match c.view(copy.other()) {
+                CopyView::Absent => None,
+                CopyView::Corrupt(_) => Some("corrupt"),
+                CopyView::Header(_) => Some("older"),
+                CopyView::Payload(_) => Some("ok"),
+                CopyView::Torn(_) => Some("torn"),
+                CopyView::TooLarge(_) => Some("too_large"),
+            };
+        }
+        c.read
+    });
+    match read {
         Ok(ExtentRead::Payload(h)) => {
             fill(&mut r, &h);
             match Payload::decode(&h, &buf[..h.payload_len as usize]) {
-                Ok(Payload::HostInfo(info)) => {
+                Ok(p) => {
                     r.payload = Some("ok");
-                    r.heartbeat_addrs = Some(info.addrs().iter().map(|a| a.to_string()).collect());
+                    r.heartbeat_addrs = p.hb_addrs().map(|a| a.iter().map(|a| a.to_string()).collect());
+                    if let Payload::HostState(s) = &p {
+                        r.vm_count = Some(s.vms.len());
+                    }
                 }
-                Ok(_) => r.payload = Some("ok"),
                 Err(e) => (r.payload, r.reason) = (Some("invalid"), Some(e.to_string())),
             }
         }

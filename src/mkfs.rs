@@ -750,14 +750,22 @@ pub fn mkfs(
         if let Some(l) = &old_layout {
             set.add("old_records", l.records.offset, l.record_table_len() as u64);
             set.add("old_mailboxes", l.mailboxes.offset, l.record_table_len() as u64);
-            // Hosts publish in their extents (payload, then header): watch each header.
+            // Hosts publish in their extents (payload, then header): watch each header, both
+            // copies' (format 1.5; on an older layout the second is a payload block, which a
+            // live writer changes too).
+            let g = crate::format::extent::Geometry::new(l.extent_size, crate::format::VERSION_MINOR);
             for s in 0..l.slot_count {
-                set.add("old_extent_headers", l.extent_offset(s), ALIGN);
+                for &c in g.all() {
+                    set.add("old_extent_headers", l.extent_offset(s) + g.copy_offset(c), ALIGN);
+                }
             }
         }
         set.add("new_layout", 0, layout.mailboxes.end());
+        let g = crate::format::extent::Geometry::new(layout.extent_size, crate::format::VERSION_MINOR);
         for s in 0..layout.slot_count {
-            set.add("new_extent_headers", layout.extent_offset(s), ALIGN);
+            for &c in g.all() {
+                set.add("new_extent_headers", layout.extent_offset(s) + g.copy_offset(c), ALIGN);
+            }
         }
         for &at in &found.sectors {
             set.add("found_structures", at, STRUCT_SIZE as u64);
@@ -917,13 +925,17 @@ fn write_all(
         &contiguous(B_MAILBOXES, l.mailboxes.offset, l.mailboxes.size as usize),
         "mailbox table",
     )?;
+    // Every copy's header (format 1.5: A and B, the same empty header, sequence 0).
+    let geometry = crate::format::extent::Geometry::new(l.extent_size, sb.version_minor);
     let ext_ops: Vec<Op> = (0..l.slot_count)
-        .map(|s| Op {
-            dir: Dir::Write,
-            offset: l.extent_offset(s),
-            buf: B_EXTENTS,
-            buf_off: s as usize * ALIGN as usize,
-            len: ALIGN as usize,
+        .flat_map(|s| {
+            geometry.all().iter().map(move |&c| Op {
+                dir: Dir::Write,
+                offset: l.extent_offset(s) + geometry.copy_offset(c),
+                buf: B_EXTENTS,
+                buf_off: s as usize * ALIGN as usize,
+                len: ALIGN as usize,
+            })
         })
         .collect();
     run(&mut engine, &ext_ops, "extent headers")?;

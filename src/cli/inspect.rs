@@ -132,6 +132,12 @@ fn extent_summary(e: &ExtentReport) -> String {
             s.push_str(&format!(" ({why})"));
         }
     }
+    if let Some(n) = e.vm_count {
+        s.push_str(&format!(", {n} VMs"));
+    }
+    if let (Some(copy), Some(other)) = (e.copy, e.other_copy) {
+        s.push_str(&format!(" (copy {copy}; other copy {other})"));
+    }
     s
 }
 

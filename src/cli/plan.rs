@@ -262,7 +262,7 @@ pub fn pool_from_device(dev: &std::path::Path) -> Result<Pool, String> {
             }
         }
     }
-    let mut buf = vec![0u8; crate::disk::extent_payload_cap(&sb.layout)];
+    let mut buf = vec![0u8; disk.extent_payload_cap()];
     let mut pool = Pool::default();
     let mut missing = Vec::new();
     for slot in live {

@@ -62,7 +62,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
     );
     let mut driver: Option<Box<dyn VmDriver>> = None;
     let io_timeout = s.timing.io_timeout();
-    let cap = crate::disk::extent_payload_cap(&disk.superblock().layout);
+    let cap = disk.extent_payload_cap();
     let mut buf = vec![0u8; cap];
     let mut views = vec![SlotView::FREE; s.slot_count as usize];
     let mut tolerance_inputs: Option<crate::planner::Pool> = None;
@@ -194,6 +194,7 @@ fn read_state(disk: &mut Disk, slot: u32, buf: &mut [u8], timeout: Duration) -> 
     match disk.read_extent(slot, buf, timeout) {
         Ok(ExtentRead::Payload(h)) => match Payload::decode(&h, &buf[..h.payload_len as usize]) {
             Ok(Payload::Empty) => Ok(None),
+            Ok(Payload::HostState(st)) => Ok(Some(st)),
             Ok(Payload::HostInfo(info)) => Ok(Some(HostState { hb_addrs: info.addrs().to_vec(), ..HostState::default() })),
             Ok(Payload::Unknown(k)) => Err(format!("payload kind {k} is unknown to this build")),
             Err(e) => Err(format!("payload: {e}")),
@@ -206,9 +207,7 @@ fn read_state(disk: &mut Disk, slot: u32, buf: &mut [u8], timeout: Duration) -> 
 }
 
 fn publish(disk: &mut Disk, slot: u32, generation: u64, state: &HostState, timeout: Duration) -> Result<u64, String> {
-    // SHIM until format 1.5 lands: addresses only.
-    let info = crate::format::extent::host_info::HostInfo::new(&state.hb_addrs).map_err(|e| e.to_string())?;
-    let mut payload = [0u8; crate::format::extent::host_info::MAX_ENCODED_LEN];
-    let len = info.encode(&mut payload).map_err(|e| e.to_string())?;
-    disk.write_extent(slot, kind::HOST_INFO, generation, &payload[..len], timeout).map_err(|e| e.to_string())
+    let mut payload = Vec::new();
+    state.encode(&mut payload).map_err(|e| e.to_string())?;
+    disk.write_extent(slot, kind::HOST_STATE, generation, &payload, timeout).map_err(|e| e.to_string())
 }

@@ -20,21 +20,99 @@ pub mod kind {
     pub const EMPTY: u16 = 0;
     /// Host info v1 (format 1.2): see [`super::host_info`].
     pub const HOST_INFO: u16 = 1;
+    /// Host state (format 1.5): see [`crate::format::host_state`].
+    pub const HOST_STATE: u16 = 2;
     /// The JSON / text name of a kind, `None` for kinds this version does not define.
     pub fn name(kind: u16) -> Option<&'static str> {
         match kind {
             EMPTY => Some("empty"),
             HOST_INFO => Some("host_info"),
+            HOST_STATE => Some("host_state"),
             _ => None,
         }
     }
 }
 
-/// Whether `kind` is defined by format minor `minor` (0 only up to 1.1; 0 and 1 since 1.2).
+/// Superblock minor from which a device's extents hold two copies (mkfs 1.5 and later).
+pub const DOUBLE_BUFFERED_SINCE_MINOR: u16 = 5;
+
+/// One of the two copies of a double-buffered extent (docs/FORMAT.md §7, "Two copies").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum ExtentCopy {
+    /// At extent offset 0 (the only copy of a device formatted before 1.5).
+    A,
+    /// At extent offset `copy_size` (= extent_size / 2 when extent_size is a multiple of 8192).
+    B,
+}
+
+impl ExtentCopy {
+    pub fn other(self) -> ExtentCopy {
+        match self {
+            ExtentCopy::A => ExtentCopy::B,
+            ExtentCopy::B => ExtentCopy::A,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtentCopy::A => "a",
+            ExtentCopy::B => "b",
+        }
+    }
+}
+
+/// Where the copies of every extent of a device lie: a property of the device, fixed by the mkfs
+/// that formatted it (its superblock's minor), never of the header read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// 1 on a device formatted before 1.5, 2 since.
+    pub copies: u8,
+    /// Bytes of one copy: a 4096-byte header block and its payload area. `extent_size` for a single
+    /// copy; `align_down(extent_size / 2, 4096)` for two.
+    pub copy_size: u64,
+}
+
+impl Geometry {
+    pub fn new(extent_size: u64, superblock_minor: u16) -> Geometry {
+        if superblock_minor >= DOUBLE_BUFFERED_SINCE_MINOR {
+            Geometry { copies: 2, copy_size: extent_size / 2 / ALIGN * ALIGN }
+        } else {
+            Geometry { copies: 1, copy_size: extent_size }
+        }
+    }
+
+    /// The copies this device has, A first.
+    pub fn all(&self) -> &'static [ExtentCopy] {
+        if self.copies == 2 {
+            &[ExtentCopy::A, ExtentCopy::B]
+        } else {
+            &[ExtentCopy::A]
+        }
+    }
+
+    /// Offset of `copy`'s header block inside the extent.
+    pub fn copy_offset(&self, copy: ExtentCopy) -> u64 {
+        match copy {
+            ExtentCopy::A => 0,
+            ExtentCopy::B => {
+                assert_eq!(self.copies, 2, "a single-copy extent has no copy B");
+                self.copy_size
+            }
+        }
+    }
+
+    /// Largest `payload_len` a header may announce: the copy minus its header block.
+    pub fn payload_capacity(&self) -> u64 {
+        self.copy_size.saturating_sub(PAYLOAD_OFFSET)
+    }
+}
+
+/// Whether `kind` is defined by format minor `minor` (0 only up to 1.1; 0 and 1 from 1.2 to 1.4;
+/// 0, 1 and 2 since 1.5).
 pub fn kind_defined(minor: u16, kind: u16) -> bool {
     match minor {
         0 | 1 => kind == kind::EMPTY,
-        _ => kind <= kind::HOST_INFO,
+        2..=4 => kind <= kind::HOST_INFO,
+        _ => kind <= kind::HOST_STATE,
     }
 }
 
@@ -107,20 +185,21 @@ impl Extent {
         super::seal(&raw, out);
     }
 
-    /// Validates and decodes the header of `slot`'s extent, whose size is `extent_size`. Checks
-    /// after the common ones: slot, `payload_len`, reserved (`flags`, `reserved`), `kind` (the last
-    /// two only for a minor this build knows).
+    /// Validates and decodes the header of one copy of `slot`'s extent, whose size is `copy_size`
+    /// (`Geometry::copy_size`: the extent size on a single-copy device). Checks after the common
+    /// ones: slot, `payload_len <= copy_size - 4096`, reserved (`flags`, `reserved`), `kind` (the
+    /// last two only for a minor this build knows).
     pub fn decode(
         bytes: &[u8],
         cluster: &uuid::Uuid,
         slot: u32,
-        extent_size: u64,
+        copy_size: u64,
     ) -> Result<Extent, Corruption> {
         let raw: &ExtentRaw = validate(bytes, Some(cluster))?;
         if raw.slot.get() != slot {
             return Err(Corruption::WrongSlot { expected: slot, found: raw.slot.get() });
         }
-        if raw.payload_len.get() > extent_size.saturating_sub(PAYLOAD_OFFSET) {
+        if raw.payload_len.get() > copy_size.saturating_sub(PAYLOAD_OFFSET) {
             return Err(Corruption::BadField("payload_len"));
         }
         let minor = raw.header.version_minor.get();
@@ -144,12 +223,14 @@ impl Extent {
 }
 
 /// A payload read from an extent whose checksum matched, decoded by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
     /// Kind 0: nothing published (any payload bytes are ignored).
     Empty,
     /// Kind 1: the owner's heartbeat addresses.
     HostInfo(host_info::HostInfo),
+    /// Kind 2 (1.5): the owner's heartbeat addresses, capacity, VMs and restart plan.
+    HostState(super::host_state::HostState),
     /// A kind this version does not define (only accepted in a header of a newer minor): the
     /// reader MUST NOT interpret it.
     Unknown(u16),
@@ -158,15 +239,36 @@ pub enum Payload {
 impl Payload {
     /// Decodes `payload` (the `header.payload_len` bytes whose crc32c matched) by `header.kind`.
     /// Total: never panics, whatever the bytes.
-    pub fn decode(header: &Extent, payload: &[u8]) -> Result<Payload, host_info::PayloadError> {
+    pub fn decode(header: &Extent, payload: &[u8]) -> Result<Payload, PayloadError> {
         match header.kind {
             kind::EMPTY => Ok(Payload::Empty),
             kind::HOST_INFO => {
-                host_info::HostInfo::decode(payload, header.version_minor).map(Payload::HostInfo)
+                Ok(Payload::HostInfo(host_info::HostInfo::decode(payload, header.version_minor)?))
+            }
+            kind::HOST_STATE => {
+                Ok(Payload::HostState(super::host_state::HostState::decode(payload, header.version_minor)?))
             }
             k => Ok(Payload::Unknown(k)),
         }
     }
+
+    /// The heartbeat addresses a host info or host state payload carries, primary first.
+    pub fn hb_addrs(&self) -> Option<&[std::net::SocketAddr]> {
+        match self {
+            Payload::HostInfo(h) => Some(h.addrs()),
+            Payload::HostState(h) => Some(&h.hb_addrs),
+            Payload::Empty | Payload::Unknown(_) => None,
+        }
+    }
+}
+
+/// Why a payload whose checksum matched does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("host info: {0}")]
+    HostInfo(#[from] host_info::PayloadError),
+    #[error("host state: {0}")]
+    HostState(#[from] super::host_state::HostStateError),
 }
 
 /// Payload kind 1, "host info v1" (docs/FORMAT.md §7, "Payload kind 1: host_info"): a sequence of
@@ -393,13 +495,18 @@ mod tests {
             assert_eq!(decode(minor, 2, 0, 0), Err(Corruption::BadField("kind")));
             assert_eq!(decode(minor, 7, 0, 1), Err(Corruption::ReservedNotZero));
         }
+        // 1.5 adds kind 2 (host state); 3.. are undefined.
+        assert_eq!(decode(5, kind::HOST_STATE, 0, 0).map(|x| x.kind), Ok(2));
+        assert_eq!(decode(5, kind::HOST_INFO, 0, 0).map(|x| x.kind), Ok(1));
+        assert_eq!(decode(5, 3, 0, 0), Err(Corruption::BadField("kind")));
+        assert_eq!(decode(5, 2, 0, 1), Err(Corruption::ReservedNotZero));
         // A newer minor: any kind, flags and reserved bytes pass through.
-        assert_eq!(decode(5, 7, 1, 1).map(|x| x.kind), Ok(7));
-        let newer = Extent { version_minor: 5, kind: 7, ..e };
+        assert_eq!(decode(6, 7, 1, 1).map(|x| x.kind), Ok(7));
+        let newer = Extent { version_minor: 6, kind: 7, ..e };
         assert_eq!(Payload::decode(&newer, &[1, 2, 3]), Ok(Payload::Unknown(7)));
     }
 
-    /// Pins a whole extent header (format 1.4): magic, minor 4, kind 1 and every field.
+    /// Pins a whole extent header (format 1.5): magic, minor 5, kind 1 and every field.
     #[test]
     fn golden_header_bytes() {
         let c = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
@@ -413,7 +520,7 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         e.encode(&mut buf);
-        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x04\x00");
+        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x05\x00");
         assert_eq!(&buf[32..40], &[5, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(
             &buf[40..68],
@@ -427,9 +534,9 @@ mod tests {
         assert_eq!(crc, GOLDEN_EXTENT_CRC, "extent header checksum changed: {crc:#010x}");
         assert_eq!(Extent::decode(&buf, &c, 5, 65536), Ok(e));
     }
-    /// New in format 1.2 (0x2ea3_4632); format 1.3 changed it (0x6640_8f0b), and 1.4
-    /// (`version_minor` 4). Recomputed independently of this crate's crc32c.
-    const GOLDEN_EXTENT_CRC: u32 = 0x9907_8655;
+    /// New in format 1.2 (0x2ea3_4632); format 1.3 changed it (0x6640_8f0b), 1.4 (0x9907_8655),
+    /// and 1.5 (`version_minor` 5). Recomputed independently of this crate's crc32c.
+    const GOLDEN_EXTENT_CRC: u32 = 0xd1e4_4f6c;
 
     mod host_info_tests {
         use super::super::host_info::*;

@@ -7,8 +7,9 @@ use super::{ALIGN, MAX_SLOTS, STRUCT_SIZE};
 pub const SUPERBLOCK_REGION_SIZE: u64 = ALIGN;
 /// Size of the probe area: blocks `diskbeat probe` may write on a formatted device; nothing else does.
 pub const PROBE_REGION_SIZE: u64 = 16 * ALIGN;
-/// Default size of each host's data extent.
-pub const DEFAULT_EXTENT_SIZE: u64 = 64 * 1024;
+/// Default size of each host's data extent: 2 MiB, two copies of 1 MiB (format 1.5; 64 KiB before).
+/// docs/FORMAT.md §7, "Sizing the data extent": room for about 200 VMs with 4.5 KiB definitions.
+pub const DEFAULT_EXTENT_SIZE: u64 = 2 * 1024 * 1024;
 /// Largest per-host data extent.
 pub const MAX_EXTENT_SIZE: u64 = 64 * 1024 * 1024;
 
@@ -191,7 +192,7 @@ mod tests {
         assert_eq!(l.records.size, 8 << 20);
         assert_eq!(l.mailboxes.offset, l.records.end());
         assert_eq!(l.record_offset(2047), l.records.offset + 2047 * 4096);
-        assert_eq!(l.total_size(), 4096 + 65536 + 2 * (8 << 20) + 2048 * 65536);
+        assert_eq!(l.total_size(), 4096 + 65536 + 2 * (8 << 20) + 2048 * (2 << 20));
     }
 
     #[test]

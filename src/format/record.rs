@@ -364,8 +364,8 @@ pub(crate) mod tests {
         let mut buf = [0u8; 512];
         sample().encode(&mut buf);
         assert_eq!(&buf[4..12], b"DBRECORD");
-        // version_major = 1, version_minor = 4 (format 1.4), both u16 LE.
-        assert_eq!(&buf[12..16], &[1, 0, 4, 0]);
+        // version_major = 1, version_minor = 5 (format 1.5), both u16 LE.
+        assert_eq!(&buf[12..16], &[1, 0, 5, 0]);
         assert_eq!(&buf[32..36], &5u32.to_le_bytes());
         assert_eq!(&buf[36..38], &2u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0, 0], "no flags");
@@ -380,9 +380,9 @@ pub(crate) mod tests {
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
     }
-    /// Format 1.4 changed this (`version_minor` 4); it was 0x8019_1cb8 in 1.3, 0xc8fa_d581 in 1.2,
-    /// 0x11de_8eca in 1.1, 0x593d_47f3 in 1.0.
-    const GOLDEN_CRC: u32 = 0x7f5e_15e6;
+    /// Format 1.5 changed this (`version_minor` 5); it was 0x7f5e_15e6 in 1.4, 0x8019_1cb8 in 1.3,
+    /// 0xc8fa_d581 in 1.2, 0x11de_8eca in 1.1, 0x593d_47f3 in 1.0.
+    const GOLDEN_CRC: u32 = 0x37bd_dcdf;
 
     /// Pins `extent_sequence` (format 1.2): u64 LE at 416; weight and reserved (424..512) stay zero.
     #[test]
@@ -399,8 +399,9 @@ pub(crate) mod tests {
         assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         assert_eq!(Record::free(r.cluster_uuid, 5).extent_sequence, 0);
     }
-    /// New in format 1.2 (0xbbc0_085e); 1.3 changed it (0xf323_c167), and 1.4 (`version_minor` 4).
-    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0x0c64_c839;
+    /// New in format 1.2 (0xbbc0_085e); 1.3 changed it (0xf323_c167), 1.4 (0x0c64_c839), and 1.5
+    /// (`version_minor` 5).
+    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0x4487_0100;
 
     /// Pins the 1.1 `flags` bits: u16 LE at 38, bit 0 watchdog_armed, bit 1 fence_failed, bit 2
     /// fence_stops_vms.
@@ -413,7 +414,7 @@ pub(crate) mod tests {
         r.flags = flags::WATCHDOG_ARMED | flags::FENCE_FAILED | flags::FENCE_STOPS_VMS;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 4, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 5, 0]);
         assert_eq!(&buf[36..38], &4u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0b0000_0111, 0]);
         assert!(buf[416..].iter().all(|&b| b == 0));
@@ -422,9 +423,9 @@ pub(crate) mod tests {
         assert_eq!(crc, GOLDEN_CRC_FLAGS, "record checksum changed: {crc:#010x}");
         assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
     }
-    /// New in format 1.1 (0x8c0b_f361); 1.2 changed it (0x552f_a82a), 1.3 (0x1dcc_6113), and 1.4
-    /// (`version_minor` 4).
-    const GOLDEN_CRC_FLAGS: u32 = 0xe28b_684d;
+    /// New in format 1.1 (0x8c0b_f361); 1.2 changed it (0x552f_a82a), 1.3 (0x1dcc_6113), 1.4
+    /// (0xe28b_684d), and 1.5 (`version_minor` 5).
+    const GOLDEN_CRC_FLAGS: u32 = 0xaa68_a174;
 
     /// Pins format 1.4's record fields: flag bits 3 net_enabled, 4 isolation_configured, 5
     /// isolated, 6 riding_through, and `weight`, u32 LE at 424; reserved 428..512 stays zero.
@@ -440,7 +441,7 @@ pub(crate) mod tests {
         r.weight = 0x0A0B_0C0D;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 4, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 5, 0]);
         assert_eq!(&buf[38..40], &[0x7F, 0]);
         assert!(buf[416..424].iter().all(|&b| b == 0), "extent_sequence 0");
         assert_eq!(&buf[424..428], &[0x0D, 0x0C, 0x0B, 0x0A]);
@@ -468,9 +469,10 @@ pub(crate) mod tests {
             assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         }
     }
-    /// New in format 1.4. The four record CRCs here were recomputed independently of this crate
-    /// (a plain bitwise CRC-32C over bytes built from the table in docs/FORMAT.md §5).
-    const GOLDEN_CRC_NET: u32 = 0xfeb8_e1b4;
+    /// New in format 1.4 (0xfeb8_e1b4); 1.5 changed it (`version_minor` 5). The four record CRCs
+    /// here were recomputed independently of this crate (a plain bitwise CRC-32C over bytes built
+    /// from the table in docs/FORMAT.md §5).
+    const GOLDEN_CRC_NET: u32 = 0xb65b_288d;
 
     /// `sample()` encoded with `flags` and `version_minor` patched in, resealed.
     fn with_minor_and_flags(minor: u16, flags: u16) -> [u8; 512] {
@@ -517,9 +519,12 @@ pub(crate) mod tests {
             assert_eq!(decode(4, 1 << bit), Err(Corruption::ReservedNotZero), "1.4 record, bit {bit}");
         }
         assert_eq!(decode(4, flags::KNOWN | 1 << 7), Err(Corruption::ReservedNotZero));
+        // 1.5 defines no new bits: the same as 1.4.
+        assert_eq!(decode(5, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+        assert_eq!(decode(5, 1 << 7), Err(Corruption::ReservedNotZero));
         // A newer minor may define more bits: accepted, and the bits are passed through as read.
-        assert_eq!(decode(5, 0xFF80).map(|r| r.flags), Ok(0xFF80));
-        assert_eq!(decode(5, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
+        assert_eq!(decode(6, 0xFF80).map(|r| r.flags), Ok(0xFF80));
+        assert_eq!(decode(6, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
         assert_eq!(decode(u16::MAX, 1 << 8).map(|r| r.flags), Ok(1 << 8));
     }
 
@@ -548,13 +553,13 @@ pub(crate) mod tests {
             }
         }
         // 1.2 defines the field; the reserved bytes stay reserved. Same in 1.3 and 1.4.
-        for minor in [2, 3, 4] {
+        for minor in [2, 3, 4, 5] {
             assert_eq!(decode(minor, 7, 0).map(|r| r.extent_sequence), Ok(7));
             assert_eq!(decode(minor, u64::MAX, 0).map(|r| r.extent_sequence), Ok(u64::MAX));
             assert_eq!(decode(minor, 7, 1), Err(Corruption::ReservedNotZero), "1.{minor}");
         }
         // A newer minor: the field is passed through, reserved bytes ignored.
-        assert_eq!(decode(5, 9, 1).map(|r| r.extent_sequence), Ok(9));
+        assert_eq!(decode(6, 9, 1).map(|r| r.extent_sequence), Ok(9));
     }
 
     #[test]
@@ -575,6 +580,7 @@ pub(crate) mod tests {
         assert_eq!(decode(4, u32::MAX, 0).map(|r| r.weight), Ok(u32::MAX));
         assert_eq!(decode(4, 1, 1), Err(Corruption::ReservedNotZero));
         // A newer minor: the field is passed through, reserved bytes ignored.
-        assert_eq!(decode(5, 9, 1).map(|r| r.weight), Ok(9));
+        assert_eq!(decode(5, 1, 1), Err(Corruption::ReservedNotZero));
+        assert_eq!(decode(6, 9, 1).map(|r| r.weight), Ok(9));
     }
 }
