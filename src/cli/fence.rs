@@ -58,10 +58,10 @@ pub fn run(args: Args) -> CliResult {
         (None, None) => return Err(CliError::usage("give --slot N, or --confirm-down N")),
     }
     .map_err(|e| match e {
-            // A slot the disk does not have is bad input, like any other bad option.
-            FenceError::Disk(DiskError::NoSuchSlot { .. }) => CliError::usage(e.to_string()),
-            e => CliError::fail(e.to_string()),
-        })?;
+        // A slot the disk does not have is bad input, like any other bad option.
+        FenceError::Disk(DiskError::NoSuchSlot { .. }) => CliError::usage(e.to_string()),
+        e => CliError::fail(e.to_string()),
+    })?;
     if json {
         print_json(&serde_json::to_value(&r).expect("serializable"));
     } else {

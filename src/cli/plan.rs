@@ -305,7 +305,9 @@ pub fn pool_from_device(dev: &std::path::Path) -> Result<Pool, String> {
         ));
     }
     if !missing.is_empty() {
-        eprintln!("plan: live slots {missing:?} publish no VM inventory (no --vm-driver): left out of the pool");
+        eprintln!(
+            "plan: live slots {missing:?} publish no VM inventory (no --vm-driver): left out of the pool"
+        );
     }
     Ok(pool)
 }

@@ -264,6 +264,6 @@ pub enum Event {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod failover_tests;
+#[cfg(test)]
+mod tests;

@@ -169,7 +169,9 @@ impl Peer {
     pub fn vms_gone(&self) -> Result<GoneProof, NotProven> {
         use crate::format::record::flags;
         match self.state {
-            PeerState::Fenced if self.flags & flags::OPERATOR_CONFIRMED != 0 => Ok(GoneProof::OperatorConfirmed),
+            PeerState::Fenced if self.flags & flags::OPERATOR_CONFIRMED != 0 => {
+                Ok(GoneProof::OperatorConfirmed)
+            }
             PeerState::Fenced if self.flags & flags::FENCE_STOPS_VMS != 0 => Ok(GoneProof::FencedMark),
             PeerState::Fenced => Err(NotProven::FencedLogOnly),
             PeerState::Dead if self.corruption.is_some() || self.conflict => Err(NotProven::Corrupt),

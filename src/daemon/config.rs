@@ -237,7 +237,12 @@ pub fn resolve(
         key_file: c.key_file,
         weight: c.weight.unwrap_or(1),
         isolation_addrs,
-        vm_driver: c.vm_driver.as_deref().map(str::parse).transpose().map_err(|e: String| field("vm_driver", e))?,
+        vm_driver: c
+            .vm_driver
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| field("vm_driver", e))?,
         vm_memory_mib: c.vm_memory_mib,
         vm_vcpus: c.vm_vcpus,
         no_restarts_here: c.no_restarts_here.unwrap_or(false),

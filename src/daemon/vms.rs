@@ -190,23 +190,38 @@ fn n_exited(shared: &VmShared) -> bool {
 }
 
 /// `slot`'s published host state: `Ok(None)` for an extent never published.
-fn read_state(disk: &mut Disk, slot: u32, buf: &mut [u8], timeout: Duration) -> Result<Option<HostState>, String> {
+fn read_state(
+    disk: &mut Disk,
+    slot: u32,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> Result<Option<HostState>, String> {
     match disk.read_extent(slot, buf, timeout) {
         Ok(ExtentRead::Payload(h)) => match Payload::decode(&h, &buf[..h.payload_len as usize]) {
             Ok(Payload::Empty) => Ok(None),
             Ok(Payload::HostState(st)) => Ok(Some(st)),
-            Ok(Payload::HostInfo(info)) => Ok(Some(HostState { hb_addrs: info.addrs().to_vec(), ..HostState::default() })),
+            Ok(Payload::HostInfo(info)) => {
+                Ok(Some(HostState { hb_addrs: info.addrs().to_vec(), ..HostState::default() }))
+            }
             Ok(Payload::Unknown(k)) => Err(format!("payload kind {k} is unknown to this build")),
             Err(e) => Err(format!("payload: {e}")),
         },
         Ok(ExtentRead::Torn(_)) => Err("torn (being written)".into()),
-        Ok(ExtentRead::TooLarge(h)) => Err(format!("payload of {} bytes is larger than this build reads", h.payload_len)),
+        Ok(ExtentRead::TooLarge(h)) => {
+            Err(format!("payload of {} bytes is larger than this build reads", h.payload_len))
+        }
         Ok(ExtentRead::Corrupt(c)) => Err(format!("corrupt header: {c}")),
         Err(e) => Err(e.to_string()),
     }
 }
 
-fn publish(disk: &mut Disk, slot: u32, generation: u64, state: &HostState, timeout: Duration) -> Result<u64, String> {
+fn publish(
+    disk: &mut Disk,
+    slot: u32,
+    generation: u64,
+    state: &HostState,
+    timeout: Duration,
+) -> Result<u64, String> {
     let mut payload = Vec::new();
     state.encode(&mut payload).map_err(|e| e.to_string())?;
     disk.write_extent(slot, kind::HOST_STATE, generation, &payload, timeout).map_err(|e| e.to_string())

@@ -435,9 +435,9 @@ pub(crate) mod tests {
             (flags::NET_ENABLED, flags::ISOLATION_CONFIGURED, flags::ISOLATED, flags::RIDING_THROUGH),
             (0x08, 0x10, 0x20, 0x40)
         );
-        assert_eq!(flags::KNOWN, 0x7F);
+        assert_eq!(flags::KNOWN_1_4, 0x7F);
         let mut r = sample();
-        r.flags = flags::KNOWN;
+        r.flags = flags::KNOWN_1_4;
         r.weight = 0x0A0B_0C0D;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
@@ -460,6 +460,7 @@ pub(crate) mod tests {
             flags::ISOLATION_CONFIGURED,
             flags::ISOLATED,
             flags::RIDING_THROUGH,
+            flags::OPERATOR_CONFIRMED,
         ];
         assert_eq!(all.iter().fold(0, |m, f| m | f), flags::KNOWN);
         for (bit, f) in all.into_iter().enumerate() {
@@ -511,17 +512,21 @@ pub(crate) mod tests {
             }
         }
         // 1.4 defines bits 0..=6; bits 7..=15 are reserved.
-        assert_eq!(decode(4, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+        assert_eq!(decode(4, flags::KNOWN_1_4).map(|r| r.flags), Ok(flags::KNOWN_1_4));
         for bit in 3..=6 {
             assert_eq!(decode(4, 1 << bit).map(|r| r.flags), Ok(1 << bit), "1.4 record, bit {bit}");
         }
         for bit in 7..16 {
             assert_eq!(decode(4, 1 << bit), Err(Corruption::ReservedNotZero), "1.4 record, bit {bit}");
         }
-        assert_eq!(decode(4, flags::KNOWN | 1 << 7), Err(Corruption::ReservedNotZero));
-        // 1.5 defines no new bits: the same as 1.4.
+        assert_eq!(decode(4, flags::KNOWN_1_4 | 1 << 7), Err(Corruption::ReservedNotZero));
+        // 1.5 adds bit 7, operator_confirmed; bits 8..=15 are reserved.
+        assert_eq!(flags::OPERATOR_CONFIRMED, 0x80);
         assert_eq!(decode(5, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
-        assert_eq!(decode(5, 1 << 7), Err(Corruption::ReservedNotZero));
+        assert_eq!(decode(5, 1 << 7).map(|r| r.flags), Ok(1 << 7));
+        for bit in 8..16 {
+            assert_eq!(decode(5, 1 << bit), Err(Corruption::ReservedNotZero), "1.5 record, bit {bit}");
+        }
         // A newer minor may define more bits: accepted, and the bits are passed through as read.
         assert_eq!(decode(6, 0xFF80).map(|r| r.flags), Ok(0xFF80));
         assert_eq!(decode(6, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
