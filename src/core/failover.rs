@@ -72,7 +72,9 @@ pub enum FailoverAction {
     /// Write this host state into our extent; answer with [`Failover::handle_published`].
     Publish(HostState),
     /// Start a VM here: our claim is durable and no other holder was found.
-    Start { uuid: uuid::Uuid, name: String, definition: Vec<u8> },
+    /// `protection`: the VM's settings as its previous holder published them, stored again on
+    /// this host after the start (the exec hook keeps them outside the definition).
+    Start { uuid: uuid::Uuid, name: String, definition: Vec<u8>, protection: crate::vm::ProtectionSettings },
     /// Stop a VM whose start failed, so that `Failed` means "not running here".
     Destroy { uuid: uuid::Uuid, name: String },
 }
@@ -465,10 +467,16 @@ impl Failover {
             if let Some(e) = self.own.get(&uuid) {
                 if e.state == VmState::Starting {
                     self.io = Io::Start(uuid);
+                    let protection = crate::vm::ProtectionSettings {
+                        level: e.protection,
+                        order: e.order,
+                        anti_affinity: e.anti_affinity.clone(),
+                    };
                     return Some(FailoverAction::Start {
                         uuid,
                         name: e.name.clone(),
                         definition: e.definition.clone(),
+                        protection,
                     });
                 }
             }

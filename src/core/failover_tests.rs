@@ -170,7 +170,7 @@ impl Pool {
                 let seq = e.0;
                 h.fo.handle_published(self.now, Ok(seq));
             }
-            FailoverAction::Start { uuid, name, definition } => {
+            FailoverAction::Start { uuid, name, definition, .. } => {
                 assert_eq!(definition, format!("def-{name}").into_bytes());
                 let r = match &h.fail_starts {
                     Some(why) => Err(why.clone()),

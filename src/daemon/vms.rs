@@ -143,12 +143,19 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     }
                     fo.handle_published(now_ms(), r);
                 }
-                FailoverAction::Start { uuid, name, definition } => {
+                FailoverAction::Start { uuid, name, definition, protection } => {
                     tracing::warn!(vm = %name, %uuid, "starting a VM of a failed host (claim checked)");
                     let r = match driver.as_mut() {
                         Some(d) => d
                             .start(&crate::vm::StartRequest { name: &name, uuid, definition: &definition })
-                            .map_err(|e| e.to_string()),
+                            .map_err(|e| e.to_string())
+                            .inspect(|()| {
+                                // Protection travels with the VM: store it here too (the exec
+                                // hook keeps it outside the definition; for libvirt it is a no-op).
+                                if let Err(e) = d.set_protection(&name, &protection) {
+                                    tracing::error!(vm = %name, error = %e, "cannot store the protection settings of a restarted VM");
+                                }
+                            }),
                         None => Err("the VM driver could not be opened".to_string()),
                     };
                     match &r {
