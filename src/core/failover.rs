@@ -95,6 +95,16 @@ struct ExtentCopy {
     /// The record extent sequence this copy answers (the one the read was asked for).
     sequence: u64,
     known: Known,
+    /// Read after the slot stopped heartbeating: its last extent, whatever its last record says
+    /// (a host can publish and die before a record carries the new sequence).
+    last: bool,
+    /// The last read failed: read again at this time (0: not scheduled yet).
+    retry_at_ms: Option<u64>,
+}
+
+/// Whether a slot in this state writes no more (its extent is final until it comes back).
+fn stopped(state: PeerState) -> bool {
+    !matches!(state, PeerState::Live | PeerState::Unknown | PeerState::Unread | PeerState::Free)
 }
 
 /// A claim check in progress: our `Starting` claims are durable; reading everyone else's.
@@ -128,6 +138,8 @@ pub struct FailoverStatus {
     pub driver_error: Option<String>,
     /// Why our claimed starts wait, if they do.
     pub blocked: Option<String>,
+    /// VMs in our last state on the disk (`None`: nothing published yet).
+    pub published_vms: Option<usize>,
     /// VMs two hosts that may both run them report as running (operator error: alarm).
     pub running_twice: Vec<(String, Vec<u32>)>,
     pub tolerance: Option<u32>,
@@ -175,6 +187,8 @@ pub struct Failover {
     round_due_ms: Option<u64>,
     /// Why claimed starts wait (status).
     blocked: Option<String>,
+    /// VMs in our last state whose write completed (status; `None` before the first).
+    published_vms: Option<usize>,
     /// A publish failed: try again at this time (no busy loop on a failing disk).
     publish_after_ms: u64,
 }
@@ -209,6 +223,7 @@ impl Failover {
             live: false,
             round_due_ms: None,
             blocked: None,
+            published_vms: None,
             publish_after_ms: 0,
             cfg,
         }
@@ -362,14 +377,30 @@ impl Failover {
                 }
             }
         }
-        // A failed read keeps the last good copy for planning (but never for a claim check).
-        if matches!(known, Known::Bad(_))
-            && self.extents[s].as_ref().is_some_and(|c| !matches!(c.known, Known::Bad(_)))
-        {
+        // A failed read keeps the last good copy for planning (but never for a claim check),
+        // and is tried again an interval later (`retry_at_ms`, set by `poll_action`).
+        if matches!(known, Known::Bad(_)) {
+            match self.extents[s].as_mut() {
+                Some(c) if !matches!(c.known, Known::Bad(_)) => c.retry_at_ms = Some(0),
+                _ => {
+                    self.extents[s] = Some(ExtentCopy {
+                        generation: self.slots[s].generation,
+                        sequence: asked_sequence,
+                        known,
+                        last: false,
+                        retry_at_ms: Some(0),
+                    })
+                }
+            }
             return;
         }
-        self.extents[s] =
-            Some(ExtentCopy { generation: self.slots[s].generation, sequence: asked_sequence, known });
+        self.extents[s] = Some(ExtentCopy {
+            generation: self.slots[s].generation,
+            sequence: asked_sequence,
+            known,
+            last: stopped(self.slots[s].state),
+            retry_at_ms: None,
+        });
     }
 
     /// Our extent write completed (`Ok(sequence)`) or failed.
@@ -379,7 +410,10 @@ impl Failover {
         match result {
             // Claims written in this publish are durable: check everyone else's now (reads
             // issued after the write completed).
-            Ok(_) => self.begin_round(),
+            Ok(_) => {
+                self.published_vms = self.published.as_ref().map(|p| p.vms.len());
+                self.begin_round();
+            }
             Err(_) => {
                 // Not durable: publish again, after an interval.
                 self.published = None;
@@ -490,9 +524,22 @@ impl Failover {
             if v.is_free() || matches!(v.state, PeerState::Unread) {
                 continue;
             }
-            let stale = match &self.extents[s as usize] {
+            let retry = self.cfg.inventory_interval_ms;
+            let stale = match self.extents[s as usize].as_mut() {
                 None => true,
-                Some(c) => c.sequence != v.extent_sequence || c.generation != v.generation,
+                Some(c) => match c.retry_at_ms {
+                    // A failed read: again after an interval, not in a busy loop.
+                    Some(0) => {
+                        c.retry_at_ms = Some(now_ms + retry);
+                        false
+                    }
+                    Some(at) => now_ms >= at,
+                    None => {
+                        c.sequence != v.extent_sequence
+                            || c.generation != v.generation
+                            || (stopped(v.state) && !c.last)
+                    }
+                },
             };
             if stale {
                 self.io = Io::Read(s);
@@ -700,7 +747,7 @@ impl Failover {
         for (s, v) in self.slots.iter().enumerate() {
             if s as u32 != self.cfg.slot && v.gone.is_ok() {
                 match &self.extents[s] {
-                    Some(c) if c.sequence == v.extent_sequence && c.generation == v.generation => {}
+                    Some(c) if c.last && c.generation == v.generation => {}
                     _ => return,
                 }
             }
@@ -967,6 +1014,7 @@ impl Failover {
             own: self.own.values().map(|e| (e.name.clone(), e.state)).collect(),
             driver_error: self.driver_error.clone(),
             blocked: self.blocked.clone(),
+            published_vms: self.published_vms,
             running_twice: running.into_values().filter(|(_, s)| s.len() > 1).collect(),
             tolerance: None,
             tolerance_target: self.cfg.tolerance_target,

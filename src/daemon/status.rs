@@ -355,6 +355,7 @@ fn vms(s: &Snapshot) -> Value {
         "own": f.own.iter().map(|(name, st)| json!({"name": name, "state": st})).collect::<Vec<_>>(),
         "driver_error": f.driver_error,
         "blocked": f.blocked,
+        "published_vms": f.published_vms,
         "running_twice": f.running_twice.iter().map(|(n, slots)| json!({"name": n, "slots": slots})).collect::<Vec<_>>(),
         "host_failures_tolerated": f.tolerance,
         "tolerance_target": f.tolerance_target,

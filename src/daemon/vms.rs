@@ -52,7 +52,8 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
         FailoverConfig {
             slot: s.slot,
             slot_count: s.slot_count,
-            inventory_interval_ms: u64::from(s.timing.interval_ms).max(200),
+            // A poll may spawn a hook process: every io timeout (T/4), not every interval.
+            inventory_interval_ms: u64::from(s.timing.io_timeout_ms).max(500),
             driver: s.driver.is_some(),
             capacity_limit: limit,
             hb_addrs: s.hb_addrs.clone(),

@@ -1,0 +1,408 @@
+//! VM failover with real daemons on a real loop device and the exec driver, whose VMs are real
+//! processes (tools/vm-hook-procs.sh). No namespaces: fast, and what a hypervisor without libvirt
+//! sees. Hosts are "killed" by killing their daemon and their VM processes; the emulated watchdog
+//! (tools/watchdog-emu.sh over a FIFO) stands in for the hardware one. tests/failover_libvirt.rs
+//! does the same with real libvirt hosts in namespaces.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const T_MS: u64 = 4000;
+
+struct Host {
+    slot: u32,
+    state: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    daemon: Option<Child>,
+    watchdog: Option<Child>,
+}
+
+impl Host {
+    fn status(&self) -> Option<Value> {
+        let out = run(&["status", "--socket", self.socket.to_str().unwrap(), "--json"]);
+        out.status.success().then(|| stdout_json(&out))
+    }
+    /// Kills the daemon and every VM process: a power loss.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for (_, pid) in running(&self.state) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+/// The VMs running in a procs-hook state directory: name -> pid (checked against /proc).
+fn running(state: &Path) -> BTreeMap<String, i32> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(state) else { return out };
+    for e in dir.flatten() {
+        let p = e.path();
+        let Some(name) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".pid")) else {
+            continue;
+        };
+        let Some(pid) = std::fs::read_to_string(&p).ok().and_then(|t| t.trim().parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let first = cmd.split(|&b| b == 0).next().unwrap_or_default();
+        if first == format!("diskbeat-procvm-{name}").as_bytes() {
+            out.insert(name.to_string(), pid);
+        }
+    }
+    out
+}
+
+struct Pool {
+    lo: LoopDev,
+    dir: tempfile::TempDir,
+    hosts: Vec<Host>,
+    /// Set by the checker the moment a VM runs on two hosts.
+    twice: Arc<Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn hook() -> String {
+    repo().join("tools/vm-hook-procs.sh").display().to_string()
+}
+
+impl Pool {
+    fn new(n: u32) -> Pool {
+        let lo = LoopDev::new("64M", 512);
+        let out = run(&["mkfs", lo.s(), "--slots", &n.to_string(), "--timeout", "4s", "--cluster", "fotest"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = (0..n)
+            .map(|slot| Host {
+                slot,
+                state: dir.path().join(format!("vms-{slot}")),
+                socket: dir.path().join(format!("h{slot}.sock")),
+                log: dir.path().join(format!("h{slot}.log")),
+                daemon: None,
+                watchdog: None,
+            })
+            .collect();
+        Pool { lo, dir, hosts, twice: Arc::new(Mutex::new(None)), stop: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Starts slot `i`'s daemon with the exec driver, `memory_mib` for VMs, and (if `watchdog`)
+    /// an emulated watchdog that kills the daemon and its VMs when not fed.
+    fn spawn(&mut self, i: usize, memory_mib: u64, watchdog: bool) {
+        let h = &mut self.hosts[i];
+        std::fs::create_dir_all(&h.state).unwrap();
+        // The fence action kills this host's VM processes (a reboot, for VMs that are processes).
+        let fence = self.dir.path().join(format!("fence{i}.sh"));
+        std::fs::write(
+            &fence,
+            format!("#!/bin/sh\nfor f in {}/*.pid; do kill -9 $(cat $f) 2>/dev/null; done\nexit 0\n", h.state.display()),
+        )
+        .unwrap();
+        let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+        std::fs::set_permissions(&fence, mode).unwrap();
+        let mut args: Vec<String> = [
+            "daemon",
+            "--device",
+            self.lo.s(),
+            "--slot",
+            &h.slot.to_string(),
+            "--name",
+            &format!("h{i}"),
+            "--no-mlock",
+            "--socket",
+            h.socket.to_str().unwrap(),
+            "--vm-driver",
+            &format!("exec:{}", hook()),
+            "--vm-memory-mib",
+            &memory_mib.to_string(),
+            "--fence-action",
+            &format!("exec:{}", fence.display()),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let pidfile = self.dir.path().join(format!("h{i}.pid"));
+        if watchdog {
+            let fifo = self.dir.path().join(format!("wd{i}"));
+            let kill = format!(
+                "kill -9 $(cat {pid}) 2>/dev/null; for f in {state}/*.pid; do kill -9 $(cat $f) 2>/dev/null; done",
+                pid = pidfile.display(),
+                state = h.state.display()
+            );
+            let w = Command::new(repo().join("tools/watchdog-emu.sh"))
+                .args([fifo.to_str().unwrap(), "sh", "-c", &kill])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.dir.path().join(format!("wd{i}.log"))).unwrap())
+                .spawn()
+                .unwrap();
+            h.watchdog = Some(w);
+            let start = Instant::now();
+            while !fifo.exists() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            args.extend(["--watchdog".to_string(), fifo.display().to_string()]);
+        }
+        let child = Command::new(bin())
+            .args(&args)
+            .env("DISKBEAT_HOOK_STATE", &h.state)
+            .env("DISKBEAT_HOOK_MEMORY_MIB", "1000000")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&h.log).unwrap())
+            .spawn()
+            .unwrap();
+        std::fs::write(&pidfile, child.id().to_string()).unwrap();
+        h.daemon = Some(child);
+    }
+
+    /// Starts a VM on slot `i` through the hook (as an administrator would) and protects it.
+    fn vm(&self, i: usize, name: &str, memory_mib: u64, level: &str, order: Option<i64>) {
+        let h = &self.hosts[i];
+        std::fs::create_dir_all(&h.state).unwrap();
+        let hookcmd = |op: &str, stdin: String| {
+            let mut c = Command::new(hook())
+                .args([op, name])
+                .env("DISKBEAT_HOOK_STATE", &h.state)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "hook {op} {name}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let uuid = uuid::Uuid::new_v4();
+        hookcmd(
+            "start",
+            format!(r#"{{"name":"{name}","uuid":"{uuid}","definition":"memory_mib={memory_mib} vcpus=1"}}"#),
+        );
+        let order = order.map_or(String::new(), |o| format!(r#","order":{o}"#));
+        hookcmd("protect", format!(r#"{{"level":"{level}"{order}}}"#));
+    }
+
+    /// Every ~50 ms until `stop`: fails the test (through `twice`) the moment a VM runs on two hosts.
+    fn start_checker(&self) -> std::thread::JoinHandle<()> {
+        let dirs: Vec<PathBuf> = self.hosts.iter().map(|h| h.state.clone()).collect();
+        let (twice, stop) = (self.twice.clone(), self.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+                for (i, d) in dirs.iter().enumerate() {
+                    for name in running(d).into_keys() {
+                        if let Some(j) = seen.insert(name.clone(), i) {
+                            twice.lock().unwrap().get_or_insert(format!("VM {name} runs on hosts {j} and {i}"));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    }
+
+    fn where_runs(&self) -> BTreeMap<String, Vec<usize>> {
+        let mut m: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            for name in running(&h.state).into_keys() {
+                m.entry(name).or_default().push(i);
+            }
+        }
+        m
+    }
+
+    fn logs(&self) -> String {
+        self.hosts
+            .iter()
+            .map(|h| format!("--- slot {} ---\n{}", h.slot, std::fs::read_to_string(&h.log).unwrap_or_default()))
+            .collect()
+    }
+
+    fn assert_never_twice(&self) {
+        if let Some(t) = self.twice.lock().unwrap().as_ref() {
+            panic!("{t}\n{}", self.logs());
+        }
+    }
+
+    /// Waits until `cond` holds for the pool, checking the no-VM-twice invariant all along.
+    fn wait(&self, what: &str, limit: Duration, cond: impl Fn(&Pool) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            self.assert_never_twice();
+            if cond(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let st: Vec<Option<Value>> = self.hosts.iter().map(|h| h.status().map(|s| s["vms"].clone())).collect();
+        panic!("timed out waiting for {what}; VMs: {:?}\nvms status: {st:#?}\n{}", self.where_runs(), self.logs());
+    }
+
+    fn live(&self, i: usize, peers: &[u64]) -> bool {
+        self.hosts[i].status().is_some_and(|s| {
+            s["self"]["state"] == "live"
+                && peers.iter().all(|&p| {
+                    s["peers"].as_array().unwrap().iter().any(|x| x["slot"] == p && x["state"] == "live")
+                })
+        })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in &mut self.hosts {
+            h.kill();
+        }
+    }
+}
+
+fn published(p: &Pool, i: usize, n: usize) -> bool {
+    p.hosts[i].status().is_some_and(|s| s["vms"]["published_vms"] == n)
+}
+
+/// Issue 9: a host dies (daemon and VMs) with a watchdog armed: its protected VMs run again on the
+/// survivors exactly once, best-effort ones while capacity remains, `none` ones never.
+#[test]
+fn a_killed_host_with_a_watchdog_has_its_protected_vms_restarted_once() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut p = Pool::new(3);
+    // Host 2's VMs: 3 protected (two ordered), 2 best-effort, 1 none; survivors have room for
+    // the protected ones and one best-effort (2 x 700 MiB free for 5 x 256 MiB).
+    p.vm(2, "p1", 256, "protect", Some(1));
+    p.vm(2, "p2", 256, "protect", Some(2));
+    p.vm(2, "p3", 256, "protect", None);
+    p.vm(2, "b1", 256, "best-effort", None);
+    p.vm(2, "b2", 256, "best-effort", None);
+    p.vm(2, "n1", 256, "none", None);
+    p.vm(0, "a0", 200, "protect", None);
+    p.vm(1, "a1", 200, "protect", None);
+    for i in 0..3 {
+        p.spawn(i, if i == 2 { 4096 } else { 900 }, true);
+    }
+    let checker = p.start_checker();
+    p.wait("all live and published", Duration::from_secs(30), |p| {
+        (0..3).all(|i| p.live(i, &[0, 1, 2].into_iter().filter(|&s| s != i as u64).collect::<Vec<_>>()))
+            && published(p, 2, 6)
+            && published(p, 0, 1)
+    });
+    let tolerated = p.hosts[0].status().unwrap()["vms"]["host_failures_tolerated"].clone();
+    assert!(tolerated.is_u64(), "status shows host failures tolerated: {tolerated}");
+    let killed = Instant::now();
+    p.hosts[2].kill();
+    p.wait("host 2's VMs dead", Duration::from_secs(5), |p| running(&p.hosts[2].state).is_empty());
+    p.wait("protected VMs running again", Duration::from_secs(10 * T_MS / 1000), |p| {
+        let w = p.where_runs();
+        ["p1", "p2", "p3"].iter().all(|n| w.get(*n).is_some_and(|h| h.len() == 1))
+    });
+    let recovered_ms = killed.elapsed().as_millis();
+    // Let best-effort placements finish and hold a while: nothing else may start.
+    std::thread::sleep(Duration::from_millis(2 * T_MS));
+    p.assert_never_twice();
+    let w = p.where_runs();
+    let best_effort = ["b1", "b2"].iter().filter(|n| w.contains_key(**n)).count();
+    assert_eq!(best_effort, 1, "exactly one best-effort VM fits: {w:?}\n{}", p.logs());
+    assert!(!w.contains_key("n1"), "protection none is never restarted: {w:?}");
+    for n in ["p1", "p2", "p3", "a0", "a1"] {
+        assert_eq!(w.get(n).map(Vec::len), Some(1), "{n} runs exactly once: {w:?}");
+        assert!(!w[n].contains(&2));
+    }
+    let st = p.hosts[0].status().unwrap();
+    let plan = &st["vms"]["plan"];
+    let unplaced: Vec<&str> =
+        plan["unplaced"].as_array().unwrap().iter().map(|u| u["reason"].as_str().unwrap()).collect();
+    assert!(unplaced.contains(&"not-protected") && unplaced.contains(&"no-capacity"), "{plan:#}");
+    // The restarted VMs keep their protection on their new hosts (published with it).
+    let own: Vec<Value> = (0..2)
+        .flat_map(|i| p.hosts[i].status().unwrap()["vms"]["own"].as_array().unwrap().clone())
+        .collect();
+    assert!(own.iter().any(|e| e["name"] == "p1" && e["state"] == "running"), "{own:?}");
+    eprintln!("FAILOVER_FIGURES driver=exec t_ms={T_MS} kill_to_protected_running_ms={recovered_ms}");
+    p.stop.store(true, Ordering::Relaxed);
+    checker.join().unwrap();
+    p.assert_never_twice();
+}
+
+/// Without a watchdog and without a fence mark, a silent host's VMs may still run (its daemon
+/// died, not the host): they are held, status says why, and only `fence --confirm-down` by an
+/// operator releases them.
+#[test]
+fn a_dead_daemon_without_watchdog_holds_its_vms_until_an_operator_confirms() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut p = Pool::new(3);
+    p.vm(2, "p1", 256, "protect", None);
+    for i in 0..3 {
+        p.spawn(i, 4096, false);
+    }
+    let checker = p.start_checker();
+    p.wait("all live and published", Duration::from_secs(30), |p| {
+        (0..3).all(|i| p.live(i, &[0, 1, 2].into_iter().filter(|&s| s != i as u64).collect::<Vec<_>>()))
+            && published(p, 2, 1)
+    });
+    // Only the daemon dies: the VM keeps running on host 2.
+    if let Some(mut c) = p.hosts[2].daemon.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    p.wait("slot 2 held, with the reason", Duration::from_secs(5 * T_MS / 1000), |p| {
+        p.hosts[0].status().is_some_and(|s| {
+            s["vms"]["held"].as_array().is_some_and(|h| {
+                h.iter().any(|x| x["slot"] == 2 && x["why_not"] == "dead_without_watchdog")
+            })
+        })
+    });
+    std::thread::sleep(Duration::from_millis(2 * T_MS));
+    assert_eq!(p.where_runs().get("p1"), Some(&vec![2]), "not restarted while it may run");
+    // The operator powers host 2 off, then vouches for it.
+    p.hosts[2].kill();
+    let out = run(&["fence", p.lo.s(), "--confirm-down", "2", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = stdout_json(&out);
+    assert_eq!(r["outcome"], "operator_confirmed", "{r}");
+    assert_eq!(r["vms_gone"], true, "{r}");
+    p.wait("p1 restarted after the confirmation", Duration::from_secs(5 * T_MS / 1000), |p| {
+        p.where_runs().get("p1").is_some_and(|h| h.len() == 1 && h[0] != 2)
+    });
+    p.stop.store(true, Ordering::Relaxed);
+    checker.join().unwrap();
+    p.assert_never_twice();
+}
+
+/// `fence --confirm-down` refuses a slot whose daemon still writes it, and changes nothing.
+#[test]
+fn confirm_down_refuses_a_live_host() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut p = Pool::new(2);
+    p.spawn(0, 1024, false);
+    p.spawn(1, 1024, false);
+    p.wait("both live", Duration::from_secs(30), |p| p.live(0, &[1]));
+    let out = run(&["fence", p.lo.s(), "--confirm-down", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("still being written"), "{}", stderr(&out));
+    assert!(p.live(0, &[1]), "the live host was not touched");
+}
