@@ -6,7 +6,8 @@
 //! vector), so those parts of the document cannot drift from the code unnoticed.
 
 use diskbeat::format::extent::host_info::{self, HostInfo};
-use diskbeat::format::extent::{kind, kind_defined, Extent, ExtentRaw, Payload, PAYLOAD_OFFSET};
+use diskbeat::format::extent::{kind, kind_defined, Extent, ExtentRaw, Geometry, Payload, PAYLOAD_OFFSET};
+use diskbeat::format::host_state::{self, entry, HostState};
 use diskbeat::format::keyring::{self, KeyBytes, Keyring, KeyringRaw};
 use diskbeat::format::layout::{Layout, Params, DEFAULT_EXTENT_SIZE, PROBE_REGION_SIZE};
 use diskbeat::format::mailbox::{Command, Mailbox, MailboxRaw, SENDER_TOOL};
@@ -32,18 +33,22 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 #[test]
 fn constants_and_sizes() {
-    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 4));
+    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 5));
     assert_eq!(STRUCT_SIZE, 512);
     assert_eq!(ALIGN, 4096);
     assert_eq!(MAX_SLOTS, 2048);
     assert_eq!(NAME_LEN, 64);
     assert_eq!(NET_VIEW_BYTES, 256);
     assert_eq!(PAYLOAD_OFFSET, 4096);
-    assert_eq!(diskbeat::disk::EXTENT_PAYLOAD_IO_MAX, 61440);
-    assert_eq!(diskbeat::disk::EXTENT_PAYLOAD_IO_MAX as u64, DEFAULT_EXTENT_SIZE - PAYLOAD_OFFSET);
-    assert!(DOC.contains("61440 =\n`EXTENT_PAYLOAD_IO_MAX`"), "§7 states the I/O limit");
+    assert_eq!(diskbeat::disk::EXTENT_PAYLOAD_IO_MAX, 1_044_480);
+    // The cap is one copy of the default (two-copy) extent minus its header block.
+    let g = Geometry::new(DEFAULT_EXTENT_SIZE, VERSION_MINOR);
+    assert_eq!((g.copies, g.copy_size), (2, DEFAULT_EXTENT_SIZE / 2));
+    assert_eq!(diskbeat::disk::EXTENT_PAYLOAD_IO_MAX as u64, g.payload_capacity());
+    assert!(DOC.contains("1044480 =\n`EXTENT_PAYLOAD_IO_MAX`"), "§7 states the I/O limit");
     assert_eq!(PROBE_REGION_SIZE, 65536);
-    assert_eq!(DEFAULT_EXTENT_SIZE, 65536);
+    assert_eq!(DEFAULT_EXTENT_SIZE, 2_097_152);
+    assert!(DOC.contains("| 2097152 (2 MiB; 65536 before 1.5) |"), "§2 states the default extent size");
     assert_eq!(SENDER_TOOL, 0xFFFF_FFFF);
     assert_eq!(size_of::<Header>(), 32);
     assert_eq!(size_of::<SuperblockRaw>(), 512);
@@ -158,7 +163,7 @@ fn check_header(b: &[u8], magic: &[u8; 8], cluster: uuid::Uuid) {
     assert_eq!(u32_at(b, 0), checksum(&b[4..512]), "crc covers bytes 4..512");
     assert_eq!(&b[4..12], magic);
     assert_eq!(u16_at(b, 12), 1);
-    assert_eq!(u16_at(b, 14), 4, "every structure is written with minor 4 since format 1.4");
+    assert_eq!(u16_at(b, 14), 5, "every structure is written with minor 5 since format 1.5");
     // UUIDs are stored in RFC 9562 byte order, not little-endian.
     assert_eq!(&b[16..32], cluster.as_bytes());
     assert_eq!(b[16], 0x01);
@@ -238,15 +243,15 @@ fn free_record_test_vector() {
     let mut b = [0u8; 512];
     Record::free(cluster, 5).encode(&mut b);
     let head: [u8; 36] = [
-        0x20, 0x23, 0x15, 0xee, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x04, 0x00, 0x01,
+        0x19, 0xea, 0xf6, 0xa6, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x05, 0x00, 0x01,
         0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x05, 0x00,
         0x00, 0x00,
     ];
     assert_eq!(&b[..36], &head);
     assert!(b[36..].iter().all(|&x| x == 0));
-    // Format 1.4 changed the vector (version_minor 4 at byte 14); it was 0x1152_2A7E in 1.3,
-    // 0x59B1_E347 in 1.2, 0x8095_B80C in 1.1 and 0xC876_7135 in 1.0.
-    assert_eq!(u32_at(&b, 0), 0xEE15_2320);
+    // Format 1.5 changed the vector (version_minor 5 at byte 14); it was 0xEE15_2320 in 1.4,
+    // 0x1152_2A7E in 1.3, 0x59B1_E347 in 1.2, 0x8095_B80C in 1.1 and 0xC876_7135 in 1.0.
+    assert_eq!(u32_at(&b, 0), 0xA6F6_EA19);
 }
 
 #[test]
@@ -268,7 +273,7 @@ fn validation_order_and_reasons() {
     let mut b = good;
     b[12] = 2;
     reseal(&mut b);
-    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 4 }));
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 5 }));
     assert_eq!(Record::decode(&good, &uuid::Uuid::nil(), 5), Err(Corruption::WrongCluster));
     assert_eq!(Record::decode(&good, &cluster, 6), Err(Corruption::WrongSlot { expected: 6, found: 5 }));
     let mut b = good;
@@ -279,8 +284,8 @@ fn validation_order_and_reasons() {
     b[500] = 1;
     reseal(&mut b);
     assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
-    // Same bytes with a newer minor (5; this build knows 1.4): reserved bytes are ignored.
-    b[14] = 5;
+    // Same bytes with a newer minor (6; this build knows 1.5): reserved bytes are ignored.
+    b[14] = 6;
     reseal(&mut b);
     assert!(Record::decode(&b, &cluster, 5).is_ok());
     // extent_sequence (416..424) is reserved in a 1.1 record, a field in a 1.2 record.
@@ -655,8 +660,9 @@ fn doc_payload_kinds_table() {
     for row in &rows {
         if row[1] == "—" {
             let (lo, hi) = row[0].split_once("..=").unwrap_or_else(|| panic!("{row:?}"));
-            assert_eq!((parse_num(lo), parse_num(hi)), (2, 65535), "first undefined kind");
-            assert!(!kind_defined(VERSION_MINOR, 2) && !kind_defined(VERSION_MINOR, u16::MAX));
+            assert_eq!((parse_num(lo), parse_num(hi)), (3, 65535), "first undefined kind");
+            assert!(!kind_defined(VERSION_MINOR, 3) && !kind_defined(VERSION_MINOR, u16::MAX));
+            assert!(row[3].contains(&format!("minor ≤ {VERSION_MINOR}")), "{row:?}");
             continue;
         }
         let code = parse_num(&row[0]) as u16;
@@ -668,7 +674,7 @@ fn doc_payload_kinds_table() {
         assert!(kind_defined(since, code) && kind_defined(VERSION_MINOR, code), "{row:?}");
         named.push(code);
     }
-    assert_eq!(named, [kind::EMPTY, kind::HOST_INFO]);
+    assert_eq!(named, [kind::EMPTY, kind::HOST_INFO, kind::HOST_STATE]);
 }
 
 /// The §7 host_info entry table and example payload, byte for byte.
@@ -688,6 +694,7 @@ fn doc_host_info_entries_and_example() {
         (u64::from(host_info::TYPE_HB_ADDR_V6), "hb_addr_v6".into(), host_info::HB_ADDR_V6_LEN.to_string())
     );
     assert_eq!((typed[0].0, typed[3].0, rows.len()), (0, 3, 4));
+    assert!(rows[3][3].contains(&format!("minor ≤ {VERSION_MINOR},")), "{:?}", rows[3]);
     let entry = doc_table("| Entry offset |");
     assert_eq!(
         entry.iter().map(|r| (r[0].as_str(), r[3].as_str())).collect::<Vec<_>>(),
@@ -774,4 +781,190 @@ fn doc_key_file_example() {
     let ring = diskbeat::net::key::Keyring::parse_key_file(text).unwrap();
     assert_eq!((ring.current().id(), ring.previous().map(|k| k.id())), (2, Some(1)));
     assert!(text.contains(&(0x80u8..0xa0).map(|b| format!("{b:02x}")).collect::<String>()));
+}
+
+/// (field, offset, size) rows of the first table after `marker` (any table of the §7 style).
+fn doc_value_fields(marker: &str) -> Vec<(String, u64, u64)> {
+    doc_table(marker).iter().map(|r| (r[3].clone(), parse_num(&r[0]), parse_num(&r[1]))).collect()
+}
+
+/// (name, offset, size) from consecutive offsets ending at `end`.
+fn fields_to(offsets: &[(&str, usize)], end: usize) -> Vec<(String, u64, u64)> {
+    let ends = offsets.iter().skip(1).map(|&(_, o)| o).chain([end]);
+    offsets.iter().zip(ends).map(|(&(n, o), e)| (n.to_string(), o as u64, (e - o) as u64)).collect()
+}
+
+/// The §7 kind 2 tables are the zerocopy structs of `format::host_state`: entry types, the entry
+/// header, and every fixed part, field by field.
+#[test]
+fn doc_host_state_tables() {
+    use host_state::{AssignmentRaw, CapacityRaw, PlanHeaderRaw, UnplacedRaw, VmFixedRaw};
+    use std::mem::size_of;
+    let rows = doc_table(
+        "| Type | Name | `len` | Value |\n|---|---|---|---|\n| 0 | — | — | never assigned: refused |",
+    );
+    let mut named = Vec::new();
+    for row in &rows[1..rows.len() - 1] {
+        let t = parse_num(&row[0]) as u16;
+        assert_eq!(entry::name(t), Some(row[1].as_str()), "{row:?}");
+        named.push(t);
+    }
+    assert_eq!(named, (1..=7).collect::<Vec<u16>>());
+    assert_eq!(entry::name(8), None);
+    let last = rows.last().unwrap();
+    assert!(last[0].starts_with("8..") && last[3].contains(&format!("minor ≤ {VERSION_MINOR},")), "{last:?}");
+    let lens: Vec<&str> = rows[1..8].iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(lens[..3], ["6", "18", &size_of::<CapacityRaw>().to_string()]);
+    assert!(lens[3].starts_with(&format!("{} + ", size_of::<VmFixedRaw>())));
+    assert_eq!(
+        lens[4..],
+        [size_of::<PlanHeaderRaw>(), size_of::<AssignmentRaw>(), size_of::<UnplacedRaw>()]
+            .map(|n| n.to_string())
+    );
+    // Entry header.
+    let head = doc_table("padding to the next multiple of 8");
+    let head: Vec<(&str, &str)> = head.iter().map(|r| (r[0].as_str(), r[3].as_str())).collect();
+    assert_eq!(head, [("0", "type"), ("2", "reserved"), ("4", "len"), ("8", "value"), ("8+len", "padding")]);
+    assert_eq!((host_state::ENTRY_HEADER_LEN, host_state::ENTRY_ALIGN), (8, 8));
+    // Fixed parts.
+    assert_eq!(
+        doc_value_fields("`capacity` value:"),
+        fields_to(
+            &[
+                ("memory_mib", offset_of!(CapacityRaw, memory_mib)),
+                ("vcpus", offset_of!(CapacityRaw, vcpus)),
+                ("flags", offset_of!(CapacityRaw, flags)),
+            ],
+            size_of::<CapacityRaw>()
+        )
+    );
+    assert_eq!(
+        doc_value_fields("`vm` value:"),
+        fields_to(
+            &[
+                ("uuid", offset_of!(VmFixedRaw, uuid)),
+                ("memory_mib", offset_of!(VmFixedRaw, memory_mib)),
+                ("vcpus", offset_of!(VmFixedRaw, vcpus)),
+                ("state", offset_of!(VmFixedRaw, state)),
+                ("protection", offset_of!(VmFixedRaw, protection)),
+                ("attempt", offset_of!(VmFixedRaw, attempt)),
+                ("flags", offset_of!(VmFixedRaw, flags)),
+                ("order", offset_of!(VmFixedRaw, order)),
+                ("claim", offset_of!(VmFixedRaw, claim)),
+                ("name_len", offset_of!(VmFixedRaw, name_len)),
+                ("group_len", offset_of!(VmFixedRaw, group_len)),
+                ("failure_len", offset_of!(VmFixedRaw, failure_len)),
+                ("pad", offset_of!(VmFixedRaw, pad)),
+                ("definition_len", offset_of!(VmFixedRaw, definition_len)),
+            ],
+            size_of::<VmFixedRaw>()
+        )
+    );
+    assert_eq!(
+        doc_value_fields("`plan_header` value:"),
+        fields_to(
+            &[
+                ("number", offset_of!(PlanHeaderRaw, number)),
+                ("coordinator_slot", offset_of!(PlanHeaderRaw, coordinator_slot)),
+                ("pad", offset_of!(PlanHeaderRaw, pad)),
+                ("coordinator_generation", offset_of!(PlanHeaderRaw, coordinator_generation)),
+                ("assignment_count", offset_of!(PlanHeaderRaw, assignment_count)),
+                ("unplaced_count", offset_of!(PlanHeaderRaw, unplaced_count)),
+            ],
+            size_of::<PlanHeaderRaw>()
+        )
+    );
+    assert_eq!(
+        doc_value_fields("`assignment` value:"),
+        fields_to(
+            &[
+                ("uuid", offset_of!(AssignmentRaw, uuid)),
+                ("source_slot", offset_of!(AssignmentRaw, source_slot)),
+                ("target_slot", offset_of!(AssignmentRaw, target_slot)),
+                ("source_generation", offset_of!(AssignmentRaw, source_generation)),
+                ("claim", offset_of!(AssignmentRaw, claim)),
+                ("wave", offset_of!(AssignmentRaw, wave)),
+                ("attempt", offset_of!(AssignmentRaw, attempt)),
+                ("pad", offset_of!(AssignmentRaw, pad)),
+            ],
+            size_of::<AssignmentRaw>()
+        )
+    );
+    assert_eq!(
+        doc_value_fields("`unplaced` value:"),
+        fields_to(
+            &[
+                ("uuid", offset_of!(UnplacedRaw, uuid)),
+                ("source_slot", offset_of!(UnplacedRaw, source_slot)),
+                ("reason", offset_of!(UnplacedRaw, reason)),
+                ("pad", offset_of!(UnplacedRaw, pad)),
+            ],
+            size_of::<UnplacedRaw>()
+        )
+    );
+}
+
+/// The §7 two-copy table and drawing, and the sizing numbers, against `Geometry` and the encoder.
+#[test]
+fn doc_extent_copies_and_sizing() {
+    let g = Geometry::new(DEFAULT_EXTENT_SIZE, VERSION_MINOR);
+    use diskbeat::format::extent::ExtentCopy;
+    assert_eq!((g.copy_offset(ExtentCopy::A), g.copy_offset(ExtentCopy::B)), (0, 1_048_576));
+    assert!(DOC.contains("(`extent_size = 2097152`, `copy_size = 1048576`)"));
+    assert!(DOC.contains("| hdr A  | payload A (1044480 bytes)   | hdr B  | payload B (1044480 bytes)   |"));
+    // An odd multiple of 4096 leaves its last block unused; a 1.4 device has one copy.
+    let odd = Geometry::new(12288, VERSION_MINOR);
+    assert_eq!((odd.copies, odd.copy_size, odd.payload_capacity()), (2, 4096, 0));
+    assert_eq!(Geometry::new(65536, 4), Geometry { copies: 1, copy_size: 65536 });
+    assert!(DOC.contains("superblock minor ≤ 4) has one copy"));
+    // Sizing: bytes per VM, per-host overhead, the 200-VM example, measured on the encoder.
+    let vm = |i: u128| host_state::VmEntry {
+        uuid: uuid::Uuid::from_u128(i + 1),
+        name: format!("vm-{i:013}"),
+        memory_mib: 4096,
+        vcpus: 2,
+        state: host_state::VmState::Running,
+        protection: diskbeat::planner::Protection::Protect,
+        order: None,
+        anti_affinity: Some("group-01".into()),
+        claim: 1,
+        attempt: 0,
+        failure: None,
+        definition: vec![b'x'; 4608],
+    };
+    let one = HostState { vms: vec![vm(0)], ..HostState::default() };
+    let mut out = Vec::new();
+    one.encode(&mut out).unwrap();
+    assert_eq!((one.vms[0].name.len(), out.len()), (16, 4696));
+    assert_eq!(host_state::vm_entry_len(16, 8, 0, 4608), 4696);
+    let host = HostState {
+        hb_addrs: vec!["[2001:db8::1]:7400".parse().unwrap(), "[2001:db8::2]:7400".parse().unwrap()],
+        capacity: Some(host_state::HostCapacity { memory_mib: 1, vcpus: 1, accepts_restarts: true }),
+        vms: (0..200).map(vm).collect(),
+        plan: None,
+    };
+    host.encode(&mut out).unwrap();
+    assert_eq!(out.len(), 939_288);
+    assert!(out.len() <= diskbeat::disk::EXTENT_PAYLOAD_IO_MAX);
+    assert!(DOC.contains("`8 + align8(56 + 16 + 8 + 4608) = 4696` bytes, 939200 for all 200; with the host's 88 bytes,\n939288 of the 1044480"));
+    let room = diskbeat::disk::EXTENT_PAYLOAD_IO_MAX - out.len();
+    assert_eq!((room, (room - 40) / 56, room / 4696 + 200), (105_192, 1877, 222));
+    // The 64-slot device with the default extent.
+    let l = Layout::new(Params {
+        sector_size: 512,
+        slot_size: 512,
+        slot_count: 64,
+        extent_size: DEFAULT_EXTENT_SIZE,
+    })
+    .unwrap();
+    assert_eq!(l.total_size(), 134_352_896);
+    assert!(DOC.contains("need 134352896 bytes in all (512n)"));
+    let l = Layout::new(Params {
+        sector_size: 4096,
+        slot_size: 4096,
+        slot_count: 2048,
+        extent_size: DEFAULT_EXTENT_SIZE,
+    })
+    .unwrap();
+    assert!(DOC.contains(&format!("2048 slots {} (4Kn)", l.total_size())));
 }

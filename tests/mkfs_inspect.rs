@@ -7,8 +7,8 @@ fn round_trip(sector: u32, slots: u32) {
     if skip_unless_root() {
         return;
     }
-    let size = if slots == 2048 { "200M" } else { "64M" };
-    let lo = LoopDev::new(size, sector);
+    // Sparse: 2 MiB per slot for the default data extents (2048 slots: 4 GiB), plus the tables.
+    let lo = LoopDev::new(&format!("{}M", 2 * slots + 64), sector);
     let slots_s = slots.to_string();
     let out =
         run(&["mkfs", lo.s(), "--slots", &slots_s, "--cluster", "pool-rt", "--timeout", "2s", "--json"]);
@@ -116,7 +116,8 @@ fn inspect_one_slot_and_unformatted() {
 fn image(slots: u32) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::Builder::new().prefix("diskbeat-test").tempdir_in("/var/tmp").expect("tempdir");
     let img = dir.path().join("disk.img");
-    std::fs::File::create(&img).and_then(|f| f.set_len(16 << 20)).expect("sparse disk.img");
+    let size = (2 * u64::from(slots) + 16) << 20;
+    std::fs::File::create(&img).and_then(|f| f.set_len(size)).expect("sparse disk.img");
     let out = run(&[
         "mkfs",
         img.to_str().unwrap(),

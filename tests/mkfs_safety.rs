@@ -101,7 +101,7 @@ fn wiped_superblock_with_old_records_is_refused_without_force() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("64M", 512);
     format(&lo, &["--slots", "8", "--timeout", "1s"]);
     Writer::start(&lo, 3, "old-host", Duration::from_secs(3600), Duration::ZERO).stop();
     wipe_head(&lo);
@@ -116,7 +116,7 @@ fn wiped_superblock_with_a_live_writer_is_refused_even_with_force() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("64M", 512);
     format(&lo, &["--slots", "8", "--timeout", "1s"]);
     let writer = Writer::start(&lo, 3, "busy-host", Duration::from_millis(20), Duration::ZERO);
     wipe_head(&lo);
@@ -138,7 +138,7 @@ fn force_with_fewer_slots_watches_every_old_slot() {
     }
     // A corrupt superblock over a 64-slot cluster whose host in slot 40 still heartbeats: the new
     // 1-slot layout's tables end long before slot 40's record.
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("160M", 512);
     format(&lo, &["--slots", "64", "--timeout", "1s"]);
     let writer = Writer::start(&lo, 40, "far-host", Duration::from_millis(20), Duration::ZERO);
     let mut sb = read_direct(lo.path(), 0, Some(4096));
@@ -157,7 +157,7 @@ fn short_observe_cannot_shorten_the_watch() {
     }
     // A 4 s cluster whose host beats late (every 400 ms) and only from 300 ms on: a 50 ms watch
     // misses it; the old cluster's T (4.4 s) cannot.
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("64M", 512);
     format(&lo, &["--slots", "8", "--timeout", "4s"]);
     let writer = Writer::start(&lo, 2, "slow-host", Duration::from_millis(400), Duration::from_millis(300));
     let out = mkfs(&lo, &["--force", "--slots", "8", "--observe", "50ms"]);
@@ -170,7 +170,7 @@ fn json_reports_the_watch_and_a_raised_observe() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("64M", 512);
     format(&lo, &["--slots", "16", "--timeout", "1s"]);
     Writer::start(&lo, 9, "gone-host", Duration::from_secs(3600), Duration::ZERO).stop();
     let out = mkfs(&lo, &["--force", "--slots", "2", "--observe", "10ms", "--json"]);
@@ -208,7 +208,7 @@ fn records_alone_set_the_watch_when_the_superblock_is_gone() {
         return;
     }
     // No superblock: the watch comes from the timings the old record carries (T = 2 s).
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("64M", 512);
     format(&lo, &["--slots", "8", "--timeout", "2s"]);
     Writer::start(&lo, 1, "was-here", Duration::from_secs(3600), Duration::ZERO).stop();
     wipe_head(&lo);
@@ -229,7 +229,7 @@ fn mkfs_refuses_while_another_holds_the_lock() {
     // An image file: no O_EXCL there, so only the lock keeps two formats apart.
     let dir = tempfile::Builder::new().prefix("diskbeat-test").tempdir_in("/var/tmp").unwrap();
     let img = dir.path().join("disk.img");
-    std::fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
     let held = nix::fcntl::Flock::lock(
         std::fs::File::open(&img).unwrap(),
         nix::fcntl::FlockArg::LockExclusiveNonblock,
@@ -248,7 +248,7 @@ fn two_concurrent_mkfs_leave_one_consistent_cluster() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("64M", 512);
+    let lo = LoopDev::new("160M", 512);
     let spawn = |name: &str| {
         std::process::Command::new(bin())
             .args(["mkfs", lo.s(), "--slots", "64", "--cluster", name, "--json"])
@@ -302,17 +302,22 @@ fn superblock_from_a_bigger_lun_is_named_and_force_reformats() {
     let sb = write_superblock(&lo, "big-pool", 2048, 4096, 256 << 20);
     assert!(sb.layout.mailboxes.end() > 16 << 20);
     let before = lo.hash();
-    let out = mkfs(&lo, &["--slots", "8"]);
+    let out = mkfs(&lo, &["--slots", "4"]);
     let needs = format!("needs {} bytes but the device has 16777216", sb.layout.total_size());
     assert_refused(&out, &["big-pool", "does not match this device", &needs]);
     assert_eq!(lo.hash(), before);
-    let out = mkfs(&lo, &["--force", "--slots", "8", "--json"]);
+    let out = mkfs(&lo, &["--force", "--slots", "4", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = stdout_json(&out);
     assert_eq!(v["replaced"]["cluster_name"], "big-pool");
-    // The old mailbox table's tail and every old extent header lie past the device's end.
-    let headers_past_end =
-        (0..sb.layout.slot_count).filter(|&s| sb.layout.extent_offset(s) >= 16 << 20).count() as u64 * 4096;
+    // The old mailbox table's tail and every old extent header (both copies', format 1.5) lie
+    // past the device's end.
+    let g = diskbeat::format::extent::Geometry::new(sb.layout.extent_size, sb.version_minor);
+    let headers_past_end = (0..sb.layout.slot_count)
+        .flat_map(|s| g.all().iter().map(move |&c| sb.layout.extent_offset(s) + g.copy_offset(c)))
+        .filter(|&at| at >= 16 << 20)
+        .count() as u64
+        * 4096;
     let clipped = sb.layout.mailboxes.end() - (16 << 20) + headers_past_end;
     assert_eq!(v["watch"]["clipped_bytes"].as_u64().unwrap(), clipped, "{}", v["watch"]);
     assert_eq!(run(&["inspect", lo.s(), "--all", "--sample", "0"]).status.code(), Some(0));
@@ -325,7 +330,7 @@ fn unprintable_cluster_names_are_bad_input() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("64M", 512);
     let before = lo.hash();
     for name in ["\x1b[2J", "a\nb", "zero\u{200b}width", "\u{202e}evil", "tab\there"] {
         let out = mkfs(&lo, &["--slots", "4", "--cluster", name]);
@@ -355,7 +360,7 @@ fn names_from_disk_cannot_drive_the_terminal() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("64M", 512);
     format(&lo, &["--slots", "8", "--timeout", "1s"]);
     let mut rec = Writer::start(&lo, 2, "placeholder", Duration::from_secs(3600), Duration::ZERO).stop();
     rec.state = State::Leaving;
@@ -398,7 +403,7 @@ fn out_of_range_slot_is_bad_input() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("64M", 512);
     format(&lo, &["--slots", "8", "--timeout", "1s"]);
     let before = lo.hash();
     for args in [
@@ -421,7 +426,7 @@ fn a_host_writing_only_its_extent_is_seen_by_the_watch() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("64M", 512);
     format(&lo, &["--slots", "8", "--timeout", "1s"]);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();

@@ -101,7 +101,7 @@ fn probe_on_a_read_only_device_fails() {
     // Formatted as an image file, then attached read-only.
     let dir = tempfile::Builder::new().prefix("diskbeat-test").tempdir_in("/var/tmp").unwrap();
     let img = dir.path().join("disk.img");
-    std::fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
     let out = run(&["mkfs", img.to_str().unwrap(), "--slots", "8", "--timeout", "1s"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let lo = ReadOnlyLoop::over(&img, dir);

@@ -33,7 +33,7 @@ fn already_formatted_names_the_cluster() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("160M", 512);
     let out = run(&["mkfs", lo.s(), "--cluster", "prod-pool", "--slots", "8", "--json"]);
     assert!(out.status.success());
     let uuid = stdout_json(&out)["superblock"]["cluster_uuid"].as_str().unwrap().to_owned();
@@ -46,7 +46,7 @@ fn foreign_data_and_corrupt_superblock() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("160M", 512);
     let mut junk = vec![0u8; 4096];
     junk[..4].copy_from_slice(b"\xEB\x3C\x90M"); // looks like a boot sector
     write_direct(lo.path(), 0, &junk);
@@ -67,7 +67,7 @@ fn bad_options_are_usage_errors() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 4096);
+    let lo = LoopDev::new("160M", 4096);
     refused(&lo, &["--slots", "0"], 2, "slot count 0 is out of range");
     refused(&lo, &["--slots", "4096"], 2, "use 1 to 2048");
     refused(&lo, &["--slot-size", "512"], 2, "slot size 512 is invalid");
@@ -97,7 +97,7 @@ fn live_cluster_refuses_even_with_force() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("160M", 512);
     assert!(run(&["mkfs", lo.s(), "--slots", "8", "--timeout", "2s"]).status.success());
     let mut disk = Disk::open(lo.path(), Access::ReadWrite, EngineKind::Auto, None).unwrap();
     let t = Duration::from_secs(2);
@@ -145,7 +145,7 @@ fn lvm_label_and_ext4_superblock_are_other_data() {
     if skip_unless_root() {
         return;
     }
-    let lo = LoopDev::new("16M", 512);
+    let lo = LoopDev::new("160M", 512);
     let mut head = vec![0u8; 4096];
     head[512..520].copy_from_slice(b"LABELONE"); // LVM physical volume label
     write_direct(lo.path(), 0, &head);

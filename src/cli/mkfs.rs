@@ -41,8 +41,9 @@ pub struct Args {
     /// Slot stride in bytes; default: the logical sector size. Use 4096 on 512e devices.
     #[arg(long)]
     pub slot_size: Option<u32>,
-    /// Size of each host's data extent in bytes (multiple of 4096).
-    #[arg(long, default_value_t = crate::format::layout::DEFAULT_EXTENT_SIZE)]
+    /// Size of each host's data extent in bytes (a multiple of 8192: two copies; default 2 MiB,
+    /// room for about 200 VMs, see docs/FORMAT.md "Sizing the data extent").
+    #[arg(long, visible_alias = "extent-size", default_value_t = crate::format::layout::DEFAULT_EXTENT_SIZE)]
     pub data_size: u64,
     /// Base timeout T the cluster runs with (e.g. 40s, 2s, 500ms); every timeout derives from it.
     #[arg(long, default_value = "40s", value_parser = crate::timing::parse_duration_ms)]

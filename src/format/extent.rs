@@ -1,9 +1,12 @@
 //! Per-host data extents: owner-written, checksummed, sequence-numbered. mkfs writes an empty header
-//! in each; format 1.2 defines payload kind 1, [`host_info`] (the owner's heartbeat addresses).
+//! in each copy; format 1.2 defines payload kind 1, [`host_info`] (the owner's heartbeat addresses),
+//! format 1.5 kind 2, [`crate::format::host_state`].
 //!
-//! An extent is a 4096-byte header block (the header is its first 512 bytes) followed by the
-//! payload. Writers write the payload first and the header last; readers trust a payload only when
-//! its length and crc32c match the header (`Disk::write_extent` / `Disk::read_extent`).
+//! A copy is a 4096-byte header block (the header is its first 512 bytes) followed by the payload.
+//! On a device formatted by 1.5 or later an extent holds two copies ([`Geometry`]): writers write
+//! the copy that does not hold the newest complete contents, payload first and header last;
+//! readers take the newest copy whose payload matches its header's length and crc32c, the other
+//! one when the newest is torn (`Disk::write_extent` / `Disk::read_extent`).
 
 use super::{validate, Corruption, Header, OnDisk, ALIGN};
 use zerocopy::little_endian::{U16, U32, U64};

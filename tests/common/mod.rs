@@ -142,9 +142,10 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A 64 MiB loop device formatted by the real `diskbeat mkfs` (T = 2 s) as cluster `name`.
+/// A loop device (sparse: 2 MiB per slot for the default data extents, plus 16 MiB) formatted by
+/// the real `diskbeat mkfs` (T = 2 s) as cluster `name`.
 pub fn formatted(sector: u32, slots: u32, name: &str) -> LoopDev {
-    let lo = LoopDev::new("64M", sector);
+    let lo = LoopDev::new(&format!("{}M", 2 * slots + 16), sector);
     let out = run(&["mkfs", lo.s(), "--slots", &slots.to_string(), "--cluster", name, "--timeout", "2s"]);
     assert!(out.status.success(), "{}", stderr(&out));
     lo
