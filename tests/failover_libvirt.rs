@@ -556,3 +556,159 @@ fn failover_kill9_host() {
     assert_eq!(reasons.get(&none.uuid.to_string()).map(String::as_str), Some("not-protected"), "{reasons:?}");
     rig.checker().assert_ok();
 }
+
+/// Every guest of `want` runs exactly once, on a host of `on`; every guest of `down` runs
+/// nowhere.
+fn assert_placed(rig: &Rig, want: &[Guest], on: &[usize], down: &[Guest]) {
+    let at = placement(rig);
+    eprintln!("placement: {at:?}");
+    for g in want {
+        let hosts = &at[&g.name];
+        assert!(
+            hosts.len() == 1 && on.contains(&hosts[0]),
+            "{} ({}) runs on {hosts:?}, want once on {on:?}",
+            g.name,
+            g.level
+        );
+    }
+    for g in down {
+        assert!(at[&g.name].is_empty(), "{} ({}) runs on {:?}", g.name, g.level, at[&g.name]);
+    }
+}
+
+/// A host's network is cut while its disk stays healthy. Its heartbeat on the disk goes on, so
+/// nobody may see it dead, and none of its VMs may run anywhere else until its VMs are proven
+/// gone. Being alone against three, it loses the partition rule and fences itself: its fence
+/// action kills its guests and its fenced mark (fence_stops_vms) proves them gone; then, and
+/// only then, its protected guests run again elsewhere, exactly once.
+#[test]
+fn failover_cut_network_disk_healthy() {
+    if skip() {
+        return;
+    }
+    let mut rig = Rig::start(&[
+        HostSpec { memory_mib: 6 * GUEST_MIB, levels: &["protect", "best-effort"] },
+        HostSpec { memory_mib: 6 * GUEST_MIB, levels: &["protect", "none"] },
+        HostSpec { memory_mib: 6 * GUEST_MIB, levels: &["best-effort", "none"] },
+        HostSpec { memory_mib: 8 * GUEST_MIB, levels: &["protect", "protect", "best-effort", "none"] },
+    ]);
+    let cut = 3;
+    let survivors = [0, 1, 2];
+    let mine = rig.guests_of(cut);
+    let cut_ms = mono_ms();
+    rig.pool.cut(cut);
+    let mut proven_at = None;
+    let checker = rig.checker();
+    let end = Instant::now() + Duration::from_millis(3 * T_MS);
+    while Instant::now() < end {
+        checker.assert_ok();
+        let st: Vec<Value> = survivors.iter().map(|&i| rig.pool.status(i)).collect();
+        for (k, s) in st.iter().enumerate() {
+            let ps = peer_state(s, cut);
+            assert!(
+                matches!(ps, "live" | "self_fencing" | "fenced"),
+                "h{} sees the cut host {ps} although its disk heartbeat goes on{}",
+                survivors[k],
+                rig.pool.dump(&rig.pool.statuses())
+            );
+        }
+        let proven = st.iter().any(|s| peer(s, cut).is_some_and(|p| p["vms_gone"]["proven"] == true));
+        if proven && proven_at.is_none() {
+            proven_at = Some(mono_ms() - cut_ms);
+            assert_eq!(peer_state(&st[0], cut), "fenced");
+        }
+        if proven_at.is_none() {
+            for g in &mine {
+                let on = checker.hosts_of(g.uuid);
+                assert!(
+                    on.iter().all(|&h| h == cut),
+                    "{} runs on {on:?} before h{cut}'s VMs were proven gone",
+                    g.name
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let proven_at = proven_at.unwrap_or_else(|| {
+        panic!("h{cut} alone against 3 did not fence within 3 T{}", rig.pool.dump(&rig.pool.statuses()))
+    });
+    let log = std::fs::read_to_string(&rig.pool.hosts[cut].log).unwrap_or_default();
+    assert!(log.contains("partition"), "h{cut} fenced, but not by the partition rule:\n{log}");
+    // Its fence action killed its own guests.
+    assert!(rig.hosts[cut].qemu_pids().is_empty(), "h{cut} fenced with guests still running");
+    let protected: Vec<Guest> = mine.iter().filter(|g| g.level == "protect").cloned().collect();
+    rig.wait(Duration::from_secs(30), "the cut host's protected guests running again", |_| {
+        protected.iter().all(|g| !checker.hosts_of(g.uuid).is_empty())
+    });
+    let done = mono_ms() - cut_ms;
+    println!("FAILOVER_FIGURES scenario=cut t_ms={T_MS} proven_ms={proven_at} total_ms={done}");
+    std::thread::sleep(Duration::from_millis(T_MS));
+    let be: Vec<Guest> = mine.iter().filter(|g| g.level == "best-effort").cloned().collect();
+    let none: Vec<Guest> = mine.iter().filter(|g| g.level == "none").cloned().collect();
+    let others: Vec<Guest> = rig.guests.iter().filter(|g| g.home != cut).cloned().collect();
+    assert_placed(&rig, &[protected, be].concat(), &survivors, &none);
+    for g in &others {
+        assert_eq!(checker.hosts_of(g.uuid), vec![g.home], "{} moved or stopped", g.name);
+    }
+    checker.assert_ok();
+}
+
+/// A host with many guests is killed; as soon as the coordinator publishes its plan, the
+/// coordinator is killed too. The next coordinator finishes the job: every protected (and here
+/// every best-effort) guest of both runs exactly once on the two hosts left.
+#[test]
+fn failover_coordinator_killed_mid_restart() {
+    if skip() {
+        return;
+    }
+    // Best fit puts the first orphans on h0 (least free room), so h0 dies holding some.
+    let mut rig = Rig::start(&[
+        HostSpec { memory_mib: 4 * GUEST_MIB, levels: &["protect", "none"] },
+        HostSpec { memory_mib: 9 * GUEST_MIB, levels: &["protect"] },
+        HostSpec { memory_mib: 9 * GUEST_MIB, levels: &["best-effort"] },
+        HostSpec {
+            memory_mib: 10 * GUEST_MIB,
+            levels: &[
+                "protect",
+                "protect",
+                "protect",
+                "protect",
+                "protect",
+                "best-effort",
+                "best-effort",
+                "none",
+            ],
+        },
+    ]);
+    let kill1 = rig.kill(3);
+    let log0 = rig.pool.hosts[0].log.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while first_log_ms(&log0, "host state published", "plan=Some", kill1).is_none() {
+        rig.checker().assert_ok();
+        assert!(Instant::now() < deadline, "no plan from h0 20 s after h3 died");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kill0 = rig.kill(0);
+    eprintln!("killed h3, then h0 {} ms later (its plan just published)", kill0 - kill1);
+    let text = std::fs::read_to_string(&log0).unwrap();
+    let started_by_h0: Vec<&str> =
+        text.lines().filter(|l| l.contains("starting a VM of a failed host")).collect();
+    eprintln!("h0 had begun {} start(s): {started_by_h0:?}", started_by_h0.len());
+    let want: Vec<Guest> =
+        rig.guests.iter().filter(|g| (g.home == 0 || g.home == 3) && g.level != "none").cloned().collect();
+    let protected: Vec<Guest> = want.iter().filter(|g| g.level == "protect").cloned().collect();
+    let figures = recover(&rig, 1, 0, kill0, &protected);
+    print_figures("coordinator-killed", figures);
+    let checker = rig.checker();
+    rig.wait(Duration::from_secs(20), "best-effort guests running again", |_| {
+        want.iter().all(|g| !checker.hosts_of(g.uuid).is_empty())
+    });
+    std::thread::sleep(Duration::from_millis(T_MS));
+    let down: Vec<Guest> =
+        rig.guests.iter().filter(|g| g.level == "none" && g.home != 1 && g.home != 2).cloned().collect();
+    assert_placed(&rig, &want, &[1, 2], &down);
+    for g in rig.guests.iter().filter(|g| g.home == 1 || g.home == 2) {
+        assert_eq!(checker.hosts_of(g.uuid), vec![g.home], "{} moved or stopped", g.name);
+    }
+    checker.assert_ok();
+}
