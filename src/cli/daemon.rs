@@ -92,7 +92,8 @@ pub struct Args {
     /// Memory offered to restarted and running VMs, MiB (default: what the driver reports).
     #[arg(long, value_name = "MIB")]
     pub vm_memory_mib: Option<u64>,
-    /// vCPUs offered to VMs (default: what the driver reports).
+    /// vCPUs offered to VMs, also above the host's CPUs (overcommit); default: the CPUs the
+    /// driver reports, a hard limit.
     #[arg(long, value_name = "N")]
     pub vm_vcpus: Option<u32>,
     /// Take no restarted VMs on this host (maintenance); its own VMs stay protected.

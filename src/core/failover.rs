@@ -287,7 +287,11 @@ impl Failover {
         };
         if let Some(limit) = self.cfg.capacity_limit {
             cap.memory_mib = cap.memory_mib.min(limit.memory_mib);
-            cap.vcpus = cap.vcpus.min(limit.vcpus);
+            // vCPUs are overcommitted on every hypervisor: a configured count is what the host
+            // offers, also above its physical CPUs (u32::MAX: not configured).
+            if limit.vcpus != u32::MAX {
+                cap.vcpus = limit.vcpus;
+            }
             cap.accepts_restarts = limit.accepts_restarts;
         }
         self.capacity = Some(cap);

@@ -62,11 +62,20 @@ pub struct LibvirtHost {
     dir: tempfile::TempDir,
     holder: Option<Child>,
     daemon: Option<Child>,
+    /// The network namespace (`ip netns` name) the holder, and so the whole host, lives in.
+    netns: Option<String>,
 }
 
 impl LibvirtHost {
     /// Starts a host and waits until its libvirtd answers (panics after 30 s).
     pub fn start() -> LibvirtHost {
+        LibvirtHost::start_in(None)
+    }
+
+    /// [`LibvirtHost::start`] with the holder, and so every process of the host, inside network
+    /// namespace `netns` (`ip netns exec NS setsid unshare ...`): an emulated hypervisor whose
+    /// network can be cut (tests/common/netns.rs).
+    pub fn start_in(netns: Option<&str>) -> LibvirtHost {
         let dir = tempfile::Builder::new().prefix("diskbeat-lv").tempdir_in("/var/tmp").expect("tempdir");
         let r = dir.path();
         for d in ["run", "lib", "cache", "log", "etc/qemu"] {
@@ -79,7 +88,7 @@ impl LibvirtHost {
         {
             std::fs::create_dir_all(d).unwrap();
         }
-        let mut host = LibvirtHost { dir, holder: None, daemon: None };
+        let mut host = LibvirtHost { dir, holder: None, daemon: None, netns: netns.map(str::to_string) };
         host.boot();
         host
     }
@@ -99,7 +108,16 @@ impl LibvirtHost {
              mount --bind {rs}/cache /var/cache/libvirt && mount --bind {rs}/log /var/log/libvirt && \
              mount --bind {rs}/etc /etc/libvirt && touch {rs}/ns-ready && exec sleep infinity"
         );
-        let holder = Command::new("setsid")
+        // `ip netns exec` and `setsid` both exec (no fork): the child is `unshare` either way.
+        let mut holder = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "setsid"]);
+                c
+            }
+            None => Command::new("setsid"),
+        };
+        let holder = holder
             .args(["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private"])
             .args(["--mount-proc", "tini", "--", "sh", "-c", &script])
             .stdin(Stdio::null())
@@ -115,8 +133,15 @@ impl LibvirtHost {
             std::thread::sleep(Duration::from_millis(10));
         }
         let init = host.init_pid();
+        let mut enter = vec!["nsenter", "--target"];
+        let init = init.to_string();
+        enter.extend([init.as_str(), "--mount", "--pid"]);
+        if host.netns.is_some() {
+            enter.push("--net");
+        }
+        enter.push("--");
         let daemon = Command::new("setsid")
-            .args(["nsenter", "--target", &init.to_string(), "--mount", "--pid", "--"])
+            .args(&enter)
             .args(["libvirtd", "-f", "/etc/libvirt/libvirtd.conf", "-p", "/run/libvirt/libvirtd.pid"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -154,7 +179,7 @@ impl LibvirtHost {
     }
 
     /// PID (outside) of the namespace's init (tini), the target for nsenter.
-    fn init_pid(&self) -> i32 {
+    pub fn init_pid(&self) -> i32 {
         let pid = self.pid().expect("running");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -167,10 +192,35 @@ impl LibvirtHost {
         }
     }
 
+    /// Command prefix that runs a program inside this host (its mount, PID and, with a network
+    /// namespace, network namespaces): `kill` then kills that program too.
+    pub fn enter_prefix(&self) -> Vec<String> {
+        let mut v: Vec<String> = ["nsenter", "--target", &self.init_pid().to_string(), "--mount", "--pid"]
+            .map(String::from)
+            .into();
+        if self.netns.is_some() {
+            v.push("--net".into());
+        }
+        v.push("--".into());
+        v
+    }
+
+    /// Whether the host runs (its holder has not exited, e.g. killed by a watchdog emulator).
+    pub fn alive(&mut self) -> bool {
+        self.holder.as_mut().is_some_and(|h| matches!(h.try_wait(), Ok(None)))
+    }
+
     /// Outside PIDs of this host's QEMU processes.
     pub fn qemu_pids(&self) -> Vec<i32> {
-        let Some(_) = self.pid() else { return vec![] };
-        let out = Command::new("pgrep").args(["-P", &self.init_pid().to_string(), "qemu-system"]).output();
+        let Some(pid) = self.pid() else { return vec![] };
+        // One look for the init (no wait): a host killed from outside has none.
+        let init = Command::new("pgrep").args(["-P", &pid.to_string()]).output().ok();
+        let Some(init) = init
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().next().map(str::to_string))
+        else {
+            return vec![];
+        };
+        let out = Command::new("pgrep").args(["-P", &init, "qemu-system"]).output();
         out.map(|o| {
             String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
         })

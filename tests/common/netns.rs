@@ -164,16 +164,32 @@ pub struct Opts {
     pub isolation: bool,
     /// One loop device per host over the same file on faultfs (per-host disk faults).
     pub faultfs: bool,
+    /// Build the disk and the network but start no daemon: the test sets each host's
+    /// [`Launch`] first, then calls [`Pool::spawn`].
+    pub defer_spawn: bool,
 }
 
 impl Opts {
     pub fn new(hosts: usize) -> Opts {
-        Opts { hosts, isolation: false, faultfs: false }
+        Opts { hosts, isolation: false, faultfs: false, defer_spawn: false }
     }
+}
+
+/// How a host's daemon is started, beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// Runs the daemon through this command instead of `ip netns exec NS` (e.g. `nsenter ...
+    /// --` into an emulated hypervisor that lives in the host's namespace, tests/common/libvirt.rs).
+    pub prefix: Option<Vec<String>>,
+    /// `--fence-action` (default `log-only`).
+    pub fence_action: Option<String>,
+    /// More daemon arguments (`--watchdog`, `--vm-driver`, ...).
+    pub args: Vec<String>,
 }
 
 pub struct Host {
     pub slot: usize,
+    pub launch: Launch,
     pub ns: String,
     pub ip: Ipv4Addr,
     pub socket: PathBuf,
@@ -226,8 +242,10 @@ impl Pool {
         };
         let devs = pool.setup_disk();
         pool.setup_network(&devs);
-        for i in 0..opts.hosts {
-            pool.spawn(i);
+        if !opts.defer_spawn {
+            for i in 0..opts.hosts {
+                pool.spawn(i);
+            }
         }
         pool
     }
@@ -307,6 +325,7 @@ impl Pool {
             let log = self.dir().join(format!("h{i}.log"));
             self.hosts.push(Host {
                 slot: i,
+                launch: Launch::default(),
                 ns,
                 ip: self.ip_of(i),
                 socket,
@@ -322,20 +341,33 @@ impl Pool {
         let bridge_ip = self.bridge_ip().to_string();
         let h = &mut self.hosts[i];
         assert!(h.child.is_none(), "h{i} already runs");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &h.ns])
-            .arg(common::bin())
+        let mut cmd = match &h.launch.prefix {
+            Some(prefix) => {
+                let mut c = Command::new(&prefix[0]);
+                c.args(&prefix[1..]);
+                c
+            }
+            None => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &h.ns]);
+                c
+            }
+        };
+        let fence = h.launch.fence_action.as_deref().unwrap_or("log-only");
+        cmd.arg(common::bin())
             .args(["daemon", "--device"])
             .arg(&h.dev)
-            .args(["--slot", &i.to_string(), "--name", &format!("h{i}"), "--fence-action", "log-only"])
+            .args(["--slot", &i.to_string(), "--name", &format!("h{i}"), "--fence-action", fence])
             .arg("--socket")
             .arg(&h.socket)
-            .args(["--hb-addr", &format!("{}:{PORT}", h.ip), "--no-mlock"]);
+            .args(["--hb-addr", &format!("{}:{PORT}", h.ip), "--no-mlock"])
+            .args(&h.launch.args);
         if self.opts.isolation {
             cmd.args(["--isolation-addr", &bridge_ip]);
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log).expect("log file");
-        // `ip netns exec` execs the daemon: the child's pid is the daemon's.
+        // `ip netns exec` execs the daemon: the child's pid is the daemon's (with a `nsenter
+        // --pid` prefix it is nsenter's, the daemon being its child).
         let child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
