@@ -114,7 +114,10 @@ impl Pool {
         let fence = self.dir.path().join(format!("fence{i}.sh"));
         std::fs::write(
             &fence,
-            format!("#!/bin/sh\nfor f in {}/*.pid; do kill -9 $(cat $f) 2>/dev/null; done\nexit 0\n", h.state.display()),
+            format!(
+                "#!/bin/sh\nfor f in {}/*.pid; do kill -9 $(cat $f) 2>/dev/null; done\nexit 0\n",
+                h.state.display()
+            ),
         )
         .unwrap();
         let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
@@ -211,7 +214,10 @@ impl Pool {
                 for (i, d) in dirs.iter().enumerate() {
                     for name in running(d).into_keys() {
                         if let Some(j) = seen.insert(name.clone(), i) {
-                            twice.lock().unwrap().get_or_insert(format!("VM {name} runs on hosts {j} and {i}"));
+                            twice
+                                .lock()
+                                .unwrap()
+                                .get_or_insert(format!("VM {name} runs on hosts {j} and {i}"));
                         }
                     }
                 }
@@ -233,7 +239,9 @@ impl Pool {
     fn logs(&self) -> String {
         self.hosts
             .iter()
-            .map(|h| format!("--- slot {} ---\n{}", h.slot, std::fs::read_to_string(&h.log).unwrap_or_default()))
+            .map(|h| {
+                format!("--- slot {} ---\n{}", h.slot, std::fs::read_to_string(&h.log).unwrap_or_default())
+            })
             .collect()
     }
 
@@ -253,8 +261,13 @@ impl Pool {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let st: Vec<Option<Value>> = self.hosts.iter().map(|h| h.status().map(|s| s["vms"].clone())).collect();
-        panic!("timed out waiting for {what}; VMs: {:?}\nvms status: {st:#?}\n{}", self.where_runs(), self.logs());
+        let st: Vec<Option<Value>> =
+            self.hosts.iter().map(|h| h.status().map(|s| s["vms"].clone())).collect();
+        panic!(
+            "timed out waiting for {what}; VMs: {:?}\nvms status: {st:#?}\n{}",
+            self.where_runs(),
+            self.logs()
+        );
     }
 
     fn live(&self, i: usize, peers: &[u64]) -> bool {
@@ -334,9 +347,8 @@ fn a_killed_host_with_a_watchdog_has_its_protected_vms_restarted_once() {
         plan["unplaced"].as_array().unwrap().iter().map(|u| u["reason"].as_str().unwrap()).collect();
     assert!(unplaced.contains(&"not-protected") && unplaced.contains(&"no-capacity"), "{plan:#}");
     // The restarted VMs keep their protection on their new hosts (published with it).
-    let own: Vec<Value> = (0..2)
-        .flat_map(|i| p.hosts[i].status().unwrap()["vms"]["own"].as_array().unwrap().clone())
-        .collect();
+    let own: Vec<Value> =
+        (0..2).flat_map(|i| p.hosts[i].status().unwrap()["vms"]["own"].as_array().unwrap().clone()).collect();
     assert!(own.iter().any(|e| e["name"] == "p1" && e["state"] == "running"), "{own:?}");
     eprintln!("FAILOVER_FIGURES driver=exec t_ms={T_MS} kill_to_protected_running_ms={recovered_ms}");
     p.stop.store(true, Ordering::Relaxed);
@@ -369,9 +381,9 @@ fn a_dead_daemon_without_watchdog_holds_its_vms_until_an_operator_confirms() {
     }
     p.wait("slot 2 held, with the reason", Duration::from_secs(5 * T_MS / 1000), |p| {
         p.hosts[0].status().is_some_and(|s| {
-            s["vms"]["held"].as_array().is_some_and(|h| {
-                h.iter().any(|x| x["slot"] == 2 && x["why_not"] == "dead_without_watchdog")
-            })
+            s["vms"]["held"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|x| x["slot"] == 2 && x["why_not"] == "dead_without_watchdog"))
         })
     });
     std::thread::sleep(Duration::from_millis(2 * T_MS));

@@ -340,5 +340,11 @@ fn two_coordinators_assigning_one_vm_to_two_targets_start_it_once() {
     assert_eq!(p.running_on(1).len(), 1);
     assert_eq!(p.starts.len(), 1);
     let withdrawn = p.hosts[1].fo.status().own.iter().any(|(_, s)| *s == VmState::Failed);
-    assert!(withdrawn, "the second claimant saw the first claim and withdrew: {:?} {:?} starts {:?}", p.hosts[1].fo.status(), p.hosts[0].fo.status().own, p.starts);
+    assert!(
+        withdrawn,
+        "the second claimant saw the first claim and withdrew: {:?} {:?} starts {:?}",
+        p.hosts[1].fo.status(),
+        p.hosts[0].fo.status().own,
+        p.starts
+    );
 }

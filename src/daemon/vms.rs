@@ -173,6 +173,10 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     fo.handle_destroy(uuid, r);
                 }
             }
+            // After every action: a plan carried out in one go is visible while it runs.
+            let mut st = fo.status();
+            st.tolerance = (s.driver.is_some() || st.plan.is_some()).then_some(tolerated);
+            super::lock(&shared.snapshot).failover = Some(st);
         }
         let mut status = fo.status();
         let pool = fo.pool();
