@@ -70,7 +70,13 @@ impl Pool {
                 fail_starts: None,
             })
             .collect();
-        Pool { hosts, extents: vec![(0, None); n as usize], now: 0, starts: vec![], overrides: BTreeMap::new() }
+        Pool {
+            hosts,
+            extents: vec![(0, None); n as usize],
+            now: 0,
+            starts: vec![],
+            overrides: BTreeMap::new(),
+        }
     }
 
     fn add_vm(&mut self, host: u32, n: u8, memory_mib: u64, level: Protection, order: Option<i64>) {
@@ -142,7 +148,11 @@ impl Pool {
                         memory_mib: v.memory_mib,
                         vcpus: 1,
                         state: if v.running { VmRunState::Running } else { VmRunState::Stopped },
-                        protection: ProtectionSettings { level: v.level, order: v.order, anti_affinity: None },
+                        protection: ProtectionSettings {
+                            level: v.level,
+                            order: v.order,
+                            anti_affinity: None,
+                        },
                         definition: format!("def-{}", v.name).into_bytes(),
                     })
                     .collect();
@@ -166,7 +176,8 @@ impl Pool {
                     Some(why) => Err(why.clone()),
                     None => {
                         // The definition carries the VM's settings: copy them from its origin.
-                        let origin = self.hosts.iter().find_map(|o| o.vms.get(&uuid)).cloned().expect("known VM");
+                        let origin =
+                            self.hosts.iter().find_map(|o| o.vms.get(&uuid)).cloned().expect("known VM");
                         let h = &mut self.hosts[i];
                         let vm = h.vms.entry(uuid).or_insert(FakeVm { running: false, ..origin });
                         vm.running = true;
@@ -260,7 +271,13 @@ fn best_effort_only_while_capacity_remains() {
     p.run(40);
     assert_eq!(p.running_on(1).len(), 1);
     assert_eq!(p.running_on(2).len(), 1);
-    assert!(p.running_on(3).is_empty(), "no room left for the best-effort VM: {:?} {:?} {:?}", p.running_on(1), p.running_on(2), p.running_on(3));
+    assert!(
+        p.running_on(3).is_empty(),
+        "no room left for the best-effort VM: {:?} {:?} {:?}",
+        p.running_on(1),
+        p.running_on(2),
+        p.running_on(3)
+    );
 }
 
 #[test]
@@ -276,8 +293,9 @@ fn a_failed_start_is_retried_once_elsewhere_then_reported() {
     assert!(p.running_on(1).is_empty());
     let plan = p.hosts[0].fo.status().plan.expect("plan");
     assert!(
-        plan.unplaced.iter().any(|u| u.uuid == uuid(1)
-            && u.reason == crate::format::host_state::UnplacedCode::StartFailed),
+        plan.unplaced
+            .iter()
+            .any(|u| u.uuid == uuid(1) && u.reason == crate::format::host_state::UnplacedCode::StartFailed),
         "{plan:?}"
     );
     // Exactly two hosts tried it.
@@ -318,4 +336,29 @@ fn two_coordinators_assigning_one_vm_to_two_targets_start_it_once() {
     assert_eq!(p.starts.len(), 1);
     let withdrawn = p.hosts[1].fo.status().own.iter().any(|(_, s)| *s == VmState::Failed);
     assert!(withdrawn, "the second claimant saw the first claim and withdrew");
+}
+
+/// A daemon restarted while its VMs kept running: the new incarnation polled the driver (before
+/// going live) and then read its previous extent. Found by the simulator (SIM_VMS=1, seed
+/// 1795653712716736786): the previous extent's entries overwrote the running ones as `Lost`,
+/// were published, and the coordinator restarted a VM that still ran.
+#[test]
+fn a_restarted_daemon_whose_vms_still_run_does_not_publish_them_lost() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    // The new incarnation: inventory first (the driver is polled before the node is live).
+    let cfg = p.hosts[2].fo.config().clone();
+    p.hosts[2].fo = Failover::new(cfg, p.now);
+    p.hosts[2].generation = 2;
+    let views = p.views();
+    p.hosts[2].fo.handle_slots(&views, 2, false);
+    let action = p.hosts[2].fo.poll_action(p.now).expect("inventory first");
+    assert_eq!(action, FailoverAction::PollInventory);
+    p.perform(2, action);
+    p.run(40);
+    assert_eq!(p.running_on(1), vec![2], "still runs where it ran, once");
+    assert!(p.starts.is_empty(), "{:?}", p.starts);
+    let published = p.extents[2].1.as_ref().expect("published");
+    assert!(published.vms.iter().all(|e| e.state == VmState::Running), "{:?}", published.vms);
 }
