@@ -825,6 +825,10 @@ struct Sim {
     no_watchdogs: bool,
     /// SIM_STRICT_LUN=1: the LUN invariant holds with hardware watchdogs too.
     strict_lun: bool,
+    /// SIM_STRICT_RESTART=1: a RESTART violation fails the run (else counted: open findings).
+    strict_restart: bool,
+    /// SIM_STRICT_FENCE_RACE=1: a VM started after its host's fence and run twice fails the run.
+    strict_fence_race: bool,
     /// The hardware watchdog fires this long after its last feed: one io timeout, as the daemon
     /// sets it (at most: whole seconds, rounded down). SIM_WATCHDOG_IO_TIMEOUTS=n (what-if, not
     /// the daemon's behaviour): n io timeouts, so that ride-through watchdog feeds happen at all
@@ -959,6 +963,8 @@ impl Sim {
             isolation_share,
             no_watchdogs: kind == Kind::Lun && nrng_no_watchdogs,
             strict_lun: env_u64("SIM_STRICT_LUN").is_some_and(|v| v != 0),
+            strict_restart: env_u64("SIM_STRICT_RESTART").is_some_and(|v| v != 0),
+            strict_fence_race: env_u64("SIM_STRICT_FENCE_RACE").is_some_and(|v| v != 0),
             watchdog_us: u64::from(timing.io_timeout_ms)
                 * 1000
                 * env_u64("SIM_WATCHDOG_IO_TIMEOUTS").unwrap_or(1),
@@ -3068,7 +3074,11 @@ fn run_seed_with(seed: u64, trace: u8, kind: Option<Kind>, with_vms: bool) -> Re
     // A panic inside the node (an invariant assertion) is a failure of this seed, reported with it.
     std::panic::catch_unwind(|| {
         let mut sim = Sim::new(seed, trace, kind, with_vms);
-        sim.run()?;
+        let r = sim.run();
+        if let Some(w) = &sim.vmw {
+            sim.stats.vm = w.stats;
+        }
+        r?;
         Ok(sim.stats)
     })
     .unwrap_or_else(|p| {
@@ -3277,7 +3287,7 @@ fn simulate_failover_many_seeds() {
          {} coordinator crashes, {} plans published, {} starts ({} failed, {} hung), {} claims withdrawn \
          (conflicts), {} VMs running again after stopping ({} of them due under the RESTART rule, slowest \
          {}% of T past due); not restarted in time, excused: {} too little capacity, {} after a failed start, \
-         {} previous extent unread; {} publishes ({} failed), {} extent reads ({} failed); {:.0} simulated s, \
+         {} previous extent unread, {} OVERDUE (open findings, SIM_STRICT_RESTART=1 fails them), {} with no durable evidence that they ran; {} starts racing their host's fence ({} double runs from them, known gap); {} publishes ({} failed), {} extent reads ({} failed); {:.0} simulated s, \
          {:.2?} wall",
         total.runs,
         v.tight_runs,
@@ -3296,6 +3306,10 @@ fn simulate_failover_many_seeds() {
         v.tight_capacity,
         v.after_failed_start,
         v.missed_previous,
+        v.overdue,
+        v.no_evidence,
+        v.fence_races,
+        v.fence_race_twice,
         v.publishes,
         v.publish_failures,
         v.reads,

