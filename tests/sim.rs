@@ -3262,7 +3262,7 @@ fn same_seed_same_run() {
 const FAILOVER_REGRESSION_SEEDS: &[u64] = &[0, 1, 7, 42, 1234];
 
 /// The pool with VMs and failover: every incarnation runs the real `Failover` (see `vms.rs`).
-/// `SIM_FO_RUNS` seeds (default 2,000) from a random base seed, plus the regression seeds.
+/// `SIM_FO_RUNS` seeds (default 3,000) from a random base seed, plus the regression seeds.
 #[test]
 fn simulate_failover_many_seeds() {
     let started = std::time::Instant::now();
@@ -3270,7 +3270,7 @@ fn simulate_failover_many_seeds() {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) ^ 0xf0
     });
-    let runs = env_u64("SIM_FO_RUNS").unwrap_or(2_000);
+    let runs = env_u64("SIM_FO_RUNS").unwrap_or(3_000);
     let kind = env_kind();
     let kind_env = kind.map_or(String::new(), |k| format!(" SIM_KIND={}", k.name()));
     println!("sim failover: base seed {base}, {runs} runs (replay all: SIM_BASE_SEED={base} SIM_FO_RUNS={runs}{kind_env})");
@@ -3287,7 +3287,7 @@ fn simulate_failover_many_seeds() {
          {} coordinator crashes, {} plans published, {} starts ({} failed, {} hung), {} claims withdrawn \
          (conflicts), {} VMs running again after stopping ({} of them due under the RESTART rule, slowest \
          {}% of T past due); not restarted in time, excused: {} too little capacity, {} after a failed start, \
-         {} previous extent unread, {} OVERDUE (open findings, SIM_STRICT_RESTART=1 fails them), {} with no durable evidence that they ran; {} starts racing their host's fence ({} double runs from them, known gap); {} publishes ({} failed), {} extent reads ({} failed); {:.0} simulated s, \
+         {} previous extent unread, {} OVERDUE (open findings, SIM_STRICT_RESTART=1 fails them), {} with no durable evidence that they ran; {} starts racing their host's fence ({} double runs from them, known gap); {} double runs in runs with misdirected writes or intruders (known gap, SIM_STRICT_FOREIGN=1 fails them); {} publishes ({} failed), {} extent reads ({} failed); {:.0} simulated s, \
          {:.2?} wall",
         total.runs,
         v.tight_runs,
@@ -3310,6 +3310,7 @@ fn simulate_failover_many_seeds() {
         v.no_evidence,
         v.fence_races,
         v.fence_race_twice,
+        v.foreign_twice,
         v.publishes,
         v.publish_failures,
         v.reads,
