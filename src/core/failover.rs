@@ -178,10 +178,7 @@ pub struct Failover {
 }
 
 fn holds_top(entries: &[(u32, &VmEntry)]) -> Option<(u32, VmEntry)> {
-    entries
-        .iter()
-        .max_by_key(|(slot, e)| (e.claim, std::cmp::Reverse(*slot)))
-        .map(|(s, e)| (*s, (*e).clone()))
+    entries.iter().max_by_key(|(slot, e)| (e.claim, std::cmp::Reverse(*slot))).map(|(s, e)| (*s, (*e).clone()))
 }
 
 impl Failover {
@@ -335,12 +332,7 @@ impl Failover {
         });
     }
 
-    pub fn handle_extent(
-        &mut self,
-        slot: u32,
-        asked_sequence: u64,
-        result: Result<Option<HostState>, String>,
-    ) {
+    pub fn handle_extent(&mut self, slot: u32, asked_sequence: u64, result: Result<Option<HostState>, String>) {
         debug_assert_eq!(self.io, Io::Read(slot));
         self.io = Io::Idle;
         let s = slot as usize;
@@ -367,9 +359,7 @@ impl Failover {
             }
         }
         // A failed read keeps the last good copy for planning (but never for a claim check).
-        if matches!(known, Known::Bad(_))
-            && self.extents[s].as_ref().is_some_and(|c| !matches!(c.known, Known::Bad(_)))
-        {
+        if matches!(known, Known::Bad(_)) && self.extents[s].as_ref().is_some_and(|c| !matches!(c.known, Known::Bad(_))) {
             return;
         }
         self.extents[s] =
@@ -407,9 +397,7 @@ impl Failover {
             return;
         }
         self.round_due_ms = None;
-        let pending = (0..self.cfg.slot_count)
-            .filter(|&s| s != self.cfg.slot && self.slots[s as usize].may_hold())
-            .collect();
+        let pending = (0..self.cfg.slot_count).filter(|&s| s != self.cfg.slot && self.slots[s as usize].may_hold()).collect();
         self.claim_round = Some(ClaimRound { uuids, pending, blocked_by: None, conflicts: BTreeMap::new() });
     }
 
@@ -471,11 +459,7 @@ impl Failover {
             if let Some(e) = self.own.get(&uuid) {
                 if e.state == VmState::Starting {
                     self.io = Io::Start(uuid);
-                    return Some(FailoverAction::Start {
-                        uuid,
-                        name: e.name.clone(),
-                        definition: e.definition.clone(),
-                    });
+                    return Some(FailoverAction::Start { uuid, name: e.name.clone(), definition: e.definition.clone() });
                 }
             }
         }
@@ -514,10 +498,7 @@ impl Failover {
     /// When to call [`Failover::poll_action`] again without new input.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = self.cfg.driver.then_some(self.next_inventory_ms);
-        for x in [self.round_due_ms, (self.publish_after_ms > 0).then_some(self.publish_after_ms)]
-            .into_iter()
-            .flatten()
-        {
+        for x in [self.round_due_ms, (self.publish_after_ms > 0).then_some(self.publish_after_ms)].into_iter().flatten() {
             t = Some(t.map_or(x, |t| t.min(x)));
         }
         t
@@ -714,10 +695,7 @@ impl Failover {
         if let Some(p) = &prev {
             for a in &p.assignments {
                 let starting = self.all_entries().iter().any(|(s, e)| {
-                    *s == a.target_slot
-                        && e.uuid == a.uuid
-                        && e.claim == a.claim
-                        && e.state == VmState::Starting
+                    *s == a.target_slot && e.uuid == a.uuid && e.claim == a.claim && e.state == VmState::Starting
                 });
                 if starting && self.slots[a.target_slot as usize].state == PeerState::Live
                     || starting && a.target_slot == self.cfg.slot
@@ -730,9 +708,7 @@ impl Failover {
         for (src, top, excluded, attempt) in orphans {
             let claim = top.claim + 1;
             let kept = prev.as_ref().and_then(|p| {
-                p.assignments
-                    .iter()
-                    .find(|a| a.uuid == top.uuid && a.claim == claim && targets.contains_key(&a.target_slot))
+                p.assignments.iter().find(|a| a.uuid == top.uuid && a.claim == claim && targets.contains_key(&a.target_slot))
             });
             match kept {
                 Some(a) => {
@@ -740,11 +716,7 @@ impl Failover {
                     cap.memory_mib = cap.memory_mib.saturating_sub(top.memory_mib);
                     cap.vcpus = cap.vcpus.saturating_sub(top.vcpus);
                     groups.push(top.anti_affinity.clone());
-                    assignments.push(Assignment {
-                        source_slot: src,
-                        source_generation: self.slots[src as usize].generation,
-                        ..a.clone()
-                    });
+                    assignments.push(Assignment { source_slot: src, source_generation: self.slots[src as usize].generation, ..a.clone() });
                 }
                 None => rest.push((src, top, excluded, attempt, claim)),
             }
@@ -785,22 +757,14 @@ impl Failover {
                         wave: 0,
                     });
                 }
-                None => unplaced.push(Unplaced {
-                    uuid: top.uuid,
-                    source_slot: src,
-                    reason: UnplacedCode::NoCapacity,
-                }),
+                None => unplaced.push(Unplaced { uuid: top.uuid, source_slot: src, reason: UnplacedCode::NoCapacity }),
             }
         }
         // Waves by restart order (unordered last); equal orders start together.
         let order_of = |a: &Assignment| -> Option<i64> {
-            self.all_entries()
-                .iter()
-                .find(|(s, e)| *s == a.source_slot && e.uuid == a.uuid)
-                .and_then(|(_, e)| e.order)
+            self.all_entries().iter().find(|(s, e)| *s == a.source_slot && e.uuid == a.uuid).and_then(|(_, e)| e.order)
         };
-        let mut orders: Vec<(bool, i64)> =
-            assignments.iter().map(|a| crate::planner::plan::order_key(order_of(a))).collect();
+        let mut orders: Vec<(bool, i64)> = assignments.iter().map(|a| crate::planner::plan::order_key(order_of(a))).collect();
         orders.sort();
         orders.dedup();
         for a in &mut assignments {
@@ -813,12 +777,7 @@ impl Failover {
             self.plan = None;
             return;
         }
-        let same = prev.as_ref().is_some_and(|p| {
-            p.assignments == assignments
-                && p.unplaced == unplaced
-                && p.epoch.coordinator_slot == self.cfg.slot
-                && p.epoch.coordinator_generation == self.generation
-        });
+        let same = prev.as_ref().is_some_and(|p| p.assignments == assignments && p.unplaced == unplaced && p.epoch.coordinator_slot == self.cfg.slot && p.epoch.coordinator_generation == self.generation);
         if same {
             self.plan = prev;
             return;
@@ -865,14 +824,12 @@ impl Failover {
             return;
         }
         let Some(plan) = self.current_plan().cloned() else { return };
-        let entries: Vec<(u32, VmEntry)> =
-            self.all_entries().into_iter().map(|(s, e)| (s, e.clone())).collect();
+        let entries: Vec<(u32, VmEntry)> = self.all_entries().into_iter().map(|(s, e)| (s, e.clone())).collect();
         // The lowest wave with work left anywhere: later waves wait for it.
         let done = |a: &Assignment| {
             entries.iter().any(|(_, e)| {
                 e.uuid == a.uuid
-                    && (e.claim > a.claim
-                        || e.claim == a.claim && matches!(e.state, VmState::Running | VmState::Failed))
+                    && (e.claim > a.claim || e.claim == a.claim && matches!(e.state, VmState::Running | VmState::Failed))
             })
         };
         let open_wave = plan.assignments.iter().filter(|a| !done(a)).map(|a| a.wave).min();
@@ -882,9 +839,7 @@ impl Failover {
                 continue; // Taken (or withdrawn) already.
             }
             // Someone that may run it holds it: the coordinator will catch up.
-            let held = entries.iter().any(|(s, e)| {
-                *s != self.cfg.slot && e.uuid == a.uuid && e.state.holds() && self.may_hold(*s)
-            });
+            let held = entries.iter().any(|(s, e)| *s != self.cfg.slot && e.uuid == a.uuid && e.state.holds() && self.may_hold(*s));
             if held {
                 continue;
             }
@@ -934,18 +889,11 @@ impl Failover {
         let mut held = Vec::new();
         for (s, v) in self.slots.iter().enumerate() {
             let s = s as u32;
-            if s == self.cfg.slot
-                || v.is_free()
-                || v.state == PeerState::Live
-                || v.state == PeerState::Unknown
-            {
+            if s == self.cfg.slot || v.is_free() || v.state == PeerState::Live || v.state == PeerState::Unknown {
                 continue;
             }
-            if let (Err(reason), Some(ExtentCopy { known: Known::State(st), .. })) =
-                (v.gone, &self.extents[s as usize])
-            {
-                let vms: Vec<String> =
-                    st.vms.iter().filter(|e| e.state.holds()).map(|e| e.name.clone()).collect();
+            if let (Err(reason), Some(ExtentCopy { known: Known::State(st), .. })) = (v.gone, &self.extents[s as usize]) {
+                let vms: Vec<String> = st.vms.iter().filter(|e| e.state.holds()).map(|e| e.name.clone()).collect();
                 if !vms.is_empty() {
                     held.push(Held { slot: s, vms, reason });
                 }

@@ -70,13 +70,7 @@ impl Pool {
                 fail_starts: None,
             })
             .collect();
-        Pool {
-            hosts,
-            extents: vec![(0, None); n as usize],
-            now: 0,
-            starts: vec![],
-            overrides: BTreeMap::new(),
-        }
+        Pool { hosts, extents: vec![(0, None); n as usize], now: 0, starts: vec![], overrides: BTreeMap::new() }
     }
 
     fn add_vm(&mut self, host: u32, n: u8, memory_mib: u64, level: Protection, order: Option<i64>) {
@@ -148,11 +142,7 @@ impl Pool {
                         memory_mib: v.memory_mib,
                         vcpus: 1,
                         state: if v.running { VmRunState::Running } else { VmRunState::Stopped },
-                        protection: ProtectionSettings {
-                            level: v.level,
-                            order: v.order,
-                            anti_affinity: None,
-                        },
+                        protection: ProtectionSettings { level: v.level, order: v.order, anti_affinity: None },
                         definition: format!("def-{}", v.name).into_bytes(),
                     })
                     .collect();
@@ -176,8 +166,7 @@ impl Pool {
                     Some(why) => Err(why.clone()),
                     None => {
                         // The definition carries the VM's settings: copy them from its origin.
-                        let origin =
-                            self.hosts.iter().find_map(|o| o.vms.get(&uuid)).cloned().expect("known VM");
+                        let origin = self.hosts.iter().find_map(|o| o.vms.get(&uuid)).cloned().expect("known VM");
                         let h = &mut self.hosts[i];
                         let vm = h.vms.entry(uuid).or_insert(FakeVm { running: false, ..origin });
                         vm.running = true;
@@ -271,13 +260,7 @@ fn best_effort_only_while_capacity_remains() {
     p.run(40);
     assert_eq!(p.running_on(1).len(), 1);
     assert_eq!(p.running_on(2).len(), 1);
-    assert!(
-        p.running_on(3).is_empty(),
-        "no room left for the best-effort VM: {:?} {:?} {:?}",
-        p.running_on(1),
-        p.running_on(2),
-        p.running_on(3)
-    );
+    assert!(p.running_on(3).is_empty(), "no room left for the best-effort VM: {:?} {:?} {:?}", p.running_on(1), p.running_on(2), p.running_on(3));
 }
 
 #[test]
@@ -293,9 +276,8 @@ fn a_failed_start_is_retried_once_elsewhere_then_reported() {
     assert!(p.running_on(1).is_empty());
     let plan = p.hosts[0].fo.status().plan.expect("plan");
     assert!(
-        plan.unplaced
-            .iter()
-            .any(|u| u.uuid == uuid(1) && u.reason == crate::format::host_state::UnplacedCode::StartFailed),
+        plan.unplaced.iter().any(|u| u.uuid == uuid(1)
+            && u.reason == crate::format::host_state::UnplacedCode::StartFailed),
         "{plan:?}"
     );
     // Exactly two hosts tried it.
