@@ -252,6 +252,12 @@ impl Failover {
         self.previous_read = true;
         let Some(prev) = previous else { return };
         for e in prev.vms {
+            // Already polled running here (a daemon restart leaves VMs running): not lost, and
+            // publishing it `Lost` would invite a second start elsewhere. Keep the higher claim.
+            if let Some(cur) = self.own.get_mut(&e.uuid).filter(|c| c.state == VmState::Running) {
+                cur.claim = cur.claim.max(e.claim);
+                continue;
+            }
             if e.state.holds() || e.state == VmState::Lost {
                 let mut lost = e;
                 lost.state = VmState::Lost;

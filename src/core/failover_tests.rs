@@ -348,3 +348,28 @@ fn two_coordinators_assigning_one_vm_to_two_targets_start_it_once() {
         p.starts
     );
 }
+
+/// A daemon restarted while its VMs kept running: the new incarnation polled the driver (before
+/// going live) and then read its previous extent. Found by the simulator (SIM_VMS=1, seed
+/// 1795653712716736786): the previous extent's entries overwrote the running ones as `Lost`,
+/// were published, and the coordinator restarted a VM that still ran.
+#[test]
+fn a_restarted_daemon_whose_vms_still_run_does_not_publish_them_lost() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    // The new incarnation: inventory first (the driver is polled before the node is live).
+    let cfg = p.hosts[2].fo.config().clone();
+    p.hosts[2].fo = Failover::new(cfg, p.now);
+    p.hosts[2].generation = 2;
+    let views = p.views();
+    p.hosts[2].fo.handle_slots(&views, 2, false);
+    let action = p.hosts[2].fo.poll_action(p.now).expect("inventory first");
+    assert_eq!(action, FailoverAction::PollInventory);
+    p.perform(2, action);
+    p.run(40);
+    assert_eq!(p.running_on(1), vec![2], "still runs where it ran, once");
+    assert!(p.starts.is_empty(), "{:?}", p.starts);
+    let published = p.extents[2].1.as_ref().expect("published");
+    assert!(published.vms.iter().all(|e| e.state == VmState::Running), "{:?}", published.vms);
+}

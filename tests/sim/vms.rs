@@ -1,0 +1,950 @@
+//! VMs and failover in the simulator (`SIM_VMS=1`, `simulate_failover_many_seeds`).
+//!
+//! Every incarnation of a (non-intruder) machine runs the real [`Failover`], fed from its own
+//! [`Node`] exactly as `daemon::vms` feeds it: slot views copied from `peers()` (own slot: `Live`
+//! while the phase is live), the previous extent read once when live, one action at a time, its
+//! result fed back when the simulated I/O or driver call completes. Machines carry a fake VM
+//! driver whose VMs are the ground truth: they run while the host is powered, whatever happens to
+//! the daemon. The disk gains one extent per slot, modelled as the crash-safe two-copy extent: a
+//! write becomes the durable copy at one instant of its I/O window (or never, if the host loses
+//! power first); readers see the newest durable copy; the sequence flows to the node's record
+//! (`set_extent_sequence`) and peers read it from their sweeps, as in the daemon.
+//!
+//! Invariants (checked when the ground truth changes, and every T/4 for liveness):
+//! - TWICE: no VM runs on two machines at once (across every incarnation);
+//! - CLAIM: a failover start is issued only while the starting incarnation's durable extent
+//!   copy holds that VM as `Starting` (the claim landed before the start);
+//! - NONE: a VM of protection `none` is never started by failover;
+//! - RESTART: a protected VM that stopped runs again within `restart_bound` once its host is
+//!   proven gone to every live host (or its machine came back live and marked it `Lost`), the
+//!   pool has been fault-free for that long and every live host has room for every such VM. VMs
+//!   whose start failed, or that wait with too little capacity, are counted, not failed.
+
+use super::*;
+use diskbeat::core::failover::{Failover, FailoverAction, FailoverConfig, SlotView};
+use diskbeat::core::NotProven;
+use diskbeat::format::host_state::{HostState, VmState};
+use diskbeat::planner::Protection;
+use diskbeat::vm::{Capacity, Inventory, ProtectionSettings, VmInfo, VmRunState};
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
+
+#[derive(Debug)]
+pub(super) enum VmEv {
+    /// The VM thread wakes (its sleep ended).
+    Tick { inc: usize, token: u64 },
+    /// The VM thread's current action completed.
+    Done { inc: usize, token: u64 },
+    /// An extent write becomes the durable copy (two-copy extent: atomic switch).
+    Land { write: u64 },
+    /// A start got far enough for the VM to run on `machine`.
+    Run { machine: usize, uuid: Uuid, issued: u64, inc: usize },
+    /// Liveness check, every T/4.
+    Check,
+    /// The daemon dies; host and VMs keep running (an armed watchdog will reset the host).
+    DaemonCrash(usize),
+    /// The lowest live slot crashes (host or daemon).
+    CrashCoordinator,
+}
+
+struct VmSpec {
+    name: String,
+    memory_mib: u64,
+    protection: Protection,
+    order: Option<i64>,
+    anti_affinity: Option<String>,
+}
+
+struct Driver {
+    memory_mib: u64,
+    /// Defined here: running or not.
+    vms: BTreeMap<Uuid, bool>,
+    fail_p: f64,
+    /// Starts take up to T/2 instead of T/20.
+    slow: bool,
+    hang_p: f64,
+}
+
+/// The durable copy of one slot's extent.
+#[derive(Clone, Default)]
+struct Extent {
+    sequence: u64,
+    state: Option<HostState>,
+    writer: Option<usize>,
+}
+
+struct Write {
+    slot: u32,
+    inc: usize,
+    sequence: u64,
+    state: HostState,
+    issued: u64,
+}
+
+enum Busy {
+    Previous { fail: Option<String> },
+    Inventory { fail: Option<String> },
+    Read { slot: u32, asked: u64, fail: Option<String> },
+    Publish { result: Result<u64, String> },
+    Start { uuid: Uuid, result: Result<(), String> },
+    Destroy { uuid: Uuid },
+}
+
+struct Thread {
+    fo: Failover,
+    views: Vec<SlotView>,
+    busy: Option<Busy>,
+    token: u64,
+    tick_token: u64,
+    prev_failed: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct VmStats {
+    pub vms: u64,
+    pub starts: u64,
+    pub start_failures: u64,
+    pub hangs: u64,
+    pub restarts: u64,
+    /// Restarts the RESTART rule checked (the VM was due), and the slowest of them, µs past due.
+    pub due_restarts: u64,
+    pub max_due_ratio_pct: u64,
+    pub withdrawn: u64,
+    pub plans: u64,
+    pub coordinator_crashes: u64,
+    pub daemon_crashes: u64,
+    pub publishes: u64,
+    pub publish_failures: u64,
+    pub reads: u64,
+    pub read_failures: u64,
+    /// Due VMs not restarted within the bound: too little capacity / a start of theirs failed /
+    /// their previous incarnation's extent could not be read (the `Lost` evidence was missed).
+    pub tight_capacity: u64,
+    pub after_failed_start: u64,
+    pub missed_previous: u64,
+    pub tight_runs: u64,
+    pub no_evidence: u64,
+    pub foreign_twice: u64,
+    pub overdue: u64,
+    /// Starts that got the VM running after their incarnation's fence action (known gap), and
+    /// double runs they caused (counted unless SIM_STRICT_FENCE_RACE=1).
+    pub fence_races: u64,
+    pub fence_race_twice: u64,
+}
+
+impl VmStats {
+    pub fn add(&mut self, o: &VmStats) {
+        self.vms += o.vms;
+        self.starts += o.starts;
+        self.start_failures += o.start_failures;
+        self.hangs += o.hangs;
+        self.restarts += o.restarts;
+        self.due_restarts += o.due_restarts;
+        self.max_due_ratio_pct = self.max_due_ratio_pct.max(o.max_due_ratio_pct);
+        self.withdrawn += o.withdrawn;
+        self.plans += o.plans;
+        self.coordinator_crashes += o.coordinator_crashes;
+        self.daemon_crashes += o.daemon_crashes;
+        self.publishes += o.publishes;
+        self.publish_failures += o.publish_failures;
+        self.reads += o.reads;
+        self.read_failures += o.read_failures;
+        self.tight_capacity += o.tight_capacity;
+        self.after_failed_start += o.after_failed_start;
+        self.missed_previous += o.missed_previous;
+        self.tight_runs += o.tight_runs;
+        self.no_evidence += o.no_evidence;
+        self.foreign_twice += o.foreign_twice;
+        self.overdue += o.overdue;
+        self.fence_races += o.fence_races;
+        self.fence_race_twice += o.fence_race_twice;
+    }
+}
+
+pub(super) struct VmWorld {
+    rng: Rng,
+    specs: BTreeMap<Uuid, VmSpec>,
+    drivers: Vec<Driver>,
+    extents: Vec<Extent>,
+    writes: BTreeMap<u64, Write>,
+    next_write: u64,
+    threads: Vec<Option<Thread>>,
+    /// Last time each machine lost power (its in-flight writes and starts die with it).
+    power_lost: Vec<u64>,
+    /// Ground truth: machines each VM runs on.
+    running: BTreeMap<Uuid, BTreeSet<usize>>,
+    /// VMs not running: since when, and the machine they last ran on.
+    down: BTreeMap<Uuid, (u64, usize)>,
+    due_since: BTreeMap<Uuid, u64>,
+    failed_start: BTreeSet<Uuid>,
+    /// Already counted as excused this down period.
+    excused: BTreeSet<Uuid>,
+    /// (inc, uuid) claims seen withdrawn.
+    withdrawn: BTreeSet<(usize, Uuid)>,
+    /// (machine, VM) started there after the starting incarnation's fence (see `VmEv::Run`).
+    raced: BTreeSet<(usize, Uuid)>,
+    stable_since: u64,
+    hang_until: u64,
+    coordinator_crashes_left: u32,
+    max_start_us: u64,
+    pub stats: VmStats,
+}
+
+fn vm_uuid(seed: u64, n: u64) -> Uuid {
+    Uuid::from_u64_pair(seed, n + 1)
+}
+
+impl Sim {
+    /// Adds VMs, drivers and extents to a run; its randomness is a stream of its own.
+    pub(super) fn vms_plan(&mut self) {
+        let mut rng = Rng(self.seed ^ 0x0f40_0000_7e57_0002);
+        let t = self.t_us(self.timing.host_dead_ms);
+        let machines = self.machines.len();
+        let tight = rng.chance(0.25);
+        let mut specs = BTreeMap::new();
+        let mut drivers = Vec::new();
+        let mut running = BTreeMap::new();
+        let mut n = 0;
+        for m in 0..machines {
+            let mut own = 0;
+            let mut vms = BTreeMap::new();
+            if !self.machines[m].intruder {
+                for _ in 0..rng.range(1, 4) {
+                    let uuid = vm_uuid(self.seed, n);
+                    let memory_mib = rng.pick(&[512u64, 1024, 2048, 4096]);
+                    own += memory_mib;
+                    let protection = rng.pick(&[
+                        Protection::Protect,
+                        Protection::Protect,
+                        Protection::BestEffort,
+                        Protection::None,
+                    ]);
+                    let order = rng.pick(&[None, Some(1i64), Some(2), Some(3)]);
+                    let anti_affinity = rng.chance(0.2).then(|| "g".to_string());
+                    specs.insert(
+                        uuid,
+                        VmSpec { name: format!("vm{n}"), memory_mib, protection, order, anti_affinity },
+                    );
+                    vms.insert(uuid, true);
+                    running.insert(uuid, BTreeSet::from([m]));
+                    n += 1;
+                }
+            }
+            let memory_mib = if tight { own + rng.range(0, 4096) } else { 1 << 30 };
+            let fail_p = if rng.chance(0.3) { rng.range(10, 50) as f64 / 100.0 } else { 0.0 };
+            let slow = rng.chance(0.3);
+            let hang_p = if rng.chance(0.15) { 0.1 } else { 0.0 };
+            drivers.push(Driver { memory_mib, vms, fail_p, slow, hang_p });
+        }
+        let d = self.duration;
+        let host_dead = t;
+        // `lun` runs allow one further failure only: no VM-layer crashes there.
+        let crashes = if self.kind == Kind::Lun { 0 } else { 1 };
+        for _ in 0..rng.range(0, crashes) {
+            let m = rng.range(0, machines as u64 - 1) as usize;
+            let at = rng.range(host_dead, d * 3 / 4);
+            self.schedule(at, Ev::Vm(VmEv::DaemonCrash(m)));
+        }
+        for _ in 0..rng.range(0, crashes) {
+            let at = rng.range(host_dead, d * 3 / 4);
+            self.schedule(at, Ev::Vm(VmEv::CrashCoordinator));
+        }
+        self.schedule(t / 4, Ev::Vm(VmEv::Check));
+        let stats = VmStats { vms: n, tight_runs: u64::from(tight), ..VmStats::default() };
+        self.vmw = Some(Box::new(VmWorld {
+            rng,
+            specs,
+            drivers,
+            extents: vec![Extent::default(); self.slot_count as usize],
+            writes: BTreeMap::new(),
+            next_write: 0,
+            threads: Vec::new(),
+            power_lost: vec![0; machines],
+            running,
+            down: BTreeMap::new(),
+            due_since: BTreeMap::new(),
+            failed_start: BTreeSet::new(),
+            excused: BTreeSet::new(),
+            withdrawn: BTreeSet::new(),
+            raced: BTreeSet::new(),
+            stable_since: 0,
+            hang_until: 0,
+            coordinator_crashes_left: if self.kind == Kind::Lun { 0 } else { 2 },
+            max_start_us: t / 2,
+            stats,
+        }));
+    }
+
+    fn w(&mut self) -> &mut VmWorld {
+        self.vmw.as_mut().expect("VM run")
+    }
+
+    /// The pool changed (a fault, a membership change): the RESTART clock starts again.
+    pub(super) fn vms_disturb(&mut self) {
+        let now = self.now;
+        if let Some(w) = self.vmw.as_mut() {
+            w.stable_since = now;
+        }
+    }
+
+    /// A new incarnation `i` starts: its VM thread with a fresh `Failover`.
+    pub(super) fn vms_inc_started(&mut self, i: usize) {
+        if self.vmw.is_none() {
+            return;
+        }
+        let m = self.incs[i].machine;
+        let slot = self.incs[i].slot;
+        let local = self.incs[i].clock.local_ms(self.now);
+        let cfg = FailoverConfig {
+            slot,
+            slot_count: self.slot_count,
+            inventory_interval_ms: u64::from(self.timing.interval_ms).max(200),
+            driver: true,
+            capacity_limit: None,
+            hb_addrs: vec![],
+            tolerance_target: None,
+        };
+        let n = self.slot_count as usize;
+        let intruder = self.machines[m].intruder;
+        let machines = self.machines.len();
+        let w = self.w();
+        // Intruders are added mid-run: no VMs, no driver to speak of.
+        while w.drivers.len() < machines {
+            w.drivers.push(Driver {
+                memory_mib: 0,
+                vms: BTreeMap::new(),
+                fail_p: 0.0,
+                slow: false,
+                hang_p: 0.0,
+            });
+            w.power_lost.push(0);
+        }
+        while w.threads.len() <= i {
+            w.threads.push(None);
+        }
+        if intruder {
+            return;
+        }
+        w.threads[i] = Some(Thread {
+            fo: Failover::new(cfg, local),
+            views: vec![SlotView::FREE; n],
+            busy: None,
+            token: 0,
+            tick_token: 0,
+            prev_failed: false,
+        });
+        self.vm_schedule_tick(i, self.now);
+    }
+
+    /// Machine `m` loses power or its fence stops its VMs: every VM there stops now.
+    pub(super) fn vms_host_stopped(&mut self, m: usize, power: bool) {
+        let now = self.now;
+        let Some(w) = self.vmw.as_mut() else { return };
+        if power {
+            w.power_lost[m] = now;
+        }
+        let uuids: Vec<Uuid> = w.drivers[m].vms.iter().filter(|(_, r)| **r).map(|(u, _)| *u).collect();
+        for u in uuids {
+            w.stop_vm(m, u, now);
+        }
+    }
+
+    fn vm_schedule_tick(&mut self, i: usize, at: u64) {
+        let th = self.w().threads[i].as_mut().expect("thread");
+        th.tick_token += 1;
+        let token = th.tick_token;
+        self.schedule(at, Ev::Vm(VmEv::Tick { inc: i, token }));
+    }
+
+    pub(super) fn vm_event(&mut self, ev: VmEv) -> Res {
+        match ev {
+            VmEv::Tick { inc, token } | VmEv::Done { inc, token } => {
+                if !self.incs[inc].alive {
+                    return Ok(());
+                }
+                // A frozen daemon's threads are frozen too.
+                if self.incs[inc].frozen(self.now) {
+                    let at = self.incs[inc].frozen_until;
+                    self.schedule(at, Ev::Vm(ev));
+                    return Ok(());
+                }
+                let Some(th) = self.w().threads.get(inc).and_then(|t| t.as_ref()) else { return Ok(()) };
+                match ev {
+                    VmEv::Tick { .. } if th.tick_token == token && th.busy.is_none() => self.vm_tick(inc),
+                    VmEv::Done { .. } if th.token == token => self.vm_done(inc),
+                    _ => Ok(()),
+                }
+            }
+            VmEv::Land { write } => {
+                let Some(wr) = self.w().writes.remove(&write) else { return Ok(()) };
+                let m = self.incs[wr.inc].machine;
+                let w = self.w();
+                if w.power_lost[m] >= wr.issued {
+                    return Ok(()); // Torn by the power loss: the previous copy stays.
+                }
+                let e = &mut w.extents[wr.slot as usize];
+                if wr.sequence > e.sequence {
+                    *e = Extent { sequence: wr.sequence, state: Some(wr.state), writer: Some(wr.inc) };
+                }
+                Ok(())
+            }
+            VmEv::Run { machine, uuid, issued, inc } => {
+                let now = self.now;
+                // Known gap: the daemon's VM thread copies `live` once per pass, and a start in
+                // flight is not stopped by the fence action: a VM can begin running after its
+                // host's fence stopped the others (and the fenced mark proves them gone).
+                let raced = self.incs[inc].fenced.is_some_and(|f| f <= now);
+                let strict = self.strict_fence_race;
+                let w = self.w();
+                if raced {
+                    w.stats.fence_races += 1;
+                    w.raced.insert((machine, uuid));
+                }
+                if w.power_lost[machine] >= issued {
+                    return Ok(());
+                }
+                let others: Vec<usize> = w
+                    .running
+                    .get(&uuid)
+                    .map(|s| s.iter().copied().filter(|&o| o != machine).collect())
+                    .unwrap_or_default();
+                w.drivers[machine].vms.insert(uuid, true);
+                w.running.entry(uuid).or_default().insert(machine);
+                if let Some((down_at, _)) = w.down.remove(&uuid) {
+                    w.stats.restarts += 1;
+                    if let Some(due) = w.due_since.remove(&uuid) {
+                        w.stats.due_restarts += 1;
+                        let _ = down_at;
+                        let t = self.t_us(self.timing.host_dead_ms);
+                        let pct = (now - due) * 100 / t;
+                        let w = self.w();
+                        w.stats.max_due_ratio_pct = w.stats.max_due_ratio_pct.max(pct);
+                    }
+                }
+                let w = self.w();
+                w.failed_start.remove(&uuid);
+                w.excused.remove(&uuid);
+                let w = self.w();
+                let excused = others.iter().any(|&o| w.raced.contains(&(o, uuid))) || raced;
+                // Known gap: a misdirected heartbeat write (or an intruder) puts another host's
+                // record in a slot; when it goes silent the slot is "proven gone" although its
+                // extent is the real holder's, whose VMs run (the extent is not bound to the
+                // record's host and generation).
+                let foreign = self.windows.iter().any(|win| win.mode == Mode::Misdirect)
+                    || self.machines.iter().any(|m| m.intruder);
+                let strict_foreign = env_u64("SIM_STRICT_FOREIGN").is_some_and(|v| v != 0);
+                let w = self.w();
+                if !others.is_empty() && excused && !strict {
+                    w.stats.fence_race_twice += 1;
+                } else if !others.is_empty() && foreign && !strict_foreign {
+                    w.stats.foreign_twice += 1;
+                } else if !others.is_empty() {
+                    let name = self.w().specs[&uuid].name.clone();
+                    return self.fail(format!(
+                        "TWICE: {name} ({uuid}) starts running on machine {machine} while it runs on machines {others:?}"
+                    ));
+                }
+                Ok(())
+            }
+            VmEv::Check => {
+                self.vm_check()?;
+                let t = self.t_us(self.timing.host_dead_ms);
+                self.schedule(self.now + t / 4, Ev::Vm(VmEv::Check));
+                Ok(())
+            }
+            VmEv::DaemonCrash(m) => {
+                let Some(&i) = self.machines[m].incs.last() else { return Ok(()) };
+                if !self.incs[i].alive {
+                    return Ok(());
+                }
+                self.note(|| format!("inc {i} (machine {m}) DAEMON crashes (host and VMs keep running)"));
+                self.w().stats.daemon_crashes += 1;
+                let now = self.now;
+                let x = &mut self.incs[i];
+                x.alive = false;
+                x.stopped = Some(now);
+                self.bump_epoch();
+                if self.w().rng.chance(0.8) {
+                    let bound = self.detect_bound();
+                    let at = now + bound + self.w().rng.range(0, bound * 2);
+                    self.schedule(at, Ev::Restart(m));
+                }
+                Ok(())
+            }
+            VmEv::CrashCoordinator => {
+                let coordinator = (0..self.slot_count).find_map(|s| {
+                    self.slot_machines[s as usize].iter().copied().find(|&m| {
+                        self.machines[m]
+                            .incs
+                            .last()
+                            .is_some_and(|&i| self.incs[i].alive && self.incs[i].node.phase() == Phase::Live)
+                    })
+                });
+                let Some(m) = coordinator else { return Ok(()) };
+                self.w().stats.coordinator_crashes += 1;
+                self.note(|| format!("the coordinator (machine {m}) crashes"));
+                if self.w().rng.chance(0.7) {
+                    self.step(Ev::Crash(m))
+                } else {
+                    self.vm_event(VmEv::DaemonCrash(m))
+                }
+            }
+        }
+    }
+
+    /// The daemon's VM loop, one pass: copy the slot views, then act.
+    fn vm_tick(&mut self, i: usize) -> Res {
+        let (generation, live) = {
+            let x = &self.incs[i];
+            let live = x.node.phase() == Phase::Live;
+            let slot = x.slot as usize;
+            let mut views = Vec::with_capacity(self.slot_count as usize);
+            for p in x.node.peers() {
+                views.push(SlotView {
+                    state: p.state,
+                    generation: p.generation,
+                    extent_sequence: p.extent_sequence,
+                    gone: p.vms_gone(),
+                });
+            }
+            views[slot].state = if live { PeerState::Live } else { PeerState::Unknown };
+            views[slot].generation = x.node.record().generation;
+            views[slot].gone = Err(NotProven::Alive);
+            let generation = x.node.record().generation;
+            let th = self.vmw.as_mut().expect("VM run").threads[i].as_mut().expect("thread");
+            th.views = views;
+            (generation, live)
+        };
+        let th = self.w().threads[i].as_mut().expect("thread");
+        th.fo.handle_slots(&th.views, generation, live);
+        if live && th.fo.needs_previous() {
+            let (lat, fail) = self.ext_io(i, false);
+            self.vm_begin(i, Busy::Previous { fail }, lat);
+            return Ok(());
+        }
+        self.vm_poll(i)
+    }
+
+    /// Starts the next action, or sleeps until the next tick.
+    fn vm_poll(&mut self, i: usize) -> Res {
+        let local = self.incs[i].clock.local_ms(self.now);
+        let th = self.w().threads[i].as_mut().expect("thread");
+        let Some(action) = th.fo.poll_action(local) else {
+            let step_ms = u64::from(self.timing.interval_ms / 2).clamp(20, 500);
+            let th = self.w().threads[i].as_ref().expect("thread");
+            let wake = th.fo.poll_timeout().map_or(step_ms, |t| t.saturating_sub(local).min(step_ms)).max(5);
+            let at = self.incs[i].clock.true_at_ms(local + wake).max(self.now + 1);
+            self.vm_schedule_tick(i, at);
+            return Ok(());
+        };
+        if self.trace > 0 {
+            self.note(|| format!("inc {i} VM action {}", action_name(&action)));
+        }
+        let m = self.incs[i].machine;
+        let slot = self.incs[i].slot;
+        match action {
+            FailoverAction::PollInventory => {
+                let fail = self.w().rng.chance(0.02).then(|| "libvirtd not answering".to_string());
+                let lat = self.w().rng.range(200, 5_000);
+                self.vm_begin(i, Busy::Inventory { fail }, lat);
+            }
+            FailoverAction::ReadExtent { slot: s, .. } => {
+                let asked = self.w().threads[i].as_ref().expect("thread").views[s as usize].extent_sequence;
+                let (lat, fail) = self.ext_io(i, false);
+                self.vm_begin(i, Busy::Read { slot: s, asked, fail }, lat);
+            }
+            FailoverAction::Publish(state) => {
+                self.w().stats.publishes += 1;
+                self.vm_watch_publish(i, &state);
+                let (lat, fail) = self.ext_io(i, true);
+                let now = self.now;
+                let w = self.w();
+                let sequence = w.extents[slot as usize].sequence + 1;
+                // A failed write may still have switched copies before it reported failure.
+                let lands = fail.is_none() || w.rng.chance(0.3);
+                let result = match fail {
+                    None => Ok(sequence),
+                    Some(e) => {
+                        w.stats.publish_failures += 1;
+                        Err(e)
+                    }
+                };
+                if lands {
+                    let id = w.next_write;
+                    w.next_write += 1;
+                    w.writes.insert(id, Write { slot, inc: i, sequence, state, issued: now });
+                    let at = now + w.rng.range(0, lat);
+                    self.schedule(at, Ev::Vm(VmEv::Land { write: id }));
+                }
+                self.vm_begin(i, Busy::Publish { result }, lat);
+            }
+            FailoverAction::Start { uuid, .. } => {
+                self.vm_check_start(i, uuid)?;
+                let t = self.t_us(self.timing.host_dead_ms);
+                let now = self.now;
+                let w = self.w();
+                w.stats.starts += 1;
+                let d = &w.drivers[m];
+                let (fail_p, hang_p, slow) = (d.fail_p, d.hang_p, d.slow);
+                let hang = w.rng.chance(hang_p);
+                let fails = hang || w.rng.chance(fail_p);
+                let lat = if hang {
+                    w.stats.hangs += 1;
+                    w.rng.range(t, 4 * t)
+                } else if slow {
+                    w.rng.range(t / 20, w.max_start_us)
+                } else {
+                    w.rng.range(t / 200, t / 20)
+                };
+                if hang {
+                    w.hang_until = w.hang_until.max(now + lat);
+                }
+                // A failed start may have half-started the VM (destroyed next).
+                let runs = !fails || w.rng.chance(0.3);
+                if runs {
+                    let at = now + w.rng.range(0, lat);
+                    self.schedule(at, Ev::Vm(VmEv::Run { machine: m, uuid, issued: now, inc: i }));
+                }
+                let result = if fails { Err("start failed".to_string()) } else { Ok(()) };
+                self.vm_begin(i, Busy::Start { uuid, result }, lat.max(1));
+            }
+            FailoverAction::Destroy { uuid, .. } => {
+                let lat = self.w().rng.range(1_000, 50_000);
+                self.vm_begin(i, Busy::Destroy { uuid }, lat);
+            }
+        }
+        Ok(())
+    }
+
+    fn vm_begin(&mut self, i: usize, busy: Busy, lat: u64) {
+        let th = self.w().threads[i].as_mut().expect("thread");
+        th.busy = Some(busy);
+        th.token += 1;
+        let token = th.token;
+        self.schedule(self.now + lat.max(1), Ev::Vm(VmEv::Done { inc: i, token }));
+    }
+
+    /// The current action completed: feed its result back, then go on (as the daemon's loop).
+    fn vm_done(&mut self, i: usize) -> Res {
+        let m = self.incs[i].machine;
+        let slot = self.incs[i].slot;
+        let local = self.incs[i].clock.local_ms(self.now);
+        let now = self.now;
+        let busy = self.w().threads[i].as_mut().expect("thread").busy.take().expect("busy");
+        match busy {
+            Busy::Previous { fail } => {
+                let w = self.w();
+                let prev = if fail.is_none() { w.extents[slot as usize].state.clone() } else { None };
+                let th = w.threads[i].as_mut().expect("thread");
+                th.prev_failed = fail.is_some();
+                th.fo.handle_previous(prev);
+            }
+            Busy::Inventory { fail } => {
+                let inv = match fail {
+                    Some(e) => Err(e),
+                    None => Ok(self.w().inventory(m)),
+                };
+                self.w().threads[i].as_mut().expect("thread").fo.handle_inventory(local, inv);
+            }
+            Busy::Read { slot: s, asked, fail } => {
+                let w = self.w();
+                w.stats.reads += 1;
+                let r = match fail {
+                    Some(e) => {
+                        w.stats.read_failures += 1;
+                        Err(e)
+                    }
+                    None => Ok(w.extents[s as usize].state.clone()),
+                };
+                w.threads[i].as_mut().expect("thread").fo.handle_extent(s, asked, r);
+            }
+            Busy::Publish { result } => {
+                if let Ok(seq) = result {
+                    if self.incs[i].alive {
+                        self.incs[i].node.set_extent_sequence(seq);
+                    }
+                }
+                self.w().threads[i].as_mut().expect("thread").fo.handle_published(local, result);
+            }
+            Busy::Start { uuid, result } => {
+                if result.is_err() {
+                    let w = self.w();
+                    w.stats.start_failures += 1;
+                    w.failed_start.insert(uuid);
+                    self.vms_disturb();
+                }
+                self.w().threads[i].as_mut().expect("thread").fo.handle_start(uuid, result);
+            }
+            Busy::Destroy { uuid } => {
+                let w = self.w();
+                if w.drivers[m].vms.get(&uuid).copied() == Some(true) {
+                    w.stop_vm(m, uuid, now);
+                }
+                w.threads[i].as_mut().expect("thread").fo.handle_destroy(uuid, Ok(()));
+            }
+        }
+        self.vm_poll(i)
+    }
+
+    /// An extent I/O of incarnation `i` under the path faults of its machine: (latency, error).
+    fn ext_io(&mut self, i: usize, write: bool) -> (u64, Option<String>) {
+        let m = self.incs[i].machine;
+        let io = self.t_us(self.timing.io_timeout_ms);
+        let mode = self.mode_at(m, self.now).map(|(mode, _)| mode);
+        let w = self.w();
+        let normal = w.rng.range(100, 3_000);
+        let timed_out = (io, Some("timed out".to_string()));
+        let failed = (w.rng.range(10, 500), Some("I/O error".to_string()));
+        match mode {
+            None | Some(Mode::Torn | Mode::Misdirect) => (normal, None),
+            Some(Mode::Fail) => failed,
+            Some(Mode::ReadFail) if !write => failed,
+            Some(Mode::WriteFail) if write => failed,
+            Some(Mode::ReadFail | Mode::WriteFail) => (normal, None),
+            Some(Mode::Hang | Mode::Slow) => timed_out,
+            Some(Mode::Flaky) if w.rng.chance(0.35) => timed_out,
+            Some(Mode::Flaky) => (normal, None),
+        }
+    }
+
+    /// Counts plans and withdrawn claims as they are published.
+    fn vm_watch_publish(&mut self, i: usize, state: &HostState) {
+        let w = self.w();
+        if state.plan.is_some() {
+            w.stats.plans += 1;
+        }
+        for e in &state.vms {
+            if e.state == VmState::Failed
+                && e.failure.as_deref().is_some_and(|f| f.contains("withdrawn"))
+                && w.withdrawn.insert((i, e.uuid))
+            {
+                w.stats.withdrawn += 1;
+            }
+        }
+        // Coordinator crashes while its plan is being executed.
+        if let Some(p) = &state.plan {
+            if !p.assignments.is_empty() && w.coordinator_crashes_left > 0 && w.rng.chance(0.2) {
+                w.coordinator_crashes_left -= 1;
+                let t = self.t_us(self.timing.host_dead_ms);
+                let at = self.now + self.w().rng.range(0, t / 2);
+                self.schedule(at, Ev::Vm(VmEv::CrashCoordinator));
+            }
+        }
+    }
+
+    /// CLAIM and NONE, when incarnation `i` is about to start `uuid`.
+    fn vm_check_start(&mut self, i: usize, uuid: Uuid) -> Res {
+        if self.trace > 0 {
+            let views = &self.vmw.as_ref().expect("VM run").threads[i].as_ref().expect("thread").views;
+            let v: Vec<String> =
+                views.iter().map(|v| format!("{:?}/{}/{:?}", v.state, v.generation, v.gone)).collect();
+            self.note(|| format!("inc {i} starts with views {v:?}"));
+        }
+        let slot = self.incs[i].slot as usize;
+        let w = self.vmw.as_ref().expect("VM run");
+        let spec = &w.specs[&uuid];
+        if spec.protection == Protection::None {
+            return self.fail(format!("NONE: inc {i} starts {} (protection none) by failover", spec.name));
+        }
+        let e = &w.extents[slot];
+        let claimed = e.writer == Some(i)
+            && e.state
+                .as_ref()
+                .is_some_and(|st| st.vms.iter().any(|v| v.uuid == uuid && v.state == VmState::Starting));
+        if !claimed {
+            let name = spec.name.clone();
+            return self.fail(format!(
+                "CLAIM: inc {i} (slot {slot}) starts {name} without a durable Starting claim of its own (extent \
+                 sequence {}, written by inc {:?})",
+                e.sequence, e.writer
+            ));
+        }
+        Ok(())
+    }
+
+    /// RESTART: protected VMs that are due run again within the bound.
+    fn vm_check(&mut self) -> Res {
+        let now = self.now;
+        let t = self.t_us(self.timing.host_dead_ms);
+        // The pool is fault-free: no disk fault window, outage or frozen daemon, no hanging driver.
+        let mut quiet = self.vmw.as_ref().expect("VM run").stable_since;
+        for win in &self.windows {
+            if win.start <= now {
+                quiet = quiet.max(win.end.min(now));
+            }
+        }
+        if let Some(l) = self.lun {
+            if l.start <= now {
+                quiet = quiet.max(l.end.min(now));
+            }
+        }
+        for x in &self.incs {
+            if x.alive && x.frozen_until > 0 {
+                quiet = quiet.max(x.frozen_until.min(now));
+            }
+        }
+        quiet = quiet.max(self.vmw.as_ref().expect("VM run").hang_until.min(now));
+        // Live observers: every live daemon, and the machines they run on.
+        let live: Vec<usize> = (0..self.incs.len())
+            .filter(|&j| {
+                let x = &self.incs[j];
+                x.alive && x.node.phase() == Phase::Live && !self.machines[x.machine].intruder
+            })
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let w = self.vmw.as_ref().expect("VM run");
+        let down: Vec<(Uuid, u64, usize)> = w
+            .down
+            .iter()
+            .filter(|(u, _)| w.specs[u].protection == Protection::Protect)
+            .map(|(u, (at, m))| (*u, *at, *m))
+            .collect();
+        let need: u64 = down.iter().map(|(u, _, _)| w.specs[u].memory_mib).sum();
+        let ample = live.iter().all(|&j| {
+            let m = self.incs[j].machine;
+            let d = &w.drivers[m];
+            let used: u64 = d.vms.iter().filter(|(_, r)| **r).map(|(u, _)| w.specs[u].memory_mib).sum();
+            d.memory_mib.saturating_sub(used) >= need
+        });
+        let bound = self.restart_bound();
+        let mut overdue = Vec::new();
+        for (u, down_at, m) in down {
+            let slot = self.machines[m].slot as usize;
+            let back = self.machines[m].incs.iter().any(|&j| {
+                let x = &self.incs[j];
+                x.alive && x.node.phase() == Phase::Live && x.live_at.is_some_and(|l| l > down_at)
+            });
+            let proven = live.iter().all(|&j| {
+                self.incs[j].slot as usize == slot || self.incs[j].node.peers()[slot].vms_gone().is_ok()
+            });
+            let w = self.vmw.as_mut().expect("VM run");
+            if !(back || proven) {
+                w.due_since.remove(&u);
+                continue;
+            }
+            let due = *w.due_since.entry(u).or_insert(now);
+            let from = due.max(quiet).max(down_at);
+            if now.saturating_sub(from) <= bound {
+                continue;
+            }
+            overdue.push((u, back, t));
+        }
+        for (u, back, _) in overdue {
+            let m = self.vmw.as_ref().expect("VM run").down[&u].1;
+            let prev_missed = back
+                && self.machines[m].incs.iter().any(|&j| {
+                    self.vmw
+                        .as_ref()
+                        .expect("VM run")
+                        .threads
+                        .get(j)
+                        .and_then(|t| t.as_ref())
+                        .is_some_and(|t| t.prev_failed)
+                });
+            let w = self.vmw.as_mut().expect("VM run");
+            let failed = w.failed_start.contains(&u);
+            // No durable extent says it runs (or is lost): the pool cannot know it ran. Seen when
+            // a fenced host's VM thread, acting on `live` copied before the fence, published the
+            // VMs the fence had just stopped as `Stopped` (known gap, reported).
+            let evidence = w.extents.iter().any(|e| {
+                e.state.as_ref().is_some_and(|st| {
+                    st.vms.iter().any(|v| v.uuid == u && (v.state.holds() || v.state == VmState::Lost))
+                })
+            });
+            if !ample || failed || prev_missed || !evidence {
+                if w.excused.insert(u) {
+                    if !ample {
+                        w.stats.tight_capacity += 1;
+                    } else if failed {
+                        w.stats.after_failed_start += 1;
+                    } else if !evidence {
+                        w.stats.no_evidence += 1;
+                    } else {
+                        w.stats.missed_previous += 1;
+                    }
+                }
+                continue;
+            }
+            if !self.strict_restart {
+                if w.excused.insert(u) {
+                    w.stats.overdue += 1;
+                    let note = format!("RESTART overdue: {u} (seed {})", self.seed);
+                    self.note(|| note);
+                }
+                continue;
+            }
+            let name = w.specs[&u].name.clone();
+            let (down_at, _) = w.down[&u];
+            let due = w.due_since[&u];
+            return self.fail(format!(
+                "RESTART: protected {name} ({u}), down since {down_at} (machine {m}), due since {due}, pool quiet \
+                 since {quiet}, not running again {} µs later (bound {bound} µs)",
+                now - due.max(quiet)
+            ));
+        }
+        Ok(())
+    }
+
+    /// How long a due protected VM may wait in a quiet pool: 3 T, plus up to four waves of the
+    /// slowest start. Each wave costs a few intervals (T/20) and inventory polls (at most 0.4 T)
+    /// for the plan, the claim, its check and the result to travel through extents whose
+    /// sequences reach peers with the next heartbeat write and sweep.
+    fn restart_bound(&self) -> u64 {
+        let t = self.t_us(self.timing.host_dead_ms);
+        3 * t + 4 * self.vmw.as_ref().expect("VM run").max_start_us
+    }
+}
+
+impl VmWorld {
+    fn stop_vm(&mut self, m: usize, u: Uuid, now: u64) {
+        self.drivers[m].vms.insert(u, false);
+        self.raced.remove(&(m, u));
+        let set = self.running.entry(u).or_default();
+        set.remove(&m);
+        if set.is_empty() {
+            self.down.insert(u, (now, m));
+            self.failed_start.remove(&u);
+            self.excused.remove(&u);
+            self.due_since.remove(&u);
+        }
+    }
+
+    fn inventory(&self, m: usize) -> Inventory {
+        let d = &self.drivers[m];
+        let vms = d
+            .vms
+            .iter()
+            .map(|(u, running)| {
+                let s = &self.specs[u];
+                VmInfo {
+                    name: s.name.clone(),
+                    uuid: *u,
+                    memory_mib: s.memory_mib,
+                    vcpus: 1,
+                    state: if *running { VmRunState::Running } else { VmRunState::Stopped },
+                    protection: ProtectionSettings {
+                        level: s.protection,
+                        order: s.order,
+                        anti_affinity: s.anti_affinity.clone(),
+                    },
+                    definition: format!("def-{}", s.name).into_bytes(),
+                }
+            })
+            .collect();
+        Inventory { capacity: Capacity { memory_mib: d.memory_mib, vcpus: 1 << 16 }, vms }
+    }
+}
+
+fn action_name(a: &FailoverAction) -> String {
+    match a {
+        FailoverAction::Publish(st) => format!(
+            "Publish({} vms: {:?}, plan {:?})",
+            st.vms.len(),
+            st.vms.iter().map(|e| (e.name.as_str(), e.state, e.claim)).collect::<Vec<_>>(),
+            st.plan.as_ref().map(|p| (p.epoch.number, p.assignments.len()))
+        ),
+        a => format!("{a:?}").chars().take(120).collect(),
+    }
+}
