@@ -276,7 +276,7 @@ pub fn confirm_down(
         }
         std::thread::sleep(timing.interval());
     };
-    let mut rec = target.clone();
+    let mut rec = target;
     rec.state = State::Fenced;
     rec.sequence = target.sequence + 1;
     rec.flags |= flags::FENCE_STOPS_VMS | flags::OPERATOR_CONFIRMED;

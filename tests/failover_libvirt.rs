@@ -586,7 +586,7 @@ fn failover_cut_network_disk_healthy() {
     if skip() {
         return;
     }
-    let mut rig = Rig::start(&[
+    let rig = Rig::start(&[
         HostSpec { memory_mib: 6 * GUEST_MIB, levels: &["protect", "best-effort"] },
         HostSpec { memory_mib: 6 * GUEST_MIB, levels: &["protect", "none"] },
         HostSpec { memory_mib: 6 * GUEST_MIB, levels: &["best-effort", "none"] },

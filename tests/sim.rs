@@ -3265,6 +3265,7 @@ fn same_seed_same_run() {
 /// - 1795639239191549409 (partition): a start racing its host's exec fence (known gap, counted);
 /// - 1795639239191549475 (disk): a fenced host's VM thread published its VMs `Stopped` after the
 ///   fence stopped them, erasing the evidence (known gap, counted as "no durable evidence").
+///
 /// Not caught in 1,000 runs: `handle_extent` ignoring conflicts (two claimants racing for one VM
 /// are rare: ~16 withdrawals per 1,000 runs, each also blocked by the plan's single target).
 const FAILOVER_REGRESSION_SEEDS: &[u64] =

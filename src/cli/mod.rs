@@ -55,6 +55,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Format a device into per-host heartbeat slots.
     Mkfs(mkfs::Args),

@@ -156,6 +156,9 @@ enum Io {
     Destroy(uuid::Uuid),
 }
 
+/// A VM that must run again: (source slot, its entry, slots excluded as targets, attempt).
+type Orphan = (u32, VmEntry, BTreeSet<u32>, u8);
+
 /// The failover state machine of one host.
 #[derive(Debug)]
 pub struct Failover {
@@ -670,7 +673,7 @@ impl Failover {
     }
 
     /// VMs that must run again: (source slot, its entry, slots excluded as targets, attempt).
-    fn orphans(&self) -> (Vec<(u32, VmEntry, BTreeSet<u32>, u8)>, Vec<Unplaced>) {
+    fn orphans(&self) -> (Vec<Orphan>, Vec<Unplaced>) {
         let mut by_uuid: BTreeMap<uuid::Uuid, Vec<(u32, &VmEntry)>> = BTreeMap::new();
         for (s, e) in self.all_entries() {
             by_uuid.entry(e.uuid).or_default().push((s, e));
@@ -778,8 +781,9 @@ impl Failover {
                         && e.claim == a.claim
                         && e.state == VmState::Starting
                 });
-                if starting && self.slots[a.target_slot as usize].state == PeerState::Live
-                    || starting && a.target_slot == self.cfg.slot
+                if starting
+                    && (self.slots[a.target_slot as usize].state == PeerState::Live
+                        || a.target_slot == self.cfg.slot)
                 {
                     assignments.push(a.clone());
                 }

@@ -19,6 +19,12 @@ pub struct Fencer {
     done: AtomicBool,
     /// The backup thread's last outcome, for the loop to reconcile (taken once).
     backup: AtomicU8,
+    /// Held by the VM thread across a VM start; the fence takes it before its action, so no
+    /// start completes after the action stopped this host's VMs (the `fenced` mark then lies).
+    pub vm_ops: Mutex<()>,
+    /// Set when fencing starts: the VM thread starts and publishes nothing more (a fenced host
+    /// must not start VMs, nor erase the evidence of the VMs it ran).
+    pub fencing: AtomicBool,
 }
 
 impl Fencer {
@@ -29,6 +35,8 @@ impl Fencer {
             running: Mutex::new(()),
             done: AtomicBool::new(false),
             backup: AtomicU8::new(BACKUP_NONE),
+            vm_ops: Mutex::new(()),
+            fencing: AtomicBool::new(false),
         }
     }
 
@@ -49,6 +57,23 @@ impl Fencer {
         if self.has_fenced() {
             return FenceOutcome::Done;
         }
+        self.fencing.store(true, Ordering::SeqCst);
+        // Wait for a VM start in flight (bounded): if it cannot end, the fence fails (and is
+        // retried) rather than claim the VMs stopped.
+        let deadline = std::time::Instant::now() + self.exec_timeout;
+        let _vms = loop {
+            match self.vm_ops.try_lock() {
+                Ok(g) => break g,
+                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    tracing::error!("a VM start is still in flight: the fence action waits for it");
+                    return FenceOutcome::Failed;
+                }
+            }
+        };
         tracing::error!(reason, action = ?self.action, "SELF-FENCING");
         let outcome = self.run(reason);
         if outcome == FenceOutcome::Done {

@@ -260,6 +260,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             snapshot: snapshot.clone(),
             addresses: addresses.clone(),
             stop: net_stop.clone(),
+            fencer: fencer.clone(),
         },
     );
 

@@ -19,6 +19,7 @@ pub struct VmShared {
     pub snapshot: Arc<Mutex<Snapshot>>,
     pub addresses: Arc<Mutex<net::AddressBook>>,
     pub stop: Arc<AtomicBool>,
+    pub fencer: Arc<super::fence::Fencer>,
 }
 
 pub struct VmSettings {
@@ -134,7 +135,12 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     }
                 }
                 FailoverAction::Publish(state) => {
-                    let r = publish(disk, s.slot, generation, &state, io_timeout);
+                    // Fencing: the last state on the disk stays the evidence of what ran here.
+                    let r = if shared.fencer.fencing.load(Ordering::SeqCst) {
+                        Err("this host is fencing: nothing more is published".to_string())
+                    } else {
+                        publish(disk, s.slot, generation, &state, io_timeout)
+                    };
                     match &r {
                         Ok(seq) => {
                             node_lock(&shared.node).set_extent_sequence(*seq);
@@ -145,8 +151,15 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     fo.handle_published(now_ms(), r);
                 }
                 FailoverAction::Start { uuid, name, definition, protection } => {
-                    tracing::warn!(vm = %name, %uuid, "starting a VM of a failed host (claim checked)");
+                    // Held across the start: a fence waits for it (daemon/fence.rs).
+                    let ops = shared.fencer.vm_ops.lock().unwrap_or_else(|e| e.into_inner());
+                    let fencing = shared.fencer.fencing.load(Ordering::SeqCst)
+                        || node_lock(&shared.node).phase() != Phase::Live;
+                    if !fencing {
+                        tracing::warn!(vm = %name, %uuid, "starting a VM of a failed host (claim checked)");
+                    }
                     let r = match driver.as_mut() {
+                        _ if fencing => Err("this host is not live (fencing): no starts".to_string()),
                         Some(d) => d
                             .start(&crate::vm::StartRequest { name: &name, uuid, definition: &definition })
                             .map_err(|e| e.to_string())
@@ -163,6 +176,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                         Ok(()) => tracing::warn!(vm = %name, "VM started"),
                         Err(e) => tracing::error!(vm = %name, error = %e, "VM start failed"),
                     }
+                    drop(ops);
                     fo.handle_start(uuid, r);
                 }
                 FailoverAction::Destroy { uuid, name } => {
