@@ -575,6 +575,7 @@ fn doc_record_flags_table() {
         ("isolation_configured", flags::ISOLATION_CONFIGURED),
         ("isolated", flags::ISOLATED),
         ("riding_through", flags::RIDING_THROUGH),
+        ("operator_confirmed", flags::OPERATOR_CONFIRMED),
     ];
     let rows = doc_table("**Record flags**");
     let mut documented = Vec::new();
@@ -595,7 +596,13 @@ fn doc_record_flags_table() {
             let &(_, value) =
                 code.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("{name} not in flags::*"));
             assert_eq!(u64::from(value), mask, "{name}");
-            let since = if row[3].starts_with("(1.4) ") { 4 } else { 1 };
+            let since = if row[3].starts_with("(1.5) ") {
+                5
+            } else if row[3].starts_with("(1.4) ") {
+                4
+            } else {
+                1
+            };
             assert_eq!(
                 decode_with_minor_and_flags(since - 1, value),
                 Err(Corruption::ReservedNotZero),
