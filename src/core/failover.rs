@@ -159,6 +159,13 @@ enum Io {
 /// A VM that must run again: (source slot, its entry, slots excluded as targets, attempt).
 type Orphan = (u32, VmEntry, BTreeSet<u32>, u8);
 
+/// Live targets: free capacity and the anti-affinity groups of what they hold.
+type Targets = BTreeMap<u32, (HostCapacity, Vec<Option<String>>)>;
+/// What a planner answer depends on: the VMs to place (UUID, claim) and the targets.
+type PlacementKey = (Vec<(uuid::Uuid, u64)>, Targets);
+/// A first-attempt orphan for the planner: (source slot, entry, excluded, attempt, claim).
+type NewPlacement = (u32, VmEntry, BTreeSet<u32>, u8, u64);
+
 /// The failover state machine of one host.
 #[derive(Debug)]
 pub struct Failover {
@@ -194,6 +201,8 @@ pub struct Failover {
     published_vms: Option<usize>,
     /// A publish failed: try again at this time (no busy loop on a failing disk).
     publish_after_ms: u64,
+    /// The planner's last answer, reused while its inputs are unchanged (it may search).
+    placement_cache: Option<(PlacementKey, Vec<Option<u32>>)>,
 }
 
 fn holds_top(entries: &[(u32, &VmEntry)]) -> Option<(u32, VmEntry)> {
@@ -228,6 +237,7 @@ impl Failover {
             blocked: None,
             published_vms: None,
             publish_after_ms: 0,
+            placement_cache: None,
             cfg,
         }
     }
@@ -718,7 +728,7 @@ impl Failover {
     }
 
     /// Live targets with their free capacity (VMs they hold subtracted).
-    fn targets(&self) -> BTreeMap<u32, (HostCapacity, Vec<Option<String>>)> {
+    fn targets(&self) -> Targets {
         let mut t = BTreeMap::new();
         for s in 0..self.cfg.slot_count {
             let (cap, vms): (Option<HostCapacity>, Vec<&VmEntry>) = if s == self.cfg.slot {
@@ -812,8 +822,38 @@ impl Failover {
                 None => rest.push((src, top, excluded, attempt, claim)),
             }
         }
-        // New placements: protected first, then best-effort; by order, then largest first.
-        rest.sort_by(|a, b| {
+        // New placements. First attempts go through the planner (exact packing of the protected
+        // VMs, anti-affinity where possible, best-effort on what is left): the same planner that
+        // computes "host failures tolerated", so a pool it says survives is placed in full.
+        let (first, retries): (Vec<_>, Vec<_>) = rest.into_iter().partition(|r| r.2.is_empty());
+        let placed = self.place_with_planner(&first, &targets);
+        for ((src, top, _, attempt, claim), target) in first.into_iter().zip(placed) {
+            match target {
+                Some(t) => {
+                    let (cap, groups) = targets.get_mut(&t).expect("placed on a target");
+                    cap.memory_mib = cap.memory_mib.saturating_sub(top.memory_mib);
+                    cap.vcpus = cap.vcpus.saturating_sub(top.vcpus);
+                    groups.push(top.anti_affinity.clone());
+                    assignments.push(Assignment {
+                        uuid: top.uuid,
+                        source_slot: src,
+                        source_generation: self.slots[src as usize].generation,
+                        target_slot: t,
+                        claim,
+                        attempt,
+                        wave: 0,
+                    });
+                }
+                None => unplaced.push(Unplaced {
+                    uuid: top.uuid,
+                    source_slot: src,
+                    reason: UnplacedCode::NoCapacity,
+                }),
+            }
+        }
+        // Retries (a start failed on some host) avoid that host: best fit on the rest.
+        let mut retries = retries;
+        retries.sort_by(|a, b| {
             let (x, y) = (&a.1, &b.1);
             (x.protection != Protection::Protect)
                 .cmp(&(y.protection != Protection::Protect))
@@ -821,7 +861,7 @@ impl Failover {
                 .then(y.memory_mib.cmp(&x.memory_mib))
                 .then(x.name.cmp(&y.name))
         });
-        for (src, top, excluded, attempt, claim) in rest {
+        for (src, top, excluded, attempt, claim) in retries {
             let fits = |cap: &HostCapacity| cap.memory_mib >= top.memory_mib && cap.vcpus >= top.vcpus;
             // Best fit by free memory; a host without the VM's anti-affinity group first.
             let choice = targets
@@ -892,6 +932,70 @@ impl Failover {
             assignments,
             unplaced,
         });
+    }
+
+    /// Targets for first-attempt orphans, by the planner (`planner::restart_plan`): the live
+    /// targets' free capacity and groups, the orphans on one failed pseudo-host. `None`: no room.
+    fn place_with_planner(&mut self, orphans: &[NewPlacement], targets: &Targets) -> Vec<Option<u32>> {
+        use crate::planner::{Host, Pool, Vm};
+        if orphans.is_empty() {
+            return Vec::new();
+        }
+        let key: PlacementKey = (orphans.iter().map(|o| (o.1.uuid, o.4)).collect(), targets.clone());
+        if let Some((k, answer)) = &self.placement_cache {
+            if *k == key {
+                return answer.clone();
+            }
+        }
+        let mut pool = Pool::default();
+        let slots: Vec<u32> = targets.keys().copied().collect();
+        for (&t, (cap, groups)) in targets {
+            let h = pool.hosts.len();
+            pool.hosts.push(Host {
+                name: format!("slot{t}"),
+                memory_mib: cap.memory_mib,
+                max_vcpus: Some(u64::from(cap.vcpus)),
+                accepts_restarts: true,
+            });
+            // What the target holds already counts in its free capacity; only its groups matter.
+            for (i, g) in groups.iter().flatten().enumerate() {
+                pool.vms.push(Vm {
+                    name: format!("~held-{t}-{i}"),
+                    memory_mib: 0,
+                    vcpus: 0,
+                    protection: Protection::None,
+                    order: None,
+                    host: Some(h),
+                    anti_affinity: Some(g.clone()),
+                });
+            }
+        }
+        let failed = pool.hosts.len();
+        pool.hosts.push(Host { name: "~failed".into(), memory_mib: 0, max_vcpus: None, accepts_restarts: false });
+        let first_orphan = pool.vms.len();
+        for o in orphans {
+            pool.vms.push(Vm {
+                name: format!("~{}", o.1.uuid),
+                memory_mib: o.1.memory_mib,
+                vcpus: u64::from(o.1.vcpus),
+                protection: o.1.protection,
+                order: o.1.order,
+                host: Some(failed),
+                anti_affinity: o.1.anti_affinity.clone(),
+            });
+        }
+        // Bounded search (counted in nodes, never in time), recomputed only when inputs change.
+        let budget = crate::planner::Budget { max_nodes: 2_000_000, max_nodes_per_set: 200_000 };
+        let plan = crate::planner::restart_plan(&pool, &[failed], budget);
+        let mut answer = vec![None; orphans.len()];
+        for p in &plan.placements {
+            debug_assert!(p.vm >= first_orphan && p.host < slots.len(), "the planner places orphans on targets");
+            if let (Some(i), Some(&slot)) = (p.vm.checked_sub(first_orphan), slots.get(p.host)) {
+                answer[i] = Some(slot);
+            }
+        }
+        self.placement_cache = Some((key, answer.clone()));
+        answer
     }
 
     fn max_plan_number(&self) -> u64 {

@@ -14,6 +14,7 @@ struct FakeVm {
     memory_mib: u64,
     level: Protection,
     order: Option<i64>,
+    group: Option<String>,
     running: bool,
 }
 
@@ -84,7 +85,7 @@ impl Pool {
     }
 
     fn add_vm(&mut self, host: u32, n: u8, memory_mib: u64, level: Protection, order: Option<i64>) {
-        let vm = FakeVm { name: format!("vm{n}"), memory_mib, level, order, running: true };
+        let vm = FakeVm { name: format!("vm{n}"), memory_mib, level, order, group: None, running: true };
         self.hosts[host as usize].vms.insert(uuid(n), vm);
     }
 
@@ -156,7 +157,7 @@ impl Pool {
                         protection: ProtectionSettings {
                             level: v.level,
                             order: v.order,
-                            anti_affinity: None,
+                            anti_affinity: v.group.clone(),
                         },
                         definition: format!("def-{}", v.name).into_bytes(),
                     })
@@ -372,4 +373,36 @@ fn a_restarted_daemon_whose_vms_still_run_does_not_publish_them_lost() {
     assert!(p.starts.is_empty(), "{:?}", p.starts);
     let published = p.extents[2].1.as_ref().expect("published");
     assert!(published.vms.iter().all(|e| e.state == VmState::Running), "{:?}", published.vms);
+}
+
+#[test]
+fn restart_order_is_kept_across_targets_equal_orders_together() {
+    let mut p = Pool::new(4, 4096);
+    for (n, order) in [(1, 3), (2, 1), (3, 2), (4, 1), (5, 3), (6, 2)] {
+        p.add_vm(3, n, 256, Protection::Protect, Some(order));
+    }
+    p.run(20);
+    p.kill(3);
+    p.run(60);
+    let order_of = |u: &uuid::Uuid| p.hosts[3].vms[u].order.unwrap();
+    let orders: Vec<i64> = p.starts.iter().map(|(_, u)| order_of(u)).collect();
+    assert_eq!(orders.len(), 6, "{orders:?}");
+    let mut sorted = orders.clone();
+    sorted.sort();
+    assert_eq!(orders, sorted, "a later order starts only after every earlier one runs");
+}
+
+#[test]
+fn anti_affinity_groups_land_on_different_survivors() {
+    let mut p = Pool::new(3, 4096);
+    for n in 1..=2 {
+        p.add_vm(2, n, 256, Protection::Protect, None);
+        p.hosts[2].vms.get_mut(&uuid(n)).unwrap().group = Some("db".into());
+    }
+    p.run(20);
+    p.kill(2);
+    p.run(40);
+    let (a, b) = (p.running_on(1), p.running_on(2));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_ne!(a, b, "one group member per host when capacity allows");
 }
