@@ -152,7 +152,6 @@ enum Io {
     Inventory,
     Read(u32),
     Publish,
-    Start(uuid::Uuid),
     Destroy(uuid::Uuid),
 }
 
@@ -189,6 +188,8 @@ pub struct Failover {
     claim_round: Option<ClaimRound>,
     /// Starts approved by a claim round, not yet handed out.
     to_start: Vec<uuid::Uuid>,
+    /// Starts handed out and not answered yet: several may run at once (equal restart orders).
+    in_flight: BTreeSet<uuid::Uuid>,
     to_destroy: Vec<(uuid::Uuid, String)>,
     io: Io,
     /// The node is live (holds its slot, cycles verified): only then act.
@@ -230,6 +231,7 @@ impl Failover {
             driver_error: None,
             claim_round: None,
             to_start: Vec::new(),
+            in_flight: BTreeSet::new(),
             to_destroy: Vec::new(),
             io: Io::Idle,
             live: false,
@@ -453,7 +455,11 @@ impl Failover {
         let uuids: BTreeSet<uuid::Uuid> = self
             .own
             .values()
-            .filter(|e| e.state == VmState::Starting && !self.to_start.contains(&e.uuid))
+            .filter(|e| {
+                e.state == VmState::Starting
+                    && !self.to_start.contains(&e.uuid)
+                    && !self.in_flight.contains(&e.uuid)
+            })
             .map(|e| e.uuid)
             .collect();
         if uuids.is_empty() {
@@ -467,8 +473,8 @@ impl Failover {
     }
 
     pub fn handle_start(&mut self, uuid: uuid::Uuid, result: Result<(), String>) {
-        debug_assert_eq!(self.io, Io::Start(uuid));
-        self.io = Io::Idle;
+        let was = self.in_flight.remove(&uuid);
+        debug_assert!(was, "an answer to a start that was not handed out");
         let Some(e) = self.own.get_mut(&uuid) else { return };
         match result {
             Ok(()) => e.state = VmState::Running,
@@ -523,7 +529,8 @@ impl Failover {
         if let Some(uuid) = self.to_start.pop() {
             if let Some(e) = self.own.get(&uuid) {
                 if e.state == VmState::Starting {
-                    self.io = Io::Start(uuid);
+                    // Not an `io`: the driver may run the starts of one wave at once.
+                    self.in_flight.insert(uuid);
                     let protection = crate::vm::ProtectionSettings {
                         level: e.protection,
                         order: e.order,
@@ -971,7 +978,12 @@ impl Failover {
             }
         }
         let failed = pool.hosts.len();
-        pool.hosts.push(Host { name: "~failed".into(), memory_mib: 0, max_vcpus: None, accepts_restarts: false });
+        pool.hosts.push(Host {
+            name: "~failed".into(),
+            memory_mib: 0,
+            max_vcpus: None,
+            accepts_restarts: false,
+        });
         let first_orphan = pool.vms.len();
         for o in orphans {
             pool.vms.push(Vm {
@@ -989,7 +1001,10 @@ impl Failover {
         let plan = crate::planner::restart_plan(&pool, &[failed], budget);
         let mut answer = vec![None; orphans.len()];
         for p in &plan.placements {
-            debug_assert!(p.vm >= first_orphan && p.host < slots.len(), "the planner places orphans on targets");
+            debug_assert!(
+                p.vm >= first_orphan && p.host < slots.len(),
+                "the planner places orphans on targets"
+            );
             if let (Some(i), Some(&slot)) = (p.vm.checked_sub(first_orphan), slots.get(p.host)) {
                 answer[i] = Some(slot);
             }

@@ -105,7 +105,9 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                 }
             }
         }
-        while let Some(action) = fo.poll_action(now_ms()) {
+        // An action polled while gathering a start batch runs next.
+        let mut pending: Option<FailoverAction> = None;
+        while let Some(action) = pending.take().or_else(|| fo.poll_action(now_ms())) {
             match action {
                 FailoverAction::PollInventory => {
                     let r = match driver.as_mut() {
@@ -151,33 +153,24 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     fo.handle_published(now_ms(), r);
                 }
                 FailoverAction::Start { uuid, name, definition, protection } => {
-                    // Held across the start: a fence waits for it (daemon/fence.rs).
-                    let ops = shared.fencer.vm_ops.lock().unwrap_or_else(|e| e.into_inner());
-                    let fencing = shared.fencer.fencing.load(Ordering::SeqCst)
-                        || node_lock(&shared.node).phase() != Phase::Live;
-                    if !fencing {
-                        tracing::warn!(vm = %name, %uuid, "starting a VM of a failed host (claim checked)");
+                    // One wave's starts at once: gather every start handed out now.
+                    let mut batch = vec![StartJob { uuid, name, definition, protection }];
+                    let mut next = None;
+                    while let Some(a) = fo.poll_action(now_ms()) {
+                        match a {
+                            FailoverAction::Start { uuid, name, definition, protection } => {
+                                batch.push(StartJob { uuid, name, definition, protection })
+                            }
+                            other => {
+                                next = Some(other);
+                                break;
+                            }
+                        }
                     }
-                    let r = match driver.as_mut() {
-                        _ if fencing => Err("this host is not live (fencing): no starts".to_string()),
-                        Some(d) => d
-                            .start(&crate::vm::StartRequest { name: &name, uuid, definition: &definition })
-                            .map_err(|e| e.to_string())
-                            .inspect(|()| {
-                                // Protection travels with the VM: store it here too (the exec
-                                // hook keeps it outside the definition; for libvirt it is a no-op).
-                                if let Err(e) = d.set_protection(&name, &protection) {
-                                    tracing::error!(vm = %name, error = %e, "cannot store the protection settings of a restarted VM");
-                                }
-                            }),
-                        None => Err("the VM driver could not be opened".to_string()),
-                    };
-                    match &r {
-                        Ok(()) => tracing::warn!(vm = %name, "VM started"),
-                        Err(e) => tracing::error!(vm = %name, error = %e, "VM start failed"),
+                    for (uuid, r) in start_batch(&s, &shared, &mut driver, batch) {
+                        fo.handle_start(uuid, r);
                     }
-                    drop(ops);
-                    fo.handle_start(uuid, r);
+                    pending = next;
                 }
                 FailoverAction::Destroy { uuid, name } => {
                     let r = match driver.as_mut() {
@@ -251,4 +244,75 @@ fn publish(
     let mut payload = Vec::new();
     state.encode(&mut payload).map_err(|e| e.to_string())?;
     disk.write_extent(slot, kind::HOST_STATE, generation, &payload, timeout).map_err(|e| e.to_string())
+}
+
+/// One VM start handed out by the failover core.
+struct StartJob {
+    uuid: uuid::Uuid,
+    name: String,
+    definition: Vec<u8>,
+    protection: crate::vm::ProtectionSettings,
+}
+
+/// Starts one wave's VMs at once: the first on the thread's driver, the others each on a driver
+/// of their own (a libvirt connection per thread). The fence waits for the whole batch
+/// (`vm_ops`), and nothing starts once it fences or the node is not live.
+fn start_batch(
+    s: &VmSettings,
+    shared: &VmShared,
+    driver: &mut Option<Box<dyn VmDriver>>,
+    batch: Vec<StartJob>,
+) -> Vec<(uuid::Uuid, Result<(), String>)> {
+    let _ops = shared.fencer.vm_ops.lock().unwrap_or_else(|e| e.into_inner());
+    let fencing =
+        shared.fencer.fencing.load(Ordering::SeqCst) || node_lock(&shared.node).phase() != Phase::Live;
+    if fencing {
+        return batch
+            .into_iter()
+            .map(|j| (j.uuid, Err("this host is not live (fencing): no starts".to_string())))
+            .collect();
+    }
+    let start_one = |d: &mut dyn VmDriver, j: &StartJob| -> Result<(), String> {
+        tracing::warn!(vm = %j.name, uuid = %j.uuid, "starting a VM of a failed host (claim checked)");
+        let r = d
+            .start(&crate::vm::StartRequest { name: &j.name, uuid: j.uuid, definition: &j.definition })
+            .map_err(|e| e.to_string());
+        match &r {
+            Ok(()) => {
+                tracing::warn!(vm = %j.name, "VM started");
+                // Protection travels with the VM: store it here too (the exec hook keeps it
+                // outside the definition; for libvirt it is already in the definition).
+                if let Err(e) = d.set_protection(&j.name, &j.protection) {
+                    tracing::error!(vm = %j.name, error = %e, "cannot store the protection settings of a restarted VM");
+                }
+            }
+            Err(e) => tracing::error!(vm = %j.name, error = %e, "VM start failed"),
+        }
+        r
+    };
+    let spec = s.driver.as_ref();
+    let (first, rest) = batch.split_first().expect("a batch has a start");
+    let mut results = Vec::with_capacity(batch.len());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rest
+            .iter()
+            .map(|j| {
+                scope.spawn(move || match spec.map(|sp| sp.open()) {
+                    Some(Ok(mut d)) => start_one(d.as_mut(), j),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => Err("no VM driver configured".to_string()),
+                })
+            })
+            .collect();
+        let r = match driver.as_mut() {
+            Some(d) => start_one(d.as_mut(), first),
+            None => Err("the VM driver could not be opened".to_string()),
+        };
+        results.push((first.uuid, r));
+        for (j, h) in rest.iter().zip(handles) {
+            let r = h.join().unwrap_or_else(|_| Err("the start thread panicked".to_string()));
+            results.push((j.uuid, r));
+        }
+    });
+    results
 }
