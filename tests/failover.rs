@@ -322,6 +322,17 @@ fn a_killed_host_with_a_watchdog_has_its_protected_vms_restarted_once() {
     });
     let tolerated = p.hosts[0].status().unwrap()["vms"]["host_failures_tolerated"].clone();
     assert!(tolerated.is_u64(), "status shows host failures tolerated: {tolerated}");
+    let human = run(&["status", "--socket", p.hosts[0].socket.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains(&format!("host failures tolerated: {tolerated}")), "{text}");
+    assert!(text.contains("failover coordinator: this host (slot 0)"), "{text}");
+    // The planner's pool comes from the disk: 3 live hosts, the 8 VMs they run.
+    let out = run(&["plan", "--device", p.lo.s(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = stdout_json(&out);
+    assert_eq!((plan["hosts"].as_u64(), plan["vms"].as_u64()), (Some(3), Some(8)), "{plan}");
+    let out = run(&["plan", "--device", p.lo.s(), "--fail", "slot2", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let killed = Instant::now();
     p.hosts[2].kill();
     p.wait("host 2's VMs dead", Duration::from_secs(5), |p| running(&p.hosts[2].state).is_empty());
