@@ -3347,7 +3347,7 @@ fn simulate_failover_many_seeds() {
          {} coordinator crashes, {} plans published, {} starts ({} failed, {} hung), {} claims withdrawn \
          (conflicts), {} VMs running again after stopping ({} of them due under the RESTART rule, slowest \
          {}% of T past due); not restarted in time, excused: {} too little capacity, {} after a failed start, \
-         {} previous extent unread, {} OVERDUE (open findings, SIM_STRICT_RESTART=1 fails them); fence interlock: {} fences waited for a VM start, {} failed (start outlasted the exec timeout), {} starts refused, {} publishes skipped while fencing; {} double runs in runs with misdirected writes or intruders (known gap, SIM_STRICT_FOREIGN=1 fails them); {} publishes ({} failed), {} extent reads ({} failed); {:.0} simulated s, \
+         {} previous extent unread, {} never published (their host never went live), {} OVERDUE (open findings, SIM_STRICT_RESTART=1 fails them); fence interlock: {} fences waited for a VM start, {} failed (start outlasted the exec timeout), {} starts refused, {} publishes skipped while fencing; {} double runs in runs with misdirected writes or intruders (known gap, SIM_STRICT_FOREIGN=1 fails them); {} publishes ({} failed), {} extent reads ({} failed); {:.0} simulated s, \
          {:.2?} wall",
         total.runs,
         v.tight_runs,
@@ -3366,6 +3366,7 @@ fn simulate_failover_many_seeds() {
         v.tight_capacity,
         v.after_failed_start,
         v.missed_previous,
+        v.never_published,
         v.overdue,
         v.interlock_waits,
         v.interlock_timeouts,

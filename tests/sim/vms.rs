@@ -127,6 +127,9 @@ pub(super) struct VmStats {
     pub after_failed_start: u64,
     pub missed_previous: u64,
     pub tight_runs: u64,
+    /// Due VMs that no extent ever held (their host's daemon never published them: it never
+    /// went live): the pool cannot know they ran.
+    pub never_published: u64,
     pub foreign_twice: u64,
     pub overdue: u64,
     /// The fence interlock: fence attempts that waited for a VM start in flight / failed because
@@ -159,6 +162,7 @@ impl VmStats {
         self.after_failed_start += o.after_failed_start;
         self.missed_previous += o.missed_previous;
         self.tight_runs += o.tight_runs;
+        self.never_published += o.never_published;
         self.foreign_twice += o.foreign_twice;
         self.overdue += o.overdue;
         self.interlock_waits += o.interlock_waits;
@@ -184,6 +188,8 @@ pub(super) struct VmWorld {
     down: BTreeMap<Uuid, (u64, usize)>,
     due_since: BTreeMap<Uuid, u64>,
     failed_start: BTreeSet<Uuid>,
+    /// VMs some durable extent copy ever held (running, starting) or marked lost.
+    ever_held: BTreeSet<Uuid>,
     /// Already counted as excused this down period.
     excused: BTreeSet<Uuid>,
     /// (inc, uuid) claims seen withdrawn.
@@ -269,6 +275,7 @@ impl Sim {
             down: BTreeMap::new(),
             due_since: BTreeMap::new(),
             failed_start: BTreeSet::new(),
+            ever_held: BTreeSet::new(),
             excused: BTreeSet::new(),
             withdrawn: BTreeSet::new(),
             stable_since: 0,
@@ -389,6 +396,12 @@ impl Sim {
                 }
                 let e = &mut w.extents[wr.slot as usize];
                 if wr.sequence > e.sequence {
+                    for v in &wr.state.vms {
+                        if v.state.holds() || v.state == VmState::Lost {
+                            w.ever_held.insert(v.uuid);
+                        }
+                    }
+                    let e = &mut w.extents[wr.slot as usize];
                     *e = Extent { sequence: wr.sequence, state: Some(wr.state), writer: Some(wr.inc) };
                 }
                 Ok(())
@@ -714,6 +727,10 @@ impl Sim {
                 let w = self.w();
                 if w.drivers[m].vms.get(&uuid).copied() == Some(true) {
                     w.stop_vm(m, uuid, now);
+                    // A destroy follows a failed start (half started): still excused as such.
+                    if w.down.contains_key(&uuid) {
+                        w.failed_start.insert(uuid);
+                    }
                 }
                 w.threads[i].as_mut().expect("thread").fo.handle_destroy(uuid, Ok(()));
             }
@@ -746,7 +763,9 @@ impl Sim {
     pub(super) fn vm_start_in_flight(&self, i: usize) -> u64 {
         let Some(w) = self.vmw.as_ref() else { return 0 };
         match w.threads.get(i).and_then(|t| t.as_ref()) {
-            Some(th) if matches!(th.busy, Some(Busy::Start { .. })) => th.busy_until.saturating_sub(self.now).max(1),
+            Some(th) if matches!(th.busy, Some(Busy::Start { .. })) => {
+                th.busy_until.saturating_sub(self.now).max(1)
+            }
             _ => 0,
         }
     }
@@ -900,9 +919,17 @@ impl Sim {
             // `Stopped`; the fence interlock (no publish once fencing) closed it: a failure now.
             let evidence = w.extents.iter().any(|e| {
                 e.state.as_ref().is_some_and(|st| {
-                    st.vms.iter().any(|v| v.uuid == u && (v.state.holds() || v.state == VmState::Lost))
+                    st.vms.iter().any(|v| {
+                        v.uuid == u && (v.state.holds() || matches!(v.state, VmState::Lost | VmState::Failed))
+                    })
                 })
             });
+            if !w.ever_held.contains(&u) {
+                if w.excused.insert(u) {
+                    w.stats.never_published += 1;
+                }
+                continue;
+            }
             if !failed && !prev_missed && !evidence {
                 let name = w.specs[&u].name.clone();
                 return self.fail(format!(
