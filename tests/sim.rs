@@ -3312,9 +3312,14 @@ fn same_seed_same_run() {
 /// - 1795653712716736786 (net-clean): a restarted daemon whose VMs still ran published them
 ///   `Lost` (inventory polled before the previous extent was read) and the coordinator started
 ///   one again (TWICE; fixed in `Failover::handle_previous`);
-/// - 1795639239191549409 (partition): a start racing its host's exec fence (known gap, counted);
+/// - 1795639239191549409 (partition): a start raced its host's exec fence; closed by the fence
+///   interlock (modelled: FENCE RACE fails the run);
 /// - 1795639239191549475 (disk): a fenced host's VM thread published its VMs `Stopped` after the
-///   fence stopped them, erasing the evidence (known gap, counted as "no durable evidence").
+///   fence stopped them, erasing the evidence; closed by the interlock (EVIDENCE fails the run).
+///
+/// Open (fails the run, not listed): 1795550365886270677 (disk) TWICE: a target whose node still
+/// showed a retaken slot as its old, proven-gone generation skipped that slot in its claim check
+/// while the new generation held a `Starting` claim for the same VM.
 ///
 /// Not caught in 1,000 runs: `handle_extent` ignoring conflicts (two claimants racing for one VM
 /// are rare: ~16 withdrawals per 1,000 runs, each also blocked by the plan's single target).
