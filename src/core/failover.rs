@@ -452,6 +452,9 @@ impl Failover {
         if self.claim_round.is_some() {
             return;
         }
+        // A due round with nothing left to check is done too (else `poll_action` recursed on it
+        // forever: seen in the simulator, a blocked round whose claim went away before it was due).
+        self.round_due_ms = None;
         let uuids: BTreeSet<uuid::Uuid> = self
             .own
             .values()
@@ -465,7 +468,6 @@ impl Failover {
         if uuids.is_empty() {
             return;
         }
-        self.round_due_ms = None;
         let pending = (0..self.cfg.slot_count)
             .filter(|&s| s != self.cfg.slot && self.slots[s as usize].may_hold())
             .collect();

@@ -45,6 +45,8 @@ pub(super) enum VmEv {
     DaemonCrash(usize),
     /// The lowest live slot crashes (host or daemon).
     CrashCoordinator,
+    /// A fence attempt that waited for the VM start in flight acts (`Sim::fence_action`).
+    FenceGo(usize),
 }
 
 struct VmSpec {
@@ -94,6 +96,8 @@ struct Thread {
     fo: Failover,
     views: Vec<SlotView>,
     busy: Option<Busy>,
+    /// When the current action completes (a start holds `vm_ops` until then).
+    busy_until: u64,
     token: u64,
     tick_token: u64,
     prev_failed: bool,
@@ -123,13 +127,18 @@ pub(super) struct VmStats {
     pub after_failed_start: u64,
     pub missed_previous: u64,
     pub tight_runs: u64,
-    pub no_evidence: u64,
+    /// Due VMs that no extent ever held (their host's daemon never published them: it never
+    /// went live): the pool cannot know they ran.
+    pub never_published: u64,
     pub foreign_twice: u64,
     pub overdue: u64,
-    /// Starts that got the VM running after their incarnation's fence action (known gap), and
-    /// double runs they caused (counted unless SIM_STRICT_FENCE_RACE=1).
-    pub fence_races: u64,
-    pub fence_race_twice: u64,
+    /// The fence interlock: fence attempts that waited for a VM start in flight / failed because
+    /// it outlasted the exec timeout; starts refused and publishes skipped while fencing (or not
+    /// live).
+    pub interlock_waits: u64,
+    pub interlock_timeouts: u64,
+    pub refused_starts: u64,
+    pub skipped_publishes: u64,
 }
 
 impl VmStats {
@@ -153,11 +162,13 @@ impl VmStats {
         self.after_failed_start += o.after_failed_start;
         self.missed_previous += o.missed_previous;
         self.tight_runs += o.tight_runs;
-        self.no_evidence += o.no_evidence;
+        self.never_published += o.never_published;
         self.foreign_twice += o.foreign_twice;
         self.overdue += o.overdue;
-        self.fence_races += o.fence_races;
-        self.fence_race_twice += o.fence_race_twice;
+        self.interlock_waits += o.interlock_waits;
+        self.interlock_timeouts += o.interlock_timeouts;
+        self.refused_starts += o.refused_starts;
+        self.skipped_publishes += o.skipped_publishes;
     }
 }
 
@@ -177,12 +188,12 @@ pub(super) struct VmWorld {
     down: BTreeMap<Uuid, (u64, usize)>,
     due_since: BTreeMap<Uuid, u64>,
     failed_start: BTreeSet<Uuid>,
+    /// VMs some durable extent copy ever held (running, starting) or marked lost.
+    ever_held: BTreeSet<Uuid>,
     /// Already counted as excused this down period.
     excused: BTreeSet<Uuid>,
     /// (inc, uuid) claims seen withdrawn.
     withdrawn: BTreeSet<(usize, Uuid)>,
-    /// (machine, VM) started there after the starting incarnation's fence (see `VmEv::Run`).
-    raced: BTreeSet<(usize, Uuid)>,
     stable_since: u64,
     hang_until: u64,
     coordinator_crashes_left: u32,
@@ -264,9 +275,9 @@ impl Sim {
             down: BTreeMap::new(),
             due_since: BTreeMap::new(),
             failed_start: BTreeSet::new(),
+            ever_held: BTreeSet::new(),
             excused: BTreeSet::new(),
             withdrawn: BTreeSet::new(),
-            raced: BTreeSet::new(),
             stable_since: 0,
             hang_until: 0,
             coordinator_crashes_left: if self.kind == Kind::Lun { 0 } else { 2 },
@@ -329,6 +340,7 @@ impl Sim {
             fo: Failover::new(cfg, local),
             views: vec![SlotView::FREE; n],
             busy: None,
+            busy_until: 0,
             token: 0,
             tick_token: 0,
             prev_failed: false,
@@ -384,25 +396,31 @@ impl Sim {
                 }
                 let e = &mut w.extents[wr.slot as usize];
                 if wr.sequence > e.sequence {
+                    for v in &wr.state.vms {
+                        if v.state.holds() || v.state == VmState::Lost {
+                            w.ever_held.insert(v.uuid);
+                        }
+                    }
+                    let e = &mut w.extents[wr.slot as usize];
                     *e = Extent { sequence: wr.sequence, state: Some(wr.state), writer: Some(wr.inc) };
                 }
                 Ok(())
             }
             VmEv::Run { machine, uuid, issued, inc } => {
                 let now = self.now;
-                // Known gap: the daemon's VM thread copies `live` once per pass, and a start in
-                // flight is not stopped by the fence action: a VM can begin running after its
-                // host's fence stopped the others (and the fenced mark proves them gone).
-                let raced = self.incs[inc].fenced.is_some_and(|f| f <= now);
-                let strict = self.strict_fence_race;
-                let w = self.w();
-                if raced {
-                    w.stats.fence_races += 1;
-                    w.raced.insert((machine, uuid));
-                }
-                if w.power_lost[machine] >= issued {
+                if self.w().power_lost[machine] >= issued {
                     return Ok(());
                 }
+                // The fence interlock: a fence acts only after the start in flight returned, and
+                // no start begins once fencing (so its mark cannot lie about this VM).
+                if let Some(f) = self.incs[inc].fenced.filter(|&f| f <= now) {
+                    let name = self.w().specs[&uuid].name.clone();
+                    return self.fail(format!(
+                        "FENCE RACE: {name} ({uuid}) starts running on machine {machine} after inc {inc}'s fence \
+                         action at {f}"
+                    ));
+                }
+                let w = self.w();
                 let others: Vec<usize> = w
                     .running
                     .get(&uuid)
@@ -424,8 +442,6 @@ impl Sim {
                 let w = self.w();
                 w.failed_start.remove(&uuid);
                 w.excused.remove(&uuid);
-                let w = self.w();
-                let excused = others.iter().any(|&o| w.raced.contains(&(o, uuid))) || raced;
                 // Known gap: a misdirected heartbeat write (or an intruder) puts another host's
                 // record in a slot; when it goes silent the slot is "proven gone" although its
                 // extent is the real holder's, whose VMs run (the extent is not bound to the
@@ -434,9 +450,7 @@ impl Sim {
                     || self.machines.iter().any(|m| m.intruder);
                 let strict_foreign = env_u64("SIM_STRICT_FOREIGN").is_some_and(|v| v != 0);
                 let w = self.w();
-                if !others.is_empty() && excused && !strict {
-                    w.stats.fence_race_twice += 1;
-                } else if !others.is_empty() && foreign && !strict_foreign {
+                if !others.is_empty() && foreign && !strict_foreign {
                     w.stats.foreign_twice += 1;
                 } else if !others.is_empty() {
                     let name = self.w().specs[&uuid].name.clone();
@@ -463,11 +477,29 @@ impl Sim {
                 let x = &mut self.incs[i];
                 x.alive = false;
                 x.stopped = Some(now);
+                x.daemon_crashed = true;
                 self.bump_epoch();
                 if self.w().rng.chance(0.8) {
                     let bound = self.detect_bound();
                     let at = now + bound + self.w().rng.range(0, bound * 2);
                     self.schedule(at, Ev::Restart(m));
+                }
+                Ok(())
+            }
+            VmEv::FenceGo(i) => {
+                let Some((_, _, backup)) = self.incs[i].fence_go.take() else { return Ok(()) };
+                if !self.incs[i].alive {
+                    return Ok(());
+                }
+                self.w().stats.interlock_waits += 1;
+                let outcome = self.fence_now(i);
+                let x = &mut self.incs[i];
+                if backup && x.alive {
+                    x.backup_result = Some(outcome);
+                    x.backup_deadline = None;
+                    if x.pending.is_none() {
+                        self.wake(i, self.now + 1);
+                    }
                 }
                 Ok(())
             }
@@ -553,6 +585,12 @@ impl Sim {
                 let (lat, fail) = self.ext_io(i, false);
                 self.vm_begin(i, Busy::Read { slot: s, asked, fail }, lat);
             }
+            FailoverAction::Publish(_) if self.incs[i].fencing => {
+                // Fencing: the last state on the disk stays the evidence of what ran here.
+                self.w().stats.skipped_publishes += 1;
+                let result = Err("this host is fencing: nothing more is published".to_string());
+                self.vm_begin(i, Busy::Publish { result }, 1);
+            }
             FailoverAction::Publish(state) => {
                 self.w().stats.publishes += 1;
                 self.vm_watch_publish(i, &state);
@@ -577,6 +615,14 @@ impl Sim {
                     self.schedule(at, Ev::Vm(VmEv::Land { write: id }));
                 }
                 self.vm_begin(i, Busy::Publish { result }, lat);
+            }
+            FailoverAction::Start { uuid, .. }
+                if self.incs[i].fencing || self.incs[i].node.phase() != Phase::Live =>
+            {
+                // Under `vm_ops`: no start once fencing, nor while the node is not live.
+                self.w().stats.refused_starts += 1;
+                let result = Err("this host is not live (fencing): no starts".to_string());
+                self.vm_begin(i, Busy::Start { uuid, result }, 1);
             }
             FailoverAction::Start { uuid, .. } => {
                 self.vm_check_start(i, uuid)?;
@@ -617,8 +663,10 @@ impl Sim {
     }
 
     fn vm_begin(&mut self, i: usize, busy: Busy, lat: u64) {
+        let until = self.now + lat.max(1);
         let th = self.w().threads[i].as_mut().expect("thread");
         th.busy = Some(busy);
+        th.busy_until = until;
         th.token += 1;
         let token = th.token;
         self.schedule(self.now + lat.max(1), Ev::Vm(VmEv::Done { inc: i, token }));
@@ -679,6 +727,10 @@ impl Sim {
                 let w = self.w();
                 if w.drivers[m].vms.get(&uuid).copied() == Some(true) {
                     w.stop_vm(m, uuid, now);
+                    // A destroy follows a failed start (half started): still excused as such.
+                    if w.down.contains_key(&uuid) {
+                        w.failed_start.insert(uuid);
+                    }
                 }
                 w.threads[i].as_mut().expect("thread").fo.handle_destroy(uuid, Ok(()));
             }
@@ -704,6 +756,23 @@ impl Sim {
             Some(Mode::Hang | Mode::Slow) => timed_out,
             Some(Mode::Flaky) if w.rng.chance(0.35) => timed_out,
             Some(Mode::Flaky) => (normal, None),
+        }
+    }
+
+    /// How long the VM start in flight of incarnation `i` still holds `vm_ops` (0: none).
+    pub(super) fn vm_start_in_flight(&self, i: usize) -> u64 {
+        let Some(w) = self.vmw.as_ref() else { return 0 };
+        match w.threads.get(i).and_then(|t| t.as_ref()) {
+            Some(th) if matches!(th.busy, Some(Busy::Start { .. })) => {
+                th.busy_until.saturating_sub(self.now).max(1)
+            }
+            _ => 0,
+        }
+    }
+
+    pub(super) fn vm_interlock_timeout(&mut self) {
+        if let Some(w) = self.vmw.as_mut() {
+            w.stats.interlock_timeouts += 1;
         }
     }
 
@@ -845,24 +914,37 @@ impl Sim {
                 });
             let w = self.vmw.as_mut().expect("VM run");
             let failed = w.failed_start.contains(&u);
-            // No durable extent says it runs (or is lost): the pool cannot know it ran. Seen when
-            // a fenced host's VM thread, acting on `live` copied before the fence, published the
-            // VMs the fence had just stopped as `Stopped` (known gap, reported).
+            // No durable extent says it runs (or is lost): the pool cannot know it ran. Was seen
+            // when a fenced host's VM thread published the VMs its fence had just stopped as
+            // `Stopped`; the fence interlock (no publish once fencing) closed it: a failure now.
             let evidence = w.extents.iter().any(|e| {
                 e.state.as_ref().is_some_and(|st| {
-                    st.vms.iter().any(|v| v.uuid == u && (v.state.holds() || v.state == VmState::Lost))
+                    st.vms.iter().any(|v| {
+                        v.uuid == u && (v.state.holds() || matches!(v.state, VmState::Lost | VmState::Failed))
+                    })
                 })
             });
-            if !ample || failed || prev_missed || !evidence {
+            if !w.ever_held.contains(&u) {
                 if w.excused.insert(u) {
-                    if !ample {
-                        w.stats.tight_capacity += 1;
-                    } else if failed {
+                    w.stats.never_published += 1;
+                }
+                continue;
+            }
+            if !failed && !prev_missed && !evidence {
+                let name = w.specs[&u].name.clone();
+                return self.fail(format!(
+                    "EVIDENCE: protected {name} ({u}) stopped on machine {m} and is due, but no durable extent \
+                     says it runs or was lost"
+                ));
+            }
+            if !ample || failed || prev_missed {
+                if w.excused.insert(u) {
+                    if failed {
                         w.stats.after_failed_start += 1;
-                    } else if !evidence {
-                        w.stats.no_evidence += 1;
-                    } else {
+                    } else if prev_missed {
                         w.stats.missed_previous += 1;
+                    } else {
+                        w.stats.tight_capacity += 1;
                     }
                 }
                 continue;
@@ -900,7 +982,6 @@ impl Sim {
 impl VmWorld {
     fn stop_vm(&mut self, m: usize, u: Uuid, now: u64) {
         self.drivers[m].vms.insert(u, false);
-        self.raced.remove(&(m, u));
         let set = self.running.entry(u).or_default();
         set.remove(&m);
         if set.is_empty() {
