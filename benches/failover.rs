@@ -67,7 +67,7 @@ fn until_publish(fo: &mut Failover, extents: &[HostState]) -> HostState {
                 Ok(Inventory { capacity: Capacity { memory_mib: 200 * 1024, vcpus: 256 }, vms: vec![] }),
             ),
             Some(FailoverAction::ReadExtent { slot, .. }) => {
-                fo.handle_extent(slot, 1, Ok(Some(extents[slot as usize].clone())))
+                fo.handle_extent(slot, 1, 1, Ok(Some(extents[slot as usize].clone())))
             }
             Some(FailoverAction::Publish(st)) => {
                 fo.handle_published(0, Ok(1));

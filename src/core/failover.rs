@@ -371,10 +371,13 @@ impl Failover {
         });
     }
 
+    /// `extent_generation`: the generation in the extent's header (the writer's incarnation; 0
+    /// for an extent never published).
     pub fn handle_extent(
         &mut self,
         slot: u32,
         asked_sequence: u64,
+        extent_generation: u64,
         result: Result<Option<HostState>, String>,
     ) {
         debug_assert_eq!(self.io, Io::Read(slot));
@@ -387,18 +390,23 @@ impl Failover {
         };
         if let Some(round) = self.claim_round.as_mut() {
             if round.pending.remove(&slot) {
+                let v = self.slots[s];
+                // A slot we see as free or proven gone counts only if a newer incarnation than
+                // the one we judged wrote its extent: our view of it may be stale (a new daemon
+                // joined and claimed meanwhile). Any other slot may run VMs: it always counts.
+                let counts = v.may_hold() || extent_generation > v.generation;
                 match &known {
-                    Known::State(st) => {
+                    Known::State(st) if counts => {
                         for e in &st.vms {
                             if e.state.holds() && round.uuids.contains(&e.uuid) {
                                 round.conflicts.entry(e.uuid).or_insert(slot);
                             }
                         }
                     }
-                    Known::Empty => {}
-                    Known::Bad(why) => {
+                    Known::Bad(why) if v.may_hold() => {
                         round.blocked_by.get_or_insert((slot, why.clone()));
                     }
+                    _ => {}
                 }
             }
         }
@@ -468,9 +476,9 @@ impl Failover {
         if uuids.is_empty() {
             return;
         }
-        let pending = (0..self.cfg.slot_count)
-            .filter(|&s| s != self.cfg.slot && self.slots[s as usize].may_hold())
-            .collect();
+        // Every other slot: the ones that may run VMs, and the free or proven-gone ones too, in
+        // case a newer incarnation holds them than the one we judged (`handle_extent`).
+        let pending = (0..self.cfg.slot_count).filter(|&s| s != self.cfg.slot).collect();
         self.claim_round = Some(ClaimRound { uuids, pending, blocked_by: None, conflicts: BTreeMap::new() });
     }
 

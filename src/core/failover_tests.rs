@@ -167,7 +167,9 @@ impl Pool {
             }
             FailoverAction::ReadExtent { slot, .. } => {
                 let (seq, st) = self.extents[slot as usize].clone();
-                h.fo.handle_extent(slot, seq, Ok(st));
+                let generation = self.hosts[slot as usize].generation;
+                let h = &mut self.hosts[i];
+                h.fo.handle_extent(slot, seq, if st.is_some() { generation } else { 0 }, Ok(st));
             }
             FailoverAction::Publish(state) => {
                 let e = &mut self.extents[i];

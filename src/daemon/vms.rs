@@ -94,7 +94,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
         fo.handle_slots(&views, generation, live);
         if live && fo.needs_previous() {
             // Our previous incarnation's extent: the VMs it ran that no longer run here are lost.
-            let prev = read_state(disk, s.slot, &mut buf, io_timeout).ok().flatten();
+            let prev = read_state(disk, s.slot, &mut buf, io_timeout).1.ok().flatten();
             fo.handle_previous(prev);
         }
         if driver.is_none() {
@@ -122,8 +122,8 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                 }
                 FailoverAction::ReadExtent { slot, .. } => {
                     let asked = views[slot as usize].extent_sequence;
-                    let r = read_state(disk, slot, &mut buf, io_timeout);
-                    fo.handle_extent(slot, asked, r);
+                    let (extent_generation, r) = read_state(disk, slot, &mut buf, io_timeout);
+                    fo.handle_extent(slot, asked, extent_generation, r);
                     if let Some(addrs) = fo.peer_addrs(slot) {
                         let mut entry = [None; 2];
                         for (i, a) in addrs.iter().take(2).enumerate() {
@@ -208,15 +208,28 @@ fn n_exited(shared: &VmShared) -> bool {
     node_lock(&shared.node).has_exited()
 }
 
-/// `slot`'s published host state: `Ok(None)` for an extent never published.
+/// `slot`'s published host state (`Ok(None)` for an extent never published), and the generation
+/// in its header (0 when there is no valid header).
 fn read_state(
     disk: &mut Disk,
     slot: u32,
     buf: &mut [u8],
     timeout: Duration,
-) -> Result<Option<HostState>, String> {
+) -> (u64, Result<Option<HostState>, String>) {
     match disk.read_extent(slot, buf, timeout) {
-        Ok(ExtentRead::Payload(h)) => match Payload::decode(&h, &buf[..h.payload_len as usize]) {
+        Ok(ExtentRead::Payload(h)) => (h.generation, decode_state(&h, buf)),
+        Ok(ExtentRead::Torn(h)) => (h.generation, Err("torn (being written)".into())),
+        Ok(ExtentRead::TooLarge(h)) => {
+            (h.generation, Err(format!("payload of {} bytes is larger than this build reads", h.payload_len)))
+        }
+        Ok(ExtentRead::Corrupt(c)) => (0, Err(format!("corrupt header: {c}"))),
+        Err(e) => (0, Err(e.to_string())),
+    }
+}
+
+fn decode_state(h: &crate::format::extent::Extent, buf: &[u8]) -> Result<Option<HostState>, String> {
+    {
+        match Payload::decode(h, &buf[..h.payload_len as usize]) {
             Ok(Payload::Empty) => Ok(None),
             Ok(Payload::HostState(st)) => Ok(Some(st)),
             Ok(Payload::HostInfo(info)) => {
@@ -224,13 +237,7 @@ fn read_state(
             }
             Ok(Payload::Unknown(k)) => Err(format!("payload kind {k} is unknown to this build")),
             Err(e) => Err(format!("payload: {e}")),
-        },
-        Ok(ExtentRead::Torn(_)) => Err("torn (being written)".into()),
-        Ok(ExtentRead::TooLarge(h)) => {
-            Err(format!("payload of {} bytes is larger than this build reads", h.payload_len))
         }
-        Ok(ExtentRead::Corrupt(c)) => Err(format!("corrupt header: {c}")),
-        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -73,6 +73,8 @@ struct Extent {
     sequence: u64,
     state: Option<HostState>,
     writer: Option<usize>,
+    /// The writer incarnation's generation (the extent header's).
+    generation: u64,
 }
 
 struct Write {
@@ -81,6 +83,7 @@ struct Write {
     sequence: u64,
     state: HostState,
     issued: u64,
+    generation: u64,
 }
 
 enum Busy {
@@ -402,7 +405,12 @@ impl Sim {
                         }
                     }
                     let e = &mut w.extents[wr.slot as usize];
-                    *e = Extent { sequence: wr.sequence, state: Some(wr.state), writer: Some(wr.inc) };
+                    *e = Extent {
+                        sequence: wr.sequence,
+                        state: Some(wr.state),
+                        writer: Some(wr.inc),
+                        generation: wr.generation,
+                    };
                 }
                 Ok(())
             }
@@ -596,6 +604,7 @@ impl Sim {
                 self.vm_watch_publish(i, &state);
                 let (lat, fail) = self.ext_io(i, true);
                 let now = self.now;
+                let generation = self.incs[i].node.record().generation;
                 let w = self.w();
                 let sequence = w.extents[slot as usize].sequence + 1;
                 // A failed write may still have switched copies before it reported failure.
@@ -610,7 +619,7 @@ impl Sim {
                 if lands {
                     let id = w.next_write;
                     w.next_write += 1;
-                    w.writes.insert(id, Write { slot, inc: i, sequence, state, issued: now });
+                    w.writes.insert(id, Write { slot, inc: i, sequence, state, issued: now, generation });
                     let at = now + w.rng.range(0, lat);
                     self.schedule(at, Ev::Vm(VmEv::Land { write: id }));
                 }
@@ -704,7 +713,8 @@ impl Sim {
                     }
                     None => Ok(w.extents[s as usize].state.clone()),
                 };
-                w.threads[i].as_mut().expect("thread").fo.handle_extent(s, asked, r);
+                let generation = w.extents[s as usize].generation;
+                w.threads[i].as_mut().expect("thread").fo.handle_extent(s, asked, generation, r);
             }
             Busy::Publish { result } => {
                 if let Ok(seq) = result {
