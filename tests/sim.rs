@@ -3317,9 +3317,12 @@ fn same_seed_same_run() {
 /// - 1795639239191549475 (disk): a fenced host's VM thread published its VMs `Stopped` after the
 ///   fence stopped them, erasing the evidence; closed by the interlock (EVIDENCE fails the run).
 ///
-/// Open (fails the run, not listed): 1795550365886270677 (disk) TWICE: a target whose node still
-/// showed a retaken slot as its old, proven-gone generation skipped that slot in its claim check
-/// while the new generation held a `Starting` claim for the same VM.
+/// - 1795550365886270677 (disk) TWICE: a target whose node still showed a retaken slot as its
+///   old, proven-gone generation skipped that slot in its claim check while the new generation
+///   held a `Starting` claim for the same VM. Fixed: the claim check reads every slot and counts a
+///   newer incarnation's extent (unit test
+///   `a_claim_by_a_newer_incarnation_of_a_slot_seen_as_gone_blocks_the_start`). After the fix
+///   the seed no longer reaches that state (the runs diverge), so the unit test guards it.
 ///
 /// Not caught in 1,000 runs: `handle_extent` ignoring conflicts (two claimants racing for one VM
 /// are rare: ~16 withdrawals per 1,000 runs, each also blocked by the plan's single target).

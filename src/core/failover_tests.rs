@@ -40,6 +40,8 @@ struct Pool {
     starts: Vec<(u32, uuid::Uuid)>,
     /// (viewer, slot) -> the state the viewer sees instead of the truth.
     overrides: BTreeMap<(usize, usize), PeerState>,
+    /// slot -> the generation every viewer still sees (a stale view of a retaken slot).
+    stale_generation: BTreeMap<usize, u64>,
 }
 
 fn uuid(n: u8) -> uuid::Uuid {
@@ -81,6 +83,7 @@ impl Pool {
             now: 0,
             starts: vec![],
             overrides: BTreeMap::new(),
+            stale_generation: BTreeMap::new(),
         }
     }
 
@@ -122,6 +125,9 @@ impl Pool {
             }
             let generation = self.hosts[i].generation;
             let mut views = views.clone();
+            for (&slot, &generation) in &self.stale_generation {
+                views[slot].generation = generation;
+            }
             for (&(viewer, slot), &state) in &self.overrides {
                 if viewer == i {
                     views[slot].state = state;
@@ -407,4 +413,25 @@ fn anti_affinity_groups_land_on_different_survivors() {
     let (a, b) = (p.running_on(1), p.running_on(2));
     assert_eq!((a.len(), b.len()), (1, 1));
     assert_ne!(a, b, "one group member per host when capacity allows");
+}
+
+/// Simulator seed 1795550365886270677: a target still saw a retaken slot as its old, proven-gone
+/// generation, so its claim check skipped that slot, while the slot's new daemon held a
+/// `Starting` claim for the same VM. A newer incarnation's extent counts.
+#[test]
+fn a_claim_by_a_newer_incarnation_of_a_slot_seen_as_gone_blocks_the_start() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    p.kill(2);
+    // Slot 2 is retaken by a new daemon (generation 2) that claims vm1 for itself; everyone
+    // else still sees generation 1, fenced.
+    p.hosts[2].generation = 2;
+    p.stale_generation.insert(2, 1);
+    let st = p.extents[2].1.as_mut().expect("published");
+    let e = st.vms.iter_mut().find(|e| e.uuid == uuid(1)).expect("vm1");
+    e.state = VmState::Starting;
+    e.claim += 1;
+    p.run(40);
+    assert!(p.starts.is_empty(), "nobody starts a VM a live daemon claimed: {:?}", p.starts);
 }
