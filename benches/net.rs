@@ -81,6 +81,7 @@ fn bench(c: &mut Criterion) {
             networks: 1,
             weight: 1,
             isolation_configured: false,
+            boot_id: uuid::Uuid::nil(),
         },
         1,
     );

@@ -429,3 +429,51 @@ fn confirm_down_refuses_a_live_host() {
     assert!(stderr(&out).contains("still being written"), "{}", stderr(&out));
     assert!(p.live(0, &[1]), "the live host was not touched");
 }
+
+/// A daemon killed with its watchdog armed promised a host reset; peers restart its VMs on that
+/// proof. A new daemon started on the same boot must not feed the watchdog (opening it would):
+/// it refuses, and the (emulated) watchdog fires, stopping the host's VMs.
+#[test]
+fn a_restarted_daemon_keeps_its_predecessors_watchdog_promise() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut p = Pool::new(2);
+    p.vm(0, "p1", 256, "protect", None);
+    p.spawn(0, 4096, true);
+    p.spawn(1, 4096, true);
+    p.wait("both live and published", Duration::from_secs(30), |p| p.live(0, &[1]) && published(p, 0, 1));
+    // Only the daemon dies; its VM runs on.
+    if let Some(mut c) = p.hosts[0].daemon.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(running(&p.hosts[0].state).len(), 1);
+    let fifo = p.dir.path().join("wd0");
+    let out = run(&[
+        "daemon",
+        "--device",
+        p.lo.s(),
+        "--slot",
+        "0",
+        "--name",
+        "h0",
+        "--no-mlock",
+        "--socket",
+        p.dir.path().join("again.sock").to_str().unwrap(),
+        "--watchdog",
+        fifo.to_str().unwrap(),
+        "--fence-action",
+        "log-only",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("died with the hardware watchdog armed"), "{}", stderr(&out));
+    // Not fed: the emulated watchdog fires (timeout 1 s at T = 4 s) and stops the VM.
+    p.wait("the watchdog fired", Duration::from_secs(5), |p| running(&p.hosts[0].state).is_empty());
+    let log = std::fs::read_to_string(p.dir.path().join("wd0.log")).unwrap_or_default();
+    assert!(log.contains("firing"), "{log}");
+    // Peers restart it on the watchdog proof, once.
+    p.wait("p1 restarted on slot 1", Duration::from_secs(10), |p| {
+        p.where_runs().get("p1").is_some_and(|h| h == &vec![1])
+    });
+}

@@ -126,9 +126,10 @@ fn field_offsets() {
             offset_of!(RecordRaw, mailbox_ack),
             offset_of!(RecordRaw, extent_sequence),
             offset_of!(RecordRaw, weight),
+            offset_of!(RecordRaw, boot_id),
             offset_of!(RecordRaw, reserved),
         ],
-        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416, 424, 428]
+        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416, 424, 428, 444]
     );
     assert_eq!(
         [
@@ -545,6 +546,7 @@ fn doc_record_table() {
         ("mailbox_ack", offset_of!(RecordRaw, mailbox_ack)),
         ("extent_sequence", offset_of!(RecordRaw, extent_sequence)),
         ("weight", offset_of!(RecordRaw, weight)),
+        ("boot_id", offset_of!(RecordRaw, boot_id)),
         ("reserved", offset_of!(RecordRaw, reserved)),
     ];
     assert_eq!(doc_fields("## 5. Record"), fields(&want));

@@ -48,6 +48,7 @@ prop_compose! {
         r.flags = fl & flags::KNOWN;
         r.extent_sequence = eseq;
         r.weight = weight;
+        r.boot_id = uuid::Uuid::from_u64_pair(eseq.rotate_left(7), u64::from(weight));
         r
     }
 }
@@ -60,13 +61,13 @@ proptest! {
         prop_assert_eq!(Record::decode(&buf, &r.cluster_uuid, r.slot), Ok(r));
     }
 
-    /// A 1.4 record with any flag bit the minor does not define is refused, whatever else it holds.
+    /// A 1.5 record with any flag bit the minor does not define is refused, whatever else it holds.
     #[test]
-    fn record_unknown_flags_refused(r in record(), undefined in 1u16..=0x1FF) {
+    fn record_unknown_flags_refused(r in record(), undefined in 1u16..=0xFF) {
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        // Bits 7..=15: none is defined by 1.1 to 1.4.
-        let raw = r.flags | undefined << 7;
+        // Bits 8..=15: none is defined by 1.1 to 1.5 (bit 7, operator_confirmed, is 1.5's).
+        let raw = r.flags | undefined << 8;
         buf[38..40].copy_from_slice(&raw.to_le_bytes());
         let crc = crc32c::crc32c(&buf[4..]);
         buf[..4].copy_from_slice(&crc.to_le_bytes());
@@ -75,11 +76,13 @@ proptest! {
 
     /// The same record claiming minor 3 is refused as soon as it carries anything 1.4 added (a
     /// flag bit 3..=6 or a non-zero weight), and accepted, unchanged, when it carries neither.
+    /// (1.5's fields, bit 7 and `boot_id`, are refused there too.)
     #[test]
     fn record_1_4_fields_refused_in_minor_3(mut r in record(), strip in any::<bool>()) {
         if strip {
             r.flags &= flags::KNOWN_1_1;
             r.weight = 0;
+            r.boot_id = uuid::Uuid::nil();
         }
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
@@ -87,7 +90,7 @@ proptest! {
         let crc = crc32c::crc32c(&buf[4..]);
         buf[..4].copy_from_slice(&crc.to_le_bytes());
         let decoded = Record::decode(&buf, &r.cluster_uuid, r.slot);
-        if r.flags & !flags::KNOWN_1_1 != 0 || r.weight != 0 {
+        if r.flags & !flags::KNOWN_1_1 != 0 || r.weight != 0 || !r.boot_id.is_nil() {
             prop_assert_eq!(decoded, Err(Corruption::ReservedNotZero));
         } else {
             prop_assert_eq!(decoded, Ok(r));

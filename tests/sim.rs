@@ -2432,6 +2432,7 @@ impl Sim {
             networks,
             weight,
             isolation_configured: isolation,
+            boot_id: uuid::Uuid::nil(),
         };
         let node = Node::new(cfg, clock.local_ms(self.now));
         let i = self.incs.len();

@@ -80,6 +80,7 @@ impl Fixture {
                 networks: 0,
                 weight: 1,
                 isolation_configured: false,
+                boot_id: uuid::Uuid::nil(),
             },
             0,
         );

@@ -77,6 +77,8 @@ pub struct NodeConfig {
     /// Isolation addresses are configured (their reachability comes in through
     /// `Node::handle_isolation`).
     pub isolation_configured: bool,
+    /// The kernel boot id, written in every record (nil: unknown).
+    pub boot_id: uuid::Uuid,
 }
 
 /// What the driver must do next.

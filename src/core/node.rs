@@ -180,6 +180,7 @@ impl Node {
         record.host_name = cfg.host_name;
         record.io_timeout_ms = cfg.timing.io_timeout_ms;
         record.interval_ms = cfg.timing.interval_ms;
+        record.boot_id = cfg.boot_id;
         record.net_view.set(cfg.slot, true);
         assert!(usize::from(cfg.networks) <= super::net::MAX_NETWORKS);
         let node = Node {

@@ -95,6 +95,7 @@ fn config() -> NodeConfig {
         networks: 0,
         weight: 1,
         isolation_configured: false,
+        boot_id: uuid::Uuid::nil(),
     }
 }
 

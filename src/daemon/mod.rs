@@ -37,6 +37,13 @@ pub enum DaemonError {
     Watchdog { path: String, reason: String },
     #[error("network heartbeat: {0}")]
     Network(String),
+    #[error(
+        "slot {slot}'s previous daemon on this same boot (generation {generation}) died with the hardware \
+         watchdog armed, without leaving or fencing: its promise is that this host resets (docs/SAFETY.md, \
+         \"Daemon death\"), and peers restart its VMs on that proof. Not starting and not touching the \
+         watchdog. If this host does not reset within seconds, its watchdog is broken: power it off."
+    )]
+    WatchdogPromise { slot: u32, generation: u64 },
 }
 
 impl DaemonError {
@@ -47,7 +54,7 @@ impl DaemonError {
             | DaemonError::Watchdog { .. }
             | DaemonError::Network(_) => EXIT_CONFIG,
             DaemonError::Disk(DiskError::NoSuchSlot { .. }) => EXIT_CONFIG,
-            DaemonError::Disk(_) => EXIT_REFUSED,
+            DaemonError::Disk(_) | DaemonError::WatchdogPromise { .. } => EXIT_REFUSED,
         }
     }
 }
@@ -117,22 +124,6 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         }
     }
     timing.check().map_err(|e| config_err("timeout", e.to_string()))?;
-    let watchdog = match &cfg.watchdog {
-        None => None,
-        Some(path) => {
-            // The hardware backstop fires at most one io timeout after the last feed (SAFETY.md).
-            if timing.io_timeout_ms < 1000 {
-                return Err(config_err(
-                    "watchdog",
-                    "needs a base timeout of at least 4 s (watchdog timeouts are whole seconds)",
-                ));
-            }
-            let w = crate::io::sys::Watchdog::open(path, timing.io_timeout_ms / 1000).map_err(|e| {
-                DaemonError::Watchdog { path: path.display().to_string(), reason: e.to_string() }
-            })?;
-            Some(w)
-        }
-    };
     // Network heartbeats: the key and the sockets, before anything is written.
     let networks = cfg.hb_addrs.len() as u8;
     let keyring = if networks == 0 { None } else { Some(load_keyring(&cfg, &sb)?) };
@@ -149,6 +140,26 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     pinger_check?;
     let listener = bind_socket(&cfg.socket)?;
     let mut disk = Disk::with_superblock(dev, sb.clone(), cfg.engine, Some(cfg.slot))?;
+    // Before the watchdog is opened (opening it feeds it): did this slot's previous daemon die on
+    // this same boot with the watchdog armed? Then its promise is a reset, not a restart.
+    let boot_id = crate::io::sys::boot_id();
+    check_watchdog_promise(&mut disk, cfg.slot, boot_id, timing)?;
+    let watchdog = match &cfg.watchdog {
+        None => None,
+        Some(path) => {
+            // The hardware backstop fires at most one io timeout after the last feed (SAFETY.md).
+            if timing.io_timeout_ms < 1000 {
+                return Err(config_err(
+                    "watchdog",
+                    "needs a base timeout of at least 4 s (watchdog timeouts are whole seconds)",
+                ));
+            }
+            let w = crate::io::sys::Watchdog::open(path, timing.io_timeout_ms / 1000).map_err(|e| {
+                DaemonError::Watchdog { path: path.display().to_string(), reason: e.to_string() }
+            })?;
+            Some(w)
+        }
+    };
 
     if cfg.mlock {
         if let Err(e) = nix::sys::mman::mlockall(
@@ -178,6 +189,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         networks,
         weight: cfg.weight,
         isolation_configured: !cfg.isolation_addrs.is_empty(),
+        boot_id: boot_id.unwrap_or_else(uuid::Uuid::nil),
     };
     let node = Arc::new(Mutex::new(Node::new(node_cfg, now_ms())));
     let engine = disk.engine().kind().as_str();
@@ -378,6 +390,27 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     }
     tracing::info!(phase = node.phase().name(), code, "stopped");
     Ok(code)
+}
+
+/// Refuses to start when our slot's last record is from a daemon of this same boot that died
+/// holding the slot with a watchdog armed (not left, not fenced): feeding the watchdog now would
+/// break the promise peers rely on to restart its VMs (docs/SAFETY.md, "Daemon death").
+fn check_watchdog_promise(
+    disk: &mut Disk,
+    slot: u32,
+    boot_id: Option<uuid::Uuid>,
+    timing: Timing,
+) -> Result<(), DaemonError> {
+    use crate::format::record::{flags, Record, State};
+    let Some(boot_id) = boot_id else { return Ok(()) };
+    disk.sweep(timing.io_timeout())?;
+    let Ok(bytes) = disk.slot_bytes(slot) else { return Ok(()) };
+    let Ok(r) = Record::decode(bytes, &disk.superblock().cluster_uuid, slot) else { return Ok(()) };
+    let held = matches!(r.state, State::Joining | State::Live | State::SelfFencing);
+    if held && r.boot_id == boot_id && r.flags & flags::WATCHDOG_ARMED != 0 {
+        return Err(DaemonError::WatchdogPromise { slot, generation: r.generation });
+    }
+    Ok(())
 }
 
 fn node_lock(m: &Mutex<Node>) -> MutexGuard<'_, Node> {

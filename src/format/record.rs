@@ -26,7 +26,8 @@ pub struct RecordRaw {
     pub mailbox_ack: U64,               // 408
     pub extent_sequence: U64,           // 416 (format 1.2)
     pub weight: U32,                    // 424 (format 1.4)
-    pub reserved: [u8; 84],             // 428..512
+    pub boot_id: [u8; 16],              // 428..444 (format 1.5)
+    pub reserved: [u8; 68],             // 444..512
 }
 const _: () = assert!(core::mem::size_of::<RecordRaw>() == super::STRUCT_SIZE);
 
@@ -200,6 +201,9 @@ pub struct Record {
     pub extent_sequence: u64,
     /// Partition weight (format 1.4; docs/PARTITIONS.md criterion 3), with `NET_ENABLED`.
     pub weight: u32,
+    /// The writer's kernel boot id (format 1.5; nil: unknown): a daemon restarted on the same
+    /// boot finds its predecessor's record and keeps its watchdog promise (docs/SAFETY.md).
+    pub boot_id: uuid::Uuid,
 }
 
 impl Record {
@@ -221,6 +225,7 @@ impl Record {
             flags: 0,
             extent_sequence: 0,
             weight: 0,
+            boot_id: uuid::Uuid::nil(),
         }
     }
 
@@ -251,7 +256,8 @@ impl Record {
             mailbox_ack: U64::new(self.mailbox_ack),
             extent_sequence: U64::new(self.extent_sequence),
             weight: U32::new(self.weight),
-            reserved: [0; 84],
+            boot_id: self.boot_id.into_bytes(),
+            reserved: [0; 68],
         }
     }
 
@@ -277,6 +283,7 @@ impl Record {
             && (raw.flags.get() & !flags_known(minor) != 0
                 || (!extent_sequence_known(minor) && raw.extent_sequence.get() != 0)
                 || (!weight_known(minor) && raw.weight.get() != 0)
+                || (minor < 5 && !super::all_zero(&raw.boot_id))
                 || !super::all_zero(&raw.reserved))
         {
             return Err(Corruption::ReservedNotZero);
@@ -312,6 +319,7 @@ impl Record {
             flags: raw.flags.get(),
             extent_sequence: raw.extent_sequence.get(),
             weight: raw.weight.get(),
+            boot_id: uuid::Uuid::from_bytes(raw.boot_id),
         }
     }
 }

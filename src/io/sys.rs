@@ -82,3 +82,10 @@ impl Watchdog {
         self.file.write_all(b"V")
     }
 }
+
+/// The kernel's boot id (`/proc/sys/kernel/random/boot_id`): changes at every boot. `None` if
+/// it cannot be read.
+pub fn boot_id() -> Option<uuid::Uuid> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    uuid::Uuid::parse_str(text.trim()).ok()
+}

@@ -257,6 +257,7 @@ fn doc_packets_of_a_beat() {
         networks: 2,
         weight: 1,
         isolation_configured: false,
+        boot_id: uuid::Uuid::nil(),
     };
     let mut node = Node::new(cfg, 0);
     let view = NetView::EMPTY;
