@@ -450,24 +450,44 @@ fn a_restarted_daemon_keeps_its_predecessors_watchdog_promise() {
     }
     assert_eq!(running(&p.hosts[0].state).len(), 1);
     let fifo = p.dir.path().join("wd0");
-    let out = run(&[
-        "daemon",
-        "--device",
-        p.lo.s(),
-        "--slot",
-        "0",
-        "--name",
-        "h0",
-        "--no-mlock",
-        "--socket",
-        p.dir.path().join("again.sock").to_str().unwrap(),
-        "--watchdog",
-        fifo.to_str().unwrap(),
-        "--fence-action",
-        "log-only",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("died with the hardware watchdog armed"), "{}", stderr(&out));
+    let mut again = Command::new(bin())
+        .args([
+            "daemon",
+            "--device",
+            p.lo.s(),
+            "--slot",
+            "0",
+            "--name",
+            "h0",
+            "--no-mlock",
+            "--socket",
+            p.dir.path().join("again.sock").to_str().unwrap(),
+            "--watchdog",
+            fifo.to_str().unwrap(),
+            "--fence-action",
+            "log-only",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must refuse at once; a daemon that joins instead is killed after 5 s and fails the test.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = again.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            let _ = again.kill();
+            let _ = again.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut again.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "the new daemon did not refuse: {err}");
+    assert!(err.contains("died with the hardware watchdog armed"), "{err}");
     // Not fed: the emulated watchdog fires (timeout 1 s at T = 4 s) and stops the VM.
     p.wait("the watchdog fired", Duration::from_secs(5), |p| running(&p.hosts[0].state).is_empty());
     let log = std::fs::read_to_string(p.dir.path().join("wd0.log")).unwrap_or_default();
