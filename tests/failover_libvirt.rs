@@ -810,8 +810,9 @@ fn failover_partition_mid_restart() {
         assert!(!checker.hosts_of(g.uuid).contains(&loser), "{} still runs on fenced h{loser}", g.name);
     }
     let ran: Vec<&str> = rig
-        .guests_of(dead)
+        .guests
         .iter()
+        .filter(|g| g.home == dead)
         .filter(|g| checker.first(g.uuid, loser).is_some())
         .map(|g| g.name.as_str())
         .collect();
