@@ -4,7 +4,7 @@
 //! host's holder kills daemon, libvirtd and guests at once. Every host has an emulated hardware
 //! watchdog outside it (tools/watchdog-emu.sh, firing `kill -9 <holder>`) and the fence action
 //! tools/fence-kill-guests.sh (run inside the host's PID namespace: it kills only that host's
-//! guests). T = 4 s, one shared loop device.
+//! guests). T = 4 s (`DISKBEAT_E2E_T_MS=40000` for the default T), one shared loop device.
 //!
 //! A checker thread lists the active domains of every host through libvirt every ~100 ms for
 //! the whole test and fails the test when one UUID is active on two hosts
@@ -39,6 +39,12 @@ const GUEST_MIB: u64 = 64;
 
 fn skip() -> bool {
     libvirt_host::skip() || pool::skip(false)
+}
+
+/// The base timeout T of the pool: `DISKBEAT_E2E_T_MS` (e.g. 40000, the default T of a real
+/// pool; each run then takes minutes), otherwise 4 s.
+fn t_ms() -> u64 {
+    std::env::var("DISKBEAT_E2E_T_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(T_MS)
 }
 
 #[derive(Clone, Debug)]
@@ -205,7 +211,7 @@ fn tools(script: &str) -> String {
 impl Rig {
     fn start(specs: &[HostSpec]) -> Rig {
         let n = specs.len();
-        let pool = Pool::start(Opts { defer_spawn: true, ..Opts::new(n) });
+        let pool = Pool::start(Opts { defer_spawn: true, t_ms: t_ms(), ..Opts::new(n) });
         let mut rig = Rig { checker: None, emus: Vec::new(), hosts: Vec::new(), pool, guests: Vec::new() };
         for i in 0..n {
             let host = LibvirtHost::start_in(Some(&rig.pool.hosts[i].ns));
@@ -272,7 +278,7 @@ impl Rig {
         rig.pool.wait_ready();
         // Every host publishes all its guests running, and the coordinator has read them.
         let guests = rig.guests.clone();
-        rig.wait(Duration::from_secs(30), "every guest published running", |st| {
+        rig.wait(Duration::from_millis(30_000 + t_ms()), "every guest published running", |st| {
             (0..n).all(|i| {
                 guests.iter().filter(|g| g.home == i).all(|g| {
                     st[i]["vms"]["own"].as_array().is_some_and(|a| {
@@ -357,7 +363,9 @@ fn recover(rig: &Rig, coord: usize, dead: usize, kill_ms: u64, expect: &[Guest])
     let (mut detect, mut prove, mut plan) = (None, None, None);
     let checker = rig.checker();
     // The coordinator alone, every 20 ms: a plan may be published and carried out within 0.5 s.
-    let deadline = Instant::now() + Duration::from_secs(40);
+    // Its status is refreshed after every action of the VM thread, so the plan shows while the
+    // starts it lists are under way.
+    let deadline = Instant::now() + Duration::from_millis(36_000 + t_ms());
     loop {
         checker.assert_ok();
         let st = rig.pool.status(coord);
@@ -379,7 +387,7 @@ fn recover(rig: &Rig, coord: usize, dead: usize, kill_ms: u64, expect: &[Guest])
         }
         if Instant::now() > deadline {
             let st = rig.pool.statuses();
-            panic!("protected guests not running again 40 s after the kill{}", rig.pool.dump(&st));
+            panic!("protected guests not running again {deadline:?} after the kill{}", rig.pool.dump(&st));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -393,57 +401,39 @@ fn recover(rig: &Rig, coord: usize, dead: usize, kill_ms: u64, expect: &[Guest])
         .unwrap_or(0);
     let detect = detect.expect("the coordinator never showed the host dead");
     let prove = prove.expect("the coordinator never showed the host's VMs proven gone");
-    // The VM thread refreshes status only between rounds of driver calls: a plan carried out
-    // in one round never shows there. The coordinator's log line is exact (wall clock).
-    let logged = first_log_ms(&rig.pool.hosts[coord].log, "host state published", "plan=Some", kill_ms);
-    let plan = match (plan, logged) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b).expect("no plan in the coordinator's status or log"),
-    };
+    let plan = plan.expect("the coordinator's status never showed a plan");
     [detect, prove, plan, last]
-}
-
-/// Unix ms of a log line's timestamp (`2026-11-25T18:47:45.973778Z ...`).
-fn log_unix_ms(line: &str) -> Option<u64> {
-    let ts = line.split_whitespace().next()?;
-    let (date, time) = ts.trim_end_matches('Z').split_once('T')?;
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
-    let (hms, frac) = time.split_once('.')?;
-    let t: Vec<i64> = hms.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d[2] - 1;
-    let days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
-    let ms: i64 = frac.get(..3)?.parse().ok()?;
-    Some(((days * 86400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000 + ms) as u64)
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// The first line of `log` with both needles logged after mono ms `since`: its time, in ms from
-/// `since`.
-fn first_log_ms(log: &std::path::Path, a: &str, b: &str, since: u64) -> Option<u64> {
-    let since_unix = unix_ms() - (mono_ms() - since);
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
-        .filter(|l| l.contains(a) && l.contains(b))
-        .filter_map(log_unix_ms)
-        .find(|&t| t >= since_unix)
-        .map(|t| t - since_unix)
 }
 
 fn print_figures(scenario: &str, f: [u64; 4]) {
     let [detect, prove, plan, last] = f;
     println!(
-        "FAILOVER_FIGURES scenario={scenario} t_ms={T_MS} detect_ms={detect} prove_ms={} plan_ms={} start_ms={} total_ms={last}",
+        "FAILOVER_FIGURES scenario={scenario} t_ms={} detect_ms={detect} prove_ms={} plan_ms={} start_ms={} total_ms={last}",
+        t_ms(),
         prove.saturating_sub(detect),
         plan.saturating_sub(prove.max(detect)),
         last.saturating_sub(plan),
     );
+}
+
+/// Polls the coordinator `coord` (every 5 ms) after host `dead` was killed until its status
+/// shows a plan; returns the plan's assignments.
+fn wait_plan(rig: &Rig, coord: usize, dead: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_millis(20_000 + t_ms());
+    loop {
+        rig.checker().assert_ok();
+        let st = rig.pool.status(coord);
+        if let Some(a) = st["vms"]["plan"]["assignments"].as_array().filter(|a| !a.is_empty()) {
+            return a.clone();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "no plan from h{coord} {deadline:?} after h{dead} died{}",
+                rig.pool.dump(&rig.pool.statuses())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Where every guest runs now (checker view), after a fresh round.
@@ -526,11 +516,12 @@ fn failover_kill9_host() {
     // One more plan round: best-effort placements follow the protected ones.
     let be: Vec<Guest> = lost.iter().filter(|g| g.level == "best-effort").cloned().collect();
     let checker = rig.checker();
-    let st = rig.wait(Duration::from_secs(20), "one best-effort guest running again", |_| {
-        be.iter().filter(|g| !checker.hosts_of(g.uuid).is_empty()).count() >= 1
-    });
+    let st =
+        rig.wait(Duration::from_millis(20_000 + t_ms() / 2), "one best-effort guest running again", |_| {
+            be.iter().filter(|g| !checker.hosts_of(g.uuid).is_empty()).count() >= 1
+        });
     // Hold 2 T: nothing else starts, nothing stops.
-    std::thread::sleep(Duration::from_millis(2 * T_MS));
+    std::thread::sleep(Duration::from_millis(2 * t_ms()));
     let st = rig
         .wait(Duration::from_secs(5), "fresh statuses", |_| true)
         .into_iter()
@@ -599,7 +590,7 @@ fn failover_cut_network_disk_healthy() {
     rig.pool.cut(cut);
     let mut proven_at = None;
     let checker = rig.checker();
-    let end = Instant::now() + Duration::from_millis(3 * T_MS);
+    let end = Instant::now() + Duration::from_millis(3 * t_ms());
     while Instant::now() < end {
         checker.assert_ok();
         let st: Vec<Value> = survivors.iter().map(|&i| rig.pool.status(i)).collect();
@@ -615,7 +606,13 @@ fn failover_cut_network_disk_healthy() {
         let proven = st.iter().any(|s| peer(s, cut).is_some_and(|p| p["vms_gone"]["proven"] == true));
         if proven && proven_at.is_none() {
             proven_at = Some(mono_ms() - cut_ms);
-            assert_eq!(peer_state(&st[0], cut), "fenced");
+        }
+        // Proven by the fenced mark, nothing else (statuses are read one after the other: a
+        // survivor read before the mark landed may still show self_fencing).
+        for (k, s) in st.iter().enumerate() {
+            if peer(s, cut).is_some_and(|p| p["vms_gone"]["proven"] == true) {
+                assert_eq!(peer_state(s, cut), "fenced", "h{} sees h{cut}'s VMs proven gone", survivors[k]);
+            }
         }
         if proven_at.is_none() {
             for g in &mine {
@@ -647,10 +644,11 @@ fn failover_cut_network_disk_healthy() {
         .max()
         .unwrap();
     println!(
-        "FAILOVER_FIGURES scenario=cut t_ms={T_MS} proven_ms={proven_at} start_ms={} total_ms={done}",
+        "FAILOVER_FIGURES scenario=cut t_ms={} proven_ms={proven_at} start_ms={} total_ms={done}",
+        t_ms(),
         done.saturating_sub(proven_at)
     );
-    std::thread::sleep(Duration::from_millis(T_MS));
+    std::thread::sleep(Duration::from_millis(t_ms()));
     let be: Vec<Guest> = mine.iter().filter(|g| g.level == "best-effort").cloned().collect();
     let none: Vec<Guest> = mine.iter().filter(|g| g.level == "none").cloned().collect();
     let others: Vec<Guest> = rig.guests.iter().filter(|g| g.home != cut).cloned().collect();
@@ -690,12 +688,7 @@ fn failover_coordinator_killed_mid_restart() {
     ]);
     let kill1 = rig.kill(3);
     let log0 = rig.pool.hosts[0].log.clone();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while first_log_ms(&log0, "host state published", "plan=Some", kill1).is_none() {
-        rig.checker().assert_ok();
-        assert!(Instant::now() < deadline, "no plan from h0 20 s after h3 died");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_plan(&rig, 0, 3);
     let kill0 = rig.kill(0);
     eprintln!("killed h3, then h0 {} ms later (its plan just published)", kill0 - kill1);
     let text = std::fs::read_to_string(&log0).unwrap();
@@ -711,12 +704,187 @@ fn failover_coordinator_killed_mid_restart() {
     rig.wait(Duration::from_secs(20), "best-effort guests running again", |_| {
         want.iter().all(|g| !checker.hosts_of(g.uuid).is_empty())
     });
-    std::thread::sleep(Duration::from_millis(T_MS));
+    std::thread::sleep(Duration::from_millis(t_ms()));
     let down: Vec<Guest> =
         rig.guests.iter().filter(|g| g.level == "none" && g.home != 1 && g.home != 2).cloned().collect();
     assert_placed(&rig, &want, &[1, 2], &down);
     for g in rig.guests.iter().filter(|g| g.home == 1 || g.home == 2) {
         assert_eq!(checker.hosts_of(g.uuid), vec![g.home], "{} moved or stopped", g.name);
+    }
+    checker.assert_ok();
+}
+
+/// A host with several guests is killed; as soon as the coordinator (h0) shows its plan, the
+/// three survivors are split 1 + 2 with nftables: h0 alone against {h1, h2}. The disk stays
+/// healthy, so nobody is declared dead; the partition rule (docs/PARTITIONS.md) keeps the largest
+/// mutual clique, {h1, h2}, and h0, the coordinator, must fence while its restarts are under way.
+///
+/// What must happen, and why:
+/// - h1 and h2 never fence (they are the largest part; h3 is dead and takes no part).
+/// - h0 fences with reason `partition` (rule `largest`); its fence action (not the watchdog)
+///   kills every guest it runs, its own and the orphans of h3 it had started, and its `fenced`
+///   mark proves them gone. Until then nobody else may run any of them: h0 is alive on the disk.
+/// - Then h1 (the lowest live slot) coordinates and restarts on {h1, h2}: every protected guest of
+///   h3 and h0 exactly once. Capacity: {h1, h2} have 7 guests of free room and 8 candidates (h3's
+///   4 protected and 2 best-effort, h0's protected and best-effort), so the 5 protected run, and
+///   2 of the 3 best-effort ones; the third is reported `no-capacity`. `none` guests stay down.
+/// - h1's and h2's own guests never move; the checker never sees a guest on two hosts.
+#[test]
+fn failover_partition_mid_restart() {
+    if skip() {
+        return;
+    }
+    // Free room: h0 2, h1 4, h2 3 guests (capacity exact in units of GUEST_MIB). Best fit puts
+    // h3's first orphans on h0, the fullest host, so h0 is fenced holding some of them.
+    let mut rig = Rig::start(&[
+        HostSpec { memory_mib: 5 * GUEST_MIB, levels: &["protect", "best-effort", "none"] },
+        HostSpec { memory_mib: 6 * GUEST_MIB, levels: &["protect", "none"] },
+        HostSpec { memory_mib: 4 * GUEST_MIB, levels: &["best-effort"] },
+        HostSpec {
+            memory_mib: 10 * GUEST_MIB,
+            levels: &["protect", "protect", "protect", "protect", "best-effort", "best-effort", "none"],
+        },
+    ]);
+    let (dead, loser, winners) = (3, 0, [1, 2]);
+    let kill_ms = rig.kill(dead);
+    let plan = wait_plan(&rig, loser, dead);
+    let split_ms = mono_ms();
+    rig.pool.split(&[&[loser], &winners]);
+    let on_loser: Vec<String> = plan
+        .iter()
+        .filter(|a| a["target_slot"] == loser)
+        .filter_map(|a| a["uuid"].as_str().map(str::to_string))
+        .collect();
+    eprintln!(
+        "h{dead} killed; h{loser}'s plan showed {} ms later ({} assignments, {} to h{loser}); split {{h{loser}}} | {winners:?}",
+        split_ms - kill_ms,
+        plan.len(),
+        on_loser.len()
+    );
+    assert!(
+        !on_loser.is_empty(),
+        "the plan sends nothing to h{loser}: the scenario lost its point: {plan:?}"
+    );
+
+    // Until h0's VMs are proven gone, h0's own guests run nowhere but on h0, and the winners stay
+    // live (and never see h0 dead: its disk heartbeat goes on).
+    let checker = rig.checker();
+    let mine = rig.guests_of(loser);
+    let proven_st =
+        rig.wait(Duration::from_millis(10 * t_ms()), "h0's VMs proven gone (fenced mark)", |st| {
+            for &w in &winners {
+                assert_eq!(state(&st[w]), "live", "h{w}, on the winning side, is {}", state(&st[w]));
+                let ps = peer_state(&st[w], loser);
+                assert!(matches!(ps, "live" | "self_fencing" | "fenced"), "h{w} sees h{loser} {ps}");
+            }
+            let proven =
+                winners.iter().any(|&w| peer(&st[w], loser).is_some_and(|p| p["vms_gone"]["proven"] == true));
+            if !proven {
+                for g in &mine {
+                    let on = checker.hosts_of(g.uuid);
+                    assert!(
+                        on.iter().all(|&h| h == loser),
+                        "{} runs on {on:?} before h{loser} was proven gone",
+                        g.name
+                    );
+                }
+            }
+            proven
+        });
+    let proven_ms = mono_ms() - split_ms;
+    assert_eq!(state(&proven_st[loser]), "fenced", "h{loser}");
+    assert_eq!(fence_kind(&proven_st[loser]), "partition", "h{loser} fenced for another reason");
+    assert_eq!(fence_rule(&proven_st[loser]), "largest", "h{loser}");
+    for &w in &winners {
+        if peer(&proven_st[w], loser).is_some_and(|p| p["vms_gone"]["proven"] == true) {
+            assert_eq!(peer_state(&proven_st[w], loser), "fenced", "h{w} sees h{loser}'s VMs proven gone");
+        }
+    }
+    // Its guests died by its fence action: none runs there, and its watchdog never fired (its
+    // libvirtd still answers).
+    assert!(rig.hosts[loser].qemu_pids().is_empty(), "h{loser} fenced with guests still running");
+    let wd = std::fs::read_to_string(rig.pool.dir().join(format!("wd{loser}.log"))).unwrap_or_default();
+    assert!(!wd.contains("firing"), "h{loser}'s watchdog fired: the fence action did not do it: {wd}");
+    checker.settle();
+    for g in &rig.guests {
+        assert!(!checker.hosts_of(g.uuid).contains(&loser), "{} still runs on fenced h{loser}", g.name);
+    }
+    let ran: Vec<&str> = rig
+        .guests
+        .iter()
+        .filter(|g| g.home == dead)
+        .filter(|g| checker.first(g.uuid, loser).is_some())
+        .map(|g| g.name.as_str())
+        .collect();
+    eprintln!("h{loser} fenced {proven_ms} ms after the split; it had run {ran:?} of h{dead}'s guests");
+
+    // Recovery on the winning side.
+    let orphans: Vec<Guest> = rig
+        .guests
+        .iter()
+        .filter(|g| (g.home == dead || g.home == loser) && g.level != "none")
+        .cloned()
+        .collect();
+    let protected: Vec<Guest> = orphans.iter().filter(|g| g.level == "protect").cloned().collect();
+    let be: Vec<Guest> = orphans.iter().filter(|g| g.level == "best-effort").cloned().collect();
+    let st = rig.wait(
+        Duration::from_millis(30_000 + t_ms()),
+        "protected and 2 best-effort guests running again",
+        |_| {
+            protected.iter().all(|g| !checker.hosts_of(g.uuid).is_empty())
+                && be.iter().filter(|g| !checker.hosts_of(g.uuid).is_empty()).count() >= 2
+        },
+    );
+    let done = protected
+        .iter()
+        .map(|g| checker.first(g.uuid, checker.hosts_of(g.uuid)[0]).unwrap().saturating_sub(split_ms))
+        .max()
+        .unwrap();
+    println!(
+        "FAILOVER_FIGURES scenario=partition-mid-restart t_ms={} plan_ms={} proven_ms={proven_ms} start_ms={} total_ms={done}",
+        t_ms(),
+        split_ms - kill_ms,
+        done.saturating_sub(proven_ms),
+    );
+    // Hold T: nothing else starts, nothing stops.
+    std::thread::sleep(Duration::from_millis(t_ms()));
+    let st = rig
+        .wait(Duration::from_secs(5), "fresh statuses", |_| true)
+        .into_iter()
+        .chain(st)
+        .collect::<Vec<_>>();
+    let running_be: Vec<Guest> =
+        be.iter().filter(|g| !checker.hosts_of(g.uuid).is_empty()).cloned().collect();
+    let left: Vec<Guest> = be.iter().filter(|g| checker.hosts_of(g.uuid).is_empty()).cloned().collect();
+    assert_eq!(running_be.len(), 2, "2 of the 3 best-effort guests fit on {winners:?}");
+    let none: Vec<Guest> = rig
+        .guests
+        .iter()
+        .filter(|g| g.home != winners[0] && g.home != winners[1] && g.level == "none")
+        .cloned()
+        .collect();
+    assert_placed(&rig, &[protected, running_be].concat(), &winners, &[none.clone(), left.clone()].concat());
+    // The new coordinator, h1, says why the rest stay down.
+    assert_eq!(st[winners[0]]["vms"]["coordinator_slot"], winners[0], "{}", st[winners[0]]["vms"]);
+    let reasons = unplaced_reasons(&st[winners[0]]);
+    assert_eq!(
+        reasons.get(&left[0].uuid.to_string()).map(String::as_str),
+        Some("no-capacity"),
+        "{reasons:?}"
+    );
+    for g in &none {
+        assert_eq!(
+            reasons.get(&g.uuid.to_string()).map(String::as_str),
+            Some("not-protected"),
+            "{} {reasons:?}",
+            g.name
+        );
+    }
+    for g in rig.guests.iter().filter(|g| winners.contains(&g.home)) {
+        assert_eq!(checker.hosts_of(g.uuid), vec![g.home], "{} moved or stopped", g.name);
+    }
+    for &w in &winners {
+        assert_eq!(state(&st[w]), "live", "h{w}");
     }
     checker.assert_ok();
 }

@@ -167,11 +167,14 @@ pub struct Opts {
     /// Build the disk and the network but start no daemon: the test sets each host's
     /// [`Launch`] first, then calls [`Pool::spawn`].
     pub defer_spawn: bool,
+    /// Base timeout T the disk is formatted with (default [`T_MS`]). The constants above assume
+    /// `T_MS`; [`Pool::wait_past_young`] follows this one.
+    pub t_ms: u64,
 }
 
 impl Opts {
     pub fn new(hosts: usize) -> Opts {
-        Opts { hosts, isolation: false, faultfs: false, defer_spawn: false }
+        Opts { hosts, isolation: false, faultfs: false, defer_spawn: false, t_ms: T_MS }
     }
 }
 
@@ -218,7 +221,7 @@ pub fn view(slot: usize) -> String {
 }
 
 impl Pool {
-    /// Formats the disk (T = 4 s), builds the namespaces and starts one daemon per host.
+    /// Formats the disk (T = `opts.t_ms`, 4 s by default), builds the namespaces and starts one daemon per host.
     pub fn start(opts: Opts) -> Pool {
         cleanup_stale();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -278,13 +281,14 @@ impl Pool {
             self.loops.push(lo);
             vec![dev; hosts]
         };
+        let timeout = format!("{}ms", self.opts.t_ms);
         let out = common::run(&[
             "mkfs",
             devs[0].to_str().unwrap(),
             "--slots",
             "8",
             "--timeout",
-            "4s",
+            &timeout,
             "--cluster",
             "netns",
         ]);
@@ -515,7 +519,8 @@ impl Pool {
     /// declared dead after T.
     pub fn wait_past_young(&self) {
         let ready = self.ready_at.expect("wait_ready first");
-        let until = ready + Duration::from_millis(YOUNG_MS + 500);
+        let young_ms = YOUNG_MS / T_MS * self.opts.t_ms;
+        let until = ready + Duration::from_millis(young_ms + 500);
         std::thread::sleep(until.saturating_duration_since(Instant::now()));
     }
 
