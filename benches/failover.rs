@@ -92,7 +92,7 @@ fn coordinator(n: usize, extents: &[HostState]) -> Failover {
     };
     let mut fo = Failover::new(cfg, 0);
     fo.handle_slots(&views(n, false), 1, true);
-    fo.handle_previous(None);
+    fo.handle_previous(0, Ok(None));
     let st = until_publish(&mut fo, extents);
     assert!(st.plan.is_none());
     fo.handle_slots(&views(n, true), 1, true);

@@ -182,6 +182,8 @@ pub struct Failover {
     generation: u64,
     /// Our previous incarnation's entries, read once at start: VMs it ran become `Lost`.
     previous_read: bool,
+    /// After a failed read of our own extent: when to read it again.
+    previous_retry_ms: u64,
     next_inventory_ms: u64,
     inventory_seen: bool,
     driver_error: Option<String>,
@@ -226,6 +228,7 @@ impl Failover {
             published: None,
             generation: 0,
             previous_read: false,
+            previous_retry_ms: 0,
             next_inventory_ms: now_ms,
             inventory_seen: !cfg.driver,
             driver_error: None,
@@ -263,8 +266,22 @@ impl Failover {
     /// Our own previous extent, read once before the first publish: VMs our previous incarnation
     /// held and that no longer run here become `Lost`, so the pool restarts them (a rebooted host
     /// must not erase the evidence that they ran).
-    pub fn handle_previous(&mut self, previous: Option<HostState>) {
+    ///
+    /// `Err`: our extent could not be read. Nothing is published until it is (a failed read is
+    /// not "no previous state": that would erase the evidence of the VMs it ran); tried again
+    /// an interval later.
+    pub fn handle_previous(&mut self, now_ms: u64, previous: Result<Option<HostState>, String>) {
+        let previous = match previous {
+            Ok(p) => p,
+            Err(why) => {
+                self.previous_retry_ms = now_ms + self.cfg.inventory_interval_ms;
+                self.blocked =
+                    Some(format!("our own extent cannot be read ({why}): nothing is published yet"));
+                return;
+            }
+        };
         self.previous_read = true;
+        self.blocked = None;
         let Some(prev) = previous else { return };
         for e in prev.vms {
             // Already polled running here (a daemon restart leaves VMs running): not lost, and
@@ -282,9 +299,10 @@ impl Failover {
         }
     }
 
-    /// Whether [`Failover::handle_previous`] is still due (once, when the node is live).
-    pub fn needs_previous(&self) -> bool {
-        !self.previous_read
+    /// Whether [`Failover::handle_previous`] is due now (once the node is live; after a failed
+    /// read, again an interval later).
+    pub fn needs_previous(&self, now_ms: u64) -> bool {
+        !self.previous_read && now_ms >= self.previous_retry_ms
     }
 
     pub fn handle_inventory(&mut self, now_ms: u64, result: Result<Inventory, String>) {

@@ -27,6 +27,8 @@ struct Host {
     generation: u64,
     /// Starts fail with this message.
     fail_starts: Option<String>,
+    /// The next read of its own previous extent fails.
+    fail_previous: bool,
 }
 
 struct Pool {
@@ -74,6 +76,7 @@ impl Pool {
                 state: PeerState::Live,
                 generation: 1,
                 fail_starts: None,
+                fail_previous: false,
             })
             .collect();
         Pool {
@@ -134,9 +137,13 @@ impl Pool {
                 }
             }
             self.hosts[i].fo.handle_slots(&views, generation, true);
-            if self.hosts[i].fo.needs_previous() {
-                let prev = self.extents[i].1.clone();
-                self.hosts[i].fo.handle_previous(prev);
+            if self.hosts[i].fo.needs_previous(self.now) {
+                let prev = if std::mem::take(&mut self.hosts[i].fail_previous) {
+                    Err("EIO".to_string())
+                } else {
+                    Ok(self.extents[i].1.clone())
+                };
+                self.hosts[i].fo.handle_previous(self.now, prev);
             }
             for _ in 0..200 {
                 let Some(action) = self.hosts[i].fo.poll_action(self.now) else { break };
@@ -434,4 +441,26 @@ fn a_claim_by_a_newer_incarnation_of_a_slot_seen_as_gone_blocks_the_start() {
     e.claim += 1;
     p.run(40);
     assert!(p.starts.is_empty(), "nobody starts a VM a live daemon claimed: {:?}", p.starts);
+}
+
+/// Simulator seed 1795648762360349516: a rebooted host whose first read of its own extent failed
+/// took that as "no previous state" and published its VMs `stopped`: the evidence that they ran
+/// was erased and nobody restarted them. A failed read is retried; nothing is published first.
+#[test]
+fn a_failed_read_of_our_previous_extent_is_retried_not_taken_as_empty() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    // Host 2 reboots quickly: its VMs are off, a new daemon (generation 2) starts, and its first
+    // read of its own extent fails.
+    let cfg = p.hosts[2].fo.config().clone();
+    let h = &mut p.hosts[2];
+    for vm in h.vms.values_mut() {
+        vm.running = false;
+    }
+    h.generation = 2;
+    h.fo = Failover::new(cfg, p.now);
+    h.fail_previous = true;
+    p.run(60);
+    assert_eq!(p.running_on(1).len(), 1, "vm1 ran before the reboot: it runs again");
 }

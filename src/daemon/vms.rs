@@ -92,10 +92,13 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
             break;
         }
         fo.handle_slots(&views, generation, live);
-        if live && fo.needs_previous() {
+        if live && fo.needs_previous(now_ms()) {
             // Our previous incarnation's extent: the VMs it ran that no longer run here are lost.
-            let prev = read_state(disk, s.slot, &mut buf, io_timeout).1.ok().flatten();
-            fo.handle_previous(prev);
+            let prev = read_state(disk, s.slot, &mut buf, io_timeout).1;
+            if let Err(e) = &prev {
+                tracing::warn!(error = %e, "cannot read our own extent yet: publishing nothing until it is read");
+            }
+            fo.handle_previous(now_ms(), prev);
         }
         if driver.is_none() {
             if let Some(spec) = &s.driver {

@@ -555,9 +555,10 @@ impl Sim {
             th.views = views;
             (generation, live)
         };
+        let local = self.incs[i].clock.local_ms(self.now);
         let th = self.w().threads[i].as_mut().expect("thread");
         th.fo.handle_slots(&th.views, generation, live);
-        if live && th.fo.needs_previous() {
+        if live && th.fo.needs_previous(local) {
             let (lat, fail) = self.ext_io(i, false);
             self.vm_begin(i, Busy::Previous { fail }, lat);
             return Ok(());
@@ -691,10 +692,13 @@ impl Sim {
         match busy {
             Busy::Previous { fail } => {
                 let w = self.w();
-                let prev = if fail.is_none() { w.extents[slot as usize].state.clone() } else { None };
+                let prev = match fail {
+                    None => Ok(w.extents[slot as usize].state.clone()),
+                    Some(e) => Err(e),
+                };
                 let th = w.threads[i].as_mut().expect("thread");
-                th.prev_failed = fail.is_some();
-                th.fo.handle_previous(prev);
+                th.prev_failed = prev.is_err();
+                th.fo.handle_previous(local, prev);
             }
             Busy::Inventory { fail } => {
                 let inv = match fail {
