@@ -164,6 +164,9 @@ pub struct Node {
     ride_fed_ms: u64,
     /// Completion of our last `joining` write.
     joined_ms: Option<u64>,
+    /// This incarnation went live: from then on the watchdog is fed only after verified cycles,
+    /// so only then do our records say `watchdog_armed` (peers take "dead and armed" as proof).
+    been_live: bool,
     part: Option<PartitionStatus>,
     pub write_latency: Histogram,
     pub sweep_latency: Histogram,
@@ -212,6 +215,7 @@ impl Node {
             riding: false,
             ride_fed_ms: 0,
             joined_ms: None,
+            been_live: false,
             part: None,
             write_latency: Histogram::default(),
             sweep_latency: Histogram::default(),
@@ -688,7 +692,11 @@ impl Node {
         self.record.sequence += 1;
         self.record.monotonic_ms = now_ms;
         let mut f = 0;
-        if self.cfg.watchdog {
+        // Only once live: while joining the watchdog is fed on every sweep, whether our writes
+        // land or not, so "dead with the watchdog armed" would not prove a reset (VMs left running
+        // by a previous incarnation's clean leave would be restarted elsewhere; sim seed
+        // 1795571618523415356).
+        if self.cfg.watchdog && (self.been_live || self.record.state == State::Live) {
             f |= flags::WATCHDOG_ARMED;
         }
         if self.cfg.fence_stops_vms {
@@ -1169,6 +1177,7 @@ impl Node {
             let (latest, submitted) = self.own.latest().expect("live record written");
             if check == OwnCheck::Latest && latest.state == State::Live && start_ms < live_by {
                 self.st = St::Live;
+                self.been_live = true;
                 self.last_ok_ms = submitted;
                 self.emit(Event::Live { generation: self.record.generation });
                 self.verified_cycle();

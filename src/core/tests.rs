@@ -211,6 +211,8 @@ fn joins_a_free_slot_after_verifying_then_reads_back_live() {
     assert_eq!(h.n.phase(), Phase::Joining, "a free slot is taken at the first sweep");
     assert_eq!(h.disk.get(0).state, State::Joining);
     assert_eq!(h.disk.get(0).generation, 1);
+    // Fed on every sweep while joining, writes landing or not: no watchdog proof yet.
+    assert_eq!(h.disk.get(0).flags & flags::WATCHDOG_ARMED, 0, "a joining record claims no watchdog");
     let joined = h.now;
     while h.n.phase() == Phase::Joining {
         h.cycle();
