@@ -80,6 +80,28 @@ pub struct FenceReport {
     pub elapsed_ms: u64,
 }
 
+/// Opens the device and reads `slot`'s record (one sweep): what both `fence` and `confirm_down`
+/// start from.
+fn open_target(
+    path: &Path,
+    slot: u32,
+    engine: EngineKind,
+) -> Result<(Disk, crate::format::superblock::Superblock, Timing, Record), FenceError> {
+    let mut disk = Disk::open(path, Access::ReadWrite, engine, None)?;
+    let sb = disk.superblock().clone();
+    if slot >= sb.layout.slot_count {
+        return Err(DiskError::NoSuchSlot { slot, count: sb.layout.slot_count }.into());
+    }
+    let timing = Timing::from_base(sb.base_timeout_ms)?;
+    disk.sweep(timing.io_timeout())?;
+    let target = match disk.slot_bytes(slot) {
+        Err(s) => Err(crate::inspect::status_reason(s)),
+        Ok(b) => Record::decode(b, &sb.cluster_uuid, slot).map_err(|c| c.to_string()),
+    }
+    .map_err(|reason| FenceError::Unusable { slot, reason })?;
+    Ok((disk, sb, timing, target))
+}
+
 fn now_ms(start: Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
@@ -91,20 +113,7 @@ pub fn fence(
     progress: &mut dyn FnMut(&str),
 ) -> Result<FenceReport, FenceError> {
     let start = Instant::now();
-    let mut disk = Disk::open(path, Access::ReadWrite, engine, None)?;
-    let sb = disk.superblock().clone();
-    if slot >= sb.layout.slot_count {
-        return Err(DiskError::NoSuchSlot { slot, count: sb.layout.slot_count }.into());
-    }
-    let timing = Timing::from_base(sb.base_timeout_ms)?;
-    let read = |disk: &mut Disk| -> Result<Result<Record, String>, FenceError> {
-        disk.sweep(timing.io_timeout())?;
-        Ok(match disk.slot_bytes(slot) {
-            Err(s) => Err(crate::inspect::status_reason(s)),
-            Ok(b) => Record::decode(b, &sb.cluster_uuid, slot).map_err(|c| c.to_string()),
-        })
-    };
-    let target = read(&mut disk)?.map_err(|reason| FenceError::Unusable { slot, reason })?;
+    let (mut disk, sb, timing, target) = open_target(path, slot, engine)?;
     let name = target.host_name().to_string();
     let report = |confirmed, request_id, proof: Result<crate::core::GoneProof, NotProven>| FenceReport {
         slot,
@@ -211,18 +220,7 @@ pub fn confirm_down(
     progress: &mut dyn FnMut(&str),
 ) -> Result<FenceReport, FenceError> {
     let start = Instant::now();
-    let mut disk = Disk::open(path, Access::ReadWrite, engine, None)?;
-    let sb = disk.superblock().clone();
-    if slot >= sb.layout.slot_count {
-        return Err(DiskError::NoSuchSlot { slot, count: sb.layout.slot_count }.into());
-    }
-    let timing = Timing::from_base(sb.base_timeout_ms)?;
-    disk.sweep(timing.io_timeout())?;
-    let target = match disk.slot_bytes(slot) {
-        Err(s) => Err(crate::inspect::status_reason(s)),
-        Ok(b) => Record::decode(b, &sb.cluster_uuid, slot).map_err(|c| c.to_string()),
-    }
-    .map_err(|reason| FenceError::Unusable { slot, reason })?;
+    let (mut disk, sb, timing, target) = open_target(path, slot, engine)?;
     let name = target.host_name().to_string();
     let report = |confirmed, proof: Result<crate::core::GoneProof, NotProven>| FenceReport {
         slot,

@@ -278,24 +278,7 @@ pub fn pool_from_device(dev: &std::path::Path) -> Result<Pool, String> {
             continue;
         };
         let cap = st.capacity.expect("filtered");
-        let h = pool.hosts.len();
-        pool.hosts.push(crate::planner::Host {
-            name: format!("slot{slot}"),
-            memory_mib: cap.memory_mib,
-            max_vcpus: Some(u64::from(cap.vcpus)),
-            accepts_restarts: cap.accepts_restarts,
-        });
-        for e in st.vms.iter().filter(|e| e.state.holds()) {
-            pool.vms.push(crate::planner::Vm {
-                name: e.name.clone(),
-                memory_mib: e.memory_mib,
-                vcpus: u64::from(e.vcpus),
-                protection: e.protection,
-                order: e.order,
-                host: Some(h),
-                anti_affinity: e.anti_affinity.clone(),
-            });
-        }
+        crate::core::failover::add_to_pool(&mut pool, slot, cap, &st.vms);
     }
     if pool.hosts.is_empty() {
         return Err(format!(

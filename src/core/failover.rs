@@ -844,10 +844,7 @@ impl Failover {
             });
             match kept {
                 Some(a) => {
-                    let (cap, groups) = targets.get_mut(&a.target_slot).expect("checked");
-                    cap.memory_mib = cap.memory_mib.saturating_sub(top.memory_mib);
-                    cap.vcpus = cap.vcpus.saturating_sub(top.vcpus);
-                    groups.push(top.anti_affinity.clone());
+                    take_room(&mut targets, a.target_slot, &top);
                     assignments.push(Assignment {
                         source_slot: src,
                         source_generation: self.slots[src as usize].generation,
@@ -863,28 +860,9 @@ impl Failover {
         let (first, retries): (Vec<_>, Vec<_>) = rest.into_iter().partition(|r| r.2.is_empty());
         let placed = self.place_with_planner(&first, &targets);
         for ((src, top, _, attempt, claim), target) in first.into_iter().zip(placed) {
-            match target {
-                Some(t) => {
-                    let (cap, groups) = targets.get_mut(&t).expect("placed on a target");
-                    cap.memory_mib = cap.memory_mib.saturating_sub(top.memory_mib);
-                    cap.vcpus = cap.vcpus.saturating_sub(top.vcpus);
-                    groups.push(top.anti_affinity.clone());
-                    assignments.push(Assignment {
-                        uuid: top.uuid,
-                        source_slot: src,
-                        source_generation: self.slots[src as usize].generation,
-                        target_slot: t,
-                        claim,
-                        attempt,
-                        wave: 0,
-                    });
-                }
-                None => unplaced.push(Unplaced {
-                    uuid: top.uuid,
-                    source_slot: src,
-                    reason: UnplacedCode::NoCapacity,
-                }),
-            }
+            let source_generation = self.slots[src as usize].generation;
+            let placed: NewPlacement = (src, top, BTreeSet::new(), attempt, claim);
+            settle(&mut targets, target, &placed, source_generation, &mut assignments, &mut unplaced);
         }
         // Retries (a start failed on some host) avoid that host: best fit on the rest.
         let mut retries = retries;
@@ -896,7 +874,8 @@ impl Failover {
                 .then(y.memory_mib.cmp(&x.memory_mib))
                 .then(x.name.cmp(&y.name))
         });
-        for (src, top, excluded, attempt, claim) in retries {
+        for placed in retries {
+            let (src, top, excluded) = (placed.0, &placed.1, &placed.2);
             let fits = |cap: &HostCapacity| cap.memory_mib >= top.memory_mib && cap.vcpus >= top.vcpus;
             // Best fit by free memory; a host without the VM's anti-affinity group first.
             let choice = targets
@@ -907,28 +886,8 @@ impl Failover {
                     (clash, cap.memory_mib - top.memory_mib, **s)
                 })
                 .map(|(s, _)| *s);
-            match choice {
-                Some(t) => {
-                    let (cap, groups) = targets.get_mut(&t).expect("chosen");
-                    cap.memory_mib -= top.memory_mib;
-                    cap.vcpus -= top.vcpus;
-                    groups.push(top.anti_affinity.clone());
-                    assignments.push(Assignment {
-                        uuid: top.uuid,
-                        source_slot: src,
-                        source_generation: self.slots[src as usize].generation,
-                        target_slot: t,
-                        claim,
-                        attempt,
-                        wave: 0,
-                    });
-                }
-                None => unplaced.push(Unplaced {
-                    uuid: top.uuid,
-                    source_slot: src,
-                    reason: UnplacedCode::NoCapacity,
-                }),
-            }
+            let source_generation = self.slots[src as usize].generation;
+            settle(&mut targets, choice, &placed, source_generation, &mut assignments, &mut unplaced);
         }
         // Waves by restart order (unordered last); equal orders start together.
         let order_of = |a: &Assignment| -> Option<i64> {
@@ -1194,26 +1153,73 @@ impl Failover {
                 None
             };
             let Some((Some(cap), vms)) = st else { continue };
-            let h = pool.hosts.len();
-            pool.hosts.push(crate::planner::Host {
-                name: format!("slot{s}"),
-                memory_mib: cap.memory_mib,
-                max_vcpus: Some(u64::from(cap.vcpus)),
-                accepts_restarts: cap.accepts_restarts,
-            });
-            for e in vms.into_iter().filter(|e| e.state.holds()) {
-                pool.vms.push(crate::planner::Vm {
-                    name: e.name.clone(),
-                    memory_mib: e.memory_mib,
-                    vcpus: u64::from(e.vcpus),
-                    protection: e.protection,
-                    order: e.order,
-                    host: Some(h),
-                    anti_affinity: e.anti_affinity.clone(),
-                });
-            }
+            add_to_pool(&mut pool, s, cap, vms);
         }
         pool
+    }
+}
+
+/// Adds slot `slot`'s host (named `slotN`, the name `plan --fail` takes) with capacity `cap` and
+/// the VMs it holds to a planner pool: the live pool as the disk publishes it.
+pub fn add_to_pool<'a>(
+    pool: &mut crate::planner::Pool,
+    slot: u32,
+    cap: HostCapacity,
+    vms: impl IntoIterator<Item = &'a VmEntry>,
+) {
+    let h = pool.hosts.len();
+    pool.hosts.push(crate::planner::Host {
+        name: format!("slot{slot}"),
+        memory_mib: cap.memory_mib,
+        max_vcpus: Some(u64::from(cap.vcpus)),
+        accepts_restarts: cap.accepts_restarts,
+    });
+    for e in vms.into_iter().filter(|e| e.state.holds()) {
+        pool.vms.push(crate::planner::Vm {
+            name: e.name.clone(),
+            memory_mib: e.memory_mib,
+            vcpus: u64::from(e.vcpus),
+            protection: e.protection,
+            order: e.order,
+            host: Some(h),
+            anti_affinity: e.anti_affinity.clone(),
+        });
+    }
+}
+
+/// Counts `vm` against `target`'s free capacity and groups.
+fn take_room(targets: &mut Targets, target: u32, vm: &VmEntry) {
+    let (cap, groups) = targets.get_mut(&target).expect("a live target");
+    cap.memory_mib = cap.memory_mib.saturating_sub(vm.memory_mib);
+    cap.vcpus = cap.vcpus.saturating_sub(vm.vcpus);
+    groups.push(vm.anti_affinity.clone());
+}
+
+/// Records where a new placement went: an assignment on `target`, or `no-capacity`.
+fn settle(
+    targets: &mut Targets,
+    target: Option<u32>,
+    (src, top, _, attempt, claim): &NewPlacement,
+    source_generation: u64,
+    assignments: &mut Vec<Assignment>,
+    unplaced: &mut Vec<Unplaced>,
+) {
+    match target {
+        Some(t) => {
+            take_room(targets, t, top);
+            assignments.push(Assignment {
+                uuid: top.uuid,
+                source_slot: *src,
+                source_generation,
+                target_slot: t,
+                claim: *claim,
+                attempt: *attempt,
+                wave: 0,
+            });
+        }
+        None => {
+            unplaced.push(Unplaced { uuid: top.uuid, source_slot: *src, reason: UnplacedCode::NoCapacity })
+        }
     }
 }
 
