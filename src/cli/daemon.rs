@@ -103,6 +103,8 @@ pub struct Args {
     #[arg(long, value_name = "K")]
     pub tolerance_target: Option<u32>,
     /// TESTS ONLY: take the slot without watching it first (breaks slot-ownership safety).
+    /// Exists only in test builds (cargo feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     pub unsafe_skip_acquire: bool,
 }
@@ -141,6 +143,10 @@ pub fn run(args: Args) -> CliResult {
         no_restarts_here: args.no_restarts_here.then_some(true),
         tolerance_target: args.tolerance_target,
     };
-    let cfg = resolve(file, flags, args.unsafe_skip_acquire).map_err(|e| CliError::usage(e.to_string()))?;
+    #[cfg(feature = "test-hooks")]
+    let skip_acquire = args.unsafe_skip_acquire;
+    #[cfg(not(feature = "test-hooks"))]
+    let skip_acquire = false;
+    let cfg = resolve(file, flags, skip_acquire).map_err(|e| CliError::usage(e.to_string()))?;
     crate::daemon::run(cfg).map_err(|e| CliError { code: e.exit_code(), message: e.to_string() })
 }

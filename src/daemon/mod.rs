@@ -348,6 +348,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                 Action::Ready => {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                     // Test hook (tests/daemon.rs): proves a panic runs the fence path first.
+                    #[cfg(feature = "test-hooks")]
                     if std::env::var_os("DISKBEAT_TEST_PANIC_WHEN_LIVE").is_some() {
                         panic!("DISKBEAT_TEST_PANIC_WHEN_LIVE is set: panicking on purpose");
                     }

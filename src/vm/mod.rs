@@ -5,6 +5,7 @@
 //! definition (libvirt: a `diskbeat` element in the domain metadata; exec: the hook stores them).
 
 pub mod exec;
+#[cfg(feature = "libvirt")]
 pub mod libvirt;
 
 pub use crate::planner::Protection;
@@ -139,9 +140,19 @@ pub enum DriverSpec {
     Exec { hook: std::path::PathBuf },
 }
 
+/// Why a `libvirt` driver cannot be used by a diskbeat built without the `libvirt` feature.
+pub const LIBVIRT_NOT_BUILT: &str = "this diskbeat was built without the libvirt driver \
+    (cargo feature `libvirt`, on by default): rebuild with it, or use exec:/path/to/hook";
+
+/// Whether this binary carries the libvirt driver.
+pub const LIBVIRT_BUILT: bool = cfg!(feature = "libvirt");
+
 impl std::str::FromStr for DriverSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<DriverSpec, String> {
+        if (s == "libvirt" || s.starts_with("libvirt:")) && !LIBVIRT_BUILT {
+            return Err(format!("VM driver '{s}': {LIBVIRT_NOT_BUILT}"));
+        }
         if let Some(uri) = s.strip_prefix("libvirt:") {
             Ok(DriverSpec::Libvirt { uri: uri.to_string() })
         } else if s == "libvirt" {
@@ -163,7 +174,10 @@ impl DriverSpec {
     /// Opens the driver (connects to libvirt; checks the hook exists and is executable).
     pub fn open(&self) -> Result<Box<dyn VmDriver>, DriverError> {
         match self {
+            #[cfg(feature = "libvirt")]
             DriverSpec::Libvirt { uri } => Ok(Box::new(libvirt::LibvirtDriver::open(uri)?)),
+            #[cfg(not(feature = "libvirt"))]
+            DriverSpec::Libvirt { .. } => Err(DriverError::Unreachable(LIBVIRT_NOT_BUILT.into())),
             DriverSpec::Exec { hook } => Ok(Box::new(exec::ExecDriver::new(hook)?)),
         }
     }
