@@ -448,3 +448,27 @@ fn a_host_writing_only_its_extent_is_seen_by_the_watch() {
     assert!(stderr(&out).contains("extent of slot 6"), "{}", stderr(&out));
     assert_eq!(read_direct(lo.path(), 0, Some(4096)), before_sb, "mkfs wrote the superblock block");
 }
+
+/// A finished mkfs leaves no claim behind: an O_EXCL open right after it exits succeeds at once,
+/// every time (no retry here). Its io_uring ring used to drop the registered device fd later,
+/// from a kernel worker, so the next `mkfs --force` met EBUSY on a busy machine.
+#[test]
+fn exclusive_open_right_after_mkfs_exits_succeeds() {
+    if skip_unless_root() {
+        return;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let lo = LoopDev::new("64M", 512);
+    for i in 0..8 {
+        let args: &[&str] = if i == 0 {
+            &["--slots", "8", "--timeout", "1s"]
+        } else {
+            &["--force", "--slots", "8", "--timeout", "1s"]
+        };
+        let out = mkfs(&lo, args);
+        assert!(out.status.success(), "mkfs #{i}: {}", stderr(&out));
+        let open =
+            std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_EXCL).open(lo.path());
+        assert!(open.is_ok(), "O_EXCL open right after mkfs #{i} exited: {:?}", open.err());
+    }
+}

@@ -70,8 +70,9 @@ impl Device {
             }
         }
         opts.custom_flags(flags);
-        // io_uring releases a closed ring's files asynchronously: an exclusive open right after
-        // another diskbeat process exited can see EBUSY for a moment.
+        // A diskbeat engine hands its fd back when dropped (uring.rs, `Drop for Uring`), but a
+        // process killed with a ring open leaves the release to a kernel worker: an exclusive open
+        // right after such a death can see EBUSY for a moment.
         let mut attempts = 0;
         let file = loop {
             match opts.open(path) {

@@ -52,6 +52,17 @@ pub(super) struct SubmitFault {
     pub errno: i32,
 }
 
+impl Drop for Uring {
+    /// Hands the device fd back before the ring closes. A closed ring drops its registered files
+    /// later, from a kernel worker (tens of ms on a quiet machine, seconds on a loaded one): an
+    /// O_EXCL claim (mkfs) outlived the process and the next `mkfs`, or a daemon that systemd
+    /// restarted, met EBUSY. Unregistering puts the file now; only requests still in flight keep
+    /// their own reference.
+    fn drop(&mut self) {
+        let _ = self.ring.submitter().unregister_files();
+    }
+}
+
 impl Uring {
     pub(super) fn new(dev: &Device, bufs: &mut [PoolBuf], max_ops: usize) -> Result<Uring, IoError> {
         assert!(max_ops < 1 << 16 && bufs.len() < 1 << 16);
