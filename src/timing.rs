@@ -19,7 +19,7 @@ pub const MAX_BASE_TIMEOUT_MS: u32 = 3_600_000;
 pub const DEFAULT_BASE_TIMEOUT_MS: u32 = 40_000;
 
 /// Timeouts derived from a base timeout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timing {
     pub base_timeout_ms: u32,
     pub interval_ms: u32,

@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: builds diskbeat, makes a loop device over a sparse file,
 # formats it, brings up a local pool of 3 daemons on it, shows `diskbeat status` and
-# `diskbeat inspect`, stops the daemons cleanly and removes the loop device. Needs root.
-# Everything lives in a fresh temporary directory (under $TMPDIR, default /var/tmp: the loop
-# device's backing file needs O_DIRECT, which tmpfs lacks), removed on exit, failure included.
+# `diskbeat inspect`, cuts one daemon off the network and shows it fence itself (log-only) and the
+# others see it, stops the daemons cleanly and removes the loop device. Needs root and Linux loop
+# devices; nothing but Rust otherwise (nftables is installed with apt when missing, for the
+# partition part; without it that part is skipped). Everything lives in a fresh temporary
+# directory (under $TMPDIR, default /var/tmp: the loop device's backing file needs O_DIRECT, which
+# tmpfs lacks), removed on exit, failure included. Exits non-zero if any step fails.
 #   tools/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== building diskbeat (release; the first build takes about 3 minutes)"
-cargo build --release
+[ "$(id -u)" = 0 ] || { echo "demo: needs root (loop devices)" >&2; exit 1; }
+# The libvirt VM driver links libvirt; the demo does not use it, so without libvirt's headers the
+# demo builds diskbeat without it instead of failing.
+features=()
+if pkg-config --exists libvirt 2>/dev/null; then
+  echo "== building diskbeat (release; the first build takes about 4 minutes)"
+else
+  echo "== building diskbeat without the libvirt VM driver (libvirt-dev is not installed and the demo"
+  echo "   does not need it; tools/install-libvirt.sh installs it) (release; about 4 minutes the first time)"
+  features=(--no-default-features)
+fi
+cargo build --release "${features[@]}"
 DB=target/release/diskbeat
+if ! command -v nft >/dev/null && command -v apt-get >/dev/null; then
+  echo "== installing nftables (apt) for the partition part of the demo"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null 2>&1; } ||
+    echo "   (could not install nftables: the partition part will be skipped)"
+fi
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/diskbeat-demo.XXXXXX")
 IMG=$WORK/disk.img
 DEV=
@@ -27,7 +46,10 @@ cleanup() {
       [ -e "$log" ] && { echo "-- $log" >&2; tail -n 20 "$log" >&2; }
     done
   fi
-  [ -n "$DEV" ] && tools/loopdev.sh remove "$DEV" "$IMG" || true
+  if [ -n "$DEV" ] && ! tools/loopdev.sh remove "$DEV" "$IMG"; then
+    echo "demo: could not detach $DEV: something still holds it open (see: fuser -v $DEV)" >&2
+    [ "$status" -ne 0 ] || status=1
+  fi
   rm -rf "$WORK"
   exit "$status"
 }
@@ -51,15 +73,25 @@ for i in 0 1 2; do
     --socket "$WORK/hv-0$i.sock" --hb-addr "127.0.0.1:1770$i" 2>"$WORK/hv-0$i.log" &
   PIDS+=($!)
 done
-# Joining takes 2 x io timeout (2 s at T = 4 s); then the addresses are read from the extents.
-hears_all() {
-  $DB status --socket "$WORK/hv-0$1.sock" --json 2>/dev/null |
-    python3 -c 'import json,sys; v=json.load(sys.stdin); sys.exit(0 if len(v["network"]["hears"]) == 3 else 1)' 2>/dev/null
+# `diskbeat status --json` of host $1, on one line (for grep).
+status_json() { $DB status --socket "$WORK/hv-0$1.sock" --json 2>/dev/null | tr -d ' \n'; }
+# Host $1 hears all three hosts on the network (its own view: `.network.hears`).
+hears_all() { status_json "$1" | grep -q '"network":{[^{]*"hears":\[0,1,2\]'; }
+# Host $1's own state is $2.
+is_state() { status_json "$1" | grep -q "\"self\":{[^{]*\"state\":\"$2\""; }
+# Host $1 sees slot $2 in peer state $3.
+sees() { status_json "$1" | grep -q "{\"slot\":$2,\"name\":\"[^\"]*\",\"state\":\"$3\""; }
+# Waits up to $1 tenths of a second for the command after it; fails the demo if it never holds.
+wait_for() {
+  local tenths=$1; shift
+  for _ in $(seq 1 "$tenths"); do "$@" && return 0; sleep 0.1; done
+  echo "demo: gave up waiting for: $*" >&2
+  return 1
 }
-for _ in $(seq 1 200); do
-  hears_all 0 && hears_all 1 && hears_all 2 && break
-  sleep 0.1
-done
+# Joining takes 2 x io timeout (2 s at T = 4 s); then the addresses are read from the extents.
+wait_for 200 hears_all 0
+wait_for 50 hears_all 1
+wait_for 50 hears_all 2
 echo
 echo "== diskbeat status (hv-00's view)"
 $DB status --socket "$WORK/hv-00.sock"
@@ -76,14 +108,13 @@ if command -v nft >/dev/null; then
   nft add rule inet "$NFT_TABLE" out udp dport 17702 drop
   nft add rule inet "$NFT_TABLE" out udp sport 17702 drop
   # Unheard after the net timeout (2 s), published within 0.3 T, decided after 0.6 T of stable views.
-  for _ in $(seq 1 150); do
-    $DB status --socket "$WORK/hv-02.sock" --json 2>/dev/null | grep -q '"state": "fenced"' && break
-    sleep 0.1
-  done
+  wait_for 150 is_state 2 fenced
   echo "== diskbeat status (hv-02's view: it lost the partition and fenced itself)"
   $DB status --socket "$WORK/hv-02.sock"
   echo
-  echo "== diskbeat status (hv-00's view: disk beats from hv-02 stopped with a 'fenced' mark)"
+  # hv-00 reads hv-02's record on its next sweep (every T/20).
+  wait_for 50 sees 0 2 fenced
+  echo "== diskbeat status (hv-00's view: hv-02's record carries its 'fenced' mark)"
   $DB status --socket "$WORK/hv-00.sock"
   nft delete table inet "$NFT_TABLE"
   NFT_TABLE=

@@ -2,14 +2,18 @@
 # Installs libvirt (system daemon, QEMU driver, headers for the `virt` crate) and tini, as the VM
 # failover tests and the libvirt driver need them (Debian 12). Idempotent; needs root.
 # Notes: ../docs/VMS.md and tests/common/libvirt.rs (one libvirtd per emulated host).
+#   tools/install-libvirt.sh             # installs what is missing
+#   tools/install-libvirt.sh --check     # exit 0 if everything is installed, 1 otherwise
+#   tools/install-libvirt.sh --no-update # installs without `apt-get update` (the caller ran it)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 if command -v libvirtd >/dev/null && command -v qemu-system-x86_64 >/dev/null &&
   command -v tini >/dev/null && pkg-config --exists libvirt 2>/dev/null; then
   exit 0
 fi
+[ "${1:-}" = --check ] && exit 1
 echo "install-libvirt.sh: installing libvirt, QEMU and tini (about 10 s)..." >&2
-apt-get update -qq
+[ "${1:-}" = --no-update ] || apt-get update -qq
 pkgs=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 libvirt-dev pkg-config tini)
 # Some images carry a backported qemu-utils that conflicts with this release's qemu-system-common:
 # pin the release's own version when one is installed from elsewhere.

@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on real loop devices and FUSE (needs root). Installs what is missing.
-#   tools/test.sh [extra nextest args]
+# Runs the whole test suite on real loop devices, FUSE, network namespaces and libvirt (needs
+# root). Installs what is missing (one `apt-get update`, only when something is):
+#   util-linux (losetup), fuse3, iproute2 (ip netns), nftables (cuts and drops in the network
+#   tests), pkg-config + libvirt-dev (the `libvirt` cargo feature links libvirt), libvirt-daemon,
+#   QEMU and tini (tests/vm_libvirt.rs, tests/failover_libvirt.rs); iputils-ping if it can.
+# Then two builds:
+#   1. the default features (libvirt driver built in): every test;
+#   2. --no-default-features (no libvirt at all): the binary must not link libvirt, and the exec
+#      driver's failover tests run on it.
+# A flaky test fails the run (.config/nextest.toml). Seeds and figures (the simulator's base
+# seeds, FAILOVER_FIGURES lines) are printed at the end of the run, passing tests included.
+#   tools/test.sh [extra nextest args for the first run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,35 +18,35 @@ need=()
 command -v losetup >/dev/null || need+=(util-linux mount)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v ip >/dev/null || need+=(iproute2)
-# tests/netns.rs cuts links and drops packets with nftables.
 command -v nft >/dev/null || need+=(nftables)
-# Handy when debugging a network test by hand (the daemon pings with its own socket): never fatal.
-optional=()
-command -v ping >/dev/null || optional+=(iputils-ping)
 export DEBIAN_FRONTEND=noninteractive
-if [ ${#need[@]} -gt 0 ]; then
-  echo "test.sh: installing ${need[*]}" >&2
-  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+if [ ${#need[@]} -gt 0 ] || ! tools/install-libvirt.sh --check; then
+  echo "test.sh: installing ${need[*]:-}${need[*]:+ and }libvirt, QEMU, tini (apt)" >&2
+  apt-get update -qq
+  [ ${#need[@]} -eq 0 ] || apt-get install -y -qq "${need[@]}" >/dev/null
+  tools/install-libvirt.sh --no-update
 fi
-if [ ${#optional[@]} -gt 0 ]; then
-  echo "test.sh: installing ${optional[*]} (optional)" >&2
-  { apt-get update -qq && apt-get install -y -qq "${optional[@]}" >/dev/null; } ||
-    echo "test.sh: could not install ${optional[*]}; no test needs them" >&2
+# Handy when debugging a network test by hand (the daemon pings with its own socket): never fatal.
+if ! command -v ping >/dev/null; then
+  apt-get install -y -qq iputils-ping >/dev/null 2>&1 || echo "test.sh: no ping (optional; no test needs it)" >&2
 fi
 modprobe loop 2>/dev/null || true
 [ -e /dev/loop-control ] || { echo "test.sh: no /dev/loop-control: loop devices are needed" >&2; exit 1; }
 ip netns list >/dev/null || { echo "test.sh: network namespaces are needed (ip netns)" >&2; exit 1; }
 
-# libvirt, QEMU and tini for the VM driver tests; also libvirt-dev, which the `virt` crate links
-# against, so this comes before the build.
-tools/install-libvirt.sh
+run_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast "$@"
+  else
+    cargo test --workspace --no-fail-fast "$@"
+  fi
+}
 
-# Builds every binary the tests run (diskbeat and tools/faultfs) before the tests start, with
-# cargo's progress shown.
-echo "test.sh: building (the first build takes about 3 minutes)..." >&2
+echo "test.sh: [1/2] building with the default features (the first build takes about 4 minutes)..." >&2
 cargo build --workspace --all-targets
-if cargo nextest --version >/dev/null 2>&1; then
-  exec cargo nextest run --workspace --no-fail-fast "$@"
-else
-  exec cargo test --workspace --no-fail-fast "$@"
-fi
+run_tests "$@"
+
+echo "test.sh: [2/2] building without libvirt (--no-default-features) and running its tests..." >&2
+cargo build --workspace --no-default-features --tests
+run_tests --no-default-features --test build_features --test vm_exec --test failover
+echo "test.sh: all tests passed (both builds)" >&2

@@ -148,5 +148,5 @@ pub fn run(args: Args) -> CliResult {
     #[cfg(not(feature = "test-hooks"))]
     let skip_acquire = false;
     let cfg = resolve(file, flags, skip_acquire).map_err(|e| CliError::usage(e.to_string()))?;
-    crate::daemon::run(cfg).map_err(|e| CliError { code: e.exit_code(), message: e.to_string() })
+    crate::daemon::run(cfg).map_err(|e| CliError { code: e.exit_code(), message: e.to_string(), hint: None })
 }

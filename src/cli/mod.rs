@@ -5,6 +5,9 @@
 //! - 1: refused, failed, or the answer is "no"
 //! - 2: bad input: usage errors, unreadable or invalid files
 //! - 3: (`inspect`) read, but some record is corrupt or unreadable
+//!
+//! Under `--json` an error is JSON too, on stdout where the JSON reader is: `{"error": message,
+//! "kind": "failed" | "usage" | ..., "hint": what to do or null, "exit_code": N}`, same exit status.
 
 use clap::{Parser, Subcommand};
 
@@ -25,19 +28,58 @@ pub const EXIT_USAGE: u8 = 2;
 /// `inspect`: the device was read, but a shown record is corrupt or unreadable.
 pub const EXIT_DEGRADED: u8 = 3;
 
-/// An error that ends a command: printed on stderr as `diskbeat: <message>`, exit with `code`.
+/// An error that ends a command: printed on stderr as `diskbeat: <message>` (under `--json`, as
+/// a JSON object on stdout), exit with `code`.
 #[derive(Debug)]
 pub struct CliError {
     pub code: u8,
     pub message: String,
+    /// What to do about it, when the message does not already say.
+    pub hint: Option<String>,
 }
 
 impl CliError {
     pub fn fail(message: impl Into<String>) -> Self {
-        Self { code: EXIT_FAIL, message: message.into() }
+        Self { code: EXIT_FAIL, message: message.into(), hint: None }
     }
     pub fn usage(message: impl Into<String>) -> Self {
-        Self { code: EXIT_USAGE, message: message.into() }
+        Self { code: EXIT_USAGE, message: message.into(), hint: None }
+    }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The error's kind in JSON: what its exit status means.
+    pub fn kind(&self) -> &'static str {
+        match self.code {
+            EXIT_USAGE => "usage",
+            EXIT_DEGRADED => "degraded",
+            4 => "fence_failed",
+            _ => "failed",
+        }
+    }
+
+    /// The JSON form (`--json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": self.message,
+            "kind": self.kind(),
+            "hint": self.hint,
+            "exit_code": self.code,
+        })
+    }
+
+    /// Prints the error where its reader looks: JSON on stdout under `--json`, else stderr.
+    pub fn print(&self, json: bool) {
+        if json {
+            output::print_json(&self.to_json());
+        } else {
+            match &self.hint {
+                Some(h) => eprintln!("diskbeat: {}\n  hint: {h}", self.message),
+                None => eprintln!("diskbeat: {}", self.message),
+            }
+        }
     }
 }
 
@@ -77,8 +119,55 @@ pub enum Command {
     Vm(vm::Args),
 }
 
+impl Command {
+    /// Whether the command was asked for JSON output (`daemon` never is: it logs).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Mkfs(a) => a.json,
+            Command::Inspect(a) => a.json,
+            Command::Probe(a) => a.json,
+            Command::Daemon(_) => false,
+            Command::Status(a) => a.json,
+            Command::Fence(a) => a.json,
+            Command::Rekey(a) => a.json,
+            Command::Plan(a) => a.json,
+            Command::Vm(a) => match &a.command {
+                vm::VmCommand::List(l) => l.json,
+                vm::VmCommand::Protect(p) => p.json,
+            },
+        }
+    }
+}
+
+/// Parses the process's arguments and runs the command; returns the exit status. A command line
+/// clap rejects is a usage error (exit 2), printed as JSON when `--json` is among the arguments.
+pub fn main() -> u8 {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => run(cli),
+        Err(e) if e.use_stderr() && args.iter().any(|a| a == "--json") => {
+            let message = e.kind().to_string();
+            let detail = e.to_string();
+            let detail = detail.lines().next().unwrap_or(&message).trim_start_matches("error: ");
+            let err =
+                CliError::usage(detail.to_string()).with_hint("see `diskbeat help` or the command's --help");
+            err.print(true);
+            EXIT_USAGE
+        }
+        Err(e) => {
+            let _ = e.print();
+            if e.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            }
+        }
+    }
+}
+
 /// Runs a parsed command line and returns the process exit status.
 pub fn run(cli: Cli) -> u8 {
+    let json = cli.command.json();
     let result = match cli.command {
         Command::Mkfs(args) => mkfs::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -93,7 +182,7 @@ pub fn run(cli: Cli) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("diskbeat: {}", e.message);
+            e.print(json);
             e.code
         }
     }

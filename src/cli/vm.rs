@@ -104,10 +104,10 @@ fn open(flag: Option<String>) -> Result<Box<dyn VmDriver>, CliError> {
 
 fn driver_error(e: &DriverError, spec: &str) -> CliError {
     match e {
-        DriverError::NoSuchVm(_) => CliError::usage(format!("{e}; see `diskbeat vm list`")),
-        DriverError::Unreachable(_) => {
-            CliError::fail(format!("{e}\n(driver '{spec}'; choose another with --driver or ${DRIVER_ENV})"))
-        }
+        DriverError::NoSuchVm(_) => CliError::usage(e.to_string()).with_hint("see `diskbeat vm list`"),
+        DriverError::Unreachable(_) => CliError::fail(format!("{e} (driver '{spec}')")).with_hint(format!(
+            "start the hypervisor, or choose another driver with --driver or ${DRIVER_ENV}"
+        )),
         _ => CliError::fail(e.to_string()),
     }
 }

@@ -110,7 +110,7 @@ pub enum Action {
 }
 
 /// Why this host fences itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum FenceReason {
     /// No verified heartbeat within the self-fence deadline.

@@ -131,7 +131,7 @@ pub enum NoDecision {
 }
 
 /// The criterion that set the survivors apart from the best other clique (for status and logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum Reason {
     /// Everyone mutually hears everyone: no partition.

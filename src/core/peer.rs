@@ -28,7 +28,7 @@ pub enum PeerState {
 }
 
 /// Why a peer's VMs are proven gone (docs/SAFETY.md, "What proves a host's VMs gone").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GoneProof {
     /// Its record says `fenced`, written after a fence action that stops VMs succeeded.
@@ -42,7 +42,7 @@ pub enum GoneProof {
 }
 
 /// Why a peer's VMs are NOT proven gone: never restart them elsewhere automatically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotProven {
     /// Still heartbeating (or not yet silent for host-dead).
@@ -59,6 +59,48 @@ pub enum NotProven {
     Corrupt,
     /// Never held (free) or never read.
     NoHost,
+}
+
+impl GoneProof {
+    /// The name status and JSON use.
+    pub fn name(self) -> &'static str {
+        match self {
+            GoneProof::FencedMark => "fenced_mark",
+            GoneProof::WatchdogExpired => "watchdog_expired",
+            GoneProof::OperatorConfirmed => "operator_confirmed",
+        }
+    }
+}
+
+impl NotProven {
+    /// The name status and JSON use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotProven::Alive => "alive",
+            NotProven::LeftCleanly => "left_cleanly",
+            NotProven::FencedLogOnly => "fenced_log_only",
+            NotProven::Fencing => "fencing",
+            NotProven::DeadWithoutWatchdog => "dead_without_watchdog",
+            NotProven::Corrupt => "corrupt",
+            NotProven::NoHost => "no_host",
+        }
+    }
+
+    /// `name: why`, for people.
+    pub fn text(self) -> String {
+        let why = match self {
+            NotProven::Alive => "still heartbeating",
+            NotProven::LeftCleanly => "its daemon left cleanly, and a stopped daemon does not stop its VMs",
+            NotProven::FencedLogOnly => "it fenced itself with a log-only action, which stops nothing",
+            NotProven::Fencing => "it is fencing itself, or its fence action failed",
+            NotProven::DeadWithoutWatchdog => {
+                "silent, but no hardware watchdog was armed: its daemon may have died with VMs running"
+            }
+            NotProven::Corrupt => "its record is corrupt: who holds the slot cannot be known",
+            NotProven::NoHost => "no host holds the slot",
+        };
+        format!("{}: {why}", self.name())
+    }
 }
 
 impl PeerState {

@@ -103,10 +103,10 @@ fn respond(snapshot: &Mutex<Snapshot>, request: &str) -> String {
     match request {
         "status" | "status all" => {
             let s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
-            let mut v = status::render(&s, request == "status all");
-            v["now_ms"] = now_ms().into();
+            let mut report = status::render(&s, request == "status all");
             drop(s);
-            v.to_string()
+            report.now_ms = now_ms();
+            serde_json::to_string(&report).expect("a status report serializes")
         }
         other => error_json(&format!("unknown request '{other}'")),
     }

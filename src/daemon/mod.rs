@@ -8,6 +8,7 @@ pub mod config;
 mod control;
 pub mod fence;
 pub mod net;
+pub mod report;
 pub mod status;
 mod vms;
 

@@ -1,13 +1,13 @@
 //! The status the control socket serves: a snapshot the heartbeat loop updates in place (no
 //! allocation per cycle) and the socket thread renders as JSON.
 
+use super::report::*;
 use crate::core::net::NetPeer;
 use crate::core::node::PartitionStatus;
-use crate::core::{Event, FenceReason, Node, Peer, PeerChange, PeerState, Phase};
+use crate::core::{Event, Node, Peer, PeerChange, PeerState, Phase};
 use crate::format::decode_name;
 use crate::stats::Histogram;
 use crate::timing::Timing;
-use serde_json::{json, Value};
 use std::collections::VecDeque;
 
 const RECENT_EVENTS: usize = 64;
@@ -128,18 +128,14 @@ impl Snapshot {
     }
 }
 
-fn latency(h: &Histogram) -> Value {
-    json!({
-        "count": h.count(),
-        "p50_us": h.percentile_us(0.5),
-        "p99_us": h.percentile_us(0.99),
-        "p999_us": h.percentile_us(0.999),
-        "max_us": h.max_us(),
-    })
-}
-
-fn fence_reason_json(r: &FenceReason) -> Value {
-    json!({ "kind": serde_json::to_value(r).unwrap_or(Value::Null), "text": super::fence::describe(r) })
+fn latency(h: &Histogram) -> Latency {
+    Latency {
+        count: h.count(),
+        p50_us: h.percentile_us(0.5),
+        p99_us: h.percentile_us(0.99),
+        p999_us: h.percentile_us(0.999),
+        max_us: h.max_us(),
+    }
 }
 
 pub fn peer_state_name(s: PeerState) -> &'static str {
@@ -157,74 +153,78 @@ pub fn peer_state_name(s: PeerState) -> &'static str {
 }
 
 /// One peer's network state: per network heard or not and when last, what its packets say.
-fn peer_network(s: &Snapshot, slot: usize) -> Value {
-    let Some(np) = s.net_peers.get(slot) else { return Value::Null };
+fn peer_network(s: &Snapshot, slot: usize) -> Option<PeerNetwork> {
+    let np = s.net_peers.get(slot)?;
     let timeout = s.timing.net_timeout_ms();
     let addrs = s.peer_addrs.get(slot).copied().unwrap_or_default();
-    let networks: Vec<Value> = (0..s.hb_addrs.len())
-        .map(|n| {
-            json!({
-                "network": n,
-                "address": addrs.get(n).copied().flatten().map(|a| a.to_string()),
-                "heard": np.heard_on(n, s.now_ms, timeout),
-                "last_heard_ms_ago": np.heard_ms[n].map(|t| s.now_ms.saturating_sub(t)),
-                "packets": np.accepted[n],
-            })
+    let networks = (0..s.hb_addrs.len())
+        .map(|n| PeerLink {
+            network: n as u32,
+            address: addrs.get(n).copied().flatten().map(|a| a.to_string()),
+            heard: np.heard_on(n, s.now_ms, timeout),
+            last_heard_ms_ago: np.heard_ms[n].map(|t| s.now_ms.saturating_sub(t)),
+            packets: np.accepted[n],
         })
         .collect();
-    let last = np.last.map(|l| {
-        json!({
-            "disk_lost": l.disk_lost,
-            "disk_age_ms": (l.disk_age_ms != crate::net::packet::DISK_AGE_NEVER).then_some(l.disk_age_ms),
-            "hears": l.net_view.iter().collect::<Vec<_>>(),
-        })
+    let last_packet = np.last.map(|l| LastPacket {
+        disk_lost: l.disk_lost,
+        disk_age_ms: (l.disk_age_ms != crate::net::packet::DISK_AGE_NEVER).then_some(l.disk_age_ms),
+        hears: l.net_view.iter().collect(),
     });
-    json!({
-        "heard": np.heard(s.now_ms, timeout),
-        "networks": networks,
-        "last_packet": last,
-    })
+    Some(PeerNetwork { heard: np.heard(s.now_ms, timeout), networks, last_packet })
 }
 
 /// This host's network side: addresses, drops by reason, the partition decision and why.
-fn network(s: &Snapshot) -> Value {
+fn network(s: &Snapshot) -> NetworkStatus {
     if s.hb_addrs.is_empty() {
-        return json!({ "enabled": false });
+        return NetworkStatus { enabled: false, heartbeat: None };
     }
     let partition = s.partition.map(|p| {
-        let stable_ms = s.now_ms.saturating_sub(p.stable_since_ms);
+        let stable_for_ms = s.now_ms.saturating_sub(p.stable_since_ms);
         match p.decision {
-            Ok(d) => json!({
-                "participants": p.participants,
-                "survivors": d.survivors.iter().collect::<Vec<_>>(),
-                "we_survive": !d.must_fence(s.slot),
-                "reason": d.reason,
-                "text": partition_reason_text(&d.reason),
-                "stable_for_ms": stable_ms,
-                "decision_delay_ms": s.timing.partition_delay_ms(),
-            }),
-            Err(e) => json!({
-                "participants": p.participants,
-                "no_decision": e.to_string(),
-                "text": format!("no decision ({e}): nobody fences for a partition"),
-                "stable_for_ms": stable_ms,
-            }),
+            Ok(d) => PartitionReport {
+                participants: p.participants,
+                survivors: Some(d.survivors.iter().collect()),
+                we_survive: Some(!d.must_fence(s.slot)),
+                reason: Some(d.reason),
+                no_decision: None,
+                text: partition_reason_text(&d.reason),
+                stable_for_ms,
+                decision_delay_ms: Some(s.timing.partition_delay_ms()),
+            },
+            Err(e) => PartitionReport {
+                participants: p.participants,
+                survivors: None,
+                we_survive: None,
+                reason: None,
+                no_decision: Some(e.to_string()),
+                text: format!("no decision ({e}): nobody fences for a partition"),
+                stable_for_ms,
+                decision_delay_ms: None,
+            },
         }
     });
-    json!({
-        "enabled": true,
-        "addresses": s.hb_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "hears": s.own_view.iter().collect::<Vec<_>>(),
-        "beats_sent": s.beats_sent,
-        "drops": s.drops.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        "drops_total": s.drops.total(),
-        "weight": s.weight,
-        "isolation_configured": s.isolation_configured,
-        "isolated": s.isolated,
-        "partition": partition,
-        "riding_through": s.riding_through,
-        "members": s.members,
-    })
+    NetworkStatus {
+        enabled: true,
+        heartbeat: Some(NetworkHeartbeat {
+            addresses: s.hb_addrs.iter().map(|a| a.to_string()).collect(),
+            hears: s.own_view.iter().collect(),
+            beats_sent: s.beats_sent,
+            drops: s.drops.iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            drops_total: s.drops.total(),
+            weight: s.weight,
+            isolation_configured: s.isolation_configured,
+            isolated: s.isolated,
+            partition,
+            riding_through: s.riding_through,
+            members: s.members,
+        }),
+    }
+}
+
+/// `1 host`, `2 hosts`.
+fn count(n: u64, noun: &str) -> String {
+    crate::cli::output::plural(n, noun)
 }
 
 pub fn describe_event(e: &Event) -> String {
@@ -272,9 +272,17 @@ pub fn describe_event(e: &Event) -> String {
             format!("mailbox test {request_id} from {sender_slot}")
         }
         Event::MailboxCorrupt { reason } => format!("own mailbox corrupt ({reason})"),
-        Event::Partition { decision: Ok(r), we_survive, survivors } => format!(
-            "partition rule: {} ({survivors} survivors; {})",
-            if *we_survive { "this host SURVIVES" } else { "this host must FENCE once the views are stable" },
+        // A change of the current views, not yet an act: a host only fences once the views
+        // stayed so for the decision delay (then `self-fencing: network partition ...` follows).
+        Event::Partition { decision: Ok(r), we_survive: true, survivors } => format!(
+            "partition views: this host is in the surviving part ({} of the participants; {})",
+            count(u64::from(*survivors), "host"),
+            partition_reason_text(r)
+        ),
+        Event::Partition { decision: Ok(r), we_survive: false, survivors } => format!(
+            "partition views (tentative): this host is outside the surviving part ({} survive; {}); \
+             it fences itself only if the views stay so for the decision delay",
+            count(u64::from(*survivors), "host"),
             partition_reason_text(r)
         ),
         Event::Partition { decision: Err(e), .. } => {
@@ -294,9 +302,10 @@ pub fn describe_event(e: &Event) -> String {
 pub fn partition_reason_text(r: &crate::core::partition::Reason) -> String {
     use crate::core::partition::Reason;
     match r {
+        Reason::Whole { hosts: 1 } => "no partition: this host is the only participant".into(),
         Reason::Whole { hosts } => format!("no partition: all {hosts} hosts hear each other"),
         Reason::Largest { size, rival_size } => {
-            format!("largest part: {size} hosts against {rival_size}")
+            format!("largest part: {} against {rival_size}", count(u64::from(*size), "host"))
         }
         Reason::LessIsolated { isolated, rival_isolated } => format!(
             "equal size; fewer isolated hosts ({isolated} against {rival_isolated} that reach no isolation address)"
@@ -324,108 +333,118 @@ pub fn refuse_text(r: &crate::core::RefuseReason) -> String {
     }
 }
 
-/// Renders the snapshot. `all` includes free and never-read slots.
 /// The failover side: role, plan, held VMs and why, host failures tolerated.
-fn vms(s: &Snapshot) -> Value {
-    let Some(f) = &s.failover else { return json!({ "enabled": false }) };
-    let held: Vec<Value> = f
+fn vms(s: &Snapshot) -> VmsStatus {
+    let Some(f) = &s.failover else { return VmsStatus { enabled: false, failover: None } };
+    let held = f
         .held
         .iter()
-        .map(|h| {
-            json!({
-                "slot": h.slot,
-                "vms": h.vms,
-                "why_not": h.reason,
-                "text": format!(
-                    "slot {} stopped heartbeating but its VMs are not proven gone ({}): they are NOT restarted; \
-                     once you have verified the host is off, run `diskbeat fence --confirm-down {} --device {}`",
-                    h.slot, serde_json::to_value(h.reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-                    h.slot, s.device
-                ),
-            })
+        .map(|h| HeldVms {
+            slot: h.slot,
+            vms: h.vms.clone(),
+            why_not: h.reason,
+            text: format!(
+                "slot {} stopped heartbeating but its VMs are not proven gone ({}): they are NOT restarted; \
+                 once you have verified the host is off, run `diskbeat fence {} --confirm-down {}`",
+                h.slot,
+                h.reason.text(),
+                s.device,
+                h.slot
+            ),
         })
         .collect();
-    let below = matches!((f.tolerance, f.tolerance_target), (Some(t), Some(target)) if t < target);
-    json!({
-        "enabled": true,
-        "coordinator_slot": f.coordinator_slot,
-        "is_coordinator": f.is_coordinator,
-        "plan": f.plan,
-        "held": held,
-        "own": f.own.iter().map(|(name, st)| json!({"name": name, "state": st})).collect::<Vec<_>>(),
-        "driver_error": f.driver_error,
-        "blocked": f.blocked,
-        "published_vms": f.published_vms,
-        "running_twice": f.running_twice.iter().map(|(n, slots)| json!({"name": n, "slots": slots})).collect::<Vec<_>>(),
-        "host_failures_tolerated": f.tolerance,
-        "tolerance_target": f.tolerance_target,
-        "below_target": below,
-    })
+    let below_target = matches!((f.tolerance, f.tolerance_target), (Some(t), Some(target)) if t < target);
+    VmsStatus {
+        enabled: true,
+        failover: Some(FailoverReport {
+            coordinator_slot: f.coordinator_slot,
+            is_coordinator: f.is_coordinator,
+            plan: f.plan.clone(),
+            held,
+            own: f.own.iter().map(|(name, state)| OwnVm { name: name.clone(), state: *state }).collect(),
+            driver_error: f.driver_error.clone(),
+            blocked: f.blocked.clone(),
+            published_vms: f.published_vms,
+            running_twice: f
+                .running_twice
+                .iter()
+                .map(|(name, slots)| RunningTwice { name: name.clone(), slots: slots.clone() })
+                .collect(),
+            host_failures_tolerated: f.tolerance,
+            tolerance_target: f.tolerance_target,
+            below_target,
+        }),
+    }
 }
 
-pub fn render(s: &Snapshot, all: bool) -> Value {
-    let peers: Vec<Value> = s
+/// The report the control socket serves. `all` includes free and never-read slots.
+pub fn render(s: &Snapshot, all: bool) -> StatusReport {
+    let peers = s
         .peers
         .iter()
         .enumerate()
         .filter(|(i, p)| {
             *i as u32 != s.slot && (all || !matches!(p.state, PeerState::Free | PeerState::Unread))
         })
-        .map(|(i, p)| {
-            json!({
-                "slot": i,
-                "name": p.host_name(),
-                "state": peer_state_name(p.state),
-                "generation": p.generation,
-                "sequence": p.sequence,
-                "age_ms": p.age_ms(),
-                "host_uuid": p.host_uuid.to_string(),
-                "unreadable": p.unreadable,
-                "corrupt_reason": p.corruption.map(|c| c.to_string()),
-                "dead_at_ms": p.dead_at_ms,
-                "watchdog_armed": p.flags & crate::format::record::flags::WATCHDOG_ARMED != 0,
-                "fence_failed": p.flags & crate::format::record::flags::FENCE_FAILED != 0,
-                "generation_conflict": p.conflict,
-                "vms_gone": match p.vms_gone() {
-                    Ok(proof) => json!({ "proven": true, "proof": proof }),
-                    Err(why) => json!({ "proven": false, "why_not": why }),
-                },
-                "silent_ms_at_death": p.dead_at_ms.map(|_| p.silent_ms_at_death),
-                "network": peer_network(s, i),
-            })
+        .map(|(i, p)| PeerStatus {
+            slot: i as u32,
+            name: p.host_name().to_string(),
+            state: peer_state_name(p.state).to_string(),
+            generation: p.generation,
+            sequence: p.sequence,
+            age_ms: p.age_ms(),
+            host_uuid: p.host_uuid.to_string(),
+            unreadable: p.unreadable,
+            corrupt_reason: p.corruption.map(|c| c.to_string()),
+            dead_at_ms: p.dead_at_ms,
+            watchdog_armed: p.flags & crate::format::record::flags::WATCHDOG_ARMED != 0,
+            fence_failed: p.flags & crate::format::record::flags::FENCE_FAILED != 0,
+            generation_conflict: p.conflict,
+            vms_gone: match p.vms_gone() {
+                Ok(proof) => VmsGone { proven: true, proof: Some(proof), why_not: None },
+                Err(why) => VmsGone { proven: false, proof: None, why_not: Some(why) },
+            },
+            silent_ms_at_death: p.dead_at_ms.map(|_| p.silent_ms_at_death),
+            network: peer_network(s, i),
         })
         .collect();
     let fence_reason = match s.phase {
-        Phase::SelfFencing(r) | Phase::Fenced(r) => Some(fence_reason_json(&r)),
+        Phase::SelfFencing(r) | Phase::Fenced(r) => {
+            Some(FenceReasonStatus { kind: r, text: super::fence::describe(&r) })
+        }
         _ => None,
     };
-    json!({
-        "now_ms": s.now_ms,
-        "self": {
-            "slot": s.slot,
-            "name": s.name,
-            "state": s.phase.name(),
-            "host_uuid": s.host_uuid.to_string(),
-            "cluster_name": s.cluster_name,
-            "device": s.device,
-            "engine": s.engine,
-            "generation": s.generation,
-            "sequence": s.sequence,
-            "last_ok_age_ms": s.now_ms.saturating_sub(s.last_ok_ms),
-            "fence_deadline_in_ms": s.fence_deadline_ms.map(|d| d.saturating_sub(s.now_ms)),
-            "fence_reason": fence_reason,
-            "fenced_at_ms": s.fenced_at_ms,
-            "fence_failures": s.fence_failures,
-            "watchdog_armed": s.watchdog,
-            "fence_stops_vms": s.fence_stops_vms,
-            "timing": s.timing,
-            "latency": { "write": latency(&s.write_latency), "sweep": latency(&s.sweep_latency) },
-            "cycles": s.cycles,
-            "failed_cycles": s.failed_cycles,
+    StatusReport {
+        now_ms: s.now_ms,
+        me: SelfStatus {
+            slot: s.slot,
+            name: s.name.clone(),
+            state: s.phase.name().to_string(),
+            host_uuid: s.host_uuid.to_string(),
+            cluster_name: s.cluster_name.clone(),
+            device: s.device.clone(),
+            engine: s.engine.to_string(),
+            generation: s.generation,
+            sequence: s.sequence,
+            last_ok_age_ms: s.now_ms.saturating_sub(s.last_ok_ms),
+            fence_deadline_in_ms: s.fence_deadline_ms.map(|d| d.saturating_sub(s.now_ms)),
+            fence_reason,
+            fenced_at_ms: s.fenced_at_ms,
+            fence_failures: s.fence_failures,
+            watchdog_armed: s.watchdog,
+            fence_stops_vms: s.fence_stops_vms,
+            timing: s.timing,
+            latency: Latencies { write: latency(&s.write_latency), sweep: latency(&s.sweep_latency) },
+            cycles: s.cycles,
+            failed_cycles: s.failed_cycles,
         },
-        "network": network(s),
-        "vms": vms(s),
-        "peers": peers,
-        "recent_events": s.events.iter().map(|(at, e)| json!({"at_ms": at, "text": describe_event(e)})).collect::<Vec<_>>(),
-    })
+        network: network(s),
+        vms: vms(s),
+        peers,
+        recent_events: s
+            .events
+            .iter()
+            .map(|(at, e)| EventLine { at_ms: *at, text: describe_event(e) })
+            .collect(),
+    }
 }

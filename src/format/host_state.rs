@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 /// A VM's state in its holder's inventory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     /// Running here (as the driver last reported).
@@ -58,7 +58,7 @@ pub struct VmEntry {
 
 /// Identifies one published plan: who made it, in which incarnation, and its number (plan numbers
 /// only grow across coordinators: a new coordinator continues from the highest it read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Epoch {
     pub number: u64,
     pub coordinator_slot: u32,
@@ -66,7 +66,7 @@ pub struct Epoch {
 }
 
 /// One VM assigned to one target.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Assignment {
     pub uuid: uuid::Uuid,
     /// Where the definition is read from (the gone holder with the highest claim).
@@ -82,7 +82,7 @@ pub struct Assignment {
 }
 
 /// A VM of a gone host the plan does not restart, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Unplaced {
     pub uuid: uuid::Uuid,
     pub source_slot: u32,
@@ -90,7 +90,7 @@ pub struct Unplaced {
     pub reason: UnplacedCode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnplacedCode {
     /// Protection `none`.
@@ -102,7 +102,7 @@ pub enum UnplacedCode {
 }
 
 /// The coordinator's restart plan.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub epoch: Epoch,
     pub assignments: Vec<Assignment>,
