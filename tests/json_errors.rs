@@ -1,6 +1,6 @@
 //! Under `--json` every command prints its errors as JSON (`error`, `kind`, `hint`, `exit_code`)
-//! on stdout, with the same exit status as without `--json`, and nothing on stdout that is not
-//! JSON. Every subcommand with a `--json` flag has a case here (checked against clap).
+//! on stderr, with the same exit status as without `--json`; stdout holds nothing but the result
+//! document. Every subcommand with a `--json` flag has a case here (checked against clap).
 
 mod common;
 use clap::CommandFactory;
@@ -31,8 +31,9 @@ fn every_command_with_json_prints_its_errors_as_json() {
         with.push("--json");
         let out = run(&with);
         assert_eq!(out.status.code(), code, "{what}: exit status differs under --json");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("{what}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        assert!(out.stdout.is_empty(), "{what}: {}", String::from_utf8_lossy(&out.stdout));
+        let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap_or_else(|e| {
+            panic!("{what}: stderr is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr))
         });
         assert!(v["error"].as_str().is_some_and(|s| !s.is_empty()), "{what}: {v}");
         assert!(v["kind"].is_string() && v.get("hint").is_some(), "{what}: {v}");

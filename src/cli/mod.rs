@@ -6,8 +6,10 @@
 //! - 2: bad input: usage errors, unreadable or invalid files
 //! - 3: (`inspect`) read, but some record is corrupt or unreadable
 //!
-//! Under `--json` an error is JSON too, on stdout where the JSON reader is: `{"error": message,
-//! "kind": "failed" | "usage" | ..., "hint": what to do or null, "exit_code": N}`, same exit status.
+//! Under `--json` an error is JSON too, on stderr: `{"error": message, "kind": "failed" | "usage" |
+//! ..., "hint": what to do or null, "exit_code": N}`, same exit status. Stdout holds only the
+//! command's result document (a command can fail after reporting, e.g. `probe` whose writes
+//! failed), so it always parses as one JSON value or is empty.
 
 use clap::{Parser, Subcommand};
 
@@ -29,7 +31,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_DEGRADED: u8 = 3;
 
 /// An error that ends a command: printed on stderr as `diskbeat: <message>` (under `--json`, as
-/// a JSON object on stdout), exit with `code`.
+/// a JSON object), exit with `code`.
 #[derive(Debug)]
 pub struct CliError {
     pub code: u8,
@@ -70,10 +72,10 @@ impl CliError {
         })
     }
 
-    /// Prints the error where its reader looks: JSON on stdout under `--json`, else stderr.
+    /// Prints the error on stderr: JSON under `--json`, else a line for people.
     pub fn print(&self, json: bool) {
         if json {
-            output::print_json(&self.to_json());
+            eprintln!("{}", serde_json::to_string_pretty(&self.to_json()).expect("JSON values serialize"));
         } else {
             match &self.hint {
                 Some(h) => eprintln!("diskbeat: {}\n  hint: {h}", self.message),
