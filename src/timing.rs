@@ -120,28 +120,35 @@ impl Timing {
     }
 }
 
-/// Parses a duration like `40s`, `2s`, `500ms`, `1m` (a bare number means seconds).
+/// What a duration looks like, for error messages.
+const DURATION_HINT: &str = "type e.g. 40s, 1.5s, 500ms or 2m; a bare number means seconds";
+
+/// Parses a duration like `40s`, `1.5s`, `500ms`, `2m`, `1h`, `1m 30s` (humantime's syntax), or a
+/// bare number, which means seconds (`3`, `0.5`). Rounds to the nearest millisecond.
 pub fn parse_duration_ms(text: &str) -> Result<u32, String> {
     let t = text.trim();
-    let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1u64)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000)
+    if t.starts_with('-') {
+        return Err(format!("'{text}' is negative: a duration is 0 or more ({DURATION_HINT})"));
+    }
+    // humantime wants a unit on every number; ours has always been optional (seconds).
+    let seconds;
+    let t = if t.bytes().any(|b| b.is_ascii_digit()) && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        seconds = format!("{t}s");
+        seconds.as_str()
     } else {
-        (t, 1000)
+        t
     };
-    let value: f64 =
-        num.trim().parse().map_err(|_| format!("'{text}' is not a duration (try 40s, 2s or 500ms)"))?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!("'{text}' is not a positive duration"));
-    }
-    let ms = (value * mult as f64).round();
-    if ms > u32::MAX as f64 {
-        return Err(format!("'{text}' is too long"));
-    }
-    Ok(ms as u32)
+    let d = humantime::parse_duration(t).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, .. } if !unit.is_empty() => {
+            format!("'{text}' has an unknown unit '{unit}' (use ms, s, m or h: {DURATION_HINT})")
+        }
+        humantime::DurationError::NumberOverflow => {
+            format!("'{text}' is out of range (at most 49 days, in steps no finer than 1 ns)")
+        }
+        _ => format!("'{text}' is not a duration ({DURATION_HINT})"),
+    })?;
+    let ms = (d.as_nanos() + 500_000) / 1_000_000;
+    u32::try_from(ms).map_err(|_| format!("'{text}' is too long (at most 49 days)"))
 }
 
 #[cfg(test)]
@@ -170,13 +177,48 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration_ms("40s"), Ok(40_000));
-        assert_eq!(parse_duration_ms("500ms"), Ok(500));
-        assert_eq!(parse_duration_ms("1.5s"), Ok(1500));
-        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
-        assert_eq!(parse_duration_ms("3"), Ok(3000));
-        assert!(parse_duration_ms("fast").is_err());
-        assert!(parse_duration_ms("-1s").is_err());
+        for (text, ms) in [
+            ("40s", 40_000),
+            ("500ms", 500),
+            ("1.5s", 1500),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+            ("1m 30s", 90_000),
+            (" 40 s ", 40_000),
+            ("10min", 600_000),
+            // A bare number means seconds (docs and help texts say `--window 0`, `--sample 0`).
+            ("3", 3000),
+            ("0", 0),
+            ("0.5", 500),
+            ("0s", 0),
+            // Rounded to the nearest millisecond.
+            ("1.5ms", 2),
+            ("1400us", 1),
+            ("49d", 4_233_600_000),
+        ] {
+            assert_eq!(parse_duration_ms(text), Ok(ms), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_what_to_type() {
+        for (text, needle) in [
+            ("fast", "is not a duration (type e.g. 40s"),
+            ("soon", "is not a duration"),
+            ("", "is not a duration"),
+            ("s", "is not a duration"),
+            ("1.", "is not a duration"),
+            ("-1s", "is negative"),
+            ("-0.5", "is negative"),
+            ("40x", "unknown unit 'x' (use ms, s, m or h"),
+            ("40S", "unknown unit 'S'"),
+            ("50d", "is too long (at most 49 days)"),
+            ("99999999999999999999s", "is out of range"),
+        ] {
+            let e = parse_duration_ms(text).expect_err(text);
+            assert!(e.contains(needle), "{text}: {e}");
+            assert!(e.contains(&format!("'{text}'")), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! Deterministic synthetic pools for benchmarks, documentation figures and tests.
+//!
+//! The figures in docs/PLANNER.md were measured with this file's earlier hand-written xorshift64*
+//! stream: since the switch to `rand_xoshiro` the same seed gives a different pool of the same shape.
 
 use super::pool::{Host, Pool, Protection, Vm};
+use rand_xoshiro::rand_core::{Rng as _, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Shape of a synthetic pool.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,25 +22,19 @@ pub struct SynthSpec {
     pub seed: u64,
 }
 
-/// xorshift64*: tiny, deterministic, good enough for test data.
-struct Rng(u64);
+/// Seeded draws for the generator (xoshiro256++; not on any daemon path).
+struct Rng(Xoshiro256PlusPlus);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.next_u64() % n
     }
 }
 
 /// A mixed-size pool: VM sizes 1–64 GiB (mostly small, some odd sizes), 60% protected,
 /// 25% best-effort, 15% unprotected, hosts sized so running VMs fill about `fill` of memory.
 pub fn synthetic_pool(spec: SynthSpec) -> Pool {
-    let mut rng = Rng(spec.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng(Xoshiro256PlusPlus::seed_from_u64(spec.seed));
     // (size in MiB, weight): a realistic long tail of VM sizes.
     const SIZES: [(u64, u64); 11] = [
         (1024, 18),

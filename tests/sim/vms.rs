@@ -211,7 +211,7 @@ fn vm_uuid(seed: u64, n: u64) -> Uuid {
 impl Sim {
     /// Adds VMs, drivers and extents to a run; its randomness is a stream of its own.
     pub(super) fn vms_plan(&mut self) {
-        let mut rng = Rng(self.seed ^ 0x0f40_0000_7e57_0002);
+        let mut rng = Rng::new(self.seed ^ 0x0f40_0000_7e57_0002);
         let t = self.t_us(self.timing.host_dead_ms);
         let machines = self.machines.len();
         let tight = rng.chance(0.25);
