@@ -77,6 +77,8 @@ done
 status_json() { $DB status --socket "$WORK/hv-0$1.sock" --json 2>/dev/null | tr -d ' \n'; }
 # Host $1 hears all three hosts on the network (its own view: `.network.hears`).
 hears_all() { status_json "$1" | grep -q '"network":{[^{]*"hears":\[0,1,2\]'; }
+# Host $1's status contains the (space-free) JSON text $2.
+status_json_has() { status_json "$1" | grep -qF "$2"; }
 # Host $1's own state is $2.
 is_state() { status_json "$1" | grep -q "\"self\":{[^{]*\"state\":\"$2\""; }
 # Host $1 sees slot $2 in peer state $3.
@@ -92,6 +94,8 @@ wait_for() {
 wait_for 200 hears_all 0
 wait_for 50 hears_all 1
 wait_for 50 hears_all 2
+# ... and hv-00 has read the others' views on the disk: its partition rule says "no partition".
+wait_for 50 status_json_has 0 '"reason":{"reason":"whole","hosts":3}'
 echo
 echo "== diskbeat status (hv-00's view)"
 $DB status --socket "$WORK/hv-00.sock"
@@ -122,10 +126,17 @@ else
   echo "(nftables not installed: skipping the partition part of the demo)"
 fi
 echo
-echo "== stopping the daemons cleanly (SIGTERM: each writes 'leaving'; hv-02 exits 3, fenced)"
-for p in "${PIDS[@]}"; do kill -TERM "$p"; done
-for p in "${PIDS[@]}"; do wait "$p" || true; done
+echo "== stopping the daemons cleanly (SIGTERM: a live daemon writes 'leaving' and exits 0; hv-02"
+echo "   already fenced itself and exits 3)"
+for i in 0 1 2; do kill -TERM "${PIDS[$i]}"; done
+for i in 0 1 2; do
+  code=0
+  wait "${PIDS[$i]}" || code=$?
+  echo "   hv-0$i exited $code"
+done
 PIDS=()
+echo
+echo "== diskbeat inspect after the stop (hv-00 and hv-01 left; hv-02's record keeps its fenced mark)"
 $DB inspect "$DEV" --sample 0
 echo
 echo "== daemon log of hv-00"

@@ -1,6 +1,6 @@
 //! `diskbeat status`: this host's view, from the daemon's control socket.
 
-use super::output::{ms, plural, print_json, print_table};
+use super::output::{ms, plural, print_table};
 use super::{CliError, CliResult, EXIT_OK};
 use crate::core::peer::NotProven;
 use crate::daemon::report::{FailoverReport, Latency, PeerNetwork, StatusReport};
@@ -56,7 +56,8 @@ fn text(s: &str) -> String {
 pub fn run(args: Args) -> CliResult {
     let v = query(&args.socket, args.all).map_err(CliError::fail)?;
     if args.json {
-        print_json(&serde_json::to_value(&v).expect("a status report serializes"));
+        // The report itself, not a Value: fields keep the report's order (self, then network, ...).
+        println!("{}", serde_json::to_string_pretty(&v).expect("a status report serializes"));
         return Ok(EXIT_OK);
     }
     let me = &v.me;

@@ -274,8 +274,11 @@ pub fn describe_event(e: &Event) -> String {
         Event::MailboxCorrupt { reason } => format!("own mailbox corrupt ({reason})"),
         // A change of the current views, not yet an act: a host only fences once the views
         // stayed so for the decision delay (then `self-fencing: network partition ...` follows).
+        Event::Partition { decision: Ok(r), we_survive: true, survivors: 1 } => {
+            format!("partition views: this host survives alone ({})", partition_reason_text(r))
+        }
         Event::Partition { decision: Ok(r), we_survive: true, survivors } => format!(
-            "partition views: this host is in the surviving part ({} of the participants; {})",
+            "partition views: this host survives with {} ({})",
             count(u64::from(*survivors), "host"),
             partition_reason_text(r)
         ),
@@ -303,6 +306,7 @@ pub fn partition_reason_text(r: &crate::core::partition::Reason) -> String {
     use crate::core::partition::Reason;
     match r {
         Reason::Whole { hosts: 1 } => "no partition: this host is the only participant".into(),
+        Reason::Whole { hosts: 2 } => "no partition: both hosts hear each other".into(),
         Reason::Whole { hosts } => format!("no partition: all {hosts} hosts hear each other"),
         Reason::Largest { size, rival_size } => {
             format!("largest part: {} against {rival_size}", count(u64::from(*size), "host"))
