@@ -1,4 +1,10 @@
 //! Fixed-size latency histogram: recording never allocates (heartbeat path).
+//!
+//! Kept instead of a crate such as `hdrhistogram` on purpose: it lives inline in `Node` (a plain
+//! 1 KiB array, no heap), so the node stays one allocation-free value that tests/core_alloc.rs
+//! checks cycle by cycle and the daemon copies into its status snapshot with a memcpy; recording is
+//! infallible (hdrhistogram's `record` returns a `Result` past its range); 8 sub-buckets per power
+//! of two (within 12.5%) is all status and `probe`'s recommendation need.
 
 /// Log-linear buckets: 8 sub-buckets per power of two from 1 us to ~2^31 us (35 min).
 const SUB: usize = 8;
