@@ -430,9 +430,9 @@ fn load_keyring(
     match crate::rekey::read_keyring(&cfg.device, sb)? {
         Ok(kr) => Ok(crate::net::Keyring::from_disk(&kr, crate::rekey::now_unix_s())),
         Err(reason) => Err(DaemonError::Network(format!(
-            "{} has no usable cluster keyring ({reason}): a disk formatted before format 1.3 has none; \
-             run `diskbeat rekey --device {}` once to create one, or give --key-file",
-            cfg.device.display(),
+            "{} has no usable cluster keyring ({reason}). A disk formatted before format 1.3 has none, \
+             and `diskbeat rekey` can neither create nor repair one: re-format it with a current \
+             `diskbeat mkfs` (after stopping every daemon), or give every daemon the same --key-file",
             cfg.device.display()
         ))),
     }
