@@ -61,9 +61,9 @@ pub enum DiskError {
              was the LUN shrunk or the wrong device given?"
     )]
     Shrunk { path: String, device: u64, needed: u64 },
-    #[error("slot {slot} does not exist: this disk has {count} slots (0..{count})")]
+    #[error("slot {slot} does not exist: this disk has {}", crate::text::slot_range(*.count))]
     NoSuchSlot { slot: u32, count: u32 },
-    #[error("slot {slot}'s data extent: {step} did not complete ({status:?})")]
+    #[error("slot {slot}'s data extent: {step} did not complete ({})", status_text(*.status))]
     ExtentIo { slot: u32, step: &'static str, status: Status },
     #[error(
         "slot {slot}'s data extent header is corrupt ({reason}): its sequence cannot be continued, \
@@ -74,6 +74,21 @@ pub enum DiskError {
     PayloadTooLarge { len: usize, max: usize },
     #[error("payload kind {0} is not defined by this format version")]
     UnknownKind(u16),
+}
+
+/// Why a request did not complete, in words (reads and writes alike).
+pub fn status_text(s: Status) -> String {
+    match s {
+        Status::Done => "completed".into(),
+        Status::Failed(errno) => {
+            format!("the device returned an error: {}", nix::errno::Errno::from_raw(errno).desc())
+        }
+        Status::Short(n) => format!("short transfer: {n} bytes"),
+        Status::TimedOut => "timed out".into(),
+        Status::Busy => {
+            "not submitted: its buffer is still pinned by an earlier request that timed out".into()
+        }
+    }
 }
 
 /// What `Disk::read_extent` found (on a double-buffered device: in the copy it settled on, see

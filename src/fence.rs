@@ -80,6 +80,26 @@ pub struct FenceReport {
     pub elapsed_ms: u64,
 }
 
+/// Why a host's VMs are not proven gone, for people: the name `status` and `--json` use
+/// (`fenced_log_only`, ...), then what it means.
+pub fn why_not_text(why: NotProven) -> String {
+    let name = serde_json::to_value(why).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let meaning = match why {
+        NotProven::Alive => "it is still heartbeating",
+        NotProven::LeftCleanly => "it left cleanly, and stopping its daemon does not stop its VMs",
+        NotProven::FencedLogOnly => "its fence action is log-only, which stops nothing",
+        NotProven::Fencing => "it has not finished fencing itself (or its fence action failed)",
+        NotProven::DeadWithoutWatchdog => {
+            "it went silent with no hardware watchdog armed: its daemon may have died with its VMs running"
+        }
+        NotProven::Corrupt => {
+            "its slot reads corrupt, so who holds it and whether a watchdog is armed is unknown"
+        }
+        NotProven::NoHost => "no host holds the slot",
+    };
+    format!("{name}: {meaning}")
+}
+
 /// Opens the device and reads `slot`'s record (one sweep): what both `fence` and `confirm_down`
 /// start from.
 fn open_target(

@@ -41,8 +41,9 @@ pub struct SlotReport {
     pub monotonic_ms: Option<u64>,
     pub net_view: Vec<u32>,
     pub mailbox_ack: Option<u64>,
-    /// Record flags by name: watchdog_armed, fence_failed, fence_stops_vms (format 1.1);
-    /// net_enabled, isolation_configured, isolated, riding_through (format 1.4).
+    /// Record flags by name ([`FLAG_NAMES`]): watchdog_armed, fence_failed, fence_stops_vms
+    /// (format 1.1); net_enabled, isolation_configured, isolated, riding_through (format 1.4);
+    /// operator_confirmed (format 1.5).
     pub flags: Vec<&'static str>,
     /// The record's `extent_sequence` (format 1.2): the extent header sequence its writer says is
     /// current; 0 = nothing published.
@@ -163,6 +164,22 @@ pub fn extent_report(disk: &mut Disk, slot: u32, timeout: Duration, with_payload
     r
 }
 
+/// Every record flag this version defines (`flags::KNOWN`), by the name docs/FORMAT.md §5 gives
+/// it, in bit order (`tests/doc_drift.rs` checks both).
+pub const FLAG_NAMES: [(u16, &str); 8] = {
+    use crate::format::record::flags;
+    [
+        (flags::WATCHDOG_ARMED, "watchdog_armed"),
+        (flags::FENCE_FAILED, "fence_failed"),
+        (flags::FENCE_STOPS_VMS, "fence_stops_vms"),
+        (flags::NET_ENABLED, "net_enabled"),
+        (flags::ISOLATION_CONFIGURED, "isolation_configured"),
+        (flags::ISOLATED, "isolated"),
+        (flags::RIDING_THROUGH, "riding_through"),
+        (flags::OPERATOR_CONFIRMED, "operator_confirmed"),
+    ]
+};
+
 impl SlotReport {
     /// A slot worth showing without `--all`: anything but a valid free record.
     pub fn is_used(&self) -> bool {
@@ -212,16 +229,7 @@ fn report(slot: u32, first: Option<&SlotView>, last: &SlotView, sample: Duration
             r.net_view = rec.net_view.iter().collect();
             r.mailbox_ack = Some(rec.mailbox_ack);
             r.extent_sequence = Some(rec.extent_sequence);
-            use crate::format::record::flags;
-            for (bit, name) in [
-                (flags::WATCHDOG_ARMED, "watchdog_armed"),
-                (flags::FENCE_FAILED, "fence_failed"),
-                (flags::FENCE_STOPS_VMS, "fence_stops_vms"),
-                (flags::NET_ENABLED, "net_enabled"),
-                (flags::ISOLATION_CONFIGURED, "isolation_configured"),
-                (flags::ISOLATED, "isolated"),
-                (flags::RIDING_THROUGH, "riding_through"),
-            ] {
+            for (bit, name) in FLAG_NAMES {
                 if rec.flags & bit != 0 {
                     r.flags.push(name);
                 }
@@ -303,9 +311,13 @@ pub struct KeyringReport {
     pub format_version: Option<String>,
     pub current_key_id: Option<u32>,
     pub current_created_unix_s: Option<u64>,
+    /// `current_created_unix_s` as an RFC 3339 UTC time ("2023-11-14T22:15:00Z").
+    pub current_created_rfc3339: Option<String>,
     pub previous_key_id: Option<u32>,
     pub previous_created_unix_s: Option<u64>,
+    pub previous_created_rfc3339: Option<String>,
     pub previous_valid_until_unix_s: Option<u64>,
+    pub previous_valid_until_rfc3339: Option<String>,
     /// Whether the previous key still verifies at `now_unix_s` (this machine's wall clock).
     pub previous_in_window: Option<bool>,
     pub now_unix_s: u64,
@@ -321,9 +333,12 @@ pub fn keyring_report(path: &std::path::Path, sb: &crate::format::superblock::Su
         format_version: None,
         current_key_id: None,
         current_created_unix_s: None,
+        current_created_rfc3339: None,
         previous_key_id: None,
         previous_created_unix_s: None,
+        previous_created_rfc3339: None,
         previous_valid_until_unix_s: None,
+        previous_valid_until_rfc3339: None,
         previous_in_window: None,
         now_unix_s: now,
     };
@@ -336,6 +351,9 @@ pub fn keyring_report(path: &std::path::Path, sb: &crate::format::superblock::Su
             r.previous_created_unix_s = k.previous.map(|p| p.created_unix_s);
             r.previous_valid_until_unix_s = k.previous.map(|p| p.valid_until_unix_s);
             r.previous_in_window = k.previous.map(|_| k.previous_in_window(now));
+            r.current_created_rfc3339 = r.current_created_unix_s.map(rfc3339);
+            r.previous_created_rfc3339 = r.previous_created_unix_s.map(rfc3339);
+            r.previous_valid_until_rfc3339 = r.previous_valid_until_unix_s.map(rfc3339);
         }
         Ok(Err(Corruption::Zeroed)) => {
             r.status = "missing";
@@ -345,6 +363,11 @@ pub fn keyring_report(path: &std::path::Path, sb: &crate::format::superblock::Su
         Err(e) => (r.status, r.reason) = ("unreadable", Some(e.to_string())),
     }
     r
+}
+
+/// Unix seconds as an RFC 3339 UTC time, to the second: 1700000100 is "2023-11-14T22:15:00Z".
+pub fn rfc3339(unix_s: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix_s)).to_string()
 }
 
 /// A record is "held" when its state says a host is (or may still be) using the slot.
@@ -482,6 +505,20 @@ mod tests {
     use crate::format::record::flags;
 
     const CLUSTER: uuid::Uuid = uuid::Uuid::from_u128(0x5eed);
+
+    #[test]
+    fn flag_names_cover_every_known_bit_once() {
+        assert_eq!(FLAG_NAMES.iter().fold(0, |m, (b, _)| m | b), flags::KNOWN);
+        for (i, (bit, _)) in FLAG_NAMES.iter().enumerate() {
+            assert_eq!(*bit, 1 << i, "bit order");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(1700000100), "2023-11-14T22:15:00Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
 
     /// A live, network-enabled record for `slot` hearing `hears` (and itself, as the daemon does).
     fn rec(slot: u32, hears: &[u32]) -> Record {

@@ -138,6 +138,15 @@ fn rekey_rotates_and_keeps_the_old_key_for_the_window() {
         assert_eq!((k["current_key_id"].as_u64(), k["previous_key_id"].as_u64()), (Some(3), Some(2)));
         assert_eq!(k["previous_valid_until_unix_s"], prev.valid_until_unix_s);
         assert_eq!(k["previous_in_window"], true);
+        // Times for people: RFC 3339 UTC beside the Unix seconds, and in the human output.
+        let until = diskbeat::inspect::rfc3339(prev.valid_until_unix_s);
+        assert_eq!(k["previous_valid_until_rfc3339"], until.as_str());
+        assert_eq!(
+            k["current_created_rfc3339"],
+            diskbeat::inspect::rfc3339(k3.current.created_unix_s).as_str()
+        );
+        let human = String::from_utf8(run(&["inspect", lo.s(), "--sample", "0"]).stdout).unwrap();
+        assert!(human.contains(&format!("previous id 2 verifies until {until} (")), "{human}");
         // The daemon-side view: both keys verify during the window, only the new one after it.
         let ring = diskbeat::net::key::Keyring::from_disk(&k3, k3.current.created_unix_s);
         assert_eq!((ring.current().id(), ring.previous().map(|p| p.id())), (3, Some(2)));

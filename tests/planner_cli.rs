@@ -114,6 +114,19 @@ fn check_exit_codes() {
     assert_eq!(run(&["/nonexistent/pool.toml", "--check", "1"]).0, 2);
     assert_eq!(run(&[p, "--check", "x"]).0, 2);
     assert_eq!(run(&[p, "--fail", "h9"]).0, 2);
+    // A protected VM that cannot be restarted is a "no": exit 1, the plan still printed.
+    let (code, out, _) = run(&[p, "--fail", "h1,h2,h3"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("WARNING: 2 protected VMs cannot be restarted"), "{out}");
+    let (code, out, _) = run(&[p, "--fail", "h1,h2,h3", "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["protected_complete"], false);
+    // Counts read as English: one failure, one host.
+    let (code, out, _) = run(&[p, "--check", "1"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "tolerates 1 host failure: yes");
+    assert!(run(&[p, "--fail", "h1"]).1.starts_with("restart plan if h1 fails:"));
 }
 
 #[test]

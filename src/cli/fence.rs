@@ -83,7 +83,18 @@ pub fn run(args: Args) -> CliResult {
             r.elapsed_ms
         );
         if let Some(why) = r.why_not {
-            println!("its VMs are NOT proven gone ({why:?}): do not restart them elsewhere without checking the host");
+            println!(
+                "its VMs are NOT proven gone ({}): do not restart them elsewhere without checking the host",
+                crate::fence::why_not_text(why)
+            );
+            // --confirm-down needs a readable record to mark.
+            if why != crate::core::NotProven::Corrupt {
+                println!(
+                    "once you have checked that it is off: diskbeat fence {} --confirm-down {}",
+                    args.device.display(),
+                    r.slot
+                );
+            }
         }
     }
     Ok(EXIT_OK)

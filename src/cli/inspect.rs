@@ -4,11 +4,13 @@ use super::output::{ms, print_json, print_pairs, print_table, superblock_json, s
 use super::{CliError, CliResult, EXIT_DEGRADED, EXIT_OK};
 use crate::disk::{Disk, DiskError};
 use crate::format::escape_name;
+use crate::format::mailbox::{Command, Mailbox, SENDER_TOOL};
 use crate::inspect::{
-    extent_report, inspect, keyring_report, mailbox_of, ExtentReport, KeyringReport, NetMatrix, Observed,
-    SlotReport,
+    extent_report, inspect, keyring_report, mailbox_of, rfc3339, ExtentReport, KeyringReport, NetMatrix,
+    Observed, SlotReport,
 };
 use crate::io::{Access, EngineKind};
+use crate::text::count;
 use crate::timing::Timing;
 use serde_json::json;
 use std::path::PathBuf;
@@ -20,7 +22,8 @@ use std::time::Duration;
 Reads the record table twice, --sample apart: a record whose sequence moved is 'advancing' (its
 host is alive); one that did not is 'stale for at least' the sample. Ages are observed on this
 machine's clock; other hosts' clocks are never used. Read-only: safe on a live cluster. The
-cluster key is shown by id and creation time, never its bytes.
+cluster key is shown by id and creation time (UTC, RFC 3339), never its bytes; --json gives each
+key time twice: as Unix seconds (*_unix_s) and as RFC 3339 text (*_rfc3339).
 
 Examples:
   diskbeat inspect /dev/mapper/hb-lun
@@ -81,27 +84,54 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 
 /// A host name read from disk, escaped for the terminal (`-` when there is none).
 fn name(v: &Option<String>) -> String {
-    v.as_deref().map_or_else(|| "-".into(), |n| escape_name(n).into_owned())
+    v.as_deref().filter(|n| !n.is_empty()).map_or_else(|| "-".into(), |n| escape_name(n).into_owned())
 }
 
-/// "id 2 (created 1700000100); previous id 1, verifies until 1700000500 (400 s left)": ids and
-/// times only, never key bytes.
+/// "id 2 (created 2023-11-14T22:15:00Z); previous id 1 verifies until 2023-11-14T22:21:40Z (400 s
+/// left)": ids and times (UTC) only, never key bytes.
 fn keyring_summary(k: &KeyringReport) -> String {
     if k.status != "ok" {
         return format!("{} ({})", k.status, k.reason.as_deref().unwrap_or("?"));
     }
-    let mut s = format!("id {} (created {} Unix s)", opt(&k.current_key_id), opt(&k.current_created_unix_s));
+    let mut s = format!("id {} (created {})", opt(&k.current_key_id), opt(&k.current_created_rfc3339));
     match (k.previous_key_id, k.previous_valid_until_unix_s) {
         (Some(id), Some(until)) if until > k.now_unix_s => s.push_str(&format!(
-            "; previous id {id} verifies until {until} Unix s ({} left)",
+            "; previous id {id} verifies until {} ({} left)",
+            rfc3339(until),
             ms((until - k.now_unix_s) * 1000)
         )),
-        (Some(id), Some(until)) => {
-            s.push_str(&format!("; previous id {id}, window ended at {until} Unix s (no longer verifies)"))
-        }
+        (Some(id), Some(until)) => s.push_str(&format!(
+            "; previous id {id}, window ended at {} (no longer verifies)",
+            rfc3339(until)
+        )),
         _ => s.push_str("; no previous key"),
     }
     s
+}
+
+/// The mailbox of `--slot N` in words: "empty", or "fence request 123 from an operator tool
+/// ('diskbeat-fence'), pending". `ack` is the slot's record's `mailbox_ack`, when readable.
+fn mailbox_text(m: &Mailbox, ack: Option<u64>) -> String {
+    let what = match m.command {
+        Command::None => return "empty".into(),
+        Command::Fence => "fence request",
+        Command::Test => "test request",
+    };
+    let from = if m.sender_slot == SENDER_TOOL {
+        "an operator tool".to_string()
+    } else {
+        format!("slot {}", m.sender_slot)
+    };
+    let name = match m.sender_name() {
+        "" => String::new(),
+        n => format!(" ('{}')", escape_name(n)),
+    };
+    let state = match ack {
+        Some(a) if a == m.request_id => ", acknowledged",
+        Some(_) => ", pending (not acknowledged yet)",
+        None => "",
+    };
+    format!("{what} {} from {from}{name}{state}", m.request_id)
 }
 
 fn net_summary(r: &SlotReport) -> String {
@@ -133,7 +163,7 @@ fn extent_summary(e: &ExtentReport) -> String {
         }
     }
     if let Some(n) = e.vm_count {
-        s.push_str(&format!(", {n} VMs"));
+        s.push_str(&format!(", {}", count(n as u64, "VM", "VMs")));
     }
     if let (Some(copy), Some(other)) = (e.copy, e.other_copy) {
         s.push_str(&format!(" (copy {copy}; other copy {other})"));
@@ -401,7 +431,14 @@ pub fn run(args: Args) -> CliResult {
             ),
             ("io timeout".into(), r.io_timeout_ms.map_or("-".into(), |v| ms(v.into()))),
             ("interval".into(), r.interval_ms.map_or("-".into(), |v| ms(v.into()))),
-            ("network view".into(), format!("{:?}", r.net_view)),
+            (
+                "network view".into(),
+                match r.net_view.len() {
+                    0 if r.status != "ok" => "-".into(),
+                    0 => "hears nobody".into(),
+                    _ => format!("hears slots {}", ranges(&r.net_view)),
+                },
+            ),
             ("mailbox ack".into(), opt(&r.mailbox_ack)),
             ("flags".into(), if r.flags.is_empty() { "-".into() } else { r.flags.join(", ") }),
             ("extent sequence".into(), r.extent_sequence.map_or("-".into(), |v| format!("{v} (record)"))),
@@ -412,7 +449,12 @@ pub fn run(args: Args) -> CliResult {
             pairs.push(("weight".into(), h.weight.to_string()));
             pairs.push((
                 "net: hears".into(),
-                format!("{} ({} of {others} other network-enabled hosts)", ranges(&h.hears), h.hears.len()),
+                format!(
+                    "{} ({} of {})",
+                    ranges(&h.hears),
+                    h.hears.len(),
+                    count(others as u64, "other network-enabled host", "other network-enabled hosts")
+                ),
             ));
             pairs.push(("net: not heard by".into(), ranges(&h.not_heard_by)));
         } else if result.network.disk_only.iter().any(|h| h.slot == s) {
@@ -427,9 +469,7 @@ pub fn run(args: Args) -> CliResult {
         pairs.push((
             "mailbox".into(),
             match result.mailbox.as_ref().expect("read with the slot") {
-                Ok(m) => {
-                    format!("{:?} request {} from {}", m.command, m.request_id, escape_name(m.sender_name()))
-                }
+                Ok(m) => mailbox_text(m, r.mailbox_ack),
                 Err(why) => format!("corrupt ({why})"),
             },
         ));

@@ -4,14 +4,21 @@ use crate::planner::plan::failure_set;
 use crate::planner::{
     restart_plan, tolerance, tolerates, Budget, Pool, RestartPlan, Tolerance, Verdict, WorstCaseKind,
 };
+use crate::text::count;
 use serde_json::json;
 use std::time::Instant;
 
+/// `[2, 5]` -> "2, 5".
+fn list(slots: &[u32]) -> String {
+    slots.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
+
 const AFTER_HELP: &str = "\
-Pool file (TOML; JSON with the same fields is accepted too):
+Pool file (TOML; JSON with the same fields is accepted too). Every field, its units and the
+checks are in docs/PLANNER.md, \"Pool file\":
   [[host]]
   name = \"h1\"
-  memory_mib = 262144
+  memory_mib = 262144        # MiB offered to VMs
   max_vcpus = 128            # optional hard vCPU limit
   [[vm]]
   name = \"web1\"
@@ -30,8 +37,9 @@ Examples:
   diskbeat plan --device /dev/sdb         the live pool as published on the heartbeat disk
   diskbeat plan --device /dev/sdb --fail slot2   what happens if slot 2's host fails now
 
-Exit status: 0 ok / yes; 1 no (for --check, also when the search budget cannot prove it);
-2 bad input.";
+Exit status: 0 ok / yes; 1 no: for --check, K failures are not tolerated or the search budget
+cannot prove it; for --fail, some protected VM cannot be restarted (the plan is still printed,
+with protected_complete false in --json); 2 bad input.";
 
 /// Failover planning for a pool description.
 #[derive(clap::Args, Debug)]
@@ -76,7 +84,8 @@ pub fn run(args: Args) -> super::CliResult {
         let plan = restart_plan(&pool, &failed, budget);
         let elapsed_us = start.elapsed().as_micros() as u64;
         print_plan(&pool, &plan, elapsed_us, args.json);
-        return Ok(super::EXIT_OK);
+        // A protected VM left out is a "no", like a failed --check: scripts must not miss it.
+        return Ok(if plan.protected_complete { super::EXIT_OK } else { super::EXIT_FAIL });
     }
     if let Some(k) = args.check {
         let start = Instant::now();
@@ -95,14 +104,16 @@ pub fn run(args: Args) -> super::CliResult {
             let v = json!({"k": k, "tolerated": answer, "failing_set": witness, "elapsed_us": elapsed_us});
             println!("{v}");
         } else {
+            let failures = count(k as u64, "host failure", "host failures");
             match verdict {
-                Verdict::Yes => println!("tolerates {k} host failures: yes"),
+                Verdict::Yes => println!("tolerates {failures}: yes"),
                 Verdict::No(_) => println!(
-                    "tolerates {k} host failures: no (restart impossible if {} fail)",
-                    witness.join(", ")
+                    "tolerates {failures}: no (restart impossible if {} {})",
+                    witness.join(", "),
+                    if witness.len() == 1 { "fails" } else { "fail together" }
                 ),
                 Verdict::Unknown => {
-                    println!("tolerates {k} host failures: unknown (search budget exhausted; raise --budget)")
+                    println!("tolerates {failures}: unknown (search budget exhausted; raise --budget)")
                 }
             }
         }
@@ -142,7 +153,12 @@ fn print_tolerance(pool: &Pool, t: &Tolerance, elapsed_us: u64, as_json: bool) {
         return;
     }
     let protected = pool.vms.iter().filter(|v| v.protection == crate::planner::Protection::Protect).count();
-    println!("pool:                   {} hosts, {} VMs ({} protected)", t.hosts, pool.vms.len(), protected);
+    println!(
+        "pool:                   {}, {} ({} protected)",
+        count(t.hosts as u64, "host", "hosts"),
+        count(pool.vms.len() as u64, "VM", "VMs"),
+        protected
+    );
     if t.exact {
         println!("host failures tolerated: {} (exact)", t.tolerated_min);
     } else {
@@ -210,7 +226,11 @@ fn print_plan(pool: &Pool, plan: &RestartPlan, elapsed_us: u64, as_json: bool) {
         println!("{v}");
         return;
     }
-    println!("restart plan if {} fail:", failed.join(", "));
+    println!(
+        "restart plan if {} {}:",
+        failed.join(", "),
+        if failed.len() == 1 { "fails" } else { "fail together" }
+    );
     let width = pool.vms.iter().map(|v| v.name.len()).max().unwrap_or(2).max(2);
     let hwidth = pool.hosts.iter().map(|h| h.name.len()).max().unwrap_or(4).max(4);
     if plan.placements.is_empty() {
@@ -236,7 +256,15 @@ fn print_plan(pool: &Pool, plan: &RestartPlan, elapsed_us: u64, as_json: bool) {
         }
     }
     if !plan.protected_complete {
-        println!("WARNING: some protected VMs cannot be restarted");
+        let left_out = plan
+            .unplaced
+            .iter()
+            .filter(|u| pool.vms[u.vm].protection == crate::planner::Protection::Protect)
+            .count();
+        println!(
+            "WARNING: {} cannot be restarted (exit status 1)",
+            count(left_out as u64, "protected VM", "protected VMs")
+        );
     }
     println!("computed in: {elapsed_us} us");
 }
@@ -284,12 +312,18 @@ pub fn pool_from_device(dev: &std::path::Path) -> Result<Pool, String> {
         return Err(format!(
             "{}: no live host has published its capacity (start daemons with --vm-driver){}",
             dev.display(),
-            if missing.is_empty() { String::new() } else { format!("; live slots without it: {missing:?}") }
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; live slots without it: {}", list(&missing))
+            }
         ));
     }
     if !missing.is_empty() {
+        let (noun, verb) = if missing.len() == 1 { ("slot", "publishes") } else { ("slots", "publish") };
         eprintln!(
-            "plan: live slots {missing:?} publish no VM inventory (no --vm-driver): left out of the pool"
+            "plan: live {noun} {} {verb} no VM inventory (no --vm-driver): left out of the pool",
+            list(&missing)
         );
     }
     Ok(pool)

@@ -11,7 +11,15 @@
 //! }
 //! ```
 //!
-//! Times are the driver's monotonic milliseconds, passed in. Nothing here allocates after `new`.
+//! Times are the driver's monotonic milliseconds, passed in.
+//!
+//! Allocation: [`Node`] allocates only in [`Node::new`] (its peers, queues and network state are
+//! sized then). Its heartbeat path does not allocate: a steady-state cycle (`poll_timeout`,
+//! `poll_action`, `handle_sweep`, `handle_write`, `poll_event`: `tests/core_alloc.rs`,
+//! `benches/core.rs`), receiving a packet (`handle_packet`) and building a beat (`view_at`,
+//! `beat_packet`) (`benches/net.rs`); events go into a queue sized in `new`.
+//! [`failover::Failover`] does allocate (inventories, host states, restart plans, the
+//! definitions of VMs to start): it runs on the daemon's VM thread, never on the heartbeat loop.
 
 pub mod failover;
 pub mod net;

@@ -152,8 +152,8 @@ impl Fencer {
                 }
                 Ok(None) => {
                     tracing::error!(
-                        "fence command still running after {:?}: killed, counted as failed",
-                        self.exec_timeout
+                        "fence command still running after {} ms: killed, counted as failed",
+                        self.exec_timeout.as_millis()
                     );
                     let _ = child.kill();
                     let _ = child.wait();
@@ -185,7 +185,8 @@ pub fn describe(reason: &FenceReason) -> String {
             }
         }
         FenceReason::Partition { rule, survivors_lowest, survivors } => format!(
-            "network partition: this host is outside the surviving part ({survivors} hosts{}; {})",
+            "network partition: this host is outside the surviving part ({}{}; {})",
+            crate::text::count(u64::from(*survivors), "host", "hosts"),
             survivors_lowest.map(|s| format!(", lowest slot {s}")).unwrap_or_default(),
             crate::daemon::status::partition_reason_text(rule)
         ),

@@ -1,8 +1,10 @@
 //! The per-host daemon: a thin shell around the pure core.
 //!
 //! Threads: the heartbeat loop (this thread: write, sweep, hand to the core, act), a backup
-//! deadline thread (fences if the loop itself hangs past the deadline) and the control socket
-//! (tokio). Everything is checked before the first write: a bad config writes nothing.
+//! deadline thread (fences if the loop itself hangs past the deadline), the control socket
+//! (tokio), the VM thread (`vms.rs`: inventory, the data extents, failover), and with network
+//! heartbeats the network thread and, with isolation addresses, the isolation prober (`net.rs`).
+//! Everything is checked before the first write: a bad config writes nothing.
 
 pub mod config;
 mod control;
@@ -103,11 +105,10 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         return Err(config_err(
             "slot",
             format!(
-                "{} does not exist: {} has {} slots (0..{})",
+                "{} does not exist: {} has {}",
                 cfg.slot,
                 cfg.device.display(),
-                sb.layout.slot_count,
-                sb.layout.slot_count
+                crate::text::slot_range(sb.layout.slot_count)
             ),
         ));
     }
@@ -430,9 +431,9 @@ fn load_keyring(
     match crate::rekey::read_keyring(&cfg.device, sb)? {
         Ok(kr) => Ok(crate::net::Keyring::from_disk(&kr, crate::rekey::now_unix_s())),
         Err(reason) => Err(DaemonError::Network(format!(
-            "{} has no usable cluster keyring ({reason}): a disk formatted before format 1.3 has none; \
-             run `diskbeat rekey --device {}` once to create one, or give --key-file",
-            cfg.device.display(),
+            "{} has no usable cluster keyring ({reason}). A disk formatted before format 1.3 has none, \
+             and `diskbeat rekey` can neither create nor repair one: re-format it with a current \
+             `diskbeat mkfs` (after stopping every daemon), or give every daemon the same --key-file",
             cfg.device.display()
         ))),
     }

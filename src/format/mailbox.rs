@@ -1,5 +1,6 @@
-//! Mailboxes: one sector per slot that OTHER hosts (or the `fence` tool) write, never the owner.
-//! A mailbox never shares a sector with a record: no sector has two kinds of writer.
+//! Mailboxes: one sector per slot that senders other than its owner write, never the owner: the
+//! format allows other hosts and operator tools; in this version only `diskbeat fence` writes
+//! them. A mailbox never shares a sector with a record.
 
 use super::{decode_name, encode_name, validate, Corruption, Header, NameError, OnDisk, NAME_LEN};
 use zerocopy::little_endian::{U16, U32, U64};

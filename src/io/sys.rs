@@ -1,5 +1,5 @@
-//! Small system interfaces the daemon needs (scheduling, watchdog device). The only other
-//! `unsafe` outside the engines.
+//! Small system interfaces the daemon needs (scheduling, watchdog device, boot id). With the
+//! engines (`uring.rs`, `mod.rs`) and `device.rs`, the only `unsafe` in the crate.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;

@@ -1,6 +1,7 @@
 //! Network heartbeat packets. `docs/PROTOCOL.md` is the normative spec; this module mirrors it.
 //!
-//! Pure code: no sockets, no threads, no clock. The pieces a receiver chains, per datagram:
+//! Pure code (no sockets, no threads, no clock) but for [`key::Keyring::from_key_file`], which
+//! reads a key file. The pieces a receiver chains, per datagram:
 //!
 //! 1. [`Packet::verify`]: size, magic, version, cluster, key id, MAC (keyed BLAKE3 under a
 //!    [`Keyring`] key), reserved bytes and flags, slot range. Total: any byte string, of any

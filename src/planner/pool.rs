@@ -121,7 +121,10 @@ pub enum PoolError {
         value: String,
     },
     /// A VM does not fit on any host even when the host is empty.
-    #[error("vm `{vm}` needs {memory_mib} MiB and {vcpus} vCPUs, more than any host offers; shrink it or add a larger host")]
+    #[error(
+        "vm `{vm}` needs {memory_mib} MiB and {}, more than any host offers; shrink it or add a larger host",
+        crate::text::count(*vcpus, "vCPU", "vCPUs")
+    )]
     VmTooLarge {
         /// VM name.
         vm: String,
@@ -143,7 +146,10 @@ pub enum PoolError {
         unit: &'static str,
     },
     /// The VMs running on a host exceed its capacity.
-    #[error("host `{host}` runs VMs needing {used} {unit} but has only {capacity} {unit}; fix the VM `host` fields or the host size")]
+    #[error(
+        "host `{host}` runs VMs needing {} but has only {}; fix the VM `host` fields or the host size",
+        amount(*used, unit), amount(*capacity, unit)
+    )]
     HostOverloaded {
         /// Host name.
         host: String,
@@ -154,6 +160,14 @@ pub enum PoolError {
         /// "MiB" or "vCPUs".
         unit: &'static str,
     },
+}
+
+/// `amount(1, "vCPUs")` is "1 vCPU"; MiB stay "1 MiB".
+fn amount(n: u64, unit: &str) -> String {
+    match unit {
+        "vCPUs" => crate::text::count(n, "vCPU", "vCPUs"),
+        _ => format!("{n} {unit}"),
+    }
 }
 
 /// Largest total the planner accepts, of memory (hosts' and VMs' together) and of vCPUs (hosts'
