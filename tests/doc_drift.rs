@@ -482,7 +482,6 @@ fn docs_say_nothing_is_planned_or_unwired() {
 /// aside) appears in a row of README.md's command table that names the subcommand; and README
 /// says nothing is planned or unwired.
 #[test]
-#[ignore = "enabled once README is rewritten"]
 fn readme_command_table_covers_every_subcommand_and_flag() {
     use clap::CommandFactory;
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();

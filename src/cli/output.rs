@@ -133,12 +133,3 @@ pub fn ms(v: u64) -> String {
 pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("JSON values serialize"));
 }
-
-/// `1 host`, `2 hosts`: a count and its noun, in the right number (nouns that take an `s`).
-pub fn plural(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("{n} {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}

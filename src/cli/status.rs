@@ -1,10 +1,11 @@
 //! `diskbeat status`: this host's view, from the daemon's control socket.
 
-use super::output::{ms, plural, print_table};
+use super::output::{ms, print_table};
 use super::{CliError, CliResult, EXIT_OK};
 use crate::core::peer::NotProven;
 use crate::daemon::report::{FailoverReport, Latency, PeerNetwork, StatusReport};
 use crate::format::escape_name;
+use crate::text::count;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
@@ -77,7 +78,7 @@ pub fn run(args: Args) -> CliResult {
     if me.fence_failures > 0 {
         println!(
             "  FENCE ACTION FAILED {}: this host is NOT fenced (retrying every interval)",
-            plural(u64::from(me.fence_failures), "time")
+            count(u64::from(me.fence_failures), "time", "times")
         );
     }
     println!(
@@ -127,7 +128,7 @@ pub fn run(args: Args) -> CliResult {
         if net.riding_through {
             println!(
                 "  HEARTBEAT DISK LOST FOR THE WHOLE POOL: riding through on network evidence ({})",
-                plural(u64::from(net.members), "member")
+                count(u64::from(net.members), "member", "members")
             );
         }
         if net.drops_total > 0 {
@@ -199,8 +200,8 @@ fn print_vms(f: &FailoverReport) {
         println!(
             "  restart plan {}: {} being restarted, {} not restarted (see --json for reasons)",
             plan.epoch.number,
-            plural(plan.assignments.len() as u64, "VM"),
-            plural(plan.unplaced.len() as u64, "VM")
+            count(plan.assignments.len() as u64, "VM", "VMs"),
+            count(plan.unplaced.len() as u64, "VM", "VMs")
         );
     }
     for h in &f.held {

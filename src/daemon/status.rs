@@ -7,6 +7,7 @@ use crate::core::node::PartitionStatus;
 use crate::core::{Event, Node, Peer, PeerChange, PeerState, Phase};
 use crate::format::decode_name;
 use crate::stats::Histogram;
+use crate::text::count;
 use crate::timing::Timing;
 use std::collections::VecDeque;
 
@@ -222,11 +223,6 @@ fn network(s: &Snapshot) -> NetworkStatus {
     }
 }
 
-/// `1 host`, `2 hosts`.
-fn count(n: u64, noun: &str) -> String {
-    crate::cli::output::plural(n, noun)
-}
-
 pub fn describe_event(e: &Event) -> String {
     let name = |n: &[u8; 64]| decode_name(n).unwrap_or("?").to_string();
     match e {
@@ -279,13 +275,13 @@ pub fn describe_event(e: &Event) -> String {
         }
         Event::Partition { decision: Ok(r), we_survive: true, survivors } => format!(
             "partition views: this host survives with {} ({})",
-            count(u64::from(*survivors), "host"),
+            count(u64::from(*survivors), "host", "hosts"),
             partition_reason_text(r)
         ),
         Event::Partition { decision: Ok(r), we_survive: false, survivors } => format!(
             "partition views (tentative): this host is outside the surviving part ({} survive; {}); \
              it fences itself only if the views stay so for the decision delay",
-            count(u64::from(*survivors), "host"),
+            count(u64::from(*survivors), "host", "hosts"),
             partition_reason_text(r)
         ),
         Event::Partition { decision: Err(e), .. } => {
@@ -309,7 +305,7 @@ pub fn partition_reason_text(r: &crate::core::partition::Reason) -> String {
         Reason::Whole { hosts: 2 } => "no partition: both hosts hear each other".into(),
         Reason::Whole { hosts } => format!("no partition: all {hosts} hosts hear each other"),
         Reason::Largest { size, rival_size } => {
-            format!("largest part: {} against {rival_size}", count(u64::from(*size), "host"))
+            format!("largest part: {} against {rival_size}", count(u64::from(*size), "host", "hosts"))
         }
         Reason::LessIsolated { isolated, rival_isolated } => format!(
             "equal size; fewer isolated hosts ({isolated} against {rival_isolated} that reach no isolation address)"
