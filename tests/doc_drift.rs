@@ -6,9 +6,12 @@
 //! If one of these fails, the code changed and the prose did not (or the prose is wrong): fix the
 //! prose, or the code, never the test's expectations alone.
 
+#[path = "common/markdown.rs"]
+mod markdown;
 use diskbeat::format::checksum;
 use diskbeat::format::record::{Record, State};
 use diskbeat::format::VERSION_MINOR;
+use markdown::{section, table_after};
 use std::path::{Path, PathBuf};
 
 const FORMAT: &str = include_str!("../docs/FORMAT.md");
@@ -18,25 +21,6 @@ const LIB_RS: &str = include_str!("../src/lib.rs");
 /// `text` with every run of white space (line breaks included) turned into one space.
 fn flat(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The text of the section of `doc` that starts at `heading`, up to the next `## `.
-fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
-    let start = doc.find(heading).unwrap_or_else(|| panic!("no {heading:?}"));
-    let body = &doc[start + heading.len()..];
-    &body[..body.find("\n## ").unwrap_or(body.len())]
-}
-
-/// Body rows of the first Markdown table after `marker`, as trimmed cells, backticks removed.
-fn table_after(text: &str, marker: &str) -> Vec<Vec<String>> {
-    let start = text.find(marker).unwrap_or_else(|| panic!("no {marker:?}"));
-    let mut lines = text[start..].lines().skip_while(|l| !l.starts_with('|'));
-    let _header = lines.next().unwrap_or_else(|| panic!("no table after {marker:?}"));
-    assert!(lines.next().unwrap().starts_with("|---"), "table after {marker:?} has no separator");
-    lines
-        .take_while(|l| l.starts_with('|'))
-        .map(|l| l.trim().trim_matches('|').split('|').map(|c| c.trim().replace('`', "")).collect())
-        .collect()
 }
 
 /// "bits 0..=2" / "bit 7" / "3..=6" / "7" -> the bit range; None for anything else.

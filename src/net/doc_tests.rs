@@ -13,23 +13,13 @@ use std::mem::offset_of;
 
 const DOC: &str = include_str!("../../docs/PROTOCOL.md");
 
+#[path = "../../tests/common/markdown.rs"]
+mod markdown;
+use markdown::table_after;
+
 /// The text of section `heading` (up to the next `## `).
 fn section(heading: &str) -> &'static str {
-    let start = DOC.find(heading).unwrap_or_else(|| panic!("PROTOCOL.md has no {heading:?}"));
-    let body = &DOC[start + heading.len()..];
-    &body[..body.find("\n## ").unwrap_or(body.len())]
-}
-
-/// Body rows of the first Markdown table after `marker`, as trimmed cells, backticks removed.
-fn table_after(text: &str, marker: &str) -> Vec<Vec<String>> {
-    let start = text.find(marker).unwrap_or_else(|| panic!("no {marker:?}"));
-    let mut lines = text[start..].lines().skip_while(|l| !l.starts_with('|'));
-    let _header = lines.next().unwrap_or_else(|| panic!("no table after {marker:?}"));
-    assert!(lines.next().unwrap().starts_with("|---"), "table after {marker:?} has no separator");
-    lines
-        .take_while(|l| l.starts_with('|'))
-        .map(|l| l.trim().trim_matches('|').split('|').map(|c| c.trim().replace('`', "")).collect())
-        .collect()
+    markdown::section(DOC, heading)
 }
 
 fn table(heading: &str) -> Vec<Vec<String>> {
