@@ -57,7 +57,6 @@ impl CliError {
         match self.code {
             EXIT_USAGE => "usage",
             EXIT_DEGRADED => "degraded",
-            4 => "fence_failed",
             _ => "failed",
         }
     }
