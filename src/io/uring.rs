@@ -55,9 +55,9 @@ pub(super) struct SubmitFault {
 impl Drop for Uring {
     /// Hands the device fd back before the ring closes. A closed ring drops its registered files
     /// later, from a kernel worker (tens of ms on a quiet machine, seconds on a loaded one): an
-    /// O_EXCL claim (mkfs) outlived the process and the next `mkfs`, or a daemon that systemd
-    /// restarted, met EBUSY. Unregistering puts the file now; only requests still in flight keep
-    /// their own reference.
+    /// O_EXCL claim (mkfs) outlived the process and the next exclusive open (`mkfs --force`)
+    /// met EBUSY. Daemons open without O_EXCL, so a restarted daemon never met it. Unregistering
+    /// puts the file now; only requests still in flight keep their own reference.
     fn drop(&mut self) {
         let _ = self.ring.submitter().unregister_files();
     }
