@@ -165,7 +165,7 @@ fn exec_failing_hook_message_is_carried() {
     let dir = tempfile::tempdir().unwrap();
     let long = "x".repeat(2000);
     let hook =
-        script(dir.path(), "fail", &format!("#!/bin/sh\necho \"no such domain $1 $2 {long}\" >&2\nexit 7\n"));
+        script(dir.path(), "fail", &format!("#!/bin/sh\necho \"no such domain $1 $3 {long}\" >&2\nexit 7\n"));
     let mut d = ExecDriver::new(&hook).unwrap();
     assert_eq!(d.timeout_ms(), 30_000);
     let e = d.destroy("vm9").unwrap_err();
@@ -266,4 +266,64 @@ fn cli_vm_commands_with_the_procs_hook() {
     let out = common::run(&["vm", "list", "--driver", "exec:/no/such/hook"]);
     assert_eq!(out.status.code(), Some(1));
     d.destroy("db1").unwrap();
+}
+
+/// A hook that appends its argv (NUL-separated, one run per line) to `log` and answers like a
+/// well-behaved hook: an empty inventory, 0 for everything else.
+fn argv_recorder(dir: &Path, log: &Path) -> PathBuf {
+    script(
+        dir,
+        "argv",
+        &format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done >> {log}\necho >> {log}\n\
+             [ \"$1\" = inventory ] && echo '{{\"capacity\":{{\"memory_mib\":1,\"vcpus\":1}},\"vms\":[]}}'\n\
+             cat >/dev/null\nexit 0\n",
+            log = log.display()
+        ),
+    )
+}
+
+/// Issue "hostile input" item 4: a VM named `--help` (published on the disk by any host) is
+/// passed after a `--` separator, so no hook's option parser takes it for an option.
+#[test]
+fn exec_names_come_after_a_double_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("argv.log");
+    let mut d = ExecDriver::with_timeout_ms(&argv_recorder(dir.path(), &log), 10_000).unwrap();
+    d.inventory().unwrap();
+    d.start(&StartRequest { name: "--help", uuid: Uuid::new_v4(), definition: b"x" }).unwrap();
+    d.destroy("-rf").unwrap();
+    d.set_protection("--level=none", &ProtectionSettings::default()).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let runs: Vec<Vec<&str>> =
+        text.lines().map(|l| l.split('\0').filter(|a| !a.is_empty()).collect()).collect();
+    assert_eq!(
+        runs,
+        vec![
+            vec!["inventory"],
+            vec!["start", "--", "--help"],
+            vec!["destroy", "--", "-rf"],
+            vec!["protect", "--", "--level=none"]
+        ]
+    );
+    // Every argument before `--` is the operation: nothing from the disk or a driver.
+    for run in &runs {
+        let cut = run.iter().position(|a| *a == "--").unwrap_or(run.len());
+        assert!(run[..cut].iter().skip(1).all(|a| !a.starts_with('-')), "{run:?}");
+    }
+}
+
+/// The procs hook takes the `--` too, and a name that looks like an option is just a name.
+#[test]
+fn exec_procs_hook_with_an_option_like_name() {
+    let procs = Procs::new();
+    let mut d = procs.driver();
+    let u = Uuid::new_v4();
+    d.start(&StartRequest { name: "--help", uuid: u, definition: b"memory_mib=96" }).unwrap();
+    let inv = d.inventory().unwrap();
+    assert_eq!(inv.vms.len(), 1);
+    assert_eq!((inv.vms[0].name.as_str(), inv.vms[0].uuid, inv.vms[0].memory_mib), ("--help", u, 96));
+    assert_eq!(inv.vms[0].state, VmRunState::Running);
+    d.destroy("--help").unwrap();
+    assert_eq!(d.inventory().unwrap().vms[0].state, VmRunState::Stopped);
 }

@@ -1,7 +1,8 @@
 //! The exec driver: a hook command speaking JSON (docs/VMS.md, "Exec hook protocol").
 //!
-//! `HOOK inventory`, `HOOK start NAME` (request on stdin), `HOOK destroy NAME`, `HOOK protect NAME`
-//! (settings on stdin). Exit status 0 is success; otherwise the first 500 bytes of stderr are the
+//! `HOOK inventory`, `HOOK start -- NAME` (request on stdin), `HOOK destroy -- NAME`,
+//! `HOOK protect -- NAME` (settings on stdin): a name always comes after `--`, so no name is ever
+//! taken for an option. Exit status 0 is success; otherwise the first 500 bytes of stderr are the
 //! message. Every call is killed after the timeout, so a hung hook never hangs the daemon.
 
 use super::{
@@ -122,7 +123,13 @@ impl ExecDriver {
         failed: &dyn Fn(String) -> DriverError,
     ) -> Result<Output, DriverError> {
         let mut cmd = Command::new(&self.hook);
-        cmd.arg(op).args(name).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // A name (from the disk or a driver) goes after `--`: a VM named `--help` is a name to
+        // any option parser, never an option.
+        cmd.arg(op);
+        if let Some(name) = name {
+            cmd.arg("--").arg(name);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         // Its own process group, so a timeout kills whatever the hook started and waits on.
         cmd.process_group(0);
