@@ -327,3 +327,56 @@ fn exec_procs_hook_with_an_option_like_name() {
     d.destroy("--help").unwrap();
     assert_eq!(d.inventory().unwrap().vms[0].state, VmRunState::Stopped);
 }
+
+/// VmHWM (peak resident set) of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Resets VmHWM to the current RSS (Linux >= 4.0); false when the kernel refuses.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Issue "hostile input" item 4: a hook printing 300 MB on stdout is cut off at the cap (16 MiB),
+/// killed, and the call fails as a protocol error; the daemon's memory does not grow by what
+/// the hook printed.
+#[test]
+fn exec_hook_output_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = script(dir.path(), "flood", "#!/bin/sh\nhead -c 300000000 /dev/zero\n");
+    let mut d = ExecDriver::with_timeout_ms(&hook, 60_000).unwrap();
+    let reset = reset_peak_rss();
+    let before = peak_rss_kib();
+    let e = d.inventory().unwrap_err();
+    let grew_mib = peak_rss_kib().saturating_sub(before) / 1024;
+    // The cap (16 MiB) plus room for the other tests of this binary running meanwhile; the
+    // uncapped reader grew by the whole 300 MB (and more, as its buffer doubled).
+    assert!(grew_mib < 100, "peak RSS grew by {grew_mib} MiB (reset: {reset}) reading a 300 MB output");
+    assert!(matches!(&e, DriverError::Protocol(m) if m.contains("16 MiB")), "{e}");
+}
+
+/// A hook that never stops printing is killed as soon as it passes the cap, long before its
+/// timeout; one that floods stderr is not a protocol error, and its message stays short.
+#[test]
+fn exec_endless_output_is_killed_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("yes.pid");
+    let hook = script(dir.path(), "yes", &format!("#!/bin/sh\necho $$ > {}\nexec yes\n", pidfile.display()));
+    let mut d = ExecDriver::with_timeout_ms(&hook, 60_000).unwrap();
+    let t = Instant::now();
+    let e = d.inventory().unwrap_err();
+    assert!(matches!(&e, DriverError::Protocol(m) if m.contains("16 MiB")), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!alive(pid), "the flooding hook {pid} was not killed");
+
+    let hook = script(dir.path(), "err", "#!/bin/sh\nhead -c 50000000 /dev/zero | tr '\\0' e >&2\nexit 3\n");
+    let e = ExecDriver::with_timeout_ms(&hook, 60_000).unwrap().destroy("x").unwrap_err();
+    assert!(
+        matches!(&e, DriverError::Failed { message, .. } if message.contains("exit status 3") && message.len() < 800),
+        "{e}"
+    );
+}

@@ -18,6 +18,13 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// How much of the hook's stderr becomes the error message.
 pub const MESSAGE_MAX_BYTES: usize = 500;
+/// Most bytes a hook may print on stdout (an inventory of thousands of VMs with their domain XML
+/// fits many times over): more is a protocol error, and the hook is killed at once. Whatever the
+/// hook prints, the driver holds at most this much of it.
+pub const STDOUT_MAX_BYTES: usize = 16 << 20;
+/// Bytes of stderr kept (the message is the first [`MESSAGE_MAX_BYTES`]); the rest is read and
+/// dropped, so a hook that floods stderr neither blocks nor grows the daemon.
+pub const STDERR_KEEP_BYTES: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct ExecDriver {
@@ -48,6 +55,14 @@ struct StartJson<'a> {
     name: &'a str,
     uuid: uuid::Uuid,
     definition: &'a str,
+}
+
+/// What a reader thread hands back: all of stdout, the kept part of stderr, or "stdout passed
+/// [`STDOUT_MAX_BYTES`]".
+enum Piped {
+    Out(Vec<u8>),
+    Err(Vec<u8>),
+    Overflow,
 }
 
 /// What one hook run produced.
@@ -154,7 +169,7 @@ impl ExecDriver {
         let pid = child.id() as i32;
         let deadline = Instant::now() + Duration::from_millis(self.timeout_ms);
 
-        let (tx, rx) = mpsc::channel::<(bool, Vec<u8>)>();
+        let (tx, rx) = mpsc::channel::<Piped>();
         // Writer and readers on their own threads: a hook that ignores stdin or fills a pipe
         // cannot block us, and the deadline below still holds.
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
@@ -163,62 +178,87 @@ impl ExecDriver {
                 let _ = pipe.write_all(&data);
             });
         }
-        for (is_out, pipe) in [
-            (true, child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
-            (false, child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
-        ] {
-            let tx = tx.clone();
-            let mut pipe = pipe.expect("piped");
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = pipe.read_to_end(&mut buf);
-                let _ = tx.send((is_out, buf));
-            });
-        }
-        drop(tx);
+        let out = child.stdout.take().expect("piped");
+        let tx_out = tx.clone();
+        std::thread::spawn(move || {
+            // One byte past the cap tells "too much" from "exactly the cap".
+            let mut buf = Vec::new();
+            let _ = out.take(STDOUT_MAX_BYTES as u64 + 1).read_to_end(&mut buf);
+            let _ = tx_out.send(if buf.len() > STDOUT_MAX_BYTES { Piped::Overflow } else { Piped::Out(buf) });
+            // Dropping the pipe here: a writer still printing gets EPIPE (or SIGPIPE).
+        });
+        let mut err = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = (&mut err).take(STDERR_KEEP_BYTES as u64).read_to_end(&mut buf);
+            let _ = std::io::copy(&mut err, &mut std::io::sink());
+            let _ = tx.send(Piped::Err(buf));
+        });
 
         let kill_group = || {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         };
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) => {}
-                Err(e) => {
-                    kill_group();
-                    let _ = child.wait();
-                    return Err(failed(format!("waiting for hook {}: {e}", self.hook.display())));
+        let (mut status, mut stdout, mut stderr) = (None, None, None);
+        loop {
+            let mut step = Duration::from_millis(5);
+            // Both readers have sent (or died): only the exit status is still awaited.
+            let readers_done = stdout.is_some() && stderr.is_some();
+            if !readers_done {
+                match rx.recv_timeout(step) {
+                    Ok(Piped::Out(b)) => stdout = Some(b),
+                    Ok(Piped::Err(b)) => stderr = Some(b),
+                    Ok(Piped::Overflow) => {
+                        kill_group();
+                        let _ = child.wait();
+                        return Err(self.protocol(
+                            op,
+                            format!(
+                                "printed more than {} MiB on stdout (the limit) and was killed",
+                                STDOUT_MAX_BYTES >> 20
+                            ),
+                        ));
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        stdout.get_or_insert_with(Vec::new);
+                        stderr.get_or_insert_with(Vec::new);
+                    }
                 }
+                step = Duration::ZERO;
+            }
+            if status.is_none() {
+                match child.try_wait() {
+                    Ok(s) => status = s,
+                    Err(e) => {
+                        kill_group();
+                        let _ = child.wait();
+                        return Err(failed(format!("waiting for hook {}: {e}", self.hook.display())));
+                    }
+                }
+            }
+            if let (Some(status), Some(_), Some(_)) = (status, &stdout, &stderr) {
+                let (stdout, stderr) = (stdout.unwrap_or_default(), stderr.unwrap_or_default());
+                return Ok(Output { status, stdout, stderr });
             }
             if Instant::now() >= deadline {
                 kill_group();
-                let _ = child.wait();
-                return Err(failed(format!(
-                    "hook {} did not finish within {} ms and was killed",
-                    self.hook.display(),
-                    self.timeout_ms
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let (mut stdout, mut stderr) = (None, None);
-        while stdout.is_none() || stderr.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok((true, b)) => stdout = Some(b),
-                Ok((false, b)) => stderr = Some(b),
-                Err(_) => {
-                    kill_group();
+                if status.is_none() {
+                    let _ = child.wait();
                     return Err(failed(format!(
-                        "hook {} exited, but a process it started still holds its stdout or stderr \
-                         open after {} ms; redirect that process's output",
+                        "hook {} did not finish within {} ms and was killed",
                         self.hook.display(),
                         self.timeout_ms
                     )));
                 }
+                return Err(failed(format!(
+                    "hook {} exited, but a process it started still holds its stdout or stderr \
+                     open after {} ms; redirect that process's output",
+                    self.hook.display(),
+                    self.timeout_ms
+                )));
             }
+            std::thread::sleep(step);
         }
-        Ok(Output { status, stdout: stdout.unwrap_or_default(), stderr: stderr.unwrap_or_default() })
     }
 
     fn protocol(&self, op: &str, what: impl std::fmt::Display) -> DriverError {
