@@ -380,3 +380,25 @@ fn exec_endless_output_is_killed_at_the_cap() {
         "{e}"
     );
 }
+/// Issue "hostile input" item 4: an inventory listing one UUID (or one name) twice is a driver
+/// error, never trusted.
+#[test]
+fn exec_duplicate_uuids_or_names_are_a_protocol_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let vm = |name: &str, uuid: &str| {
+        format!(
+            r#"{{"name":"{name}","uuid":"{uuid}","memory_mib":1,"vcpus":1,"state":"running","definition":""}}"#
+        )
+    };
+    let (u1, u2) = ("00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002");
+    for (i, (what, vms)) in
+        [("uuid", [vm("a", u1), vm("b", u1)]), ("name", [vm("a", u1), vm("a", u2)])].iter().enumerate()
+    {
+        let out = format!(r#"{{"capacity":{{"memory_mib":8,"vcpus":2}},"vms":[{}]}}"#, vms.join(","));
+        let hook = script(dir.path(), &format!("dup{i}"), &format!("#!/bin/sh\ncat <<'EOF'\n{out}\nEOF\n"));
+        match ExecDriver::new(&hook).unwrap().inventory() {
+            Err(DriverError::Protocol(m)) => assert!(m.contains("twice") && m.contains(what), "{m}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}

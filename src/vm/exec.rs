@@ -291,7 +291,9 @@ impl VmDriver for ExecDriver {
             })
             .collect();
         vms.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Inventory { capacity: parsed.capacity, vms })
+        let inv = Inventory { capacity: parsed.capacity, vms };
+        inv.check().map_err(|why| self.protocol("inventory", why))?;
+        Ok(inv)
     }
 
     fn start(&mut self, vm: &StartRequest<'_>) -> Result<(), DriverError> {

@@ -86,11 +86,39 @@ pub struct Capacity {
     pub vcpus: u32,
 }
 
-/// What the driver reports in one poll.
+/// What the driver reports in one poll. Drivers return it only once [`Inventory::check`] passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inventory {
     pub capacity: Capacity,
     pub vms: Vec<VmInfo>,
+}
+
+impl Inventory {
+    /// What every driver's answer must satisfy before diskbeat trusts it (the daemon publishes it
+    /// for the pool to act on): no UUID and no name listed twice. `Err` says which, for a
+    /// [`DriverError::Protocol`].
+    pub fn check(&self) -> Result<(), String> {
+        let mut uuids = std::collections::HashMap::with_capacity(self.vms.len());
+        let mut names = std::collections::HashMap::with_capacity(self.vms.len());
+        for v in &self.vms {
+            if let Some(first) = uuids.insert(v.uuid, v.name.as_str()) {
+                return Err(format!(
+                    "uuid {} listed twice (VMs '{}' and '{}')",
+                    v.uuid,
+                    crate::format::escape_name(first),
+                    crate::format::escape_name(&v.name)
+                ));
+            }
+            if let Some(first) = names.insert(v.name.as_str(), v.uuid) {
+                return Err(format!(
+                    "name '{}' listed twice (uuids {first} and {})",
+                    crate::format::escape_name(&v.name),
+                    v.uuid
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A VM to start here (a restart of a VM of another host).
@@ -122,7 +150,8 @@ pub enum DriverError {
 pub trait VmDriver: Send {
     /// Short name for logs and status (`libvirt`, `exec`).
     fn kind(&self) -> &'static str;
-    /// Capacity and every VM defined on this host, with definitions and protection settings.
+    /// Capacity and every VM defined on this host, with definitions and protection settings;
+    /// [`Inventory::check`] holds (a driver answer that fails it is a [`DriverError::Protocol`]).
     fn inventory(&mut self) -> Result<Inventory, DriverError>;
     /// Defines the VM here from `definition` (replacing a same-UUID definition) and starts it.
     /// Ok only when the hypervisor reports it running.
@@ -180,5 +209,36 @@ impl DriverSpec {
             DriverSpec::Libvirt { .. } => Err(DriverError::Unreachable(LIBVIRT_NOT_BUILT.into())),
             DriverSpec::Exec { hook } => Ok(Box::new(exec::ExecDriver::new(hook)?)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(name: &str, uuid: u128) -> VmInfo {
+        VmInfo {
+            name: name.into(),
+            uuid: uuid::Uuid::from_u128(uuid),
+            memory_mib: 1,
+            vcpus: 1,
+            state: VmRunState::Running,
+            protection: ProtectionSettings::default(),
+            definition: vec![],
+        }
+    }
+
+    #[test]
+    fn an_inventory_with_a_uuid_or_a_name_twice_is_refused() {
+        let inv = |vms| Inventory { capacity: Capacity { memory_mib: 1, vcpus: 1 }, vms };
+        assert_eq!(inv(vec![vm("a", 1), vm("b", 2)]).check(), Ok(()));
+        assert_eq!(inv(vec![]).check(), Ok(()));
+        let e = inv(vec![vm("a", 1), vm("b", 2), vm("c", 1)]).check().unwrap_err();
+        assert!(e.contains("uuid 00000000-0000-0000-0000-000000000001 listed twice"), "{e}");
+        let e = inv(vec![vm("a", 1), vm("a", 2)]).check().unwrap_err();
+        assert!(e.contains("name 'a' listed twice"), "{e}");
+        // Names in the message are escaped.
+        let e = inv(vec![vm("x\u{1b}[2J", 1), vm("x\u{1b}[2J", 2)]).check().unwrap_err();
+        assert!(!e.contains('\u{1b}') && e.contains("x\\u{1b}[2J"), "{e}");
     }
 }
