@@ -199,6 +199,10 @@ fn exec_garbage_output_is_a_protocol_error() {
         ),
         ("missing capacity", r#"{"vms":[]}"#),
         (
+            "control character in a name",
+            r#"{"capacity":{"memory_mib":1,"vcpus":1},"vms":[{"name":"a\u001b[2J","uuid":"00000000-0000-0000-0000-000000000001","memory_mib":1,"vcpus":1,"state":"running","definition":""}]}"#,
+        ),
+        (
             "bad level",
             r#"{"capacity":{"memory_mib":1,"vcpus":1},"vms":[{"name":"a","uuid":"00000000-0000-0000-0000-000000000001","memory_mib":1,"vcpus":1,"state":"running","protection":{"level":"max"},"definition":""}]}"#,
         ),
@@ -212,6 +216,9 @@ fn exec_garbage_output_is_a_protocol_error() {
                 }
                 if *what == "missing capacity" {
                     assert!(m.contains("capacity"), "{m}");
+                }
+                if what.starts_with("control") {
+                    assert!(m.contains("a\\u{1b}[2J") && !m.contains('\u{1b}'), "{m}");
                 }
             }
             other => panic!("{what}: {other:?}"),

@@ -95,24 +95,40 @@ pub struct Inventory {
 
 impl Inventory {
     /// What every driver's answer must satisfy before diskbeat trusts it (the daemon publishes it
-    /// for the pool to act on): no UUID and no name listed twice. `Err` says which, for a
-    /// [`DriverError::Protocol`].
+    /// for the pool to act on): names and anti-affinity groups the disk can carry (1 to 255
+    /// bytes, no control characters: [`crate::format::host_state::valid_vm_name`]), and no UUID
+    /// and no name listed twice. `Err` says which, for a [`DriverError::Protocol`].
     pub fn check(&self) -> Result<(), String> {
+        use crate::format::{escape_name, host_state::valid_vm_name};
         let mut uuids = std::collections::HashMap::with_capacity(self.vms.len());
         let mut names = std::collections::HashMap::with_capacity(self.vms.len());
         for v in &self.vms {
+            let group = v.protection.anti_affinity.as_deref();
+            for (what, text) in [("name", Some(v.name.as_str())), ("anti-affinity group", group)] {
+                match text {
+                    Some(t) if !valid_vm_name(t) => {
+                        return Err(format!(
+                            "VM {}: {what} '{}' ({} bytes) is not 1 to 255 bytes without control characters",
+                            v.uuid,
+                            escape_name(t),
+                            t.len()
+                        ))
+                    }
+                    _ => {}
+                }
+            }
             if let Some(first) = uuids.insert(v.uuid, v.name.as_str()) {
                 return Err(format!(
                     "uuid {} listed twice (VMs '{}' and '{}')",
                     v.uuid,
-                    crate::format::escape_name(first),
-                    crate::format::escape_name(&v.name)
+                    escape_name(first),
+                    escape_name(&v.name)
                 ));
             }
             if let Some(first) = names.insert(v.name.as_str(), v.uuid) {
                 return Err(format!(
                     "name '{}' listed twice (uuids {first} and {})",
-                    crate::format::escape_name(&v.name),
+                    escape_name(&v.name),
                     v.uuid
                 ));
             }
@@ -237,8 +253,17 @@ mod tests {
         assert!(e.contains("uuid 00000000-0000-0000-0000-000000000001 listed twice"), "{e}");
         let e = inv(vec![vm("a", 1), vm("a", 2)]).check().unwrap_err();
         assert!(e.contains("name 'a' listed twice"), "{e}");
-        // Names in the message are escaped.
-        let e = inv(vec![vm("x\u{1b}[2J", 1), vm("x\u{1b}[2J", 2)]).check().unwrap_err();
-        assert!(!e.contains('\u{1b}') && e.contains("x\\u{1b}[2J"), "{e}");
+        // Names the disk cannot carry; names in the message are escaped.
+        let e = inv(vec![vm("x\u{1b}[2J", 1)]).check().unwrap_err();
+        assert!(!e.contains('\u{1b}') && e.contains("name 'x\\u{1b}[2J'"), "{e}");
+        for bad in ["", "a\tb", &"n".repeat(256)] {
+            assert!(inv(vec![vm(bad, 1)]).check().is_err(), "{bad:?}");
+        }
+        assert_eq!(inv(vec![vm(&"n".repeat(255), 1), vm("--help", 2), vm("a b 'c'", 3)]).check(), Ok(()));
+        let mut grouped = vm("a", 1);
+        grouped.protection.anti_affinity = Some(String::new());
+        assert!(inv(vec![grouped.clone()]).check().unwrap_err().contains("anti-affinity group ''"));
+        grouped.protection.anti_affinity = Some("g\n".into());
+        assert!(inv(vec![grouped]).check().is_err());
     }
 }
