@@ -182,6 +182,11 @@ fn exec_failing_hook_message_is_carried() {
     }
     assert!(d.inventory().is_err());
     assert!(d.set_protection("vm9", &ProtectionSettings::default()).is_err());
+    // What the hook prints and the name reach terminals escaped.
+    let hook = script(dir.path(), "esc", "#!/bin/sh\nprintf 'line 1\\n\\033[2J line 2\\n' >&2\nexit 1\n");
+    let e = ExecDriver::new(&hook).unwrap().destroy("a\u{202e}b").unwrap_err().to_string();
+    assert!(!e.contains('\u{1b}') && !e.contains('\n') && !e.contains('\u{202e}'), "{e:?}");
+    assert!(e.contains("destroy 'a\\u{202e}b' failed") && e.contains("line 1\\n\\u{1b}[2J line 2"), "{e}");
 }
 
 #[test]

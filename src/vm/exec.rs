@@ -114,9 +114,9 @@ impl ExecDriver {
         let failed = |message: String| DriverError::Failed { op, vm: vm.clone(), message };
         let out = self.run(op, name, stdin, &failed)?;
         if !out.status.success() {
-            let mut text = String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(MESSAGE_MAX_BYTES)])
-                .trim()
-                .to_string();
+            // The hook's words reach logs and terminals: control characters escaped (`\n`, `\u{1b}`).
+            let head = String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(MESSAGE_MAX_BYTES)]);
+            let mut text = crate::format::escape_name(head.trim()).into_owned();
             if text.is_empty() {
                 text = "(no message on stderr)".into();
             }

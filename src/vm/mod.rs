@@ -151,10 +151,11 @@ pub enum DriverError {
     #[error("cannot reach the hypervisor: {0}")]
     Unreachable(String),
     /// No VM of that name or UUID on this host.
-    #[error("no VM named '{0}' on this host")]
+    #[error("no VM named '{}' on this host", crate::format::escape_name(.0))]
     NoSuchVm(String),
-    /// The hypervisor refused or failed the operation.
-    #[error("{op} '{vm}' failed: {message}")]
+    /// The hypervisor refused or failed the operation. (Display escapes the name, which may come
+    /// from the disk; exec hook messages are escaped where they are made.)
+    #[error("{op} '{}' failed: {message}", crate::format::escape_name(vm))]
     Failed { op: &'static str, vm: String, message: String },
     /// The driver's answer could not be understood (exec hook output, metadata).
     #[error("the driver's answer is invalid: {0}")]
