@@ -155,6 +155,11 @@ fn exec_hung_hook_is_killed_at_the_timeout() {
     let t = Instant::now();
     let e = ExecDriver::with_timeout_ms(&leaky, 300).unwrap().destroy("x").unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(3) && e.to_string().contains("still holds"), "{e}");
+    // The daemon's way in: a driver spec opened with the timeout its T gives.
+    let spec: diskbeat::vm::DriverSpec = format!("exec:{}", hook.display()).parse().unwrap();
+    let t = Instant::now();
+    let e = spec.open_with_timeout(400).unwrap().inventory().unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(3) && e.to_string().contains("400 ms"), "{e}");
     // Also with stdin the hook never reads.
     let e = d.start(&StartRequest { name: "x", uuid: Uuid::new_v4(), definition: &vec![b'a'; 1 << 20] });
     assert!(matches!(e, Err(DriverError::Failed { op: "start", .. })), "{e:?}");

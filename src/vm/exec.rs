@@ -15,6 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The hook timeout when no base timeout T is known (`diskbeat vm`): the daemon's rule
+/// (`Timing::vm_call_timeout_ms`, 3 io timeouts) at the default T of 40 s.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// How much of the hook's stderr becomes the error message.
 pub const MESSAGE_MAX_BYTES: usize = 500;

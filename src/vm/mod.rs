@@ -217,14 +217,25 @@ impl std::str::FromStr for DriverSpec {
 }
 
 impl DriverSpec {
-    /// Opens the driver (connects to libvirt; checks the hook exists and is executable).
+    /// Opens the driver (connects to libvirt; checks the hook exists and is executable), with
+    /// the call timeout of the default T ([`exec::DEFAULT_TIMEOUT_MS`]): for tools that know no T.
     pub fn open(&self) -> Result<Box<dyn VmDriver>, DriverError> {
+        self.open_with_timeout(exec::DEFAULT_TIMEOUT_MS)
+    }
+
+    /// As [`DriverSpec::open`], every call bounded by `timeout_ms` (the daemon's:
+    /// `Timing::vm_call_timeout_ms`). The exec driver kills a hook run at the timeout; the
+    /// libvirt driver does not take one (docs/VMS.md, "libvirt driver").
+    pub fn open_with_timeout(&self, timeout_ms: u64) -> Result<Box<dyn VmDriver>, DriverError> {
         match self {
             #[cfg(feature = "libvirt")]
-            DriverSpec::Libvirt { uri } => Ok(Box::new(libvirt::LibvirtDriver::open(uri)?)),
+            DriverSpec::Libvirt { uri } => {
+                let _ = timeout_ms;
+                Ok(Box::new(libvirt::LibvirtDriver::open(uri)?))
+            }
             #[cfg(not(feature = "libvirt"))]
             DriverSpec::Libvirt { .. } => Err(DriverError::Unreachable(LIBVIRT_NOT_BUILT.into())),
-            DriverSpec::Exec { hook } => Ok(Box::new(exec::ExecDriver::new(hook)?)),
+            DriverSpec::Exec { hook } => Ok(Box::new(exec::ExecDriver::with_timeout_ms(hook, timeout_ms)?)),
         }
     }
 }
