@@ -8,6 +8,9 @@
 //! | host dead       | T      | a peer's sequence unchanged this long (on our clock): dead |
 //!
 //! Safety inequality: host_dead > self_fence + interval + io_timeout (T > 0.8 T).
+//!
+//! A VM driver call (one exec hook run) is killed after 3 io timeouts, at least 2 s
+//! ([`Timing::vm_call_timeout_ms`]).
 
 use std::time::Duration;
 
@@ -17,6 +20,9 @@ pub const MIN_BASE_TIMEOUT_MS: u32 = 500;
 pub const MAX_BASE_TIMEOUT_MS: u32 = 3_600_000;
 /// The seed system's figure.
 pub const DEFAULT_BASE_TIMEOUT_MS: u32 = 40_000;
+/// Shortest VM driver call timeout: a process start and a small VM start fit, even at the
+/// smallest T.
+pub const MIN_VM_CALL_TIMEOUT_MS: u64 = 2000;
 
 /// Timeouts derived from a base timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -101,6 +107,15 @@ impl Timing {
         u64::from(self.io_timeout_ms)
     }
 
+    /// A VM driver call (one exec hook run: inventory, start, destroy, protect) is killed after
+    /// 3 io timeouts (0.75 T; 30 s at the default T), at least [`MIN_VM_CALL_TIMEOUT_MS`]. The
+    /// VM thread makes the calls one at a time, polling the inventory every io timeout, and does
+    /// nothing else meanwhile (no extent reads, no publishing, no claims): a hung hook delays
+    /// failover by less than one host-dead time, and a call may still take three poll periods.
+    pub fn vm_call_timeout_ms(&self) -> u64 {
+        (3 * u64::from(self.io_timeout_ms)).max(MIN_VM_CALL_TIMEOUT_MS)
+    }
+
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms.into())
     }
@@ -165,6 +180,16 @@ mod tests {
         for base in [MIN_BASE_TIMEOUT_MS, 1000, 1234, 7777, MAX_BASE_TIMEOUT_MS] {
             Timing::from_base(base).unwrap();
         }
+    }
+
+    #[test]
+    fn vm_call_timeout_derives_from_t() {
+        let ms = |base| Timing::from_base(base).unwrap().vm_call_timeout_ms();
+        assert_eq!(ms(DEFAULT_BASE_TIMEOUT_MS), 30_000);
+        assert_eq!(ms(DEFAULT_BASE_TIMEOUT_MS), crate::vm::exec::DEFAULT_TIMEOUT_MS, "the CLI's default");
+        assert_eq!(ms(4000), 3000);
+        assert_eq!((ms(MIN_BASE_TIMEOUT_MS), ms(2000)), (2000, 2000), "the floor");
+        assert_eq!(ms(MAX_BASE_TIMEOUT_MS), 2_700_000);
     }
 
     #[test]

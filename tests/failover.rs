@@ -183,7 +183,7 @@ impl Pool {
         std::fs::create_dir_all(&h.state).unwrap();
         let hookcmd = |op: &str, stdin: String| {
             let mut c = Command::new(hook())
-                .args([op, name])
+                .args([op, "--", name])
                 .env("DISKBEAT_HOOK_STATE", &h.state)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())

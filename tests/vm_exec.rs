@@ -155,6 +155,11 @@ fn exec_hung_hook_is_killed_at_the_timeout() {
     let t = Instant::now();
     let e = ExecDriver::with_timeout_ms(&leaky, 300).unwrap().destroy("x").unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(3) && e.to_string().contains("still holds"), "{e}");
+    // The daemon's way in: a driver spec opened with the timeout its T gives.
+    let spec: diskbeat::vm::DriverSpec = format!("exec:{}", hook.display()).parse().unwrap();
+    let t = Instant::now();
+    let e = spec.open_with_timeout(400).unwrap().inventory().unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(3) && e.to_string().contains("400 ms"), "{e}");
     // Also with stdin the hook never reads.
     let e = d.start(&StartRequest { name: "x", uuid: Uuid::new_v4(), definition: &vec![b'a'; 1 << 20] });
     assert!(matches!(e, Err(DriverError::Failed { op: "start", .. })), "{e:?}");
@@ -165,7 +170,7 @@ fn exec_failing_hook_message_is_carried() {
     let dir = tempfile::tempdir().unwrap();
     let long = "x".repeat(2000);
     let hook =
-        script(dir.path(), "fail", &format!("#!/bin/sh\necho \"no such domain $1 $2 {long}\" >&2\nexit 7\n"));
+        script(dir.path(), "fail", &format!("#!/bin/sh\necho \"no such domain $1 $3 {long}\" >&2\nexit 7\n"));
     let mut d = ExecDriver::new(&hook).unwrap();
     assert_eq!(d.timeout_ms(), 30_000);
     let e = d.destroy("vm9").unwrap_err();
@@ -182,6 +187,11 @@ fn exec_failing_hook_message_is_carried() {
     }
     assert!(d.inventory().is_err());
     assert!(d.set_protection("vm9", &ProtectionSettings::default()).is_err());
+    // What the hook prints and the name reach terminals escaped.
+    let hook = script(dir.path(), "esc", "#!/bin/sh\nprintf 'line 1\\n\\033[2J line 2\\n' >&2\nexit 1\n");
+    let e = ExecDriver::new(&hook).unwrap().destroy("a\u{202e}b").unwrap_err().to_string();
+    assert!(!e.contains('\u{1b}') && !e.contains('\n') && !e.contains('\u{202e}'), "{e:?}");
+    assert!(e.contains("destroy 'a\\u{202e}b' failed") && e.contains("line 1\\n\\u{1b}[2J line 2"), "{e}");
 }
 
 #[test]
@@ -199,6 +209,10 @@ fn exec_garbage_output_is_a_protocol_error() {
         ),
         ("missing capacity", r#"{"vms":[]}"#),
         (
+            "control character in a name",
+            r#"{"capacity":{"memory_mib":1,"vcpus":1},"vms":[{"name":"a\u001b[2J","uuid":"00000000-0000-0000-0000-000000000001","memory_mib":1,"vcpus":1,"state":"running","definition":""}]}"#,
+        ),
+        (
             "bad level",
             r#"{"capacity":{"memory_mib":1,"vcpus":1},"vms":[{"name":"a","uuid":"00000000-0000-0000-0000-000000000001","memory_mib":1,"vcpus":1,"state":"running","protection":{"level":"max"},"definition":""}]}"#,
         ),
@@ -212,6 +226,9 @@ fn exec_garbage_output_is_a_protocol_error() {
                 }
                 if *what == "missing capacity" {
                     assert!(m.contains("capacity"), "{m}");
+                }
+                if what.starts_with("control") {
+                    assert!(m.contains("a\\u{1b}[2J") && !m.contains('\u{1b}'), "{m}");
                 }
             }
             other => panic!("{what}: {other:?}"),
@@ -266,4 +283,139 @@ fn cli_vm_commands_with_the_procs_hook() {
     let out = common::run(&["vm", "list", "--driver", "exec:/no/such/hook"]);
     assert_eq!(out.status.code(), Some(1));
     d.destroy("db1").unwrap();
+}
+
+/// A hook that appends its argv (NUL-separated, one run per line) to `log` and answers like a
+/// well-behaved hook: an empty inventory, 0 for everything else.
+fn argv_recorder(dir: &Path, log: &Path) -> PathBuf {
+    script(
+        dir,
+        "argv",
+        &format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done >> {log}\necho >> {log}\n\
+             [ \"$1\" = inventory ] && echo '{{\"capacity\":{{\"memory_mib\":1,\"vcpus\":1}},\"vms\":[]}}'\n\
+             cat >/dev/null\nexit 0\n",
+            log = log.display()
+        ),
+    )
+}
+
+/// Issue "hostile input" item 4: a VM named `--help` (published on the disk by any host) is
+/// passed after a `--` separator, so no hook's option parser takes it for an option.
+#[test]
+fn exec_names_come_after_a_double_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("argv.log");
+    let mut d = ExecDriver::with_timeout_ms(&argv_recorder(dir.path(), &log), 10_000).unwrap();
+    d.inventory().unwrap();
+    d.start(&StartRequest { name: "--help", uuid: Uuid::new_v4(), definition: b"x" }).unwrap();
+    d.destroy("-rf").unwrap();
+    d.set_protection("--level=none", &ProtectionSettings::default()).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let runs: Vec<Vec<&str>> =
+        text.lines().map(|l| l.split('\0').filter(|a| !a.is_empty()).collect()).collect();
+    assert_eq!(
+        runs,
+        vec![
+            vec!["inventory"],
+            vec!["start", "--", "--help"],
+            vec!["destroy", "--", "-rf"],
+            vec!["protect", "--", "--level=none"]
+        ]
+    );
+    // Every argument before `--` is the operation: nothing from the disk or a driver.
+    for run in &runs {
+        let cut = run.iter().position(|a| *a == "--").unwrap_or(run.len());
+        assert!(run[..cut].iter().skip(1).all(|a| !a.starts_with('-')), "{run:?}");
+    }
+}
+
+/// The procs hook takes the `--` too, and a name that looks like an option is just a name.
+#[test]
+fn exec_procs_hook_with_an_option_like_name() {
+    let procs = Procs::new();
+    let mut d = procs.driver();
+    let u = Uuid::new_v4();
+    d.start(&StartRequest { name: "--help", uuid: u, definition: b"memory_mib=96" }).unwrap();
+    let inv = d.inventory().unwrap();
+    assert_eq!(inv.vms.len(), 1);
+    assert_eq!((inv.vms[0].name.as_str(), inv.vms[0].uuid, inv.vms[0].memory_mib), ("--help", u, 96));
+    assert_eq!(inv.vms[0].state, VmRunState::Running);
+    d.destroy("--help").unwrap();
+    assert_eq!(d.inventory().unwrap().vms[0].state, VmRunState::Stopped);
+}
+
+/// VmHWM (peak resident set) of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Resets VmHWM to the current RSS (Linux >= 4.0); false when the kernel refuses.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Issue "hostile input" item 4: a hook printing 300 MB on stdout is cut off at the cap (16 MiB),
+/// killed, and the call fails as a protocol error; the daemon's memory does not grow by what
+/// the hook printed.
+#[test]
+fn exec_hook_output_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = script(dir.path(), "flood", "#!/bin/sh\nhead -c 300000000 /dev/zero\n");
+    let mut d = ExecDriver::with_timeout_ms(&hook, 60_000).unwrap();
+    let reset = reset_peak_rss();
+    let before = peak_rss_kib();
+    let e = d.inventory().unwrap_err();
+    let grew_mib = peak_rss_kib().saturating_sub(before) / 1024;
+    // The cap (16 MiB) plus room for the other tests of this binary running meanwhile; the
+    // uncapped reader grew by the whole 300 MB (and more, as its buffer doubled).
+    assert!(grew_mib < 100, "peak RSS grew by {grew_mib} MiB (reset: {reset}) reading a 300 MB output");
+    assert!(matches!(&e, DriverError::Protocol(m) if m.contains("16 MiB")), "{e}");
+}
+
+/// A hook that never stops printing is killed as soon as it passes the cap, long before its
+/// timeout; one that floods stderr is not a protocol error, and its message stays short.
+#[test]
+fn exec_endless_output_is_killed_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("yes.pid");
+    let hook = script(dir.path(), "yes", &format!("#!/bin/sh\necho $$ > {}\nexec yes\n", pidfile.display()));
+    let mut d = ExecDriver::with_timeout_ms(&hook, 60_000).unwrap();
+    let t = Instant::now();
+    let e = d.inventory().unwrap_err();
+    assert!(matches!(&e, DriverError::Protocol(m) if m.contains("16 MiB")), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!alive(pid), "the flooding hook {pid} was not killed");
+
+    let hook = script(dir.path(), "err", "#!/bin/sh\nhead -c 50000000 /dev/zero | tr '\\0' e >&2\nexit 3\n");
+    let e = ExecDriver::with_timeout_ms(&hook, 60_000).unwrap().destroy("x").unwrap_err();
+    assert!(
+        matches!(&e, DriverError::Failed { message, .. } if message.contains("exit status 3") && message.len() < 800),
+        "{e}"
+    );
+}
+/// Issue "hostile input" item 4: an inventory listing one UUID (or one name) twice is a driver
+/// error, never trusted.
+#[test]
+fn exec_duplicate_uuids_or_names_are_a_protocol_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let vm = |name: &str, uuid: &str| {
+        format!(
+            r#"{{"name":"{name}","uuid":"{uuid}","memory_mib":1,"vcpus":1,"state":"running","definition":""}}"#
+        )
+    };
+    let (u1, u2) = ("00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002");
+    for (i, (what, vms)) in
+        [("uuid", [vm("a", u1), vm("b", u1)]), ("name", [vm("a", u1), vm("a", u2)])].iter().enumerate()
+    {
+        let out = format!(r#"{{"capacity":{{"memory_mib":8,"vcpus":2}},"vms":[{}]}}"#, vms.join(","));
+        let hook = script(dir.path(), &format!("dup{i}"), &format!("#!/bin/sh\ncat <<'EOF'\n{out}\nEOF\n"));
+        match ExecDriver::new(&hook).unwrap().inventory() {
+            Err(DriverError::Protocol(m)) => assert!(m.contains("twice") && m.contains(what), "{m}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
 }

@@ -2,8 +2,10 @@
 # A diskbeat exec VM hook (docs/VMS.md, "Exec hook protocol") whose "VMs" are plain processes:
 # for tests and demos, no hypervisor needed.
 #
-#   DISKBEAT_HOOK_STATE=DIR vm-hook-procs.sh inventory | start NAME | destroy NAME | protect NAME
+#   DISKBEAT_HOOK_STATE=DIR vm-hook-procs.sh inventory | start -- NAME | destroy -- NAME | protect -- NAME
 #
+# diskbeat always puts `--` before a name, so a VM named `--help` is a name; without the `--` (by
+# hand) a name must not start with `-`.
 # State in DIR, per VM: NAME.json (the start request, verbatim), NAME.pid (its process),
 # NAME.protect (the protection settings JSON, verbatim). A running VM is a `sleep infinity` renamed
 # `diskbeat-procvm-NAME` in its own session (setsid), so it outlives the hook.
@@ -21,10 +23,18 @@ state=${DISKBEAT_HOOK_STATE:-}
 [ -n "$state" ] || die "DISKBEAT_HOOK_STATE is not set (the state directory)"
 mkdir -p "$state"
 
+usage="usage: $0 inventory | start -- NAME | destroy -- NAME | protect -- NAME"
 op=${1:-}
-name=${2:-}
+if [ "${2:-}" = -- ]; then
+  name=${3:-}
+  [ $# -le 3 ] || die "$usage"
+else
+  name=${2:-}
+  [[ "$name" != -* ]] || die "$usage (a name that starts with '-' needs the '--')"
+  [ $# -le 2 ] || die "$usage"
+fi
 if [ "$op" != inventory ]; then
-  [ -n "$name" ] || die "usage: $0 inventory | start NAME | destroy NAME | protect NAME"
+  [ -n "$name" ] || die "$usage"
   # Names become file names.
   [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] && [[ "$name" != .* ]] || die "bad VM name '$name'"
 fi

@@ -1,5 +1,6 @@
 //! `diskbeat plan`: host failures tolerated, restart plans, admission checks.
 
+use crate::format::escape_name;
 use crate::planner::plan::failure_set;
 use crate::planner::{
     restart_plan, tolerance, tolerates, Budget, Pool, RestartPlan, Tolerance, Verdict, WorstCaseKind,
@@ -7,6 +8,13 @@ use crate::planner::{
 use crate::text::count;
 use serde_json::json;
 use std::time::Instant;
+
+/// A host or VM name for the terminal: names come from pool files and from the disk, where
+/// anyone who can write the LUN chooses them (`format::escape_name`; JSON output is escaped by
+/// serde instead).
+fn shown(name: &str) -> String {
+    escape_name(name).into_owned()
+}
 
 /// `[2, 5]` -> "2, 5".
 fn list(slots: &[u32]) -> String {
@@ -73,13 +81,16 @@ pub fn run(args: Args) -> super::CliResult {
         (Some(path), None) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| super::CliError::usage(format!("cannot read {}: {e}", path.display())))?;
-            Pool::parse(&text).map_err(|e| super::CliError::usage(format!("{}: {e}", path.display())))?
+            // Errors quote names from the file: escaped like every name we print.
+            Pool::parse(&text).map_err(|e| {
+                super::CliError::usage(format!("{}: {}", path.display(), shown(&e.to_string())))
+            })?
         }
         (None, None) => return Err(super::CliError::usage("give a pool file or --device DEV")),
     };
     let budget = Budget { max_nodes: args.budget, ..Budget::default() };
     if let Some(names) = &args.fail {
-        let failed = failure_set(&pool, names).map_err(|e| super::CliError::usage(e.to_string()))?;
+        let failed = failure_set(&pool, names).map_err(|e| super::CliError::usage(shown(&e.to_string())))?;
         let start = Instant::now();
         let plan = restart_plan(&pool, &failed, budget);
         let elapsed_us = start.elapsed().as_micros() as u64;
@@ -109,7 +120,7 @@ pub fn run(args: Args) -> super::CliResult {
                 Verdict::Yes => println!("tolerates {failures}: yes"),
                 Verdict::No(_) => println!(
                     "tolerates {failures}: no (restart impossible if {} {})",
-                    witness.join(", "),
+                    witness.iter().map(|n| shown(n)).collect::<Vec<_>>().join(", "),
                     if witness.len() == 1 { "fails" } else { "fail together" }
                 ),
                 Verdict::Unknown => {
@@ -171,14 +182,18 @@ fn print_tolerance(pool: &Pool, t: &Tolerance, elapsed_us: u64, as_json: bool) {
         "overcommitted:          {}",
         if t.overcommitted { "yes (protected VMs do not fit even with no failure)" } else { "no" }
     );
-    let shown = if worst.is_empty() { "(none: no failure needed)".to_string() } else { worst.join(", ") };
+    let hosts = if worst.is_empty() {
+        "(none: no failure needed)".to_string()
+    } else {
+        worst.iter().map(|n| shown(n)).collect::<Vec<_>>().join(", ")
+    };
     match t.worst_case_kind {
         WorstCaseKind::Infeasible => println!(
-            "worst case:             {shown} (restart of {} MiB proven impossible)",
+            "worst case:             {hosts} (restart of {} MiB proven impossible)",
             t.worst_case_demand_mib
         ),
         WorstCaseKind::MaxDemand => {
-            println!("worst case:             {shown} (restart needs {} MiB)", t.worst_case_demand_mib)
+            println!("worst case:             {hosts} (restart needs {} MiB)", t.worst_case_demand_mib)
         }
     }
     println!(
@@ -228,11 +243,11 @@ fn print_plan(pool: &Pool, plan: &RestartPlan, elapsed_us: u64, as_json: bool) {
     }
     println!(
         "restart plan if {} {}:",
-        failed.join(", "),
+        failed.iter().map(|n| shown(n)).collect::<Vec<_>>().join(", "),
         if failed.len() == 1 { "fails" } else { "fail together" }
     );
-    let width = pool.vms.iter().map(|v| v.name.len()).max().unwrap_or(2).max(2);
-    let hwidth = pool.hosts.iter().map(|h| h.name.len()).max().unwrap_or(4).max(4);
+    let width = pool.vms.iter().map(|v| shown(&v.name).len()).max().unwrap_or(2).max(2);
+    let hwidth = pool.hosts.iter().map(|h| shown(&h.name).len()).max().unwrap_or(4).max(4);
     if plan.placements.is_empty() {
         println!("  (nothing to restart)");
     } else {
@@ -243,8 +258,8 @@ fn print_plan(pool: &Pool, plan: &RestartPlan, elapsed_us: u64, as_json: bool) {
                 if p.anti_affinity_honored { "" } else { "  (anti-affinity not honored: no room elsewhere)" };
             println!(
                 "  {:<width$}  {:<hwidth$}  {:<11}  {order}{note}",
-                pool.vms[p.vm].name,
-                pool.hosts[p.host].name,
+                shown(&pool.vms[p.vm].name),
+                shown(&pool.hosts[p.host].name),
                 p.protection.as_str()
             );
         }
@@ -252,7 +267,7 @@ fn print_plan(pool: &Pool, plan: &RestartPlan, elapsed_us: u64, as_json: bool) {
     if !plan.unplaced.is_empty() {
         println!("not restarted:");
         for u in &plan.unplaced {
-            println!("  {:<width$}  {}", pool.vms[u.vm].name, u.reason.message());
+            println!("  {:<width$}  {}", shown(&pool.vms[u.vm].name), u.reason.message());
         }
     }
     if !plan.protected_complete {
@@ -292,12 +307,19 @@ pub fn pool_from_device(dev: &std::path::Path) -> Result<Pool, String> {
     }
     let mut buf = vec![0u8; disk.extent_payload_cap()];
     let mut pool = Pool::default();
-    let mut missing = Vec::new();
+    let (mut missing, mut invalid) = (Vec::new(), Vec::new());
     for slot in live {
         let state = match disk.read_extent(slot, &mut buf, timeout) {
             Ok(ExtentRead::Payload(h)) => match Payload::decode(&h, &buf[..h.payload_len as usize]) {
                 Ok(Payload::HostState(st)) => Some(st),
-                _ => None,
+                // Garbage (a name with a control character, a bad length...): never planned on,
+                // and said so, apart from the hosts that publish nothing.
+                Err(e) => {
+                    eprintln!("plan: live slot {slot}'s data extent is invalid ({e}): left out of the pool");
+                    invalid.push(slot);
+                    continue;
+                }
+                Ok(_) => None,
             },
             _ => None,
         };
@@ -316,6 +338,10 @@ pub fn pool_from_device(dev: &std::path::Path) -> Result<Pool, String> {
                 String::new()
             } else {
                 format!("; live slots without it: {}", list(&missing))
+            } + &if invalid.is_empty() {
+                String::new()
+            } else {
+                format!("; live slots whose extent is invalid: {}", list(&invalid))
             }
         ));
     }

@@ -102,7 +102,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
         }
         if driver.is_none() {
             if let Some(spec) = &s.driver {
-                match spec.open() {
+                match spec.open_with_timeout(s.timing.vm_call_timeout_ms()) {
                     Ok(d) => driver = Some(d),
                     Err(e) => tracing::warn!(error = %e, "VM driver not available yet"),
                 }
@@ -301,13 +301,14 @@ fn start_batch(
         r
     };
     let spec = s.driver.as_ref();
+    let timeout_ms = s.timing.vm_call_timeout_ms();
     let (first, rest) = batch.split_first().expect("a batch has a start");
     let mut results = Vec::with_capacity(batch.len());
     std::thread::scope(|scope| {
         let handles: Vec<_> = rest
             .iter()
             .map(|j| {
-                scope.spawn(move || match spec.map(|sp| sp.open()) {
+                scope.spawn(move || match spec.map(|sp| sp.open_with_timeout(timeout_ms)) {
                     Some(Ok(mut d)) => start_one(d.as_mut(), j),
                     Some(Err(e)) => Err(e.to_string()),
                     None => Err("no VM driver configured".to_string()),

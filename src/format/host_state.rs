@@ -291,6 +291,8 @@ pub enum HostStateError {
     Unrepresentable(SocketAddr),
     #[error("VM {uuid}: {field} is {len} bytes; it must be at most {max} bytes (names, groups and failures: 1 to 255, or absent)")]
     BadString { uuid: uuid::Uuid, field: &'static str, len: usize, max: usize },
+    #[error("VM {uuid}: {field} contains a control character (names and groups may not)")]
+    ControlChar { uuid: uuid::Uuid, field: &'static str },
     #[error("the plan has {0} entries of one kind, more than a u32 counts")]
     PlanTooLarge(usize),
 }
@@ -367,6 +369,18 @@ fn put_entry(out: &mut Vec<u8>, entry_type: u16, value: &[&[u8]]) {
     out.resize(start + ENTRY_HEADER_LEN + len.next_multiple_of(ENTRY_ALIGN), 0);
 }
 
+/// Longest VM name, anti-affinity group or failure text on the disk, in bytes.
+pub const VM_STRING_MAX: usize = 255;
+
+/// Whether `s` may be a VM's name or anti-affinity group on the disk (docs/FORMAT.md §7): 1 to
+/// 255 bytes with no control character (`char::is_control`: U+0000..U+001F and U+007F..U+009F, a
+/// set Unicode never changes, so every build agrees on it). Anything else printable or not
+/// (spaces, quotes, bidi and zero-width characters) is allowed, and escaped by the tools that
+/// print it. Failure texts are free text: any UTF-8.
+pub fn valid_vm_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= VM_STRING_MAX && !s.chars().any(char::is_control)
+}
+
 /// A string field of a VM entry: `None` or 1..=255 bytes.
 fn string_len(uuid: uuid::Uuid, field: &'static str, s: Option<&str>) -> Result<u8, HostStateError> {
     match s {
@@ -382,7 +396,8 @@ impl HostState {
     /// Encodes the payload into `out` (cleared first), in the order addresses, capacity, VMs, plan
     /// header, assignments, unplaced. Refuses what `decode` would refuse: more than two or
     /// unpublishable addresses, an empty or longer than 255 bytes name (group and failure: `Some`
-    /// must be 1..=255 bytes), a definition over `u32::MAX` bytes, a VM UUID listed twice.
+    /// must be 1..=255 bytes), a control character in a name or group ([`valid_vm_name`]), a
+    /// definition over `u32::MAX` bytes, a VM UUID listed twice.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), HostStateError> {
         out.clear();
         if self.hb_addrs.len() > MAX_HB_ADDRS {
@@ -415,6 +430,13 @@ impl HostState {
             let name_len = string_len(vm.uuid, "name", Some(&vm.name))?;
             let group_len = string_len(vm.uuid, "anti_affinity", vm.anti_affinity.as_deref())?;
             let failure_len = string_len(vm.uuid, "failure", vm.failure.as_deref())?;
+            for (field, text) in
+                [("name", Some(&vm.name[..])), ("anti_affinity", vm.anti_affinity.as_deref())]
+            {
+                if text.is_some_and(|t| t.chars().any(char::is_control)) {
+                    return Err(HostStateError::ControlChar { uuid: vm.uuid, field });
+                }
+            }
             // The whole value's length is a u32: room for the fixed part and three full strings.
             let max = u32::MAX as usize - VM_FIXED_LEN - 3 * 255;
             if vm.definition.len() > max {
@@ -587,12 +609,13 @@ impl HostState {
                     let (failure, definition) = rest.split_at(lens[2]);
                     let text =
                         |b: &[u8], field| std::str::from_utf8(b).map(str::to_owned).map_err(|_| bad(field));
-                    if name.is_empty() {
-                        return Err(bad("name"));
-                    }
+                    // Names and groups reach hooks, logs and terminals: no control characters.
+                    let name_text = |b: &[u8], field| {
+                        text(b, field).and_then(|t| if valid_vm_name(&t) { Ok(t) } else { Err(bad(field)) })
+                    };
                     let vm = VmEntry {
                         uuid: uuid::Uuid::from_bytes(raw.uuid),
-                        name: text(name, "name")?,
+                        name: name_text(name, "name")?,
                         memory_mib: raw.memory_mib.get(),
                         vcpus: raw.vcpus.get(),
                         state: state_from(raw.state).ok_or(bad("state"))?,
@@ -601,7 +624,7 @@ impl HostState {
                         anti_affinity: if group.is_empty() {
                             None
                         } else {
-                            Some(text(group, "anti_affinity")?)
+                            Some(name_text(group, "anti_affinity")?)
                         },
                         claim: raw.claim.get(),
                         attempt: raw.attempt,
@@ -830,6 +853,15 @@ pub(crate) mod tests {
         );
         assert_eq!(err(&patch(48 + 51, 1)), HostStateError::ReservedNotZero { offset: 40 });
         assert_eq!(err(&patch(48 + 56, 0xFF)), HostStateError::BadValue { offset: 40, field: "name" });
+        // Control characters: in a name or a group, refused; in a failure text, kept.
+        assert_eq!(err(&patch(48 + 56, 0x1B)), HostStateError::BadValue { offset: 40, field: "name" });
+        assert_eq!(err(&patch(48 + 57, b'\n')), HostStateError::BadValue { offset: 40, field: "name" });
+        assert_eq!(err(&patch(48 + 58, 0x7F)), HostStateError::BadValue { offset: 40, field: "name" });
+        assert_eq!(err(&patch(48 + 59, 0)), HostStateError::BadValue { offset: 40, field: "anti_affinity" });
+        let mut h = sample();
+        h.vms[0].failure = Some("exit 1:\n\u{1b}[2J".into());
+        h.vms[0].name = "we b \u{202e}\u{200b}'\"$(x)".into();
+        assert_eq!(HostState::decode(&encoded(&h), SINCE_MINOR), Ok(h));
         assert_eq!(err(&patch(48 + 48, 4)), HostStateError::BadLength { offset: 40, entry_type: 4, len: 64 });
         assert_eq!(err(&patch(132, 1)), HostStateError::ReservedNotZero { offset: 112 }, "plan pad");
         assert_eq!(
@@ -875,6 +907,18 @@ pub(crate) mod tests {
         assert!(matches!(h.encode(&mut out), Err(HostStateError::BadString { field: "name", .. })));
         h.vms[0].name = "x".repeat(256);
         assert!(matches!(h.encode(&mut out), Err(HostStateError::BadString { field: "name", len: 256, .. })));
+        for bad in ["\u{1b}[2J", "a\nb", "\u{0}", "\u{85}"] {
+            let mut h = sample();
+            h.vms[0].name = bad.into();
+            assert!(matches!(h.encode(&mut out), Err(HostStateError::ControlChar { field: "name", .. })));
+            h.vms[0].name = "ok".into();
+            h.vms[0].anti_affinity = Some(bad.into());
+            assert!(matches!(
+                h.encode(&mut out),
+                Err(HostStateError::ControlChar { field: "anti_affinity", .. })
+            ));
+        }
+        assert!(valid_vm_name(&"é".repeat(127)) && !valid_vm_name(&"é".repeat(128)));
         let mut h = sample();
         h.vms[0].anti_affinity = Some(String::new());
         assert!(matches!(h.encode(&mut out), Err(HostStateError::BadString { field: "anti_affinity", .. })));

@@ -1,7 +1,8 @@
 //! The exec driver: a hook command speaking JSON (docs/VMS.md, "Exec hook protocol").
 //!
-//! `HOOK inventory`, `HOOK start NAME` (request on stdin), `HOOK destroy NAME`, `HOOK protect NAME`
-//! (settings on stdin). Exit status 0 is success; otherwise the first 500 bytes of stderr are the
+//! `HOOK inventory`, `HOOK start -- NAME` (request on stdin), `HOOK destroy -- NAME`,
+//! `HOOK protect -- NAME` (settings on stdin): a name always comes after `--`, so no name is ever
+//! taken for an option. Exit status 0 is success; otherwise the first 500 bytes of stderr are the
 //! message. Every call is killed after the timeout, so a hung hook never hangs the daemon.
 
 use super::{
@@ -14,9 +15,18 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The hook timeout when no base timeout T is known (`diskbeat vm`): the daemon's rule
+/// (`Timing::vm_call_timeout_ms`, 3 io timeouts) at the default T of 40 s.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// How much of the hook's stderr becomes the error message.
 pub const MESSAGE_MAX_BYTES: usize = 500;
+/// Most bytes a hook may print on stdout (an inventory of thousands of VMs with their domain XML
+/// fits many times over): more is a protocol error, and the hook is killed at once. Whatever the
+/// hook prints, the driver holds at most this much of it.
+pub const STDOUT_MAX_BYTES: usize = 16 << 20;
+/// Bytes of stderr kept (the message is the first [`MESSAGE_MAX_BYTES`]); the rest is read and
+/// dropped, so a hook that floods stderr neither blocks nor grows the daemon.
+pub const STDERR_KEEP_BYTES: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct ExecDriver {
@@ -47,6 +57,14 @@ struct StartJson<'a> {
     name: &'a str,
     uuid: uuid::Uuid,
     definition: &'a str,
+}
+
+/// What a reader thread hands back: all of stdout, the kept part of stderr, or "stdout passed
+/// [`STDOUT_MAX_BYTES`]".
+enum Piped {
+    Out(Vec<u8>),
+    Err(Vec<u8>),
+    Overflow,
 }
 
 /// What one hook run produced.
@@ -98,9 +116,9 @@ impl ExecDriver {
         let failed = |message: String| DriverError::Failed { op, vm: vm.clone(), message };
         let out = self.run(op, name, stdin, &failed)?;
         if !out.status.success() {
-            let mut text = String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(MESSAGE_MAX_BYTES)])
-                .trim()
-                .to_string();
+            // The hook's words reach logs and terminals: control characters escaped (`\n`, `\u{1b}`).
+            let head = String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(MESSAGE_MAX_BYTES)]);
+            let mut text = crate::format::escape_name(head.trim()).into_owned();
             if text.is_empty() {
                 text = "(no message on stderr)".into();
             }
@@ -122,7 +140,13 @@ impl ExecDriver {
         failed: &dyn Fn(String) -> DriverError,
     ) -> Result<Output, DriverError> {
         let mut cmd = Command::new(&self.hook);
-        cmd.arg(op).args(name).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // A name (from the disk or a driver) goes after `--`: a VM named `--help` is a name to
+        // any option parser, never an option.
+        cmd.arg(op);
+        if let Some(name) = name {
+            cmd.arg("--").arg(name);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         // Its own process group, so a timeout kills whatever the hook started and waits on.
         cmd.process_group(0);
@@ -147,7 +171,7 @@ impl ExecDriver {
         let pid = child.id() as i32;
         let deadline = Instant::now() + Duration::from_millis(self.timeout_ms);
 
-        let (tx, rx) = mpsc::channel::<(bool, Vec<u8>)>();
+        let (tx, rx) = mpsc::channel::<Piped>();
         // Writer and readers on their own threads: a hook that ignores stdin or fills a pipe
         // cannot block us, and the deadline below still holds.
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
@@ -156,62 +180,87 @@ impl ExecDriver {
                 let _ = pipe.write_all(&data);
             });
         }
-        for (is_out, pipe) in [
-            (true, child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
-            (false, child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>)),
-        ] {
-            let tx = tx.clone();
-            let mut pipe = pipe.expect("piped");
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = pipe.read_to_end(&mut buf);
-                let _ = tx.send((is_out, buf));
-            });
-        }
-        drop(tx);
+        let out = child.stdout.take().expect("piped");
+        let tx_out = tx.clone();
+        std::thread::spawn(move || {
+            // One byte past the cap tells "too much" from "exactly the cap".
+            let mut buf = Vec::new();
+            let _ = out.take(STDOUT_MAX_BYTES as u64 + 1).read_to_end(&mut buf);
+            let _ = tx_out.send(if buf.len() > STDOUT_MAX_BYTES { Piped::Overflow } else { Piped::Out(buf) });
+            // Dropping the pipe here: a writer still printing gets EPIPE (or SIGPIPE).
+        });
+        let mut err = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = (&mut err).take(STDERR_KEEP_BYTES as u64).read_to_end(&mut buf);
+            let _ = std::io::copy(&mut err, &mut std::io::sink());
+            let _ = tx.send(Piped::Err(buf));
+        });
 
         let kill_group = || {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         };
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) => {}
-                Err(e) => {
-                    kill_group();
-                    let _ = child.wait();
-                    return Err(failed(format!("waiting for hook {}: {e}", self.hook.display())));
+        let (mut status, mut stdout, mut stderr) = (None, None, None);
+        loop {
+            let mut step = Duration::from_millis(5);
+            // Both readers have sent (or died): only the exit status is still awaited.
+            let readers_done = stdout.is_some() && stderr.is_some();
+            if !readers_done {
+                match rx.recv_timeout(step) {
+                    Ok(Piped::Out(b)) => stdout = Some(b),
+                    Ok(Piped::Err(b)) => stderr = Some(b),
+                    Ok(Piped::Overflow) => {
+                        kill_group();
+                        let _ = child.wait();
+                        return Err(self.protocol(
+                            op,
+                            format!(
+                                "printed more than {} MiB on stdout (the limit) and was killed",
+                                STDOUT_MAX_BYTES >> 20
+                            ),
+                        ));
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        stdout.get_or_insert_with(Vec::new);
+                        stderr.get_or_insert_with(Vec::new);
+                    }
                 }
+                step = Duration::ZERO;
+            }
+            if status.is_none() {
+                match child.try_wait() {
+                    Ok(s) => status = s,
+                    Err(e) => {
+                        kill_group();
+                        let _ = child.wait();
+                        return Err(failed(format!("waiting for hook {}: {e}", self.hook.display())));
+                    }
+                }
+            }
+            if let (Some(status), Some(_), Some(_)) = (status, &stdout, &stderr) {
+                let (stdout, stderr) = (stdout.unwrap_or_default(), stderr.unwrap_or_default());
+                return Ok(Output { status, stdout, stderr });
             }
             if Instant::now() >= deadline {
                 kill_group();
-                let _ = child.wait();
-                return Err(failed(format!(
-                    "hook {} did not finish within {} ms and was killed",
-                    self.hook.display(),
-                    self.timeout_ms
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let (mut stdout, mut stderr) = (None, None);
-        while stdout.is_none() || stderr.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok((true, b)) => stdout = Some(b),
-                Ok((false, b)) => stderr = Some(b),
-                Err(_) => {
-                    kill_group();
+                if status.is_none() {
+                    let _ = child.wait();
                     return Err(failed(format!(
-                        "hook {} exited, but a process it started still holds its stdout or stderr \
-                         open after {} ms; redirect that process's output",
+                        "hook {} did not finish within {} ms and was killed",
                         self.hook.display(),
                         self.timeout_ms
                     )));
                 }
+                return Err(failed(format!(
+                    "hook {} exited, but a process it started still holds its stdout or stderr \
+                     open after {} ms; redirect that process's output",
+                    self.hook.display(),
+                    self.timeout_ms
+                )));
             }
+            std::thread::sleep(step);
         }
-        Ok(Output { status, stdout: stdout.unwrap_or_default(), stderr: stderr.unwrap_or_default() })
     }
 
     fn protocol(&self, op: &str, what: impl std::fmt::Display) -> DriverError {
@@ -244,7 +293,9 @@ impl VmDriver for ExecDriver {
             })
             .collect();
         vms.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Inventory { capacity: parsed.capacity, vms })
+        let inv = Inventory { capacity: parsed.capacity, vms };
+        inv.check().map_err(|why| self.protocol("inventory", why))?;
+        Ok(inv)
     }
 
     fn start(&mut self, vm: &StartRequest<'_>) -> Result<(), DriverError> {

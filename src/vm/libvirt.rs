@@ -151,7 +151,9 @@ impl VmDriver for LibvirtDriver {
             }
         }
         vms.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Inventory { capacity, vms })
+        let inv = Inventory { capacity, vms };
+        inv.check().map_err(|why| DriverError::Protocol(format!("{}: {why}", self.uri)))?;
+        Ok(inv)
     }
 
     fn start(&mut self, vm: &StartRequest<'_>) -> Result<(), DriverError> {

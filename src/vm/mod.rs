@@ -86,11 +86,55 @@ pub struct Capacity {
     pub vcpus: u32,
 }
 
-/// What the driver reports in one poll.
+/// What the driver reports in one poll. Drivers return it only once [`Inventory::check`] passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inventory {
     pub capacity: Capacity,
     pub vms: Vec<VmInfo>,
+}
+
+impl Inventory {
+    /// What every driver's answer must satisfy before diskbeat trusts it (the daemon publishes it
+    /// for the pool to act on): names and anti-affinity groups the disk can carry (1 to 255
+    /// bytes, no control characters: [`crate::format::host_state::valid_vm_name`]), and no UUID
+    /// and no name listed twice. `Err` says which, for a [`DriverError::Protocol`].
+    pub fn check(&self) -> Result<(), String> {
+        use crate::format::{escape_name, host_state::valid_vm_name};
+        let mut uuids = std::collections::HashMap::with_capacity(self.vms.len());
+        let mut names = std::collections::HashMap::with_capacity(self.vms.len());
+        for v in &self.vms {
+            let group = v.protection.anti_affinity.as_deref();
+            for (what, text) in [("name", Some(v.name.as_str())), ("anti-affinity group", group)] {
+                match text {
+                    Some(t) if !valid_vm_name(t) => {
+                        return Err(format!(
+                            "VM {}: {what} '{}' ({} bytes) is not 1 to 255 bytes without control characters",
+                            v.uuid,
+                            escape_name(t),
+                            t.len()
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(first) = uuids.insert(v.uuid, v.name.as_str()) {
+                return Err(format!(
+                    "uuid {} listed twice (VMs '{}' and '{}')",
+                    v.uuid,
+                    escape_name(first),
+                    escape_name(&v.name)
+                ));
+            }
+            if let Some(first) = names.insert(v.name.as_str(), v.uuid) {
+                return Err(format!(
+                    "name '{}' listed twice (uuids {first} and {})",
+                    escape_name(&v.name),
+                    v.uuid
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A VM to start here (a restart of a VM of another host).
@@ -107,10 +151,11 @@ pub enum DriverError {
     #[error("cannot reach the hypervisor: {0}")]
     Unreachable(String),
     /// No VM of that name or UUID on this host.
-    #[error("no VM named '{0}' on this host")]
+    #[error("no VM named '{}' on this host", crate::format::escape_name(.0))]
     NoSuchVm(String),
-    /// The hypervisor refused or failed the operation.
-    #[error("{op} '{vm}' failed: {message}")]
+    /// The hypervisor refused or failed the operation. (Display escapes the name, which may come
+    /// from the disk; exec hook messages are escaped where they are made.)
+    #[error("{op} '{}' failed: {message}", crate::format::escape_name(vm))]
     Failed { op: &'static str, vm: String, message: String },
     /// The driver's answer could not be understood (exec hook output, metadata).
     #[error("the driver's answer is invalid: {0}")]
@@ -122,7 +167,8 @@ pub enum DriverError {
 pub trait VmDriver: Send {
     /// Short name for logs and status (`libvirt`, `exec`).
     fn kind(&self) -> &'static str;
-    /// Capacity and every VM defined on this host, with definitions and protection settings.
+    /// Capacity and every VM defined on this host, with definitions and protection settings;
+    /// [`Inventory::check`] holds (a driver answer that fails it is a [`DriverError::Protocol`]).
     fn inventory(&mut self) -> Result<Inventory, DriverError>;
     /// Defines the VM here from `definition` (replacing a same-UUID definition) and starts it.
     /// Ok only when the hypervisor reports it running.
@@ -171,14 +217,65 @@ impl std::str::FromStr for DriverSpec {
 }
 
 impl DriverSpec {
-    /// Opens the driver (connects to libvirt; checks the hook exists and is executable).
+    /// Opens the driver (connects to libvirt; checks the hook exists and is executable), with
+    /// the call timeout of the default T ([`exec::DEFAULT_TIMEOUT_MS`]): for tools that know no T.
     pub fn open(&self) -> Result<Box<dyn VmDriver>, DriverError> {
+        self.open_with_timeout(exec::DEFAULT_TIMEOUT_MS)
+    }
+
+    /// As [`DriverSpec::open`], every call bounded by `timeout_ms` (the daemon's:
+    /// `Timing::vm_call_timeout_ms`). The exec driver kills a hook run at the timeout; the
+    /// libvirt driver does not take one (docs/VMS.md, "libvirt driver").
+    pub fn open_with_timeout(&self, timeout_ms: u64) -> Result<Box<dyn VmDriver>, DriverError> {
         match self {
             #[cfg(feature = "libvirt")]
-            DriverSpec::Libvirt { uri } => Ok(Box::new(libvirt::LibvirtDriver::open(uri)?)),
+            DriverSpec::Libvirt { uri } => {
+                let _ = timeout_ms;
+                Ok(Box::new(libvirt::LibvirtDriver::open(uri)?))
+            }
             #[cfg(not(feature = "libvirt"))]
             DriverSpec::Libvirt { .. } => Err(DriverError::Unreachable(LIBVIRT_NOT_BUILT.into())),
-            DriverSpec::Exec { hook } => Ok(Box::new(exec::ExecDriver::new(hook)?)),
+            DriverSpec::Exec { hook } => Ok(Box::new(exec::ExecDriver::with_timeout_ms(hook, timeout_ms)?)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(name: &str, uuid: u128) -> VmInfo {
+        VmInfo {
+            name: name.into(),
+            uuid: uuid::Uuid::from_u128(uuid),
+            memory_mib: 1,
+            vcpus: 1,
+            state: VmRunState::Running,
+            protection: ProtectionSettings::default(),
+            definition: vec![],
+        }
+    }
+
+    #[test]
+    fn an_inventory_with_a_uuid_or_a_name_twice_is_refused() {
+        let inv = |vms| Inventory { capacity: Capacity { memory_mib: 1, vcpus: 1 }, vms };
+        assert_eq!(inv(vec![vm("a", 1), vm("b", 2)]).check(), Ok(()));
+        assert_eq!(inv(vec![]).check(), Ok(()));
+        let e = inv(vec![vm("a", 1), vm("b", 2), vm("c", 1)]).check().unwrap_err();
+        assert!(e.contains("uuid 00000000-0000-0000-0000-000000000001 listed twice"), "{e}");
+        let e = inv(vec![vm("a", 1), vm("a", 2)]).check().unwrap_err();
+        assert!(e.contains("name 'a' listed twice"), "{e}");
+        // Names the disk cannot carry; names in the message are escaped.
+        let e = inv(vec![vm("x\u{1b}[2J", 1)]).check().unwrap_err();
+        assert!(!e.contains('\u{1b}') && e.contains("name 'x\\u{1b}[2J'"), "{e}");
+        for bad in ["", "a\tb", &"n".repeat(256)] {
+            assert!(inv(vec![vm(bad, 1)]).check().is_err(), "{bad:?}");
+        }
+        assert_eq!(inv(vec![vm(&"n".repeat(255), 1), vm("--help", 2), vm("a b 'c'", 3)]).check(), Ok(()));
+        let mut grouped = vm("a", 1);
+        grouped.protection.anti_affinity = Some(String::new());
+        assert!(inv(vec![grouped.clone()]).check().unwrap_err().contains("anti-affinity group ''"));
+        grouped.protection.anti_affinity = Some("g\n".into());
+        assert!(inv(vec![grouped]).check().is_err());
     }
 }
