@@ -242,6 +242,12 @@ pub fn confirm_down(
     let start = Instant::now();
     let (mut disk, sb, timing, target) = open_target(path, slot, engine)?;
     let name = target.host_name().to_string();
+    // The sequence was read from the disk: a hostile u64::MAX must not wrap (or panic), and is
+    // refused before the host-dead wait.
+    let next_sequence = target.sequence.checked_add(1).ok_or_else(|| FenceError::Unusable {
+        slot,
+        reason: format!("its sequence {} cannot be incremented", target.sequence),
+    })?;
     let report = |confirmed, proof: Result<crate::core::GoneProof, NotProven>| FenceReport {
         slot,
         host_name: name.clone(),
@@ -296,7 +302,7 @@ pub fn confirm_down(
     };
     let mut rec = target;
     rec.state = State::Fenced;
-    rec.sequence = target.sequence + 1;
+    rec.sequence = next_sequence;
     rec.flags |= flags::FENCE_STOPS_VMS | flags::OPERATOR_CONFIRMED;
     let o = disk.write_record(&rec, timing.io_timeout())?;
     if !o.is_done() {

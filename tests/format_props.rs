@@ -271,7 +271,8 @@ fn short_text() -> impl Strategy<Value = String> {
 prop_compose! {
     fn vm()(uuid in any::<u128>(), name in short_text(), memory_mib in any::<u64>(), vcpus in any::<u32>(),
             state in vm_state(), protection in protection(), order in proptest::option::of(any::<i64>()),
-            anti_affinity in proptest::option::of(short_text()), claim in any::<u64>(), attempt in any::<u8>(),
+            anti_affinity in proptest::option::of(short_text()), claim in 0..=host_state::COUNTER_MAX,
+            attempt in any::<u8>(),
             failure in proptest::option::of(short_text()),
             definition in proptest::collection::vec(any::<u8>(), 0..300)) -> VmEntry {
         VmEntry { uuid: uuid::Uuid::from_u128(uuid), name, memory_mib, vcpus, state, protection, order,
@@ -280,9 +281,10 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn plan()(number in any::<u64>(), coordinator_slot in any::<u32>(), coordinator_generation in any::<u64>(),
+    fn plan()(number in 0..=host_state::COUNTER_MAX, coordinator_slot in any::<u32>(),
+              coordinator_generation in any::<u64>(),
               assignments in proptest::collection::vec((any::<u128>(), any::<u32>(), any::<u64>(), any::<u32>(),
-                  any::<u64>(), any::<u8>(), any::<u32>()), 0..6),
+                  0..=host_state::COUNTER_MAX, any::<u8>(), any::<u32>()), 0..6),
               unplaced in proptest::collection::vec((any::<u128>(), any::<u32>(), 1u8..=3), 0..6)) -> Plan {
         Plan {
             epoch: Epoch { number, coordinator_slot, coordinator_generation },
@@ -369,6 +371,75 @@ fn hb_addr() -> impl Strategy<Value = SocketAddr> {
         (any::<u128>().prop_filter("specified", |&ip| ip != 0), 1u16..)
             .prop_map(|(ip, port)| { SocketAddr::new(Ipv6Addr::from(ip).into(), port) }),
     ]
+}
+
+/// (entry type, payload offset of its value) of every entry of a valid payload.
+fn entries(payload: &[u8]) -> Vec<(u16, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < payload.len() {
+        let t = u16::from_le_bytes([payload[pos], payload[pos + 1]]);
+        let len = u32::from_le_bytes(payload[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        out.push((t, pos + 8));
+        pos += 8 + len.next_multiple_of(8);
+    }
+    out
+}
+
+/// Every claim and plan number of a decoded payload, the counters readers add one to.
+fn counters(h: &HostState) -> Vec<u64> {
+    let mut out: Vec<u64> = h.vms.iter().map(|v| v.claim).collect();
+    if let Some(p) = &h.plan {
+        out.push(p.epoch.number);
+        out.extend(p.assignments.iter().map(|a| a.claim));
+    }
+    out
+}
+
+proptest! {
+    /// Issue "hostile input" item 4: any u64 written into a claim or a plan number (the
+    /// checksum makes it "valid") either is refused or leaves room for the `+ 1` readers do
+    /// (next claim, next plan number: docs/FAILOVER.md), so that arithmetic cannot overflow.
+    #[test]
+    fn decoded_counters_never_overflow_plus_one(h in host_state(), values in proptest::collection::vec(any::<u64>(), 1..8),
+                                                 pick in any::<prop::sample::Index>()) {
+        let mut b = Vec::new();
+        h.encode(&mut b).unwrap();
+        // Where the counters are: a VM's claim at 40, a plan's number at 0, an assignment's claim at 32.
+        let spots: Vec<usize> = entries(&b)
+            .into_iter()
+            .filter_map(|(t, at)| match t {
+                host_state::entry::VM => Some(at + 40),
+                host_state::entry::PLAN_HEADER => Some(at),
+                host_state::entry::ASSIGNMENT => Some(at + 32),
+                _ => None,
+            })
+            .collect();
+        prop_assume!(!spots.is_empty());
+        let first = pick.index(spots.len());
+        let mut planted = std::collections::BTreeMap::new();
+        for (i, v) in values.iter().enumerate() {
+            let at = spots[(first + i) % spots.len()];
+            b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            planted.insert(at, *v);
+        }
+        let fits = planted.values().all(|&v| v <= host_state::COUNTER_MAX);
+        match HostState::decode(&b, VERSION_MINOR) {
+            Ok(d) => {
+                prop_assert!(fits, "{:?} decoded", planted);
+                for c in counters(&d) {
+                    prop_assert!(c.checked_add(1).is_some(), "{}", c);
+                }
+            }
+            Err(e) => {
+                prop_assert!(!fits, "{:?}", e);
+                prop_assert!(
+                    matches!(e, host_state::HostStateError::BadValue { field: "claim" | "number", .. }),
+                    "{:?}", e
+                );
+            }
+        }
+    }
 }
 
 /// Whether `cut` falls exactly after a whole entry of `payload` (such a prefix is a valid payload).

@@ -291,6 +291,8 @@ pub enum HostStateError {
     Unrepresentable(SocketAddr),
     #[error("VM {uuid}: {field} is {len} bytes; it must be at most {max} bytes (names, groups and failures: 1 to 255, or absent)")]
     BadString { uuid: uuid::Uuid, field: &'static str, len: usize, max: usize },
+    #[error("{field} {value} is above {COUNTER_MAX} (2^63 - 1), the largest a claim or plan number may be")]
+    CounterTooLarge { field: &'static str, value: u64 },
     #[error("VM {uuid}: {field} contains a control character (names and groups may not)")]
     ControlChar { uuid: uuid::Uuid, field: &'static str },
     #[error("the plan has {0} entries of one kind, more than a u32 counts")]
@@ -369,6 +371,12 @@ fn put_entry(out: &mut Vec<u8>, entry_type: u16, value: &[&[u8]]) {
     out.resize(start + ENTRY_HEADER_LEN + len.next_multiple_of(ENTRY_ALIGN), 0);
 }
 
+/// Largest claim (a VM's, an assignment's) and plan number on the disk: 2^63 - 1. They grow by
+/// one per restart or plan, so no pool reaches it; a larger value is garbage, refused (as
+/// `BadValue`) so that the `+ 1` every reader does on them (the next claim, the next plan
+/// number) cannot overflow.
+pub const COUNTER_MAX: u64 = i64::MAX as u64;
+
 /// Longest VM name, anti-affinity group or failure text on the disk, in bytes.
 pub const VM_STRING_MAX: usize = 255;
 
@@ -379,6 +387,14 @@ pub const VM_STRING_MAX: usize = 255;
 /// print it. Failure texts are free text: any UTF-8.
 pub fn valid_vm_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= VM_STRING_MAX && !s.chars().any(char::is_control)
+}
+
+/// A claim or plan number the format can carry ([`COUNTER_MAX`]).
+fn counter(field: &'static str, value: u64) -> Result<u64, HostStateError> {
+    if value > COUNTER_MAX {
+        return Err(HostStateError::CounterTooLarge { field, value });
+    }
+    Ok(value)
 }
 
 /// A string field of a VM entry: `None` or 1..=255 bytes.
@@ -444,6 +460,7 @@ impl HostState {
                 return Err(HostStateError::BadString { uuid: vm.uuid, field: "definition", len, max });
             }
             let definition_len = vm.definition.len() as u32;
+            counter("claim", vm.claim)?;
             let raw = VmFixedRaw {
                 uuid: vm.uuid.into_bytes(),
                 memory_mib: U64::new(vm.memory_mib),
@@ -473,6 +490,10 @@ impl HostState {
             );
         }
         if let Some(plan) = &self.plan {
+            counter("plan number", plan.epoch.number)?;
+            for a in &plan.assignments {
+                counter("assignment claim", a.claim)?;
+            }
             let count = |n: usize| u32::try_from(n).map_err(|_| HostStateError::PlanTooLarge(n));
             let raw = PlanHeaderRaw {
                 number: U64::new(plan.epoch.number),
@@ -590,14 +611,17 @@ impl HostState {
                         return Err(bad_len);
                     };
                     let lens = [
-                        usize::from(raw.name_len),
-                        usize::from(raw.group_len),
-                        usize::from(raw.failure_len),
-                        raw.definition_len.get() as usize,
+                        u64::from(raw.name_len),
+                        u64::from(raw.group_len),
+                        u64::from(raw.failure_len),
+                        u64::from(raw.definition_len.get()),
                     ];
-                    if lens.iter().sum::<usize>() != rest.len() {
+                    // In u64: 3 x 255 + u32::MAX overflows a 32-bit usize.
+                    if lens.iter().sum::<u64>() != rest.len() as u64 {
                         return Err(bad_len);
                     }
+                    // Each fits `rest` (their sum does), so each fits a usize.
+                    let lens = lens.map(|l| l as usize);
                     if known && (raw.pad != 0 || raw.flags & !VM_HAS_ORDER != 0) {
                         return Err(HostStateError::ReservedNotZero { offset });
                     }
@@ -626,7 +650,7 @@ impl HostState {
                         } else {
                             Some(name_text(group, "anti_affinity")?)
                         },
-                        claim: raw.claim.get(),
+                        claim: counter("claim", raw.claim.get()).map_err(|_| bad("claim"))?,
                         attempt: raw.attempt,
                         failure: if failure.is_empty() { None } else { Some(text(failure, "failure")?) },
                         definition: definition.to_vec(),
@@ -644,12 +668,13 @@ impl HostState {
                     if h.plan.is_some() {
                         return Err(HostStateError::Duplicate { offset, what: "plan_header" });
                     }
+                    let number = counter("plan number", raw.number.get()).map_err(|_| bad("number"))?;
                     announced = Some((raw.assignment_count.get(), raw.unplaced_count.get()));
                     // Reserve for what fits the payload at most: the counts are not trusted.
                     let room = payload.len() / (ENTRY_HEADER_LEN + ASSIGNMENT_LEN.min(UNPLACED_LEN));
                     h.plan = Some(Plan {
                         epoch: Epoch {
-                            number: raw.number.get(),
+                            number,
                             coordinator_slot: raw.coordinator_slot.get(),
                             coordinator_generation: raw.coordinator_generation.get(),
                         },
@@ -669,7 +694,7 @@ impl HostState {
                                 source_slot: raw.source_slot.get(),
                                 source_generation: raw.source_generation.get(),
                                 target_slot: raw.target_slot.get(),
-                                claim: raw.claim.get(),
+                                claim: counter("claim", raw.claim.get()).map_err(|_| bad("claim"))?,
                                 attempt: raw.attempt,
                                 wave: raw.wave.get(),
                             })
@@ -863,6 +888,20 @@ pub(crate) mod tests {
         h.vms[0].name = "we b \u{202e}\u{200b}'\"$(x)".into();
         assert_eq!(HostState::decode(&encoded(&h), SINCE_MINOR), Ok(h));
         assert_eq!(err(&patch(48 + 48, 4)), HostStateError::BadLength { offset: 40, entry_type: 4, len: 64 });
+        // Claims and plan numbers above 2^63 - 1: refused, so `+ 1` on them never overflows.
+        let put = |at: usize, v: u64| {
+            let mut b = good.clone();
+            b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            b
+        };
+        for v in [COUNTER_MAX + 1, u64::MAX] {
+            assert_eq!(err(&put(48 + 40, v)), HostStateError::BadValue { offset: 40, field: "claim" });
+            assert_eq!(err(&put(120, v)), HostStateError::BadValue { offset: 112, field: "number" });
+            assert_eq!(err(&put(160 + 32, v)), HostStateError::BadValue { offset: 152, field: "claim" });
+        }
+        let top = HostState::decode(&put(48 + 40, COUNTER_MAX), SINCE_MINOR).unwrap();
+        assert_eq!(top.vms[0].claim.checked_add(1), Some(COUNTER_MAX + 1));
+        assert!(HostState::decode(&put(120, COUNTER_MAX), SINCE_MINOR).is_ok());
         assert_eq!(err(&patch(132, 1)), HostStateError::ReservedNotZero { offset: 112 }, "plan pad");
         assert_eq!(
             err(&patch(144, 2)),
@@ -922,6 +961,18 @@ pub(crate) mod tests {
         let mut h = sample();
         h.vms[0].anti_affinity = Some(String::new());
         assert!(matches!(h.encode(&mut out), Err(HostStateError::BadString { field: "anti_affinity", .. })));
+        let mut h = sample();
+        h.vms[0].claim = COUNTER_MAX + 1;
+        assert!(matches!(h.encode(&mut out), Err(HostStateError::CounterTooLarge { field: "claim", .. })));
+        let mut h = sample();
+        h.plan.as_mut().unwrap().epoch.number = u64::MAX;
+        assert!(matches!(
+            h.encode(&mut out),
+            Err(HostStateError::CounterTooLarge { field: "plan number", .. })
+        ));
+        let mut h = sample();
+        h.plan.as_mut().unwrap().assignments[0].claim = u64::MAX;
+        assert!(matches!(h.encode(&mut out), Err(HostStateError::CounterTooLarge { .. })));
         let mut h = sample();
         h.hb_addrs = vec!["10.0.0.1:0".parse().unwrap()];
         assert!(matches!(h.encode(&mut out), Err(HostStateError::Unrepresentable(_))));
