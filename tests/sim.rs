@@ -3437,6 +3437,17 @@ fn simulate_failover_many_seeds() {
         total.sim_us as f64 / 1e6,
         started.elapsed()
     );
+    println!(
+        "sim failover, lying drivers: {} runs with lies, {} inventories lied ({} VM omissions, {} VMs listed \
+         twice), {} lookups by UUID ({} failed), {} VMs stopped by the administrator",
+        v.lying_runs,
+        v.lies,
+        v.omissions,
+        v.duplicates,
+        v.lookups,
+        v.lookup_failures,
+        v.admin_stops
+    );
     if !failures.is_empty() {
         let mut msg = String::new();
         for f in &failures {
