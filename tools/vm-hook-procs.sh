@@ -3,6 +3,7 @@
 # for tests and demos, no hypervisor needed.
 #
 #   DISKBEAT_HOOK_STATE=DIR vm-hook-procs.sh inventory | start NAME | destroy NAME | protect NAME
+#                                            | lookup UUID
 #
 # State in DIR, per VM: NAME.json (the start request, verbatim), NAME.pid (its process),
 # NAME.protect (the protection settings JSON, verbatim). A running VM is a `sleep infinity` renamed
@@ -24,7 +25,7 @@ mkdir -p "$state"
 op=${1:-}
 name=${2:-}
 if [ "$op" != inventory ]; then
-  [ -n "$name" ] || die "usage: $0 inventory | start NAME | destroy NAME | protect NAME"
+  [ -n "$name" ] || die "usage: $0 inventory | start NAME | destroy NAME | protect NAME | lookup UUID"
   # Names become file names.
   [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] && [[ "$name" != .* ]] || die "bad VM name '$name'"
 fi
@@ -101,6 +102,19 @@ destroy)
   done
   die "destroy $name: process $pid is still there"
   ;;
+lookup)
+  # By UUID (the argument): running, stopped, or absent when no VM here has it.
+  for f in "$state"/*.json; do
+    [ -e "$f" ] || continue
+    [ "$(json_field uuid <"$f")" = "$name" ] || continue
+    vm=$(basename "$f" .json)
+    st=stopped
+    [ -n "$(running_pid "$vm")" ] && st=running
+    printf '{"state":"%s"}\n' "$st"
+    exit 0
+  done
+  printf '{"state":"absent"}\n'
+  ;;
 protect)
   [ -f "$state/$name.json" ] || die "no VM named '$name' here"
   settings=$(cat)
@@ -112,6 +126,6 @@ protect)
   mv "$state/$name.protect.tmp" "$state/$name.protect"
   ;;
 *)
-  die "unknown operation '$op': use inventory, start, destroy or protect"
+  die "unknown operation '$op': use inventory, start, destroy, protect or lookup"
   ;;
 esac
