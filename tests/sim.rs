@@ -3365,6 +3365,20 @@ fn same_seed_same_run() {
 /// - 1795571618523415356 (disk): a joining daemon's record said `watchdog_armed` while its
 ///   watchdog was fed on every sweep; it died joining, "dead and armed" was taken as proof, and
 ///   VMs a clean leave had left running were started elsewhere (TWICE; fixed in the node).
+///
+/// Lying drivers (inventories that omit VMs; `Lies` in sim/vms.rs), positive evidence only
+/// (`Failover::handle_inventory`, `handle_lookup`, `handle_previous`):
+/// - 1063 (disk): vm5 restarted on machine 2; machine 2's inventory omits it; machine 2 dropped
+///   it from its state, the `Lost` claim of machine 1's rebooted incarnation was the highest
+///   again, and machine 1 started vm5 while it ran on machine 2 (TWICE; red on the core before
+///   the fix, and with the old "gone from the driver: dropped" rule put back);
+/// - 1193 (disk): a daemon that left cleanly (its VMs kept running) rejoined and its first
+///   inventories omitted vm6; with the previous incarnation's holders marked `Lost` at once (the
+///   old rule) vm6 was started on machine 3 too (TWICE);
+/// - 1667 (disk): vm1, restarted on machine 3 (claim 1), stopped there by the administrator;
+///   machine 3's next incarnation, with its previous incarnation's `stopped` entries dropped (the
+///   old rule), republished vm1 `stopped` with claim 0, the rebooted first host's `Lost` claim 0
+///   won the tie, and vm1 was started again (ADMIN).
 const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
     0,
     1,
@@ -3376,6 +3390,9 @@ const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
     1795639239191549475,
     1795648762360349516,
     1795571618523415356,
+    1063,
+    1193,
+    1667,
 ];
 
 /// The pool with VMs and failover: every incarnation runs the real `Failover` (see `vms.rs`).

@@ -104,6 +104,7 @@ enum Busy {
     Publish { result: Result<u64, String> },
     Start { uuid: Uuid, result: Result<(), String> },
     Destroy { uuid: Uuid },
+    Lookup { uuid: Uuid, fail: Option<String> },
 }
 
 /// Drivers that lie in their inventories, and administrators who stop VMs. Its own random stream:
@@ -776,6 +777,13 @@ impl Sim {
                 let lat = self.w().rng.range(1_000, 50_000);
                 self.vm_begin(i, Busy::Destroy { uuid }, lat);
             }
+            FailoverAction::Lookup { uuid, .. } => {
+                // Truthful (the lies are in inventories), but it may fail. Its own stream.
+                let l = &mut self.w().lies;
+                let fail = l.rng.chance(0.1).then(|| "libvirtd not answering".to_string());
+                let lat = l.rng.range(200, 5_000);
+                self.vm_begin(i, Busy::Lookup { uuid, fail }, lat);
+            }
         }
         Ok(())
     }
@@ -872,6 +880,27 @@ impl Sim {
                     }
                 }
                 w.threads[i].as_mut().expect("thread").fo.handle_destroy(uuid, Ok(()));
+            }
+            Busy::Lookup { uuid, fail } => {
+                let w = self.w();
+                w.stats.lookups += 1;
+                let r = match fail {
+                    Some(e) => {
+                        w.stats.lookup_failures += 1;
+                        Err(e)
+                    }
+                    None => Ok(w.drivers[m].vms.get(&uuid).map(|&running| {
+                        if running {
+                            VmRunState::Running
+                        } else {
+                            VmRunState::Stopped
+                        }
+                    })),
+                };
+                if self.trace > 0 {
+                    self.note(|| format!("inc {i} looks up {uuid}: {r:?}"));
+                }
+                self.w().threads[i].as_mut().expect("thread").fo.handle_lookup(uuid, r);
             }
         }
         self.vm_poll(i)
