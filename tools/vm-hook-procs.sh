@@ -6,8 +6,10 @@
 #                                            | lookup UUID
 #
 # State in DIR, per VM: NAME.json (the start request, verbatim), NAME.pid (its process),
-# NAME.protect (the protection settings JSON, verbatim). A running VM is a `sleep infinity` renamed
-# `diskbeat-procvm-NAME` in its own session (setsid), so it outlives the hook.
+# NAME.protect (the protection settings JSON, verbatim), NAME.hidden (tests: `inventory` omits the
+# VM, as libvirt can around a libvirtd restart; `lookup` still finds it). A running VM is a
+# `sleep infinity` renamed `diskbeat-procvm-NAME` in its own session (setsid), so it outlives the
+# hook.
 # The definition is opaque; `memory_mib=N` and `vcpus=N` inside it set the reported sizes
 # (default 64 MiB, 1 vCPU). Capacity: env DISKBEAT_HOOK_MEMORY_MIB (4096), DISKBEAT_HOOK_VCPUS (4).
 # Parsing is sed only (no jq, no python): it relies on the driver's compact JSON.
@@ -56,6 +58,7 @@ inventory)
   for f in "$state"/*.json; do
     [ -e "$f" ] || continue
     vm=$(basename "$f" .json)
+    [ -e "$state/$vm.hidden" ] && continue
     req=$(cat "$f")
     uuid=$(json_field uuid <<<"$req")
     def=$(json_field definition <<<"$req")
