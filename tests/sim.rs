@@ -2362,6 +2362,7 @@ impl Sim {
                 Ok(())
             }
             Ev::Intruder(slot) => {
+                self.vms_foreign_write(slot);
                 let m = self.add_machine(slot, true);
                 self.note(|| format!("intruder machine {m} on slot {slot}"));
                 self.restart(m)
@@ -2776,7 +2777,10 @@ impl Sim {
         let (r, torn, misdirect) = self.io(machine, t, true);
         let slot = if misdirect {
             self.stats.misdirected += 1;
-            (rec.slot + 1 + self.rng.range(0, u64::from(self.slot_count) - 2) as u32) % self.slot_count
+            let to =
+                (rec.slot + 1 + self.rng.range(0, u64::from(self.slot_count) - 2) as u32) % self.slot_count;
+            self.vms_foreign_write(to);
+            to
         } else {
             rec.slot
         };
