@@ -23,7 +23,7 @@
 //!   pool has been fault-free for that long and every live host has room for every such VM. VMs
 //!   whose start failed, or that wait with too little capacity, are counted, not failed;
 //! - ADMIN: a VM an administrator stopped is never started by failover once its host's durable
-//!   extent says `stopped`, while that host is live.
+//!   extent says `stopped` with the VM's highest claim on the disk, while that host is live.
 //!
 //! Lying drivers (`Lies`, a random stream of its own: runs without lies are the runs they were):
 //! in some runs a driver's inventory omits VMs defined there (one VM for one or several
@@ -483,8 +483,22 @@ impl Sim {
                         if v.state.holds() || v.state == VmState::Lost {
                             w.ever_held.insert(v.uuid);
                         }
+                        // The stop is the pool's decision once a `stopped` entry written after it
+                        // carries the VM's highest claim (a failover start in flight, retried
+                        // elsewhere with a higher claim, goes on: not the administrator's word).
+                        let top = w
+                            .extents
+                            .iter()
+                            .enumerate()
+                            .filter(|(s, _)| *s != wr.slot as usize)
+                            .filter_map(|(_, e)| e.state.as_ref())
+                            .flat_map(|st| st.vms.iter())
+                            .filter(|x| x.uuid == v.uuid)
+                            .map(|x| x.claim)
+                            .max()
+                            .unwrap_or(0);
                         if let Some((am, at, confirmed)) = w.lies.admin.get_mut(&v.uuid) {
-                            if *am == m && *at < wr.issued && v.state == VmState::Stopped {
+                            if *am == m && *at < wr.issued && v.state == VmState::Stopped && v.claim >= top {
                                 *confirmed = true;
                             }
                         }
