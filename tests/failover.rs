@@ -369,6 +369,66 @@ fn a_killed_host_with_a_watchdog_has_its_protected_vms_restarted_once() {
     p.assert_never_twice();
 }
 
+/// The bug with real daemons: a VM restarted on host X after its host died; X's driver
+/// then leaves it out of its inventory (tools/vm-hook-procs.sh's NAME.hidden). X keeps it, with
+/// its claim, and shows it as missing; the dead host's older claim never restarts it again.
+#[test]
+fn a_vm_missing_from_its_new_hosts_inventory_is_held_not_restarted_again() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut p = Pool::new(3);
+    p.vm(2, "p1", 256, "protect", None);
+    for i in 0..3 {
+        p.spawn(i, 4096, true);
+    }
+    let checker = p.start_checker();
+    p.wait("all live and published", Duration::from_secs(30), |p| {
+        (0..3).all(|i| p.live(i, &[0, 1, 2].into_iter().filter(|&s| s != i as u64).collect::<Vec<_>>()))
+            && published(p, 2, 1)
+    });
+    p.hosts[2].kill();
+    p.wait("p1 restarted", Duration::from_secs(10 * T_MS / 1000), |p| {
+        p.where_runs().get("p1").is_some_and(|h| h.len() == 1 && h[0] != 2)
+    });
+    let x = p.where_runs()["p1"][0];
+    // Failover starts of p1 so far, in every daemon's log (one, on x).
+    let starts =
+        |p: &Pool| p.logs().lines().filter(|l| l.contains("starting a VM") && l.contains("vm=p1")).count();
+    let before = starts(&p);
+    std::fs::write(p.hosts[x].state.join("p1.hidden"), "").unwrap();
+    // Held through a few inventories that omit it: never started again, here or elsewhere (the
+    // old rule dropped it; the coordinator then started it again, every interval).
+    std::thread::sleep(Duration::from_millis(2 * T_MS));
+    p.assert_never_twice();
+    assert_eq!(p.where_runs().get("p1"), Some(&vec![x]), "not started a second time");
+    assert_eq!(starts(&p), before, "no failover start of p1 since it went missing\n{}", p.logs());
+    // Still published running, with its claim, and shown as missing.
+    p.wait("p1 shown missing on its host", Duration::from_secs(T_MS / 1000), |p| {
+        p.hosts[x].status().is_some_and(|s| {
+            s["vms"]["missing"].as_array().is_some_and(|m| {
+                m.iter().any(|v| v["name"] == "p1" && v["missing_for_ms"].is_u64() && v["why"].is_string())
+            })
+        })
+    });
+    let st = p.hosts[x].status().unwrap();
+    let own = st["vms"]["own"].as_array().unwrap();
+    assert!(own.iter().any(|e| e["name"] == "p1" && e["state"] == "running"), "{own:?}");
+    let why = st["vms"]["missing"][0]["why"].as_str().unwrap().to_string();
+    assert!(why.contains("lookup by UUID says it runs here"), "{why}");
+    let human = run(&["status", "--socket", p.hosts[x].socket.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("MISSING: VM 'p1'"), "{text}");
+    // Listed again: no longer missing.
+    std::fs::remove_file(p.hosts[x].state.join("p1.hidden")).unwrap();
+    p.wait("p1 no longer missing", Duration::from_secs(3 * T_MS / 1000), |p| {
+        p.hosts[x].status().is_some_and(|s| s["vms"]["missing"].as_array().is_some_and(|m| m.is_empty()))
+    });
+    p.stop.store(true, Ordering::Relaxed);
+    checker.join().unwrap();
+    p.assert_never_twice();
+}
+
 /// Without a watchdog and without a fence mark, a silent host's VMs may still run (its daemon
 /// died, not the host): they are held, status says why, and only `fence --confirm-down` by an
 /// operator releases them.

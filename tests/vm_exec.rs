@@ -99,6 +99,10 @@ fn exec_procs_hook_start_inventory_protect_destroy() {
     assert_eq!(v1.protection, ProtectionSettings::default());
     assert_eq!((inv.vms[1].memory_mib, inv.vms[1].vcpus), (64, 1));
 
+    // Lookup by UUID: running, and an explicit "absent" for a UUID no VM here has.
+    assert_eq!(d.lookup(u1).unwrap(), Some(VmRunState::Running));
+    assert_eq!(d.lookup(Uuid::new_v4()).unwrap(), None);
+
     let s =
         ProtectionSettings { level: Protection::Protect, order: Some(3), anti_affinity: Some("g".into()) };
     d.set_protection("vm1", &s).unwrap();
@@ -114,6 +118,7 @@ fn exec_procs_hook_start_inventory_protect_destroy() {
     let inv = d.inventory().unwrap();
     assert_eq!((inv.vms[0].state, &inv.vms[0].protection), (VmRunState::Stopped, &s));
     assert_eq!(inv.vms[1].state, VmRunState::Running);
+    assert_eq!(d.lookup(u1).unwrap(), Some(VmRunState::Stopped), "defined here, stopped");
     d.destroy("vm1").unwrap();
 
     // Started again from the inventory's definition: a new process, same settings.
@@ -239,6 +244,53 @@ fn exec_garbage_output_is_a_protocol_error() {
     let hook = script(dir.path(), "ok", &format!("#!/bin/sh\ncat <<'EOF'\n{ok}\nEOF\n"));
     let inv = ExecDriver::new(&hook).unwrap().inventory().unwrap();
     assert_eq!((inv.vms[0].state, inv.vms[0].protection.level), (VmRunState::Stopped, Protection::None));
+}
+
+/// `lookup` answers "absent" only when the hook says so: a hook that fails (one written before
+/// `lookup` existed exits non-zero) or prints anything else is an error, never "not here".
+#[test]
+fn exec_lookup_is_absent_only_when_the_hook_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let u = Uuid::new_v4();
+    let answer = |name: &str, body: &str| {
+        let hook = script(
+            dir.path(),
+            name,
+            &format!(
+                "#!/bin/sh
+{body}
+"
+            ),
+        );
+        ExecDriver::new(&hook).unwrap().lookup(u)
+    };
+    assert_eq!(answer("absent", r#"echo '{"state":"absent"}'"#).unwrap(), None);
+    assert_eq!(answer("running", r#"echo '{"state":"running"}'"#).unwrap(), Some(VmRunState::Running));
+    assert_eq!(
+        answer("stopped", r#"echo '{"state":"stopped","extra":1}'"#).unwrap(),
+        Some(VmRunState::Stopped)
+    );
+    let old = answer("old", r#"echo "unknown operation '$1'" >&2; exit 1"#).unwrap_err();
+    assert!(matches!(old, DriverError::Failed { op: "lookup", .. }), "{old:?}");
+    for (i, out) in ["", "{}", r#"{"state":"gone"}"#, "absent"].iter().enumerate() {
+        let e = answer(&format!("g{i}"), &format!("echo '{out}'")).unwrap_err();
+        assert!(matches!(e, DriverError::Protocol(_)), "{out:?}: {e:?}");
+    }
+    // The UUID is the argument.
+    let seen = dir.path().join("args");
+    let hook = script(
+        dir.path(),
+        "args",
+        &format!(
+            "#!/bin/sh
+echo \"$@\" > {}
+echo '{{\"state\":\"absent\"}}'
+",
+            seen.display()
+        ),
+    );
+    ExecDriver::new(&hook).unwrap().lookup(u).unwrap();
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), format!("lookup -- {u}"));
 }
 
 #[test]

@@ -3,12 +3,15 @@
 # for tests and demos, no hypervisor needed.
 #
 #   DISKBEAT_HOOK_STATE=DIR vm-hook-procs.sh inventory | start -- NAME | destroy -- NAME | protect -- NAME
+#                                            | lookup -- UUID
 #
 # diskbeat always puts `--` before a name, so a VM named `--help` is a name; without the `--` (by
 # hand) a name must not start with `-`.
 # State in DIR, per VM: NAME.json (the start request, verbatim), NAME.pid (its process),
-# NAME.protect (the protection settings JSON, verbatim). A running VM is a `sleep infinity` renamed
-# `diskbeat-procvm-NAME` in its own session (setsid), so it outlives the hook.
+# NAME.protect (the protection settings JSON, verbatim), NAME.hidden (tests: `inventory` omits the
+# VM, as libvirt can around a libvirtd restart; `lookup` still finds it). A running VM is a
+# `sleep infinity` renamed `diskbeat-procvm-NAME` in its own session (setsid), so it outlives the
+# hook.
 # The definition is opaque; `memory_mib=N` and `vcpus=N` inside it set the reported sizes
 # (default 64 MiB, 1 vCPU). Capacity: env DISKBEAT_HOOK_MEMORY_MIB (4096), DISKBEAT_HOOK_VCPUS (4).
 # Parsing is sed only (no jq, no python): it relies on the driver's compact JSON.
@@ -23,7 +26,7 @@ state=${DISKBEAT_HOOK_STATE:-}
 [ -n "$state" ] || die "DISKBEAT_HOOK_STATE is not set (the state directory)"
 mkdir -p "$state"
 
-usage="usage: $0 inventory | start -- NAME | destroy -- NAME | protect -- NAME"
+usage="usage: $0 inventory | start -- NAME | destroy -- NAME | protect -- NAME | lookup -- UUID"
 op=${1:-}
 if [ "${2:-}" = -- ]; then
   name=${3:-}
@@ -65,6 +68,7 @@ inventory)
   for f in "$state"/*.json; do
     [ -e "$f" ] || continue
     vm=$(basename "$f" .json)
+    [ -e "$state/$vm.hidden" ] && continue
     req=$(cat "$f")
     uuid=$(json_field uuid <<<"$req")
     def=$(json_field definition <<<"$req")
@@ -111,6 +115,19 @@ destroy)
   done
   die "destroy $name: process $pid is still there"
   ;;
+lookup)
+  # By UUID (the argument): running, stopped, or absent when no VM here has it.
+  for f in "$state"/*.json; do
+    [ -e "$f" ] || continue
+    [ "$(json_field uuid <"$f")" = "$name" ] || continue
+    vm=$(basename "$f" .json)
+    st=stopped
+    [ -n "$(running_pid "$vm")" ] && st=running
+    printf '{"state":"%s"}\n' "$st"
+    exit 0
+  done
+  printf '{"state":"absent"}\n'
+  ;;
 protect)
   [ -f "$state/$name.json" ] || die "no VM named '$name' here"
   settings=$(cat)
@@ -122,6 +139,6 @@ protect)
   mv "$state/$name.protect.tmp" "$state/$name.protect"
   ;;
 *)
-  die "unknown operation '$op': use inventory, start, destroy or protect"
+  die "unknown operation '$op': use inventory, start, destroy, protect or lookup"
   ;;
 esac

@@ -207,6 +207,15 @@ fn print_vms(f: &FailoverReport) {
     for h in &f.held {
         println!("  HELD: {}", text(&h.text));
     }
+    for m in &f.missing {
+        println!(
+            "  MISSING: VM '{}' is not in this host's VM inventory for {}: still held here, never restarted \
+             elsewhere ({})",
+            text(&m.name),
+            ms(m.missing_for_ms),
+            text(&m.why)
+        );
+    }
     for t in &f.running_twice {
         println!(
             "  ALARM: VM '{}' is reported running on slots {:?}: stop all but one NOW",

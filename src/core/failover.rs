@@ -8,6 +8,12 @@
 //! write before they read, so at least one sees the other's claim and withdraws (registers on a
 //! disk: whoever reads second sees the first write). The coordinator only keeps the work useful:
 //! one target per VM, capacity, order.
+//!
+//! Positive evidence only: an entry of ours that holds a VM stops holding it only on positive
+//! evidence that the VM does not run here (diskbeat destroyed it, the driver reports it
+//! `stopped`, or a lookup by UUID answers "not defined here"), never because an inventory omitted
+//! it: drivers omit running VMs (a libvirtd restart, a partial list, a transient domain during a
+//! migration), and a dropped entry lets an older claim of a dead host become the highest again.
 
 use super::peer::{GoneProof, NotProven, PeerState};
 use crate::format::host_state::{
@@ -77,6 +83,9 @@ pub enum FailoverAction {
     Start { uuid: uuid::Uuid, name: String, definition: Vec<u8>, protection: crate::vm::ProtectionSettings },
     /// Stop a VM whose start failed, so that `Failed` means "not running here".
     Destroy { uuid: uuid::Uuid, name: String },
+    /// Ask the driver about one VM by UUID (the inventory omitted it); answer with
+    /// [`Failover::handle_lookup`]: `Ok(None)` only for an explicit "not defined here".
+    Lookup { uuid: uuid::Uuid, name: String },
 }
 
 /// A peer's extent as last read.
@@ -125,6 +134,25 @@ pub struct Held {
     pub reason: NotProven,
 }
 
+/// One of our VMs the driver's inventory omits: still published (and held) as before, until
+/// positive evidence says it does not run here (status).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MissingVm {
+    pub name: String,
+    /// When an inventory first omitted it (the clock `now_ms` is given in).
+    pub since_ms: u64,
+    pub why: String,
+}
+
+/// An entry of ours the driver's inventory omitted (in memory only: never published).
+#[derive(Debug, Clone)]
+struct Missing {
+    since_ms: u64,
+    /// Ask the driver about it by UUID (once per inventory that omits it).
+    lookup_due: bool,
+    why: String,
+}
+
 /// What the status shows.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FailoverStatus {
@@ -135,6 +163,8 @@ pub struct FailoverStatus {
     pub held: Vec<Held>,
     /// Our own claims and their states.
     pub own: Vec<(String, VmState)>,
+    /// Our VMs the driver's inventory omits: kept, with their claims, never restarted elsewhere.
+    pub missing: Vec<MissingVm>,
     pub driver_error: Option<String>,
     /// Why our claimed starts wait, if they do.
     pub blocked: Option<String>,
@@ -153,6 +183,7 @@ enum Io {
     Read(u32),
     Publish,
     Destroy(uuid::Uuid),
+    Lookup(uuid::Uuid),
 }
 
 /// A VM that must run again: (source slot, its entry, slots excluded as targets, attempt).
@@ -173,6 +204,14 @@ pub struct Failover {
     extents: Vec<Option<ExtentCopy>>,
     /// Our entries, by UUID: what we publish.
     own: BTreeMap<uuid::Uuid, VmEntry>,
+    /// Our entries the last inventory omitted: kept as they were until positive evidence.
+    missing: BTreeMap<uuid::Uuid, Missing>,
+    /// Entries our previous incarnation held that the driver has not yet reported here: held
+    /// (published `running`) until the driver says whether they run (then `running` or `lost`).
+    unconfirmed: BTreeSet<uuid::Uuid>,
+    /// Entries confirmed not defined here, kept as `stopped` (with their claims) only while an
+    /// older claim elsewhere would otherwise become the highest and restart the VM.
+    absent: BTreeSet<uuid::Uuid>,
     capacity: Option<HostCapacity>,
     /// Our plan when we coordinate.
     plan: Option<Plan>,
@@ -223,6 +262,9 @@ impl Failover {
             slots: vec![SlotView::FREE; n],
             extents: vec![None; n],
             own: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            unconfirmed: BTreeSet::new(),
+            absent: BTreeSet::new(),
             capacity: None,
             plan: None,
             published: None,
@@ -265,7 +307,10 @@ impl Failover {
 
     /// Our own previous extent, read once before the first publish: VMs our previous incarnation
     /// held and that no longer run here become `Lost`, so the pool restarts them (a rebooted host
-    /// must not erase the evidence that they ran).
+    /// must not erase the evidence that they ran). "No longer run here" needs positive evidence:
+    /// the driver reports them stopped, or a lookup by UUID finds them not defined here. Until
+    /// then they are published as held (`running`), whatever the inventory omits. Stopped entries
+    /// keep their claims (an administrator's stop must survive a daemon restart).
     ///
     /// `Err`: our extent could not be read. Nothing is published until it is (a failed read is
     /// not "no previous state": that would erase the evidence of the VMs it ran); tried again
@@ -284,19 +329,50 @@ impl Failover {
         self.blocked = None;
         let Some(prev) = previous else { return };
         for e in prev.vms {
-            // Already polled running here (a daemon restart leaves VMs running): not lost, and
-            // publishing it `Lost` would invite a second start elsewhere. Keep the higher claim.
-            if let Some(cur) = self.own.get_mut(&e.uuid).filter(|c| c.state == VmState::Running) {
-                cur.claim = cur.claim.max(e.claim);
-                continue;
-            }
-            if e.state.holds() || e.state == VmState::Lost {
-                let mut lost = e;
-                lost.state = VmState::Lost;
-                lost.failure = None;
-                self.own.insert(lost.uuid, lost);
+            let ran = e.state.holds() || e.state == VmState::Lost;
+            match self.own.get_mut(&e.uuid) {
+                // Already polled running here (a daemon restart leaves VMs running): not lost,
+                // and publishing it `Lost` would invite a second start elsewhere. Keep the higher
+                // claim.
+                Some(cur) if cur.state == VmState::Running => cur.claim = cur.claim.max(e.claim),
+                // The driver reports it stopped here: positive evidence.
+                Some(cur) if cur.state == VmState::Stopped && !ran => cur.claim = cur.claim.max(e.claim),
+                Some(_) if ran => self.insert_lost(e),
+                Some(_) => {}
+                // Not reported by the driver (yet): a holder stays held until the driver says.
+                // Without a driver nothing can say: lost, as it always was.
+                None if e.state.holds() && self.cfg.driver => {
+                    let mut held = e;
+                    // `running`, not `starting`: no claim round may start it again from here.
+                    held.state = VmState::Running;
+                    held.failure = None;
+                    self.unconfirmed.insert(held.uuid);
+                    if self.inventory_seen {
+                        self.missing.insert(
+                            held.uuid,
+                            Missing { since_ms: now_ms, lookup_due: true, why: Self::NOT_LISTED.into() },
+                        );
+                    }
+                    self.own.insert(held.uuid, held);
+                }
+                None if ran => self.insert_lost(e),
+                None if e.state == VmState::Stopped => {
+                    self.own.insert(e.uuid, e);
+                }
+                None => {}
             }
         }
+    }
+
+    const NOT_LISTED: &'static str = "the driver's inventory does not list it: still held here, with its \
+                                      claim, until the driver reports it stopped or not defined here";
+
+    fn insert_lost(&mut self, mut e: VmEntry) {
+        e.state = VmState::Lost;
+        e.failure = None;
+        self.unconfirmed.remove(&e.uuid);
+        self.missing.remove(&e.uuid);
+        self.own.insert(e.uuid, e);
     }
 
     /// Whether [`Failover::handle_previous`] is due now (once the node is live; after a failed
@@ -309,7 +385,7 @@ impl Failover {
         debug_assert_eq!(self.io, Io::Inventory);
         self.io = Io::Idle;
         self.next_inventory_ms = now_ms + self.cfg.inventory_interval_ms;
-        let inv = match result {
+        let inv = match result.and_then(check_inventory) {
             Ok(inv) => inv,
             Err(e) => {
                 // Keep what we published: a driver hiccup must not look like every VM stopping.
@@ -337,6 +413,9 @@ impl Failover {
         let mut seen = BTreeSet::new();
         for vm in &inv.vms {
             seen.insert(vm.uuid);
+            self.missing.remove(&vm.uuid);
+            self.absent.remove(&vm.uuid);
+            let previous = self.unconfirmed.remove(&vm.uuid);
             let state = match vm.state {
                 VmRunState::Running => VmState::Running,
                 VmRunState::Stopped => VmState::Stopped,
@@ -363,6 +442,12 @@ impl Failover {
             entry.order = vm.protection.order;
             entry.anti_affinity.clone_from(&vm.protection.anti_affinity);
             entry.definition.clone_from(&vm.definition);
+            if previous && state == VmState::Stopped {
+                // Our previous incarnation held it; it is stopped now: lost, restarted elsewhere.
+                entry.state = VmState::Lost;
+                entry.failure = None;
+                continue;
+            }
             match (entry.state, state) {
                 // A start in flight or a claim round: the driver may not show it running yet.
                 (VmState::Starting, VmState::Stopped) => {}
@@ -383,10 +468,146 @@ impl Failover {
                 (_, _) => {}
             }
         }
-        // Gone from the driver: a running VM was undefined here. Claims and failures stay.
-        self.own.retain(|uuid, e| {
-            seen.contains(uuid) || matches!(e.state, VmState::Starting | VmState::Failed | VmState::Lost)
+        // Not listed: positive evidence only. An omitted VM keeps its entry and claim, exactly as
+        // published (a libvirtd restart, a partial list, a migration's transient domain all omit
+        // VMs that run), and the driver is asked about it by UUID. Starting, Failed and Lost are
+        // our own states, not the driver's: they stay as they are.
+        for (uuid, e) in &self.own {
+            if seen.contains(uuid) || self.absent.contains(uuid) {
+                continue;
+            }
+            if matches!(e.state, VmState::Running | VmState::Stopped) {
+                let m = self.missing.entry(*uuid).or_insert_with(|| Missing {
+                    since_ms: now_ms,
+                    lookup_due: true,
+                    why: Self::NOT_LISTED.into(),
+                });
+                m.lookup_due = true;
+            }
+        }
+        self.forget_settled_missing();
+    }
+
+    /// Drops `missing` marks of entries that are gone or in a state of our own.
+    fn forget_settled_missing(&mut self) {
+        let (own, absent) = (&self.own, &self.absent);
+        self.missing.retain(|u, _| {
+            !absent.contains(u)
+                && own.get(u).is_some_and(|e| matches!(e.state, VmState::Running | VmState::Stopped))
         });
+    }
+
+    /// The driver's answer to a lookup by UUID of a VM its inventory omitted: `Ok(Some(state))`
+    /// defined here, `Ok(None)` not defined here (positive evidence that it does not run here),
+    /// `Err` no answer (nothing changes; asked again after the next inventory).
+    pub fn handle_lookup(&mut self, uuid: uuid::Uuid, result: Result<Option<VmRunState>, String>) {
+        debug_assert_eq!(self.io, Io::Lookup(uuid));
+        self.io = Io::Idle;
+        if !self.missing.contains_key(&uuid) {
+            return; // Listed again meanwhile.
+        }
+        let top_elsewhere = self.max_claim_elsewhere(uuid);
+        let previous = self.unconfirmed.contains(&uuid);
+        let Some(e) = self.own.get_mut(&uuid) else {
+            self.missing.remove(&uuid);
+            return;
+        };
+        let why = match result {
+            Err(err) => format!("{}; its lookup by UUID failed: {}", Self::NOT_LISTED, truncate(&err)),
+            Ok(Some(VmRunState::Running)) => {
+                self.unconfirmed.remove(&uuid);
+                if !e.state.holds() {
+                    e.claim = e.claim.max(top_elsewhere + 1);
+                    e.attempt = 0;
+                }
+                e.state = VmState::Running;
+                e.failure = None;
+                "the driver's inventory does not list it, but its lookup by UUID says it runs here".into()
+            }
+            Ok(Some(VmRunState::Stopped)) if previous => {
+                let e = e.clone();
+                self.insert_lost(e);
+                return;
+            }
+            Ok(Some(VmRunState::Stopped)) => {
+                // Positive evidence: defined here and not running.
+                if e.state.holds() {
+                    e.state = VmState::Stopped;
+                }
+                "the driver's inventory does not list it; its lookup by UUID says it is defined here \
+                 and stopped"
+                    .into()
+            }
+            Ok(None) if previous => {
+                let e = e.clone();
+                self.insert_lost(e);
+                return;
+            }
+            Ok(None) => {
+                // Positive evidence: not defined here, so not running here. It leaves our state,
+                // unless an older claim elsewhere would then be the highest and restart a VM an
+                // administrator undefined or moved: then it stays, `stopped`, with its claim.
+                let claim = e.claim;
+                self.missing.remove(&uuid);
+                if self.older_claim_elsewhere(uuid, claim) {
+                    let e = self.own.get_mut(&uuid).expect("present");
+                    e.state = VmState::Stopped;
+                    e.failure = None;
+                    self.absent.insert(uuid);
+                } else {
+                    self.own.remove(&uuid);
+                }
+                return;
+            }
+        };
+        if let Some(m) = self.missing.get_mut(&uuid) {
+            m.why = why;
+        }
+    }
+
+    /// Whether another slot's entry for `uuid` with a claim not above `claim` may exist (an
+    /// unread or unreadable extent of a slot that is not free counts: unknown is not absent).
+    fn older_claim_elsewhere(&self, uuid: uuid::Uuid, claim: u64) -> bool {
+        for (s, v) in self.slots.iter().enumerate() {
+            let s = s as u32;
+            if s == self.cfg.slot || v.is_free() {
+                continue;
+            }
+            match &self.extents[s as usize] {
+                Some(ExtentCopy { known: Known::State(st), generation, .. })
+                    if *generation == v.generation =>
+                {
+                    if st.vms.iter().any(|e| e.uuid == uuid && e.claim <= claim) {
+                        return true;
+                    }
+                }
+                Some(ExtentCopy { known: Known::Empty, generation, .. }) if *generation == v.generation => {}
+                _ => return true,
+            }
+        }
+        false
+    }
+
+    /// Forgets the `absent` entries no older claim elsewhere could replace any more (and the
+    /// marks of entries that are no longer our `stopped` ones: taken again, listed again).
+    fn prune_absent(&mut self) {
+        let mut forget = Vec::new();
+        for &u in &self.absent {
+            match self.own.get(&u) {
+                Some(e) if e.state == VmState::Stopped => {
+                    if !self.older_claim_elsewhere(u, e.claim) {
+                        forget.push((u, true));
+                    }
+                }
+                _ => forget.push((u, false)),
+            }
+        }
+        for (u, remove) in forget {
+            self.absent.remove(&u);
+            if remove {
+                self.own.remove(&u);
+            }
+        }
     }
 
     /// `extent_generation`: the generation in the extent's header (the writer's incarnation; 0
@@ -541,6 +762,14 @@ impl Failover {
             self.io = Io::Inventory;
             return Some(FailoverAction::PollInventory);
         }
+        if self.cfg.driver {
+            if let Some((&uuid, m)) = self.missing.iter_mut().find(|(_, m)| m.lookup_due) {
+                m.lookup_due = false;
+                let name = self.own.get(&uuid).map_or_else(String::new, |e| e.name.clone());
+                self.io = Io::Lookup(uuid);
+                return Some(FailoverAction::Lookup { uuid, name });
+            }
+        }
         // Claim round reads come before anything else we read.
         if let Some(round) = &self.claim_round {
             if let Some(&slot) = round.pending.iter().next() {
@@ -609,6 +838,8 @@ impl Failover {
         }
         self.coordinate();
         self.take_assignments();
+        self.forget_settled_missing();
+        self.prune_absent();
         let state = self.host_state();
         if self.published.as_ref() != Some(&state) && now_ms >= self.publish_after_ms {
             self.published = Some(state.clone());
@@ -1132,6 +1363,14 @@ impl Failover {
             plan: self.current_plan().cloned(),
             held,
             own: self.own.values().map(|e| (e.name.clone(), e.state)).collect(),
+            missing: self
+                .missing
+                .iter()
+                .filter_map(|(u, m)| {
+                    let e = self.own.get(u)?;
+                    Some(MissingVm { name: e.name.clone(), since_ms: m.since_ms, why: m.why.clone() })
+                })
+                .collect(),
             driver_error: self.driver_error.clone(),
             blocked: self.blocked.clone(),
             published_vms: self.published_vms,
@@ -1221,6 +1460,21 @@ fn settle(
             unplaced.push(Unplaced { uuid: top.uuid, source_slot: *src, reason: UnplacedCode::NoCapacity })
         }
     }
+}
+
+/// An inventory that lists one UUID twice is a driver error: none of it is trusted.
+fn check_inventory(inv: Inventory) -> Result<Inventory, String> {
+    let mut seen = BTreeSet::new();
+    for vm in &inv.vms {
+        if !seen.insert(vm.uuid) {
+            return Err(format!(
+                "the driver listed VM '{}' ({}) twice: its inventory is not trusted",
+                truncate(&vm.name),
+                vm.uuid
+            ));
+        }
+    }
+    Ok(inv)
 }
 
 fn truncate(s: &str) -> String {

@@ -29,6 +29,14 @@ struct Host {
     fail_starts: Option<String>,
     /// The next read of its own previous extent fails.
     fail_previous: bool,
+    /// VMs its driver's inventory omits (they run or not as `vms` says).
+    hidden: std::collections::BTreeSet<uuid::Uuid>,
+    /// Its driver lists these VMs twice.
+    doubled: std::collections::BTreeSet<uuid::Uuid>,
+    /// Lookups by UUID fail with this message.
+    fail_lookups: Option<String>,
+    /// Lookups answered: (uuid, answer).
+    lookups: Vec<(uuid::Uuid, Option<VmRunState>)>,
 }
 
 struct Pool {
@@ -77,6 +85,10 @@ impl Pool {
                 generation: 1,
                 fail_starts: None,
                 fail_previous: false,
+                hidden: Default::default(),
+                doubled: Default::default(),
+                fail_lookups: None,
+                lookups: vec![],
             })
             .collect();
         Pool {
@@ -158,9 +170,11 @@ impl Pool {
         let h = &mut self.hosts[i];
         match action {
             FailoverAction::PollInventory => {
-                let vms = h
+                let vms: Vec<VmInfo> = h
                     .vms
                     .iter()
+                    .filter(|(u, _)| !h.hidden.contains(u))
+                    .flat_map(|(u, v)| std::iter::repeat_n((u, v), if h.doubled.contains(u) { 2 } else { 1 }))
                     .map(|(u, v)| VmInfo {
                         name: v.name.clone(),
                         uuid: *u,
@@ -213,6 +227,23 @@ impl Pool {
                     vm.running = false;
                 }
                 h.fo.handle_destroy(uuid, Ok(()));
+            }
+            FailoverAction::Lookup { uuid, .. } => {
+                let r = match &h.fail_lookups {
+                    Some(why) => Err(why.clone()),
+                    None => {
+                        let state = h.vms.get(&uuid).map(|v| {
+                            if v.running {
+                                VmRunState::Running
+                            } else {
+                                VmRunState::Stopped
+                            }
+                        });
+                        h.lookups.push((uuid, state));
+                        Ok(state)
+                    }
+                };
+                h.fo.handle_lookup(uuid, r);
             }
         }
     }
@@ -463,4 +494,181 @@ fn a_failed_read_of_our_previous_extent_is_retried_not_taken_as_empty() {
     h.fail_previous = true;
     p.run(60);
     assert_eq!(p.running_on(1).len(), 1, "vm1 ran before the reboot: it runs again");
+}
+
+/// Kills host 2 (vm1's host) and lets vm1 restart on one survivor; returns that survivor. Host
+/// 2's final extent keeps vm1 `running` with claim 0: an older claim, proven gone.
+fn restarted_elsewhere(p: &mut Pool) -> usize {
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    p.kill(2);
+    p.run(40);
+    let on = p.running_on(1);
+    assert_eq!(on.len(), 1, "vm1 restarted once: {on:?}");
+    assert_eq!(p.starts.len(), 1);
+    on[0] as usize
+}
+
+fn published(p: &Pool, host: usize, n: u8) -> Option<crate::format::host_state::VmEntry> {
+    p.extents[host].1.as_ref().and_then(|st| st.vms.iter().find(|e| e.uuid == uuid(n)).cloned())
+}
+
+/// The bug (found on real processes; simulator seed 1063): a VM restarted on host X,
+/// then X's driver returned inventories without it. X dropped it from its published state, the
+/// dead host's claim was the highest again, and the coordinator started it a second time.
+/// Positive evidence only: an omitted VM keeps its entry and claim, and shows as missing.
+#[test]
+fn an_inventory_omitting_a_claimed_running_vm_keeps_it_and_its_claim() {
+    let mut p = Pool::new(3, 4096);
+    let x = restarted_elsewhere(&mut p);
+    let before = published(&p, x, 1).expect("published");
+    assert_eq!((before.state, before.claim), (VmState::Running, 1));
+    // Its driver omits it, and cannot answer a lookup either (libvirtd restarting).
+    p.hosts[x].hidden.insert(uuid(1));
+    p.hosts[x].fail_lookups = Some("libvirtd restarting".into());
+    p.run(40);
+    assert_eq!(p.running_on(1), vec![x as u32], "still runs once, where it ran");
+    assert_eq!(p.starts.len(), 1, "never started again: {:?}", p.starts);
+    let e = published(&p, x, 1).expect("still published");
+    assert_eq!((e.state, e.claim), (VmState::Running, 1), "published as before, with its claim");
+    let st = p.hosts[x].fo.status();
+    assert_eq!(st.missing.len(), 1, "{:?}", st.missing);
+    assert_eq!(st.missing[0].name, "vm1");
+    assert!(st.missing[0].why.contains("lookup by UUID failed"), "{}", st.missing[0].why);
+    // A lookup that answers "runs here" keeps it; so does the inventory listing it again.
+    p.hosts[x].fail_lookups = None;
+    p.run(10);
+    assert!(p.hosts[x].lookups.iter().any(|l| *l == (uuid(1), Some(VmRunState::Running))));
+    assert!(p.hosts[x].fo.status().missing[0].why.contains("runs here"));
+    p.hosts[x].hidden.clear();
+    p.run(10);
+    assert!(p.hosts[x].fo.status().missing.is_empty());
+    assert_eq!(p.starts.len(), 1);
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Running, 1)));
+}
+
+/// The second case: an admin-stopped VM was restarted after its host's inventory came
+/// back empty for a moment (its `stopped` entry, the highest claim, was dropped).
+#[test]
+fn an_admin_stopped_vm_omitted_from_an_inventory_is_not_restarted() {
+    let mut p = Pool::new(3, 4096);
+    let x = restarted_elsewhere(&mut p);
+    p.hosts[x].vms.get_mut(&uuid(1)).unwrap().running = false;
+    p.run(10);
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    p.hosts[x].hidden.insert(uuid(1));
+    p.run(40);
+    assert!(p.running_on(1).is_empty(), "stopped by the administrator: stays stopped");
+    assert_eq!(p.starts.len(), 1, "{:?}", p.starts);
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    // The lookup said "defined here, stopped": positive evidence it does not run, and it stays.
+    assert!(p.hosts[x].lookups.contains(&(uuid(1), Some(VmRunState::Stopped))));
+}
+
+/// A lookup that stopped answering "running" is positive evidence ("stopped"): the entry stops
+/// holding but keeps its claim. Not defined here at all: the entry leaves, unless an older claim
+/// elsewhere would then be the highest (it stays `stopped` then, so an undefined VM is not
+/// restarted from a dead host's stale entry).
+#[test]
+fn only_a_lookup_by_uuid_finding_nothing_lets_an_omitted_vm_leave() {
+    // No older claim anywhere: undefined here, it leaves our state.
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(0, 1, 256, Protection::Protect, None);
+    p.run(20);
+    assert!(published(&p, 0, 1).is_some());
+    p.hosts[0].vms.remove(&uuid(1));
+    p.run(10);
+    assert!(published(&p, 0, 1).is_none(), "confirmed absent: gone");
+    assert!(p.hosts[0].lookups.contains(&(uuid(1), None)));
+    assert!(p.hosts[0].fo.status().missing.is_empty());
+    // Restarted here from a dead host, then undefined here by the administrator: it stays as
+    // `stopped` with its claim, so host 2's stale `running` entry cannot restart it.
+    let mut p = Pool::new(3, 4096);
+    let x = restarted_elsewhere(&mut p);
+    p.hosts[x].vms.remove(&uuid(1));
+    p.run(40);
+    assert!(p.hosts[x].lookups.contains(&(uuid(1), None)));
+    assert!(p.running_on(1).is_empty());
+    assert_eq!(p.starts.len(), 1, "{:?}", p.starts);
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+}
+
+/// An inventory that lists one UUID twice is a driver error: nothing in it is trusted, what was
+/// published stays.
+#[test]
+fn an_inventory_listing_a_vm_twice_is_a_driver_error() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(0, 1, 256, Protection::Protect, None);
+    p.add_vm(0, 2, 256, Protection::Protect, None);
+    p.run(20);
+    let before = p.extents[0].1.clone();
+    p.hosts[0].doubled.insert(uuid(1));
+    p.hosts[0].hidden.insert(uuid(2));
+    p.run(10);
+    let st = p.hosts[0].fo.status();
+    assert!(st.driver_error.as_deref().is_some_and(|e| e.contains("twice")), "{:?}", st.driver_error);
+    assert!(st.missing.is_empty(), "the lying inventory was not used: {:?}", st.missing);
+    assert_eq!(p.extents[0].1, before);
+}
+
+/// A daemon restarted while its VMs kept running, whose driver's first inventories omit one:
+/// the new incarnation must not publish it `lost` (it would be started a second time). It is
+/// held as its previous incarnation published it until the driver says.
+#[test]
+fn a_restarted_daemon_whose_inventory_omits_a_running_vm_keeps_holding_it() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    let cfg = p.hosts[2].fo.config().clone();
+    p.hosts[2].fo = Failover::new(cfg, p.now);
+    p.hosts[2].generation = 2;
+    p.hosts[2].hidden.insert(uuid(1));
+    p.hosts[2].fail_lookups = Some("libvirtd restarting".into());
+    p.run(40);
+    assert!(p.starts.is_empty(), "{:?}", p.starts);
+    assert_eq!(published(&p, 2, 1).map(|e| e.state), Some(VmState::Running));
+    assert_eq!(p.hosts[2].fo.status().missing.len(), 1);
+    // The lookup answers: it runs here.
+    p.hosts[2].fail_lookups = None;
+    p.run(10);
+    assert!(p.starts.is_empty());
+    assert_eq!(published(&p, 2, 1).map(|e| e.state), Some(VmState::Running));
+}
+
+/// A host that rebooted (its VMs are off) and whose inventory omits one: the lookup says
+/// "defined here, stopped", positive evidence, so the VM is `lost` and restarted elsewhere once.
+#[test]
+fn a_rebooted_host_whose_inventory_omits_a_stopped_vm_marks_it_lost_after_the_lookup() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    let cfg = p.hosts[2].fo.config().clone();
+    let h = &mut p.hosts[2];
+    h.vms.get_mut(&uuid(1)).unwrap().running = false;
+    h.generation = 2;
+    h.fo = Failover::new(cfg, p.now);
+    h.hidden.insert(uuid(1));
+    p.run(60);
+    assert!(p.hosts[2].lookups.contains(&(uuid(1), Some(VmRunState::Stopped))));
+    let on = p.running_on(1);
+    assert_eq!(on.len(), 1, "it ran before the reboot: it runs again, once");
+    assert_ne!(on, vec![2]);
+}
+
+/// An administrator's stop survives a daemon restart: the new incarnation keeps the stopped
+/// entry's claim, so an older claim of a dead host does not become the highest.
+#[test]
+fn an_admin_stop_survives_a_daemon_restart() {
+    let mut p = Pool::new(3, 4096);
+    let x = restarted_elsewhere(&mut p);
+    p.hosts[x].vms.get_mut(&uuid(1)).unwrap().running = false;
+    p.run(10);
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    let cfg = p.hosts[x].fo.config().clone();
+    p.hosts[x].fo = Failover::new(cfg, p.now);
+    p.hosts[x].generation = 2;
+    p.run(40);
+    assert!(p.running_on(1).is_empty(), "{:?}", p.starts);
+    assert_eq!(p.starts.len(), 1);
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
 }

@@ -128,6 +128,9 @@ pub struct FailoverReport {
     pub plan: Option<Plan>,
     pub held: Vec<HeldVms>,
     pub own: Vec<OwnVm>,
+    /// Our VMs the driver's inventory omits: still held here, never restarted elsewhere.
+    #[serde(default)]
+    pub missing: Vec<MissingVm>,
     pub driver_error: Option<String>,
     pub blocked: Option<String>,
     pub published_vms: Option<usize>,
@@ -150,6 +153,16 @@ pub struct HeldVms {
 pub struct OwnVm {
     pub name: String,
     pub state: VmState,
+}
+
+/// One of our VMs the driver's inventory omits, since when (daemon clock, as `at_ms` of events)
+/// and for how long, and why it is still held here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingVm {
+    pub name: String,
+    pub since_ms: u64,
+    pub missing_for_ms: u64,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

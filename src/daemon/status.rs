@@ -362,6 +362,16 @@ fn vms(s: &Snapshot) -> VmsStatus {
             plan: f.plan.clone(),
             held,
             own: f.own.iter().map(|(name, state)| OwnVm { name: name.clone(), state: *state }).collect(),
+            missing: f
+                .missing
+                .iter()
+                .map(|m| MissingVm {
+                    name: m.name.clone(),
+                    since_ms: m.since_ms,
+                    missing_for_ms: s.now_ms.saturating_sub(m.since_ms),
+                    why: m.why.clone(),
+                })
+                .collect(),
             driver_error: f.driver_error.clone(),
             blocked: f.blocked.clone(),
             published_vms: f.published_vms,

@@ -182,6 +182,22 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     };
                     fo.handle_destroy(uuid, r);
                 }
+                FailoverAction::Lookup { uuid, name } => {
+                    // The inventory omitted one of our VMs: it stays ours until the driver says.
+                    let r = match driver.as_mut() {
+                        Some(d) => d.lookup(uuid).map_err(|e| e.to_string()),
+                        None => Err("the VM driver could not be opened".to_string()),
+                    };
+                    match &r {
+                        Ok(state) => {
+                            tracing::info!(vm = %name, %uuid, ?state, "VM omitted from the inventory; looked up by UUID")
+                        }
+                        Err(e) => {
+                            tracing::warn!(vm = %name, %uuid, error = %e, "VM omitted from the inventory; its lookup by UUID failed")
+                        }
+                    }
+                    fo.handle_lookup(uuid, r);
+                }
             }
             // After every action: a plan carried out in one go is visible while it runs.
             let mut st = fo.status();

@@ -1,8 +1,8 @@
 //! The exec driver: a hook command speaking JSON (docs/VMS.md, "Exec hook protocol").
 //!
 //! `HOOK inventory`, `HOOK start -- NAME` (request on stdin), `HOOK destroy -- NAME`,
-//! `HOOK protect -- NAME` (settings on stdin): a name always comes after `--`, so no name is ever
-//! taken for an option. Exit status 0 is success; otherwise the first 500 bytes of stderr are the
+//! `HOOK protect -- NAME` (settings on stdin), `HOOK lookup -- UUID`: a name always comes after
+//! `--`, so no name is ever taken for an option. Exit status 0 is success; otherwise the first 500 bytes of stderr are the
 //! message. Every call is killed after the timeout, so a hung hook never hangs the daemon.
 
 use super::{
@@ -50,6 +50,20 @@ struct VmJson {
     #[serde(default)]
     protection: ProtectionSettings,
     definition: String,
+}
+
+/// `HOOK lookup -- UUID`'s answer.
+#[derive(serde::Deserialize)]
+struct LookupJson {
+    state: LookupState,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LookupState {
+    Running,
+    Stopped,
+    Absent,
 }
 
 #[derive(serde::Serialize)]
@@ -308,6 +322,20 @@ impl VmDriver for ExecDriver {
 
     fn destroy(&mut self, name: &str) -> Result<(), DriverError> {
         self.call("destroy", Some(name), None).map(drop)
+    }
+
+    fn lookup(&mut self, uuid: uuid::Uuid) -> Result<Option<VmRunState>, DriverError> {
+        let text = uuid.to_string();
+        let out = self.call("lookup", Some(&text), None)?;
+        let parsed: LookupJson = serde_json::from_slice(&out).map_err(|e| {
+            let head = String::from_utf8_lossy(&out[..out.len().min(200)]).into_owned();
+            self.protocol("lookup", format!("{e} (output starts {head:?})"))
+        })?;
+        Ok(match parsed.state {
+            LookupState::Running => Some(VmRunState::Running),
+            LookupState::Stopped => Some(VmRunState::Stopped),
+            LookupState::Absent => None,
+        })
     }
 
     fn set_protection(&mut self, name: &str, settings: &ProtectionSettings) -> Result<(), DriverError> {

@@ -78,7 +78,7 @@ impl LibvirtDriver {
         }
     }
 
-    fn lookup(&mut self, op: &'static str, name: &str) -> Result<Domain, DriverError> {
+    fn by_name(&mut self, op: &'static str, name: &str) -> Result<Domain, DriverError> {
         let r = self.conn()?.lookup_domain_by_name(name);
         r.map_err(|e| self.error(op, name, e))
     }
@@ -188,7 +188,7 @@ impl VmDriver for LibvirtDriver {
     }
 
     fn destroy(&mut self, name: &str) -> Result<(), DriverError> {
-        let d = match self.lookup("destroy", name) {
+        let d = match self.by_name("destroy", name) {
             Ok(d) => d,
             // Not defined here: not running here either.
             Err(DriverError::NoSuchVm(_)) => return Ok(()),
@@ -208,8 +208,30 @@ impl VmDriver for LibvirtDriver {
         Ok(())
     }
 
+    fn lookup(&mut self, uuid: uuid::Uuid) -> Result<Option<VmRunState>, DriverError> {
+        let text = uuid.to_string();
+        // VIR_ERR_NO_DOMAIN on a live connection (`error` maps it to `NoSuchVm`, a dead
+        // connection to `Unreachable`) is libvirt's explicit "no domain with this UUID here".
+        let absent = |e: DriverError| match e {
+            DriverError::NoSuchVm(_) => Ok(None),
+            other => Err(other),
+        };
+        let found = self.conn()?.lookup_domain_by_uuid_string(&text);
+        let d = match found {
+            Ok(d) => d,
+            Err(e) => return absent(self.error("lookup", &text, e)),
+        };
+        // Any active state (paused, shutting down, ...) counts as running, as in `inventory`;
+        // a domain that vanished since the lookup (a transient one that stopped) is absent.
+        match d.is_active() {
+            Ok(true) => Ok(Some(VmRunState::Running)),
+            Ok(false) => Ok(Some(VmRunState::Stopped)),
+            Err(e) => absent(self.error("lookup", &text, e)),
+        }
+    }
+
     fn set_protection(&mut self, name: &str, settings: &ProtectionSettings) -> Result<(), DriverError> {
-        let d = self.lookup("protect", name)?;
+        let d = self.by_name("protect", name)?;
         let active = d.is_active().map_err(|e| self.error("protect", name, e))?;
         let persistent = d.is_persistent().map_err(|e| self.error("protect", name, e))?;
         let mut flags = 0;

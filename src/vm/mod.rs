@@ -175,6 +175,10 @@ pub trait VmDriver: Send {
     fn start(&mut self, vm: &StartRequest<'_>) -> Result<(), DriverError>;
     /// Stops the VM at once (no guest shutdown). Ok if it is not running (or not defined here).
     fn destroy(&mut self, name: &str) -> Result<(), DriverError>;
+    /// One VM by UUID, asked when an inventory omitted it: `Ok(Some(state))` defined here,
+    /// `Ok(None)` only when the hypervisor says explicitly that no VM with this UUID is defined
+    /// here (failover takes that as proof that it does not run here); anything else is an error.
+    fn lookup(&mut self, uuid: uuid::Uuid) -> Result<Option<VmRunState>, DriverError>;
     /// Stores protection settings in the VM's own definition (persistent, and live if running).
     fn set_protection(&mut self, name: &str, settings: &ProtectionSettings) -> Result<(), DriverError>;
 }

@@ -11,14 +11,24 @@
 //! (`set_extent_sequence`) and peers read it from their sweeps, as in the daemon.
 //!
 //! Invariants (checked when the ground truth changes, and every T/4 for liveness):
-//! - TWICE: no VM runs on two machines at once (across every incarnation);
+//! - TWICE: no VM runs on two machines at once (across every incarnation). In runs with
+//!   misdirected writes or intruders a double run is counted (a known gap), not failed, except
+//!   for a VM a lying driver omitted or listed twice whose holder's slot never received a
+//!   foreign record write: that one fails (the lie, not the gap, made it);
 //! - CLAIM: a failover start is issued only while the starting incarnation's durable extent
 //!   copy holds that VM as `Starting` (the claim landed before the start);
 //! - NONE: a VM of protection `none` is never started by failover;
 //! - RESTART: a protected VM that stopped runs again within `restart_bound` once its host is
 //!   proven gone to every live host (or its machine came back live and marked it `Lost`), the
 //!   pool has been fault-free for that long and every live host has room for every such VM. VMs
-//!   whose start failed, or that wait with too little capacity, are counted, not failed.
+//!   whose start failed, or that wait with too little capacity, are counted, not failed;
+//! - ADMIN: a VM an administrator stopped is never started by failover once its host's durable
+//!   extent says `stopped` with the VM's highest claim on the disk, while that host is live.
+//!
+//! Lying drivers (`Lies`, a random stream of its own: runs without lies are the runs they were):
+//! in some runs a driver's inventory omits VMs defined there (one VM for one or several
+//! consecutive polls, or every VM: a libvirtd restart, a partial list, a transient domain during
+//! migration) or lists a VM twice; and an administrator stops a running VM (`VmEv::AdminStop`).
 
 use super::*;
 use diskbeat::core::failover::{Failover, FailoverAction, FailoverConfig, SlotView};
@@ -47,6 +57,8 @@ pub(super) enum VmEv {
     CrashCoordinator,
     /// A fence attempt that waited for the VM start in flight acts (`Sim::fence_action`).
     FenceGo(usize),
+    /// An administrator stops a running VM on a live host (`virsh destroy`).
+    AdminStop,
 }
 
 struct VmSpec {
@@ -93,6 +105,25 @@ enum Busy {
     Publish { result: Result<u64, String> },
     Start { uuid: Uuid, result: Result<(), String> },
     Destroy { uuid: Uuid },
+    Lookup { uuid: Uuid, fail: Option<String> },
+}
+
+/// Drivers that lie in their inventories, and administrators who stop VMs. Its own random stream:
+/// a run whose drivers do not lie draws nothing from the others.
+struct Lies {
+    rng: Rng,
+    /// Chance that an inventory poll starts a lie (0: this run's drivers never lie).
+    p: f64,
+    /// Per machine: VMs omitted from its next n inventories.
+    omit: Vec<BTreeMap<Uuid, u32>>,
+    /// Per machine: its next n inventories list no VM at all.
+    blank: Vec<u32>,
+    /// VMs some inventory omitted or listed twice.
+    about: BTreeSet<Uuid>,
+    /// VMs an administrator stopped: (machine, when, its host's durable extent says `stopped`).
+    admin: BTreeMap<Uuid, (usize, u64, bool)>,
+    /// Slots a foreign record write reached (a misdirected write, an intruder): the known gap.
+    foreign_slots: BTreeSet<u32>,
 }
 
 struct Thread {
@@ -142,6 +173,15 @@ pub(super) struct VmStats {
     pub interlock_timeouts: u64,
     pub refused_starts: u64,
     pub skipped_publishes: u64,
+    /// Lying drivers: runs with lies, inventories that lied, VMs omitted (per inventory), VMs
+    /// listed twice; lookups by UUID (failed); administrator stops.
+    pub lying_runs: u64,
+    pub lies: u64,
+    pub omissions: u64,
+    pub duplicates: u64,
+    pub lookups: u64,
+    pub lookup_failures: u64,
+    pub admin_stops: u64,
 }
 
 impl VmStats {
@@ -172,6 +212,13 @@ impl VmStats {
         self.interlock_timeouts += o.interlock_timeouts;
         self.refused_starts += o.refused_starts;
         self.skipped_publishes += o.skipped_publishes;
+        self.lying_runs += o.lying_runs;
+        self.lies += o.lies;
+        self.omissions += o.omissions;
+        self.duplicates += o.duplicates;
+        self.lookups += o.lookups;
+        self.lookup_failures += o.lookup_failures;
+        self.admin_stops += o.admin_stops;
     }
 }
 
@@ -201,6 +248,7 @@ pub(super) struct VmWorld {
     hang_until: u64,
     coordinator_crashes_left: u32,
     max_start_us: u64,
+    lies: Lies,
     pub stats: VmStats,
 }
 
@@ -264,7 +312,31 @@ impl Sim {
             self.schedule(at, Ev::Vm(VmEv::CrashCoordinator));
         }
         self.schedule(t / 4, Ev::Vm(VmEv::Check));
-        let stats = VmStats { vms: n, tight_runs: u64::from(tight), ..VmStats::default() };
+        // Lies and administrator stops: their own stream (the runs without them are unchanged).
+        let mut lie_rng = Rng::new(self.seed ^ 0x11e5_0000_7e57_0003);
+        let lying = lie_rng.chance(0.4);
+        let p = if lying { lie_rng.pick(&[0.02, 0.05, 0.15]) } else { 0.0 };
+        if lie_rng.chance(0.3) {
+            for _ in 0..lie_rng.range(1, 2) {
+                let at = lie_rng.range(host_dead, d * 3 / 4);
+                self.schedule(at, Ev::Vm(VmEv::AdminStop));
+            }
+        }
+        let lies = Lies {
+            rng: lie_rng,
+            p,
+            omit: vec![BTreeMap::new(); machines],
+            blank: vec![0; machines],
+            about: BTreeSet::new(),
+            admin: BTreeMap::new(),
+            foreign_slots: BTreeSet::new(),
+        };
+        let stats = VmStats {
+            vms: n,
+            tight_runs: u64::from(tight),
+            lying_runs: u64::from(lying),
+            ..VmStats::default()
+        };
         self.vmw = Some(Box::new(VmWorld {
             rng,
             specs,
@@ -285,8 +357,16 @@ impl Sim {
             hang_until: 0,
             coordinator_crashes_left: if self.kind == Kind::Lun { 0 } else { 2 },
             max_start_us: t / 2,
+            lies,
             stats,
         }));
+    }
+
+    /// A record write of another host reached `slot` (misdirected, or an intruder took it).
+    pub(super) fn vms_foreign_write(&mut self, slot: u32) {
+        if let Some(w) = self.vmw.as_mut() {
+            w.lies.foreign_slots.insert(slot);
+        }
     }
 
     fn w(&mut self) -> &mut VmWorld {
@@ -403,6 +483,25 @@ impl Sim {
                         if v.state.holds() || v.state == VmState::Lost {
                             w.ever_held.insert(v.uuid);
                         }
+                        // The stop is the pool's decision once a `stopped` entry written after it
+                        // carries the VM's highest claim (a failover start in flight, retried
+                        // elsewhere with a higher claim, goes on: not the administrator's word).
+                        let top = w
+                            .extents
+                            .iter()
+                            .enumerate()
+                            .filter(|(s, _)| *s != wr.slot as usize)
+                            .filter_map(|(_, e)| e.state.as_ref())
+                            .flat_map(|st| st.vms.iter())
+                            .filter(|x| x.uuid == v.uuid)
+                            .map(|x| x.claim)
+                            .max()
+                            .unwrap_or(0);
+                        if let Some((am, at, confirmed)) = w.lies.admin.get_mut(&v.uuid) {
+                            if *am == m && *at < wr.issued && v.state == VmState::Stopped && v.claim >= top {
+                                *confirmed = true;
+                            }
+                        }
                     }
                     let e = &mut w.extents[wr.slot as usize];
                     *e = Extent {
@@ -450,6 +549,7 @@ impl Sim {
                 let w = self.w();
                 w.failed_start.remove(&uuid);
                 w.excused.remove(&uuid);
+                w.lies.admin.remove(&uuid);
                 // Known gap: a misdirected heartbeat write (or an intruder) puts another host's
                 // record in a slot; when it goes silent the slot is "proven gone" although its
                 // extent is the real holder's, whose VMs run (the extent is not bound to the
@@ -457,13 +557,21 @@ impl Sim {
                 let foreign = self.windows.iter().any(|win| win.mode == Mode::Misdirect)
                     || self.machines.iter().any(|m| m.intruder);
                 let strict_foreign = env_u64("SIM_STRICT_FOREIGN").is_some_and(|v| v != 0);
+                // A lie is no foreign write: a double run of a VM a driver lied about is the known
+                // gap only if a foreign record reached the slot of a machine it runs on.
+                let holder_foreign = others.iter().any(|&o| {
+                    self.vmw.as_ref().expect("VM run").lies.foreign_slots.contains(&self.machines[o].slot)
+                });
                 let w = self.w();
-                if !others.is_empty() && foreign && !strict_foreign {
+                let lied = w.lies.about.contains(&uuid);
+                if !others.is_empty() && foreign && !strict_foreign && (!lied || holder_foreign) {
                     w.stats.foreign_twice += 1;
                 } else if !others.is_empty() {
                     let name = self.w().specs[&uuid].name.clone();
+                    let lie = if lied { " (a driver lied about it in an inventory)" } else { "" };
                     return self.fail(format!(
-                        "TWICE: {name} ({uuid}) starts running on machine {machine} while it runs on machines {others:?}"
+                        "TWICE: {name} ({uuid}) starts running on machine {machine} while it runs on machines \
+                         {others:?}{lie}"
                     ));
                 }
                 Ok(())
@@ -509,6 +617,36 @@ impl Sim {
                         self.wake(i, self.now + 1);
                     }
                 }
+                Ok(())
+            }
+            VmEv::AdminStop => {
+                // A running VM on a machine whose daemon is live.
+                let mut candidates = Vec::new();
+                for (m, mach) in self.machines.iter().enumerate() {
+                    let live = mach.incs.last().is_some_and(|&i| {
+                        self.incs[i].alive && self.incs[i].node.phase() == Phase::Live && !mach.intruder
+                    });
+                    if !live {
+                        continue;
+                    }
+                    let w = self.vmw.as_ref().expect("VM run");
+                    for (u, running) in &w.drivers[m].vms {
+                        if *running {
+                            candidates.push((m, *u));
+                        }
+                    }
+                }
+                if candidates.is_empty() {
+                    return Ok(());
+                }
+                let now = self.now;
+                let w = self.w();
+                let (m, u) = candidates[w.lies.rng.range(0, candidates.len() as u64 - 1) as usize];
+                w.stats.admin_stops += 1;
+                w.stop_vm(m, u, now);
+                w.lies.admin.insert(u, (m, now, false));
+                let name = w.specs[&u].name.clone();
+                self.note(|| format!("the administrator stops {name} on machine {m}"));
                 Ok(())
             }
             VmEv::CrashCoordinator => {
@@ -668,6 +806,13 @@ impl Sim {
                 let lat = self.w().rng.range(1_000, 50_000);
                 self.vm_begin(i, Busy::Destroy { uuid }, lat);
             }
+            FailoverAction::Lookup { uuid, .. } => {
+                // Truthful (the lies are in inventories), but it may fail. Its own stream.
+                let l = &mut self.w().lies;
+                let fail = l.rng.chance(0.1).then(|| "libvirtd not answering".to_string());
+                let lat = l.rng.range(200, 5_000);
+                self.vm_begin(i, Busy::Lookup { uuid, fail }, lat);
+            }
         }
         Ok(())
     }
@@ -703,8 +848,25 @@ impl Sim {
             Busy::Inventory { fail } => {
                 let inv = match fail {
                     Some(e) => Err(e),
-                    None => Ok(self.w().inventory(m)),
+                    None => Ok(self.w().polled_inventory(m)),
                 };
+                if let (Ok(inv), true) = (&inv, self.trace > 0) {
+                    let w = self.vmw.as_ref().expect("VM run");
+                    let listed: Vec<Uuid> = inv.vms.iter().map(|v| v.uuid).collect();
+                    let omitted: Vec<&str> = w.drivers[m]
+                        .vms
+                        .keys()
+                        .filter(|u| !listed.contains(u))
+                        .map(|u| w.specs[u].name.as_str())
+                        .collect();
+                    let twice = listed.len() != listed.iter().collect::<BTreeSet<_>>().len();
+                    if !omitted.is_empty() || twice {
+                        let note = format!(
+                            "machine {m}'s driver LIES: omits {omitted:?}, lists a VM twice: {twice}"
+                        );
+                        self.note(|| note);
+                    }
+                }
                 self.w().threads[i].as_mut().expect("thread").fo.handle_inventory(local, inv);
             }
             Busy::Read { slot: s, asked, fail } => {
@@ -747,6 +909,27 @@ impl Sim {
                     }
                 }
                 w.threads[i].as_mut().expect("thread").fo.handle_destroy(uuid, Ok(()));
+            }
+            Busy::Lookup { uuid, fail } => {
+                let w = self.w();
+                w.stats.lookups += 1;
+                let r = match fail {
+                    Some(e) => {
+                        w.stats.lookup_failures += 1;
+                        Err(e)
+                    }
+                    None => Ok(w.drivers[m].vms.get(&uuid).map(|&running| {
+                        if running {
+                            VmRunState::Running
+                        } else {
+                            VmRunState::Stopped
+                        }
+                    })),
+                };
+                if self.trace > 0 {
+                    self.note(|| format!("inc {i} looks up {uuid}: {r:?}"));
+                }
+                self.w().threads[i].as_mut().expect("thread").fo.handle_lookup(uuid, r);
             }
         }
         self.vm_poll(i)
@@ -829,6 +1012,21 @@ impl Sim {
         if spec.protection == Protection::None {
             return self.fail(format!("NONE: inc {i} starts {} (protection none) by failover", spec.name));
         }
+        if let Some(&(m, at, true)) = w.lies.admin.get(&uuid) {
+            let live = self.machines[m]
+                .incs
+                .last()
+                .is_some_and(|&j| self.incs[j].alive && self.incs[j].node.phase() == Phase::Live);
+            if live {
+                let name = spec.name.clone();
+                return self.fail(format!(
+                    "ADMIN: inc {i} starts {name} ({uuid}), stopped by the administrator on machine {m} at {at} \
+                     (its durable extent says stopped, its daemon is live)"
+                ));
+            }
+        }
+        let w = self.vmw.as_ref().expect("VM run");
+        let spec = &w.specs[&uuid];
         let e = &w.extents[slot];
         let claimed = e.writer == Some(i)
             && e.state
@@ -881,7 +1079,7 @@ impl Sim {
         let down: Vec<(Uuid, u64, usize)> = w
             .down
             .iter()
-            .filter(|(u, _)| w.specs[u].protection == Protection::Protect)
+            .filter(|(u, _)| w.specs[u].protection == Protection::Protect && !w.lies.admin.contains_key(u))
             .map(|(u, (at, m))| (*u, *at, *m))
             .collect();
         let need: u64 = down.iter().map(|(u, _, _)| w.specs[u].memory_mib).sum();
@@ -994,6 +1192,57 @@ impl Sim {
 }
 
 impl VmWorld {
+    /// Machine `m`'s inventory as its (maybe lying) driver reports it.
+    fn polled_inventory(&mut self, m: usize) -> Inventory {
+        let mut inv = self.inventory(m);
+        let l = &mut self.lies;
+        if l.p == 0.0 {
+            return inv;
+        }
+        while l.omit.len() <= m {
+            l.omit.push(BTreeMap::new());
+            l.blank.push(0);
+        }
+        let mut twice = false;
+        if !inv.vms.is_empty() && l.rng.chance(l.p) {
+            match l.rng.range(0, 9) {
+                0..=5 => {
+                    let u = inv.vms[l.rng.range(0, inv.vms.len() as u64 - 1) as usize].uuid;
+                    let polls = l.rng.range(1, 10) as u32;
+                    l.omit[m].insert(u, polls);
+                }
+                6..=8 => l.blank[m] = l.rng.range(1, 6) as u32,
+                _ => twice = true,
+            }
+        }
+        let before = inv.vms.len();
+        if l.blank[m] > 0 {
+            l.blank[m] -= 1;
+            l.about.extend(inv.vms.iter().map(|v| v.uuid));
+            inv.vms.clear();
+        } else {
+            let omit = &mut l.omit[m];
+            inv.vms.retain(|v| !omit.contains_key(&v.uuid));
+            for (u, n) in omit.iter_mut() {
+                l.about.insert(*u);
+                *n -= 1;
+            }
+            omit.retain(|_, n| *n > 0);
+        }
+        let omitted = (before - inv.vms.len()) as u64;
+        if twice && !inv.vms.is_empty() {
+            let v = inv.vms[l.rng.range(0, inv.vms.len() as u64 - 1) as usize].clone();
+            l.about.insert(v.uuid);
+            inv.vms.push(v);
+            self.stats.duplicates += 1;
+        }
+        self.stats.omissions += omitted;
+        if omitted > 0 || twice {
+            self.stats.lies += 1;
+        }
+        inv
+    }
+
     fn stop_vm(&mut self, m: usize, u: Uuid, now: u64) {
         self.drivers[m].vms.insert(u, false);
         let set = self.running.entry(u).or_default();
