@@ -625,10 +625,14 @@ impl Disk {
     /// (skipped for an empty payload); (2) only after it completed, write the target's header
     /// block. Writes are O_DSYNC (the engine's), so "completed" means durable. Any failure stops
     /// before the next step; the other copy is never written, so readers keep seeing it.
+    ///
+    /// `host_uuid` and `generation` name the writer: the incarnation whose record the slot holds
+    /// (format 1.6; readers take the payload as that record's only if the two match).
     pub fn write_extent(
         &mut self,
         slot: u32,
         kind: u16,
+        host_uuid: uuid::Uuid,
         generation: u64,
         payload: &[u8],
         timeout: Duration,
@@ -683,6 +687,7 @@ impl Disk {
         let header = Extent {
             kind,
             generation,
+            host_uuid,
             sequence,
             payload_len: payload.len() as u64,
             payload_crc32c: crate::format::checksum(payload),

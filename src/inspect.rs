@@ -60,6 +60,14 @@ pub struct ExtentReport {
     pub reason: Option<String>,
     pub sequence: Option<u64>,
     pub generation: Option<u64>,
+    /// The writer's host uuid the header names (format 1.6; nil in mkfs's headers); null for a
+    /// header of minor 5 or older, which names none.
+    pub host_uuid: Option<String>,
+    /// Whether the header names the incarnation the slot's record names (its host uuid and
+    /// generation; the generation alone for a header of minor 5 or older): failover takes the
+    /// payload as that host's state only then (docs/FAILOVER.md, "Whose extent"). Null without a
+    /// valid record or header.
+    pub record_incarnation: Option<bool>,
     pub kind: Option<u16>,
     /// empty, host_info, or null for a kind this version does not define.
     pub kind_name: Option<&'static str>,
@@ -81,6 +89,21 @@ pub struct ExtentReport {
     pub other_copy: Option<&'static str>,
 }
 
+impl ExtentReport {
+    /// Sets `record_incarnation` against the slot's record (its host uuid and generation).
+    pub fn compare_with_record(&mut self, record: &SlotReport) {
+        let (Some(generation), Some(record_generation)) = (self.generation, record.generation) else {
+            return;
+        };
+        let same_host = match (&self.host_uuid, &record.host_uuid) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a == b,
+            (Some(_), None) => false,
+        };
+        self.record_incarnation = Some(same_host && generation == record_generation);
+    }
+}
+
 /// Reads `slot`'s extent header and, with `with_payload`, its payload (tools only: allocates).
 pub fn extent_report(disk: &mut Disk, slot: u32, timeout: Duration, with_payload: bool) -> ExtentReport {
     use crate::disk::{CopyView, ExtentRead, EXTENT_PAYLOAD_IO_MAX};
@@ -90,6 +113,8 @@ pub fn extent_report(disk: &mut Disk, slot: u32, timeout: Duration, with_payload
         reason: None,
         sequence: None,
         generation: None,
+        host_uuid: None,
+        record_incarnation: None,
         kind: None,
         kind_name: None,
         payload_len: None,
@@ -102,6 +127,7 @@ pub fn extent_report(disk: &mut Disk, slot: u32, timeout: Duration, with_payload
     let fill = |r: &mut ExtentReport, h: &Extent| {
         r.sequence = Some(h.sequence);
         r.generation = Some(h.generation);
+        r.host_uuid = h.writer_uuid().map(|u| u.to_string());
         r.kind = Some(h.kind);
         r.kind_name = kind::name(h.kind);
         r.payload_len = Some(h.payload_len);

@@ -12,6 +12,8 @@ use diskbeat::io::{Access, EngineKind};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(5);
+/// The writer's host uuid in the headers these tests write (format 1.6).
+const HOST: uuid::Uuid = uuid::Uuid::from_u128(0xfeed);
 
 fn formatted(sector: u32, slots: u32) -> LoopDev {
     common::formatted(sector, slots, "ext")
@@ -66,7 +68,7 @@ fn write_then_read_back_on_both_engines_and_sector_sizes() {
         }
         let mut payload = [0u8; 64];
         let n = host_info_payload(&mut payload);
-        let seq = disk.write_extent(3, kind::HOST_INFO, 7, &payload[..n], T).unwrap();
+        let seq = disk.write_extent(3, kind::HOST_INFO, HOST, 7, &payload[..n], T).unwrap();
         assert_eq!(seq, 1, "sector {sector} {engine:?}");
         let h = match disk.read_extent(3, &mut out, T).unwrap() {
             ExtentRead::Payload(h) => h,
@@ -84,10 +86,10 @@ fn write_then_read_back_on_both_engines_and_sector_sizes() {
 
         // A payload of exactly the largest size this build moves, then a non-block-multiple one.
         let big: Vec<u8> = (0..EXTENT_PAYLOAD_IO_MAX).map(|i| (i * 7 + 3) as u8).collect();
-        assert_eq!(disk.write_extent(3, kind::HOST_INFO, 7, &big, T).unwrap(), 2);
+        assert_eq!(disk.write_extent(3, kind::HOST_INFO, HOST, 7, &big, T).unwrap(), 2);
         assert!(matches!(disk.read_extent(3, &mut out, T).unwrap(), ExtentRead::Payload(_)));
         assert_eq!(out, big);
-        assert_eq!(disk.write_extent(3, kind::HOST_INFO, 7, &big[..5000], T).unwrap(), 3);
+        assert_eq!(disk.write_extent(3, kind::HOST_INFO, HOST, 7, &big[..5000], T).unwrap(), 3);
         match disk.read_extent(3, &mut out, T).unwrap() {
             ExtentRead::Payload(h) => assert_eq!(h.payload_len, 5000),
             other => panic!("{other:?}"),
@@ -108,7 +110,7 @@ fn sequence_increments_by_one_per_write_and_survives_reopen() {
         let payload = [want as u8; 10];
         // Empty payloads (kind 0) bump the sequence too.
         let (k, p): (u16, &[u8]) = if want == 3 { (kind::EMPTY, &[]) } else { (kind::HOST_INFO, &payload) };
-        assert_eq!(disk.write_extent(1, k, 2, p, T).unwrap(), want);
+        assert_eq!(disk.write_extent(1, k, HOST, 2, p, T).unwrap(), want);
         match disk.read_extent(1, &mut out, T).unwrap() {
             ExtentRead::Payload(h) => {
                 assert_eq!((h.sequence, h.kind, h.payload_len), (want, k, p.len() as u64));
@@ -119,9 +121,9 @@ fn sequence_increments_by_one_per_write_and_survives_reopen() {
     }
     drop(disk);
     let mut disk = Disk::open(lo.path(), Access::ReadWrite, EngineKind::Auto, Some(1)).unwrap();
-    assert_eq!(disk.write_extent(1, kind::HOST_INFO, 3, b"x", T).unwrap(), 6, "sequence kept on disk");
+    assert_eq!(disk.write_extent(1, kind::HOST_INFO, HOST, 3, b"x", T).unwrap(), 6, "sequence kept on disk");
     // Other slots' sequences are their own.
-    assert_eq!(disk.write_extent(2, kind::HOST_INFO, 1, b"y", T).unwrap(), 1);
+    assert_eq!(disk.write_extent(2, kind::HOST_INFO, HOST, 1, b"y", T).unwrap(), 1);
 }
 
 #[test]
@@ -133,7 +135,7 @@ fn torn_or_corrupted_payload_is_never_data() {
     let mut disk = Disk::open(lo.path(), Access::ReadWrite, EngineKind::Auto, None).unwrap();
     let mut payload = [0u8; 64];
     let n = host_info_payload(&mut payload);
-    assert_eq!(disk.write_extent(3, kind::HOST_INFO, 1, &payload[..n], T).unwrap(), 1);
+    assert_eq!(disk.write_extent(3, kind::HOST_INFO, HOST, 1, &payload[..n], T).unwrap(), 1);
     // Sequence 1 went to copy B (mkfs's copies tie at 0: A counts as newest). Copy A still holds
     // mkfs's empty header, whose (empty) payload cannot tear: make it torn too, so that this test
     // sees what a single copy would (the two-copy fallback has its own tests below).
@@ -175,7 +177,7 @@ fn torn_or_corrupted_payload_is_never_data() {
     // The next complete write heals it (copy A's header back first: a writer refuses to guess a
     // sequence past a corrupt header).
     write_direct(lo.path(), copy_at(&disk, 3, ExtentCopy::A), &a_header);
-    assert_eq!(disk.write_extent(3, kind::HOST_INFO, 1, &payload[..n], T).unwrap(), 2);
+    assert_eq!(disk.write_extent(3, kind::HOST_INFO, HOST, 1, &payload[..n], T).unwrap(), 2);
     assert!(matches!(disk.read_extent(3, &mut out, T).unwrap(), ExtentRead::Payload(h) if h.sequence == 2));
 }
 
@@ -190,16 +192,16 @@ fn writing_slot_3_leaves_every_other_byte_identical() {
     let ext = l.extent_offset(3)..l.extent_offset(3) + l.extent_size;
     // Give the neighbours' extents non-trivial content first.
     for s in [2, 4] {
-        disk.write_extent(s, kind::HOST_INFO, 1, &[s as u8; 9000], T).unwrap();
+        disk.write_extent(s, kind::HOST_INFO, HOST, 1, &[s as u8; 9000], T).unwrap();
     }
     let before = hash_except(&lo, ext.clone());
     let ext_before = read_direct(lo.path(), ext.start, Some(l.extent_size as usize));
     let mut payload = [0u8; 64];
     let n = host_info_payload(&mut payload);
     for _ in 0..3 {
-        disk.write_extent(3, kind::HOST_INFO, 4, &payload[..n], T).unwrap();
+        disk.write_extent(3, kind::HOST_INFO, HOST, 4, &payload[..n], T).unwrap();
     }
-    disk.write_extent(3, kind::HOST_INFO, 4, &[0xA5; 6000], T).unwrap();
+    disk.write_extent(3, kind::HOST_INFO, HOST, 4, &[0xA5; 6000], T).unwrap();
     assert_eq!(hash_except(&lo, ext.clone()), before, "bytes outside slot 3's extent changed");
     // Inside the extent: sequences 1 and 3 went to copy B (header + 1 payload block), 2 and 4 to
     // copy A (header + 2 payload blocks for the last one); nothing else.
@@ -225,7 +227,7 @@ fn corrupt_header_refuses_the_write_and_writes_nothing() {
     block[100] ^= 1;
     write_direct(lo.path(), at, &block);
     let before = lo.hash();
-    let err = disk.write_extent(2, kind::HOST_INFO, 1, b"abc", T).unwrap_err();
+    let err = disk.write_extent(2, kind::HOST_INFO, HOST, 1, b"abc", T).unwrap_err();
     assert!(matches!(err, DiskError::ExtentHeader { slot: 2, reason: Corruption::BadChecksum }), "{err:?}");
     assert_eq!(lo.hash(), before, "a refused write writes nothing");
     let mut out = [0u8; 16];
@@ -237,7 +239,7 @@ fn corrupt_header_refuses_the_write_and_writes_nothing() {
     tear_header(&lo, copy_at(&disk, 2, ExtentCopy::B), &disk);
     let before = lo.hash();
     assert!(matches!(
-        disk.write_extent(2, kind::HOST_INFO, 1, b"abc", T),
+        disk.write_extent(2, kind::HOST_INFO, HOST, 1, b"abc", T),
         Err(DiskError::ExtentHeader { .. })
     ));
     assert_eq!(lo.hash(), before);
@@ -256,21 +258,24 @@ fn limits_and_refusals() {
     let before = lo.hash();
     let too_big = vec![1u8; EXTENT_PAYLOAD_IO_MAX + 1];
     assert!(matches!(
-        disk.write_extent(1, kind::HOST_INFO, 1, &too_big, T),
+        disk.write_extent(1, kind::HOST_INFO, HOST, 1, &too_big, T),
         Err(DiskError::PayloadTooLarge { len, max: EXTENT_PAYLOAD_IO_MAX }) if len == too_big.len()
     ));
-    assert!(matches!(disk.write_extent(1, 3, 1, b"x", T), Err(DiskError::UnknownKind(3))));
-    assert!(matches!(disk.write_extent(4, kind::HOST_INFO, 1, b"x", T), Err(DiskError::NoSuchSlot { .. })));
+    assert!(matches!(disk.write_extent(1, 3, HOST, 1, b"x", T), Err(DiskError::UnknownKind(3))));
+    assert!(matches!(
+        disk.write_extent(4, kind::HOST_INFO, HOST, 1, b"x", T),
+        Err(DiskError::NoSuchSlot { .. })
+    ));
     assert_eq!(lo.hash(), before, "refusals write nothing");
     // A payload larger than the caller's buffer is not read.
-    disk.write_extent(1, kind::HOST_INFO, 1, &[7u8; 100], T).unwrap();
+    disk.write_extent(1, kind::HOST_INFO, HOST, 1, &[7u8; 100], T).unwrap();
     let mut small = [0u8; 99];
     assert!(
         matches!(disk.read_extent(1, &mut small, T).unwrap(), ExtentRead::TooLarge(h) if h.payload_len == 100)
     );
     // A read-only disk cannot write.
     let mut ro = Disk::open(lo.path(), Access::ReadOnly, EngineKind::Auto, None).unwrap();
-    assert!(ro.write_extent(1, kind::HOST_INFO, 1, b"x", T).is_err());
+    assert!(ro.write_extent(1, kind::HOST_INFO, HOST, 1, b"x", T).is_err());
     let _ = Extent::empty(disk.superblock().cluster_uuid, 0);
 }
 
@@ -287,7 +292,7 @@ fn extent_io_leaves_the_last_sweep_intact() {
     assert!(disk.sweep(T).unwrap().complete());
     let slots: Vec<Vec<u8>> = (0..8).map(|s| disk.slot_bytes(s).unwrap().to_vec()).collect();
     let mailbox = disk.mailbox_bytes().unwrap().to_vec();
-    disk.write_extent(0, kind::HOST_INFO, 1, &[3u8; 5000], T).unwrap();
+    disk.write_extent(0, kind::HOST_INFO, HOST, 1, &[3u8; 5000], T).unwrap();
     let mut out = [0u8; 5000];
     assert!(matches!(disk.read_extent(0, &mut out, T).unwrap(), ExtentRead::Payload(_)));
     for (s, want) in slots.iter().enumerate() {
@@ -308,8 +313,8 @@ fn inspect_shows_extent_and_record_extent_sequence() {
     let mut disk = Disk::open(lo.path(), Access::ReadWrite, EngineKind::Auto, None).unwrap();
     let mut payload = [0u8; 64];
     let n = host_info_payload(&mut payload);
-    disk.write_extent(3, kind::HOST_INFO, 7, &payload[..n], T).unwrap();
-    let seq = disk.write_extent(3, kind::HOST_INFO, 7, &payload[..n], T).unwrap();
+    disk.write_extent(3, kind::HOST_INFO, HOST, 7, &payload[..n], T).unwrap();
+    let seq = disk.write_extent(3, kind::HOST_INFO, HOST, 7, &payload[..n], T).unwrap();
     let mut r = Record::free(disk.superblock().cluster_uuid, 3);
     r.state = State::Live;
     r.host_uuid = uuid::Uuid::from_u128(0xfeed);
@@ -336,6 +341,12 @@ fn inspect_shows_extent_and_record_extent_sequence() {
     }
     assert_eq!(rows[3]["extent"]["kind_name"], "host_info");
     assert_eq!(rows[0]["extent"]["kind_name"], "empty");
+    // The writer the header names (format 1.6) is the record's incarnation.
+    assert_eq!(rows[3]["extent"]["host_uuid"], HOST.to_string());
+    assert_eq!(
+        (&rows[3]["extent"]["generation"], &rows[3]["extent"]["record_incarnation"]),
+        (&7.into(), &true.into())
+    );
 
     let v = stdout_json(&run(&["inspect", lo.s(), "--slot", "3", "--sample", "0", "--json"]));
     let e = &v["slots"][0]["extent"];
@@ -348,6 +359,17 @@ fn inspect_shows_extent_and_record_extent_sequence() {
     assert!(text.contains("2 (record)"), "{text}");
     assert!(text.contains(&format!("sequence 2, host_info (kind 1), {n}-byte payload ok")), "{text}");
     assert!(text.contains("192.0.2.10:7400, [2001:db8::1]:7401"), "{text}");
+    assert!(text.contains(&format!("; writer {HOST} generation 7\n")), "{text}");
+    // Another host's record in the slot: the extent is not its incarnation's.
+    let mut other = r;
+    (other.host_uuid, other.sequence) = (uuid::Uuid::from_u128(0xbeef), 2);
+    assert!(disk.write_record(&other, T).unwrap().is_done());
+    let v2 = stdout_json(&run(&["inspect", lo.s(), "--slot", "3", "--sample", "0", "--json"]));
+    assert_eq!(v2["slots"][0]["extent"]["record_incarnation"], false);
+    let out = run(&["inspect", lo.s(), "--slot", "3", "--sample", "0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("; writer {HOST} generation 7, not the record's incarnation")), "{text}");
+    assert!(disk.write_record(&r, T).unwrap().is_done());
 
     assert_eq!(v["slots"][0]["extent"]["copy"], "a", "sequence 2 is in copy A");
     assert_eq!(v["slots"][0]["extent"]["other_copy"], "older");
@@ -407,7 +429,7 @@ fn double_buffer_alternation() {
         for seq in 1..=6u64 {
             let payload: Vec<u8> = (0..1000 * seq as usize).map(|i| (i as u64 * seq) as u8).collect();
             let kept = copy_hash(&lo, &disk, 1, newest);
-            assert_eq!(disk.write_extent(1, kind::HOST_INFO, 9, &payload, T).unwrap(), seq);
+            assert_eq!(disk.write_extent(1, kind::HOST_INFO, HOST, 9, &payload, T).unwrap(), seq);
             assert_eq!(copy_hash(&lo, &disk, 1, newest), kept, "write {seq} touched the newest copy");
             let target = newest.other();
             assert_eq!(header_at(&lo, &disk, 1, target).sequence, seq, "sector {sector} {engine:?}");
@@ -439,13 +461,13 @@ fn crash_between_payload_and_header_keeps_the_previous_copy() {
         let mut out = vec![0u8; EXTENT_PAYLOAD_IO_MAX];
         let p1 = vec![0x11u8; 5000];
         let p2 = vec![0x22u8; 7000];
-        assert_eq!(disk.write_extent(2, kind::HOST_INFO, 1, &p1, T).unwrap(), 1); // copy B
-        assert_eq!(disk.write_extent(2, kind::HOST_INFO, 1, &p2, T).unwrap(), 2); // copy A
-                                                                                  // Write 3 "crashes" after its payload: copy B's header block is what it was before.
+        assert_eq!(disk.write_extent(2, kind::HOST_INFO, HOST, 1, &p1, T).unwrap(), 1); // copy B
+        assert_eq!(disk.write_extent(2, kind::HOST_INFO, HOST, 1, &p2, T).unwrap(), 2); // copy A
+                                                                                        // Write 3 "crashes" after its payload: copy B's header block is what it was before.
         let b_at = copy_at(&disk, 2, ExtentCopy::B);
         let b_header_before = read_direct(lo.path(), b_at, Some(4096));
         let p3 = vec![0x33u8; 6000];
-        assert_eq!(disk.write_extent(2, kind::HOST_INFO, 1, &p3, T).unwrap(), 3);
+        assert_eq!(disk.write_extent(2, kind::HOST_INFO, HOST, 1, &p3, T).unwrap(), 3);
         write_direct(lo.path(), b_at, &b_header_before);
         let c = disk.read_extent_copies(2, &mut out, T).unwrap();
         assert_eq!(c.copy, Some(ExtentCopy::A), "sector {sector}: {c:?}");
@@ -455,7 +477,7 @@ fn crash_between_payload_and_header_keeps_the_previous_copy() {
         // Readers never take the half-written copy even if asked for it first: its old header
         // (sequence 1) no longer matches its payload.
         // The next write continues the sequence and heals copy B.
-        assert_eq!(disk.write_extent(2, kind::HOST_INFO, 1, &p3, T).unwrap(), 3);
+        assert_eq!(disk.write_extent(2, kind::HOST_INFO, HOST, 1, &p3, T).unwrap(), 3);
         let c = disk.read_extent_copies(2, &mut out, T).unwrap();
         assert_eq!(c.copy, Some(ExtentCopy::B));
         assert!(matches!(c.read, ExtentRead::Payload(h) if h.sequence == 3));
@@ -474,7 +496,7 @@ fn crash_between_payload_and_header_keeps_the_previous_copy() {
         assert_eq!(&out[..p2.len()], &p2[..]);
         // The writer now rewrites the torn copy (B) and keeps A, the last complete one.
         let a_before = copy_hash(&lo, &disk, 2, ExtentCopy::A);
-        assert_eq!(disk.write_extent(2, kind::HOST_INFO, 1, &p1, T).unwrap(), 4);
+        assert_eq!(disk.write_extent(2, kind::HOST_INFO, HOST, 1, &p1, T).unwrap(), 4);
         assert_eq!(copy_hash(&lo, &disk, 2, ExtentCopy::A), a_before);
         assert_eq!(header_at(&lo, &disk, 2, ExtentCopy::B).sequence, 4);
 
@@ -530,14 +552,18 @@ fn host_state_round_trip_through_the_disk() {
     let mut payload = Vec::new();
     state.encode(&mut payload).unwrap();
     assert_eq!(payload.len(), 939_272);
-    let seq = disk.write_extent(0, kind::HOST_STATE, 3, &payload, T).unwrap();
+    let seq = disk.write_extent(0, kind::HOST_STATE, HOST, 3, &payload, T).unwrap();
     let mut other = Disk::open(lo.path(), Access::ReadOnly, EngineKind::Auto, None).unwrap();
     let mut out = vec![0u8; EXTENT_PAYLOAD_IO_MAX];
     let h = match other.read_extent(0, &mut out, T).unwrap() {
         ExtentRead::Payload(h) => h,
         x => panic!("{x:?}"),
     };
-    assert_eq!((h.kind, h.sequence, h.payload_len, h.version_minor), (kind::HOST_STATE, seq, 939_272, 5));
+    assert_eq!(
+        (h.kind, h.sequence, h.payload_len, h.version_minor),
+        (kind::HOST_STATE, seq, 939_272, diskbeat::format::VERSION_MINOR)
+    );
+    assert_eq!((h.host_uuid, h.generation), (HOST, 3), "the writer it names");
     assert_eq!(Payload::decode(&h, &out[..h.payload_len as usize]), Ok(Payload::HostState(state)));
 
     let v = stdout_json(&run(&["inspect", lo.s(), "--slot", "0", "--sample", "0", "--json"]));
@@ -573,7 +599,7 @@ fn single_copy_device_of_minor_4() {
     let second_half = read_direct(lo.path(), half, Some(1 << 20));
     let mut out = vec![0u8; EXTENT_PAYLOAD_IO_MAX];
     for seq in 1..=3u64 {
-        assert_eq!(disk.write_extent(1, kind::HOST_INFO, 1, &[seq as u8; 3000], T).unwrap(), seq);
+        assert_eq!(disk.write_extent(1, kind::HOST_INFO, HOST, 1, &[seq as u8; 3000], T).unwrap(), seq);
         let c = disk.read_extent_copies(1, &mut out, T).unwrap();
         assert_eq!((c.copy, c.b), (Some(ExtentCopy::A), CopyView::Absent));
         assert!(matches!(c.read, ExtentRead::Payload(h) if h.sequence == seq));

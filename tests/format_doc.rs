@@ -33,7 +33,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 #[test]
 fn constants_and_sizes() {
-    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 5));
+    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 6));
     assert_eq!(STRUCT_SIZE, 512);
     assert_eq!(ALIGN, 4096);
     assert_eq!(MAX_SLOTS, 2048);
@@ -154,9 +154,10 @@ fn field_offsets() {
             offset_of!(ExtentRaw, sequence),
             offset_of!(ExtentRaw, payload_len),
             offset_of!(ExtentRaw, payload_crc32c),
+            offset_of!(ExtentRaw, host_uuid),
             offset_of!(ExtentRaw, reserved),
         ],
-        [32, 36, 38, 40, 48, 56, 64, 68]
+        [32, 36, 38, 40, 48, 56, 64, 68, 84]
     );
 }
 
@@ -164,7 +165,7 @@ fn check_header(b: &[u8], magic: &[u8; 8], cluster: uuid::Uuid) {
     assert_eq!(u32_at(b, 0), checksum(&b[4..512]), "crc covers bytes 4..512");
     assert_eq!(&b[4..12], magic);
     assert_eq!(u16_at(b, 12), 1);
-    assert_eq!(u16_at(b, 14), 5, "every structure is written with minor 5 since format 1.5");
+    assert_eq!(u16_at(b, 14), 6, "every structure is written with minor 6 since format 1.6");
     // UUIDs are stored in RFC 9562 byte order, not little-endian.
     assert_eq!(&b[16..32], cluster.as_bytes());
     assert_eq!(b[16], 0x01);
@@ -244,15 +245,16 @@ fn free_record_test_vector() {
     let mut b = [0u8; 512];
     Record::free(cluster, 5).encode(&mut b);
     let head: [u8; 36] = [
-        0x19, 0xea, 0xf6, 0xa6, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x05, 0x00, 0x01,
+        0x52, 0xb1, 0xd2, 0x7f, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x06, 0x00, 0x01,
         0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x05, 0x00,
         0x00, 0x00,
     ];
     assert_eq!(&b[..36], &head);
     assert!(b[36..].iter().all(|&x| x == 0));
-    // Format 1.5 changed the vector (version_minor 5 at byte 14); it was 0xEE15_2320 in 1.4,
-    // 0x1152_2A7E in 1.3, 0x59B1_E347 in 1.2, 0x8095_B80C in 1.1 and 0xC876_7135 in 1.0.
-    assert_eq!(u32_at(&b, 0), 0xA6F6_EA19);
+    // Format 1.6 changed the vector (version_minor 6 at byte 14); it was 0xA6F6_EA19 in 1.5,
+    // 0xEE15_2320 in 1.4, 0x1152_2A7E in 1.3, 0x59B1_E347 in 1.2, 0x8095_B80C in 1.1 and
+    // 0xC876_7135 in 1.0.
+    assert_eq!(u32_at(&b, 0), 0x7FD2_B152);
 }
 
 #[test]
@@ -274,7 +276,7 @@ fn validation_order_and_reasons() {
     let mut b = good;
     b[12] = 2;
     reseal(&mut b);
-    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 5 }));
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 6 }));
     assert_eq!(Record::decode(&good, &uuid::Uuid::nil(), 5), Err(Corruption::WrongCluster));
     assert_eq!(Record::decode(&good, &cluster, 6), Err(Corruption::WrongSlot { expected: 6, found: 5 }));
     let mut b = good;
@@ -285,8 +287,8 @@ fn validation_order_and_reasons() {
     b[500] = 1;
     reseal(&mut b);
     assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
-    // Same bytes with a newer minor (6; this build knows 1.5): reserved bytes are ignored.
-    b[14] = 6;
+    // Same bytes with a newer minor (7; this build knows 1.6): reserved bytes are ignored.
+    b[14] = 7;
     reseal(&mut b);
     assert!(Record::decode(&b, &cluster, 5).is_ok());
     // extent_sequence (416..424) is reserved in a 1.1 record, a field in a 1.2 record.
@@ -376,6 +378,7 @@ fn mailbox_and_extent_bytes() {
     let mut e = Extent::empty(cluster, 9);
     e.kind = kind::HOST_INFO;
     e.generation = 11;
+    e.host_uuid = uuid::Uuid::from_u128(0xfeed);
     e.sequence = 12;
     e.payload_len = 13;
     e.payload_crc32c = 0xCAFE_F00D;
@@ -384,8 +387,17 @@ fn mailbox_and_extent_bytes() {
     assert_eq!((u32_at(&b, 32), u16_at(&b, 36), u16_at(&b, 38)), (9, 1, 0));
     assert_eq!((u64_at(&b, 40), u64_at(&b, 48), u64_at(&b, 56)), (11, 12, 13));
     assert_eq!(u32_at(&b, 64), 0xCAFE_F00D);
-    assert!(b[68..].iter().all(|&x| x == 0));
+    assert_eq!(&b[68..84], uuid::Uuid::from_u128(0xfeed).as_bytes(), "host_uuid (1.6), RFC 9562 order");
+    assert!(b[84..].iter().all(|&x| x == 0));
     assert_eq!(Extent::decode(&b, &cluster, 9, 8192), Ok(e));
+    assert_eq!(e.writer_uuid(), Some(uuid::Uuid::from_u128(0xfeed)));
+    // The same bytes in a header of minor 5: bytes 68..84 are reserved there.
+    let mut old = b;
+    old[14] = 5;
+    let c = checksum(&old[4..512]);
+    old[..4].copy_from_slice(&c.to_le_bytes());
+    assert_eq!(Extent::decode(&old, &cluster, 9, 8192), Err(Corruption::ReservedNotZero));
+    assert!(DOC.contains("Zero (reserved) in a header of minor ≤ 5 |"), "§7 host_uuid row");
     e.payload_len = 8192 - 4096 + 1;
     e.encode(&mut b);
     assert_eq!(Extent::decode(&b, &cluster, 9, 8192), Err(Corruption::BadField("payload_len")));
@@ -655,9 +667,14 @@ fn doc_extent_header_table() {
         ("sequence", offset_of!(ExtentRaw, sequence)),
         ("payload_len", offset_of!(ExtentRaw, payload_len)),
         ("payload_crc32c", offset_of!(ExtentRaw, payload_crc32c)),
+        ("host_uuid", offset_of!(ExtentRaw, host_uuid)),
         ("reserved", offset_of!(ExtentRaw, reserved)),
     ];
     assert_eq!(doc_fields("Extent header, magic"), fields(&want));
+    let rows = doc_table("Extent header, magic");
+    let host = rows.iter().find(|r| r[3] == "host_uuid").expect("host_uuid row");
+    assert!(host[4].starts_with("1.6: "), "{host:?}");
+    assert_eq!(diskbeat::format::extent::HOST_UUID_SINCE_MINOR, 6);
 }
 
 /// The §7 "Payload kinds" table is exactly `kind::*` / `kind_defined`: names, codes, the minor

@@ -234,6 +234,20 @@ proptest! {
         }
     }
 
+    /// Every header field round-trips, the writer's host uuid (1.6) included.
+    #[test]
+    fn extent_header_round_trip(cluster in any::<u128>(), slot in 0u32..2048, host in any::<u128>(),
+                                generation in any::<u64>(), sequence in any::<u64>(), len in 0u64..=4096,
+                                crc in any::<u32>(), k in 0u16..3) {
+        let e = Extent { kind: k, generation, host_uuid: uuid::Uuid::from_u128(host), sequence,
+                         payload_len: len, payload_crc32c: crc,
+                         ..Extent::empty(uuid::Uuid::from_u128(cluster), slot) };
+        let mut buf = [0u8; 512];
+        e.encode(&mut buf);
+        prop_assert_eq!(Extent::decode(&buf, &e.cluster_uuid, slot, 8192), Ok(e));
+        prop_assert_eq!(e.writer_uuid(), Some(e.host_uuid));
+    }
+
     #[test]
     fn extent_header_arbitrary_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 512),
                                                  slot in 0u32..2048, ext in 8192u64..(1 << 26)) {

@@ -436,7 +436,7 @@ fn a_host_writing_only_its_extent_is_seen_by_the_watch() {
         let mut n = 0u8;
         while !stop2.load(Ordering::Relaxed) {
             n = n.wrapping_add(1);
-            disk.write_extent(6, 0, 1, &[n; 16], Duration::from_secs(5)).ok();
+            disk.write_extent(6, 0, uuid::Uuid::nil(), 1, &[n; 16], Duration::from_secs(5)).ok();
             std::thread::sleep(Duration::from_millis(20));
         }
     });

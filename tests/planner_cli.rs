@@ -211,7 +211,7 @@ fn publish(disk: &mut diskbeat::disk::Disk, slot: u32, payload: &[u8]) {
     (r.generation, r.sequence, r.io_timeout_ms, r.interval_ms) = (1, 10, 500, 100);
     r.set_host_name(&format!("hv-{slot}")).unwrap();
     assert!(disk.write_record(&r, t).unwrap().is_done());
-    disk.write_extent(slot, diskbeat::format::extent::kind::HOST_STATE, 1, payload, t).unwrap();
+    disk.write_extent(slot, diskbeat::format::extent::kind::HOST_STATE, r.host_uuid, 1, payload, t).unwrap();
 }
 
 /// Issue "hostile input" item 4, `plan --device`: VM names published on the disk reach the

@@ -168,6 +168,18 @@ fn extent_summary(e: &ExtentReport) -> String {
     if let (Some(copy), Some(other)) = (e.copy, e.other_copy) {
         s.push_str(&format!(" (copy {copy}; other copy {other})"));
     }
+    // Who published it (mkfs's headers, sequence 0, name nobody).
+    if e.sequence.is_some_and(|q| q > 0) {
+        match &e.host_uuid {
+            Some(u) => s.push_str(&format!("; writer {u} generation {}", opt(&e.generation))),
+            None => {
+                s.push_str(&format!("; writer generation {} (no host uuid before 1.6)", opt(&e.generation)))
+            }
+        }
+        if e.record_incarnation == Some(false) {
+            s.push_str(", not the record's incarnation");
+        }
+    }
     s
 }
 
@@ -385,7 +397,9 @@ pub fn run(args: Args) -> CliResult {
     };
     // Extent headers of the slots shown (one read each; with --slot, the payload too).
     for r in result.slots.iter_mut().filter(|r| wanted(r)) {
-        r.extent = Some(extent_report(&mut disk, r.slot, timing.io_timeout(), args.slot.is_some()));
+        let mut e = extent_report(&mut disk, r.slot, timing.io_timeout(), args.slot.is_some());
+        e.compare_with_record(r);
+        r.extent = Some(e);
     }
     let shown: Vec<&SlotReport> = result.slots.iter().filter(|r| wanted(r)).collect();
     let keyring = keyring_report(&args.device, &sb);

@@ -71,7 +71,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
     let mut tolerated = 0u32;
     let step_ms = u64::from(s.timing.interval_ms / 2).clamp(20, 500);
     while !shared.stop.load(Ordering::Relaxed) {
-        let (generation, live) = {
+        let (host_uuid, generation, live) = {
             let n = node_lock(&shared.node);
             for (i, p) in n.peers().iter().enumerate() {
                 views[i] = SlotView {
@@ -86,7 +86,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
             own.state = if live { PeerState::Live } else { PeerState::Unknown };
             own.generation = n.record().generation;
             own.gone = Err(crate::core::NotProven::Alive);
-            (n.record().generation, live)
+            (n.record().host_uuid, n.record().generation, live)
         };
         if n_exited(&shared) {
             break;
@@ -144,7 +144,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     let r = if shared.fencer.fencing.load(Ordering::SeqCst) {
                         Err("this host is fencing: nothing more is published".to_string())
                     } else {
-                        publish(disk, s.slot, generation, &state, io_timeout)
+                        publish(disk, s.slot, (host_uuid, generation), &state, io_timeout)
                     };
                     match &r {
                         Ok(seq) => {
@@ -260,16 +260,18 @@ fn decode_state(h: &crate::format::extent::Extent, buf: &[u8]) -> Result<Option<
     }
 }
 
+/// Writes `state` into our extent as the incarnation `(host_uuid, generation)` of our record.
 fn publish(
     disk: &mut Disk,
     slot: u32,
-    generation: u64,
+    (host_uuid, generation): (uuid::Uuid, u64),
     state: &HostState,
     timeout: Duration,
 ) -> Result<u64, String> {
     let mut payload = Vec::new();
     state.encode(&mut payload).map_err(|e| e.to_string())?;
-    disk.write_extent(slot, kind::HOST_STATE, generation, &payload, timeout).map_err(|e| e.to_string())
+    disk.write_extent(slot, kind::HOST_STATE, host_uuid, generation, &payload, timeout)
+        .map_err(|e| e.to_string())
 }
 
 /// One VM start handed out by the failover core.

@@ -1,6 +1,8 @@
 //! Per-host data extents: owner-written, checksummed, sequence-numbered. mkfs writes an empty header
 //! in each copy; format 1.2 defines payload kind 1, [`host_info`] (the owner's heartbeat addresses),
-//! format 1.5 kind 2, [`crate::format::host_state`].
+//! format 1.5 kind 2, [`crate::format::host_state`]. Since format 1.6 a header names its writer's
+//! host uuid next to its generation: the incarnation whose record must name the same pair for a
+//! reader to take the payload as that record's (docs/FORMAT.md §7, "Writer identity").
 //!
 //! A copy is a 4096-byte header block (the header is its first 512 bytes) followed by the payload.
 //! On a device formatted by 1.5 or later an extent holds two copies ([`Geometry`]): writers write
@@ -38,6 +40,9 @@ pub mod kind {
 
 /// Superblock minor from which a device's extents hold two copies (mkfs 1.5 and later).
 pub const DOUBLE_BUFFERED_SINCE_MINOR: u16 = 5;
+
+/// Header minor from which the extent header carries `host_uuid` (bytes 68..84, format 1.6).
+pub const HOST_UUID_SINCE_MINOR: u16 = 6;
 
 /// One of the two copies of a double-buffered extent (docs/FORMAT.md §7, "Two copies").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -110,7 +115,7 @@ impl Geometry {
 }
 
 /// Whether `kind` is defined by format minor `minor` (0 only up to 1.1; 0 and 1 from 1.2 to 1.4;
-/// 0, 1 and 2 since 1.5).
+/// 0, 1 and 2 since 1.5; 1.6 adds none).
 pub fn kind_defined(minor: u16, kind: u16) -> bool {
     match minor {
         0 | 1 => kind == kind::EMPTY,
@@ -131,7 +136,8 @@ pub struct ExtentRaw {
     pub sequence: U64,       // 48
     pub payload_len: U64,    // 56
     pub payload_crc32c: U32, // 64
-    pub reserved: [u8; 444], // 68..512
+    pub host_uuid: [u8; 16], // 68..84 (format 1.6)
+    pub reserved: [u8; 428], // 84..512
 }
 const _: () = assert!(core::mem::size_of::<ExtentRaw>() == super::STRUCT_SIZE);
 
@@ -152,7 +158,11 @@ pub struct Extent {
     pub slot: u32,
     /// Payload kind ([`kind`]): 0 = empty, 1 = host info (1.2).
     pub kind: u16,
+    /// The writer's record `generation` when it wrote this header.
     pub generation: u64,
+    /// The writer's record `host_uuid` (format 1.6); nil in a header of minor < 6, which does not
+    /// carry it (see [`Extent::writer_uuid`]), and in mkfs's empty headers.
+    pub host_uuid: uuid::Uuid,
     pub sequence: u64,
     pub payload_len: u64,
     pub payload_crc32c: u32,
@@ -166,6 +176,7 @@ impl Extent {
             slot,
             kind: kind::EMPTY,
             generation: 0,
+            host_uuid: uuid::Uuid::nil(),
             sequence: 0,
             payload_len: 0,
             payload_crc32c: 0,
@@ -183,15 +194,22 @@ impl Extent {
             sequence: U64::new(self.sequence),
             payload_len: U64::new(self.payload_len),
             payload_crc32c: U32::new(self.payload_crc32c),
-            reserved: [0; 444],
+            host_uuid: self.host_uuid.into_bytes(),
+            reserved: [0; 428],
         };
         super::seal(&raw, out);
     }
 
+    /// The writer's host uuid as the header states it: `None` for a header of minor < 6, which
+    /// names no host (its reader can only go by the generation).
+    pub fn writer_uuid(&self) -> Option<uuid::Uuid> {
+        (self.version_minor >= HOST_UUID_SINCE_MINOR).then_some(self.host_uuid)
+    }
+
     /// Validates and decodes the header of one copy of `slot`'s extent, whose size is `copy_size`
     /// (`Geometry::copy_size`: the extent size on a single-copy device). Checks after the common
-    /// ones: slot, `payload_len <= copy_size - 4096`, reserved (`flags`, `reserved`), `kind` (the
-    /// last two only for a minor this build knows).
+    /// ones: slot, `payload_len <= copy_size - 4096`, reserved (`flags`, `host_uuid` below minor
+    /// 6, `reserved`), `kind` (the last two only for a minor this build knows).
     pub fn decode(
         bytes: &[u8],
         cluster: &uuid::Uuid,
@@ -206,7 +224,10 @@ impl Extent {
             return Err(Corruption::BadField("payload_len"));
         }
         let minor = raw.header.version_minor.get();
-        if super::known_minor(minor) && (raw.flags.get() != 0 || !super::all_zero(&raw.reserved)) {
+        let uuid_reserved = minor < HOST_UUID_SINCE_MINOR && !super::all_zero(&raw.host_uuid);
+        if super::known_minor(minor)
+            && (raw.flags.get() != 0 || uuid_reserved || !super::all_zero(&raw.reserved))
+        {
             return Err(Corruption::ReservedNotZero);
         }
         if super::known_minor(minor) && !kind_defined(minor, raw.kind.get()) {
@@ -218,6 +239,8 @@ impl Extent {
             slot,
             kind: raw.kind.get(),
             generation: raw.generation.get(),
+            // Nil below minor 6: those bytes were reserved, checked zero above.
+            host_uuid: uuid::Uuid::from_bytes(raw.host_uuid),
             sequence: raw.sequence.get(),
             payload_len: raw.payload_len.get(),
             payload_crc32c: raw.payload_crc32c.get(),
@@ -503,19 +526,56 @@ mod tests {
         assert_eq!(decode(5, kind::HOST_INFO, 0, 0).map(|x| x.kind), Ok(1));
         assert_eq!(decode(5, 3, 0, 0), Err(Corruption::BadField("kind")));
         assert_eq!(decode(5, 2, 0, 1), Err(Corruption::ReservedNotZero));
+        // 1.6 defines the same kinds as 1.5.
+        assert_eq!(decode(6, kind::HOST_STATE, 0, 0).map(|x| x.kind), Ok(2));
+        assert_eq!(decode(6, 3, 0, 0), Err(Corruption::BadField("kind")));
+        assert_eq!(decode(6, 2, 0, 1), Err(Corruption::ReservedNotZero));
         // A newer minor: any kind, flags and reserved bytes pass through.
-        assert_eq!(decode(6, 7, 1, 1).map(|x| x.kind), Ok(7));
-        let newer = Extent { version_minor: 6, kind: 7, ..e };
+        assert_eq!(decode(7, 7, 1, 1).map(|x| x.kind), Ok(7));
+        let newer = Extent { version_minor: 7, kind: 7, ..e };
         assert_eq!(Payload::decode(&newer, &[1, 2, 3]), Ok(Payload::Unknown(7)));
     }
 
-    /// Pins a whole extent header (format 1.5): magic, minor 5, kind 1 and every field.
+    /// Bytes 68..84 are `host_uuid` in a header of minor 6 or later, reserved before.
+    #[test]
+    fn host_uuid_keys_on_the_header_minor() {
+        let c = uuid::Uuid::from_u128(9);
+        let host = uuid::Uuid::from_u128(0x00aa_bbcc);
+        let e = Extent { kind: kind::HOST_INFO, generation: 4, host_uuid: host, ..Extent::empty(c, 3) };
+        let mut buf = [0u8; 512];
+        e.encode(&mut buf);
+        assert_eq!(&buf[68..84], host.as_bytes());
+        let got = Extent::decode(&buf, &c, 3, 65536).unwrap();
+        assert_eq!((got.host_uuid, got.writer_uuid()), (host, Some(host)));
+        let with_minor = |minor: u16, b: &[u8; 512]| {
+            let mut b = *b;
+            b[14..16].copy_from_slice(&minor.to_le_bytes());
+            let crc = crate::format::checksum(&b[4..]);
+            b[..4].copy_from_slice(&crc.to_le_bytes());
+            Extent::decode(&b, &c, 3, 65536)
+        };
+        // The same bytes as minor 5: reserved, not zero.
+        assert_eq!(with_minor(5, &buf), Err(Corruption::ReservedNotZero));
+        // A minor-5 header names no writer: the reader has the generation only.
+        let mut old = [0u8; 512];
+        Extent { host_uuid: uuid::Uuid::nil(), ..e }.encode(&mut old);
+        let got = with_minor(5, &old).unwrap();
+        assert_eq!((got.generation, got.writer_uuid()), (4, None));
+        // A nil uuid in a 1.6 header (mkfs's empty header) is stated, not unknown.
+        assert_eq!(with_minor(6, &old).unwrap().writer_uuid(), Some(uuid::Uuid::nil()));
+        // A newer minor keeps the field.
+        assert_eq!(with_minor(7, &buf).unwrap().writer_uuid(), Some(host));
+    }
+
+    /// Pins a whole extent header (format 1.6): magic, minor 6, kind 1 and every field.
     #[test]
     fn golden_header_bytes() {
         let c = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let host = uuid::Uuid::from_u128(0xaaaa_bbbb_cccc_dddd_eeee_ffff_0000_1111);
         let e = Extent {
             kind: kind::HOST_INFO,
             generation: 3,
+            host_uuid: host,
             sequence: 4,
             payload_len: 22,
             payload_crc32c: 0x1122_3344,
@@ -523,7 +583,7 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         e.encode(&mut buf);
-        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x05\x00");
+        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x06\x00");
         assert_eq!(&buf[32..40], &[5, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(
             &buf[40..68],
@@ -532,14 +592,19 @@ mod tests {
                 0x11
             ]
         );
-        assert!(buf[68..].iter().all(|&b| b == 0));
+        assert_eq!(
+            &buf[68..84],
+            &[0xaa, 0xaa, 0xbb, 0xbb, 0xcc, 0xcc, 0xdd, 0xdd, 0xee, 0xee, 0xff, 0xff, 0, 0, 0x11, 0x11]
+        );
+        assert!(buf[84..].iter().all(|&b| b == 0));
         let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
         assert_eq!(crc, GOLDEN_EXTENT_CRC, "extent header checksum changed: {crc:#010x}");
         assert_eq!(Extent::decode(&buf, &c, 5, 65536), Ok(e));
     }
     /// New in format 1.2 (0x2ea3_4632); format 1.3 changed it (0x6640_8f0b), 1.4 (0x9907_8655),
-    /// and 1.5 (`version_minor` 5). Recomputed independently of this crate's crc32c.
-    const GOLDEN_EXTENT_CRC: u32 = 0xd1e4_4f6c;
+    /// 1.5 (`version_minor` 5: 0xd1e4_4f6c) and 1.6 (`version_minor` 6 and the host uuid).
+    /// Recomputed independently of this crate's crc32c.
+    const GOLDEN_EXTENT_CRC: u32 = 0x8c56_9388;
 
     mod host_info_tests {
         use super::super::host_info::*;

@@ -928,11 +928,9 @@ pub(crate) mod tests {
         b.extend_from_slice(&good);
         assert_eq!(err(&b), HostStateError::UnknownEntry { offset: 0, entry_type: 8 });
         assert_eq!(err(&[0; 8]), HostStateError::UnknownEntry { offset: 0, entry_type: 0 });
-        assert_eq!(HostState::decode(&b, SINCE_MINOR + 1), Ok(sample()));
-        assert_eq!(
-            HostState::decode(&b[..12], SINCE_MINOR + 1),
-            Err(HostStateError::Truncated { offset: 0 })
-        );
+        let newer = crate::format::VERSION_MINOR + 1;
+        assert_eq!(HostState::decode(&b, newer), Ok(sample()));
+        assert_eq!(HostState::decode(&b[..12], newer), Err(HostStateError::Truncated { offset: 0 }));
     }
 
     #[test]

@@ -374,8 +374,8 @@ pub(crate) mod tests {
         let mut buf = [0u8; 512];
         sample().encode(&mut buf);
         assert_eq!(&buf[4..12], b"DBRECORD");
-        // version_major = 1, version_minor = 5 (format 1.5), both u16 LE.
-        assert_eq!(&buf[12..16], &[1, 0, 5, 0]);
+        // version_major = 1, version_minor = 6 (format 1.6), both u16 LE.
+        assert_eq!(&buf[12..16], &[1, 0, 6, 0]);
         assert_eq!(&buf[32..36], &5u32.to_le_bytes());
         assert_eq!(&buf[36..38], &2u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0, 0], "no flags");
@@ -390,9 +390,9 @@ pub(crate) mod tests {
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
     }
-    /// Format 1.5 changed this (`version_minor` 5); it was 0x7f5e_15e6 in 1.4, 0x8019_1cb8 in 1.3,
-    /// 0xc8fa_d581 in 1.2, 0x11de_8eca in 1.1, 0x593d_47f3 in 1.0.
-    const GOLDEN_CRC: u32 = 0x37bd_dcdf;
+    /// Format 1.6 changed this (`version_minor` 6); it was 0x37bd_dcdf in 1.5, 0x7f5e_15e6 in 1.4,
+    /// 0x8019_1cb8 in 1.3, 0xc8fa_d581 in 1.2, 0x11de_8eca in 1.1, 0x593d_47f3 in 1.0.
+    const GOLDEN_CRC: u32 = 0xee99_8794;
 
     /// Pins `extent_sequence` (format 1.2): u64 LE at 416; weight and reserved (424..512) stay zero.
     #[test]
@@ -409,9 +409,9 @@ pub(crate) mod tests {
         assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         assert_eq!(Record::free(r.cluster_uuid, 5).extent_sequence, 0);
     }
-    /// New in format 1.2 (0xbbc0_085e); 1.3 changed it (0xf323_c167), 1.4 (0x0c64_c839), and 1.5
-    /// (`version_minor` 5).
-    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0x4487_0100;
+    /// New in format 1.2 (0xbbc0_085e); 1.3 changed it (0xf323_c167), 1.4 (0x0c64_c839), 1.5
+    /// (0x4487_0100), and 1.6 (`version_minor` 6).
+    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0x9da3_5a4b;
 
     /// Pins the 1.1 `flags` bits: u16 LE at 38, bit 0 watchdog_armed, bit 1 fence_failed, bit 2
     /// fence_stops_vms.
@@ -424,7 +424,7 @@ pub(crate) mod tests {
         r.flags = flags::WATCHDOG_ARMED | flags::FENCE_FAILED | flags::FENCE_STOPS_VMS;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 5, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 6, 0]);
         assert_eq!(&buf[36..38], &4u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0b0000_0111, 0]);
         assert!(buf[416..].iter().all(|&b| b == 0));
@@ -434,8 +434,8 @@ pub(crate) mod tests {
         assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
     }
     /// New in format 1.1 (0x8c0b_f361); 1.2 changed it (0x552f_a82a), 1.3 (0x1dcc_6113), 1.4
-    /// (0xe28b_684d), and 1.5 (`version_minor` 5).
-    const GOLDEN_CRC_FLAGS: u32 = 0xaa68_a174;
+    /// (0xe28b_684d), 1.5 (0xaa68_a174), and 1.6 (`version_minor` 6).
+    const GOLDEN_CRC_FLAGS: u32 = 0x734c_fa3f;
 
     /// Pins format 1.4's record fields: flag bits 3 net_enabled, 4 isolation_configured, 5
     /// isolated, 6 riding_through, and `weight`, u32 LE at 424; reserved 428..512 stays zero.
@@ -451,7 +451,7 @@ pub(crate) mod tests {
         r.weight = 0x0A0B_0C0D;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 5, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 6, 0]);
         assert_eq!(&buf[38..40], &[0x7F, 0]);
         assert!(buf[416..424].iter().all(|&b| b == 0), "extent_sequence 0");
         assert_eq!(&buf[424..428], &[0x0D, 0x0C, 0x0B, 0x0A]);
@@ -480,10 +480,10 @@ pub(crate) mod tests {
             assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         }
     }
-    /// New in format 1.4 (0xfeb8_e1b4); 1.5 changed it (`version_minor` 5). The four record CRCs
-    /// here were recomputed independently of this crate (a plain bitwise CRC-32C over bytes built
-    /// from the table in docs/FORMAT.md §5).
-    const GOLDEN_CRC_NET: u32 = 0xb65b_288d;
+    /// New in format 1.4 (0xfeb8_e1b4); 1.5 changed it (0xb65b_288d), and 1.6 (`version_minor`
+    /// 6). The four record CRCs here were recomputed independently of this crate (a plain bitwise
+    /// CRC-32C over bytes built from the table in docs/FORMAT.md §5).
+    const GOLDEN_CRC_NET: u32 = 0x6f7f_73c6;
 
     /// `sample()` encoded with `flags` and `version_minor` patched in, resealed.
     fn with_minor_and_flags(minor: u16, flags: u16) -> [u8; 512] {
@@ -537,9 +537,14 @@ pub(crate) mod tests {
         for bit in 8..16 {
             assert_eq!(decode(5, 1 << bit), Err(Corruption::ReservedNotZero), "1.5 record, bit {bit}");
         }
+        // 1.6 defines no new bits.
+        assert_eq!(decode(6, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+        for bit in 8..16 {
+            assert_eq!(decode(6, 1 << bit), Err(Corruption::ReservedNotZero), "1.6 record, bit {bit}");
+        }
         // A newer minor may define more bits: accepted, and the bits are passed through as read.
-        assert_eq!(decode(6, 0xFF80).map(|r| r.flags), Ok(0xFF80));
-        assert_eq!(decode(6, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
+        assert_eq!(decode(7, 0xFF80).map(|r| r.flags), Ok(0xFF80));
+        assert_eq!(decode(7, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
         assert_eq!(decode(u16::MAX, 1 << 8).map(|r| r.flags), Ok(1 << 8));
     }
 
@@ -567,14 +572,14 @@ pub(crate) mod tests {
                 assert_eq!(decode(minor, seq, 0), Err(Corruption::ReservedNotZero), "1.{minor}, {seq:#x}");
             }
         }
-        // 1.2 defines the field; the reserved bytes stay reserved. Same in 1.3 and 1.4.
-        for minor in [2, 3, 4, 5] {
+        // 1.2 defines the field; the reserved bytes stay reserved. Same up to 1.6.
+        for minor in [2, 3, 4, 5, 6] {
             assert_eq!(decode(minor, 7, 0).map(|r| r.extent_sequence), Ok(7));
             assert_eq!(decode(minor, u64::MAX, 0).map(|r| r.extent_sequence), Ok(u64::MAX));
             assert_eq!(decode(minor, 7, 1), Err(Corruption::ReservedNotZero), "1.{minor}");
         }
         // A newer minor: the field is passed through, reserved bytes ignored.
-        assert_eq!(decode(6, 9, 1).map(|r| r.extent_sequence), Ok(9));
+        assert_eq!(decode(7, 9, 1).map(|r| r.extent_sequence), Ok(9));
     }
 
     #[test]
@@ -594,8 +599,10 @@ pub(crate) mod tests {
         assert_eq!(decode(4, 1, 0).map(|r| r.weight), Ok(1));
         assert_eq!(decode(4, u32::MAX, 0).map(|r| r.weight), Ok(u32::MAX));
         assert_eq!(decode(4, 1, 1), Err(Corruption::ReservedNotZero));
-        // A newer minor: the field is passed through, reserved bytes ignored.
+        // 1.5 and 1.6 keep the reserved bytes reserved.
         assert_eq!(decode(5, 1, 1), Err(Corruption::ReservedNotZero));
-        assert_eq!(decode(6, 9, 1).map(|r| r.weight), Ok(9));
+        assert_eq!(decode(6, 1, 1), Err(Corruption::ReservedNotZero));
+        // A newer minor: the field is passed through, reserved bytes ignored.
+        assert_eq!(decode(7, 9, 1).map(|r| r.weight), Ok(9));
     }
 }
