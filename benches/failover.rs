@@ -4,7 +4,7 @@
 //! the daemon writes; the heartbeat loop does none of this (the VM thread does).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use diskbeat::core::failover::{Failover, FailoverAction, FailoverConfig, SlotView};
+use diskbeat::core::failover::{ExtentWriter, Failover, FailoverAction, FailoverConfig, SlotView};
 use diskbeat::core::{GoneProof, NotProven, PeerState};
 use diskbeat::format::host_state::{HostCapacity, HostState, VmEntry, VmState};
 use diskbeat::planner::Protection;
@@ -44,12 +44,18 @@ fn state(host: usize) -> HostState {
     }
 }
 
+/// Slot `s`'s daemon: the writer its extent names and its record's host uuid.
+fn host_uuid(s: usize) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x4057_0000 + s as u128)
+}
+
 fn views(n: usize, gone: bool) -> Vec<SlotView> {
     (0..n)
         .map(|s| {
             let dead = gone && s == n - 1;
             SlotView {
                 state: if dead { PeerState::Fenced } else { PeerState::Live },
+                host_uuid: host_uuid(s),
                 generation: 1,
                 extent_sequence: 1,
                 gone: if dead { Ok(GoneProof::FencedMark) } else { Err(NotProven::Alive) },
@@ -67,7 +73,8 @@ fn until_publish(fo: &mut Failover, extents: &[HostState]) -> HostState {
                 Ok(Inventory { capacity: Capacity { memory_mib: 200 * 1024, vcpus: 256 }, vms: vec![] }),
             ),
             Some(FailoverAction::ReadExtent { slot, .. }) => {
-                fo.handle_extent(slot, 1, 1, Ok(Some(extents[slot as usize].clone())))
+                let writer = ExtentWriter { host_uuid: Some(host_uuid(slot as usize)), generation: 1 };
+                fo.handle_extent(slot, 1, writer, Ok(Some(extents[slot as usize].clone())))
             }
             Some(FailoverAction::Publish(st)) => {
                 fo.handle_published(0, Ok(1));

@@ -30,6 +30,8 @@ pub const MAX_ATTEMPTS: u8 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotView {
     pub state: PeerState,
+    /// The record's host uuid and generation: the incarnation whose extent speaks for the slot.
+    pub host_uuid: uuid::Uuid,
     pub generation: u64,
     /// The record's extent sequence: the extent is re-read when it changes.
     pub extent_sequence: u64,
@@ -37,8 +39,13 @@ pub struct SlotView {
 }
 
 impl SlotView {
-    pub const FREE: SlotView =
-        SlotView { state: PeerState::Free, generation: 0, extent_sequence: 0, gone: Err(NotProven::NoHost) };
+    pub const FREE: SlotView = SlotView {
+        state: PeerState::Free,
+        host_uuid: uuid::Uuid::nil(),
+        generation: 0,
+        extent_sequence: 0,
+        gone: Err(NotProven::NoHost),
+    };
 
     /// A slot no host holds: its extent is history, never evidence.
     fn is_free(&self) -> bool {
@@ -88,6 +95,22 @@ pub enum FailoverAction {
     Lookup { uuid: uuid::Uuid, name: String },
 }
 
+/// The incarnation an extent header names as its writer (docs/FORMAT.md §7, "Writer identity").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtentWriter {
+    /// `None` for a header of minor < 6, which names no host: judged on the generation alone.
+    pub host_uuid: Option<uuid::Uuid>,
+    /// 0 when there is no valid header.
+    pub generation: u64,
+}
+
+impl ExtentWriter {
+    /// Whether this is the incarnation `v`'s record names.
+    fn names(&self, v: &SlotView) -> bool {
+        self.generation == v.generation && self.host_uuid.is_none_or(|u| u == v.host_uuid)
+    }
+}
+
 /// A peer's extent as last read.
 #[derive(Debug, Clone)]
 enum Known {
@@ -96,6 +119,10 @@ enum Known {
     Empty,
     /// Unreadable, torn or undecodable: unknown.
     Bad(String),
+    /// Published by another incarnation than the slot's record names (an intruder on the slot,
+    /// the host a foreign record replaced, a previous incarnation not yet republished): never a
+    /// reason to restart a VM, only a reason not to (`foreign_entries`); a claim check counts it.
+    Foreign(HostState),
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +323,13 @@ impl Failover {
     /// The node's view of every slot (ours included), and whether the node is live.
     pub fn handle_slots(&mut self, views: &[SlotView], own_generation: u64, live: bool) {
         assert_eq!(views.len(), self.slots.len());
+        for (copy, (old, new)) in self.extents.iter_mut().zip(self.slots.iter().zip(views)) {
+            // Copies are kept per generation; another host at the same generation (an intruder
+            // takes the slot's generation + 1, a corrupt slot's taker starts at 1) reads afresh.
+            if old.host_uuid != new.host_uuid {
+                *copy = None;
+            }
+        }
         self.slots.copy_from_slice(views);
         if own_generation != self.generation {
             // A new incarnation of this host: nothing we claimed before carries over except
@@ -610,18 +644,19 @@ impl Failover {
         }
     }
 
-    /// `extent_generation`: the generation in the extent's header (the writer's incarnation; 0
-    /// for an extent never published).
+    /// `writer`: the incarnation the extent's header names (no uuid and generation 0 when there
+    /// is no valid header). Only the one the slot's record names speaks for the slot.
     pub fn handle_extent(
         &mut self,
         slot: u32,
         asked_sequence: u64,
-        extent_generation: u64,
+        writer: ExtentWriter,
         result: Result<Option<HostState>, String>,
     ) {
         debug_assert_eq!(self.io, Io::Read(slot));
         self.io = Io::Idle;
         let s = slot as usize;
+        let ours = writer.names(&self.slots[s]);
         let known = match result {
             Ok(Some(state)) => Known::State(state),
             Ok(None) => Known::Empty,
@@ -630,10 +665,11 @@ impl Failover {
         if let Some(round) = self.claim_round.as_mut() {
             if round.pending.remove(&slot) {
                 let v = self.slots[s];
-                // A slot we see as free or proven gone counts only if a newer incarnation than
-                // the one we judged wrote its extent: our view of it may be stale (a new daemon
-                // joined and claimed meanwhile). Any other slot may run VMs: it always counts.
-                let counts = v.may_hold() || extent_generation > v.generation;
+                // A slot we see as free or proven gone counts unless the incarnation we judged
+                // wrote its extent: any other writer may run what it holds (a newer incarnation
+                // our view missed, an intruder, the owner a foreign record hid). Any other slot
+                // may run VMs: it always counts.
+                let counts = v.may_hold() || !ours;
                 match &known {
                     Known::State(st) if counts => {
                         for e in &st.vms {
@@ -649,6 +685,10 @@ impl Failover {
                 }
             }
         }
+        let known = match known {
+            Known::State(st) if !ours => Known::Foreign(st),
+            k => k,
+        };
         // A failed read keeps the last good copy for planning (but never for a claim check),
         // and is tried again an interval later (`retry_at_ms`, set by `poll_action`).
         if matches!(known, Known::Bad(_)) {
@@ -912,9 +952,28 @@ impl Failover {
         slot == self.cfg.slot || self.slots[slot as usize].may_hold()
     }
 
+    /// Entries of extents another incarnation wrote (`Known::Foreign`, free slots included): their
+    /// writer may run what they hold, or stopped what they list last, so they veto restarts.
+    fn foreign_entries(&self) -> Vec<(u32, &VmEntry)> {
+        let mut out = Vec::new();
+        for (s, copy) in self.extents.iter().enumerate().filter(|(s, _)| *s as u32 != self.cfg.slot) {
+            if let Some(ExtentCopy { known: Known::Foreign(st), .. }) = copy {
+                out.extend(st.vms.iter().map(|e| (s as u32, e)));
+            }
+        }
+        out
+    }
+
+    /// Whether another incarnation's extent holds `uuid` or lists it with a claim of `claim` or
+    /// newer: a restart from an older claim would pass it over.
+    fn foreign_veto(&self, uuid: uuid::Uuid, claim: u64) -> bool {
+        self.foreign_entries().iter().any(|(_, e)| e.uuid == uuid && (e.state.holds() || e.claim >= claim))
+    }
+
     fn max_claim_elsewhere(&self, uuid: uuid::Uuid) -> u64 {
         self.all_entries()
             .into_iter()
+            .chain(self.foreign_entries())
             .filter(|(s, e)| *s != self.cfg.slot && e.uuid == uuid)
             .map(|(_, e)| e.claim)
             .max()
@@ -962,6 +1021,9 @@ impl Failover {
                 continue;
             }
             let Some((src, top)) = holds_top(&entries) else { continue };
+            if self.foreign_veto(uuid, top.claim) {
+                continue;
+            }
             let gone = src != self.cfg.slot && self.slots[src as usize].gone.is_ok();
             let (needs, attempt, excluded) = match top.state {
                 VmState::Running | VmState::Starting if gone => (true, 1, BTreeSet::new()),
@@ -1291,6 +1353,9 @@ impl Failover {
             let Some((_, src)) = entries.iter().find(|(s, e)| *s == a.source_slot && e.uuid == a.uuid) else {
                 continue; // The source's extent is not read yet.
             };
+            if self.foreign_veto(a.uuid, src.claim) {
+                continue;
+            }
             let mut e = src.clone();
             e.state = VmState::Starting;
             e.claim = a.claim;

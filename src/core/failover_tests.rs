@@ -24,6 +24,8 @@ struct Host {
     up: bool,
     gone: Result<GoneProof, NotProven>,
     state: PeerState,
+    /// The incarnation its slot's record names (another host's uuid once an intruder took it).
+    host_uuid: uuid::Uuid,
     generation: u64,
     /// Starts fail with this message.
     fail_starts: Option<String>,
@@ -41,7 +43,8 @@ struct Host {
 
 struct Pool {
     hosts: Vec<Host>,
-    extents: Vec<(u64, Option<HostState>)>,
+    /// Per slot: sequence, state, and the writer its header names (host uuid, generation).
+    extents: Vec<(u64, Option<HostState>, (uuid::Uuid, u64))>,
     /// The extent sequences the records show: one step behind the extents, as a record write
     /// follows the extent write in the daemon.
     visible: Vec<u64>,
@@ -56,6 +59,11 @@ struct Pool {
 
 fn uuid(n: u8) -> uuid::Uuid {
     uuid::Uuid::from_bytes([n; 16])
+}
+
+/// Host `s`'s daemon's uuid (never a VM's: those repeat one byte).
+fn host_uuid(s: u32) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x4057_0000 + u128::from(s))
 }
 
 impl Pool {
@@ -82,6 +90,7 @@ impl Pool {
                 up: true,
                 gone: Err(NotProven::Alive),
                 state: PeerState::Live,
+                host_uuid: host_uuid(s),
                 generation: 1,
                 fail_starts: None,
                 fail_previous: false,
@@ -93,7 +102,7 @@ impl Pool {
             .collect();
         Pool {
             hosts,
-            extents: vec![(0, None); n as usize],
+            extents: vec![(0, None, (uuid::Uuid::nil(), 0)); n as usize],
             visible: vec![0; n as usize],
             now: 0,
             starts: vec![],
@@ -113,11 +122,23 @@ impl Pool {
             .enumerate()
             .map(|(i, h)| SlotView {
                 state: h.state,
+                host_uuid: h.host_uuid,
                 generation: h.generation,
                 extent_sequence: self.visible[i],
                 gone: h.gone,
             })
             .collect()
+    }
+
+    /// `host`'s daemon dies (its VMs keep running) and an intruder takes its slot at the same
+    /// generation (another host uuid), then dies with its watchdog armed: the slot's record is
+    /// proven gone, but the extent is still the one `host` wrote.
+    fn intruder_takes_slot(&mut self, host: u32) {
+        let h = &mut self.hosts[host as usize];
+        h.up = false;
+        h.host_uuid = uuid::Uuid::from_u128(0x1e7e_0000 + u128::from(host));
+        h.state = PeerState::Dead;
+        h.gone = Ok(GoneProof::WatchdogExpired);
     }
 
     /// Kills `host` (its VMs stop) and, once `proven`, shows it fenced to everyone.
@@ -193,15 +214,15 @@ impl Pool {
                 h.fo.handle_inventory(self.now, Ok(inv));
             }
             FailoverAction::ReadExtent { slot, .. } => {
-                let (seq, st) = self.extents[slot as usize].clone();
-                let generation = self.hosts[slot as usize].generation;
-                let h = &mut self.hosts[i];
-                h.fo.handle_extent(slot, seq, if st.is_some() { generation } else { 0 }, Ok(st));
+                let (seq, st, (host_uuid, generation)) = self.extents[slot as usize].clone();
+                let writer = ExtentWriter { host_uuid: Some(host_uuid), generation };
+                self.hosts[i].fo.handle_extent(slot, seq, writer, Ok(st));
             }
             FailoverAction::Publish(state) => {
                 let e = &mut self.extents[i];
                 e.0 += 1;
                 e.1 = Some(state);
+                e.2 = (h.host_uuid, h.generation);
                 let seq = e.0;
                 h.fo.handle_published(self.now, Ok(seq));
             }
@@ -455,7 +476,8 @@ fn anti_affinity_groups_land_on_different_survivors() {
 
 /// Simulator seed 1795550365886270677: a target still saw a retaken slot as its old, proven-gone
 /// generation, so its claim check skipped that slot, while the slot's new daemon held a
-/// `Starting` claim for the same VM. A newer incarnation's extent counts.
+/// `Starting` claim for the same VM. A newer incarnation's extent counts (and, format 1.6, is no
+/// reason to restart anything: it is not the incarnation they judged).
 #[test]
 fn a_claim_by_a_newer_incarnation_of_a_slot_seen_as_gone_blocks_the_start() {
     let mut p = Pool::new(3, 4096);
@@ -466,12 +488,158 @@ fn a_claim_by_a_newer_incarnation_of_a_slot_seen_as_gone_blocks_the_start() {
     // else still sees generation 1, fenced.
     p.hosts[2].generation = 2;
     p.stale_generation.insert(2, 1);
-    let st = p.extents[2].1.as_mut().expect("published");
-    let e = st.vms.iter_mut().find(|e| e.uuid == uuid(1)).expect("vm1");
+    let (_, st, writer) = &mut p.extents[2];
+    *writer = (host_uuid(2), 2);
+    let e = st.as_mut().expect("published").vms.iter_mut().find(|e| e.uuid == uuid(1)).expect("vm1");
     e.state = VmState::Starting;
     e.claim += 1;
     p.run(40);
     assert!(p.starts.is_empty(), "nobody starts a VM a live daemon claimed: {:?}", p.starts);
+}
+
+/// An extent written by another host (another uuid) at the slot's generation is not the slot's
+/// (format 1.6, issue 15 point 5; simulator seed 2551): a daemon died leaving its VMs running, an
+/// intruder took its slot at the same generation and died proven gone. The extent still lists
+/// the first host's VMs: no evidence about the intruder's, so they are not restarted.
+#[test]
+fn an_extent_of_another_host_at_the_same_generation_is_no_evidence() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    assert_eq!(p.extents[2].2, (host_uuid(2), 1));
+    p.intruder_takes_slot(2);
+    assert_eq!(p.hosts[2].generation, p.extents[2].2 .1, "the same generation");
+    p.run(40);
+    assert_eq!(p.running_on(1), vec![2], "still runs where it ran, once");
+    assert!(p.starts.is_empty(), "{:?}", p.starts);
+    // The coordinator read the slot's final extent and planned nothing from it.
+    let plan = p.hosts[0].fo.status().plan;
+    assert!(plan.as_ref().is_none_or(|p| p.assignments.is_empty() && p.unplaced.is_empty()), "{plan:?}");
+    assert!(p.hosts[0].fo.peer_state(2).is_none(), "not the intruder's state");
+}
+
+/// ... and its claims do not vanish: vm1, restarted on x (claim 1), keeps running there after an
+/// intruder took x's slot at x's generation and died proven gone. x's extent is no evidence, but
+/// ignoring it would leave host 2's older `running` entry (claim 0, proven gone) the highest, and
+/// vm1 would be started again. Likewise an entry it lists `stopped` (simulator seed
+/// 1796587644834111738: a previous incarnation's extent, before its successor republished).
+#[test]
+fn the_claims_of_another_hosts_extent_still_veto_restarts() {
+    let mut p = Pool::new(3, 4096);
+    let x = restarted_elsewhere(&mut p);
+    p.intruder_takes_slot(x as u32);
+    p.run(40);
+    assert_eq!(p.running_on(1), vec![x as u32], "runs once, where it ran");
+    assert_eq!(p.starts.len(), 1, "never started again: {:?}", p.starts);
+    assert!(published(&p, 1 - x, 1).is_none(), "not even claimed");
+    // An administrator's stop on x, then x's daemon restarts (a new incarnation, not yet
+    // published): the `stopped` entry with the highest claim is still the last word.
+    let mut p = Pool::new(3, 4096);
+    let x = restarted_elsewhere(&mut p);
+    p.hosts[x].vms.get_mut(&uuid(1)).unwrap().running = false;
+    p.run(10);
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    let h = &mut p.hosts[x];
+    (h.up, h.host_uuid, h.generation) = (false, uuid::Uuid::from_u128(0x2222), 2);
+    p.run(40);
+    assert!(p.running_on(1).is_empty() && p.starts.len() == 1, "{:?}", p.starts);
+}
+
+/// The claim check counts an extent the slot's record does not name, even on a slot seen as
+/// proven gone: another host at the same generation (an intruder), or a newer incarnation than
+/// the one judged. Here it changes between planning and the claim check; the control (the
+/// judged incarnation wrote it) starts the VM.
+#[test]
+fn an_extent_of_another_incarnation_still_blocks_a_claim_check() {
+    let (u1, u2, intruder) = (host_uuid(1), host_uuid(2), uuid::Uuid::from_u128(0x1e7e));
+    // (slot 2's record, the writer its extent names at the claim check, whether vm1 starts)
+    for (record, writer, starts) in
+        [((intruder, 1), (u2, 1), false), ((u2, 1), (u2, 2), false), ((u2, 1), (u2, 1), true)]
+    {
+        let mut fo = Failover::new(
+            FailoverConfig {
+                slot: 0,
+                slot_count: 3,
+                inventory_interval_ms: 100,
+                driver: true,
+                capacity_limit: None,
+                hb_addrs: vec![],
+                tolerance_target: None,
+            },
+            0,
+        );
+        let view = |host_uuid, generation, state, gone| SlotView {
+            state,
+            host_uuid,
+            generation,
+            extent_sequence: 1,
+            gone,
+        };
+        let views = [
+            view(host_uuid(0), 1, PeerState::Live, Err(NotProven::Alive)),
+            view(u1, 1, PeerState::Fenced, Ok(GoneProof::FencedMark)),
+            view(record.0, record.1, PeerState::Dead, Ok(GoneProof::WatchdogExpired)),
+        ];
+        fo.handle_slots(&views, 1, true);
+        fo.handle_previous(0, Ok(None));
+        let vm1 = |state, claim| HostState {
+            vms: vec![crate::format::host_state::VmEntry {
+                uuid: uuid(1),
+                name: "vm1".into(),
+                memory_mib: 256,
+                vcpus: 1,
+                state,
+                protection: Protection::Protect,
+                order: None,
+                anti_affinity: None,
+                claim,
+                attempt: 0,
+                failure: None,
+                definition: b"def-vm1".to_vec(),
+            }],
+            ..HostState::default()
+        };
+        let mut claimed = false;
+        let mut started = false;
+        for _ in 0..100 {
+            let Some(action) = fo.poll_action(0) else { break };
+            match action {
+                FailoverAction::PollInventory => {
+                    let inv = Inventory { capacity: Capacity { memory_mib: 4096, vcpus: 8 }, vms: vec![] };
+                    fo.handle_inventory(0, Ok(inv));
+                }
+                // Slot 1 (proven gone) ran vm1, claim 0. Slot 2 showed nothing when planned on,
+                // then its extent holds vm1 (claim 1, running).
+                FailoverAction::ReadExtent { slot: 1, .. } => {
+                    let w = ExtentWriter { host_uuid: Some(u1), generation: 1 };
+                    fo.handle_extent(1, 1, w, Ok(Some(vm1(VmState::Running, 0))));
+                }
+                FailoverAction::ReadExtent { slot, .. } => {
+                    assert_eq!(slot, 2);
+                    let (w, st) =
+                        if claimed { (writer, Some(vm1(VmState::Running, 1))) } else { (record, None) };
+                    let w = ExtentWriter { host_uuid: Some(w.0), generation: w.1 };
+                    fo.handle_extent(2, 1, w, Ok(st));
+                }
+                FailoverAction::Publish(st) => {
+                    claimed |= st.vms.iter().any(|e| e.uuid == uuid(1) && e.state == VmState::Starting);
+                    fo.handle_published(0, Ok(1));
+                }
+                FailoverAction::Start { uuid: u, .. } => {
+                    assert_eq!(u, uuid(1));
+                    started = true;
+                    fo.handle_start(u, Ok(()));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(claimed, "vm1 was claimed ({record:?}, {writer:?})");
+        assert_eq!(started, starts, "record {record:?}, extent written by {writer:?}");
+        if !starts {
+            let st = fo.status();
+            assert!(st.own.contains(&("vm1".to_string(), VmState::Failed)), "withdrawn: {:?}", st.own);
+        }
+    }
 }
 
 /// Simulator seed 1795648762360349516: a rebooted host whose first read of its own extent failed

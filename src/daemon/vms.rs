@@ -3,7 +3,7 @@
 //! write never delays the heartbeat loop, which it only locks to copy the slot views.
 
 use super::{net, node_lock, now_ms, Snapshot};
-use crate::core::failover::{Failover, FailoverAction, FailoverConfig, SlotView};
+use crate::core::failover::{ExtentWriter, Failover, FailoverAction, FailoverConfig, SlotView};
 use crate::core::{Node, PeerState, Phase};
 use crate::disk::{Disk, ExtentRead};
 use crate::format::extent::{kind, Payload};
@@ -76,6 +76,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
             for (i, p) in n.peers().iter().enumerate() {
                 views[i] = SlotView {
                     state: p.state,
+                    host_uuid: p.host_uuid,
                     generation: p.generation,
                     extent_sequence: p.extent_sequence,
                     gone: p.vms_gone(),
@@ -84,6 +85,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
             let live = n.phase() == Phase::Live;
             let own = &mut views[s.slot as usize];
             own.state = if live { PeerState::Live } else { PeerState::Unknown };
+            own.host_uuid = n.record().host_uuid;
             own.generation = n.record().generation;
             own.gone = Err(crate::core::NotProven::Alive);
             (n.record().host_uuid, n.record().generation, live)
@@ -125,8 +127,8 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                 }
                 FailoverAction::ReadExtent { slot, .. } => {
                     let asked = views[slot as usize].extent_sequence;
-                    let (extent_generation, r) = read_state(disk, slot, &mut buf, io_timeout);
-                    fo.handle_extent(slot, asked, extent_generation, r);
+                    let (writer, r) = read_state(disk, slot, &mut buf, io_timeout);
+                    fo.handle_extent(slot, asked, writer, r);
                     if let Some(addrs) = fo.peer_addrs(slot) {
                         let mut entry = [None; 2];
                         for (i, a) in addrs.iter().take(2).enumerate() {
@@ -227,22 +229,27 @@ fn n_exited(shared: &VmShared) -> bool {
     node_lock(&shared.node).has_exited()
 }
 
-/// `slot`'s published host state (`Ok(None)` for an extent never published), and the generation
-/// in its header (0 when there is no valid header).
+/// `slot`'s published host state (`Ok(None)` for an extent never published), and the writer its
+/// header names (no one when there is no valid header).
 fn read_state(
     disk: &mut Disk,
     slot: u32,
     buf: &mut [u8],
     timeout: Duration,
-) -> (u64, Result<Option<HostState>, String>) {
+) -> (ExtentWriter, Result<Option<HostState>, String>) {
+    let writer = |h: &crate::format::extent::Extent| ExtentWriter {
+        host_uuid: h.writer_uuid(),
+        generation: h.generation,
+    };
+    let nobody = ExtentWriter { host_uuid: None, generation: 0 };
     match disk.read_extent(slot, buf, timeout) {
-        Ok(ExtentRead::Payload(h)) => (h.generation, decode_state(&h, buf)),
-        Ok(ExtentRead::Torn(h)) => (h.generation, Err("torn (being written)".into())),
+        Ok(ExtentRead::Payload(h)) => (writer(&h), decode_state(&h, buf)),
+        Ok(ExtentRead::Torn(h)) => (writer(&h), Err("torn (being written)".into())),
         Ok(ExtentRead::TooLarge(h)) => {
-            (h.generation, Err(format!("payload of {} bytes is larger than this build reads", h.payload_len)))
+            (writer(&h), Err(format!("payload of {} bytes is larger than this build reads", h.payload_len)))
         }
-        Ok(ExtentRead::Corrupt(c)) => (0, Err(format!("corrupt header: {c}"))),
-        Err(e) => (0, Err(e.to_string())),
+        Ok(ExtentRead::Corrupt(c)) => (nobody, Err(format!("corrupt header: {c}"))),
+        Err(e) => (nobody, Err(e.to_string())),
     }
 }
 

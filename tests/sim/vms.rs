@@ -11,10 +11,9 @@
 //! (`set_extent_sequence`) and peers read it from their sweeps, as in the daemon.
 //!
 //! Invariants (checked when the ground truth changes, and every T/4 for liveness):
-//! - TWICE: no VM runs on two machines at once (across every incarnation). In runs with
-//!   misdirected writes or intruders a double run is counted (a known gap), not failed, except
-//!   for a VM a lying driver omitted or listed twice whose holder's slot never received a
-//!   foreign record write: that one fails (the lie, not the gap, made it);
+//! - TWICE: no VM runs on two machines at once (across every incarnation), in every run:
+//!   misdirected writes and intruders included (extents name their writer, format 1.6, and a
+//!   reader takes a slot's extent only from the incarnation its record names);
 //! - CLAIM: a failover start is issued only while the starting incarnation's durable extent
 //!   copy holds that VM as `Starting` (the claim landed before the start);
 //! - NONE: a VM of protection `none` is never started by failover;
@@ -31,7 +30,7 @@
 //! migration) or lists a VM twice; and an administrator stops a running VM (`VmEv::AdminStop`).
 
 use super::*;
-use diskbeat::core::failover::{Failover, FailoverAction, FailoverConfig, SlotView};
+use diskbeat::core::failover::{ExtentWriter, Failover, FailoverAction, FailoverConfig, SlotView};
 use diskbeat::core::NotProven;
 use diskbeat::format::host_state::{HostState, VmState};
 use diskbeat::planner::Protection;
@@ -85,7 +84,8 @@ struct Extent {
     sequence: u64,
     state: Option<HostState>,
     writer: Option<usize>,
-    /// The writer incarnation's generation (the extent header's).
+    /// The writer incarnation's host uuid and generation (the extent header's, format 1.6).
+    host_uuid: Uuid,
     generation: u64,
 }
 
@@ -95,6 +95,7 @@ struct Write {
     sequence: u64,
     state: HostState,
     issued: u64,
+    host_uuid: Uuid,
     generation: u64,
 }
 
@@ -122,8 +123,6 @@ struct Lies {
     about: BTreeSet<Uuid>,
     /// VMs an administrator stopped: (machine, when, its host's durable extent says `stopped`).
     admin: BTreeMap<Uuid, (usize, u64, bool)>,
-    /// Slots a foreign record write reached (a misdirected write, an intruder): the known gap.
-    foreign_slots: BTreeSet<u32>,
 }
 
 struct Thread {
@@ -164,7 +163,6 @@ pub(super) struct VmStats {
     /// Due VMs that no extent ever held (their host's daemon never published them: it never
     /// went live): the pool cannot know they ran.
     pub never_published: u64,
-    pub foreign_twice: u64,
     pub overdue: u64,
     /// The fence interlock: fence attempts that waited for a VM start in flight / failed because
     /// it outlasted the exec timeout; starts refused and publishes skipped while fencing (or not
@@ -206,7 +204,6 @@ impl VmStats {
         self.missed_previous += o.missed_previous;
         self.tight_runs += o.tight_runs;
         self.never_published += o.never_published;
-        self.foreign_twice += o.foreign_twice;
         self.overdue += o.overdue;
         self.interlock_waits += o.interlock_waits;
         self.interlock_timeouts += o.interlock_timeouts;
@@ -329,7 +326,6 @@ impl Sim {
             blank: vec![0; machines],
             about: BTreeSet::new(),
             admin: BTreeMap::new(),
-            foreign_slots: BTreeSet::new(),
         };
         let stats = VmStats {
             vms: n,
@@ -360,13 +356,6 @@ impl Sim {
             lies,
             stats,
         }));
-    }
-
-    /// A record write of another host reached `slot` (misdirected, or an intruder took it).
-    pub(super) fn vms_foreign_write(&mut self, slot: u32) {
-        if let Some(w) = self.vmw.as_mut() {
-            w.lies.foreign_slots.insert(slot);
-        }
     }
 
     fn w(&mut self) -> &mut VmWorld {
@@ -508,6 +497,7 @@ impl Sim {
                         sequence: wr.sequence,
                         state: Some(wr.state),
                         writer: Some(wr.inc),
+                        host_uuid: wr.host_uuid,
                         generation: wr.generation,
                     };
                 }
@@ -550,23 +540,8 @@ impl Sim {
                 w.failed_start.remove(&uuid);
                 w.excused.remove(&uuid);
                 w.lies.admin.remove(&uuid);
-                // Known gap: a misdirected heartbeat write (or an intruder) puts another host's
-                // record in a slot; when it goes silent the slot is "proven gone" although its
-                // extent is the real holder's, whose VMs run (the extent is not bound to the
-                // record's host and generation).
-                let foreign = self.windows.iter().any(|win| win.mode == Mode::Misdirect)
-                    || self.machines.iter().any(|m| m.intruder);
-                let strict_foreign = env_u64("SIM_STRICT_FOREIGN").is_some_and(|v| v != 0);
-                // A lie is no foreign write: a double run of a VM a driver lied about is the known
-                // gap only if a foreign record reached the slot of a machine it runs on.
-                let holder_foreign = others.iter().any(|&o| {
-                    self.vmw.as_ref().expect("VM run").lies.foreign_slots.contains(&self.machines[o].slot)
-                });
-                let w = self.w();
                 let lied = w.lies.about.contains(&uuid);
-                if !others.is_empty() && foreign && !strict_foreign && (!lied || holder_foreign) {
-                    w.stats.foreign_twice += 1;
-                } else if !others.is_empty() {
+                if !others.is_empty() {
                     let name = self.w().specs[&uuid].name.clone();
                     let lie = if lied { " (a driver lied about it in an inventory)" } else { "" };
                     return self.fail(format!(
@@ -680,12 +655,14 @@ impl Sim {
             for p in x.node.peers() {
                 views.push(SlotView {
                     state: p.state,
+                    host_uuid: p.host_uuid,
                     generation: p.generation,
                     extent_sequence: p.extent_sequence,
                     gone: p.vms_gone(),
                 });
             }
             views[slot].state = if live { PeerState::Live } else { PeerState::Unknown };
+            views[slot].host_uuid = x.node.record().host_uuid;
             views[slot].generation = x.node.record().generation;
             views[slot].gone = Err(NotProven::Alive);
             let generation = x.node.record().generation;
@@ -743,7 +720,8 @@ impl Sim {
                 self.vm_watch_publish(i, &state);
                 let (lat, fail) = self.ext_io(i, true);
                 let now = self.now;
-                let generation = self.incs[i].node.record().generation;
+                let (host_uuid, generation) =
+                    (self.incs[i].node.record().host_uuid, self.incs[i].node.record().generation);
                 let w = self.w();
                 let sequence = w.extents[slot as usize].sequence + 1;
                 // A failed write may still have switched copies before it reported failure.
@@ -758,7 +736,10 @@ impl Sim {
                 if lands {
                     let id = w.next_write;
                     w.next_write += 1;
-                    w.writes.insert(id, Write { slot, inc: i, sequence, state, issued: now, generation });
+                    w.writes.insert(
+                        id,
+                        Write { slot, inc: i, sequence, state, issued: now, host_uuid, generation },
+                    );
                     let at = now + w.rng.range(0, lat);
                     self.schedule(at, Ev::Vm(VmEv::Land { write: id }));
                 }
@@ -879,8 +860,9 @@ impl Sim {
                     }
                     None => Ok(w.extents[s as usize].state.clone()),
                 };
-                let generation = w.extents[s as usize].generation;
-                w.threads[i].as_mut().expect("thread").fo.handle_extent(s, asked, generation, r);
+                let e = &w.extents[s as usize];
+                let writer = ExtentWriter { host_uuid: Some(e.host_uuid), generation: e.generation };
+                w.threads[i].as_mut().expect("thread").fo.handle_extent(s, asked, writer, r);
             }
             Busy::Publish { result } => {
                 if let Ok(seq) = result {
