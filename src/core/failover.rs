@@ -1296,7 +1296,8 @@ impl Failover {
     fn max_plan_number(&self) -> u64 {
         let mut m = self.plan.as_ref().map_or(0, |p| p.epoch.number);
         for c in self.extents.iter().flatten() {
-            if let Known::State(st) = &c.known {
+            // Another incarnation's plan counts too: numbers only grow, whoever published them.
+            if let Known::State(st) | Known::Foreign(st) = &c.known {
                 if let Some(p) = &st.plan {
                     m = m.max(p.epoch.number);
                 }
