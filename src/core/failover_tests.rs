@@ -220,13 +220,13 @@ impl Pool {
                         Ok(())
                     }
                 };
-                self.hosts[i].fo.handle_start(uuid, r);
+                self.hosts[i].fo.handle_start(self.now, uuid, r);
             }
             FailoverAction::Destroy { uuid, .. } => {
                 if let Some(vm) = h.vms.get_mut(&uuid) {
                     vm.running = false;
                 }
-                h.fo.handle_destroy(uuid, Ok(()));
+                h.fo.handle_destroy(self.now, uuid, Ok(()));
             }
             FailoverAction::Lookup { uuid, .. } => {
                 let r = match &h.fail_lookups {

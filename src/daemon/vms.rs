@@ -53,8 +53,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
         FailoverConfig {
             slot: s.slot,
             slot_count: s.slot_count,
-            // A poll may spawn a hook process: every io timeout (T/4), not every interval.
-            inventory_interval_ms: u64::from(s.timing.io_timeout_ms).max(500),
+            inventory_interval_ms: crate::core::failover::inventory_interval_ms(&s.timing),
             driver: s.driver.is_some(),
             capacity_limit: limit,
             hb_addrs: s.hb_addrs.clone(),
@@ -171,16 +170,21 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                         }
                     }
                     for (uuid, r) in start_batch(&s, &shared, &mut driver, batch) {
-                        fo.handle_start(uuid, r);
+                        fo.handle_start(now_ms(), uuid, r);
                     }
                     pending = next;
                 }
-                FailoverAction::Destroy { uuid, name } => {
+                FailoverAction::Destroy { uuid, name, why } => {
+                    tracing::warn!(vm = %name, %uuid, why = %why.text(), "destroying a VM here");
                     let r = match driver.as_mut() {
                         Some(d) => d.destroy(&name).map_err(|e| e.to_string()),
                         None => Err("the VM driver could not be opened".to_string()),
                     };
-                    fo.handle_destroy(uuid, r);
+                    match &r {
+                        Ok(()) => tracing::warn!(vm = %name, %uuid, "VM destroyed"),
+                        Err(e) => tracing::error!(vm = %name, %uuid, error = %e, "destroying the VM failed: retried with backoff"),
+                    }
+                    fo.handle_destroy(now_ms(), uuid, r);
                 }
                 FailoverAction::Lookup { uuid, name } => {
                     // The inventory omitted one of our VMs: it stays ours until the driver says.

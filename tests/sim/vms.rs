@@ -392,7 +392,7 @@ impl Sim {
         let cfg = FailoverConfig {
             slot,
             slot_count: self.slot_count,
-            inventory_interval_ms: u64::from(self.timing.interval_ms).max(200),
+            inventory_interval_ms: diskbeat::core::failover::inventory_interval_ms(&self.timing),
             driver: true,
             capacity_limit: None,
             hb_addrs: vec![],
@@ -897,7 +897,7 @@ impl Sim {
                     w.failed_start.insert(uuid);
                     self.vms_disturb();
                 }
-                self.w().threads[i].as_mut().expect("thread").fo.handle_start(uuid, result);
+                self.w().threads[i].as_mut().expect("thread").fo.handle_start(local, uuid, result);
             }
             Busy::Destroy { uuid } => {
                 let w = self.w();
@@ -908,7 +908,7 @@ impl Sim {
                         w.failed_start.insert(uuid);
                     }
                 }
-                w.threads[i].as_mut().expect("thread").fo.handle_destroy(uuid, Ok(()));
+                w.threads[i].as_mut().expect("thread").fo.handle_destroy(local, uuid, Ok(()));
             }
             Busy::Lookup { uuid, fail } => {
                 let w = self.w();
