@@ -959,9 +959,10 @@ impl Failover {
         let mut t = self.cfg.driver.then_some(self.next_inventory_ms);
         let destroy = self.to_destroy.values().map(|j| j.due_ms).min();
         let twice = self.twice_since.values().min().map(|t| t.saturating_add(self.twice_confirm_ms()));
-        for x in [self.round_due_ms, (self.publish_after_ms > 0).then_some(self.publish_after_ms), destroy, twice]
-            .into_iter()
-            .flatten()
+        for x in
+            [self.round_due_ms, (self.publish_after_ms > 0).then_some(self.publish_after_ms), destroy, twice]
+                .into_iter()
+                .flatten()
         {
             t = Some(t.map_or(x, |t| t.min(x)));
         }
@@ -1124,7 +1125,9 @@ impl Failover {
                 Some(c) if c.last && c.generation == v.generation && !matches!(c.known, Known::Bad(_)) => {
                     continue
                 }
-                Some(ExtentCopy { known: Known::Bad(why), .. }) => format!("its extent cannot be read: {why}"),
+                Some(ExtentCopy { known: Known::Bad(why), .. }) => {
+                    format!("its extent cannot be read: {why}")
+                }
                 Some(c) if c.retry_at_ms.is_some() => "its extent cannot be read (retrying)".to_string(),
                 _ => "its final extent is not read yet".to_string(),
             };
@@ -1577,7 +1580,10 @@ impl Failover {
             let which = if vms.is_empty() {
                 "its VMs (none known)".to_string()
             } else {
-                format!("its VMs ({})", vms.iter().map(|n| crate::format::escape_name(n)).collect::<Vec<_>>().join(", "))
+                format!(
+                    "its VMs ({})",
+                    vms.iter().map(|n| crate::format::escape_name(n)).collect::<Vec<_>>().join(", ")
+                )
             };
             out.push(Waiting {
                 vm: None,
@@ -1591,7 +1597,10 @@ impl Failover {
         }
         for job in self.to_destroy.values() {
             let tries = match (&job.error, job.failures) {
-                (Some(e), n) => format!("; failed {}, last: {e}; retried with backoff", crate::text::count(u64::from(n), "time", "times")),
+                (Some(e), n) => format!(
+                    "; failed {}, last: {e}; retried with backoff",
+                    crate::text::count(u64::from(n), "time", "times")
+                ),
                 (None, _) => String::new(),
             };
             out.push(Waiting {

@@ -182,7 +182,9 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     };
                     match &r {
                         Ok(()) => tracing::warn!(vm = %name, %uuid, "VM destroyed"),
-                        Err(e) => tracing::error!(vm = %name, %uuid, error = %e, "destroying the VM failed: retried with backoff"),
+                        Err(e) => {
+                            tracing::error!(vm = %name, %uuid, error = %e, "destroying the VM failed: retried with backoff")
+                        }
                     }
                     fo.handle_destroy(now_ms(), uuid, r);
                 }
