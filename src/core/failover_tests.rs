@@ -763,9 +763,12 @@ fn a_second_copy_started_by_hand_is_destroyed_and_the_first_keeps_running() {
     let mut p = Pool::new(3, 1024);
     p.add_vm(0, 1, 256, Protection::Protect, None);
     p.run(20);
-    // An administrator starts vm1 on host 1 too (same UUID): two copies.
-    p.allow_twice = true;
+    // vm1 is defined on host 1 too (stopped), and an administrator starts it there: two copies.
     p.add_vm(1, 1, 256, Protection::Protect, None);
+    p.hosts[1].vms.get_mut(&uuid(1)).expect("defined").running = false;
+    p.run(20);
+    p.allow_twice = true;
+    p.hosts[1].vms.get_mut(&uuid(1)).expect("defined").running = true;
     p.run(40);
     assert_eq!(p.running_on(1), vec![0], "the copy that came second (lower claim) is destroyed");
     assert_eq!(p.hosts[1].destroys.len(), 1);
@@ -773,6 +776,10 @@ fn a_second_copy_started_by_hand_is_destroyed_and_the_first_keeps_running() {
     let st = p.hosts[1].fo.status();
     assert!(st.own.iter().any(|(n, s)| n == "vm1" && *s == VmState::Stopped));
     assert!(st.running_twice.is_empty());
+    // A copy that appears without a previous entry here is destroyed the same way.
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(40);
+    assert_eq!(p.running_on(1), vec![0]);
 }
 
 #[test]
