@@ -3469,6 +3469,16 @@ fn simulate_failover_many_seeds() {
         v.lookup_failures,
         v.admin_stops
     );
+    println!(
+        "sim failover, broken destroys and second copies: {} destroys ({} failed: drivers that cannot \
+         stop a VM for T to 10 T), {} VMs started a second time by the administrator ({} resolved to one copy, \
+         {} failover starts while such a copy ran)",
+        v.destroys,
+        v.destroy_failures,
+        v.admin_twice,
+        v.copies_resolved,
+        v.twice_after_admin
+    );
     if !failures.is_empty() {
         let mut msg = String::new();
         for f in &failures {

@@ -210,6 +210,8 @@ struct Missing {
     /// Ask the driver about it by UUID (once per inventory that omits it).
     lookup_due: bool,
     why: String,
+    /// The last lookup by UUID found it running here.
+    runs: bool,
 }
 
 /// What the status shows.
@@ -418,7 +420,12 @@ impl Failover {
                     if self.inventory_seen {
                         self.missing.insert(
                             held.uuid,
-                            Missing { since_ms: now_ms, lookup_due: true, why: Self::NOT_LISTED.into() },
+                            Missing {
+                                since_ms: now_ms,
+                                lookup_due: true,
+                                why: Self::NOT_LISTED.into(),
+                                runs: false,
+                            },
                         );
                     }
                     self.own.insert(held.uuid, held);
@@ -490,6 +497,9 @@ impl Failover {
             };
             let top_elsewhere = self.max_claim_elsewhere(vm.uuid);
             let held_elsewhere = self.held_elsewhere(vm.uuid);
+            let pending_destroy =
+                self.to_destroy.get(&vm.uuid).is_some_and(|j| j.why == DestroyWhy::FailedStart);
+            let is_new = !self.own.contains_key(&vm.uuid);
             let entry = self.own.entry(vm.uuid).or_insert_with(|| VmEntry {
                 uuid: vm.uuid,
                 name: vm.name.clone(),
@@ -511,6 +521,11 @@ impl Failover {
             entry.order = vm.protection.order;
             entry.anti_affinity.clone_from(&vm.protection.anti_affinity);
             entry.definition.clone_from(&vm.definition);
+            if is_new && state == VmState::Running && !held_elsewhere {
+                // Found running here (started outside failover): the newest holder, above every
+                // claim elsewhere, so a stopped entry elsewhere never outranks it.
+                entry.claim = top_elsewhere + 1;
+            }
             if previous && state == VmState::Stopped {
                 // Our previous incarnation held it; it is stopped now: lost, restarted elsewhere.
                 entry.state = VmState::Lost;
@@ -520,6 +535,9 @@ impl Failover {
             match (entry.state, state) {
                 // A start in flight or a claim round: the driver may not show it running yet.
                 (VmState::Starting, VmState::Stopped) => {}
+                // A failed start being destroyed (it may have half-started): it stays a holder,
+                // `Starting` with its failure, until the destroy succeeds.
+                (VmState::Starting, VmState::Running) if pending_destroy => {}
                 // Failed means "not running here": a failed start the driver shows running is a
                 // start we did not see succeed, so it runs.
                 (_, VmState::Running) => {
@@ -554,6 +572,7 @@ impl Failover {
                     since_ms: now_ms,
                     lookup_due: true,
                     why: Self::NOT_LISTED.into(),
+                    runs: false,
                 });
                 m.lookup_due = true;
             }
@@ -585,6 +604,7 @@ impl Failover {
             self.missing.remove(&uuid);
             return;
         };
+        let mut runs = false;
         let why = match result {
             Err(err) => format!("{}; its lookup by UUID failed: {}", Self::NOT_LISTED, truncate(&err)),
             Ok(Some(VmRunState::Running)) => {
@@ -595,6 +615,7 @@ impl Failover {
                 }
                 e.state = VmState::Running;
                 e.failure = None;
+                runs = true;
                 "the driver's inventory does not list it, but its lookup by UUID says it runs here".into()
             }
             Ok(Some(VmRunState::Stopped)) if previous => {
@@ -635,6 +656,7 @@ impl Failover {
         };
         if let Some(m) = self.missing.get_mut(&uuid) {
             m.why = why;
+            m.runs = runs;
         }
     }
 
@@ -710,7 +732,11 @@ impl Failover {
                 match &known {
                     Known::State(st) if counts => {
                         for e in &st.vms {
-                            if e.state.holds() && round.uuids.contains(&e.uuid) {
+                            // Another holder, or our claim already used elsewhere (an entry at
+                            // our claim or above, in any state: a stale assignment, an
+                            // administrator's stop after a restart): withdraw.
+                            let used = self.own.get(&e.uuid).is_some_and(|o| e.claim >= o.claim);
+                            if (e.state.holds() || used) && round.uuids.contains(&e.uuid) {
                                 round.conflicts.entry(e.uuid).or_insert(slot);
                             }
                         }
@@ -780,9 +806,11 @@ impl Failover {
             .own
             .values()
             .filter(|e| {
+                // A failed start whose destroy is pending is never started again here.
                 e.state == VmState::Starting
                     && !self.to_start.contains(&e.uuid)
                     && !self.in_flight.contains(&e.uuid)
+                    && !self.to_destroy.contains_key(&e.uuid)
             })
             .map(|e| e.uuid)
             .collect();
@@ -827,7 +855,10 @@ impl Failover {
         let Some(e) = self.own.get_mut(&uuid) else { return };
         match result {
             Ok(()) => match job.why {
-                DestroyWhy::FailedStart => e.state = VmState::Failed,
+                // `Failed`: not running here, so restarted elsewhere. Only from `Starting`: the
+                // entry stays there while its destroy is pending (`handle_inventory`).
+                DestroyWhy::FailedStart if e.state == VmState::Starting => e.state = VmState::Failed,
+                DestroyWhy::FailedStart => {}
                 // Stopped by diskbeat: positive evidence; the claim stays (it is not the highest).
                 DestroyWhy::RunningTwice { .. } => {
                     e.state = VmState::Stopped;
@@ -1047,9 +1078,10 @@ impl Failover {
                 continue;
             }
             let Some(ours) = self.own.get(&e.uuid) else { continue };
-            // Ours must be known to run: reported by the driver, not merely held.
+            // Ours must be known to run: reported by the driver (its inventory or a lookup by
+            // UUID), not merely held.
             if ours.state != VmState::Running
-                || self.missing.contains_key(&e.uuid)
+                || self.missing.get(&e.uuid).is_some_and(|m| !m.runs)
                 || self.unconfirmed.contains(&e.uuid)
                 || self.in_flight.contains(&e.uuid)
             {
@@ -1453,11 +1485,15 @@ impl Failover {
         let entries: Vec<(u32, VmEntry)> =
             self.all_entries().into_iter().map(|(s, e)| (s, e.clone())).collect();
         // The lowest wave with work left anywhere: later waves wait for it.
+        // A start that failed is done for the waves, also while its destroy is retried
+        // (`Starting` with its failure): later waves never wait on a wedged hypervisor.
         let done = |a: &Assignment| {
             entries.iter().any(|(_, e)| {
                 e.uuid == a.uuid
                     && (e.claim > a.claim
-                        || e.claim == a.claim && matches!(e.state, VmState::Running | VmState::Failed))
+                        || e.claim == a.claim
+                            && (matches!(e.state, VmState::Running | VmState::Failed)
+                                || e.state == VmState::Starting && e.failure.is_some()))
             })
         };
         let open_wave = plan.assignments.iter().filter(|a| !done(a)).map(|a| a.wave).min();
@@ -1465,6 +1501,10 @@ impl Failover {
         for a in plan.assignments.iter().filter(|a| a.target_slot == self.cfg.slot && a.wave == open_wave) {
             if self.own.get(&a.uuid).is_some_and(|e| e.claim >= a.claim) {
                 continue; // Taken (or withdrawn) already.
+            }
+            // A stale assignment: its claim is used elsewhere already (any state).
+            if entries.iter().any(|(s, e)| *s != self.cfg.slot && e.uuid == a.uuid && e.claim >= a.claim) {
+                continue;
             }
             // Someone that may run it holds it: the coordinator will catch up.
             let held = entries.iter().any(|(s, e)| {

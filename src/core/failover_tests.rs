@@ -531,7 +531,7 @@ fn a_failed_read_of_our_previous_extent_is_retried_not_taken_as_empty() {
 }
 
 /// Kills host 2 (vm1's host) and lets vm1 restart on one survivor; returns that survivor. Host
-/// 2's final extent keeps vm1 `running` with claim 0: an older claim, proven gone.
+/// 2's final extent keeps vm1 `running` with claim 1 (found running: above every claim elsewhere, 0): an older claim, proven gone.
 fn restarted_elsewhere(p: &mut Pool) -> usize {
     p.add_vm(2, 1, 256, Protection::Protect, None);
     p.run(20);
@@ -556,7 +556,7 @@ fn an_inventory_omitting_a_claimed_running_vm_keeps_it_and_its_claim() {
     let mut p = Pool::new(3, 4096);
     let x = restarted_elsewhere(&mut p);
     let before = published(&p, x, 1).expect("published");
-    assert_eq!((before.state, before.claim), (VmState::Running, 1));
+    assert_eq!((before.state, before.claim), (VmState::Running, 2));
     // Its driver omits it, and cannot answer a lookup either (libvirtd restarting).
     p.hosts[x].hidden.insert(uuid(1));
     p.hosts[x].fail_lookups = Some("libvirtd restarting".into());
@@ -564,7 +564,7 @@ fn an_inventory_omitting_a_claimed_running_vm_keeps_it_and_its_claim() {
     assert_eq!(p.running_on(1), vec![x as u32], "still runs once, where it ran");
     assert_eq!(p.starts.len(), 1, "never started again: {:?}", p.starts);
     let e = published(&p, x, 1).expect("still published");
-    assert_eq!((e.state, e.claim), (VmState::Running, 1), "published as before, with its claim");
+    assert_eq!((e.state, e.claim), (VmState::Running, 2), "published as before, with its claim");
     let st = p.hosts[x].fo.status();
     assert_eq!(st.missing.len(), 1, "{:?}", st.missing);
     assert_eq!(st.missing[0].name, "vm1");
@@ -578,7 +578,7 @@ fn an_inventory_omitting_a_claimed_running_vm_keeps_it_and_its_claim() {
     p.run(10);
     assert!(p.hosts[x].fo.status().missing.is_empty());
     assert_eq!(p.starts.len(), 1);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Running, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Running, 2)));
 }
 
 /// The second case: an admin-stopped VM was restarted after its host's inventory came
@@ -589,12 +589,12 @@ fn an_admin_stopped_vm_omitted_from_an_inventory_is_not_restarted() {
     let x = restarted_elsewhere(&mut p);
     p.hosts[x].vms.get_mut(&uuid(1)).unwrap().running = false;
     p.run(10);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
     p.hosts[x].hidden.insert(uuid(1));
     p.run(40);
     assert!(p.running_on(1).is_empty(), "stopped by the administrator: stays stopped");
     assert_eq!(p.starts.len(), 1, "{:?}", p.starts);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
     // The lookup said "defined here, stopped": positive evidence it does not run, and it stays.
     assert!(p.hosts[x].lookups.contains(&(uuid(1), Some(VmRunState::Stopped))));
 }
@@ -624,7 +624,7 @@ fn only_a_lookup_by_uuid_finding_nothing_lets_an_omitted_vm_leave() {
     assert!(p.hosts[x].lookups.contains(&(uuid(1), None)));
     assert!(p.running_on(1).is_empty());
     assert_eq!(p.starts.len(), 1, "{:?}", p.starts);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
 }
 
 /// An inventory that lists one UUID twice is a driver error: nothing in it is trusted, what was
@@ -697,14 +697,14 @@ fn an_admin_stop_survives_a_daemon_restart() {
     let x = restarted_elsewhere(&mut p);
     p.hosts[x].vms.get_mut(&uuid(1)).unwrap().running = false;
     p.run(10);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
     let cfg = p.hosts[x].fo.config().clone();
     p.hosts[x].fo = Failover::new(cfg, p.now);
     p.hosts[x].generation = 2;
     p.run(40);
     assert!(p.running_on(1).is_empty(), "{:?}", p.starts);
     assert_eq!(p.starts.len(), 1);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
 }
 
 #[test]

@@ -59,6 +59,8 @@ pub(super) enum VmEv {
     FenceGo(usize),
     /// An administrator stops a running VM on a live host (`virsh destroy`).
     AdminStop,
+    /// An administrator starts a VM that runs on one live host on a second one too (same UUID).
+    AdminStartTwice,
 }
 
 struct VmSpec {
@@ -124,6 +126,15 @@ struct Lies {
     admin: BTreeMap<Uuid, (usize, u64, bool)>,
     /// Slots a foreign record write reached (a misdirected write, an intruder): the known gap.
     foreign_slots: BTreeSet<u32>,
+    /// Per machine: its driver's destroys fail until this time (a hypervisor that cannot stop a
+    /// VM for minutes).
+    destroy_broken_until: Vec<u64>,
+    /// VMs an administrator started a second time: since when the double run lasts with both
+    /// hosts live and able to destroy (COPIES).
+    /// The machine of the second copy is kept: a copy its daemon never published is invisible.
+    admin_twice: BTreeMap<Uuid, (u64, usize)>,
+    /// Every VM an administrator ever started twice.
+    twice_ever: BTreeSet<Uuid>,
 }
 
 struct Thread {
@@ -182,6 +193,14 @@ pub(super) struct VmStats {
     pub lookups: u64,
     pub lookup_failures: u64,
     pub admin_stops: u64,
+    /// Destroys done / failed (a broken driver); double runs an administrator made / resolved.
+    pub destroys: u64,
+    pub destroy_failures: u64,
+    pub admin_twice: u64,
+    pub copies_resolved: u64,
+    /// Failover starts of a VM while an administrator's second copy of it ran (unknown to
+    /// diskbeat when a driver hides it): not a diskbeat double run.
+    pub twice_after_admin: u64,
 }
 
 impl VmStats {
@@ -219,6 +238,11 @@ impl VmStats {
         self.lookups += o.lookups;
         self.lookup_failures += o.lookup_failures;
         self.admin_stops += o.admin_stops;
+        self.destroys += o.destroys;
+        self.destroy_failures += o.destroy_failures;
+        self.admin_twice += o.admin_twice;
+        self.copies_resolved += o.copies_resolved;
+        self.twice_after_admin += o.twice_after_admin;
     }
 }
 
@@ -322,7 +346,22 @@ impl Sim {
                 self.schedule(at, Ev::Vm(VmEv::AdminStop));
             }
         }
+        let mut destroy_broken_until = vec![0; machines];
+        if lie_rng.chance(0.15) {
+            let m = lie_rng.range(0, machines as u64 - 1) as usize;
+            let from = lie_rng.range(0, d / 2);
+            destroy_broken_until[m] = from + lie_rng.range(host_dead, 10 * host_dead);
+        }
+        if lie_rng.chance(0.2) {
+            for _ in 0..lie_rng.range(1, 2) {
+                let at = lie_rng.range(host_dead, d * 3 / 4);
+                self.schedule(at, Ev::Vm(VmEv::AdminStartTwice));
+            }
+        }
         let lies = Lies {
+            destroy_broken_until,
+            admin_twice: BTreeMap::new(),
+            twice_ever: BTreeSet::new(),
             rng: lie_rng,
             p,
             omit: vec![BTreeMap::new(); machines],
@@ -566,6 +605,11 @@ impl Sim {
                 let lied = w.lies.about.contains(&uuid);
                 if !others.is_empty() && foreign && !strict_foreign && (!lied || holder_foreign) {
                     w.stats.foreign_twice += 1;
+                } else if !others.is_empty() && w.lies.admin_twice.contains_key(&uuid) {
+                    // The administrator's second copy, still running, or one a lying driver hid
+                    // (diskbeat never saw it: no entry, no evidence either way); COPIES bounds how
+                    // long a copy diskbeat sees may last.
+                    w.stats.twice_after_admin += 1;
                 } else if !others.is_empty() {
                     let name = self.w().specs[&uuid].name.clone();
                     let lie = if lied { " (a driver lied about it in an inventory)" } else { "" };
@@ -619,6 +663,49 @@ impl Sim {
                 }
                 Ok(())
             }
+            VmEv::AdminStartTwice => {
+                // A VM running on a live machine, started on a second live machine too.
+                let live: Vec<usize> = (0..self.machines.len())
+                    .filter(|&m| {
+                        let mach = &self.machines[m];
+                        !mach.intruder
+                            && mach.incs.last().is_some_and(|&i| {
+                                self.incs[i].alive && self.incs[i].node.phase() == Phase::Live
+                            })
+                    })
+                    .collect();
+                let w = self.vmw.as_ref().expect("VM run");
+                let mut candidates = Vec::new();
+                for &m in &live {
+                    for (u, running) in &w.drivers[m].vms {
+                        // One administrator action per VM: a stop's ADMIN rule and a second
+                        // copy's COPIES rule each assume the other did not happen.
+                        let touched = w.lies.admin.contains_key(u) || w.lies.twice_ever.contains(u);
+                        if *running && !touched && w.running.get(u).is_some_and(|r| r.len() == 1) {
+                            for &o in &live {
+                                if o != m && !w.drivers[o].vms.get(u).copied().unwrap_or(false) {
+                                    candidates.push((o, *u));
+                                }
+                            }
+                        }
+                    }
+                }
+                if candidates.is_empty() {
+                    return Ok(());
+                }
+                let now = self.now;
+                let w = self.w();
+                let (m, u) = candidates[w.lies.rng.range(0, candidates.len() as u64 - 1) as usize];
+                w.stats.admin_twice += 1;
+                w.drivers[m].vms.insert(u, true);
+                w.running.entry(u).or_default().insert(m);
+                w.down.remove(&u);
+                w.lies.admin_twice.insert(u, (now, m));
+                w.lies.twice_ever.insert(u);
+                let name = w.specs[&u].name.clone();
+                self.note(|| format!("the administrator starts {name} on machine {m} too: two copies"));
+                Ok(())
+            }
             VmEv::AdminStop => {
                 // A running VM on a machine whose daemon is live.
                 let mut candidates = Vec::new();
@@ -631,7 +718,7 @@ impl Sim {
                     }
                     let w = self.vmw.as_ref().expect("VM run");
                     for (u, running) in &w.drivers[m].vms {
-                        if *running {
+                        if *running && !w.lies.admin_twice.contains_key(u) && !w.lies.twice_ever.contains(u) {
                             candidates.push((m, *u));
                         }
                     }
@@ -901,14 +988,21 @@ impl Sim {
             }
             Busy::Destroy { uuid } => {
                 let w = self.w();
-                if w.drivers[m].vms.get(&uuid).copied() == Some(true) {
-                    w.stop_vm(m, uuid, now);
-                    // A destroy follows a failed start (half started): still excused as such.
-                    if w.down.contains_key(&uuid) {
-                        w.failed_start.insert(uuid);
+                if now < w.lies.destroy_broken_until[m] {
+                    w.stats.destroy_failures += 1;
+                    let th = w.threads[i].as_mut().expect("thread");
+                    th.fo.handle_destroy(local, uuid, Err("the hypervisor cannot stop it".into()));
+                } else {
+                    w.stats.destroys += 1;
+                    if w.drivers[m].vms.get(&uuid).copied() == Some(true) {
+                        w.stop_vm(m, uuid, now);
+                        // A destroy follows a failed start (half started): still excused as such.
+                        if w.down.contains_key(&uuid) {
+                            w.failed_start.insert(uuid);
+                        }
                     }
+                    w.threads[i].as_mut().expect("thread").fo.handle_destroy(local, uuid, Ok(()));
                 }
-                w.threads[i].as_mut().expect("thread").fo.handle_destroy(local, uuid, Ok(()));
             }
             Busy::Lookup { uuid, fail } => {
                 let w = self.w();
@@ -1044,7 +1138,78 @@ impl Sim {
     }
 
     /// RESTART: protected VMs that are due run again within the bound.
+    /// COPIES: a double run an administrator made ends, with one copy left, within T + 6
+    /// inventory intervals of lasting while both machines' daemons are live, their drivers can
+    /// destroy and no driver call hangs (the loser's inventory sees it and publishes; the winner's extent is read; two
+    /// intervals to confirm; the destroy).
+    fn vm_check_copies(&mut self) -> Res {
+        let now = self.now;
+        let interval = diskbeat::core::failover::inventory_interval_ms(&self.timing);
+        let bound = self.t_us(self.timing.host_dead_ms) + 6 * self.t_us(interval as u32);
+        let w = self.vmw.as_ref().expect("VM run");
+        let mut updates = Vec::new();
+        for (&u, &(since, copy)) in &w.lies.admin_twice {
+            let on: Vec<usize> = w.running.get(&u).map(|r| r.iter().copied().collect()).unwrap_or_default();
+            if on.len() < 2 {
+                // Resolved, unless the one copy left is the administrator's and its host never
+                // published it (a lying driver, a daemon not live): diskbeat cannot know it runs.
+                let slot = self.machines[copy].slot as usize;
+                let known = w.extents[slot]
+                    .state
+                    .as_ref()
+                    .is_some_and(|st| st.vms.iter().any(|e| e.uuid == u && e.state.holds()));
+                if on != [copy] || known {
+                    updates.push((u, None));
+                }
+                continue;
+            }
+            // A hanging driver call holds its VM thread (the daemon's hook timeout bounds it). A
+            // copy its host never published (its driver hides it) is invisible to diskbeat.
+            let published = |m: usize| {
+                w.extents[self.machines[m].slot as usize]
+                    .state
+                    .as_ref()
+                    .is_some_and(|st| st.vms.iter().any(|e| e.uuid == u && e.state == VmState::Running))
+            };
+            let able = now >= w.hang_until
+                && on.iter().all(|&m| published(m))
+                && on.iter().all(|&m| {
+                    now >= w.lies.destroy_broken_until[m]
+                        && self.machines[m]
+                            .incs
+                            .last()
+                            .is_some_and(|&i| self.incs[i].alive && self.incs[i].node.phase() == Phase::Live)
+                });
+            if !able {
+                updates.push((u, Some(now)));
+            } else if now > since + bound {
+                let name = w.specs[&u].name.clone();
+                return self.fail(format!(
+                    "COPIES: {name} ({u}) still runs on machines {on:?} {} ms after the double run began \
+                     (both daemons live, destroys working)",
+                    (now - since) / 1000
+                ));
+            }
+        }
+        let w = self.w();
+        for (u, since) in updates {
+            match since {
+                None => {
+                    w.lies.admin_twice.remove(&u);
+                    w.stats.copies_resolved += 1;
+                }
+                Some(t) => {
+                    if let Some(x) = w.lies.admin_twice.get_mut(&u) {
+                        x.0 = t;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn vm_check(&mut self) -> Res {
+        self.vm_check_copies()?;
         let now = self.now;
         let t = self.t_us(self.timing.host_dead_ms);
         // The pool is fault-free: no disk fault window, outage or frozen daemon, no hanging driver.
