@@ -3400,7 +3400,7 @@ const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
 ];
 
 /// The pool with VMs and failover: every incarnation runs the real `Failover` (see `vms.rs`).
-/// `SIM_FO_RUNS` seeds (default 3,000) from a random base seed, plus the regression seeds.
+/// `SIM_FO_RUNS` seeds (default 10,000) from a random base seed, plus the regression seeds.
 #[test]
 fn simulate_failover_many_seeds() {
     let started = std::time::Instant::now();
@@ -3408,7 +3408,7 @@ fn simulate_failover_many_seeds() {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) ^ 0xf0
     });
-    let runs = env_u64("SIM_FO_RUNS").unwrap_or(3_000);
+    let runs = env_u64("SIM_FO_RUNS").unwrap_or(10_000);
     let kind = env_kind();
     let kind_env = kind.map_or(String::new(), |k| format!(" SIM_KIND={}", k.name()));
     println!("sim failover: base seed {base}, {runs} runs (replay all: SIM_BASE_SEED={base} SIM_FO_RUNS={runs}{kind_env})");
