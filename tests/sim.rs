@@ -547,10 +547,10 @@ struct Inc {
     was_frozen: bool,
     fence_failed: bool,
     fencer_done: bool,
-    /// `Fencer::fencing`: set when a fence attempt begins; the VM thread starts and publishes
-    /// nothing more.
-    fencing: bool,
-    /// A fence attempt waiting for the VM start in flight (`Fencer::vm_ops`): when it acts, its
+    /// The fence interlock, the daemon's own code (`core::interlock`): fencing from the first
+    /// fence attempt on (no start begins, nothing is published); starts in flight.
+    interlock: diskbeat::core::interlock::Interlock,
+    /// A fence attempt waiting for the VM start in flight (the interlock): when it acts, its
     /// outcome, and whether the backup deadline thread made it.
     fence_go: Option<(u64, FenceOutcome, bool)>,
     /// The daemon died with its host running (VM runs): restarted by `VmEv::DaemonCrash` only.
@@ -2491,7 +2491,7 @@ impl Sim {
             frozen_until: 0,
             was_frozen: false,
             fence_failed: false,
-            fencing: false,
+            interlock: diskbeat::core::interlock::Interlock::new(),
             fence_go: None,
             daemon_crashed: false,
             fencer_done: false,
@@ -2577,9 +2577,10 @@ impl Sim {
         self.schedule(at, Ev::Watchdog { inc: i, token });
     }
 
-    /// `Fencer::fence` for incarnation `i`: sets `fencing`, then waits for the VM start in flight
-    /// (it holds `vm_ops`) up to the exec timeout, or fails. Returns the outcome and how long the
-    /// attempt waited; an attempt that waits acts at `VmEv::FenceGo` (`fence_go`).
+    /// `Fencer::fence` for incarnation `i`: asks the interlock (the daemon's code), which makes
+    /// this host fencing and lets the action wait for the VM start in flight up to the exec
+    /// timeout, or fail. Returns the outcome and how long the attempt waited; an attempt that
+    /// waits acts at `VmEv::FenceGo` (`fence_go`), asking the interlock again.
     fn fence_action(&mut self, i: usize, backup: bool) -> (FenceOutcome, u64) {
         if self.incs[i].fencer_done {
             return (FenceOutcome::Done, 0);
@@ -2588,13 +2589,20 @@ impl Sim {
         if let Some((go, outcome, _)) = self.incs[i].fence_go {
             return (outcome, go.saturating_sub(now));
         }
-        self.incs[i].fencing = true;
-        let wait = self.vm_start_in_flight(i);
-        if wait == 0 {
+        use diskbeat::core::interlock::Gate;
+        let limit_ms = u64::from(self.timing.io_timeout_ms);
+        let local = self.incs[i].clock.local_ms(now);
+        if self.incs[i].interlock.fence_gate(local, limit_ms) == Gate::Go {
             return (self.fence_now(i), 0);
         }
+        // Starts are in flight: the VM thread's current one ends at a known time.
+        let wait = self.vm_start_in_flight(i);
         let io = self.t_us(self.timing.io_timeout_ms);
         if wait > io {
+            // The daemon asks again until the limit; then the interlock fails the attempt.
+            let at = local + limit_ms;
+            let gate = self.incs[i].interlock.fence_gate(at, limit_ms);
+            assert_eq!(gate, Gate::Fail, "a start in flight for the whole limit fails the attempt");
             self.note(|| format!("inc {i} fence FAILS: a VM start is still in flight"));
             self.stats.fence_failures += 1;
             self.vm_interlock_timeout();

@@ -22,6 +22,7 @@
 //! definitions of VMs to start): it runs on the daemon's VM thread, never on the heartbeat loop.
 
 pub mod failover;
+pub mod interlock;
 pub mod net;
 pub mod node;
 pub mod own;

@@ -2,6 +2,7 @@
 //! attempts are serialized, and once one succeeded no other runs.
 
 use super::config::FenceAction;
+use crate::core::interlock::{Gate, Interlock};
 use crate::core::{FenceOutcome, FenceReason};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -19,12 +20,9 @@ pub struct Fencer {
     done: AtomicBool,
     /// The backup thread's last outcome, for the loop to reconcile (taken once).
     backup: AtomicU8,
-    /// Held by the VM thread across a VM start; the fence takes it before its action, so no
-    /// start completes after the action stopped this host's VMs (the `fenced` mark then lies).
-    pub vm_ops: Mutex<()>,
-    /// Set when fencing starts: the VM thread starts and publishes nothing more (a fenced host
-    /// must not start VMs, nor erase the evidence of the VMs it ran).
-    pub fencing: AtomicBool,
+    /// The fence interlock (`core::interlock`): the VM thread asks it before every start and
+    /// publish, the fence before its action. Held only for those calls, never across one.
+    pub interlock: Mutex<Interlock>,
 }
 
 impl Fencer {
@@ -35,8 +33,7 @@ impl Fencer {
             running: Mutex::new(()),
             done: AtomicBool::new(false),
             backup: AtomicU8::new(BACKUP_NONE),
-            vm_ops: Mutex::new(()),
-            fencing: AtomicBool::new(false),
+            interlock: Mutex::new(Interlock::new()),
         }
     }
 
@@ -57,23 +54,21 @@ impl Fencer {
         if self.has_fenced() {
             return FenceOutcome::Done;
         }
-        self.fencing.store(true, Ordering::SeqCst);
-        // Wait for a VM start in flight (bounded): if it cannot end, the fence fails (and is
-        // retried) rather than claim the VMs stopped.
-        let deadline = std::time::Instant::now() + self.exec_timeout;
-        let _vms = loop {
-            match self.vm_ops.try_lock() {
-                Ok(g) => break g,
-                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    tracing::error!("a VM start is still in flight: the fence action waits for it");
+        // The interlock's rule: no start begins from now on, and the action waits for the starts
+        // in flight (bounded): if they do not end, the attempt fails (and is retried) rather than
+        // claim the VMs stopped.
+        let limit_ms = self.exec_timeout.as_millis() as u64;
+        loop {
+            let gate = self.interlock().fence_gate(super::now_ms(), limit_ms);
+            match gate {
+                Gate::Go => break,
+                Gate::Wait => std::thread::sleep(Duration::from_millis(5)),
+                Gate::Fail => {
+                    tracing::error!("a VM start is still in flight: this fence attempt fails and is retried");
                     return FenceOutcome::Failed;
                 }
             }
-        };
+        }
         tracing::error!(reason, action = ?self.action, "SELF-FENCING");
         let outcome = self.run(reason);
         if outcome == FenceOutcome::Done {
@@ -82,6 +77,10 @@ impl Fencer {
             tracing::error!(action = ?self.action, "FENCE ACTION FAILED: this host is NOT fenced; retrying");
         }
         outcome
+    }
+
+    pub fn interlock(&self) -> std::sync::MutexGuard<'_, Interlock> {
+        self.interlock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The backup thread's attempt: its outcome is kept for the loop.

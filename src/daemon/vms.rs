@@ -140,7 +140,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                 }
                 FailoverAction::Publish(state) => {
                     // Fencing: the last state on the disk stays the evidence of what ran here.
-                    let r = if shared.fencer.fencing.load(Ordering::SeqCst) {
+                    let r = if !shared.fencer.interlock().may_publish() {
                         Err("this host is fencing: nothing more is published".to_string())
                     } else {
                         publish(disk, s.slot, generation, &state, io_timeout)
@@ -288,22 +288,41 @@ struct StartJob {
 
 /// Starts one wave's VMs at once: the first on the thread's driver, the others each on a driver
 /// of their own (a libvirt connection per thread). The fence waits for the whole batch
-/// (`vm_ops`), and nothing starts once it fences or the node is not live.
+/// (the interlock), and nothing starts once it fences or the node is not live.
 fn start_batch(
     s: &VmSettings,
     shared: &VmShared,
     driver: &mut Option<Box<dyn VmDriver>>,
     batch: Vec<StartJob>,
 ) -> Vec<(uuid::Uuid, Result<(), String>)> {
-    let _ops = shared.fencer.vm_ops.lock().unwrap_or_else(|e| e.into_inner());
-    let fencing =
-        shared.fencer.fencing.load(Ordering::SeqCst) || node_lock(&shared.node).phase() != Phase::Live;
-    if fencing {
+    let live = node_lock(&shared.node).phase() == Phase::Live;
+    let allowed = {
+        let mut lock = shared.fencer.interlock();
+        let ok = lock.begin_start(live);
+        for _ in 1..batch.len() {
+            if ok {
+                assert!(lock.begin_start(live), "the interlock admits a whole batch or none");
+            }
+        }
+        ok
+    };
+    if !allowed {
         return batch
             .into_iter()
             .map(|j| (j.uuid, Err("this host is not live (fencing): no starts".to_string())))
             .collect();
     }
+    // Every start of the batch ends here, whatever happens to it (an unwinding panic included).
+    struct Ended<'a>(&'a super::fence::Fencer, usize);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            let mut lock = self.0.interlock();
+            for _ in 0..self.1 {
+                lock.end_start();
+            }
+        }
+    }
+    let _ended = Ended(&shared.fencer, batch.len());
     let start_one = |d: &mut dyn VmDriver, j: &StartJob| -> Result<(), String> {
         tracing::warn!(vm = %j.name, uuid = %j.uuid, "starting a VM of a failed host (claim checked)");
         let r = d

@@ -101,13 +101,33 @@ struct Write {
 }
 
 enum Busy {
-    Previous { fail: Option<String> },
-    Inventory { fail: Option<String> },
-    Read { slot: u32, asked: u64, fail: Option<String> },
-    Publish { result: Result<u64, String> },
-    Start { uuid: Uuid, result: Result<(), String> },
-    Destroy { uuid: Uuid },
-    Lookup { uuid: Uuid, fail: Option<String> },
+    Previous {
+        fail: Option<String>,
+    },
+    Inventory {
+        fail: Option<String>,
+    },
+    Read {
+        slot: u32,
+        asked: u64,
+        fail: Option<String>,
+    },
+    Publish {
+        result: Result<u64, String>,
+    },
+    /// `admitted`: the interlock let it begin (it ends it when done).
+    Start {
+        uuid: Uuid,
+        result: Result<(), String>,
+        admitted: bool,
+    },
+    Destroy {
+        uuid: Uuid,
+    },
+    Lookup {
+        uuid: Uuid,
+        fail: Option<String>,
+    },
 }
 
 /// Drivers that lie in their inventories, and administrators who stop VMs. Its own random stream:
@@ -652,6 +672,13 @@ impl Sim {
                     return Ok(());
                 }
                 self.w().stats.interlock_waits += 1;
+                // The start it waited for has ended: the interlock lets the action run (if it
+                // did not, the action runs anyway and FENCE RACE / EVIDENCE judge it).
+                let local = self.incs[i].clock.local_ms(self.now);
+                let gate = self.incs[i].interlock.fence_gate(local, u64::from(self.timing.io_timeout_ms));
+                if gate != diskbeat::core::interlock::Gate::Go {
+                    self.note(|| format!("inc {i}: the interlock says {gate:?} after the start ended"));
+                }
                 let outcome = self.fence_now(i);
                 let x = &mut self.incs[i];
                 if backup && x.alive {
@@ -819,7 +846,7 @@ impl Sim {
                 let (lat, fail) = self.ext_io(i, false);
                 self.vm_begin(i, Busy::Read { slot: s, asked, fail }, lat);
             }
-            FailoverAction::Publish(_) if self.incs[i].fencing => {
+            FailoverAction::Publish(_) if !self.incs[i].interlock.may_publish() => {
                 // Fencing: the last state on the disk stays the evidence of what ran here.
                 self.w().stats.skipped_publishes += 1;
                 let result = Err("this host is fencing: nothing more is published".to_string());
@@ -851,13 +878,11 @@ impl Sim {
                 }
                 self.vm_begin(i, Busy::Publish { result }, lat);
             }
-            FailoverAction::Start { uuid, .. }
-                if self.incs[i].fencing || self.incs[i].node.phase() != Phase::Live =>
-            {
-                // Under `vm_ops`: no start once fencing, nor while the node is not live.
+            FailoverAction::Start { uuid, .. } if !self.vm_begin_start(i) => {
+                // The interlock refused: no start once fencing, nor while the node is not live.
                 self.w().stats.refused_starts += 1;
                 let result = Err("this host is not live (fencing): no starts".to_string());
-                self.vm_begin(i, Busy::Start { uuid, result }, 1);
+                self.vm_begin(i, Busy::Start { uuid, result, admitted: false }, 1);
             }
             FailoverAction::Start { uuid, .. } => {
                 self.vm_check_start(i, uuid)?;
@@ -887,7 +912,7 @@ impl Sim {
                     self.schedule(at, Ev::Vm(VmEv::Run { machine: m, uuid, issued: now, inc: i }));
                 }
                 let result = if fails { Err("start failed".to_string()) } else { Ok(()) };
-                self.vm_begin(i, Busy::Start { uuid, result }, lat.max(1));
+                self.vm_begin(i, Busy::Start { uuid, result, admitted: true }, lat.max(1));
             }
             FailoverAction::Destroy { uuid, .. } => {
                 let lat = self.w().rng.range(1_000, 50_000);
@@ -977,7 +1002,10 @@ impl Sim {
                 }
                 self.w().threads[i].as_mut().expect("thread").fo.handle_published(local, result);
             }
-            Busy::Start { uuid, result } => {
+            Busy::Start { uuid, result, admitted } => {
+                if admitted {
+                    self.incs[i].interlock.end_start();
+                }
                 if result.is_err() {
                     let w = self.w();
                     w.stats.start_failures += 1;
@@ -1051,6 +1079,12 @@ impl Sim {
     }
 
     /// How long the VM start in flight of incarnation `i` still holds `vm_ops` (0: none).
+    /// Asks the interlock whether a VM start may begin on incarnation `i` (as `start_batch`).
+    fn vm_begin_start(&mut self, i: usize) -> bool {
+        let live = self.incs[i].node.phase() == Phase::Live;
+        self.incs[i].interlock.begin_start(live)
+    }
+
     pub(super) fn vm_start_in_flight(&self, i: usize) -> u64 {
         let Some(w) = self.vmw.as_ref() else { return 0 };
         match w.threads.get(i).and_then(|t| t.as_ref()) {
@@ -1139,13 +1173,15 @@ impl Sim {
 
     /// RESTART: protected VMs that are due run again within the bound.
     /// COPIES: a double run an administrator made ends, with one copy left, within T + 6
-    /// inventory intervals of lasting while both machines' daemons are live, their drivers can
+    /// inventory intervals (plus the longest destroy backoff) of lasting while both machines' daemons are live, their drivers can
     /// destroy and no driver call hangs (the loser's inventory sees it and publishes; the winner's extent is read; two
     /// intervals to confirm; the destroy).
     fn vm_check_copies(&mut self) -> Res {
         let now = self.now;
         let interval = diskbeat::core::failover::inventory_interval_ms(&self.timing);
-        let bound = self.t_us(self.timing.host_dead_ms) + 6 * self.t_us(interval as u32);
+        // Plus one backoff at its longest: a destroy that failed just before the driver healed.
+        let intervals = 6 + diskbeat::core::failover::RETRY_MAX_INTERVALS;
+        let bound = self.t_us(self.timing.host_dead_ms) + intervals * self.t_us(interval as u32);
         let w = self.vmw.as_ref().expect("VM run");
         let mut updates = Vec::new();
         for (&u, &(since, copy)) in &w.lies.admin_twice {
