@@ -1660,7 +1660,7 @@ impl Sim {
             return Ok(());
         }
         let local = x.clock.local_ms(self.now);
-        let r = self.incs[i].node.handle_packet(local, usize::from(net), pkt);
+        let r = self.incs[i].node.handle_packet(local, usize::from(net), diskbeat::net::VERSION_MINOR, pkt);
         self.stats.delivered += 1;
         if self.trace > 1 || (self.trace > 0 && replay.is_some()) {
             let slot = self.incs[i].slot;

@@ -367,10 +367,21 @@ impl Node {
         }
     }
 
-    /// A MAC-verified packet arrived on `network` (0 or 1) at `now_ms` (our clock, taken when it
-    /// was received). Checked for destination, replay and stale generation; dropped packets are
-    /// counted by reason.
-    pub fn handle_packet(&mut self, now_ms: u64, network: usize, packet: &Packet) -> Result<(), DropReason> {
+    /// A MAC-verified packet of protocol minor `version_minor` arrived on `network` (0 or 1) at
+    /// `now_ms` (our clock, taken when it was received). Checked for protocol version,
+    /// destination, replay and stale generation; dropped packets are counted by reason.
+    pub fn handle_packet(
+        &mut self,
+        now_ms: u64,
+        network: usize,
+        version_minor: u16,
+        packet: &Packet,
+    ) -> Result<(), DropReason> {
+        // Protocol 1.0 packets carry no destination or echo: never sent by any release.
+        if version_minor == 0 {
+            self.net.drops.record(DropReason::UnsupportedVersion);
+            return Err(DropReason::UnsupportedVersion);
+        }
         let r = self.net.accept(self.cfg.slot, now_ms, network, packet);
         match r {
             Err(reason) => self.net.drops.record(reason),

@@ -95,12 +95,8 @@ fn run(sockets: Vec<UdpSocket>, shared: NetShared, now_ms: fn() -> u64) {
                 };
                 let mut node = lock_node(&shared.node);
                 match verified {
-                    // Protocol 1.0 packets carry no destination or echo: never sent by any release.
-                    Ok(p) if p.version_minor() == 0 => {
-                        node.handle_drop(crate::net::DropReason::UnsupportedVersion)
-                    }
                     Ok(p) => {
-                        let _ = node.handle_packet(at, network, p.packet());
+                        let _ = node.handle_packet(at, network, p.version_minor(), p.packet());
                     }
                     Err(reason) => node.handle_drop(reason),
                 }
