@@ -882,6 +882,12 @@ impl Failover {
 
     /// The next action, or `None` (then wait until [`Failover::poll_timeout`] or new input).
     pub fn poll_action(&mut self, now_ms: u64) -> Option<FailoverAction> {
+        let action = self.next_action(now_ms);
+        self.assert_invariants();
+        action
+    }
+
+    fn next_action(&mut self, now_ms: u64) -> Option<FailoverAction> {
         if self.io != Io::Idle {
             return None;
         }
@@ -912,7 +918,7 @@ impl Failover {
         }
         if self.round_due_ms.is_some_and(|t| now_ms >= t) && self.published.is_some() {
             self.begin_round();
-            return self.poll_action(now_ms);
+            return self.next_action(now_ms);
         }
         if let Some(uuid) = self.to_start.pop() {
             if let Some(e) = self.own.get(&uuid) {
@@ -972,7 +978,7 @@ impl Failover {
         self.take_assignments();
         self.two_copies(now_ms);
         if self.to_destroy.values().any(|j| now_ms >= j.due_ms) {
-            return self.poll_action(now_ms);
+            return self.next_action(now_ms);
         }
         self.forget_settled_missing();
         self.prune_absent();
@@ -983,6 +989,23 @@ impl Failover {
             return Some(FailoverAction::Publish(state));
         }
         None
+    }
+
+    /// Checked after every poll, in release builds too: a violation panics (the daemon's panic
+    /// hook fences this host with the message).
+    fn assert_invariants(&self) {
+        for u in &self.in_flight {
+            assert!(self.own.contains_key(u), "a start in flight without a claim of ours: {u}");
+        }
+        for u in self.to_destroy.keys() {
+            assert!(self.own.contains_key(u), "a destroy of a VM we do not publish: {u}");
+        }
+        if let Some(p) = &self.published {
+            assert!(
+                p.vms.iter().all(|e| e.claim <= crate::format::host_state::COUNTER_MAX),
+                "claim out of range"
+            );
+        }
     }
 
     /// When to call [`Failover::poll_action`] again without new input.

@@ -1395,11 +1395,10 @@ impl Node {
         self.record.extent_sequence = sequence;
     }
 
-    /// Checked after every input in debug builds (TigerBeetle style).
+    /// Checked after every input, in release builds too (TigerBeetle's practice): a violation
+    /// panics, and the daemon's panic hook runs the fence action with the panic's message before
+    /// aborting. A few comparisons: no allocation.
     fn assert_invariants(&self) {
-        if !cfg!(debug_assertions) {
-            return;
-        }
         assert_eq!(self.record.slot, self.cfg.slot);
         assert_eq!(self.record.host_uuid, self.cfg.host_uuid);
         match self.st {

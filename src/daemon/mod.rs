@@ -90,7 +90,8 @@ fn install_panic_hook() {
         default(info);
         if let Some(f) = PANIC_FENCER.get() {
             tracing::error!("daemon panicked: running the fence action before aborting");
-            let _ = f.fence("the diskbeat daemon panicked");
+            // The message says which invariant broke (`Node`/`Failover` check theirs always).
+            let _ = f.fence(&format!("the diskbeat daemon panicked: {info}"));
         }
         std::process::abort();
     }));
@@ -497,10 +498,17 @@ impl ExtentState {
 }
 
 /// Logs the node's events and copies its state into the status snapshot.
+/// Copies the node's state and events into the snapshot the control thread serves. Never waits
+/// on it: while a status is being rendered under the snapshot lock, this cycle's copy is skipped
+/// (the events stay queued in the node for the next one).
 fn publish(node: &Mutex<Node>, snapshot: &Mutex<Snapshot>) {
     let now = now_ms();
+    let mut snap = match snapshot.try_lock() {
+        Ok(s) => s,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
     let mut node = node_lock(node);
-    let mut snap = lock(snapshot);
     while let Some(e) = node.poll_event() {
         log_event(&e);
         snap.push_event(now, e);
