@@ -555,6 +555,8 @@ struct Inc {
     fence_go: Option<(u64, FenceOutcome, bool)>,
     /// The daemon died with its host running (VM runs): restarted by `VmEv::DaemonCrash` only.
     daemon_crashed: bool,
+    /// The boot this daemon runs in: kept by a restart after a daemon crash (the host ran on).
+    boot_id: uuid::Uuid,
     backup_deadline: Option<u64>,
     backup_result: Option<FenceOutcome>,
     stop: bool,
@@ -730,6 +732,9 @@ struct Stats {
     proofs: u64,
     watchdog_resets: u64,
     fence_failures: u64,
+    /// Daemons that refused to start: a previous daemon of the same boot died holding the slot
+    /// with a watchdog armed (`core::breaks_watchdog_promise`).
+    promise_refusals: u64,
     self_fences: u64,
     late_landings: u64,
     torn_landings: u64,
@@ -784,6 +789,7 @@ impl Stats {
         self.proofs += o.proofs;
         self.watchdog_resets += o.watchdog_resets;
         self.fence_failures += o.fence_failures;
+        self.promise_refusals += o.promise_refusals;
         self.self_fences += o.self_fences;
         self.late_landings += o.late_landings;
         self.torn_landings += o.torn_landings;
@@ -2442,6 +2448,22 @@ impl Sim {
                 x.stopped = Some(now);
             }
         }
+        // The same boot when the previous daemon died with its host running (and no reset since).
+        self.next_uuid += 1;
+        let fresh_boot = uuid::Uuid::from_u128((self.seed as u128) << 64 | self.next_uuid | 1 << 63);
+        let boot_id = match self.machines[m].incs.last() {
+            Some(&p) if self.incs[p].daemon_crashed && self.incs[p].reset.is_none() => self.incs[p].boot_id,
+            _ => fresh_boot,
+        };
+        // The daemon's start check, the core's rule: a previous daemon of this boot that died
+        // holding the slot with a watchdog armed is the watchdog's to end, not ours.
+        let slot = self.machines[m].slot;
+        let last = Record::decode(self.records[slot as usize].current(), &CLUSTER, slot);
+        if last.is_ok_and(|r| diskbeat::core::breaks_watchdog_promise(&r, boot_id)) {
+            self.note(|| format!("machine {m}: the new daemon refuses (watchdog promise of this boot)"));
+            self.stats.promise_refusals += 1;
+            return Ok(());
+        }
         // The new daemon opens the watchdog: the old one's countdown is its now.
         for &j in &self.machines[m].incs {
             self.incs[j].wd_token += 1;
@@ -2464,7 +2486,7 @@ impl Sim {
             networks,
             weight,
             isolation_configured: isolation,
-            boot_id: uuid::Uuid::nil(),
+            boot_id,
         };
         let node = Node::new(cfg, clock.local_ms(self.now));
         let i = self.incs.len();
@@ -2494,6 +2516,7 @@ impl Sim {
             interlock: diskbeat::core::interlock::Interlock::new(),
             fence_go: None,
             daemon_crashed: false,
+            boot_id,
             fencer_done: false,
             backup_deadline: None,
             backup_result: None,
@@ -2587,13 +2610,28 @@ impl Sim {
         }
         let now = self.now;
         if let Some((go, outcome, _)) = self.incs[i].fence_go {
+            if !backup {
+                // The backup thread's attempt holds `Fencer::running`: the loop does not wait.
+                return (FenceOutcome::Waiting, 0);
+            }
             return (outcome, go.saturating_sub(now));
         }
         use diskbeat::core::interlock::Gate;
         let limit_ms = u64::from(self.timing.io_timeout_ms);
         let local = self.incs[i].clock.local_ms(now);
-        if self.incs[i].interlock.fence_gate(local, limit_ms) == Gate::Go {
-            return (self.fence_now(i), 0);
+        match self.incs[i].interlock.fence_gate(local, limit_ms) {
+            Gate::Go => return (self.fence_now(i), 0),
+            // The heartbeat loop's attempt never waits: the node asks again shortly.
+            Gate::Wait if !backup => return (FenceOutcome::Waiting, 0),
+            Gate::Fail if !backup => {
+                self.note(|| format!("inc {i} fence FAILS: a VM start is still in flight"));
+                self.stats.fence_failures += 1;
+                self.vm_interlock_timeout();
+                self.incs[i].fence_failed = true;
+                return (FenceOutcome::Failed, 0);
+            }
+            // The backup thread waits (`Fencer::fence_waiting`), modelled below.
+            Gate::Wait | Gate::Fail => {}
         }
         // Starts are in flight: the VM thread's current one ends at a known time.
         let wait = self.vm_start_in_flight(i);
@@ -2695,8 +2733,12 @@ impl Sim {
                     if !self.incs[i].alive {
                         return Ok(());
                     }
-                    // An exec action takes a while (after the VM start it waited for).
-                    let lat = wait + self.rng.range(100, self.t_us(self.timing.interval_ms));
+                    // An exec action takes a while; asking the interlock does not.
+                    let lat = if outcome == FenceOutcome::Waiting {
+                        1
+                    } else {
+                        wait + self.rng.range(100, self.t_us(self.timing.interval_ms))
+                    };
                     self.incs[i].pending = Some(Pending::Fence(outcome));
                     let token = self.io_token(i);
                     self.schedule(self.now + lat, Ev::IoDone { inc: i, token });
@@ -3270,7 +3312,7 @@ fn simulate_many_seeds() {
         "sim: {} runs ({}; {} fault-free), {} steps, {} cycles, {} incarnations, {} faults planned ({} crashes, \
          {} freezes, {} late landings, {} torn, {} misdirected, {} failed fence actions), {} dead \
          declarations ({} of unprovable hosts), {} gone-proofs, {} watchdog resets, {} self-fences, {} refusals, \
-         {} went live, min fence-to-dead margin {:?} µs, {:.0} simulated s, {:.2?} wall",
+         {} daemon starts refused for the watchdog promise, {} went live, min fence-to-dead margin {:?} µs, {:.0} simulated s, {:.2?} wall",
         total.runs,
         kinds.join(", "),
         total.clean_runs,
@@ -3290,6 +3332,7 @@ fn simulate_many_seeds() {
         total.watchdog_resets,
         total.self_fences,
         total.refusals,
+        total.promise_refusals,
         total.went_live,
         total.min_margin_us,
         total.sim_us as f64 / 1e6,
@@ -3468,14 +3511,16 @@ fn simulate_failover_many_seeds() {
     );
     println!(
         "sim failover, lying drivers: {} runs with lies, {} inventories lied ({} VM omissions, {} VMs listed \
-         twice), {} lookups by UUID ({} failed), {} VMs stopped by the administrator",
+         twice), {} lookups by UUID ({} failed), {} VMs stopped by the administrator, {} failover starts \
+         while a copy ran that its driver had hidden from every inventory (diskbeat never saw it)",
         v.lying_runs,
         v.lies,
         v.omissions,
         v.duplicates,
         v.lookups,
         v.lookup_failures,
-        v.admin_stops
+        v.admin_stops,
+        v.hidden_twice
     );
     println!(
         "sim failover, broken destroys and second copies: {} destroys ({} failed: drivers that cannot \

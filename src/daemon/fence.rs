@@ -47,10 +47,28 @@ impl Fencer {
         self.done.load(Ordering::SeqCst)
     }
 
-    /// Runs the action (unless an earlier attempt succeeded). `reboot` does not return unless both
-    /// reboot paths failed; `exec:` succeeds only on exit status 0 within the io timeout.
+    /// The heartbeat loop's attempt: never waits on another thread. `Waiting` when a VM start
+    /// is in flight (the interlock) or the backup thread's attempt is running: the node asks
+    /// again shortly. `reboot` does not return unless both reboot paths failed; `exec:` succeeds
+    /// only on exit status 0 within the io timeout.
     pub fn fence(&self, reason: &str) -> FenceOutcome {
+        let _guard = match self.running.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return FenceOutcome::Waiting,
+        };
+        self.attempt(reason, false)
+    }
+
+    /// The backup thread's and the panic hook's attempt: waits (bounded, on its own thread) for a
+    /// VM start in flight and for another attempt in progress.
+    pub fn fence_waiting(&self, reason: &str) -> FenceOutcome {
         let _guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        self.attempt(reason, true)
+    }
+
+    /// One attempt, under `running`.
+    fn attempt(&self, reason: &str, wait: bool) -> FenceOutcome {
         if self.has_fenced() {
             return FenceOutcome::Done;
         }
@@ -62,7 +80,8 @@ impl Fencer {
             let gate = self.interlock().fence_gate(super::now_ms(), limit_ms);
             match gate {
                 Gate::Go => break,
-                Gate::Wait => std::thread::sleep(Duration::from_millis(5)),
+                Gate::Wait if wait => std::thread::sleep(Duration::from_millis(5)),
+                Gate::Wait => return FenceOutcome::Waiting,
                 Gate::Fail => {
                     tracing::error!("a VM start is still in flight: this fence attempt fails and is retried");
                     return FenceOutcome::Failed;
@@ -85,9 +104,9 @@ impl Fencer {
 
     /// The backup thread's attempt: its outcome is kept for the loop.
     pub fn backup_fence(&self, reason: &str) {
-        let code = match self.fence(reason) {
+        let code = match self.fence_waiting(reason) {
             FenceOutcome::Done => BACKUP_DONE,
-            FenceOutcome::Failed => BACKUP_FAILED,
+            FenceOutcome::Failed | FenceOutcome::Waiting => BACKUP_FAILED,
         };
         self.backup.store(code, Ordering::SeqCst);
     }

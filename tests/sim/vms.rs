@@ -14,7 +14,9 @@
 //! - TWICE: no VM runs on two machines at once (across every incarnation). In runs with
 //!   misdirected writes or intruders a double run is counted (a known gap), not failed, except
 //!   for a VM a lying driver omitted or listed twice whose holder's slot never received a
-//!   foreign record write: that one fails (the lie, not the gap, made it);
+//!   foreign record write: that one fails (the lie, not the gap, made it). A copy diskbeat never
+//!   had evidence of (its driver hid it from every inventory since it started, no lookup saw it,
+//!   failover did not start it) is counted, not failed: nothing could act on it;
 //! - CLAIM: a failover start is issued only while the starting incarnation's durable extent
 //!   copy holds that VM as `Starting` (the claim landed before the start);
 //! - NONE: a VM of protection `none` is never started by failover;
@@ -155,6 +157,10 @@ struct Lies {
     admin_twice: BTreeMap<Uuid, (u64, usize)>,
     /// Every VM an administrator ever started twice.
     twice_ever: BTreeSet<Uuid>,
+    /// (VM, machine): diskbeat has evidence that this copy runs there (its driver listed it
+    /// running, a lookup said so, or failover started it). A copy never seen is invisible:
+    /// a driver that hides a VM from the first inventory on gives diskbeat nothing to act on.
+    seen: BTreeSet<(Uuid, usize)>,
 }
 
 struct Thread {
@@ -221,6 +227,8 @@ pub(super) struct VmStats {
     /// Failover starts of a VM while an administrator's second copy of it ran (unknown to
     /// diskbeat when a driver hides it): not a diskbeat double run.
     pub twice_after_admin: u64,
+    /// Double runs with a copy diskbeat never saw (its driver hid it from its first inventory).
+    pub hidden_twice: u64,
 }
 
 impl VmStats {
@@ -263,6 +271,7 @@ impl VmStats {
         self.admin_twice += o.admin_twice;
         self.copies_resolved += o.copies_resolved;
         self.twice_after_admin += o.twice_after_admin;
+        self.hidden_twice += o.hidden_twice;
     }
 }
 
@@ -382,6 +391,7 @@ impl Sim {
             destroy_broken_until,
             admin_twice: BTreeMap::new(),
             twice_ever: BTreeSet::new(),
+            seen: BTreeSet::new(),
             rng: lie_rng,
             p,
             omit: vec![BTreeMap::new(); machines],
@@ -594,6 +604,7 @@ impl Sim {
                     .unwrap_or_default();
                 w.drivers[machine].vms.insert(uuid, true);
                 w.running.entry(uuid).or_default().insert(machine);
+                w.lies.seen.insert((uuid, machine));
                 if let Some((down_at, _)) = w.down.remove(&uuid) {
                     w.stats.restarts += 1;
                     if let Some(due) = w.due_since.remove(&uuid) {
@@ -625,6 +636,10 @@ impl Sim {
                 let lied = w.lies.about.contains(&uuid);
                 if !others.is_empty() && foreign && !strict_foreign && (!lied || holder_foreign) {
                     w.stats.foreign_twice += 1;
+                } else if !others.is_empty() && others.iter().all(|&o| !w.lies.seen.contains(&(uuid, o))) {
+                    // Every other copy is one diskbeat never had evidence of: its driver hid it
+                    // from the start (no entry, no evidence either way).
+                    w.stats.hidden_twice += 1;
                 } else if !others.is_empty() && w.lies.admin_twice.contains_key(&uuid) {
                     // The administrator's second copy, still running, or one a lying driver hid
                     // (diskbeat never saw it: no entry, no evidence either way); COPIES bounds how
@@ -1042,6 +1057,7 @@ impl Sim {
                     }
                     None => Ok(w.drivers[m].vms.get(&uuid).map(|&running| {
                         if running {
+                            w.lies.seen.insert((uuid, m));
                             VmRunState::Running
                         } else {
                             VmRunState::Stopped
@@ -1393,8 +1409,17 @@ impl Sim {
 }
 
 impl VmWorld {
-    /// Machine `m`'s inventory as its (maybe lying) driver reports it.
+    /// Machine `m`'s inventory as its (maybe lying) driver reports it; what it lists running is
+    /// evidence diskbeat has.
     fn polled_inventory(&mut self, m: usize) -> Inventory {
+        let inv = self.lying_inventory(m);
+        for v in inv.vms.iter().filter(|v| v.state == VmRunState::Running) {
+            self.lies.seen.insert((v.uuid, m));
+        }
+        inv
+    }
+
+    fn lying_inventory(&mut self, m: usize) -> Inventory {
         let mut inv = self.inventory(m);
         let l = &mut self.lies;
         if l.p == 0.0 {
@@ -1446,6 +1471,7 @@ impl VmWorld {
 
     fn stop_vm(&mut self, m: usize, u: Uuid, now: u64) {
         self.drivers[m].vms.insert(u, false);
+        self.lies.seen.remove(&(u, m));
         let set = self.running.entry(u).or_default();
         set.remove(&m);
         if set.is_empty() {
