@@ -93,7 +93,7 @@ fn bench(c: &mut Criterion) {
         incoming.sequence = seq;
         incoming.seal(&ring, buf).unwrap();
         let v = Packet::verify(buf, &ring, &cluster).unwrap();
-        node.handle_packet(seq, 0, v.packet()).unwrap();
+        node.handle_packet(seq, 0, v.version_minor(), v.packet()).unwrap();
     };
     let before = ALLOCS.load(Ordering::Relaxed);
     for _ in 0..N {

@@ -547,14 +547,16 @@ struct Inc {
     was_frozen: bool,
     fence_failed: bool,
     fencer_done: bool,
-    /// `Fencer::fencing`: set when a fence attempt begins; the VM thread starts and publishes
-    /// nothing more.
-    fencing: bool,
-    /// A fence attempt waiting for the VM start in flight (`Fencer::vm_ops`): when it acts, its
+    /// The fence interlock, the daemon's own code (`core::interlock`): fencing from the first
+    /// fence attempt on (no start begins, nothing is published); starts in flight.
+    interlock: diskbeat::core::interlock::Interlock,
+    /// A fence attempt waiting for the VM start in flight (the interlock): when it acts, its
     /// outcome, and whether the backup deadline thread made it.
     fence_go: Option<(u64, FenceOutcome, bool)>,
     /// The daemon died with its host running (VM runs): restarted by `VmEv::DaemonCrash` only.
     daemon_crashed: bool,
+    /// The boot this daemon runs in: kept by a restart after a daemon crash (the host ran on).
+    boot_id: uuid::Uuid,
     backup_deadline: Option<u64>,
     backup_result: Option<FenceOutcome>,
     stop: bool,
@@ -730,6 +732,9 @@ struct Stats {
     proofs: u64,
     watchdog_resets: u64,
     fence_failures: u64,
+    /// Daemons that refused to start: a previous daemon of the same boot died holding the slot
+    /// with a watchdog armed (`core::breaks_watchdog_promise`).
+    promise_refusals: u64,
     self_fences: u64,
     late_landings: u64,
     torn_landings: u64,
@@ -784,6 +789,7 @@ impl Stats {
         self.proofs += o.proofs;
         self.watchdog_resets += o.watchdog_resets;
         self.fence_failures += o.fence_failures;
+        self.promise_refusals += o.promise_refusals;
         self.self_fences += o.self_fences;
         self.late_landings += o.late_landings;
         self.torn_landings += o.torn_landings;
@@ -1660,7 +1666,7 @@ impl Sim {
             return Ok(());
         }
         let local = x.clock.local_ms(self.now);
-        let r = self.incs[i].node.handle_packet(local, usize::from(net), pkt);
+        let r = self.incs[i].node.handle_packet(local, usize::from(net), diskbeat::net::VERSION_MINOR, pkt);
         self.stats.delivered += 1;
         if self.trace > 1 || (self.trace > 0 && replay.is_some()) {
             let slot = self.incs[i].slot;
@@ -2441,6 +2447,22 @@ impl Sim {
                 x.stopped = Some(now);
             }
         }
+        // The same boot when the previous daemon died with its host running (and no reset since).
+        self.next_uuid += 1;
+        let fresh_boot = uuid::Uuid::from_u128((self.seed as u128) << 64 | self.next_uuid | 1 << 63);
+        let boot_id = match self.machines[m].incs.last() {
+            Some(&p) if self.incs[p].daemon_crashed && self.incs[p].reset.is_none() => self.incs[p].boot_id,
+            _ => fresh_boot,
+        };
+        // The daemon's start check, the core's rule: a previous daemon of this boot that died
+        // holding the slot with a watchdog armed is the watchdog's to end, not ours.
+        let slot = self.machines[m].slot;
+        let last = Record::decode(self.records[slot as usize].current(), &CLUSTER, slot);
+        if last.is_ok_and(|r| diskbeat::core::breaks_watchdog_promise(&r, boot_id)) {
+            self.note(|| format!("machine {m}: the new daemon refuses (watchdog promise of this boot)"));
+            self.stats.promise_refusals += 1;
+            return Ok(());
+        }
         // The new daemon opens the watchdog: the old one's countdown is its now.
         for &j in &self.machines[m].incs {
             self.incs[j].wd_token += 1;
@@ -2463,7 +2485,7 @@ impl Sim {
             networks,
             weight,
             isolation_configured: isolation,
-            boot_id: uuid::Uuid::nil(),
+            boot_id,
         };
         let node = Node::new(cfg, clock.local_ms(self.now));
         let i = self.incs.len();
@@ -2490,9 +2512,10 @@ impl Sim {
             frozen_until: 0,
             was_frozen: false,
             fence_failed: false,
-            fencing: false,
+            interlock: diskbeat::core::interlock::Interlock::new(),
             fence_go: None,
             daemon_crashed: false,
+            boot_id,
             fencer_done: false,
             backup_deadline: None,
             backup_result: None,
@@ -2576,24 +2599,47 @@ impl Sim {
         self.schedule(at, Ev::Watchdog { inc: i, token });
     }
 
-    /// `Fencer::fence` for incarnation `i`: sets `fencing`, then waits for the VM start in flight
-    /// (it holds `vm_ops`) up to the exec timeout, or fails. Returns the outcome and how long the
-    /// attempt waited; an attempt that waits acts at `VmEv::FenceGo` (`fence_go`).
+    /// `Fencer::fence` for incarnation `i`: asks the interlock (the daemon's code), which makes
+    /// this host fencing and lets the action wait for the VM start in flight up to the exec
+    /// timeout, or fail. Returns the outcome and how long the attempt waited; an attempt that
+    /// waits acts at `VmEv::FenceGo` (`fence_go`), asking the interlock again.
     fn fence_action(&mut self, i: usize, backup: bool) -> (FenceOutcome, u64) {
         if self.incs[i].fencer_done {
             return (FenceOutcome::Done, 0);
         }
         let now = self.now;
         if let Some((go, outcome, _)) = self.incs[i].fence_go {
+            if !backup {
+                // The backup thread's attempt holds `Fencer::running`: the loop does not wait.
+                return (FenceOutcome::Waiting, 0);
+            }
             return (outcome, go.saturating_sub(now));
         }
-        self.incs[i].fencing = true;
-        let wait = self.vm_start_in_flight(i);
-        if wait == 0 {
-            return (self.fence_now(i), 0);
+        use diskbeat::core::interlock::Gate;
+        let limit_ms = u64::from(self.timing.io_timeout_ms);
+        let local = self.incs[i].clock.local_ms(now);
+        match self.incs[i].interlock.fence_gate(local, limit_ms) {
+            Gate::Go => return (self.fence_now(i), 0),
+            // The heartbeat loop's attempt never waits: the node asks again shortly.
+            Gate::Wait if !backup => return (FenceOutcome::Waiting, 0),
+            Gate::Fail if !backup => {
+                self.note(|| format!("inc {i} fence FAILS: a VM start is still in flight"));
+                self.stats.fence_failures += 1;
+                self.vm_interlock_timeout();
+                self.incs[i].fence_failed = true;
+                return (FenceOutcome::Failed, 0);
+            }
+            // The backup thread waits (`Fencer::fence_waiting`), modelled below.
+            Gate::Wait | Gate::Fail => {}
         }
+        // Starts are in flight: the VM thread's current one ends at a known time.
+        let wait = self.vm_start_in_flight(i);
         let io = self.t_us(self.timing.io_timeout_ms);
         if wait > io {
+            // The daemon asks again until the limit; then the interlock fails the attempt.
+            let at = local + limit_ms;
+            let gate = self.incs[i].interlock.fence_gate(at, limit_ms);
+            assert_eq!(gate, Gate::Fail, "a start in flight for the whole limit fails the attempt");
             self.note(|| format!("inc {i} fence FAILS: a VM start is still in flight"));
             self.stats.fence_failures += 1;
             self.vm_interlock_timeout();
@@ -2686,8 +2732,12 @@ impl Sim {
                     if !self.incs[i].alive {
                         return Ok(());
                     }
-                    // An exec action takes a while (after the VM start it waited for).
-                    let lat = wait + self.rng.range(100, self.t_us(self.timing.interval_ms));
+                    // An exec action takes a while; asking the interlock does not.
+                    let lat = if outcome == FenceOutcome::Waiting {
+                        1
+                    } else {
+                        wait + self.rng.range(100, self.t_us(self.timing.interval_ms))
+                    };
                     self.incs[i].pending = Some(Pending::Fence(outcome));
                     let token = self.io_token(i);
                     self.schedule(self.now + lat, Ev::IoDone { inc: i, token });
@@ -3258,7 +3308,7 @@ fn simulate_many_seeds() {
         "sim: {} runs ({}; {} fault-free), {} steps, {} cycles, {} incarnations, {} faults planned ({} crashes, \
          {} freezes, {} late landings, {} torn, {} misdirected, {} failed fence actions), {} dead \
          declarations ({} of unprovable hosts), {} gone-proofs, {} watchdog resets, {} self-fences, {} refusals, \
-         {} went live, min fence-to-dead margin {:?} µs, {:.0} simulated s, {:.2?} wall",
+         {} daemon starts refused for the watchdog promise, {} went live, min fence-to-dead margin {:?} µs, {:.0} simulated s, {:.2?} wall",
         total.runs,
         kinds.join(", "),
         total.clean_runs,
@@ -3278,6 +3328,7 @@ fn simulate_many_seeds() {
         total.watchdog_resets,
         total.self_fences,
         total.refusals,
+        total.promise_refusals,
         total.went_live,
         total.min_margin_us,
         total.sim_us as f64 / 1e6,
@@ -3412,7 +3463,7 @@ const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
 ];
 
 /// The pool with VMs and failover: every incarnation runs the real `Failover` (see `vms.rs`).
-/// `SIM_FO_RUNS` seeds (default 3,000) from a random base seed, plus the regression seeds.
+/// `SIM_FO_RUNS` seeds (default 10,000) from a random base seed, plus the regression seeds.
 #[test]
 fn simulate_failover_many_seeds() {
     let started = std::time::Instant::now();
@@ -3420,7 +3471,7 @@ fn simulate_failover_many_seeds() {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) ^ 0xf0
     });
-    let runs = env_u64("SIM_FO_RUNS").unwrap_or(3_000);
+    let runs = env_u64("SIM_FO_RUNS").unwrap_or(10_000);
     let kind = env_kind();
     let kind_env = kind.map_or(String::new(), |k| format!(" SIM_KIND={}", k.name()));
     println!("sim failover: base seed {base}, {runs} runs (replay all: SIM_BASE_SEED={base} SIM_FO_RUNS={runs}{kind_env})");
@@ -3471,14 +3522,26 @@ fn simulate_failover_many_seeds() {
     );
     println!(
         "sim failover, lying drivers: {} runs with lies, {} inventories lied ({} VM omissions, {} VMs listed \
-         twice), {} lookups by UUID ({} failed), {} VMs stopped by the administrator",
+         twice), {} lookups by UUID ({} failed), {} VMs stopped by the administrator, {} failover starts \
+         while a copy ran that its driver had hidden from every inventory (diskbeat never saw it)",
         v.lying_runs,
         v.lies,
         v.omissions,
         v.duplicates,
         v.lookups,
         v.lookup_failures,
-        v.admin_stops
+        v.admin_stops,
+        v.hidden_twice
+    );
+    println!(
+        "sim failover, broken destroys and second copies: {} destroys ({} failed: drivers that cannot \
+         stop a VM for T to 10 T), {} VMs started a second time by the administrator ({} resolved to one copy, \
+         {} failover starts while such a copy ran)",
+        v.destroys,
+        v.destroy_failures,
+        v.admin_twice,
+        v.copies_resolved,
+        v.twice_after_admin
     );
     if !failures.is_empty() {
         let mut msg = String::new();

@@ -48,5 +48,5 @@ run_tests "$@"
 
 echo "test.sh: [2/2] building without libvirt (--no-default-features) and running its tests..." >&2
 cargo build --workspace --no-default-features --tests
-run_tests --no-default-features --test build_features --test vm_exec --test failover
+run_tests --no-default-features --test build_features --test vm_exec --test failover --test failover_hostile
 echo "test.sh: all tests passed (both builds)" >&2

@@ -8,10 +8,17 @@
 # diskbeat always puts `--` before a name, so a VM named `--help` is a name; without the `--` (by
 # hand) a name must not start with `-`.
 # State in DIR, per VM: NAME.json (the start request, verbatim), NAME.pid (its process),
-# NAME.protect (the protection settings JSON, verbatim), NAME.hidden (tests: `inventory` omits the
-# VM, as libvirt can around a libvirtd restart; `lookup` still finds it). A running VM is a
-# `sleep infinity` renamed `diskbeat-procvm-NAME` in its own session (setsid), so it outlives the
-# hook.
+# NAME.protect (the protection settings JSON, verbatim). A running VM is a `sleep infinity` renamed
+# `diskbeat-procvm-NAME` in its own session (setsid), so it outlives the hook.
+# Test-only markers in DIR (empty files; a hostile or broken hypervisor on purpose):
+#   NAME.hidden        `inventory` omits the VM, as libvirt can around a libvirtd restart;
+#                      `lookup` still finds it (unless NAME.absent).
+#   NAME.absent        `lookup` answers absent for it, even when it runs (a driver that lost it).
+#   NAME.fail-start    `start -- NAME` fails at once (exit 1): nothing defined, nothing started.
+#   NAME.fail-destroy  `destroy -- NAME` fails (exit 1), whatever the VM's state; it keeps running.
+# Env DISKBEAT_HOOK_LOG=FILE (tests): every call appends one line to FILE, before anything else:
+# the time (Unix seconds with nanoseconds), then each argument shell-quoted (printf %q), space
+# separated (one write, so concurrent calls do not interleave within a line).
 # The definition is opaque; `memory_mib=N` and `vcpus=N` inside it set the reported sizes
 # (default 64 MiB, 1 vCPU). Capacity: env DISKBEAT_HOOK_MEMORY_MIB (4096), DISKBEAT_HOOK_VCPUS (4).
 # Parsing is sed only (no jq, no python): it relies on the driver's compact JSON.
@@ -21,6 +28,10 @@ die() {
   echo "vm-hook-procs: $*" >&2
   exit 1
 }
+
+if [ -n "${DISKBEAT_HOOK_LOG:-}" ]; then
+  printf '%s%s\n' "$(date +%s.%N)" "$(printf ' %q' "$@")" >>"$DISKBEAT_HOOK_LOG"
+fi
 
 state=${DISKBEAT_HOOK_STATE:-}
 [ -n "$state" ] || die "DISKBEAT_HOOK_STATE is not set (the state directory)"
@@ -86,6 +97,7 @@ inventory)
   ;;
 start)
   req=$(cat)
+  [ ! -e "$state/$name.fail-start" ] || die "start $name: failing on purpose ($name.fail-start)"
   [ "$(json_field name <<<"$req")" = "$name" ] || die "start $name: the request names another VM"
   uuid=$(json_field uuid <<<"$req")
   [ -n "$uuid" ] || die "start $name: the request has no uuid"
@@ -106,6 +118,7 @@ start)
   die "start $name: the process did not come up"
   ;;
 destroy)
+  [ ! -e "$state/$name.fail-destroy" ] || die "destroy $name: failing on purpose ($name.fail-destroy)"
   pid=$(running_pid "$name")
   [ -n "$pid" ] || exit 0
   kill -9 "$pid" 2>/dev/null || true
@@ -121,6 +134,7 @@ lookup)
     [ -e "$f" ] || continue
     [ "$(json_field uuid <"$f")" = "$name" ] || continue
     vm=$(basename "$f" .json)
+    [ -e "$state/$vm.absent" ] && break
     st=stopped
     [ -n "$(running_pid "$vm")" ] && st=running
     printf '{"state":"%s"}\n' "$st"

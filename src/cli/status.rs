@@ -223,6 +223,15 @@ fn print_vms(f: &FailoverReport) {
             t.slots
         );
     }
+    for w in &f.waiting {
+        let what = match (&w.vm, w.slot) {
+            (Some(vm), _) => format!("VM '{}'", text(vm)),
+            (None, Some(slot)) => format!("slot {slot}"),
+            (None, None) => "VMs".to_string(),
+        };
+        let since = w.waiting_for_ms.map(|t| format!(" for {}", ms(t))).unwrap_or_default();
+        println!("  WAITING: {what}{since}: {}", text(&w.reason));
+    }
     if let Some(e) = &f.driver_error {
         println!("  VM driver error: {} (inventory kept from the last good poll)", text(e));
     }

@@ -26,6 +26,16 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Restart attempts per VM and failure: the first target, then one retry elsewhere.
 pub const MAX_ATTEMPTS: u8 = 2;
 
+/// A failing destroy is retried after one inventory interval, doubling per failure, at most this
+/// many intervals apart (2 T at the daemon's interval of T/4): never a busy loop, never given up.
+pub const RETRY_MAX_INTERVALS: u64 = 8;
+
+/// How often the driver's inventory is polled: every io timeout (T/4), at least 500 ms (a poll
+/// may spawn a hook process). The daemon and the simulator both take it from here.
+pub fn inventory_interval_ms(timing: &crate::timing::Timing) -> u64 {
+    u64::from(timing.io_timeout_ms).max(500)
+}
+
 /// One slot as the heartbeat node sees it, copied out of [`super::Node`] every step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotView {
@@ -88,8 +98,10 @@ pub enum FailoverAction {
     /// `protection`: the VM's settings as its previous holder published them, stored again on
     /// this host after the start (the exec hook keeps them outside the definition).
     Start { uuid: uuid::Uuid, name: String, definition: Vec<u8>, protection: crate::vm::ProtectionSettings },
-    /// Stop a VM whose start failed, so that `Failed` means "not running here".
-    Destroy { uuid: uuid::Uuid, name: String },
+    /// Stop a VM here: a start that failed (so that `Failed` means "not running here"), or the
+    /// copy of a VM that runs twice whose claim is not the highest. Answer with
+    /// [`Failover::handle_destroy`].
+    Destroy { uuid: uuid::Uuid, name: String, why: DestroyWhy },
     /// Ask the driver about one VM by UUID (the inventory omitted it); answer with
     /// [`Failover::handle_lookup`]: `Ok(None)` only for an explicit "not defined here".
     Lookup { uuid: uuid::Uuid, name: String },
@@ -109,6 +121,53 @@ impl ExtentWriter {
     fn names(&self, v: &SlotView) -> bool {
         self.generation == v.generation && self.host_uuid.is_none_or(|u| u == v.host_uuid)
     }
+}
+
+/// Why diskbeat destroys a VM on this host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum DestroyWhy {
+    /// Its start failed: it may have half-started.
+    FailedStart,
+    /// It also runs on `other_slot`, whose claim is higher (ties: the lower slot wins): this copy
+    /// is the one to go (docs/FAILOVER.md, "Two copies").
+    RunningTwice { other_slot: u32, other_claim: u64, our_claim: u64 },
+}
+
+impl DestroyWhy {
+    pub fn text(&self) -> String {
+        match self {
+            DestroyWhy::FailedStart => "its start failed (it may have half-started)".into(),
+            DestroyWhy::RunningTwice { other_slot, other_claim, our_claim } => format!(
+                "it also runs on slot {other_slot}, which holds the higher claim ({other_claim} against this host's {our_claim}): this copy is stopped"
+            ),
+        }
+    }
+}
+
+/// A destroy to do, or to retry after a failure.
+#[derive(Debug, Clone)]
+struct DestroyJob {
+    name: String,
+    why: DestroyWhy,
+    failures: u32,
+    /// Not before this time (0: at once).
+    due_ms: u64,
+    since_ms: u64,
+    error: Option<String>,
+}
+
+/// One VM (or a slot's VMs) not where the plan wants it, and why (status: nothing waits
+/// silently).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Waiting {
+    /// The VM, when one is known by name.
+    pub vm: Option<String>,
+    /// The slot whose VMs wait, when the reason is a slot's.
+    pub slot: Option<u32>,
+    /// Since when (the clock `now_ms` is given in), when known.
+    pub since_ms: Option<u64>,
+    pub reason: String,
 }
 
 /// A peer's extent as last read.
@@ -178,6 +237,8 @@ struct Missing {
     /// Ask the driver about it by UUID (once per inventory that omits it).
     lookup_due: bool,
     why: String,
+    /// The last lookup by UUID found it running here.
+    runs: bool,
 }
 
 /// What the status shows.
@@ -199,6 +260,8 @@ pub struct FailoverStatus {
     pub published_vms: Option<usize>,
     /// VMs two hosts that may both run them report as running (operator error: alarm).
     pub running_twice: Vec<(String, Vec<u32>)>,
+    /// VMs (or a slot's VMs) not where the plan wants them, and why.
+    pub waiting: Vec<Waiting>,
     pub tolerance: Option<u32>,
     pub tolerance_target: Option<u32>,
 }
@@ -258,7 +321,12 @@ pub struct Failover {
     to_start: Vec<uuid::Uuid>,
     /// Starts handed out and not answered yet: several may run at once (equal restart orders).
     in_flight: BTreeSet<uuid::Uuid>,
-    to_destroy: Vec<(uuid::Uuid, String)>,
+    to_destroy: BTreeMap<uuid::Uuid, DestroyJob>,
+    /// Slots whose extent read fails, since when (status; the first failure of a run of them).
+    unreadable_since: BTreeMap<u32, u64>,
+    /// Our VMs also reported running by another slot that may run them, since when (a copy is
+    /// destroyed only once the double run outlasts [`Failover::twice_confirm_ms`]).
+    twice_since: BTreeMap<uuid::Uuid, u64>,
     io: Io,
     /// The node is live (holds its slot, cycles verified): only then act.
     live: bool,
@@ -304,7 +372,9 @@ impl Failover {
             claim_round: None,
             to_start: Vec::new(),
             in_flight: BTreeSet::new(),
-            to_destroy: Vec::new(),
+            to_destroy: BTreeMap::new(),
+            unreadable_since: BTreeMap::new(),
+            twice_since: BTreeMap::new(),
             io: Io::Idle,
             live: false,
             round_due_ms: None,
@@ -384,7 +454,12 @@ impl Failover {
                     if self.inventory_seen {
                         self.missing.insert(
                             held.uuid,
-                            Missing { since_ms: now_ms, lookup_due: true, why: Self::NOT_LISTED.into() },
+                            Missing {
+                                since_ms: now_ms,
+                                lookup_due: true,
+                                why: Self::NOT_LISTED.into(),
+                                runs: false,
+                            },
                         );
                     }
                     self.own.insert(held.uuid, held);
@@ -455,6 +530,10 @@ impl Failover {
                 VmRunState::Stopped => VmState::Stopped,
             };
             let top_elsewhere = self.max_claim_elsewhere(vm.uuid);
+            let held_elsewhere = self.held_elsewhere(vm.uuid);
+            let pending_destroy =
+                self.to_destroy.get(&vm.uuid).is_some_and(|j| j.why == DestroyWhy::FailedStart);
+            let is_new = !self.own.contains_key(&vm.uuid);
             let entry = self.own.entry(vm.uuid).or_insert_with(|| VmEntry {
                 uuid: vm.uuid,
                 name: vm.name.clone(),
@@ -476,6 +555,11 @@ impl Failover {
             entry.order = vm.protection.order;
             entry.anti_affinity.clone_from(&vm.protection.anti_affinity);
             entry.definition.clone_from(&vm.definition);
+            if is_new && state == VmState::Running && !held_elsewhere {
+                // Found running here (started outside failover): the newest holder, above every
+                // claim elsewhere, so a stopped entry elsewhere never outranks it.
+                entry.claim = top_elsewhere + 1;
+            }
             if previous && state == VmState::Stopped {
                 // Our previous incarnation held it; it is stopped now: lost, restarted elsewhere.
                 entry.state = VmState::Lost;
@@ -485,12 +569,19 @@ impl Failover {
             match (entry.state, state) {
                 // A start in flight or a claim round: the driver may not show it running yet.
                 (VmState::Starting, VmState::Stopped) => {}
+                // A failed start being destroyed (it may have half-started): it stays a holder,
+                // `Starting` with its failure, until the destroy succeeds.
+                (VmState::Starting, VmState::Running) if pending_destroy => {}
                 // Failed means "not running here": a failed start the driver shows running is a
                 // start we did not see succeed, so it runs.
                 (_, VmState::Running) => {
                     if !entry.state.holds() {
-                        // Started here outside failover (or again): the newest holder.
-                        entry.claim = entry.claim.max(top_elsewhere + 1);
+                        // Started here outside failover (or again): the newest holder, unless a
+                        // host that may run it holds it: then this is a second copy, and it
+                        // must not outrank the first (`two_copies`).
+                        if !held_elsewhere {
+                            entry.claim = entry.claim.max(top_elsewhere + 1);
+                        }
                         entry.attempt = 0;
                     }
                     entry.state = VmState::Running;
@@ -515,6 +606,7 @@ impl Failover {
                     since_ms: now_ms,
                     lookup_due: true,
                     why: Self::NOT_LISTED.into(),
+                    runs: false,
                 });
                 m.lookup_due = true;
             }
@@ -546,6 +638,7 @@ impl Failover {
             self.missing.remove(&uuid);
             return;
         };
+        let mut runs = false;
         let why = match result {
             Err(err) => format!("{}; its lookup by UUID failed: {}", Self::NOT_LISTED, truncate(&err)),
             Ok(Some(VmRunState::Running)) => {
@@ -556,6 +649,7 @@ impl Failover {
                 }
                 e.state = VmState::Running;
                 e.failure = None;
+                runs = true;
                 "the driver's inventory does not list it, but its lookup by UUID says it runs here".into()
             }
             Ok(Some(VmRunState::Stopped)) if previous => {
@@ -596,6 +690,7 @@ impl Failover {
         };
         if let Some(m) = self.missing.get_mut(&uuid) {
             m.why = why;
+            m.runs = runs;
         }
     }
 
@@ -673,7 +768,11 @@ impl Failover {
                 match &known {
                     Known::State(st) if counts => {
                         for e in &st.vms {
-                            if e.state.holds() && round.uuids.contains(&e.uuid) {
+                            // Another holder, or our claim already used elsewhere (an entry at
+                            // our claim or above, in any state: a stale assignment, an
+                            // administrator's stop after a restart): withdraw.
+                            let used = self.own.get(&e.uuid).is_some_and(|o| e.claim >= o.claim);
+                            if (e.state.holds() || used) && round.uuids.contains(&e.uuid) {
                                 round.conflicts.entry(e.uuid).or_insert(slot);
                             }
                         }
@@ -706,6 +805,7 @@ impl Failover {
             }
             return;
         }
+        self.unreadable_since.remove(&slot);
         self.extents[s] = Some(ExtentCopy {
             generation: self.slots[s].generation,
             sequence: asked_sequence,
@@ -746,9 +846,11 @@ impl Failover {
             .own
             .values()
             .filter(|e| {
+                // A failed start whose destroy is pending is never started again here.
                 e.state == VmState::Starting
                     && !self.to_start.contains(&e.uuid)
                     && !self.in_flight.contains(&e.uuid)
+                    && !self.to_destroy.contains_key(&e.uuid)
             })
             .map(|e| e.uuid)
             .collect();
@@ -761,7 +863,7 @@ impl Failover {
         self.claim_round = Some(ClaimRound { uuids, pending, blocked_by: None, conflicts: BTreeMap::new() });
     }
 
-    pub fn handle_start(&mut self, uuid: uuid::Uuid, result: Result<(), String>) {
+    pub fn handle_start(&mut self, now_ms: u64, uuid: uuid::Uuid, result: Result<(), String>) {
         let was = self.in_flight.remove(&uuid);
         debug_assert!(was, "an answer to a start that was not handed out");
         let Some(e) = self.own.get_mut(&uuid) else { return };
@@ -770,33 +872,68 @@ impl Failover {
             Err(why) => {
                 // It may have half-started: destroy first; only then is it `Failed`.
                 e.failure = Some(truncate(&why));
-                self.to_destroy.push((uuid, e.name.clone()));
+                let job = DestroyJob {
+                    name: e.name.clone(),
+                    why: DestroyWhy::FailedStart,
+                    failures: 0,
+                    due_ms: 0,
+                    since_ms: now_ms,
+                    error: None,
+                };
+                self.to_destroy.insert(uuid, job);
             }
         }
     }
 
-    pub fn handle_destroy(&mut self, uuid: uuid::Uuid, result: Result<(), String>) {
+    /// A destroy's outcome. A failure keeps the VM a holder here (it may run) and is retried
+    /// after a backoff (an inventory interval, doubling, at most [`RETRY_MAX_INTERVALS`]), so a
+    /// destroy that fails for minutes costs one hook call per backoff, and nothing else waits.
+    pub fn handle_destroy(&mut self, now_ms: u64, uuid: uuid::Uuid, result: Result<(), String>) {
         debug_assert_eq!(self.io, Io::Destroy(uuid));
         self.io = Io::Idle;
+        let Some(mut job) = self.to_destroy.remove(&uuid) else { return };
         let Some(e) = self.own.get_mut(&uuid) else { return };
         match result {
-            Ok(()) => e.state = VmState::Failed,
-            // Still a holder: retried; never released while it may run here.
+            Ok(()) => match job.why {
+                // `Failed`: not running here, so restarted elsewhere. Only from `Starting`: the
+                // entry stays there while its destroy is pending (`handle_inventory`).
+                DestroyWhy::FailedStart if e.state == VmState::Starting => e.state = VmState::Failed,
+                DestroyWhy::FailedStart => {}
+                // Stopped by diskbeat: positive evidence; the claim stays (it is not the highest).
+                DestroyWhy::RunningTwice { .. } => {
+                    e.state = VmState::Stopped;
+                    e.failure = None;
+                }
+            },
             Err(why) => {
-                e.failure = Some(truncate(&format!("stopping after a failed start failed: {why}")));
-                self.to_destroy.push((uuid, e.name.clone()));
+                if job.why == DestroyWhy::FailedStart {
+                    e.failure = Some(truncate(&format!("stopping after a failed start failed: {why}")));
+                }
+                job.failures = job.failures.saturating_add(1);
+                let shift = (job.failures - 1).min(16);
+                let delay_ms = (self.cfg.inventory_interval_ms << shift)
+                    .min(self.cfg.inventory_interval_ms.saturating_mul(RETRY_MAX_INTERVALS));
+                job.due_ms = now_ms.saturating_add(delay_ms);
+                job.error = Some(truncate(&why));
+                self.to_destroy.insert(uuid, job);
             }
         }
     }
 
     /// The next action, or `None` (then wait until [`Failover::poll_timeout`] or new input).
     pub fn poll_action(&mut self, now_ms: u64) -> Option<FailoverAction> {
+        let action = self.next_action(now_ms);
+        self.assert_invariants();
+        action
+    }
+
+    fn next_action(&mut self, now_ms: u64) -> Option<FailoverAction> {
         if self.io != Io::Idle {
             return None;
         }
-        if let Some((uuid, name)) = self.to_destroy.pop() {
+        if let Some((&uuid, job)) = self.to_destroy.iter().find(|(_, j)| now_ms >= j.due_ms) {
             self.io = Io::Destroy(uuid);
-            return Some(FailoverAction::Destroy { uuid, name });
+            return Some(FailoverAction::Destroy { uuid, name: job.name.clone(), why: job.why.clone() });
         }
         if self.cfg.driver && now_ms >= self.next_inventory_ms {
             self.io = Io::Inventory;
@@ -821,7 +958,7 @@ impl Failover {
         }
         if self.round_due_ms.is_some_and(|t| now_ms >= t) && self.published.is_some() {
             self.begin_round();
-            return self.poll_action(now_ms);
+            return self.next_action(now_ms);
         }
         if let Some(uuid) = self.to_start.pop() {
             if let Some(e) = self.own.get(&uuid) {
@@ -858,6 +995,7 @@ impl Failover {
                     // A failed read: again after an interval, not in a busy loop.
                     Some(0) => {
                         c.retry_at_ms = Some(now_ms + retry);
+                        self.unreadable_since.entry(s).or_insert(now_ms);
                         false
                     }
                     Some(at) => now_ms >= at,
@@ -878,6 +1016,10 @@ impl Failover {
         }
         self.coordinate();
         self.take_assignments();
+        self.two_copies(now_ms);
+        if self.to_destroy.values().any(|j| now_ms >= j.due_ms) {
+            return self.next_action(now_ms);
+        }
         self.forget_settled_missing();
         self.prune_absent();
         let state = self.host_state();
@@ -889,12 +1031,32 @@ impl Failover {
         None
     }
 
+    /// Checked after every poll, in release builds too: a violation panics (the daemon's panic
+    /// hook fences this host with the message).
+    fn assert_invariants(&self) {
+        for u in &self.in_flight {
+            assert!(self.own.contains_key(u), "a start in flight without a claim of ours: {u}");
+        }
+        for u in self.to_destroy.keys() {
+            assert!(self.own.contains_key(u), "a destroy of a VM we do not publish: {u}");
+        }
+        if let Some(p) = &self.published {
+            assert!(
+                p.vms.iter().all(|e| e.claim <= crate::format::host_state::COUNTER_MAX),
+                "claim out of range"
+            );
+        }
+    }
+
     /// When to call [`Failover::poll_action`] again without new input.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = self.cfg.driver.then_some(self.next_inventory_ms);
-        for x in [self.round_due_ms, (self.publish_after_ms > 0).then_some(self.publish_after_ms)]
-            .into_iter()
-            .flatten()
+        let destroy = self.to_destroy.values().map(|j| j.due_ms).min();
+        let twice = self.twice_since.values().min().map(|t| t.saturating_add(self.twice_confirm_ms()));
+        for x in
+            [self.round_due_ms, (self.publish_after_ms > 0).then_some(self.publish_after_ms), destroy, twice]
+                .into_iter()
+                .flatten()
         {
             t = Some(t.map_or(x, |t| t.min(x)));
         }
@@ -970,6 +1132,65 @@ impl Failover {
         self.foreign_entries().iter().any(|(_, e)| e.uuid == uuid && (e.state.holds() || e.claim >= claim))
     }
 
+    /// Whether another slot that may run VMs holds `uuid`.
+    fn held_elsewhere(&self, uuid: uuid::Uuid) -> bool {
+        self.all_entries()
+            .iter()
+            .any(|(s, e)| *s != self.cfg.slot && e.uuid == uuid && e.state.holds() && self.may_hold(*s))
+    }
+
+    /// How long a VM must be seen running here and on another host before this host's copy is
+    /// destroyed: two inventory intervals, so a view of the other host's extent that is one
+    /// publish behind (it stopped its copy a moment ago) never destroys the only copy.
+    pub fn twice_confirm_ms(&self) -> u64 {
+        self.cfg.inventory_interval_ms.saturating_mul(2)
+    }
+
+    /// Two copies: every VM the driver reports running here that another slot that may run VMs
+    /// also reports running. The copy whose claim is not the highest (ties: the higher slot
+    /// loses) is destroyed, by its own host, once the double run outlasts
+    /// [`Failover::twice_confirm_ms`]. Both hosts rank the same published entries the same way,
+    /// so exactly one of them acts; docs/FAILOVER.md, "Two copies".
+    fn two_copies(&mut self, now_ms: u64) {
+        let mut seen = BTreeSet::new();
+        let mut losers = Vec::new();
+        for (s, e) in self.all_entries() {
+            if s == self.cfg.slot || e.state != VmState::Running || !self.may_hold(s) {
+                continue;
+            }
+            let Some(ours) = self.own.get(&e.uuid) else { continue };
+            // Ours must be known to run: reported by the driver (its inventory or a lookup by
+            // UUID), not merely held.
+            if ours.state != VmState::Running
+                || self.missing.get(&e.uuid).is_some_and(|m| !m.runs)
+                || self.unconfirmed.contains(&e.uuid)
+                || self.in_flight.contains(&e.uuid)
+            {
+                continue;
+            }
+            seen.insert(e.uuid);
+            let theirs = (e.claim, std::cmp::Reverse(s));
+            let mine = (ours.claim, std::cmp::Reverse(self.cfg.slot));
+            if theirs > mine {
+                losers.push((e.uuid, s, e.claim, ours.claim, ours.name.clone()));
+            }
+        }
+        self.twice_since.retain(|u, _| seen.contains(u));
+        for u in &seen {
+            self.twice_since.entry(*u).or_insert(now_ms);
+        }
+        let confirm_ms = self.twice_confirm_ms();
+        for (uuid, other_slot, other_claim, our_claim, name) in losers {
+            let since = self.twice_since[&uuid];
+            if now_ms < since.saturating_add(confirm_ms) || self.to_destroy.contains_key(&uuid) {
+                continue;
+            }
+            let why = DestroyWhy::RunningTwice { other_slot, other_claim, our_claim };
+            let job = DestroyJob { name, why, failures: 0, due_ms: 0, since_ms: now_ms, error: None };
+            self.to_destroy.insert(uuid, job);
+        }
+    }
+
     fn max_claim_elsewhere(&self, uuid: uuid::Uuid) -> u64 {
         self.all_entries()
             .into_iter()
@@ -1007,12 +1228,38 @@ impl Failover {
         }
     }
 
+    /// Proven-gone slots whose final extent is not read (or not readable), with why.
+    fn gone_without_final_extent(&self) -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        for (s, v) in self.slots.iter().enumerate() {
+            if s as u32 == self.cfg.slot || v.gone.is_err() || v.is_free() {
+                continue;
+            }
+            let why = match &self.extents[s] {
+                Some(c) if c.last && c.generation == v.generation && !matches!(c.known, Known::Bad(_)) => {
+                    continue
+                }
+                Some(ExtentCopy { known: Known::Bad(why), .. }) => {
+                    format!("its extent cannot be read: {why}")
+                }
+                Some(c) if c.retry_at_ms.is_some() => "its extent cannot be read (retrying)".to_string(),
+                _ => "its final extent is not read yet".to_string(),
+            };
+            out.push((s as u32, why));
+        }
+        out
+    }
+
     /// VMs that must run again: (source slot, its entry, slots excluded as targets, attempt).
     fn orphans(&self) -> (Vec<Orphan>, Vec<Unplaced>) {
         let mut by_uuid: BTreeMap<uuid::Uuid, Vec<(u32, &VmEntry)>> = BTreeMap::new();
         for (s, e) in self.all_entries() {
             by_uuid.entry(e.uuid).or_default().push((s, e));
         }
+        // A VM a proven-gone slot without a final extent may hold (by its last good copy) waits
+        // for that extent: the copy may be stale (an administrator's stop since).
+        let waiting: BTreeSet<u32> = self.gone_without_final_extent().iter().map(|(s, _)| *s).collect();
+        by_uuid.retain(|_, entries| !entries.iter().any(|(s, _)| waiting.contains(s)));
         let mut out = Vec::new();
         let mut unplaced = Vec::new();
         for (uuid, entries) in by_uuid {
@@ -1094,15 +1341,8 @@ impl Failover {
             self.plan = None;
             return;
         }
-        // Wait for the final extent of every proven-gone slot: its last inventory is the input.
-        for (s, v) in self.slots.iter().enumerate() {
-            if s as u32 != self.cfg.slot && v.gone.is_ok() {
-                match &self.extents[s] {
-                    Some(c) if c.last && c.generation == v.generation => {}
-                    _ => return,
-                }
-            }
-        }
+        // The final extent of a proven-gone slot is the input for its VMs: until it is read,
+        // they wait (and only they: every other slot's VMs are planned as usual).
         let (orphans, mut unplaced) = self.orphans();
         let mut targets = self.targets();
         // Previous plan (ours, or the highest one on the disk): keep assignments still pending
@@ -1331,11 +1571,15 @@ impl Failover {
         let entries: Vec<(u32, VmEntry)> =
             self.all_entries().into_iter().map(|(s, e)| (s, e.clone())).collect();
         // The lowest wave with work left anywhere: later waves wait for it.
+        // A start that failed is done for the waves, also while its destroy is retried
+        // (`Starting` with its failure): later waves never wait on a wedged hypervisor.
         let done = |a: &Assignment| {
             entries.iter().any(|(_, e)| {
                 e.uuid == a.uuid
                     && (e.claim > a.claim
-                        || e.claim == a.claim && matches!(e.state, VmState::Running | VmState::Failed))
+                        || e.claim == a.claim
+                            && (matches!(e.state, VmState::Running | VmState::Failed)
+                                || e.state == VmState::Starting && e.failure.is_some()))
             })
         };
         let open_wave = plan.assignments.iter().filter(|a| !done(a)).map(|a| a.wave).min();
@@ -1343,6 +1587,10 @@ impl Failover {
         for a in plan.assignments.iter().filter(|a| a.target_slot == self.cfg.slot && a.wave == open_wave) {
             if self.own.get(&a.uuid).is_some_and(|e| e.claim >= a.claim) {
                 continue; // Taken (or withdrawn) already.
+            }
+            // A stale assignment: its claim is used elsewhere already (any state).
+            if entries.iter().any(|(s, e)| *s != self.cfg.slot && e.uuid == a.uuid && e.claim >= a.claim) {
+                continue;
             }
             // Someone that may run it holds it: the coordinator will catch up.
             let held = entries.iter().any(|(s, e)| {
@@ -1441,9 +1689,73 @@ impl Failover {
             blocked: self.blocked.clone(),
             published_vms: self.published_vms,
             running_twice: running.into_values().filter(|(_, s)| s.len() > 1).collect(),
+            waiting: self.waiting(),
             tolerance: None,
             tolerance_target: self.cfg.tolerance_target,
         }
+    }
+
+    /// Every VM that waits, and why: destroys being retried, double runs being confirmed,
+    /// proven-gone slots whose final extent is not read.
+    fn waiting(&self) -> Vec<Waiting> {
+        let mut out = Vec::new();
+        for (s, why) in self.gone_without_final_extent() {
+            let vms: Vec<String> = match &self.extents[s as usize] {
+                Some(ExtentCopy { known: Known::State(st), .. }) => {
+                    st.vms.iter().filter(|e| e.state.holds()).map(|e| e.name.clone()).collect()
+                }
+                _ => Vec::new(),
+            };
+            let which = if vms.is_empty() {
+                "its VMs (none known)".to_string()
+            } else {
+                format!(
+                    "its VMs ({})",
+                    vms.iter().map(|n| crate::format::escape_name(n)).collect::<Vec<_>>().join(", ")
+                )
+            };
+            out.push(Waiting {
+                vm: None,
+                slot: Some(s),
+                since_ms: self.unreadable_since.get(&s).copied(),
+                reason: format!(
+                    "slot {s} is proven gone but {why}: {which} are not restarted until it is read; \
+                     every other host's VMs fail over as usual"
+                ),
+            });
+        }
+        for job in self.to_destroy.values() {
+            let tries = match (&job.error, job.failures) {
+                (Some(e), n) => format!(
+                    "; failed {}, last: {e}; retried with backoff",
+                    crate::text::count(u64::from(n), "time", "times")
+                ),
+                (None, _) => String::new(),
+            };
+            out.push(Waiting {
+                vm: Some(job.name.clone()),
+                slot: None,
+                since_ms: Some(job.since_ms),
+                reason: format!("being destroyed here: {}{tries}", job.why.text()),
+            });
+        }
+        for (u, since) in &self.twice_since {
+            if self.to_destroy.contains_key(u) {
+                continue;
+            }
+            let Some(e) = self.own.get(u) else { continue };
+            out.push(Waiting {
+                vm: Some(e.name.clone()),
+                slot: None,
+                since_ms: Some(*since),
+                reason: format!(
+                    "reported running here and on another host: the copy without the highest claim is \
+                     destroyed once this lasts {} ms",
+                    self.twice_confirm_ms()
+                ),
+            });
+        }
+        out
     }
 
     /// The live pool as the planner sees it: live hosts' capacity and the VMs they run.

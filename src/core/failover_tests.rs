@@ -39,6 +39,12 @@ struct Host {
     fail_lookups: Option<String>,
     /// Lookups answered: (uuid, answer).
     lookups: Vec<(uuid::Uuid, Option<VmRunState>)>,
+    /// Starts of these VMs fail (and leave them running: half-started).
+    fail_start_vms: std::collections::BTreeSet<uuid::Uuid>,
+    /// Destroys of these VMs fail.
+    fail_destroy_vms: std::collections::BTreeSet<uuid::Uuid>,
+    /// Destroys performed (uuid, at).
+    destroys: Vec<(uuid::Uuid, u64)>,
 }
 
 struct Pool {
@@ -55,6 +61,10 @@ struct Pool {
     overrides: BTreeMap<(usize, usize), PeerState>,
     /// slot -> the generation every viewer still sees (a stale view of a retaken slot).
     stale_generation: BTreeMap<usize, u64>,
+    /// Reads of these slots' extents fail.
+    bad_extents: std::collections::BTreeSet<usize>,
+    /// A VM an administrator started twice: the no-double-run check waits for diskbeat to act.
+    allow_twice: bool,
 }
 
 fn uuid(n: u8) -> uuid::Uuid {
@@ -98,6 +108,9 @@ impl Pool {
                 doubled: Default::default(),
                 fail_lookups: None,
                 lookups: vec![],
+                fail_start_vms: Default::default(),
+                fail_destroy_vms: Default::default(),
+                destroys: vec![],
             })
             .collect();
         Pool {
@@ -108,6 +121,8 @@ impl Pool {
             starts: vec![],
             overrides: BTreeMap::new(),
             stale_generation: BTreeMap::new(),
+            bad_extents: Default::default(),
+            allow_twice: false,
         }
     }
 
@@ -182,7 +197,9 @@ impl Pool {
                 let Some(action) = self.hosts[i].fo.poll_action(self.now) else { break };
                 self.perform(i, action);
             }
-            self.check_no_vm_twice();
+            if !self.allow_twice {
+                self.check_no_vm_twice();
+            }
         }
         self.visible = self.extents.iter().map(|e| e.0).collect();
     }
@@ -213,6 +230,10 @@ impl Pool {
                 let inv = Inventory { capacity: Capacity { memory_mib: 1 << 20, vcpus: 64 }, vms };
                 h.fo.handle_inventory(self.now, Ok(inv));
             }
+            FailoverAction::ReadExtent { slot, .. } if self.bad_extents.contains(&(slot as usize)) => {
+                let seq = self.extents[slot as usize].0;
+                h.fo.handle_extent(slot, seq, 0, Err("checksum mismatch".into()));
+            }
             FailoverAction::ReadExtent { slot, .. } => {
                 let (seq, st, (host_uuid, generation)) = self.extents[slot as usize].clone();
                 let writer = ExtentWriter { host_uuid: Some(host_uuid), generation };
@@ -228,8 +249,16 @@ impl Pool {
             }
             FailoverAction::Start { uuid, name, definition, .. } => {
                 assert_eq!(definition, format!("def-{name}").into_bytes());
+                let half = h.fail_start_vms.contains(&uuid);
                 let r = match &h.fail_starts {
                     Some(why) => Err(why.clone()),
+                    None if half => {
+                        let origin =
+                            self.hosts.iter().find_map(|o| o.vms.get(&uuid)).cloned().expect("known VM");
+                        let h = &mut self.hosts[i];
+                        h.vms.entry(uuid).or_insert(FakeVm { running: true, ..origin }).running = true;
+                        Err("half-started, then failed".to_string())
+                    }
                     None => {
                         // The definition carries the VM's settings: copy them from its origin.
                         let origin =
@@ -241,13 +270,18 @@ impl Pool {
                         Ok(())
                     }
                 };
-                self.hosts[i].fo.handle_start(uuid, r);
+                self.hosts[i].fo.handle_start(self.now, uuid, r);
             }
             FailoverAction::Destroy { uuid, .. } => {
+                h.destroys.push((uuid, self.now));
+                if h.fail_destroy_vms.contains(&uuid) {
+                    h.fo.handle_destroy(self.now, uuid, Err("Permission denied".into()));
+                    return;
+                }
                 if let Some(vm) = h.vms.get_mut(&uuid) {
                     vm.running = false;
                 }
-                h.fo.handle_destroy(uuid, Ok(()));
+                h.fo.handle_destroy(self.now, uuid, Ok(()));
             }
             FailoverAction::Lookup { uuid, .. } => {
                 let r = match &h.fail_lookups {
@@ -665,7 +699,7 @@ fn a_failed_read_of_our_previous_extent_is_retried_not_taken_as_empty() {
 }
 
 /// Kills host 2 (vm1's host) and lets vm1 restart on one survivor; returns that survivor. Host
-/// 2's final extent keeps vm1 `running` with claim 0: an older claim, proven gone.
+/// 2's final extent keeps vm1 `running` with claim 1 (found running: above every claim elsewhere, 0): an older claim, proven gone.
 fn restarted_elsewhere(p: &mut Pool) -> usize {
     p.add_vm(2, 1, 256, Protection::Protect, None);
     p.run(20);
@@ -690,7 +724,7 @@ fn an_inventory_omitting_a_claimed_running_vm_keeps_it_and_its_claim() {
     let mut p = Pool::new(3, 4096);
     let x = restarted_elsewhere(&mut p);
     let before = published(&p, x, 1).expect("published");
-    assert_eq!((before.state, before.claim), (VmState::Running, 1));
+    assert_eq!((before.state, before.claim), (VmState::Running, 2));
     // Its driver omits it, and cannot answer a lookup either (libvirtd restarting).
     p.hosts[x].hidden.insert(uuid(1));
     p.hosts[x].fail_lookups = Some("libvirtd restarting".into());
@@ -698,7 +732,7 @@ fn an_inventory_omitting_a_claimed_running_vm_keeps_it_and_its_claim() {
     assert_eq!(p.running_on(1), vec![x as u32], "still runs once, where it ran");
     assert_eq!(p.starts.len(), 1, "never started again: {:?}", p.starts);
     let e = published(&p, x, 1).expect("still published");
-    assert_eq!((e.state, e.claim), (VmState::Running, 1), "published as before, with its claim");
+    assert_eq!((e.state, e.claim), (VmState::Running, 2), "published as before, with its claim");
     let st = p.hosts[x].fo.status();
     assert_eq!(st.missing.len(), 1, "{:?}", st.missing);
     assert_eq!(st.missing[0].name, "vm1");
@@ -712,7 +746,7 @@ fn an_inventory_omitting_a_claimed_running_vm_keeps_it_and_its_claim() {
     p.run(10);
     assert!(p.hosts[x].fo.status().missing.is_empty());
     assert_eq!(p.starts.len(), 1);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Running, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Running, 2)));
 }
 
 /// The second case: an admin-stopped VM was restarted after its host's inventory came
@@ -723,12 +757,12 @@ fn an_admin_stopped_vm_omitted_from_an_inventory_is_not_restarted() {
     let x = restarted_elsewhere(&mut p);
     p.hosts[x].vms.get_mut(&uuid(1)).unwrap().running = false;
     p.run(10);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
     p.hosts[x].hidden.insert(uuid(1));
     p.run(40);
     assert!(p.running_on(1).is_empty(), "stopped by the administrator: stays stopped");
     assert_eq!(p.starts.len(), 1, "{:?}", p.starts);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
     // The lookup said "defined here, stopped": positive evidence it does not run, and it stays.
     assert!(p.hosts[x].lookups.contains(&(uuid(1), Some(VmRunState::Stopped))));
 }
@@ -758,7 +792,7 @@ fn only_a_lookup_by_uuid_finding_nothing_lets_an_omitted_vm_leave() {
     assert!(p.hosts[x].lookups.contains(&(uuid(1), None)));
     assert!(p.running_on(1).is_empty());
     assert_eq!(p.starts.len(), 1, "{:?}", p.starts);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
 }
 
 /// An inventory that lists one UUID twice is a driver error: nothing in it is trusted, what was
@@ -831,12 +865,106 @@ fn an_admin_stop_survives_a_daemon_restart() {
     let x = restarted_elsewhere(&mut p);
     p.hosts[x].vms.get_mut(&uuid(1)).unwrap().running = false;
     p.run(10);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
     let cfg = p.hosts[x].fo.config().clone();
     p.hosts[x].fo = Failover::new(cfg, p.now);
     p.hosts[x].generation = 2;
     p.run(40);
     assert!(p.running_on(1).is_empty(), "{:?}", p.starts);
     assert_eq!(p.starts.len(), 1);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
+}
+
+#[test]
+fn a_destroy_that_keeps_failing_is_retried_with_backoff_and_holds_up_nothing_else() {
+    // Host 1 has room for two VMs of the dead host 2; the start of vm1 half-starts and fails, and
+    // every destroy of it fails. vm2, in a later wave on the same host, still starts.
+    let mut p = Pool::new(3, 600);
+    p.add_vm(0, 9, 500, Protection::None, None);
+    p.add_vm(2, 1, 250, Protection::Protect, Some(1));
+    p.add_vm(2, 2, 250, Protection::Protect, Some(2));
+    p.hosts[1].fail_start_vms.insert(uuid(1));
+    p.hosts[1].fail_destroy_vms.insert(uuid(1));
+    p.run(20);
+    p.kill(2);
+    p.run(400); // 20 s at 50 ms a step, inventory interval 100 ms.
+    assert_eq!(p.running_on(2), vec![1], "vm2 started on host 1 although vm1's destroy keeps failing");
+    assert_eq!(p.running_on(1), vec![1], "vm1 may run on host 1 (half-started): never started elsewhere");
+    let destroys = p.hosts[1].destroys.iter().filter(|(u, _)| *u == uuid(1)).count();
+    // Backoff: 100, 200, 400 ms ... capped at 800 ms: about 25 calls in 20 s, not 400.
+    assert!((5..=40).contains(&destroys), "{destroys} destroys in 20 s: no backoff");
+    let st = p.hosts[1].fo.status();
+    let w = st.waiting.iter().find(|w| w.vm.as_deref() == Some("vm1")).expect("status says why vm1 waits");
+    assert!(w.reason.contains("Permission denied") && w.reason.contains("start failed"), "{}", w.reason);
+    // Once the destroy works, vm1 is `Failed` here and restarted elsewhere (host 0 has no room
+    // for it: it stays failed on host 1's side, with the reason).
+    p.hosts[1].fail_destroy_vms.clear();
+    p.run(40);
+    assert!(p.running_on(1).is_empty(), "destroyed at last");
+    assert!(p.hosts[1].fo.status().waiting.is_empty());
+}
+
+#[test]
+fn an_unreadable_extent_of_a_gone_host_holds_only_its_own_vms() {
+    let mut p = Pool::new(4, 1024);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.add_vm(3, 2, 256, Protection::Protect, None);
+    p.run(20);
+    p.bad_extents.insert(3);
+    p.kill(2);
+    p.kill(3);
+    p.run(40);
+    assert_eq!(p.running_on(1).len(), 1, "the readable gone host's VM is restarted");
+    assert!(p.running_on(2).is_empty(), "the unreadable one's VM waits for its final extent");
+    let st = p.hosts[0].fo.status();
+    let w = st.waiting.iter().find(|w| w.slot == Some(3)).expect("status says slot 3's VMs wait");
+    assert!(w.reason.contains("cannot be read") && w.reason.contains("vm2"), "{}", w.reason);
+    assert!(w.since_ms.is_some());
+    p.bad_extents.clear();
+    p.run(40);
+    assert_eq!(p.running_on(2).len(), 1, "restarted once the extent reads");
+    assert!(p.hosts[0].fo.status().waiting.is_empty());
+}
+
+#[test]
+fn a_second_copy_started_by_hand_is_destroyed_and_the_first_keeps_running() {
+    let mut p = Pool::new(3, 1024);
+    p.add_vm(0, 1, 256, Protection::Protect, None);
+    p.run(20);
+    // vm1 is defined on host 1 too (stopped), and an administrator starts it there: two copies.
+    p.add_vm(1, 1, 256, Protection::Protect, None);
+    p.hosts[1].vms.get_mut(&uuid(1)).expect("defined").running = false;
+    p.run(20);
+    p.allow_twice = true;
+    p.hosts[1].vms.get_mut(&uuid(1)).expect("defined").running = true;
+    p.run(40);
+    assert_eq!(p.running_on(1), vec![0], "the copy that came second (lower claim) is destroyed");
+    assert_eq!(p.hosts[1].destroys.len(), 1);
+    assert!(p.hosts[0].destroys.is_empty(), "the holder of the highest claim keeps its copy");
+    let st = p.hosts[1].fo.status();
+    assert!(st.own.iter().any(|(n, s)| n == "vm1" && *s == VmState::Stopped));
+    assert!(st.running_twice.is_empty());
+    // A copy that appears without a previous entry here is destroyed the same way.
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(40);
+    assert_eq!(p.running_on(1), vec![0]);
+}
+
+#[test]
+fn two_copies_with_a_restarted_vm_keep_the_restarted_one() {
+    // A restart elsewhere raised the claim; the old host (its fence was a lie: it runs) keeps
+    // its copy with the older claim: that copy is the one destroyed.
+    let mut p = Pool::new(3, 1024);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    p.allow_twice = true;
+    p.hosts[2].gone = Ok(GoneProof::FencedMark);
+    p.hosts[2].state = PeerState::Fenced;
+    p.run(40);
+    let restarted = p.running_on(1).into_iter().find(|&h| h != 2).expect("restarted");
+    // The "fenced" host comes back live with its VM running: two copies.
+    p.hosts[2].gone = Err(NotProven::Alive);
+    p.hosts[2].state = PeerState::Live;
+    p.run(40);
+    assert_eq!(p.running_on(1), vec![restarted], "the old copy (lower claim) is destroyed");
 }

@@ -22,6 +22,7 @@
 //! definitions of VMs to start): it runs on the daemon's VM thread, never on the heartbeat loop.
 
 pub mod failover;
+pub mod interlock;
 pub mod net;
 pub mod node;
 pub mod own;
@@ -149,7 +150,26 @@ pub enum FenceOutcome {
     Done,
     /// The action failed (exec: non-zero status, missing command, timeout).
     Failed,
+    /// The action has not run: a VM start is in flight (the fence interlock). Nothing starts or
+    /// is published any more; the node asks again [`FENCE_WAIT_POLL_MS`] later, so the heartbeat
+    /// loop never waits for the VM thread. Not an attempt: the interlock fails the attempt once
+    /// the start outlasts its limit.
+    Waiting,
 }
+
+/// Whether a daemon starting on boot `boot_id` must refuse its slot: the slot's last record is
+/// from a daemon of this same boot that died holding the slot with a watchdog armed (not left,
+/// not fenced). Its peers will take that host for reset once its watchdog fires; a new daemon
+/// feeding the watchdog would break that promise while its VMs run (docs/SAFETY.md, "Daemon
+/// death"). The daemon checks it at start; the simulator at every daemon restart.
+pub fn breaks_watchdog_promise(last: &crate::format::record::Record, boot_id: uuid::Uuid) -> bool {
+    use crate::format::record::{flags, State};
+    let held = matches!(last.state, State::Joining | State::Live | State::SelfFencing);
+    !boot_id.is_nil() && held && last.boot_id == boot_id && last.flags & flags::WATCHDOG_ARMED != 0
+}
+
+/// How soon a fence that is [`FenceOutcome::Waiting`] is asked again.
+pub const FENCE_WAIT_POLL_MS: u64 = 5;
 
 /// Why this host will not (or no longer) use its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

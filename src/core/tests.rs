@@ -1026,7 +1026,13 @@ mod net {
         let mut seq = 0;
         for _ in 0..10 {
             seq += 1;
-            h.n.handle_packet(h.now, 0, &packet(1, seq, 1000 + h.now, 0, false, 10)).unwrap();
+            h.n.handle_packet(
+                h.now,
+                0,
+                crate::net::VERSION_MINOR,
+                &packet(1, seq, 1000 + h.now, 0, false, 10),
+            )
+            .unwrap();
             advance(&mut h, &mut peers, 1);
         }
         assert!(h.n.hears(1, h.now));
@@ -1060,18 +1066,36 @@ mod net {
         advance(&mut h, &mut peers, 2);
         let mut p = packet(1, 10, 5, 0, false, 10);
         p.generation = 3;
-        assert_eq!(h.n.handle_packet(h.now, 0, &p), Ok(()));
-        assert_eq!(h.n.handle_packet(h.now, 0, &p), Err(DropReason::Replay));
+        assert_eq!(h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &p), Ok(()));
+        assert_eq!(h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &p), Err(DropReason::Replay));
         // The same beat on the other network is not a replay.
-        assert_eq!(h.n.handle_packet(h.now, 1, &p), Ok(()));
+        assert_eq!(h.n.handle_packet(h.now, 1, crate::net::VERSION_MINOR, &p), Ok(()));
+        // Protocol 1.0 packets (no destination, no echo) are dropped before anything else.
+        let next = Packet { sequence: 10_000, ..p };
+        assert_eq!(h.n.handle_packet(h.now, 0, 0, &next), Err(DropReason::UnsupportedVersion));
+        assert_eq!(
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &next),
+            Ok(()),
+            "not taken as a replay"
+        );
         let older = Packet { sequence: 9, ..p };
-        assert_eq!(h.n.handle_packet(h.now, 0, &older), Err(DropReason::Replay));
+        assert_eq!(h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &older), Err(DropReason::Replay));
         let stale = Packet { generation: 2, sequence: 99, ..p };
-        assert_eq!(h.n.handle_packet(h.now, 0, &stale), Err(DropReason::StaleGeneration), "the disk shows 3");
+        assert_eq!(
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &stale),
+            Err(DropReason::StaleGeneration),
+            "the disk shows 3"
+        );
         let elsewhere = Packet { dest_slot: 2, sequence: 11, ..p };
-        assert_eq!(h.n.handle_packet(h.now, 0, &elsewhere), Err(DropReason::WrongDestination));
+        assert_eq!(
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &elsewhere),
+            Err(DropReason::WrongDestination)
+        );
         let from_us = Packet { sender_slot: 0, sequence: 12, ..p };
-        assert_eq!(h.n.handle_packet(h.now, 0, &from_us), Err(DropReason::BadSlot));
+        assert_eq!(
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &from_us),
+            Err(DropReason::BadSlot)
+        );
         h.n.handle_drop(DropReason::BadMac);
         let d = &h.n.net().drops;
         assert_eq!(
@@ -1082,7 +1106,8 @@ mod net {
             ),
             (2, 1, 1)
         );
-        assert_eq!((d.get(DropReason::BadSlot), d.get(DropReason::BadMac), d.total()), (1, 1, 6));
+        assert_eq!((d.get(DropReason::BadSlot), d.get(DropReason::BadMac), d.total()), (1, 1, 7));
+        assert_eq!(d.get(DropReason::UnsupportedVersion), 1);
     }
 
     #[test]
@@ -1093,7 +1118,13 @@ mod net {
         advance(&mut h, &mut peers, 2);
         // Its records stop (it lost the disk), its packets keep coming.
         for i in 0..(4 * 20) {
-            h.n.handle_packet(h.now, 0, &packet(1, 100 + i, 1 + h.now, 0, true, 5000)).unwrap();
+            h.n.handle_packet(
+                h.now,
+                0,
+                crate::net::VERSION_MINOR,
+                &packet(1, 100 + i, 1 + h.now, 0, true, 5000),
+            )
+            .unwrap();
             h.cycle();
             assert_ne!(h.n.peers()[1].state, PeerState::Dead, "dead while heard, at {}", h.now);
         }
@@ -1156,7 +1187,8 @@ mod net {
         while h.now < deadline + 3000 {
             let sent = beat(&mut h);
             seq += 1;
-            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, true, 1500)).unwrap();
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, seq, 50, sent, true, 1500))
+                .unwrap();
             let events = h.cycle();
             lun_lost += events.iter().filter(|e| matches!(e, Event::LunLost { members: 1, .. })).count();
             assert_eq!(h.n.phase(), Phase::Live, "fenced at {} (storage deadline {deadline})", h.now);
@@ -1172,7 +1204,8 @@ mod net {
         while h.n.phase() == Phase::Live {
             let sent = beat(&mut h);
             seq += 1;
-            h.n.handle_packet(h.now, 0, &packet(1, seq, 60, sent, false, 10)).unwrap();
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, seq, 60, sent, false, 10))
+                .unwrap();
             h.cycle();
             assert!(h.now <= last_vouch + 2000 + 200, "rode on past the last vouching packet's echo");
         }
@@ -1189,7 +1222,8 @@ mod net {
         while h.now < deadline + 2000 {
             let sent = beat(&mut h);
             seq += 1;
-            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, true, 1500)).unwrap();
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, seq, 50, sent, true, 1500))
+                .unwrap();
             h.cycle();
         }
         assert!(h.n.riding_through());
@@ -1199,7 +1233,8 @@ mod net {
         for _ in 0..30 {
             let sent = beat(&mut h);
             seq += 1;
-            h.n.handle_packet(h.now, 0, &packet(1, seq, 60, sent, false, 10)).unwrap();
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, seq, 60, sent, false, 10))
+                .unwrap();
             advance(&mut h, &mut peers, 1);
             assert_eq!(h.n.phase(), Phase::Live, "fenced after the disk came back, at {}", h.now);
         }
@@ -1226,7 +1261,7 @@ mod net {
             for from in [1, 2] {
                 let mut p = packet(from, seq, 50 + h.now, sent, disk_lost, if disk_lost { 1500 } else { 10 });
                 p.net_view = view(&[0, 1, 2]);
-                h.n.handle_packet(h.now, 0, &p).unwrap();
+                h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &p).unwrap();
             }
         };
         for _ in 0..2 {
@@ -1261,7 +1296,7 @@ mod net {
             for from in [1, 2] {
                 let mut p = packet(from, seq, 50 + h.now, sent, false, 10);
                 p.net_view = view(&[0, 1, 2]);
-                h.n.handle_packet(h.now, 0, &p).unwrap();
+                h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &p).unwrap();
             }
         };
         let delay = h.n.config().timing.partition_delay_ms();
@@ -1314,7 +1349,7 @@ mod net {
             for from in [1, 2] {
                 let mut p = packet(from, seq, 50 + h.now, 0, false, 10);
                 p.net_view = view(&[0, 1, 2]);
-                h.n.handle_packet(h.now, 0, &p).unwrap();
+                h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &p).unwrap();
             }
         };
         hear_all(&mut h);
@@ -1340,7 +1375,8 @@ mod net {
         while h.now < deadline + 1000 {
             echoed = beat(&mut h);
             seq += 1;
-            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, echoed, true, 1500)).unwrap();
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, seq, 50, echoed, true, 1500))
+                .unwrap();
             h.cycle();
         }
         assert_eq!(h.n.phase(), Phase::Live);
@@ -1348,7 +1384,8 @@ mod net {
         // hearing us): not fresh evidence.
         while h.n.phase() == Phase::Live {
             seq += 1;
-            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, echoed, true, 1500)).unwrap();
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, seq, 50, echoed, true, 1500))
+                .unwrap();
             h.cycle();
             assert!(h.now < echoed + 2000 + 400, "still riding at {} (echo {echoed})", h.now);
         }
@@ -1367,9 +1404,21 @@ mod net {
                 seq += 1;
                 if peer_lost {
                     // Lost the disk, but only for 500 ms: less than the read gap.
-                    h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, true, 500)).unwrap();
+                    h.n.handle_packet(
+                        h.now,
+                        0,
+                        crate::net::VERSION_MINOR,
+                        &packet(1, seq, 50, sent, true, 500),
+                    )
+                    .unwrap();
                 } else {
-                    h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, false, 100)).unwrap();
+                    h.n.handle_packet(
+                        h.now,
+                        0,
+                        crate::net::VERSION_MINOR,
+                        &packet(1, seq, 50, sent, false, 100),
+                    )
+                    .unwrap();
                 }
                 h.cycle();
                 assert!(h.now <= deadline + 200);
@@ -1388,7 +1437,8 @@ mod net {
         while h.n.phase() == Phase::Live {
             let sent = beat(&mut h);
             seq += 1;
-            h.n.handle_packet(h.now, 0, &packet(1, seq, 50, sent, true, 5000)).unwrap();
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, seq, 50, sent, true, 5000))
+                .unwrap();
             h.cycle();
             assert!(h.now <= deadline + ride_max + 200, "rode through past ride_max");
         }
@@ -1449,7 +1499,7 @@ mod net {
         h.go_live();
         h.n.handle_isolation(false);
         let mut peers = [net_peer(1, 1, &[0, 1], 1)];
-        h.n.handle_packet(h.now, 0, &packet(1, 1, 5, 0, false, 10)).unwrap();
+        h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, 1, 5, 0, false, 10)).unwrap();
         advance(&mut h, &mut peers, 2);
         let r = h.disk.get(0);
         assert_eq!(r.weight, 7);
@@ -1494,7 +1544,7 @@ fn an_echo_from_another_boot_is_not_evidence() {
             dest_slot: 0,
             echo_ms: 10_000_000,
         };
-        h.n.handle_packet(h.now, 0, &pkt).unwrap();
+        h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &pkt).unwrap();
         h.cycle();
         assert!(h.now <= deadline + 200, "rode through on an echo from another boot");
     }

@@ -2,6 +2,7 @@
 //! attempts are serialized, and once one succeeded no other runs.
 
 use super::config::FenceAction;
+use crate::core::interlock::{Gate, Interlock};
 use crate::core::{FenceOutcome, FenceReason};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -19,12 +20,9 @@ pub struct Fencer {
     done: AtomicBool,
     /// The backup thread's last outcome, for the loop to reconcile (taken once).
     backup: AtomicU8,
-    /// Held by the VM thread across a VM start; the fence takes it before its action, so no
-    /// start completes after the action stopped this host's VMs (the `fenced` mark then lies).
-    pub vm_ops: Mutex<()>,
-    /// Set when fencing starts: the VM thread starts and publishes nothing more (a fenced host
-    /// must not start VMs, nor erase the evidence of the VMs it ran).
-    pub fencing: AtomicBool,
+    /// The fence interlock (`core::interlock`): the VM thread asks it before every start and
+    /// publish, the fence before its action. Held only for those calls, never across one.
+    pub interlock: Mutex<Interlock>,
 }
 
 impl Fencer {
@@ -35,8 +33,7 @@ impl Fencer {
             running: Mutex::new(()),
             done: AtomicBool::new(false),
             backup: AtomicU8::new(BACKUP_NONE),
-            vm_ops: Mutex::new(()),
-            fencing: AtomicBool::new(false),
+            interlock: Mutex::new(Interlock::new()),
         }
     }
 
@@ -50,30 +47,47 @@ impl Fencer {
         self.done.load(Ordering::SeqCst)
     }
 
-    /// Runs the action (unless an earlier attempt succeeded). `reboot` does not return unless both
-    /// reboot paths failed; `exec:` succeeds only on exit status 0 within the io timeout.
+    /// The heartbeat loop's attempt: never waits on another thread. `Waiting` when a VM start
+    /// is in flight (the interlock) or the backup thread's attempt is running: the node asks
+    /// again shortly. `reboot` does not return unless both reboot paths failed; `exec:` succeeds
+    /// only on exit status 0 within the io timeout.
     pub fn fence(&self, reason: &str) -> FenceOutcome {
+        let _guard = match self.running.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return FenceOutcome::Waiting,
+        };
+        self.attempt(reason, false)
+    }
+
+    /// The backup thread's and the panic hook's attempt: waits (bounded, on its own thread) for a
+    /// VM start in flight and for another attempt in progress.
+    pub fn fence_waiting(&self, reason: &str) -> FenceOutcome {
         let _guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        self.attempt(reason, true)
+    }
+
+    /// One attempt, under `running`.
+    fn attempt(&self, reason: &str, wait: bool) -> FenceOutcome {
         if self.has_fenced() {
             return FenceOutcome::Done;
         }
-        self.fencing.store(true, Ordering::SeqCst);
-        // Wait for a VM start in flight (bounded): if it cannot end, the fence fails (and is
-        // retried) rather than claim the VMs stopped.
-        let deadline = std::time::Instant::now() + self.exec_timeout;
-        let _vms = loop {
-            match self.vm_ops.try_lock() {
-                Ok(g) => break g,
-                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    tracing::error!("a VM start is still in flight: the fence action waits for it");
+        // The interlock's rule: no start begins from now on, and the action waits for the starts
+        // in flight (bounded): if they do not end, the attempt fails (and is retried) rather than
+        // claim the VMs stopped.
+        let limit_ms = self.exec_timeout.as_millis() as u64;
+        loop {
+            let gate = self.interlock().fence_gate(super::now_ms(), limit_ms);
+            match gate {
+                Gate::Go => break,
+                Gate::Wait if wait => std::thread::sleep(Duration::from_millis(5)),
+                Gate::Wait => return FenceOutcome::Waiting,
+                Gate::Fail => {
+                    tracing::error!("a VM start is still in flight: this fence attempt fails and is retried");
                     return FenceOutcome::Failed;
                 }
             }
-        };
+        }
         tracing::error!(reason, action = ?self.action, "SELF-FENCING");
         let outcome = self.run(reason);
         if outcome == FenceOutcome::Done {
@@ -84,11 +98,15 @@ impl Fencer {
         outcome
     }
 
+    pub fn interlock(&self) -> std::sync::MutexGuard<'_, Interlock> {
+        self.interlock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The backup thread's attempt: its outcome is kept for the loop.
     pub fn backup_fence(&self, reason: &str) {
-        let code = match self.fence(reason) {
+        let code = match self.fence_waiting(reason) {
             FenceOutcome::Done => BACKUP_DONE,
-            FenceOutcome::Failed => BACKUP_FAILED,
+            FenceOutcome::Failed | FenceOutcome::Waiting => BACKUP_FAILED,
         };
         self.backup.store(code, Ordering::SeqCst);
     }

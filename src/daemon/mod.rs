@@ -14,7 +14,7 @@ pub mod report;
 pub mod status;
 mod vms;
 
-use crate::core::{Action, Event, IoFailure, Node, NodeConfig, PeerState, SlotSource};
+use crate::core::{Action, Event, FenceOutcome, IoFailure, Node, NodeConfig, PeerState, SlotSource};
 use crate::disk::{read_superblock_bytes, write_result, Disk, DiskError};
 use crate::io::{Access, Device};
 use crate::timing::Timing;
@@ -90,7 +90,8 @@ fn install_panic_hook() {
         default(info);
         if let Some(f) = PANIC_FENCER.get() {
             tracing::error!("daemon panicked: running the fence action before aborting");
-            let _ = f.fence("the diskbeat daemon panicked");
+            // The message says which invariant broke (`Node`/`Failover` check theirs always).
+            let _ = f.fence_waiting(&format!("the diskbeat daemon panicked: {info}"));
         }
         std::process::abort();
     }));
@@ -282,6 +283,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     // The node is locked only between I/Os, never across one: the network thread feeds it
     // packets meanwhile.
     let mut stop_sent = false;
+    let mut fence_waiting = false;
     let mut disarm = false;
     let code = loop {
         if let Some(outcome) = fencer.take_backup_result() {
@@ -327,9 +329,18 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                     }
                 }
                 Action::Fence { reason, attempt } => {
-                    tracing::error!(attempt, "running the fence action");
                     let outcome = fencer.fence(&fence::describe(&reason));
-                    lock(&snapshot).fenced_at_ms.get_or_insert(now_ms());
+                    if outcome == FenceOutcome::Waiting {
+                        // Logged once per attempt, not every poll.
+                        if !fence_waiting {
+                            tracing::warn!(attempt, "fence action waits for a VM start in flight");
+                        }
+                        fence_waiting = true;
+                    } else {
+                        fence_waiting = false;
+                        tracing::error!(attempt, ?outcome, "fence action ran");
+                        lock(&snapshot).fenced_at_ms.get_or_insert(now_ms());
+                    }
                     node_lock(&node).handle_fence(now_ms(), outcome);
                 }
                 Action::FeedWatchdog => {
@@ -404,13 +415,12 @@ fn check_watchdog_promise(
     boot_id: Option<uuid::Uuid>,
     timing: Timing,
 ) -> Result<(), DaemonError> {
-    use crate::format::record::{flags, Record, State};
+    use crate::format::record::Record;
     let Some(boot_id) = boot_id else { return Ok(()) };
     disk.sweep(timing.io_timeout())?;
     let Ok(bytes) = disk.slot_bytes(slot) else { return Ok(()) };
     let Ok(r) = Record::decode(bytes, &disk.superblock().cluster_uuid, slot) else { return Ok(()) };
-    let held = matches!(r.state, State::Joining | State::Live | State::SelfFencing);
-    if held && r.boot_id == boot_id && r.flags & flags::WATCHDOG_ARMED != 0 {
+    if crate::core::breaks_watchdog_promise(&r, boot_id) {
         return Err(DaemonError::WatchdogPromise { slot, generation: r.generation });
     }
     Ok(())
@@ -497,10 +507,17 @@ impl ExtentState {
 }
 
 /// Logs the node's events and copies its state into the status snapshot.
+/// Copies the node's state and events into the snapshot the control thread serves. Never waits
+/// on it: while a status is being rendered under the snapshot lock, this cycle's copy is skipped
+/// (the events stay queued in the node for the next one).
 fn publish(node: &Mutex<Node>, snapshot: &Mutex<Snapshot>) {
     let now = now_ms();
+    let mut snap = match snapshot.try_lock() {
+        Ok(s) => s,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
     let mut node = node_lock(node);
-    let mut snap = lock(snapshot);
     while let Some(e) = node.poll_event() {
         log_event(&e);
         snap.push_event(now, e);

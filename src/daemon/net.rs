@@ -61,6 +61,9 @@ fn run(sockets: Vec<UdpSocket>, shared: NetShared, now_ms: fn() -> u64) {
     let mut rx = [0u8; PACKET_SIZE + 1];
     let mut tx = [0u8; PACKET_SIZE];
     let mut send_errors: u64 = 0;
+    // One beat per peer, built under the node lock and sent after: sized once, for every slot.
+    let slots = lock_node(&shared.node).peers().len();
+    let mut beats: Vec<(crate::net::Packet, [Option<std::net::SocketAddr>; 2])> = Vec::with_capacity(slots);
     while !shared.stop.load(Ordering::Relaxed) {
         // Wait for a datagram on any network, at most until the next beat may be due.
         {
@@ -95,31 +98,36 @@ fn run(sockets: Vec<UdpSocket>, shared: NetShared, now_ms: fn() -> u64) {
                 };
                 let mut node = lock_node(&shared.node);
                 match verified {
-                    // Protocol 1.0 packets carry no destination or echo: never sent by any release.
-                    Ok(p) if p.version_minor() == 0 => {
-                        node.handle_drop(crate::net::DropReason::UnsupportedVersion)
-                    }
                     Ok(p) => {
-                        let _ = node.handle_packet(at, network, p.packet());
+                        let _ = node.handle_packet(at, network, p.version_minor(), p.packet());
                     }
                     Err(reason) => node.handle_drop(reason),
                 }
             }
         }
         let now = now_ms();
-        let mut node = lock_node(&shared.node);
-        if !node.poll_beat(now) {
-            continue;
-        }
-        let view = node.view_at(now);
-        let book = shared.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        let ring = shared.keyring.read().unwrap_or_else(|e| e.into_inner());
-        for (slot, addrs) in book.iter().enumerate() {
-            let slot = slot as u32;
-            if slot == own_slot || addrs.iter().all(Option::is_none) {
+        // Under the node lock only what the node must do: decide and build the beats. Sealing
+        // (a MAC per peer) and sending happen after it is released, so the heartbeat loop never
+        // waits on this thread's crypto or socket buffers.
+        beats.clear();
+        {
+            let mut node = lock_node(&shared.node);
+            if !node.poll_beat(now) {
                 continue;
             }
-            let packet = node.beat_packet(slot, now, &view);
+            let view = node.view_at(now);
+            let book = shared.addresses.lock().unwrap_or_else(|e| e.into_inner());
+            for (slot, addrs) in book.iter().enumerate() {
+                let slot = slot as u32;
+                if slot == own_slot || addrs.iter().all(Option::is_none) {
+                    continue;
+                }
+                debug_assert!(beats.len() < beats.capacity(), "sized for every slot: no allocation");
+                beats.push((node.beat_packet(slot, now, &view), *addrs));
+            }
+        }
+        let ring = shared.keyring.read().unwrap_or_else(|e| e.into_inner());
+        for (packet, addrs) in &beats {
             if packet.seal(&ring, &mut tx).is_err() {
                 continue;
             }

@@ -135,6 +135,9 @@ pub struct FailoverReport {
     pub blocked: Option<String>,
     pub published_vms: Option<usize>,
     pub running_twice: Vec<RunningTwice>,
+    /// VMs (or a slot's VMs) not where the plan wants them, and why.
+    #[serde(default)]
+    pub waiting: Vec<WaitingVm>,
     pub host_failures_tolerated: Option<u32>,
     pub tolerance_target: Option<u32>,
     pub below_target: bool,
@@ -163,6 +166,18 @@ pub struct MissingVm {
     pub since_ms: u64,
     pub missing_for_ms: u64,
     pub why: String,
+}
+
+/// A VM, or a slot's VMs, waiting, since when (daemon clock) and for how long, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitingVm {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
+    pub since_ms: Option<u64>,
+    pub waiting_for_ms: Option<u64>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

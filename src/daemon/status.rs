@@ -380,6 +380,17 @@ fn vms(s: &Snapshot) -> VmsStatus {
                 .iter()
                 .map(|(name, slots)| RunningTwice { name: name.clone(), slots: slots.clone() })
                 .collect(),
+            waiting: f
+                .waiting
+                .iter()
+                .map(|w| WaitingVm {
+                    vm: w.vm.clone(),
+                    slot: w.slot,
+                    since_ms: w.since_ms,
+                    waiting_for_ms: w.since_ms.map(|t| s.now_ms.saturating_sub(t)),
+                    reason: w.reason.clone(),
+                })
+                .collect(),
             host_failures_tolerated: f.tolerance,
             tolerance_target: f.tolerance_target,
             below_target,

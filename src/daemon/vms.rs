@@ -53,8 +53,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
         FailoverConfig {
             slot: s.slot,
             slot_count: s.slot_count,
-            // A poll may spawn a hook process: every io timeout (T/4), not every interval.
-            inventory_interval_ms: u64::from(s.timing.io_timeout_ms).max(500),
+            inventory_interval_ms: crate::core::failover::inventory_interval_ms(&s.timing),
             driver: s.driver.is_some(),
             capacity_limit: limit,
             hb_addrs: s.hb_addrs.clone(),
@@ -143,7 +142,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                 }
                 FailoverAction::Publish(state) => {
                     // Fencing: the last state on the disk stays the evidence of what ran here.
-                    let r = if shared.fencer.fencing.load(Ordering::SeqCst) {
+                    let r = if !shared.fencer.interlock().may_publish() {
                         Err("this host is fencing: nothing more is published".to_string())
                     } else {
                         publish(disk, s.slot, (host_uuid, generation), &state, io_timeout)
@@ -173,16 +172,23 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                         }
                     }
                     for (uuid, r) in start_batch(&s, &shared, &mut driver, batch) {
-                        fo.handle_start(uuid, r);
+                        fo.handle_start(now_ms(), uuid, r);
                     }
                     pending = next;
                 }
-                FailoverAction::Destroy { uuid, name } => {
+                FailoverAction::Destroy { uuid, name, why } => {
+                    tracing::warn!(vm = %name, %uuid, why = %why.text(), "destroying a VM here");
                     let r = match driver.as_mut() {
                         Some(d) => d.destroy(&name).map_err(|e| e.to_string()),
                         None => Err("the VM driver could not be opened".to_string()),
                     };
-                    fo.handle_destroy(uuid, r);
+                    match &r {
+                        Ok(()) => tracing::warn!(vm = %name, %uuid, "VM destroyed"),
+                        Err(e) => {
+                            tracing::error!(vm = %name, %uuid, error = %e, "destroying the VM failed: retried with backoff")
+                        }
+                    }
+                    fo.handle_destroy(now_ms(), uuid, r);
                 }
                 FailoverAction::Lookup { uuid, name } => {
                     // The inventory omitted one of our VMs: it stays ours until the driver says.
@@ -291,22 +297,41 @@ struct StartJob {
 
 /// Starts one wave's VMs at once: the first on the thread's driver, the others each on a driver
 /// of their own (a libvirt connection per thread). The fence waits for the whole batch
-/// (`vm_ops`), and nothing starts once it fences or the node is not live.
+/// (the interlock), and nothing starts once it fences or the node is not live.
 fn start_batch(
     s: &VmSettings,
     shared: &VmShared,
     driver: &mut Option<Box<dyn VmDriver>>,
     batch: Vec<StartJob>,
 ) -> Vec<(uuid::Uuid, Result<(), String>)> {
-    let _ops = shared.fencer.vm_ops.lock().unwrap_or_else(|e| e.into_inner());
-    let fencing =
-        shared.fencer.fencing.load(Ordering::SeqCst) || node_lock(&shared.node).phase() != Phase::Live;
-    if fencing {
+    let live = node_lock(&shared.node).phase() == Phase::Live;
+    let allowed = {
+        let mut lock = shared.fencer.interlock();
+        let ok = lock.begin_start(live);
+        for _ in 1..batch.len() {
+            if ok {
+                assert!(lock.begin_start(live), "the interlock admits a whole batch or none");
+            }
+        }
+        ok
+    };
+    if !allowed {
         return batch
             .into_iter()
             .map(|j| (j.uuid, Err("this host is not live (fencing): no starts".to_string())))
             .collect();
     }
+    // Every start of the batch ends here, whatever happens to it (an unwinding panic included).
+    struct Ended<'a>(&'a super::fence::Fencer, usize);
+    impl Drop for Ended<'_> {
+        fn drop(&mut self) {
+            let mut lock = self.0.interlock();
+            for _ in 0..self.1 {
+                lock.end_start();
+            }
+        }
+    }
+    let _ended = Ended(&shared.fencer, batch.len());
     let start_one = |d: &mut dyn VmDriver, j: &StartJob| -> Result<(), String> {
         tracing::warn!(vm = %j.name, uuid = %j.uuid, "starting a VM of a failed host (claim checked)");
         let r = d

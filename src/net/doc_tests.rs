@@ -257,11 +257,11 @@ fn doc_packets_of_a_beat() {
     assert_eq!(a.sequence, b.sequence, "one sequence per beat");
     assert_eq!((a.echo_ms, b.echo_ms), (0, 0), "nothing accepted yet");
     // A packet from slot 3 that left it at 1010 on its clock: echoed to 3, and to 3 only.
-    assert_eq!(node.handle_packet(60, 0, &packet_from(3, OWN, 1, 10)), Ok(()));
+    assert_eq!(node.handle_packet(60, 0, super::VERSION_MINOR, &packet_from(3, OWN, 1, 10)), Ok(()));
     assert_eq!((to(&node, 3).echo_ms, to(&node, 4).echo_ms), (1010, 0));
     // A packet for another slot is dropped and counted.
     let stray = packet_from(4, 5, 1, 1);
-    assert_eq!(node.handle_packet(61, 0, &stray), Err(DropReason::WrongDestination));
+    assert_eq!(node.handle_packet(61, 0, super::VERSION_MINOR, &stray), Err(DropReason::WrongDestination));
     assert_eq!(node.net().drops.get(DropReason::WrongDestination), 1);
     assert_eq!(DropReason::WrongDestination.name(), "wrong_destination");
 }

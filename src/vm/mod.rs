@@ -7,6 +7,7 @@
 pub mod exec;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
+pub mod timed;
 
 pub use crate::planner::Protection;
 
@@ -234,8 +235,12 @@ impl DriverSpec {
         match self {
             #[cfg(feature = "libvirt")]
             DriverSpec::Libvirt { uri } => {
-                let _ = timeout_ms;
-                Ok(Box::new(libvirt::LibvirtDriver::open(uri)?))
+                // libvirt calls have no timeout of their own: every one runs on a worker thread
+                // and is abandoned (with its connection) at the deadline.
+                let uri = uri.clone();
+                Ok(Box::new(timed::TimedDriver::new("libvirt", timeout_ms, move || {
+                    Ok(Box::new(libvirt::LibvirtDriver::open(&uri)?) as Box<dyn VmDriver>)
+                })?))
             }
             #[cfg(not(feature = "libvirt"))]
             DriverSpec::Libvirt { .. } => Err(DriverError::Unreachable(LIBVIRT_NOT_BUILT.into())),

@@ -13,7 +13,9 @@
 //! Invariants (checked when the ground truth changes, and every T/4 for liveness):
 //! - TWICE: no VM runs on two machines at once (across every incarnation), in every run:
 //!   misdirected writes and intruders included (extents name their writer, format 1.6, and a
-//!   reader takes a slot's extent only from the incarnation its record names);
+//!   reader takes a slot's extent only from the incarnation its record names). A copy diskbeat never
+//!   had evidence of (its driver hid it from every inventory since it started, no lookup saw it,
+//!   failover did not start it) is counted, not failed: nothing could act on it;
 //! - CLAIM: a failover start is issued only while the starting incarnation's durable extent
 //!   copy holds that VM as `Starting` (the claim landed before the start);
 //! - NONE: a VM of protection `none` is never started by failover;
@@ -58,6 +60,8 @@ pub(super) enum VmEv {
     FenceGo(usize),
     /// An administrator stops a running VM on a live host (`virsh destroy`).
     AdminStop,
+    /// An administrator starts a VM that runs on one live host on a second one too (same UUID).
+    AdminStartTwice,
 }
 
 struct VmSpec {
@@ -100,13 +104,33 @@ struct Write {
 }
 
 enum Busy {
-    Previous { fail: Option<String> },
-    Inventory { fail: Option<String> },
-    Read { slot: u32, asked: u64, fail: Option<String> },
-    Publish { result: Result<u64, String> },
-    Start { uuid: Uuid, result: Result<(), String> },
-    Destroy { uuid: Uuid },
-    Lookup { uuid: Uuid, fail: Option<String> },
+    Previous {
+        fail: Option<String>,
+    },
+    Inventory {
+        fail: Option<String>,
+    },
+    Read {
+        slot: u32,
+        asked: u64,
+        fail: Option<String>,
+    },
+    Publish {
+        result: Result<u64, String>,
+    },
+    /// `admitted`: the interlock let it begin (it ends it when done).
+    Start {
+        uuid: Uuid,
+        result: Result<(), String>,
+        admitted: bool,
+    },
+    Destroy {
+        uuid: Uuid,
+    },
+    Lookup {
+        uuid: Uuid,
+        fail: Option<String>,
+    },
 }
 
 /// Drivers that lie in their inventories, and administrators who stop VMs. Its own random stream:
@@ -123,6 +147,19 @@ struct Lies {
     about: BTreeSet<Uuid>,
     /// VMs an administrator stopped: (machine, when, its host's durable extent says `stopped`).
     admin: BTreeMap<Uuid, (usize, u64, bool)>,
+    /// Per machine: its driver's destroys fail until this time (a hypervisor that cannot stop a
+    /// VM for minutes).
+    destroy_broken_until: Vec<u64>,
+    /// VMs an administrator started a second time: since when the double run lasts with both
+    /// hosts live and able to destroy (COPIES).
+    /// The machine of the second copy is kept: a copy its daemon never published is invisible.
+    admin_twice: BTreeMap<Uuid, (u64, usize)>,
+    /// Every VM an administrator ever started twice.
+    twice_ever: BTreeSet<Uuid>,
+    /// (VM, machine): diskbeat has evidence that this copy runs there (its driver listed it
+    /// running, a lookup said so, or failover started it). A copy never seen is invisible:
+    /// a driver that hides a VM from the first inventory on gives diskbeat nothing to act on.
+    seen: BTreeSet<(Uuid, usize)>,
 }
 
 struct Thread {
@@ -180,6 +217,16 @@ pub(super) struct VmStats {
     pub lookups: u64,
     pub lookup_failures: u64,
     pub admin_stops: u64,
+    /// Destroys done / failed (a broken driver); double runs an administrator made / resolved.
+    pub destroys: u64,
+    pub destroy_failures: u64,
+    pub admin_twice: u64,
+    pub copies_resolved: u64,
+    /// Failover starts of a VM while an administrator's second copy of it ran (unknown to
+    /// diskbeat when a driver hides it): not a diskbeat double run.
+    pub twice_after_admin: u64,
+    /// Double runs with a copy diskbeat never saw (its driver hid it from its first inventory).
+    pub hidden_twice: u64,
 }
 
 impl VmStats {
@@ -216,6 +263,12 @@ impl VmStats {
         self.lookups += o.lookups;
         self.lookup_failures += o.lookup_failures;
         self.admin_stops += o.admin_stops;
+        self.destroys += o.destroys;
+        self.destroy_failures += o.destroy_failures;
+        self.admin_twice += o.admin_twice;
+        self.copies_resolved += o.copies_resolved;
+        self.twice_after_admin += o.twice_after_admin;
+        self.hidden_twice += o.hidden_twice;
     }
 }
 
@@ -319,7 +372,23 @@ impl Sim {
                 self.schedule(at, Ev::Vm(VmEv::AdminStop));
             }
         }
+        let mut destroy_broken_until = vec![0; machines];
+        if lie_rng.chance(0.15) {
+            let m = lie_rng.range(0, machines as u64 - 1) as usize;
+            let from = lie_rng.range(0, d / 2);
+            destroy_broken_until[m] = from + lie_rng.range(host_dead, 10 * host_dead);
+        }
+        if lie_rng.chance(0.2) {
+            for _ in 0..lie_rng.range(1, 2) {
+                let at = lie_rng.range(host_dead, d * 3 / 4);
+                self.schedule(at, Ev::Vm(VmEv::AdminStartTwice));
+            }
+        }
         let lies = Lies {
+            destroy_broken_until,
+            admin_twice: BTreeMap::new(),
+            twice_ever: BTreeSet::new(),
+            seen: BTreeSet::new(),
             rng: lie_rng,
             p,
             omit: vec![BTreeMap::new(); machines],
@@ -381,7 +450,7 @@ impl Sim {
         let cfg = FailoverConfig {
             slot,
             slot_count: self.slot_count,
-            inventory_interval_ms: u64::from(self.timing.interval_ms).max(200),
+            inventory_interval_ms: diskbeat::core::failover::inventory_interval_ms(&self.timing),
             driver: true,
             capacity_limit: None,
             hb_addrs: vec![],
@@ -525,6 +594,7 @@ impl Sim {
                     .unwrap_or_default();
                 w.drivers[machine].vms.insert(uuid, true);
                 w.running.entry(uuid).or_default().insert(machine);
+                w.lies.seen.insert((uuid, machine));
                 if let Some((down_at, _)) = w.down.remove(&uuid) {
                     w.stats.restarts += 1;
                     if let Some(due) = w.due_since.remove(&uuid) {
@@ -541,7 +611,16 @@ impl Sim {
                 w.excused.remove(&uuid);
                 w.lies.admin.remove(&uuid);
                 let lied = w.lies.about.contains(&uuid);
-                if !others.is_empty() {
+                if !others.is_empty() && others.iter().all(|&o| !w.lies.seen.contains(&(uuid, o))) {
+                    // Every other copy is one diskbeat never had evidence of: its driver hid it
+                    // from the start (no entry, no evidence either way).
+                    w.stats.hidden_twice += 1;
+                } else if !others.is_empty() && w.lies.admin_twice.contains_key(&uuid) {
+                    // The administrator's second copy, still running, or one a lying driver hid
+                    // (diskbeat never saw it: no entry, no evidence either way); COPIES bounds how
+                    // long a copy diskbeat sees may last.
+                    w.stats.twice_after_admin += 1;
+                } else if !others.is_empty() {
                     let name = self.w().specs[&uuid].name.clone();
                     let lie = if lied { " (a driver lied about it in an inventory)" } else { "" };
                     return self.fail(format!(
@@ -583,6 +662,13 @@ impl Sim {
                     return Ok(());
                 }
                 self.w().stats.interlock_waits += 1;
+                // The start it waited for has ended: the interlock lets the action run (if it
+                // did not, the action runs anyway and FENCE RACE / EVIDENCE judge it).
+                let local = self.incs[i].clock.local_ms(self.now);
+                let gate = self.incs[i].interlock.fence_gate(local, u64::from(self.timing.io_timeout_ms));
+                if gate != diskbeat::core::interlock::Gate::Go {
+                    self.note(|| format!("inc {i}: the interlock says {gate:?} after the start ended"));
+                }
                 let outcome = self.fence_now(i);
                 let x = &mut self.incs[i];
                 if backup && x.alive {
@@ -592,6 +678,49 @@ impl Sim {
                         self.wake(i, self.now + 1);
                     }
                 }
+                Ok(())
+            }
+            VmEv::AdminStartTwice => {
+                // A VM running on a live machine, started on a second live machine too.
+                let live: Vec<usize> = (0..self.machines.len())
+                    .filter(|&m| {
+                        let mach = &self.machines[m];
+                        !mach.intruder
+                            && mach.incs.last().is_some_and(|&i| {
+                                self.incs[i].alive && self.incs[i].node.phase() == Phase::Live
+                            })
+                    })
+                    .collect();
+                let w = self.vmw.as_ref().expect("VM run");
+                let mut candidates = Vec::new();
+                for &m in &live {
+                    for (u, running) in &w.drivers[m].vms {
+                        // One administrator action per VM: a stop's ADMIN rule and a second
+                        // copy's COPIES rule each assume the other did not happen.
+                        let touched = w.lies.admin.contains_key(u) || w.lies.twice_ever.contains(u);
+                        if *running && !touched && w.running.get(u).is_some_and(|r| r.len() == 1) {
+                            for &o in &live {
+                                if o != m && !w.drivers[o].vms.get(u).copied().unwrap_or(false) {
+                                    candidates.push((o, *u));
+                                }
+                            }
+                        }
+                    }
+                }
+                if candidates.is_empty() {
+                    return Ok(());
+                }
+                let now = self.now;
+                let w = self.w();
+                let (m, u) = candidates[w.lies.rng.range(0, candidates.len() as u64 - 1) as usize];
+                w.stats.admin_twice += 1;
+                w.drivers[m].vms.insert(u, true);
+                w.running.entry(u).or_default().insert(m);
+                w.down.remove(&u);
+                w.lies.admin_twice.insert(u, (now, m));
+                w.lies.twice_ever.insert(u);
+                let name = w.specs[&u].name.clone();
+                self.note(|| format!("the administrator starts {name} on machine {m} too: two copies"));
                 Ok(())
             }
             VmEv::AdminStop => {
@@ -606,7 +735,7 @@ impl Sim {
                     }
                     let w = self.vmw.as_ref().expect("VM run");
                     for (u, running) in &w.drivers[m].vms {
-                        if *running {
+                        if *running && !w.lies.admin_twice.contains_key(u) && !w.lies.twice_ever.contains(u) {
                             candidates.push((m, *u));
                         }
                     }
@@ -709,7 +838,7 @@ impl Sim {
                 let (lat, fail) = self.ext_io(i, false);
                 self.vm_begin(i, Busy::Read { slot: s, asked, fail }, lat);
             }
-            FailoverAction::Publish(_) if self.incs[i].fencing => {
+            FailoverAction::Publish(_) if !self.incs[i].interlock.may_publish() => {
                 // Fencing: the last state on the disk stays the evidence of what ran here.
                 self.w().stats.skipped_publishes += 1;
                 let result = Err("this host is fencing: nothing more is published".to_string());
@@ -745,13 +874,11 @@ impl Sim {
                 }
                 self.vm_begin(i, Busy::Publish { result }, lat);
             }
-            FailoverAction::Start { uuid, .. }
-                if self.incs[i].fencing || self.incs[i].node.phase() != Phase::Live =>
-            {
-                // Under `vm_ops`: no start once fencing, nor while the node is not live.
+            FailoverAction::Start { uuid, .. } if !self.vm_begin_start(i) => {
+                // The interlock refused: no start once fencing, nor while the node is not live.
                 self.w().stats.refused_starts += 1;
                 let result = Err("this host is not live (fencing): no starts".to_string());
-                self.vm_begin(i, Busy::Start { uuid, result }, 1);
+                self.vm_begin(i, Busy::Start { uuid, result, admitted: false }, 1);
             }
             FailoverAction::Start { uuid, .. } => {
                 self.vm_check_start(i, uuid)?;
@@ -781,7 +908,7 @@ impl Sim {
                     self.schedule(at, Ev::Vm(VmEv::Run { machine: m, uuid, issued: now, inc: i }));
                 }
                 let result = if fails { Err("start failed".to_string()) } else { Ok(()) };
-                self.vm_begin(i, Busy::Start { uuid, result }, lat.max(1));
+                self.vm_begin(i, Busy::Start { uuid, result, admitted: true }, lat.max(1));
             }
             FailoverAction::Destroy { uuid, .. } => {
                 let lat = self.w().rng.range(1_000, 50_000);
@@ -872,25 +999,35 @@ impl Sim {
                 }
                 self.w().threads[i].as_mut().expect("thread").fo.handle_published(local, result);
             }
-            Busy::Start { uuid, result } => {
+            Busy::Start { uuid, result, admitted } => {
+                if admitted {
+                    self.incs[i].interlock.end_start();
+                }
                 if result.is_err() {
                     let w = self.w();
                     w.stats.start_failures += 1;
                     w.failed_start.insert(uuid);
                     self.vms_disturb();
                 }
-                self.w().threads[i].as_mut().expect("thread").fo.handle_start(uuid, result);
+                self.w().threads[i].as_mut().expect("thread").fo.handle_start(local, uuid, result);
             }
             Busy::Destroy { uuid } => {
                 let w = self.w();
-                if w.drivers[m].vms.get(&uuid).copied() == Some(true) {
-                    w.stop_vm(m, uuid, now);
-                    // A destroy follows a failed start (half started): still excused as such.
-                    if w.down.contains_key(&uuid) {
-                        w.failed_start.insert(uuid);
+                if now < w.lies.destroy_broken_until[m] {
+                    w.stats.destroy_failures += 1;
+                    let th = w.threads[i].as_mut().expect("thread");
+                    th.fo.handle_destroy(local, uuid, Err("the hypervisor cannot stop it".into()));
+                } else {
+                    w.stats.destroys += 1;
+                    if w.drivers[m].vms.get(&uuid).copied() == Some(true) {
+                        w.stop_vm(m, uuid, now);
+                        // A destroy follows a failed start (half started): still excused as such.
+                        if w.down.contains_key(&uuid) {
+                            w.failed_start.insert(uuid);
+                        }
                     }
+                    w.threads[i].as_mut().expect("thread").fo.handle_destroy(local, uuid, Ok(()));
                 }
-                w.threads[i].as_mut().expect("thread").fo.handle_destroy(uuid, Ok(()));
             }
             Busy::Lookup { uuid, fail } => {
                 let w = self.w();
@@ -902,6 +1039,7 @@ impl Sim {
                     }
                     None => Ok(w.drivers[m].vms.get(&uuid).map(|&running| {
                         if running {
+                            w.lies.seen.insert((uuid, m));
                             VmRunState::Running
                         } else {
                             VmRunState::Stopped
@@ -939,6 +1077,12 @@ impl Sim {
     }
 
     /// How long the VM start in flight of incarnation `i` still holds `vm_ops` (0: none).
+    /// Asks the interlock whether a VM start may begin on incarnation `i` (as `start_batch`).
+    fn vm_begin_start(&mut self, i: usize) -> bool {
+        let live = self.incs[i].node.phase() == Phase::Live;
+        self.incs[i].interlock.begin_start(live)
+    }
+
     pub(super) fn vm_start_in_flight(&self, i: usize) -> u64 {
         let Some(w) = self.vmw.as_ref() else { return 0 };
         match w.threads.get(i).and_then(|t| t.as_ref()) {
@@ -1026,7 +1170,80 @@ impl Sim {
     }
 
     /// RESTART: protected VMs that are due run again within the bound.
+    /// COPIES: a double run an administrator made ends, with one copy left, within T + 6
+    /// inventory intervals (plus the longest destroy backoff) of lasting while both machines' daemons are live, their drivers can
+    /// destroy and no driver call hangs (the loser's inventory sees it and publishes; the winner's extent is read; two
+    /// intervals to confirm; the destroy).
+    fn vm_check_copies(&mut self) -> Res {
+        let now = self.now;
+        let interval = diskbeat::core::failover::inventory_interval_ms(&self.timing);
+        // Plus one backoff at its longest: a destroy that failed just before the driver healed.
+        let intervals = 6 + diskbeat::core::failover::RETRY_MAX_INTERVALS;
+        let bound = self.t_us(self.timing.host_dead_ms) + intervals * self.t_us(interval as u32);
+        let w = self.vmw.as_ref().expect("VM run");
+        let mut updates = Vec::new();
+        for (&u, &(since, copy)) in &w.lies.admin_twice {
+            let on: Vec<usize> = w.running.get(&u).map(|r| r.iter().copied().collect()).unwrap_or_default();
+            if on.len() < 2 {
+                // Resolved, unless the one copy left is the administrator's and its host never
+                // published it (a lying driver, a daemon not live): diskbeat cannot know it runs.
+                let slot = self.machines[copy].slot as usize;
+                let known = w.extents[slot]
+                    .state
+                    .as_ref()
+                    .is_some_and(|st| st.vms.iter().any(|e| e.uuid == u && e.state.holds()));
+                if on != [copy] || known {
+                    updates.push((u, None));
+                }
+                continue;
+            }
+            // A hanging driver call holds its VM thread (the daemon's hook timeout bounds it). A
+            // copy its host never published (its driver hides it) is invisible to diskbeat.
+            let published = |m: usize| {
+                w.extents[self.machines[m].slot as usize]
+                    .state
+                    .as_ref()
+                    .is_some_and(|st| st.vms.iter().any(|e| e.uuid == u && e.state == VmState::Running))
+            };
+            let able = now >= w.hang_until
+                && on.iter().all(|&m| published(m))
+                && on.iter().all(|&m| {
+                    now >= w.lies.destroy_broken_until[m]
+                        && self.machines[m]
+                            .incs
+                            .last()
+                            .is_some_and(|&i| self.incs[i].alive && self.incs[i].node.phase() == Phase::Live)
+                });
+            if !able {
+                updates.push((u, Some(now)));
+            } else if now > since + bound {
+                let name = w.specs[&u].name.clone();
+                return self.fail(format!(
+                    "COPIES: {name} ({u}) still runs on machines {on:?} {} ms after the double run began \
+                     (both daemons live, destroys working)",
+                    (now - since) / 1000
+                ));
+            }
+        }
+        let w = self.w();
+        for (u, since) in updates {
+            match since {
+                None => {
+                    w.lies.admin_twice.remove(&u);
+                    w.stats.copies_resolved += 1;
+                }
+                Some(t) => {
+                    if let Some(x) = w.lies.admin_twice.get_mut(&u) {
+                        x.0 = t;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn vm_check(&mut self) -> Res {
+        self.vm_check_copies()?;
         let now = self.now;
         let t = self.t_us(self.timing.host_dead_ms);
         // The pool is fault-free: no disk fault window, outage or frozen daemon, no hanging driver.
@@ -1174,8 +1391,17 @@ impl Sim {
 }
 
 impl VmWorld {
-    /// Machine `m`'s inventory as its (maybe lying) driver reports it.
+    /// Machine `m`'s inventory as its (maybe lying) driver reports it; what it lists running is
+    /// evidence diskbeat has.
     fn polled_inventory(&mut self, m: usize) -> Inventory {
+        let inv = self.lying_inventory(m);
+        for v in inv.vms.iter().filter(|v| v.state == VmRunState::Running) {
+            self.lies.seen.insert((v.uuid, m));
+        }
+        inv
+    }
+
+    fn lying_inventory(&mut self, m: usize) -> Inventory {
         let mut inv = self.inventory(m);
         let l = &mut self.lies;
         if l.p == 0.0 {
@@ -1227,6 +1453,7 @@ impl VmWorld {
 
     fn stop_vm(&mut self, m: usize, u: Uuid, now: u64) {
         self.drivers[m].vms.insert(u, false);
+        self.lies.seen.remove(&(u, m));
         let set = self.running.entry(u).or_default();
         set.remove(&m);
         if set.is_empty() {
