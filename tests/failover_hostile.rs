@@ -461,9 +461,12 @@ fn hostile_names_from_an_extent_are_never_options_and_always_escaped() {
     // Phase 2: slot 3 dies; before anyone reads its final state, its extent is replaced by one
     // naming a VM "\x1b[31mred" (a terminal escape), crafted with the library's encoder on a
     // placeholder name and patched, since the encoder refuses control characters.
-    let generation = {
+    // The crafted extent names its writer as the real one did (format 1.6): the hostile payload,
+    // not a foreign writer, is what is tested here.
+    let (writer, generation) = {
         let mut disk = Disk::open(p.lo.path(), Access::ReadOnly, EngineKind::Sync, None).unwrap();
-        disk.read_extent_header(3, Duration::from_secs(5)).unwrap().unwrap().generation
+        let h = disk.read_extent_header(3, Duration::from_secs(5)).unwrap().unwrap();
+        (h.writer_uuid().expect("a 1.6 header names its writer"), h.generation)
     };
     let vm = |name: &str, claim| VmEntry {
         uuid: uuid::Uuid::new_v4(),
@@ -498,7 +501,7 @@ fn hostile_names_from_an_extent_are_never_options_and_always_escaped() {
     p.hosts[3].kill();
     {
         let mut disk = Disk::open(p.lo.path(), Access::ReadWrite, EngineKind::Sync, None).unwrap();
-        disk.write_extent(3, kind::HOST_STATE, generation, &payload, Duration::from_secs(5)).unwrap();
+        disk.write_extent(3, kind::HOST_STATE, writer, generation, &payload, Duration::from_secs(5)).unwrap();
     }
     // The survivors see slot 3 dead and read its final extent (the crafted one), then some more.
     p.wait("slot 3 dead for slots 0 and 1", Duration::from_millis(3 * T_MS), |p| {

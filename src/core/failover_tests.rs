@@ -232,7 +232,12 @@ impl Pool {
             }
             FailoverAction::ReadExtent { slot, .. } if self.bad_extents.contains(&(slot as usize)) => {
                 let seq = self.extents[slot as usize].0;
-                h.fo.handle_extent(slot, seq, 0, Err("checksum mismatch".into()));
+                h.fo.handle_extent(
+                    slot,
+                    seq,
+                    ExtentWriter { host_uuid: None, generation: 0 },
+                    Err("checksum mismatch".into()),
+                );
             }
             FailoverAction::ReadExtent { slot, .. } => {
                 let (seq, st, (host_uuid, generation)) = self.extents[slot as usize].clone();
@@ -572,7 +577,7 @@ fn the_claims_of_another_hosts_extent_still_veto_restarts() {
     let x = restarted_elsewhere(&mut p);
     p.hosts[x].vms.get_mut(&uuid(1)).unwrap().running = false;
     p.run(10);
-    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 1)));
+    assert_eq!(published(&p, x, 1).map(|e| (e.state, e.claim)), Some((VmState::Stopped, 2)));
     let h = &mut p.hosts[x];
     (h.up, h.host_uuid, h.generation) = (false, uuid::Uuid::from_u128(0x2222), 2);
     p.run(40);
@@ -662,7 +667,7 @@ fn an_extent_of_another_incarnation_still_blocks_a_claim_check() {
                 FailoverAction::Start { uuid: u, .. } => {
                     assert_eq!(u, uuid(1));
                     started = true;
-                    fo.handle_start(u, Ok(()));
+                    fo.handle_start(0, u, Ok(()));
                 }
                 other => panic!("{other:?}"),
             }
