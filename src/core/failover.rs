@@ -117,9 +117,14 @@ pub struct ExtentWriter {
 }
 
 impl ExtentWriter {
-    /// Whether this is the incarnation `v`'s record names.
+    /// Whether this extent speaks for `v`'s slot: the incarnation its record names wrote it, or
+    /// an operator confirmed the slot's host off (`diskbeat fence --confirm-down`): their word is
+    /// about the machine, so it covers what any earlier daemon in the slot ran too. No automatic
+    /// proof covers an earlier incarnation: host uuids are per daemon start, so nothing on the
+    /// disk tells the host's previous daemon from another host that took the slot.
     fn names(&self, v: &SlotView) -> bool {
-        self.generation == v.generation && self.host_uuid.is_none_or(|u| u == v.host_uuid)
+        let same = self.generation == v.generation && self.host_uuid.is_none_or(|u| u == v.host_uuid);
+        same || (self.generation <= v.generation && v.gone == Ok(GoneProof::OperatorConfirmed))
     }
 }
 
@@ -187,6 +192,8 @@ enum Known {
 #[derive(Debug, Clone)]
 struct ExtentCopy {
     generation: u64,
+    /// The incarnation its header names.
+    writer: ExtentWriter,
     /// The record extent sequence this copy answers (the one the read was asked for).
     sequence: u64,
     known: Known,
@@ -401,6 +408,16 @@ impl Failover {
             }
         }
         self.slots.copy_from_slice(views);
+        // Whether a copy speaks for its slot can change with the slot's proof (`ExtentWriter::names`).
+        for (copy, v) in self.extents.iter_mut().zip(&self.slots) {
+            let Some(c) = copy.as_mut() else { continue };
+            let ours = c.writer.names(v);
+            c.known = match std::mem::replace(&mut c.known, Known::Empty) {
+                Known::State(st) if !ours => Known::Foreign(st),
+                Known::Foreign(st) if ours => Known::State(st),
+                k => k,
+            };
+        }
         if own_generation != self.generation {
             // A new incarnation of this host: nothing we claimed before carries over except
             // through the previous extent (read once, below).
@@ -796,6 +813,7 @@ impl Failover {
                 _ => {
                     self.extents[s] = Some(ExtentCopy {
                         generation: self.slots[s].generation,
+                        writer,
                         sequence: asked_sequence,
                         known,
                         last: false,
@@ -808,6 +826,7 @@ impl Failover {
         self.unreadable_since.remove(&slot);
         self.extents[s] = Some(ExtentCopy {
             generation: self.slots[s].generation,
+            writer,
             sequence: asked_sequence,
             known,
             last: stopped(self.slots[s].state),
@@ -1723,6 +1742,36 @@ impl Failover {
                      every other host's VMs fail over as usual"
                 ),
             });
+        }
+        // (VMs held by a slot not proven gone are in `held`.) Held by an extent that does not
+        // speak for its slot:
+        let running_live: BTreeSet<uuid::Uuid> = self
+            .all_entries()
+            .iter()
+            .filter(|(s, e)| {
+                e.state.holds() && (*s == self.cfg.slot || self.slots[*s as usize].state == PeerState::Live)
+            })
+            .map(|(_, e)| e.uuid)
+            .collect();
+        for (s, copy) in self.extents.iter().enumerate() {
+            let Some(ExtentCopy { known: Known::Foreign(st), writer, .. }) = copy else { continue };
+            let s = s as u32;
+            if s == self.cfg.slot || self.slots[s as usize].state == PeerState::Live {
+                continue;
+            }
+            for e in st.vms.iter().filter(|e| e.state.holds() && !running_live.contains(&e.uuid)) {
+                out.push(Waiting {
+                    vm: Some(e.name.clone()),
+                    slot: Some(s),
+                    since_ms: None,
+                    reason: format!(
+                        "held by slot {s}'s extent, written by an earlier or other incarnation (generation {}) \
+                         than the one its record names: held until that host republishes it, or an operator \
+                         confirms the slot's host off (`diskbeat fence --confirm-down {s}`)",
+                        writer.generation
+                    ),
+                });
+            }
         }
         for job in self.to_destroy.values() {
             let tries = match (&job.error, job.failures) {

@@ -973,3 +973,32 @@ fn two_copies_with_a_restarted_vm_keep_the_restarted_one() {
     p.run(40);
     assert_eq!(p.running_on(1), vec![restarted], "the old copy (lower claim) is destroyed");
 }
+
+/// A host came back and died before its first publish (simulator seed 5910): its slot's extent
+/// is its previous daemon's, which no automatic proof covers (host uuids are per daemon start,
+/// so nothing tells the host's previous daemon from another host). Its VMs are held, and status
+/// says why and what ends it; an operator's `--confirm-down`, which is about the machine, covers
+/// every earlier incarnation's extent and the VMs restart.
+#[test]
+fn an_earlier_incarnations_extent_holds_its_vms_until_an_operator_confirms() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    p.kill(2);
+    let h = &mut p.hosts[2];
+    (h.host_uuid, h.generation) = (uuid::Uuid::from_u128(0x2_0002), 2);
+    (h.state, h.gone) = (PeerState::Dead, Ok(GoneProof::WatchdogExpired));
+    p.run(40);
+    assert!(p.running_on(1).is_empty() && p.starts.is_empty(), "held: {:?}", p.starts);
+    let waiting = p.hosts[0].fo.status().waiting;
+    assert!(
+        waiting.iter().any(|w| w.vm.as_deref() == Some("vm1")
+            && w.reason.contains("earlier or other incarnation")
+            && w.reason.contains("--confirm-down 2")),
+        "{waiting:?}"
+    );
+    p.hosts[2].gone = Ok(GoneProof::OperatorConfirmed);
+    p.run(40);
+    assert_eq!(p.running_on(1).len(), 1, "restarted once on the operator's word: {:?}", p.starts);
+    p.check_no_vm_twice();
+}

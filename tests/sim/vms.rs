@@ -19,10 +19,13 @@
 //! - CLAIM: a failover start is issued only while the starting incarnation's durable extent
 //!   copy holds that VM as `Starting` (the claim landed before the start);
 //! - NONE: a VM of protection `none` is never started by failover;
-//! - RESTART: a protected VM that stopped runs again within `restart_bound` once its host is
-//!   proven gone to every live host (or its machine came back live and marked it `Lost`), the
-//!   pool has been fault-free for that long and every live host has room for every such VM. VMs
-//!   whose start failed, or that wait with too little capacity, are counted, not failed;
+//! - RESTART (fails the run; SIM_STRICT_RESTART=0 only counts): a protected VM that stopped
+//!   runs again within `restart_bound` once every slot whose durable extent holds it is proven
+//!   gone to every live host by an extent its record's incarnation wrote, or is back live (a
+//!   holder dead without proof, or an extent of an earlier incarnation, rightly holds it: status
+//!   says why), the pool has been fault-free for that long (no intruder alive: it runs no
+//!   failover here) and every live host has room for every such VM. VMs whose start failed, that
+//!   wait with too little capacity, or whose host never went live are counted, not failed;
 //! - ADMIN: a VM an administrator stopped is never started by failover once its host's durable
 //!   extent says `stopped` with the VM's highest claim on the disk, while that host is live.
 //!
@@ -156,6 +159,10 @@ struct Lies {
     admin_twice: BTreeMap<Uuid, (u64, usize)>,
     /// Every VM an administrator ever started twice.
     twice_ever: BTreeSet<Uuid>,
+    /// The administrator's copy while it runs: its machine, and since when its host's durable
+    /// extent holds it (diskbeat knows it there). A failover start whose claim check ran before
+    /// that could not see it; COPIES bounds how long the two copies last.
+    admin_copy: BTreeMap<Uuid, (usize, Option<u64>)>,
     /// (VM, machine): diskbeat has evidence that this copy runs there (its driver listed it
     /// running, a lookup said so, or failover started it). A copy never seen is invisible:
     /// a driver that hides a VM from the first inventory on gives diskbeat nothing to act on.
@@ -388,6 +395,7 @@ impl Sim {
             destroy_broken_until,
             admin_twice: BTreeMap::new(),
             twice_ever: BTreeSet::new(),
+            admin_copy: BTreeMap::new(),
             seen: BTreeSet::new(),
             rng: lie_rng,
             p,
@@ -531,6 +539,7 @@ impl Sim {
             VmEv::Land { write } => {
                 let Some(wr) = self.w().writes.remove(&write) else { return Ok(()) };
                 let m = self.incs[wr.inc].machine;
+                let now = self.now;
                 let w = self.w();
                 if w.power_lost[m] >= wr.issued {
                     return Ok(()); // Torn by the power loss: the previous copy stays.
@@ -540,6 +549,11 @@ impl Sim {
                     for v in &wr.state.vms {
                         if v.state.holds() || v.state == VmState::Lost {
                             w.ever_held.insert(v.uuid);
+                        }
+                        if let Some((am, known)) = w.lies.admin_copy.get_mut(&v.uuid) {
+                            if *am == m && v.state.holds() && known.is_none() {
+                                *known = Some(now);
+                            }
                         }
                         // The stop is the pool's decision once a `stopped` entry written after it
                         // carries the VM's highest claim (a failover start in flight, retried
@@ -615,7 +629,13 @@ impl Sim {
                     // Every other copy is one diskbeat never had evidence of: its driver hid it
                     // from the start (no entry, no evidence either way).
                     w.stats.hidden_twice += 1;
-                } else if !others.is_empty() && w.lies.admin_twice.contains_key(&uuid) {
+                } else if !others.is_empty()
+                    && (w.lies.admin_twice.contains_key(&uuid)
+                        || w.lies
+                            .admin_copy
+                            .get(&uuid)
+                            .is_some_and(|&(am, known)| others == [am] && known.is_none_or(|k| issued < k)))
+                {
                     // The administrator's second copy, still running, or one a lying driver hid
                     // (diskbeat never saw it: no entry, no evidence either way); COPIES bounds how
                     // long a copy diskbeat sees may last.
@@ -718,6 +738,7 @@ impl Sim {
                 w.running.entry(u).or_default().insert(m);
                 w.down.remove(&u);
                 w.lies.admin_twice.insert(u, (now, m));
+                w.lies.admin_copy.insert(u, (m, None));
                 w.lies.twice_ever.insert(u);
                 let name = w.specs[&u].name.clone();
                 self.note(|| format!("the administrator starts {name} on machine {m} too: two copies"));
@@ -1262,6 +1283,11 @@ impl Sim {
             if x.alive && x.frozen_until > 0 {
                 quiet = quiet.max(x.frozen_until.min(now));
             }
+            // An intruder runs no failover here (a real one would): while it lives it may be the
+            // coordinator every host waits for.
+            if x.alive && self.machines[x.machine].intruder {
+                quiet = now;
+            }
         }
         quiet = quiet.max(self.vmw.as_ref().expect("VM run").hang_until.min(now));
         // Live observers: every live daemon, and the machines they run on.
@@ -1296,11 +1322,37 @@ impl Sim {
                 let x = &self.incs[j];
                 x.alive && x.node.phase() == Phase::Live && x.live_at.is_some_and(|l| l > down_at)
             });
-            let proven = live.iter().all(|&j| {
-                self.incs[j].slot as usize == slot || self.incs[j].node.peers()[slot].vms_gone().is_ok()
+            let proven = |slot: usize| {
+                live.iter().all(|&j| {
+                    self.incs[j].slot as usize == slot || self.incs[j].node.peers()[slot].vms_gone().is_ok()
+                })
+            };
+            let is_back = |slot: usize| {
+                self.machines.iter().filter(|x| x.slot as usize == slot && !x.intruder).any(|x| {
+                    x.incs.iter().any(|&j| {
+                        let x = &self.incs[j];
+                        x.alive && x.node.phase() == Phase::Live && x.live_at.is_some_and(|l| l > down_at)
+                    })
+                })
+            };
+            // Every other slot whose durable extent holds it (a claim a coordinator wrote before it
+            // died, say) must be proven gone or back too: until then diskbeat rightly waits
+            // (status: held by that slot).
+            // An extent speaks for a proven-gone slot only if the incarnation its record names
+            // wrote it (format 1.6): an earlier daemon's extent (the host came back and died before
+            // it republished) holds its VMs until the host is back or an operator confirms it off.
+            let record_wrote = |s: usize, e: &Extent| {
+                Record::decode(self.records[s].current(), &CLUSTER, s as u32)
+                    .is_ok_and(|r| r.host_uuid == e.host_uuid && r.generation == e.generation)
+            };
+            let w = self.vmw.as_ref().expect("VM run");
+            let holders_clear = w.extents.iter().enumerate().all(|(s, e)| {
+                !e.state.as_ref().is_some_and(|st| st.vms.iter().any(|v| v.uuid == u && v.state.holds()))
+                    || (proven(s) && record_wrote(s, e))
+                    || is_back(s)
             });
             let w = self.vmw.as_mut().expect("VM run");
-            if !(back || proven) {
+            if !(back || proven(slot)) || !holders_clear {
                 w.due_since.remove(&u);
                 continue;
             }
@@ -1371,10 +1423,31 @@ impl Sim {
             let name = w.specs[&u].name.clone();
             let (down_at, _) = w.down[&u];
             let due = w.due_since[&u];
+            // What every live host's status says about it (nothing waits silently).
+            let mut said = Vec::new();
+            for &j in &live {
+                if let Some(Some(th)) = w.threads.get(j) {
+                    let st = th.fo.status();
+                    let reasons: Vec<String> = st
+                        .waiting
+                        .iter()
+                        .filter(|x| x.vm.as_deref().is_none_or(|v| v == name))
+                        .map(|x| x.reason.clone())
+                        .collect();
+                    let plan =
+                        st.plan.as_ref().map(|p| (p.epoch.number, p.assignments.len(), p.unplaced.len()));
+                    let held: Vec<_> = st.held.iter().map(|h| (h.slot, h.vms.clone())).collect();
+                    said.push(format!(
+                        "inc {j}: coordinator {:?}, plan {plan:?}, held {held:?}, blocked {:?}, waiting {reasons:?}",
+                        st.coordinator_slot, st.blocked
+                    ));
+                }
+            }
             return self.fail(format!(
                 "RESTART: protected {name} ({u}), down since {down_at} (machine {m}), due since {due}, pool quiet \
-                 since {quiet}, not running again {} µs later (bound {bound} µs)",
-                now - due.max(quiet)
+                 since {quiet}, not running again {} µs later (bound {bound} µs); status: {}",
+                now - due.max(quiet),
+                said.join("; ")
             ));
         }
         Ok(())
@@ -1454,6 +1527,9 @@ impl VmWorld {
     fn stop_vm(&mut self, m: usize, u: Uuid, now: u64) {
         self.drivers[m].vms.insert(u, false);
         self.lies.seen.remove(&(u, m));
+        if self.lies.admin_copy.get(&u).is_some_and(|(am, _)| *am == m) {
+            self.lies.admin_copy.remove(&u);
+        }
         let set = self.running.entry(u).or_default();
         set.remove(&m);
         if set.is_empty() {
