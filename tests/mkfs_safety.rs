@@ -42,7 +42,11 @@ impl Writer {
             while !stop2.load(Ordering::Relaxed) {
                 rec.sequence += 1;
                 disk.write_record(&rec, io).unwrap();
-                std::thread::sleep(period);
+                // Wakes for `stop` (a long period means "write once": stop must not wait it out).
+                let until = std::time::Instant::now() + period;
+                while !stop2.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5).min(period));
+                }
             }
             rec
         });

@@ -3456,8 +3456,10 @@ fn same_seed_same_run() {
 ///   for a restart was in flight and published after it, ran beside the restarted copy until
 ///   COPIES resolved it (TWICE, excused only for a start issued before the copy was known);
 /// - 1796637155063622831 (net-clean): a copy a lying driver hid from its first inventory on
-///   (diskbeat never had evidence of it: counted, not failed).
+///   (diskbeat never had evidence of it: counted, not failed);
+/// - 1796527387093314445 (disk): as 5910, with the earlier incarnation's `lost` entries.
 const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
+    1796527387093314445,
     6631,
     5910,
     5420,

@@ -1347,8 +1347,11 @@ impl Sim {
             };
             let w = self.vmw.as_ref().expect("VM run");
             let holders_clear = w.extents.iter().enumerate().all(|(s, e)| {
-                !e.state.as_ref().is_some_and(|st| st.vms.iter().any(|v| v.uuid == u && v.state.holds()))
-                    || (proven(s) && record_wrote(s, e))
+                !e.state.as_ref().is_some_and(|st| {
+                    st.vms.iter().any(|v| {
+                        v.uuid == u && (v.state.holds() || matches!(v.state, VmState::Lost | VmState::Failed))
+                    })
+                }) || (proven(s) && record_wrote(s, e))
                     || is_back(s)
             });
             let w = self.vmw.as_mut().expect("VM run");
@@ -1434,8 +1437,11 @@ impl Sim {
                         .filter(|x| x.vm.as_deref().is_none_or(|v| v == name))
                         .map(|x| x.reason.clone())
                         .collect();
-                    let plan =
-                        st.plan.as_ref().map(|p| (p.epoch.number, p.assignments.len(), p.unplaced.len()));
+                    let plan = st.plan.as_ref().map(|p| {
+                        let unplaced: Vec<_> =
+                            p.unplaced.iter().map(|x| (x.uuid.as_u128() as u16, x.reason)).collect();
+                        (p.epoch.number, p.assignments.len(), unplaced)
+                    });
                     let held: Vec<_> = st.held.iter().map(|h| (h.slot, h.vms.clone())).collect();
                     said.push(format!(
                         "inc {j}: coordinator {:?}, plan {plan:?}, held {held:?}, blocked {:?}, waiting {reasons:?}",
