@@ -434,6 +434,95 @@ fn whole_lun_loss_then_the_lun_comes_back_fences_nobody() {
     });
 }
 
+/// Issue 16: the whole LUN fails with an (emulated) hardware watchdog on every host, the
+/// production configuration. The network thread keeps each watchdog fed until the storage
+/// deadline and then on ride-through evidence: every host rides through past its self-fence
+/// deadline, no watchdog fires, and all go on once the disk returns. (Before, the watchdog fired
+/// one io timeout into the outage and reset every host.)
+#[test]
+fn whole_lun_loss_with_hardware_watchdogs_is_ridden_through_and_no_watchdog_fires() {
+    if skip(true) {
+        return;
+    }
+    let n = 3;
+    let mut p = Pool::start(Opts { faultfs: true, defer_spawn: true, ..Opts::new(n) });
+    let mut emus = Vec::new();
+    for i in 0..n {
+        let fifo = p.dir().join(format!("wd{i}"));
+        let pidfile = p.dir().join(format!("h{i}.pid"));
+        let log = std::fs::File::create(p.dir().join(format!("wd{i}.log"))).unwrap();
+        // Firing stands in for a reset: the daemon dies at once.
+        let kill = format!("kill -9 $(cat {}) 2>/dev/null", pidfile.display());
+        let emu = std::process::Command::new(common::repo().join("tools/watchdog-emu.sh"))
+            .args([fifo.to_str().unwrap(), "sh", "-c", &kill])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn watchdog-emu.sh");
+        emus.push(Emu(emu));
+        let until = Instant::now() + secs(10);
+        while !fifo.exists() {
+            assert!(Instant::now() < until, "watchdog emulator did not create {}", fifo.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        p.hosts[i].launch.args = vec!["--watchdog".into(), fifo.to_str().unwrap().into()];
+        p.spawn(i);
+        std::fs::write(&pidfile, p.pid(i).expect("spawned").to_string()).unwrap();
+    }
+    let fired = |p: &Pool| -> Vec<usize> {
+        (0..n)
+            .filter(|i| {
+                std::fs::read_to_string(p.dir().join(format!("wd{i}.log")))
+                    .unwrap_or_default()
+                    .contains("firing")
+            })
+            .collect()
+    };
+    p.wait_hearing();
+    let t0 = mono_ms();
+    for i in 0..n {
+        p.disk_fault(i, Fault::eio());
+    }
+    p.wait_until(secs(10), "every host riding through", |st| {
+        assert!(st.iter().all(|s| fenced_at(s).is_none()), "a host fenced instead of riding through");
+        st.iter().all(riding)
+    });
+    assert!(fired(&p).is_empty(), "watchdogs fired: {:?}", fired(&p));
+    // Well past the self-fence deadline, and a watchdog timeout more.
+    let hold = (SELF_FENCE_MS + IO_TIMEOUT_MS + 2000).saturating_sub(mono_ms() - t0);
+    p.hold(Duration::from_millis(hold), "the pool riding through", |st| {
+        for (i, s) in st.iter().enumerate() {
+            assert!(riding(s) && fenced_at(s).is_none(), "h{i} stopped riding through");
+        }
+    });
+    assert!(fired(&p).is_empty(), "watchdogs fired during the ride: {:?}", fired(&p));
+    for i in 0..n {
+        p.disk_fault(i, Fault::default());
+    }
+    p.wait_until(secs(10), "every host verifying writes again", |st| {
+        for (i, s) in st.iter().enumerate() {
+            assert!(fenced_at(s).is_none(), "h{i} fenced after the disk came back: {s:#}");
+        }
+        st.iter().all(|s| !riding(s) && s["self"]["last_ok_age_ms"].as_u64().unwrap_or(u64::MAX) < 1000)
+    });
+    p.hold(Duration::from_millis(T_MS), "the pool healthy again", |st| {
+        assert_alive(st, &[0, 1, 2]);
+    });
+    assert!(fired(&p).is_empty(), "watchdogs fired: {:?}", fired(&p));
+}
+
+/// Kills a watchdog emulator with the test (its firing would outlive the daemons otherwise).
+struct Emu(std::process::Child);
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One host loses the disk (EIO), the network intact: it alone fences at its deadline (its
 /// peers' packets say their disk works, so it does not ride through), and its peers declare it
 /// dead only after it fenced.

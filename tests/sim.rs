@@ -52,8 +52,10 @@
 //!   within the network timeout and truly lost), and two hosts riding through have heard each
 //!   other (one side only);
 //! - LUN: with the whole LUN lost for every host and the network intact, nobody stops before the
-//!   ride-through bound (ride_max past its storage deadline) while the outage lasts (I/O failing
-//!   at once and no hardware watchdog: see the design gaps at `NET_REGRESSION_SEEDS`);
+//!   ride-through bound (ride_max past its storage deadline) while the outage lasts, hardware
+//!   watchdogs and hanging I/O included; excused only when a host's storage deadline came before
+//!   any member could vouch (a slow cycle just before the outage: see the design gaps at
+//!   `NET_REGRESSION_SEEDS`; SIM_STRICT_LUN=1 fails those too);
 //! - PARTITION (`partition` and `net-clean` runs): once the ground truth (links of both networks,
 //!   isolation, the set of live hosts) has been stable for the decision window, no two live
 //!   network-enabled hosts fail to hear each other both ways (see `Sim::partition_window`);
@@ -149,12 +151,12 @@ const REGRESSION_SEEDS: &[u64] = &[
 /// SIM_WATCHDOG_IO_TIMEOUTS=3 SIM_KIND=lun).
 ///
 /// Known design gaps the simulator shows (docs/SAFETY.md "Whole-LUN loss" to settle):
-/// - hardware watchdogs defeat ride-through: fed only after verified cycles, the watchdog fires
-///   one io timeout after the last one, when the read gap (also one io timeout) has only just
-///   begun to make anyone eligible; its host resets and every host that counted it as a member
-///   loses its evidence. `lun` runs therefore check the LUN invariant only when no host has a
-///   watchdog; SIM_STRICT_LUN=1 checks it everywhere (red at once, e.g. seed 1021). Ride-through
-///   watchdog feeds never happen with the daemon's timing; SIM_WATCHDOG_IO_TIMEOUTS exercises them;
+/// - hardware watchdogs defeated ride-through (closed): fed only after verified cycles, the
+///   watchdog fired one io timeout after the last one, before the read gap let anyone ride
+///   through (SIM_STRICT_LUN=1 was red at once, e.g. seed 1021). The network thread now feeds it
+///   until the storage deadline and then on ride evidence (`Node::poll_net_feed`; the watchdog
+///   still fires by ok + 0.75 T, or one io timeout past the ride deadline): in 10,000 runs, 0
+///   hosts stopped early with watchdogs (was ~600), ~50,000 checked ride-through feeds;
 /// - with hanging I/O, a host said its disk was lost only once an I/O of its timed out. Since
 ///   then a host also says so once no read has succeeded for the read gap, sweep still hanging;
 ///   a peer whose last verified write is a few intervals old (a slow cycle) can still reach its
@@ -763,10 +765,12 @@ struct Stats {
     lun_outages: u64,
     ride_throughs: u64,
     ride_feeds: u64,
+    /// Watchdog feeds by the network thread (`Node::poll_net_feed`).
+    net_feeds: u64,
     /// Hosts that rode through and fenced within 2 T after the disk came back.
     fenced_after_lun: u64,
-    /// Hosts stopped during a pure whole-LUN outage before the ride-through bound, in runs with
-    /// hardware watchdogs or hanging I/O (the known design gaps).
+    /// Hosts stopped during a pure whole-LUN outage before the ride-through bound because some
+    /// host's storage deadline came before any member could vouch (the known design gap).
     lun_early_stops: u64,
     vm: vms::VmStats,
 }
@@ -818,6 +822,7 @@ impl Stats {
         self.lun_outages += o.lun_outages;
         self.ride_throughs += o.ride_throughs;
         self.ride_feeds += o.ride_feeds;
+        self.net_feeds += o.net_feeds;
         self.fenced_after_lun += o.fenced_after_lun;
         self.lun_early_stops += o.lun_early_stops;
         self.vm.add(&o.vm);
@@ -1570,9 +1575,37 @@ impl Sim {
         self.incs[i].node.handle_isolation(reachable);
     }
 
+    /// The network thread's watchdog feed (`Node::poll_net_feed`; it never waits on the disk),
+    /// checked against SAFETY.md: before the storage deadline, or on ride-through evidence.
+    fn net_feed(&mut self, i: usize) -> Res {
+        let x = &self.incs[i];
+        if !x.alive || x.frozen(self.now) {
+            return Ok(());
+        }
+        let local = x.clock.local_ms(self.now);
+        if !self.incs[i].node.poll_net_feed(local) {
+            return Ok(());
+        }
+        let x = &self.incs[i];
+        let t = self.timing;
+        let storage = x.clock.true_at_ms(x.node.last_ok_ms() + u64::from(t.self_fence_ms));
+        // Clock rates and millisecond rounding aside.
+        let slack = self.t_us(t.self_fence_ms) * 3 / 1000 + 2_000;
+        if self.now > storage + slack {
+            self.stats.ride_feeds += 1;
+            self.ride_evidence(i, "WATCHDOG: fed by the network thread past the storage deadline")?;
+        }
+        self.stats.net_feeds += 1;
+        if self.machines[self.incs[i].machine].watchdog {
+            self.feed_watchdog(i);
+        }
+        Ok(())
+    }
+
     /// A beat timer fired: send one packet per peer slot with a host, on every common network.
     fn beat(&mut self, i: usize) -> Res {
         self.feed_isolation(i);
+        self.net_feed(i)?;
         let clock = self.incs[i].clock;
         let local = clock.local_ms(self.now);
         if self.incs[i].node.poll_beat(local) {
@@ -1668,6 +1701,7 @@ impl Sim {
         let local = x.clock.local_ms(self.now);
         let r = self.incs[i].node.handle_packet(local, usize::from(net), diskbeat::net::VERSION_MINOR, pkt);
         self.stats.delivered += 1;
+        self.net_feed(i)?;
         if self.trace > 1 || (self.trace > 0 && replay.is_some()) {
             let slot = self.incs[i].slot;
             self.note(|| {
@@ -2038,17 +2072,6 @@ impl Sim {
                     && y.clock.true_at_ms(y.node.last_ok_ms() + u64::from(t.self_fence_ms)) < vouch_by + 2_000
             });
             if early_deadline && !self.strict_lun {
-                self.stats.lun_early_stops += 1;
-                return Ok(());
-            }
-            if (!self.no_watchdogs || l.mode == Mode::Hang) && !self.strict_lun {
-                // Known design gaps (see NET_REGRESSION_SEEDS): a hardware watchdog fed only after
-                // verified cycles fires one io timeout after the last one, before the read gap
-                // (also one io timeout) lets anyone ride through; its host goes, and then every
-                // host that counted it as a member. And with hanging I/O a host says its disk is
-                // lost only once an I/O times out, up to an io timeout after the outage began,
-                // while a peer's storage deadline can come within T/2 - a few intervals of it.
-                // Counted, checked only with SIM_STRICT_LUN=1.
                 self.stats.lun_early_stops += 1;
                 return Ok(());
             }
@@ -3337,9 +3360,9 @@ fn simulate_many_seeds() {
     println!(
         "sim network: {} beats, {} packets ({} lost, {} cut, {} duplicated), {} delivered, {} accepted; {} \
          replays ({} accepted as new: other network or restarted receiver), {} forgeries; {} cuts, {} partition \
-         checks ({} with a partition in force), {} partition fences; {} whole-LUN outages, {} ride-throughs, {} ride-through watchdog feeds, {} \
+         checks ({} with a partition in force), {} partition fences; {} whole-LUN outages, {} ride-throughs, {} ride-through watchdog feeds ({} network-thread feeds in all), {} \
          hosts fenced within 2 T after riding through to the end of the outage, {} hosts stopped before the \
-         ride-through bound in pure whole-LUN outages with hardware watchdogs or hanging I/O",
+         ride-through bound in pure whole-LUN outages (a storage deadline before anyone could vouch)",
         total.beats,
         total.packets,
         total.lost,
@@ -3357,6 +3380,7 @@ fn simulate_many_seeds() {
         total.lun_outages,
         total.ride_throughs,
         total.ride_feeds,
+        total.net_feeds,
         total.fenced_after_lun,
         total.lun_early_stops
     );

@@ -164,6 +164,8 @@ pub struct Node {
     ride: Option<u64>,
     riding: bool,
     ride_fed_ms: u64,
+    /// When the network thread last fed the watchdog (`poll_net_feed`).
+    net_fed_ms: u64,
     /// Completion of our last `joining` write.
     joined_ms: Option<u64>,
     /// This incarnation went live: from then on the watchdog is fed only after verified cycles,
@@ -216,6 +218,7 @@ impl Node {
             ride: None,
             riding: false,
             ride_fed_ms: 0,
+            net_fed_ms: 0,
             joined_ms: None,
             been_live: false,
             part: None,
@@ -414,6 +417,33 @@ impl Node {
     }
 
     /// Whether a network beat is due now; if so, build one packet per peer with `beat_packet`.
+    /// Whether the network thread, which never waits on the disk, feeds the watchdog now
+    /// (docs/SAFETY.md, step 3 and "Whole-LUN loss"). While live and not fencing:
+    /// - until the storage deadline `ok + self_fence`: the watchdog (timeout one io timeout)
+    ///   then fires by `ok + self_fence + io_timeout` = `ok + 0.75 T`, the bound every peer's
+    ///   proof relies on, whatever the heartbeat loop does meanwhile (blocked in a hanging I/O
+    ///   that is about to fail, say). So a whole-LUN outage reaches the ride-through instead of
+    ///   resetting the host one io timeout after its last good cycle;
+    /// - past it, only while riding through on fresh network evidence (`ride_deadline`): the
+    ///   watchdog then fires by the ride deadline + one io timeout, within the ride argument.
+    ///
+    /// At most once per interval. A hung or frozen daemon stops feeding, and resets its host.
+    pub fn poll_net_feed(&mut self, now_ms: u64) -> bool {
+        let t = self.cfg.timing;
+        if !self.cfg.watchdog || !matches!(self.st, St::Live) {
+            return false;
+        }
+        if now_ms < self.net_fed_ms + u64::from(t.interval_ms) {
+            return false;
+        }
+        let storage_ms = self.last_ok_ms + u64::from(t.self_fence_ms);
+        let evidence = now_ms < storage_ms || self.ride_deadline(now_ms).is_some_and(|until| now_ms < until);
+        if evidence {
+            self.net_fed_ms = now_ms;
+        }
+        evidence
+    }
+
     pub fn poll_beat(&mut self, now_ms: u64) -> bool {
         if !self.beating() || now_ms < self.net.next_beat_ms {
             return false;

@@ -1243,6 +1243,61 @@ mod net {
         assert_eq!(h.n.peers()[1].state, PeerState::Live);
     }
 
+    /// The network thread feeds the watchdog (issue 16): until the storage deadline whatever the
+    /// disk does (the watchdog then fires by ok + 0.75 T, as every proof assumes), then only on
+    /// ride-through evidence; never more than once per interval, never once fencing.
+    #[test]
+    fn the_network_thread_feeds_the_watchdog_until_the_deadline_then_only_on_ride_evidence() {
+        // Without the peer's vouching: fed until the storage deadline, never after.
+        let (mut h, _peers) = pair_live();
+        let deadline = h.n.last_ok_ms() + 2000;
+        h.lose_disk();
+        let mut feeds = Vec::new();
+        while h.n.phase() == Phase::Live && h.now < deadline + 2000 {
+            if h.n.poll_net_feed(h.now) {
+                feeds.push(h.now);
+            }
+            assert!(!h.n.poll_net_feed(h.now), "at most once per interval");
+            h.cycle();
+        }
+        assert!(feeds.len() >= 5, "fed through the storage grace: {feeds:?}");
+        assert!(feeds.iter().all(|&f| f < deadline), "fed past the deadline without evidence: {feeds:?}");
+        assert!(!h.n.poll_net_feed(h.now + 1000), "never once fencing");
+
+        // A hung heartbeat loop (a stuck thread: the node stays live, nothing but the network
+        // thread runs): feeding stops at the storage deadline, so the watchdog resets the host.
+        let (mut h, _peers) = pair_live();
+        let deadline = h.n.last_ok_ms() + 2000;
+        let mut last = 0;
+        for now in (h.now..deadline + 3000).step_by(50) {
+            if h.n.poll_net_feed(now) {
+                last = now;
+            }
+        }
+        assert_eq!(h.n.phase(), Phase::Live);
+        assert!(last > 0 && last < deadline, "last feed {last}, deadline {deadline}");
+
+        // With every member vouching: fed past the storage deadline, while riding.
+        let (mut h, _peers) = pair_live();
+        let deadline = h.n.last_ok_ms() + 2000;
+        h.lose_disk();
+        let mut seq = 10_000;
+        let mut late = 0;
+        while h.now < deadline + 2000 {
+            let sent = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, seq, 50, sent, true, 1500))
+                .unwrap();
+            if h.n.poll_net_feed(h.now) && h.now >= deadline {
+                assert!(h.n.riding_through(), "fed past the deadline only while riding");
+                late += 1;
+            }
+            h.cycle();
+        }
+        assert_eq!(h.n.phase(), Phase::Live);
+        assert!(late > 5, "fed on ride evidence: {late}");
+    }
+
     /// Seen in tests/netns.rs (before 50ed769 skipped the rule on sweeps that read nothing): the
     /// disk failed for the whole pool just after the hosts started hearing each other, before
     /// their records said so. The last views read (peers 1 and 2 not hearing us) stayed frozen;

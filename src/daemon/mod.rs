@@ -160,7 +160,9 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             let w = crate::io::sys::Watchdog::open(path, timing.io_timeout_ms / 1000).map_err(|e| {
                 DaemonError::Watchdog { path: path.display().to_string(), reason: e.to_string() }
             })?;
-            Some(w)
+            // Shared with the network thread, which feeds it on evidence that does not depend on
+            // the disk (`Node::poll_net_feed`).
+            Some(Arc::new(w))
         }
     };
 
@@ -236,6 +238,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                 keyring: ring.clone(),
                 addresses: addresses.clone(),
                 stop: net_stop.clone(),
+                watchdog: watchdog.clone(),
             },
             now_ms,
         );
@@ -398,8 +401,25 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     // The node says whether the watchdog's promise is kept without it (docs/SAFETY.md). If not,
     // it stays armed and resets the host.
     if disarm {
-        if let Some(w) = watchdog {
-            let _ = w.disarm();
+        if let Some(mut w) = watchdog {
+            // The network thread drops its handle when it sees `net_stop` (within its poll).
+            let until = now_ms() + 2_000;
+            let w = loop {
+                match Arc::try_unwrap(w) {
+                    Ok(w) => break Some(w),
+                    Err(back) if now_ms() < until => {
+                        w = back;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => break None,
+                }
+            };
+            match w {
+                Some(w) => {
+                    let _ = w.disarm();
+                }
+                None => tracing::error!("the network thread still holds the watchdog: it stays armed"),
+            }
         }
     }
     tracing::info!(phase = node.phase().name(), code, "stopped");

@@ -26,6 +26,8 @@ pub struct NetShared {
     pub keyring: Arc<RwLock<Keyring>>,
     pub addresses: Arc<Mutex<AddressBook>>,
     pub stop: Arc<AtomicBool>,
+    /// Fed here when the node says so (`Node::poll_net_feed`): this thread never waits on the disk.
+    pub watchdog: Option<Arc<crate::io::sys::Watchdog>>,
 }
 
 pub fn lock_node(m: &Mutex<Node>) -> std::sync::MutexGuard<'_, Node> {
@@ -106,6 +108,13 @@ fn run(sockets: Vec<UdpSocket>, shared: NetShared, now_ms: fn() -> u64) {
             }
         }
         let now = now_ms();
+        if let Some(w) = &shared.watchdog {
+            if lock_node(&shared.node).poll_net_feed(now) {
+                if let Err(e) = w.feed() {
+                    tracing::error!(error = %e, "watchdog feed failed (network thread)");
+                }
+            }
+        }
         // Under the node lock only what the node must do: decide and build the beats. Sealing
         // (a MAC per peer) and sending happen after it is released, so the heartbeat loop never
         // waits on this thread's crypto or socket buffers.
