@@ -2076,12 +2076,13 @@ impl Sim {
                 return Ok(());
             }
             return self.fail(format!(
-                "LUN: inc {i} (slot {}) {what} at {} during a whole-LUN outage ({}..{}) with the network intact, \
-                 before its ride-through bound {cap} (riding: {})",
+                "LUN: inc {i} (slot {}) {what} at {} during a whole-LUN outage ({}..{}, I/O {:?}) with the network \
+                 intact, before its ride-through bound {cap} (riding: {})",
                 x.slot,
                 self.now,
                 l.start,
                 l.end,
+                l.mode,
                 x.rode
             ));
         }
