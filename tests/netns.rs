@@ -495,6 +495,14 @@ fn whole_lun_loss_with_hardware_watchdogs_is_ridden_through_and_no_watchdog_fire
     p.hold(Duration::from_millis(hold), "the pool riding through", |st| {
         for (i, s) in st.iter().enumerate() {
             assert!(riding(s) && fenced_at(s).is_none(), "h{i} stopped riding through");
+            // The operator's view: how long, who vouches, what ends it.
+            let r = &s["network"]["ride"];
+            let vouching: Vec<u64> =
+                r["vouching"].as_array().unwrap().iter().map(|m| m["slot"].as_u64().unwrap()).collect();
+            let others: Vec<u64> = (0..n as u64).filter(|&k| k != i as u64).collect();
+            assert_eq!(vouching, others, "h{i}: {r:#}");
+            assert!(r["disk_lost_for_ms"].as_u64().unwrap() >= SELF_FENCE_MS, "h{i}: {r:#}");
+            assert!(r["ends_when"].as_str().unwrap().contains("verified"), "h{i}: {r:#}");
         }
     });
     assert!(fired(&p).is_empty(), "watchdogs fired during the ride: {:?}", fired(&p));

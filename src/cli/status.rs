@@ -130,6 +130,23 @@ pub fn run(args: Args) -> CliResult {
                 "  HEARTBEAT DISK LOST FOR THE WHOLE POOL: riding through on network evidence ({})",
                 count(u64::from(net.members), "member", "members")
             );
+            if let Some(r) = &net.ride {
+                let who: Vec<String> = r
+                    .vouching
+                    .iter()
+                    .map(|m| match m.evidence_age_ms {
+                        Some(a) => format!("slot {} ({:.1} s ago)", m.slot, a as f64 / 1000.0),
+                        None => format!("slot {} (no evidence)", m.slot),
+                    })
+                    .collect();
+                println!(
+                    "    disk lost for {:.1} s, riding for {:.1} s; vouching: {}",
+                    r.disk_lost_for_ms as f64 / 1000.0,
+                    r.riding_for_ms as f64 / 1000.0,
+                    who.join(", ")
+                );
+                println!("    {}", text(&r.ends_when));
+            }
         }
         if net.drops_total > 0 {
             let by: Vec<String> =

@@ -168,6 +168,24 @@ pub fn breaks_watchdog_promise(last: &crate::format::record::Record, boot_id: uu
     !boot_id.is_nil() && held && last.boot_id == boot_id && last.flags & flags::WATCHDOG_ARMED != 0
 }
 
+/// A whole-LUN ride-through, for status (docs/SAFETY.md, "Whole-LUN loss"). Times are the
+/// node's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RideStatus {
+    /// Our last verified write: the outage began after it.
+    pub last_ok_ms: u64,
+    /// When the ride began (our storage deadline passed with every member vouching).
+    pub since_ms: u64,
+    /// The deadline the members' newest vouching packets allow now.
+    pub until_ms: u64,
+    /// The ride-through cap: the storage deadline + 2 T.
+    pub cap_ms: u64,
+    /// The member whose evidence is oldest, when it (not the cap) sets `until_ms`.
+    pub limited_by: Option<u32>,
+    /// The members that must keep vouching.
+    pub members: partition::SlotSet,
+}
+
 /// How soon a fence that is [`FenceOutcome::Waiting`] is asked again.
 pub const FENCE_WAIT_POLL_MS: u64 = 5;
 
@@ -288,6 +306,8 @@ pub enum Event {
     LunLost {
         members: u32,
         until_ms: u64,
+        /// Since our last verified write (the outage began after it).
+        lost_for_ms: u64,
     },
     /// Riding through ended without the disk coming back: the rule no longer holds.
     RideThroughEnded,

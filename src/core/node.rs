@@ -14,7 +14,8 @@ use super::own::{OwnCheck, OwnWrites};
 use super::partition::{self, Decision, Host, NoDecision, SlotSet};
 use super::PeerState;
 use super::{
-    Action, Event, FenceOutcome, FenceReason, IoFailure, NodeConfig, Peer, Phase, RefuseReason, SlotSource,
+    Action, Event, FenceOutcome, FenceReason, IoFailure, NodeConfig, Peer, Phase, RefuseReason, RideStatus,
+    SlotSource,
 };
 use super::{EXIT_FENCED, EXIT_FENCE_FAILED, EXIT_LEFT, EXIT_REFUSED};
 use crate::format::mailbox::{Command, Mailbox};
@@ -166,6 +167,8 @@ pub struct Node {
     ride_fed_ms: u64,
     /// When the network thread last fed the watchdog (`poll_net_feed`).
     net_fed_ms: u64,
+    /// When the current ride-through began.
+    ride_since_ms: u64,
     /// Completion of our last `joining` write.
     joined_ms: Option<u64>,
     /// This incarnation went live: from then on the watchdog is fed only after verified cycles,
@@ -219,6 +222,7 @@ impl Node {
             riding: false,
             ride_fed_ms: 0,
             net_fed_ms: 0,
+            ride_since_ms: 0,
             joined_ms: None,
             been_live: false,
             part: None,
@@ -273,6 +277,32 @@ impl Node {
     /// Riding through a whole-LUN loss: past the storage deadline, alive on network evidence.
     pub fn riding_through(&self) -> bool {
         self.riding
+    }
+    /// The ride-through as operators see it (None: not riding).
+    pub fn ride_status(&self) -> Option<RideStatus> {
+        if !self.riding {
+            return None;
+        }
+        let t = self.cfg.timing;
+        let until_ms = self.ride?;
+        let cap_ms = self.last_ok_ms + u64::from(t.self_fence_ms) + t.ride_max_ms();
+        let net_timeout = t.net_timeout_ms();
+        // The member whose newest vouching packet is oldest sets the deadline, unless the cap does.
+        let limited_by = self
+            .members
+            .iter()
+            .filter_map(|m| self.net.peers[m as usize].vouch_echo_ms.map(|e| (e, m)))
+            .min()
+            .filter(|(e, _)| e + net_timeout <= cap_ms)
+            .map(|(_, m)| m);
+        Some(RideStatus {
+            last_ok_ms: self.last_ok_ms,
+            since_ms: self.ride_since_ms,
+            until_ms,
+            cap_ms,
+            limited_by,
+            members: self.members,
+        })
     }
     pub fn isolated(&self) -> bool {
         self.isolated
@@ -582,7 +612,8 @@ impl Node {
         self.refresh_ride(end_ms);
         if self.riding && !read_any {
             let until = self.ride.unwrap_or(0);
-            self.emit(Event::LunLost { members: self.members.len(), until_ms: until });
+            let lost_for_ms = end_ms.saturating_sub(self.last_ok_ms);
+            self.emit(Event::LunLost { members: self.members.len(), until_ms: until, lost_for_ms });
         }
         // A mark decided before this sweep goes only onto a disk this sweep confirmed ours.
         if mark_was_pending && !self.mark_allowed(slots) {
@@ -1081,6 +1112,9 @@ impl Node {
         let base = self.last_ok_ms + u64::from(self.cfg.timing.self_fence_ms);
         match self.ride {
             Some(until) if now_ms >= base => {
+                if !self.riding {
+                    self.ride_since_ms = now_ms;
+                }
                 self.riding = true;
                 // The watchdog follows the network evidence while riding: fed once per interval
                 // of new evidence, never beyond it.

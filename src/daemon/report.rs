@@ -92,7 +92,34 @@ pub struct NetworkHeartbeat {
     pub isolated: bool,
     pub partition: Option<PartitionReport>,
     pub riding_through: bool,
+    /// While riding through a whole-LUN outage: how long, who vouches, what ends it.
+    #[serde(default)]
+    pub ride: Option<RideReport>,
     pub members: u32,
+}
+
+/// A whole-LUN ride-through (docs/SAFETY.md, "Whole-LUN loss").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RideReport {
+    /// Since this host's last verified write.
+    pub disk_lost_for_ms: u64,
+    /// Since its storage deadline passed with every member vouching.
+    pub riding_for_ms: u64,
+    /// Until it fences unless the evidence is renewed.
+    pub ends_in_ms: u64,
+    /// Until the ride-through cap (storage deadline + 2 T).
+    pub cap_in_ms: u64,
+    /// The member whose evidence is oldest, when it (not the cap) sets `ends_in_ms`.
+    pub limited_by_slot: Option<u32>,
+    /// Every member that must keep vouching, with the age of its newest vouching packet's echo.
+    pub vouching: Vec<RideMember>,
+    pub ends_when: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RideMember {
+    pub slot: u32,
+    pub evidence_age_ms: Option<u64>,
 }
 
 /// The partition rule on the current views: a decision, or why there is none.

@@ -45,6 +45,7 @@ pub struct Snapshot {
     pub beats_sent: u64,
     pub partition: Option<PartitionStatus>,
     pub riding_through: bool,
+    pub ride: Option<crate::core::RideStatus>,
     pub isolated: bool,
     pub isolation_configured: bool,
     pub weight: u32,
@@ -88,6 +89,7 @@ impl Snapshot {
             beats_sent: 0,
             partition: None,
             riding_through: false,
+            ride: None,
             isolated: false,
             isolation_configured: cfg.isolation_configured,
             weight: cfg.weight,
@@ -116,6 +118,7 @@ impl Snapshot {
         self.beats_sent = core.net().beats_sent;
         self.partition = core.partition().copied();
         self.riding_through = core.riding_through();
+        self.ride = core.ride_status();
         self.isolated = core.isolated();
         self.members = core.members().len();
         self.own_view = core.view_at(now_ms);
@@ -218,6 +221,7 @@ fn network(s: &Snapshot) -> NetworkStatus {
             isolated: s.isolated,
             partition,
             riding_through: s.riding_through,
+            ride: s.ride.map(|r| ride_report(s, &r)),
             members: s.members,
         }),
     }
@@ -287,9 +291,11 @@ pub fn describe_event(e: &Event) -> String {
         Event::Partition { decision: Err(e), .. } => {
             format!("partition rule: no decision ({e}): nobody fences for a partition")
         }
-        Event::LunLost { members, until_ms } => format!(
-            "HEARTBEAT DISK LOST FOR THE WHOLE POOL: all {members} members lost it too and still hear each \
-             other; nobody fences (riding through until monotonic {until_ms} ms at the latest)"
+        Event::LunLost { members, until_ms, lost_for_ms } => format!(
+            "HEARTBEAT DISK LOST FOR THE WHOLE POOL for {:.1} s: all {members} members lost it too and still hear \
+             each other; nobody fences (riding through until monotonic {until_ms} ms at the latest, while every \
+             member keeps vouching; a verified write ends the ride well)",
+            *lost_for_ms as f64 / 1000.0
         ),
         Event::RideThroughEnded => {
             "whole-LUN ride-through ended: a member is no longer heard, or its disk works: fencing".into()
@@ -467,5 +473,41 @@ pub fn render(s: &Snapshot, all: bool) -> StatusReport {
             .iter()
             .map(|(at, e)| EventLine { at_ms: *at, text: describe_event(e) })
             .collect(),
+    }
+}
+
+/// The ride-through as `status` reports it: how long, who vouches, what ends it.
+fn ride_report(s: &Snapshot, r: &crate::core::RideStatus) -> crate::daemon::report::RideReport {
+    use crate::daemon::report::{RideMember, RideReport};
+    let now = s.now_ms;
+    let vouching: Vec<RideMember> = r
+        .members
+        .iter()
+        .map(|m| RideMember {
+            slot: m,
+            evidence_age_ms: s.net_peers[m as usize].vouch_echo_ms.map(|e| now.saturating_sub(e)),
+        })
+        .collect();
+    let ends_in_ms = r.until_ms.saturating_sub(now);
+    let cap_in_ms = r.cap_ms.saturating_sub(now);
+    let limit = match r.limited_by {
+        Some(m) => format!("slot {m}'s evidence is the oldest"),
+        None => "the ride-through cap (storage deadline + 2 T)".to_string(),
+    };
+    let ends_when = format!(
+        "ends well when a write of ours is verified (the disk is back); this host fences in {:.1} s unless every \
+         member vouches again meanwhile ({limit}), and at the latest in {:.1} s (the cap); a member that goes \
+         unheard, crashes, or whose disk works again stops vouching",
+        ends_in_ms as f64 / 1000.0,
+        cap_in_ms as f64 / 1000.0
+    );
+    RideReport {
+        disk_lost_for_ms: now.saturating_sub(r.last_ok_ms),
+        riding_for_ms: now.saturating_sub(r.since_ms),
+        ends_in_ms,
+        cap_in_ms,
+        limited_by_slot: r.limited_by,
+        vouching,
+        ends_when,
     }
 }
