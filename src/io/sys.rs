@@ -20,8 +20,9 @@ pub fn set_sched_rr(priority: i32) -> std::io::Result<()> {
     }
 }
 
-/// A hardware watchdog (Linux watchdog API). Fed only after a successful heartbeat cycle, so a
-/// hung loop or a lost disk lets it fire.
+/// A hardware watchdog (Linux watchdog API). Fed when the node says so (after verified cycles,
+/// and by the network thread until the storage deadline or on ride-through evidence), so a hung
+/// daemon or a lost disk lets it fire.
 pub struct Watchdog {
     file: File,
     /// A FIFO read by a watchdog emulator (tests; machines without a watchdog device): the same
