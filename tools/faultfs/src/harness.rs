@@ -111,6 +111,18 @@ pub fn find_binary() -> Option<PathBuf> {
     }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut candidates = Vec::new();
+    // Beside the running test binary (target/<profile>/deps/..): right whatever the target
+    // directory is (CARGO_TARGET_DIR, a workspace elsewhere).
+    if let Some(profile_dir) =
+        std::env::current_exe().ok().and_then(|e| e.parent()?.parent().map(PathBuf::from))
+    {
+        candidates.push(profile_dir.join("faultfs"));
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        for profile in ["debug", "release"] {
+            candidates.push(PathBuf::from(&dir).join(profile).join("faultfs"));
+        }
+    }
     for base in [manifest.clone(), manifest.join("tools/faultfs"), manifest.join("../..")] {
         for profile in ["debug", "release"] {
             candidates.push(base.join("target").join(profile).join("faultfs"));
