@@ -503,6 +503,7 @@ fn whole_lun_loss_with_hardware_watchdogs_is_ridden_through_and_no_watchdog_fire
             assert_eq!(vouching, others, "h{i}: {r:#}");
             assert!(r["disk_lost_for_ms"].as_u64().unwrap() >= SELF_FENCE_MS, "h{i}: {r:#}");
             assert!(r["ends_when"].as_str().unwrap().contains("verified"), "h{i}: {r:#}");
+            assert!(r["rule"].as_str().unwrap().starts_with("unanimity"), "h{i}: {r:#}");
         }
     });
     assert!(fired(&p).is_empty(), "watchdogs fired during the ride: {:?}", fired(&p));

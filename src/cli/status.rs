@@ -146,6 +146,7 @@ pub fn run(args: Args) -> CliResult {
                     who.join(", ")
                 );
                 println!("    {}", text(&r.ends_when));
+                println!("    rule for a further failure: {}", text(&r.rule));
             }
         }
         if net.drops_total > 0 {

@@ -114,6 +114,8 @@ pub struct RideReport {
     /// Every member that must keep vouching, with the age of its newest vouching packet's echo.
     pub vouching: Vec<RideMember>,
     pub ends_when: String,
+    /// The rule for a further failure during the outage.
+    pub rule: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

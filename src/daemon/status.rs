@@ -509,5 +509,10 @@ fn ride_report(s: &Snapshot, r: &crate::core::RideStatus) -> crate::daemon::repo
         limited_by_slot: r.limited_by,
         vouching,
         ends_when,
+        rule: "unanimity: every member must keep vouching; a further failure (a member crashes, is cut off, or \
+               its disk works again while ours does not) ends the ride for every host, which fences within the \
+               network timeout of that member's last vouching packet (no quorum: docs/SAFETY.md, \"Why not a \
+               quorum\")"
+            .to_string(),
     }
 }
