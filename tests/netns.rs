@@ -28,6 +28,15 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+/// Waits (10 s at most) until every host rides through a whole-LUN loss (and, if `logged`, has
+/// logged it), failing at once if one fences instead.
+fn wait_all_riding(p: &mut Pool, logged: bool) {
+    p.wait_until(secs(10), "every host riding through", |st| {
+        assert!(st.iter().all(|s| fenced_at(s).is_none()), "a host fenced instead of riding through");
+        st.iter().all(|s| riding(s) && (!logged || !events_with(s, LUN_LOST).is_empty()))
+    });
+}
+
 /// Panics unless every host of `slots` is live and never fenced.
 fn assert_alive(st: &[Value], slots: &[usize]) {
     for &i in slots {
@@ -351,10 +360,7 @@ fn whole_lun_loss_rides_through_until_a_host_is_cut_off() {
     for i in 0..n {
         p.disk_fault(i, Fault::eio());
     }
-    p.wait_until(secs(10), "every host riding through", |st| {
-        assert!(st.iter().all(|s| fenced_at(s).is_none()), "a host fenced instead of riding through");
-        st.iter().all(|s| riding(s) && !events_with(s, LUN_LOST).is_empty())
-    });
+    wait_all_riding(&mut p, true);
     eprintln!("all riding through {} ms after the disk failed", mono_ms() - t0);
     // Ride on well past the self-fence deadline.
     let hold = (SELF_FENCE_MS + 2500).saturating_sub(mono_ms() - t0);
@@ -404,10 +410,7 @@ fn whole_lun_loss_then_the_lun_comes_back_fences_nobody() {
         p.disk_fault(i, Fault::eio());
     }
     let t0 = mono_ms();
-    p.wait_until(secs(10), "every host riding through", |st| {
-        assert!(st.iter().all(|s| fenced_at(s).is_none()), "a host fenced instead of riding through");
-        st.iter().all(riding)
-    });
+    wait_all_riding(&mut p, false);
     let hold = (SELF_FENCE_MS + 2000).saturating_sub(mono_ms() - t0);
     p.hold(Duration::from_millis(hold), "the pool riding through", |st| {
         for (i, s) in st.iter().enumerate() {
@@ -485,10 +488,7 @@ fn whole_lun_loss_with_hardware_watchdogs_is_ridden_through_and_no_watchdog_fire
     for i in 0..n {
         p.disk_fault(i, Fault::eio());
     }
-    p.wait_until(secs(10), "every host riding through", |st| {
-        assert!(st.iter().all(|s| fenced_at(s).is_none()), "a host fenced instead of riding through");
-        st.iter().all(riding)
-    });
+    wait_all_riding(&mut p, false);
     assert!(fired(&p).is_empty(), "watchdogs fired: {:?}", fired(&p));
     // Well past the self-fence deadline, and a watchdog timeout more.
     let hold = (SELF_FENCE_MS + IO_TIMEOUT_MS + 2000).saturating_sub(mono_ms() - t0);
