@@ -96,6 +96,7 @@ fn coordinator(n: usize, extents: &[HostState]) -> Failover {
         capacity_limit: None,
         hb_addrs: vec![],
         tolerance_target: None,
+        start_landing_ms: 4_000_000,
     };
     let mut fo = Failover::new(cfg, 0);
     fo.handle_slots(&views(n, false), 1, true);

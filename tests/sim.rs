@@ -3483,7 +3483,14 @@ fn same_seed_same_run() {
 /// - 1796637155063622831 (net-clean): a copy a lying driver hid from its first inventory on
 ///   (diskbeat never had evidence of it: counted, not failed);
 /// - 1796527387093314445 (disk): as 5910, with the earlier incarnation's `lost` entries.
+///
+/// Starts in flight across incarnations (`Failover::handle_previous`, `start_landing_ms`):
+/// - 1796605498915313360 (disk): machine 1's daemon left cleanly while its start of vm9 hung;
+///   the next incarnation's lookup found vm9 not defined yet, published it `lost`, vm9 was
+///   restarted on machine 4, and the hung start landed on machine 1 (TWICE; red with the
+///   previous `starting` entry trusted to be settled).
 const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
+    1796605498915313360,
     1796527387093314445,
     6631,
     5910,

@@ -36,6 +36,14 @@ pub fn inventory_interval_ms(timing: &crate::timing::Timing) -> u64 {
     u64::from(timing.io_timeout_ms).max(500)
 }
 
+/// How long after it was asked a VM start may still make the VM run: 4 host-dead timeouts (the
+/// driver's contract, docs/FAILOVER.md "Starts in flight"; the simulator's slowest start). A
+/// daemon that dies (or leaves) with a start in flight cannot say whether it landed; the next
+/// incarnation treats "not running here" as evidence only after this long.
+pub fn start_landing_ms(timing: &crate::timing::Timing) -> u64 {
+    4 * u64::from(timing.host_dead_ms)
+}
+
 /// One slot as the heartbeat node sees it, copied out of [`super::Node`] every step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotView {
@@ -82,6 +90,9 @@ pub struct FailoverConfig {
     pub hb_addrs: Vec<std::net::SocketAddr>,
     /// Status warns when the pool tolerates fewer host failures than this.
     pub tolerance_target: Option<u32>,
+    /// [`start_landing_ms`]: a start our previous incarnation began may land until this long
+    /// after we read its state.
+    pub start_landing_ms: u64,
 }
 
 /// What the driver must do next.
@@ -306,6 +317,9 @@ pub struct Failover {
     /// Entries our previous incarnation held that the driver has not yet reported here: held
     /// (published `running`) until the driver says whether they run (then `running` or `lost`).
     unconfirmed: BTreeSet<uuid::Uuid>,
+    /// Of those, the ones our previous incarnation was starting (its start may have been in
+    /// flight when it died): "stopped" or "not defined here" is no evidence before this time.
+    may_land_until: BTreeMap<uuid::Uuid, u64>,
     /// Entries confirmed not defined here, kept as `stopped` (with their claims) only while an
     /// older claim elsewhere would otherwise become the highest and restart the VM.
     absent: BTreeSet<uuid::Uuid>,
@@ -366,6 +380,7 @@ impl Failover {
             own: BTreeMap::new(),
             missing: BTreeMap::new(),
             unconfirmed: BTreeSet::new(),
+            may_land_until: BTreeMap::new(),
             absent: BTreeSet::new(),
             capacity: None,
             plan: None,
@@ -451,6 +466,12 @@ impl Failover {
         let Some(prev) = previous else { return };
         for e in prev.vms {
             let ran = e.state.holds() || e.state == VmState::Lost;
+            // Our previous incarnation was starting it: the start may still land (it died or
+            // left with the start in flight), so "stopped" is no evidence until it cannot.
+            let may_land = e.state == VmState::Starting && self.cfg.driver;
+            if may_land {
+                self.may_land_until.insert(e.uuid, now_ms.saturating_add(self.cfg.start_landing_ms));
+            }
             match self.own.get_mut(&e.uuid) {
                 // Already polled running here (a daemon restart leaves VMs running): not lost,
                 // and publishing it `Lost` would invite a second start elsewhere. Keep the higher
@@ -458,29 +479,27 @@ impl Failover {
                 Some(cur) if cur.state == VmState::Running => cur.claim = cur.claim.max(e.claim),
                 // The driver reports it stopped here: positive evidence.
                 Some(cur) if cur.state == VmState::Stopped && !ran => cur.claim = cur.claim.max(e.claim),
-                Some(_) if ran => self.insert_lost(e),
-                Some(_) => {}
-                // Not reported by the driver (yet): a holder stays held until the driver says.
-                // Without a driver nothing can say: lost, as it always was.
-                None if e.state.holds() && self.cfg.driver => {
+                Some(_) if ran && !may_land => self.insert_lost(e),
+                Some(_) if !ran => {}
+                // Not reported by the driver (yet), or reported stopped while a start of ours
+                // may still land: a holder stays held until the driver says (and the start
+                // cannot land any more). Without a driver nothing can say: lost, as it was.
+                Some(_) | None if e.state.holds() && self.cfg.driver => {
                     let mut held = e;
                     // `running`, not `starting`: no claim round may start it again from here.
                     held.state = VmState::Running;
                     held.failure = None;
                     self.unconfirmed.insert(held.uuid);
                     if self.inventory_seen {
+                        let why = if may_land { self.may_land_why() } else { Self::NOT_LISTED.into() };
                         self.missing.insert(
                             held.uuid,
-                            Missing {
-                                since_ms: now_ms,
-                                lookup_due: true,
-                                why: Self::NOT_LISTED.into(),
-                                runs: false,
-                            },
+                            Missing { since_ms: now_ms, lookup_due: true, why, runs: false },
                         );
                     }
                     self.own.insert(held.uuid, held);
                 }
+                Some(_) => {}
                 None if ran => self.insert_lost(e),
                 None if e.state == VmState::Stopped => {
                     self.own.insert(e.uuid, e);
@@ -493,9 +512,24 @@ impl Failover {
     const NOT_LISTED: &'static str = "the driver's inventory does not list it: still held here, with its \
                                       claim, until the driver reports it stopped or not defined here";
 
+    fn may_land_why(&self) -> String {
+        format!(
+            "our previous daemon was starting it and may have died with the start in flight: held \
+             here, with its claim, until the driver reports it running, or for {} ms (a start \
+             lands within that or never)",
+            self.cfg.start_landing_ms
+        )
+    }
+
+    /// Whether a start our previous incarnation began may still make `uuid` run here.
+    fn may_land(&self, uuid: uuid::Uuid, now_ms: u64) -> bool {
+        self.may_land_until.get(&uuid).is_some_and(|&until| now_ms < until)
+    }
+
     fn insert_lost(&mut self, mut e: VmEntry) {
         e.state = VmState::Lost;
         e.failure = None;
+        self.may_land_until.remove(&e.uuid);
         self.unconfirmed.remove(&e.uuid);
         self.missing.remove(&e.uuid);
         self.own.insert(e.uuid, e);
@@ -539,9 +573,26 @@ impl Failover {
         let mut seen = BTreeSet::new();
         for vm in &inv.vms {
             seen.insert(vm.uuid);
+            let landing = vm.state == VmRunState::Stopped && self.may_land(vm.uuid, now_ms);
+            if landing && self.own.contains_key(&vm.uuid) {
+                // Defined here and stopped, while our previous daemon's start may still land:
+                // held as it is (asked again next inventory).
+                let why = self.may_land_why();
+                let m = self.missing.entry(vm.uuid).or_insert(Missing {
+                    since_ms: now_ms,
+                    lookup_due: false,
+                    why: String::new(),
+                    runs: false,
+                });
+                m.why = why;
+                continue;
+            }
             self.missing.remove(&vm.uuid);
             self.absent.remove(&vm.uuid);
             let previous = self.unconfirmed.remove(&vm.uuid);
+            if vm.state == VmRunState::Running || !previous {
+                self.may_land_until.remove(&vm.uuid);
+            }
             let state = match vm.state {
                 VmRunState::Running => VmState::Running,
                 VmRunState::Stopped => VmState::Stopped,
@@ -643,7 +694,12 @@ impl Failover {
     /// The driver's answer to a lookup by UUID of a VM its inventory omitted: `Ok(Some(state))`
     /// defined here, `Ok(None)` not defined here (positive evidence that it does not run here),
     /// `Err` no answer (nothing changes; asked again after the next inventory).
-    pub fn handle_lookup(&mut self, uuid: uuid::Uuid, result: Result<Option<VmRunState>, String>) {
+    pub fn handle_lookup(
+        &mut self,
+        now_ms: u64,
+        uuid: uuid::Uuid,
+        result: Result<Option<VmRunState>, String>,
+    ) {
         debug_assert_eq!(self.io, Io::Lookup(uuid));
         self.io = Io::Idle;
         if !self.missing.contains_key(&uuid) {
@@ -651,6 +707,14 @@ impl Failover {
         }
         let top_elsewhere = self.max_claim_elsewhere(uuid);
         let previous = self.unconfirmed.contains(&uuid);
+        if previous && self.may_land(uuid, now_ms) && !matches!(result, Ok(Some(VmRunState::Running))) {
+            // Not running yet is no evidence while our previous daemon's start may still land.
+            let why = self.may_land_why();
+            if let Some(m) = self.missing.get_mut(&uuid) {
+                m.why = why;
+            }
+            return;
+        }
         let Some(e) = self.own.get_mut(&uuid) else {
             self.missing.remove(&uuid);
             return;
@@ -660,6 +724,7 @@ impl Failover {
             Err(err) => format!("{}; its lookup by UUID failed: {}", Self::NOT_LISTED, truncate(&err)),
             Ok(Some(VmRunState::Running)) => {
                 self.unconfirmed.remove(&uuid);
+                self.may_land_until.remove(&uuid);
                 if !e.state.holds() {
                     e.claim = e.claim.max(top_elsewhere + 1);
                     e.attempt = 0;

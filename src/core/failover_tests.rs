@@ -93,6 +93,7 @@ impl Pool {
                         }),
                         hb_addrs: vec![],
                         tolerance_target: None,
+                        start_landing_ms: 400,
                     },
                     0,
                 ),
@@ -303,7 +304,7 @@ impl Pool {
                         Ok(state)
                     }
                 };
-                h.fo.handle_lookup(uuid, r);
+                h.fo.handle_lookup(self.now, uuid, r);
             }
         }
     }
@@ -604,6 +605,7 @@ fn an_extent_of_another_incarnation_still_blocks_a_claim_check() {
                 capacity_limit: None,
                 hb_addrs: vec![],
                 tolerance_target: None,
+                start_landing_ms: 400,
             },
             0,
         );
@@ -1001,4 +1003,45 @@ fn an_earlier_incarnations_extent_holds_its_vms_until_an_operator_confirms() {
     p.run(40);
     assert_eq!(p.running_on(1).len(), 1, "restarted once on the operator's word: {:?}", p.starts);
     p.check_no_vm_twice();
+}
+
+/// A daemon died with a start in flight (its extent says `starting`, the VM is not defined here
+/// yet): "not defined here" is no evidence until the start can no longer land
+/// (`FailoverConfig::start_landing_ms`). Before the bound the VM stays held; a start that lands
+/// late makes it run here, once; one that never lands lets it restart elsewhere, once.
+#[test]
+fn a_start_in_flight_when_the_daemon_died_holds_the_vm_until_it_can_no_longer_land() {
+    for lands in [true, false] {
+        let mut p = Pool::new(3, 4096);
+        p.add_vm(1, 1, 256, Protection::Protect, None);
+        p.run(20);
+        // Host 1 is fenced; host 2 had claimed vm1 and was starting it when its daemon died.
+        let mut entry = published(&p, 1, 1).expect("published");
+        entry.state = VmState::Starting;
+        entry.claim += 1;
+        p.kill(1);
+        p.extents[2].1.as_mut().expect("host 2 published").vms.push(entry);
+        p.extents[2].0 += 1;
+        let cfg = p.hosts[2].fo.config().clone();
+        assert!(cfg.start_landing_ms >= 300, "the test lands the start before the bound");
+        p.hosts[2].generation = 2;
+        p.hosts[2].fo = Failover::new(cfg, p.now);
+        p.run(5);
+        assert!(p.hosts[2].lookups.contains(&(uuid(1), None)), "looked up: not defined here (yet)");
+        assert!(p.starts.is_empty(), "restarted while a start may still land: {:?}", p.starts);
+        let missing = p.hosts[2].fo.status().missing;
+        assert!(missing.iter().any(|m| m.why.contains("start in flight")), "{missing:?}");
+        if lands {
+            let origin = p.hosts[1].vms[&uuid(1)].clone();
+            p.hosts[2].vms.insert(uuid(1), FakeVm { running: true, ..origin });
+        }
+        p.run(40);
+        if lands {
+            assert!(p.starts.is_empty(), "{:?}", p.starts);
+            assert_eq!(p.running_on(1), vec![2]);
+        } else {
+            assert_eq!(p.starts.len(), 1, "{:?}", p.starts);
+            assert_eq!(p.running_on(1).len(), 1);
+        }
+    }
 }

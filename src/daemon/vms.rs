@@ -58,6 +58,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
             capacity_limit: limit,
             hb_addrs: s.hb_addrs.clone(),
             tolerance_target: s.tolerance_target,
+            start_landing_ms: crate::core::failover::start_landing_ms(&s.timing),
         },
         now_ms(),
     );
@@ -204,7 +205,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                             tracing::warn!(vm = %name, %uuid, error = %e, "VM omitted from the inventory; its lookup by UUID failed")
                         }
                     }
-                    fo.handle_lookup(uuid, r);
+                    fo.handle_lookup(now_ms(), uuid, r);
                 }
             }
             // After every action: a plan carried out in one go is visible while it runs.

@@ -299,6 +299,9 @@ pub(super) struct VmWorld {
     ever_held: BTreeSet<Uuid>,
     /// Already counted as excused this down period.
     excused: BTreeSet<Uuid>,
+    /// VMs a new incarnation found `starting` in its previous state: held until then by the
+    /// start-in-flight rule (`failover::start_landing_ms`); RESTART counts from there.
+    landing_hold: BTreeMap<Uuid, u64>,
     /// (inc, uuid) claims seen withdrawn.
     withdrawn: BTreeSet<(usize, Uuid)>,
     stable_since: u64,
@@ -425,6 +428,7 @@ impl Sim {
             failed_start: BTreeSet::new(),
             ever_held: BTreeSet::new(),
             excused: BTreeSet::new(),
+            landing_hold: BTreeMap::new(),
             withdrawn: BTreeSet::new(),
             stable_since: 0,
             hang_until: 0,
@@ -463,6 +467,7 @@ impl Sim {
             capacity_limit: None,
             hb_addrs: vec![],
             tolerance_target: None,
+            start_landing_ms: diskbeat::core::failover::start_landing_ms(&self.timing),
         };
         let n = self.slot_count as usize;
         let intruder = self.machines[m].intruder;
@@ -904,6 +909,9 @@ impl Sim {
             FailoverAction::Start { uuid, .. } => {
                 self.vm_check_start(i, uuid)?;
                 let t = self.t_us(self.timing.host_dead_ms);
+                // The driver's contract (failover::start_landing_ms): a start lands within this
+                // long of being asked, or never.
+                let landing = 1000 * diskbeat::core::failover::start_landing_ms(&self.timing);
                 let now = self.now;
                 let w = self.w();
                 w.stats.starts += 1;
@@ -913,7 +921,7 @@ impl Sim {
                 let fails = hang || w.rng.chance(fail_p);
                 let lat = if hang {
                     w.stats.hangs += 1;
-                    w.rng.range(t, 4 * t)
+                    w.rng.range(t, landing)
                 } else if slow {
                     w.rng.range(t / 20, w.max_start_us)
                 } else {
@@ -965,11 +973,18 @@ impl Sim {
         let busy = self.w().threads[i].as_mut().expect("thread").busy.take().expect("busy");
         match busy {
             Busy::Previous { fail } => {
+                let landing = 1000 * diskbeat::core::failover::start_landing_ms(&self.timing);
                 let w = self.w();
                 let prev = match fail {
                     None => Ok(w.extents[slot as usize].state.clone()),
                     Some(e) => Err(e),
                 };
+                if let Ok(Some(st)) = &prev {
+                    for e in st.vms.iter().filter(|e| e.state == VmState::Starting) {
+                        let until = w.landing_hold.entry(e.uuid).or_insert(0);
+                        *until = (*until).max(now + landing);
+                    }
+                }
                 let th = w.threads[i].as_mut().expect("thread");
                 th.prev_failed = prev.is_err();
                 th.fo.handle_previous(local, prev);
@@ -1070,7 +1085,7 @@ impl Sim {
                 if self.trace > 0 {
                     self.note(|| format!("inc {i} looks up {uuid}: {r:?}"));
                 }
-                self.w().threads[i].as_mut().expect("thread").fo.handle_lookup(uuid, r);
+                self.w().threads[i].as_mut().expect("thread").fo.handle_lookup(local, uuid, r);
             }
         }
         self.vm_poll(i)
@@ -1360,7 +1375,8 @@ impl Sim {
                 continue;
             }
             let due = *w.due_since.entry(u).or_insert(now);
-            let from = due.max(quiet).max(down_at);
+            let hold = w.landing_hold.get(&u).copied().unwrap_or(0);
+            let from = due.max(quiet).max(down_at).max(hold);
             if now.saturating_sub(from) <= bound {
                 continue;
             }
