@@ -9,6 +9,42 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub const MAGIC: [u8; 8] = *b"DBRECORD";
 
+/// Size of the `members` bitmap (format 1.7): one bit for each of the slots 0..[`MEMBER_SLOTS`].
+pub const MEMBER_BYTES: usize = 64;
+/// Slots a `members` bitmap can name. Pools with more slots never ride through a whole-LUN loss
+/// (docs/SAFETY.md, "Whole-LUN loss"): a member's bit must be writable.
+pub const MEMBER_SLOTS: u32 = (MEMBER_BYTES * 8) as u32;
+
+/// The writer's ride-through membership (format 1.7, bytes 444..508): the slots it would need
+/// vouching packets from to stay up without the disk. A reader whose slot is not in it never
+/// declares the (network-enabled) writer dead on disk silence: the writer may be riding through
+/// an outage without knowing the reader exists (docs/SAFETY.md, "Whole-LUN loss").
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Members(pub [u8; MEMBER_BYTES]);
+
+impl Members {
+    pub const EMPTY: Members = Members([0; MEMBER_BYTES]);
+    /// Sets `slot`'s bit; slots from [`MEMBER_SLOTS`] on cannot be named (ignored).
+    pub fn set(&mut self, slot: u32) {
+        if slot < MEMBER_SLOTS {
+            self.0[(slot / 8) as usize] |= 1 << (slot % 8);
+        }
+    }
+    pub fn get(&self, slot: u32) -> bool {
+        slot < MEMBER_SLOTS && self.0[(slot / 8) as usize] & (1 << (slot % 8)) != 0
+    }
+    /// Slots whose bit is set, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..MEMBER_SLOTS).filter(|&s| self.get(s))
+    }
+}
+
+impl std::fmt::Debug for Members {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
 /// On-disk mirror of a heartbeat record (docs/FORMAT.md, "Record").
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -29,7 +65,8 @@ pub struct RecordRaw {
     pub extent_sequence: U64,           // 416 (format 1.2)
     pub weight: U32,                    // 424 (format 1.4)
     pub boot_id: [u8; 16],              // 428..444 (format 1.5)
-    pub reserved: [u8; 68],             // 444..512
+    pub members: [u8; MEMBER_BYTES],    // 444..508 (format 1.7)
+    pub reserved: [u8; 4],              // 508..512
 }
 const _: () = assert!(core::mem::size_of::<RecordRaw>() == super::STRUCT_SIZE);
 
@@ -206,6 +243,8 @@ pub struct Record {
     /// The writer's kernel boot id (format 1.5; nil: unknown): a daemon restarted on the same
     /// boot finds its predecessor's record and keeps its watchdog promise (docs/SAFETY.md).
     pub boot_id: uuid::Uuid,
+    /// The writer's ride-through membership (format 1.7): meaningful only with `NET_ENABLED`.
+    pub members: Members,
 }
 
 impl Record {
@@ -228,6 +267,7 @@ impl Record {
             extent_sequence: 0,
             weight: 0,
             boot_id: uuid::Uuid::nil(),
+            members: Members::EMPTY,
         }
     }
 
@@ -259,7 +299,8 @@ impl Record {
             extent_sequence: U64::new(self.extent_sequence),
             weight: U32::new(self.weight),
             boot_id: self.boot_id.into_bytes(),
-            reserved: [0; 68],
+            members: self.members.0,
+            reserved: [0; 4],
         }
     }
 
@@ -286,6 +327,7 @@ impl Record {
                 || (!extent_sequence_known(minor) && raw.extent_sequence.get() != 0)
                 || (!weight_known(minor) && raw.weight.get() != 0)
                 || (minor < 5 && !super::all_zero(&raw.boot_id))
+                || (minor < 7 && !super::all_zero(&raw.members))
                 || !super::all_zero(&raw.reserved))
         {
             return Err(Corruption::ReservedNotZero);
@@ -322,11 +364,18 @@ impl Record {
             extent_sequence: raw.extent_sequence.get(),
             weight: raw.weight.get(),
             boot_id: uuid::Uuid::from_bytes(raw.boot_id),
+            members: Members(raw.members),
         }
     }
 }
 
 impl RecordRaw {
+    /// The writer's ride-through membership, if its format says (1.7); `None` for an older
+    /// writer, which caps its rides instead (docs/SAFETY.md, "Whole-LUN loss").
+    pub fn members(&self) -> Option<Members> {
+        (self.header.version_minor.get() >= 7).then_some(Members(self.members))
+    }
+
     /// The state of a validated record.
     pub fn state(&self) -> State {
         State::from_code(self.state.get()).expect("validated records have a known state")
