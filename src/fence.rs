@@ -4,7 +4,7 @@
 //! record stopped changing for the host-dead timeout between two of our successful reads (it
 //! fenced itself or died: SBD's msgwait, judged on our clock).
 
-use crate::core::{NotProven, Peer, PeerState};
+use crate::core::{NotProven, Peer, PeerState, SilenceRule};
 use crate::disk::{Disk, DiskError};
 use crate::format::escape_name;
 use crate::format::mailbox::{Command, Mailbox, SENDER_TOOL};
@@ -61,6 +61,13 @@ pub enum FenceError {
         escape_name(.name)
     )]
     Timeout { slot: u32, name: String, waited_ms: u64 },
+    #[error(
+        "slot {slot} ('{}') went silent without taking the fence request ({waited_ms} ms): it may be riding \
+         through a heartbeat-disk outage on network evidence, so silence proves nothing to a tool; do NOT \
+         restart its VMs (check the host, or `diskbeat fence --confirm-down {slot}` once it is off)",
+        escape_name(.name)
+    )]
+    MayBeRiding { slot: u32, name: String, waited_ms: u64 },
 }
 
 /// Result of a successful fence.
@@ -96,6 +103,10 @@ pub fn why_not_text(why: NotProven) -> String {
             "its slot reads corrupt, so who holds it and whether a watchdog is armed is unknown"
         }
         NotProven::NoHost => "no host holds the slot",
+        NotProven::NotListed => {
+            "it went silent, but its last record does not list this host: it may be riding through a \
+             disk outage without knowing us"
+        }
     };
     format!("{name}: {meaning}")
 }
@@ -208,7 +219,20 @@ pub fn fence(
                         return Err(FenceError::ActionFailed { slot, name });
                     }
                 }
-                peer.observe(read, s, e, u64::from(timing.host_dead_ms), timing.read_gap_ms());
+                // A tool holds no slot: it is listed by nobody. A live, network-enabled target
+                // may be riding through a disk outage, so its silence is no evidence; one that
+                // took the request writes `self_fencing` first, after which silence is.
+                let (f, st, m) = match read {
+                    Ok(raw) => (raw.flags.get(), raw.state(), raw.members()),
+                    Err(_) => (peer.flags, peer.record_state, peer.members),
+                };
+                let rule = crate::core::silence_rule(f, st, m, sb.layout.slot_count, None);
+                let dead_ms = match rule {
+                    SilenceRule::Capped => u64::from(timing.host_dead_ms) + timing.ride_max_ms(),
+                    _ => u64::from(timing.host_dead_ms),
+                };
+                let declarable = rule != SilenceRule::NotListed;
+                peer.observe(read, s, e, dead_ms, timing.read_gap_ms(), declarable);
                 if peer.state == PeerState::Dead {
                     return Ok(report(
                         Confirmed::Stopped { silent_ms: peer.silent_ms_at_death },
@@ -219,6 +243,9 @@ pub fn fence(
             }
         }
         if now_ms(start) > limit_ms {
+            if peer.state == PeerState::Silent {
+                return Err(FenceError::MayBeRiding { slot, name, waited_ms: now_ms(start) });
+            }
             return Err(FenceError::Timeout { slot, name, waited_ms: now_ms(start) });
         }
     }
@@ -287,7 +314,8 @@ pub fn confirm_down(
                     }
                     _ => {}
                 }
-                peer.observe(read, s, e, u64::from(timing.host_dead_ms), timing.read_gap_ms());
+                // The operator's word, not silence, is the evidence here.
+                peer.observe(read, s, e, u64::from(timing.host_dead_ms), timing.read_gap_ms(), true);
                 if matches!(peer.state, PeerState::Dead | PeerState::Fenced | PeerState::Leaving)
                     && peer.age_ms() >= u64::from(timing.host_dead_ms)
                 {

@@ -30,7 +30,7 @@ pub mod partition;
 pub mod peer;
 
 pub use node::Node;
-pub use peer::{GoneProof, NotProven, Peer, PeerChange, PeerState};
+pub use peer::{silence_rule, GoneProof, NotProven, Peer, PeerChange, PeerState, SilenceRule};
 
 use crate::format::{Corruption, NAME_LEN};
 use crate::timing::Timing;
@@ -178,8 +178,9 @@ pub struct RideStatus {
     pub since_ms: u64,
     /// The deadline the members' newest vouching packets allow now.
     pub until_ms: u64,
-    /// The ride-through cap: the storage deadline + 2 T.
-    pub cap_ms: u64,
+    /// The ride-through cap (the storage deadline + 2 T), only while a member runs a format
+    /// older than 1.7 (docs/SAFETY.md, "Whole-LUN loss"); `None`: no cap.
+    pub cap_ms: Option<u64>,
     /// The member whose evidence is oldest, when it (not the cap) sets `until_ms`.
     pub limited_by: Option<u32>,
     /// The members that must keep vouching.

@@ -13,14 +13,14 @@ use super::net::NetState;
 use super::own::{OwnCheck, OwnWrites};
 use super::partition::{self, Decision, Host, NoDecision, SlotSet};
 use super::PeerState;
+use super::{silence_rule, EXIT_FENCED, EXIT_FENCE_FAILED, EXIT_LEFT, EXIT_REFUSED};
 use super::{
     Action, Event, FenceOutcome, FenceReason, IoFailure, NodeConfig, Peer, Phase, RefuseReason, RideStatus,
-    SlotSource,
+    SilenceRule, SlotSource,
 };
-use super::{EXIT_FENCED, EXIT_FENCE_FAILED, EXIT_LEFT, EXIT_REFUSED};
 use crate::format::mailbox::{Command, Mailbox};
 use crate::format::record::NetView;
-use crate::format::record::{flags, Record, State};
+use crate::format::record::{flags, Members, Record, State, MEMBER_SLOTS};
 use crate::format::NAME_LEN;
 use crate::net::packet::{flags as packet_flags, DISK_AGE_NEVER};
 use crate::net::{DropReason, Packet};
@@ -152,6 +152,12 @@ pub struct Node {
     net: NetState,
     /// Peers holding their slot at our last successful sweep (the last membership).
     members: SlotSet,
+    /// Every slot a record of ours listed as a member (format 1.7 `members`) since our last
+    /// verified write, that one included: a peer that reads itself listed may declare us dead on
+    /// silence, so it stays a member of any ride until a write of ours is verified again.
+    listed: SlotSet,
+    /// The `members` of our latest write.
+    written_members: SlotSet,
     /// Start of our last sweep that read the table (any slot).
     last_read_start_ms: Option<u64>,
     /// Our last sweep read the table and our own slot.
@@ -214,6 +220,8 @@ impl Node {
             peers: vec![Peer::default(); cfg.slot_count as usize],
             net: NetState::new(cfg.slot_count),
             members: SlotSet::EMPTY,
+            listed: SlotSet::EMPTY,
+            written_members: SlotSet::EMPTY,
             last_read_start_ms: None,
             last_sweep_read_ok: false,
             last_write_failed: false,
@@ -279,21 +287,21 @@ impl Node {
         self.riding
     }
     /// The ride-through as operators see it (None: not riding).
-    pub fn ride_status(&self) -> Option<RideStatus> {
+    pub fn ride_status(&self, now_ms: u64) -> Option<RideStatus> {
         if !self.riding {
             return None;
         }
         let t = self.cfg.timing;
         let until_ms = self.ride?;
-        let cap_ms = self.last_ok_ms + u64::from(t.self_fence_ms) + t.ride_max_ms();
+        let cap_ms = self.ride_cap_ms();
         let net_timeout = t.net_timeout_ms();
+        let members = self.ride_members(now_ms);
         // The member whose newest vouching packet is oldest sets the deadline, unless the cap does.
-        let limited_by = self
-            .members
+        let limited_by = members
             .iter()
             .filter_map(|m| self.net.peers[m as usize].vouch_echo_ms.map(|e| (e, m)))
             .min()
-            .filter(|(e, _)| e + net_timeout <= cap_ms)
+            .filter(|(e, _)| cap_ms.is_none_or(|cap| e + net_timeout <= cap))
             .map(|(_, m)| m);
         Some(RideStatus {
             last_ok_ms: self.last_ok_ms,
@@ -301,7 +309,7 @@ impl Node {
             until_ms,
             cap_ms,
             limited_by,
-            members: self.members,
+            members,
         })
     }
     pub fn isolated(&self) -> bool {
@@ -786,6 +794,15 @@ impl Node {
             f |= flags::NET_ENABLED;
             self.record.weight = self.cfg.weight;
             self.record.net_view = self.view_at(now_ms);
+            // Every slot we might need vouching from, and every slot a record of ours that may
+            // be the last on the disk listed: a peer reading itself listed may declare us dead.
+            let m = self.ride_members(now_ms);
+            self.record.members = Members::EMPTY;
+            for slot in m.iter() {
+                self.record.members.set(slot);
+            }
+            self.written_members = m;
+            self.listed = self.listed.union(&m);
         }
         if self.cfg.isolation_configured {
             f |= flags::ISOLATION_CONFIGURED;
@@ -939,8 +956,8 @@ impl Node {
         let cluster = self.cfg.cluster_uuid;
         let t = self.cfg.timing;
         let host_dead_ms = u64::from(t.host_dead_ms);
-        // Joined recently: a silent peer may be riding through a LUN loss without knowing us
-        // (docs/SAFETY.md, "Whole-LUN loss"): it gets the ride-through bound on top.
+        // Joined recently: a silent writer older than format 1.7 may be riding through a LUN loss
+        // without knowing us, for at most its cap (docs/SAFETY.md, "Whole-LUN loss").
         let young = self.joined_ms.is_none_or(|j| start_ms < j + t.ride_max_ms() + host_dead_ms);
         self.members = SlotSet::EMPTY;
         for slot in 0..self.cfg.slot_count {
@@ -960,14 +977,27 @@ impl Node {
             };
             let read = Record::validate(bytes, &cluster, slot);
             let was_corrupt = peer.corruption;
-            let dead_ms = if heard {
-                u64::MAX
-            } else if young && peer.flags & flags::NET_ENABLED != 0 {
-                host_dead_ms + t.ride_max_ms()
-            } else {
-                host_dead_ms
+            // What its newest valid record says: the one this read found, or the last one.
+            let (writer_flags, writer_state, writer_members) = match read {
+                Ok(raw) => (raw.flags.get(), raw.state(), raw.members()),
+                Err(_) => (peer.flags, peer.record_state, peer.members),
             };
-            let changes = peer.observe(read, start_ms, end_ms, dead_ms, t.read_gap_ms());
+            // A live, network-enabled writer may ride through an outage of the disk: only a host
+            // its last record lists (which it needs vouching from) may take its silence as death.
+            let rule = silence_rule(
+                writer_flags,
+                writer_state,
+                writer_members,
+                self.cfg.slot_count,
+                Some(self.cfg.slot),
+            );
+            let dead_ms = match rule {
+                _ if heard => u64::MAX,
+                SilenceRule::Capped if young => host_dead_ms + t.ride_max_ms(),
+                _ => host_dead_ms,
+            };
+            let declarable = rule != SilenceRule::NotListed;
+            let changes = peer.observe(read, start_ms, end_ms, dead_ms, t.read_gap_ms(), declarable);
             if read.is_ok() && peer.record_state != State::Free {
                 self.net.raise_min_generation(slot, peer.generation);
             }
@@ -1144,6 +1174,33 @@ impl Node {
     /// Once riding, the ride goes on until a write of ours is verified (the disk is back) or the
     /// evidence ages: a member whose disk came back restarts its silence clocks at its first good
     /// read, after its last vouching packet, so that packet still bounds our deadline safely.
+    /// Whom a ride needs vouching from: the last membership, every slot a record of ours that
+    /// may be on the disk listed (`listed`), and every slot we hear now (a host whose disk works
+    /// never vouches, so its presence ends the ride).
+    pub fn ride_members(&self, now_ms: u64) -> SlotSet {
+        let mut m = self.members.union(&self.listed);
+        let timeout = self.cfg.timing.net_timeout_ms();
+        if self.cfg.networks > 0 {
+            for (slot, p) in self.net.peers.iter().enumerate() {
+                if slot as u32 != self.cfg.slot && p.heard(now_ms, timeout) {
+                    m.insert(slot as u32);
+                }
+            }
+        }
+        m
+    }
+
+    /// The ride-through cap (the storage deadline + 2 T), only while a member writes records
+    /// older than format 1.7: such a host, joining during an outage, relies on it.
+    fn ride_cap_ms(&self) -> Option<u64> {
+        let t = self.cfg.timing;
+        let old = self.members.iter().any(|m| {
+            let p = &self.peers[m as usize];
+            p.members.is_none() && p.flags & flags::NET_ENABLED != 0
+        });
+        old.then(|| self.last_ok_ms + u64::from(t.self_fence_ms) + t.ride_max_ms())
+    }
+
     fn ride_deadline(&self, now_ms: u64) -> Option<u64> {
         let t = self.cfg.timing;
         if self.cfg.networks == 0 || !matches!(self.st, St::Live) {
@@ -1160,13 +1217,14 @@ impl Node {
                 _ => return None,
             }
         }
-        if self.members.is_empty() {
+        let members = self.ride_members(now_ms);
+        if members.is_empty() || self.cfg.slot_count > MEMBER_SLOTS {
             return None;
         }
         let net_timeout = t.net_timeout_ms();
-        let mut until = self.last_ok_ms + u64::from(t.self_fence_ms) + t.ride_max_ms();
+        let mut until = self.ride_cap_ms().unwrap_or(u64::MAX);
         let first_beat = self.net.first_beat_ms?;
-        for m in self.members.iter() {
+        for m in members.iter() {
             let echo = self.net.peers[m as usize].vouch_echo_ms?;
             // The echo must be one of this incarnation's send times.
             if echo < first_beat || echo > now_ms {
@@ -1358,6 +1416,10 @@ impl Node {
                 self.drop_mark();
             }
             return;
+        }
+        if check == Some(OwnCheck::Latest) {
+            // Our latest write is what the disk holds: no earlier record of ours can be read.
+            self.listed = self.written_members;
         }
         if check == Some(OwnCheck::Latest) && mailbox_ok && superblock == Some(true) {
             let (_, submitted) = self.own.latest().expect("a verified write");

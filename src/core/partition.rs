@@ -56,6 +56,14 @@ impl SlotSet {
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|&w| w == 0)
     }
+    #[must_use]
+    pub fn union(&self, other: &SlotSet) -> SlotSet {
+        let mut out = *self;
+        for (a, b) in out.0.iter_mut().zip(other.0.iter()) {
+            *a |= b;
+        }
+        out
+    }
     pub fn intersects(&self, other: &SlotSet) -> bool {
         self.0.iter().zip(other.0.iter()).any(|(a, b)| a & b != 0)
     }

@@ -21,6 +21,10 @@ pub enum PeerState {
     Fenced,
     /// Unchanged for the host-dead timeout between two of our successful reads.
     Dead,
+    /// Unchanged for the host-dead timeout and unheard, but never declared dead: its last record
+    /// does not list this host, so it may be riding through a disk outage without knowing we
+    /// exist ([`NotProven::NotListed`]; docs/SAFETY.md, "Whole-LUN loss").
+    Silent,
     /// Fails validation: treated as not advancing.
     Corrupt,
     /// Never read successfully yet.
@@ -59,6 +63,10 @@ pub enum NotProven {
     Corrupt,
     /// Never held (free) or never read.
     NoHost,
+    /// Silent on the disk and the network, but its last record does not list this host as a
+    /// member: it may be riding through an outage of the disk without knowing we exist, so it is
+    /// never declared dead on silence (docs/SAFETY.md, "Whole-LUN loss").
+    NotListed,
 }
 
 impl GoneProof {
@@ -83,6 +91,7 @@ impl NotProven {
             NotProven::DeadWithoutWatchdog => "dead_without_watchdog",
             NotProven::Corrupt => "corrupt",
             NotProven::NoHost => "no_host",
+            NotProven::NotListed => "not_listed",
         }
     }
 
@@ -98,6 +107,11 @@ impl NotProven {
             }
             NotProven::Corrupt => "its record is corrupt: who holds the slot cannot be known",
             NotProven::NoHost => "no host holds the slot",
+            NotProven::NotListed => {
+                "silent, but its last record does not list this host: it may be riding through a disk \
+                 outage without knowing us, so silence is no evidence (back, or `diskbeat fence \
+                 --confirm-down` once it is off)"
+            }
         };
         format!("{}: {why}", self.name())
     }
@@ -107,7 +121,10 @@ impl PeerState {
     /// Whether the slot's host stopped heartbeating (for display); NOT a proof that its VMs are
     /// gone: use [`Peer::vms_gone`].
     pub fn is_silent(self) -> bool {
-        matches!(self, PeerState::Dead | PeerState::Leaving | PeerState::Fenced | PeerState::Free)
+        matches!(
+            self,
+            PeerState::Dead | PeerState::Silent | PeerState::Leaving | PeerState::Fenced | PeerState::Free
+        )
     }
 }
 
@@ -145,6 +162,46 @@ pub struct Peer {
     /// When it was declared dead, and how long it had been silent then.
     pub dead_at_ms: Option<u64>,
     pub silent_ms_at_death: u64,
+    /// Its ride-through membership, per its last valid record (format 1.7; `None`: an older
+    /// writer, which caps its rides).
+    pub members: Option<crate::format::record::Members>,
+}
+
+/// What a host's silence on the disk can mean, by its newest record (docs/SAFETY.md, "Whole-LUN
+/// loss").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilenceRule {
+    /// Silent for host-dead (between two of our successful reads, unheard): dead.
+    Evidence,
+    /// A live, network-enabled writer older than format 1.7: it may ride through a disk outage
+    /// for up to its cap (2 T past its storage deadline), which a recent joiner adds.
+    Capped,
+    /// A live, network-enabled writer whose ride-through membership does not include the
+    /// reader: it may ride through for as long as its members vouch, without knowing the reader;
+    /// its silence is never evidence for this reader.
+    NotListed,
+}
+
+/// The rule for a writer whose newest record has `flags`, `state` and `members`, in a pool of
+/// `slot_count` slots, read by `reader` (a slot; `None`: a tool that holds no slot).
+pub fn silence_rule(
+    flags: u16,
+    state: crate::format::record::State,
+    members: Option<crate::format::record::Members>,
+    slot_count: u32,
+    reader: Option<u32>,
+) -> SilenceRule {
+    use crate::format::record::{flags::NET_ENABLED, State, MEMBER_SLOTS};
+    // Only a live writer with network heartbeats rides through, and only in pools whose every
+    // slot a `members` bitmap can name.
+    if slot_count > MEMBER_SLOTS || flags & NET_ENABLED == 0 || state != State::Live {
+        return SilenceRule::Evidence;
+    }
+    match members {
+        None => SilenceRule::Capped,
+        Some(m) if reader.is_some_and(|r| m.get(r)) => SilenceRule::Evidence,
+        Some(_) => SilenceRule::NotListed,
+    }
 }
 
 /// A change of a peer's state worth reporting.
@@ -188,6 +245,7 @@ impl Default for Peer {
             seen: false,
             dead_at_ms: None,
             silent_ms_at_death: 0,
+            members: None,
         }
     }
 }
@@ -195,6 +253,11 @@ impl Default for Peer {
 impl Peer {
     pub fn host_name(&self) -> &str {
         crate::format::decode_name(&self.host_name).unwrap_or("?")
+    }
+
+    /// How long its contents have been unchanged, as of a read starting at `now_ms`.
+    pub fn silent_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_change_ms)
     }
 
     /// Age of the current contents as of our last successful read.
@@ -222,6 +285,7 @@ impl Peer {
             PeerState::Leaving => Err(NotProven::LeftCleanly),
             PeerState::SelfFencing => Err(NotProven::Fencing),
             PeerState::Corrupt => Err(NotProven::Corrupt),
+            PeerState::Silent => Err(NotProven::NotListed),
             PeerState::Live | PeerState::Unknown => Err(NotProven::Alive),
             PeerState::Free | PeerState::Unread => Err(NotProven::NoHost),
         }
@@ -234,6 +298,9 @@ impl Peer {
     /// the silence clock restarts at this read. We could not read the disk for a while, so a host
     /// that rode through a whole-LUN loss on network evidence (docs/SAFETY.md, "Whole-LUN loss")
     /// must get a full host-dead from now, not from before the outage.
+    ///
+    /// `declarable`: whether silence may be taken as death at all ([`silence_rule`]); if not, a
+    /// slot silent for `host_dead_ms` is [`PeerState::Silent`], never `Dead`.
     pub fn observe(
         &mut self,
         read: Result<&RecordRaw, Corruption>,
@@ -241,6 +308,7 @@ impl Peer {
         end_ms: u64,
         host_dead_ms: u64,
         reset_gap_ms: u64,
+        declarable: bool,
     ) -> [Option<PeerChange>; 2] {
         debug_assert!(start_ms <= end_ms);
         let mut changes = [None, None];
@@ -302,14 +370,17 @@ impl Peer {
                 self.net_view = crate::format::record::NetView(raw.net_view);
                 self.weight = raw.weight.get();
                 self.extent_sequence = raw.extent_sequence.get();
+                self.members = raw.members();
             }
         }
         if long_gap {
             self.last_change_ms = self.last_change_ms.max(end_ms);
         }
         let silent_ms = start_ms.saturating_sub(self.last_change_ms);
-        let held_state = if silent_ms >= host_dead_ms {
+        let held_state = if silent_ms >= host_dead_ms && declarable {
             PeerState::Dead
+        } else if silent_ms >= host_dead_ms {
+            PeerState::Silent
         } else if self.corruption.is_some() {
             PeerState::Corrupt
         } else if !self.changed {

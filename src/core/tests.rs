@@ -58,6 +58,16 @@ impl Disk {
     fn put(&mut self, r: &Record) {
         r.encode(&mut self.slots[r.slot as usize]);
     }
+    /// `r` as a writer of format 1.`minor` (< 7) wrote it: no `members` bitmap.
+    fn put_old(&mut self, r: &Record, minor: u16) {
+        assert!(minor < 7);
+        let b = &mut self.slots[r.slot as usize];
+        r.encode(b);
+        b[14..16].copy_from_slice(&minor.to_le_bytes());
+        b[444..508].fill(0);
+        let crc = crate::format::checksum(&b[4..512]);
+        b[..4].copy_from_slice(&crc.to_le_bytes());
+    }
     fn get(&self, slot: u32) -> Record {
         Record::decode(&self.slots[slot as usize], &CLUSTER, slot).unwrap()
     }
@@ -893,6 +903,11 @@ mod net {
         r.flags = flags::NET_ENABLED;
         r.weight = weight;
         r.net_view = view(hears);
+        // A live peer lists whom it would need vouching from: us, and whom it hears.
+        r.members.set(0);
+        for &s in hears.iter().filter(|&&s| s != slot) {
+            r.members.set(s);
+        }
         r
     }
 
@@ -1482,9 +1497,50 @@ mod net {
         }
     }
 
+    /// No time limit while every member vouches (format 1.7 members): 10 T of outage, then the
+    /// evidence stops and the host fences within the network timeout of the last vouch.
     #[test]
-    fn ride_through_is_bounded_by_ride_max() {
+    fn ride_through_lasts_as_long_as_every_member_vouches() {
         let (mut h, _peers) = pair_live();
+        let deadline = h.n.last_ok_ms() + 2000;
+        h.lose_disk();
+        let mut seq = 10_000;
+        let mut last_sent = 0;
+        while h.now < deadline + 40_000 {
+            last_sent = beat(&mut h);
+            seq += 1;
+            h.n.handle_packet(
+                h.now,
+                0,
+                crate::net::VERSION_MINOR,
+                &packet(1, seq, 50, last_sent, true, 5000),
+            )
+            .unwrap();
+            h.cycle();
+            assert_eq!(
+                h.n.phase(),
+                Phase::Live,
+                "fenced {} ms into a ride with fresh evidence",
+                h.now - deadline
+            );
+        }
+        assert!(h.n.riding_through());
+        assert_eq!(h.n.ride_status(h.now).map(|r| r.cap_ms), Some(None), "no cap with 1.7 members");
+        while h.n.phase() == Phase::Live {
+            h.cycle();
+            assert!(h.now <= last_sent + 2000 + 400, "rode on evidence older than the network timeout");
+        }
+    }
+
+    /// A member writing records older than format 1.7 may join during an outage relying on the
+    /// cap: while one is a member, the ride stops at the storage deadline + 2 T.
+    #[test]
+    fn ride_through_is_bounded_by_ride_max_while_a_member_is_older_than_1_7() {
+        let (mut h, peers) = pair_live();
+        let mut old = peers[0];
+        old.sequence += 1;
+        h.disk.put_old(&old, 6);
+        h.cycle();
         let deadline = h.n.last_ok_ms() + 2000;
         let ride_max = h.n.config().timing.ride_max_ms();
         h.lose_disk();
@@ -1525,13 +1581,13 @@ mod net {
     }
 
     #[test]
-    fn a_young_host_gives_silent_network_peers_the_ride_through_bound_too() {
+    fn a_young_host_gives_silent_network_peers_older_than_1_7_the_ride_through_bound_too() {
         let mut h = H::with(net_config(), Disk::new());
         let mut p = net_peer(1, 1, &[1], 1);
-        h.disk.put(&p);
+        h.disk.put_old(&p, 6);
         h.go_live();
         p.sequence += 1;
-        h.disk.put(&p);
+        h.disk.put_old(&p, 6);
         h.cycle();
         let silent_from = h.now;
         // The peer stops (it may be riding through a LUN loss we did not see: we are new). We
@@ -1545,6 +1601,52 @@ mod net {
             h.cycle();
         }
         assert_eq!(h.n.peers()[1].state, PeerState::Dead);
+    }
+
+    /// A live, network-enabled 1.7 peer whose last record does not list us may be riding through
+    /// an outage without knowing we exist: its silence is never death for us (`silent`, not
+    /// proven); one that lists us is declared dead after host-dead, young or not.
+    #[test]
+    fn a_silent_peer_is_declared_dead_only_by_a_host_its_last_record_lists() {
+        for listed in [false, true] {
+            let mut h = H::with(net_config(), Disk::new());
+            let mut p = net_peer(1, 1, &[1], 1);
+            if !listed {
+                p.members = crate::format::record::Members::EMPTY;
+            }
+            h.disk.put(&p);
+            h.go_live();
+            p.sequence += 1;
+            h.disk.put(&p);
+            h.cycle();
+            let silent_from = h.now;
+            while h.now < silent_from + 40_000 && h.n.peers()[1].state != PeerState::Dead {
+                h.cycle();
+            }
+            if listed {
+                assert_eq!(h.n.peers()[1].state, PeerState::Dead);
+                assert!(h.now < silent_from + 4000 + 400, "declared dead after {} ms", h.now - silent_from);
+            } else {
+                assert_eq!(h.n.peers()[1].state, PeerState::Silent);
+                assert_eq!(h.n.peers()[1].vms_gone(), Err(NotProven::NotListed));
+                assert!(!h.n.members().contains(1), "a silent peer is no member");
+            }
+        }
+    }
+
+    /// Our records list whom a ride would need vouching from: the last membership and every
+    /// host we hear; that stays listed until a write of ours is verified again.
+    #[test]
+    fn records_list_the_ride_membership() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.go_live();
+        let mut peers = [net_peer(1, 1, &[0, 1], 1)];
+        advance(&mut h, &mut peers, 2);
+        // Slot 2 is heard on the network but holds no slot on the disk we read.
+        h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(2, 1, 5, 0, false, 10)).unwrap();
+        advance(&mut h, &mut peers, 2);
+        let r = h.disk.get(0);
+        assert_eq!(r.members.iter().collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]

@@ -107,8 +107,9 @@ pub struct RideReport {
     pub riding_for_ms: u64,
     /// Until it fences unless the evidence is renewed.
     pub ends_in_ms: u64,
-    /// Until the ride-through cap (storage deadline + 2 T).
-    pub cap_in_ms: u64,
+    /// Until the ride-through cap (storage deadline + 2 T), kept only while a member runs a
+    /// format older than 1.7; `null`: no cap.
+    pub cap_in_ms: Option<u64>,
     /// The member whose evidence is oldest, when it (not the cap) sets `ends_in_ms`.
     pub limited_by_slot: Option<u32>,
     /// Every member that must keep vouching, with the age of its newest vouching packet's echo.

@@ -118,7 +118,7 @@ impl Snapshot {
         self.beats_sent = core.net().beats_sent;
         self.partition = core.partition().copied();
         self.riding_through = core.riding_through();
-        self.ride = core.ride_status();
+        self.ride = core.ride_status(now_ms);
         self.isolated = core.isolated();
         self.members = core.members().len();
         self.own_view = core.view_at(now_ms);
@@ -151,6 +151,7 @@ pub fn peer_state_name(s: PeerState) -> &'static str {
         PeerState::Leaving => "leaving",
         PeerState::Fenced => "fenced",
         PeerState::Dead => "dead",
+        PeerState::Silent => "silent",
         PeerState::Corrupt => "corrupt",
         PeerState::Unread => "unread",
     }
@@ -489,17 +490,23 @@ fn ride_report(s: &Snapshot, r: &crate::core::RideStatus) -> crate::daemon::repo
         })
         .collect();
     let ends_in_ms = r.until_ms.saturating_sub(now);
-    let cap_in_ms = r.cap_ms.saturating_sub(now);
+    let cap_in_ms = r.cap_ms.map(|c| c.saturating_sub(now));
     let limit = match r.limited_by {
         Some(m) => format!("slot {m}'s evidence is the oldest"),
         None => "the ride-through cap (storage deadline + 2 T)".to_string(),
     };
+    let cap = match cap_in_ms {
+        Some(c) => format!(
+            ", and at the latest in {:.1} s (the cap, kept while a member runs a format older than 1.7)",
+            c as f64 / 1000.0
+        ),
+        None => ", with no time limit while they do".to_string(),
+    };
     let ends_when = format!(
         "ends well when a write of ours is verified (the disk is back); this host fences in {:.1} s unless every \
-         member vouches again meanwhile ({limit}), and at the latest in {:.1} s (the cap); a member that goes \
-         unheard, crashes, or whose disk works again stops vouching",
+         member vouches again meanwhile ({limit}){cap}; a member that goes unheard, crashes, or whose disk works \
+         again stops vouching, and a host heard on the network whose disk works never vouches",
         ends_in_ms as f64 / 1000.0,
-        cap_in_ms as f64 / 1000.0
     );
     RideReport {
         disk_lost_for_ms: now.saturating_sub(r.last_ok_ms),
