@@ -40,6 +40,11 @@ pub struct SlotReport {
     pub interval_ms: Option<u32>,
     pub monotonic_ms: Option<u64>,
     pub net_view: Vec<u32>,
+    /// The writer's ride-through membership (format 1.7, record `members`): the slots it would
+    /// need vouching packets from to stay up without the disk, ascending. Null for a record of
+    /// minor 6 or older (it states none) and without a valid record; meaningful only with
+    /// `net_enabled` (docs/FORMAT.md §5, "Members bitmap").
+    pub members: Option<Vec<u32>>,
     pub mailbox_ack: Option<u64>,
     /// Record flags by name ([`FLAG_NAMES`]): watchdog_armed, fence_failed, fence_stops_vms
     /// (format 1.1); net_enabled, isolation_configured, isolated, riding_through (format 1.4);
@@ -229,6 +234,7 @@ fn report(slot: u32, first: Option<&SlotView>, last: &SlotView, sample: Duration
         interval_ms: None,
         monotonic_ms: None,
         net_view: Vec::new(),
+        members: None,
         mailbox_ack: None,
         flags: Vec::new(),
         extent_sequence: None,
@@ -306,11 +312,22 @@ pub fn inspect(disk: &mut Disk, sample: Duration, io_timeout: Duration) -> Resul
     }
     let elapsed = if first.is_some() { started.elapsed() } else { Duration::ZERO };
     let last = disk.snapshot();
-    let slots = last
+    let mut slots: Vec<SlotReport> = last
         .iter()
         .enumerate()
         .map(|(i, v)| report(i as u32, first.as_ref().map(|f| &f[i]), v, elapsed))
         .collect();
+    // The typed record does not keep its minor: `members` is read from the raw record, which
+    // states it only from minor 7 on.
+    let cluster = disk.superblock().cluster_uuid;
+    for r in slots.iter_mut().filter(|r| r.status == "ok") {
+        r.members = disk
+            .slot_bytes(r.slot)
+            .ok()
+            .and_then(|bytes| Record::validate(bytes, &cluster, r.slot).ok())
+            .and_then(|raw| raw.members())
+            .map(|m| m.iter().collect());
+    }
     let records: Vec<Record> = last
         .iter()
         .filter_map(|v| match v {

@@ -11,7 +11,9 @@ use diskbeat::format::host_state::{self, entry, HostState};
 use diskbeat::format::keyring::{self, KeyBytes, Keyring, KeyringRaw};
 use diskbeat::format::layout::{Layout, Params, DEFAULT_EXTENT_SIZE, PROBE_REGION_SIZE};
 use diskbeat::format::mailbox::{Command, Mailbox, MailboxRaw, SENDER_TOOL};
-use diskbeat::format::record::{flags, NetView, Record, RecordRaw, State};
+use diskbeat::format::record::{
+    flags, Members, NetView, Record, RecordRaw, State, MEMBER_BYTES, MEMBER_SLOTS,
+};
 use diskbeat::format::superblock::{Superblock, SuperblockRaw};
 use diskbeat::format::{
     checksum, Corruption, Header, ALIGN, MAX_SLOTS, NAME_LEN, NET_VIEW_BYTES, STRUCT_SIZE, VERSION_MAJOR,
@@ -33,12 +35,13 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 
 #[test]
 fn constants_and_sizes() {
-    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 6));
+    assert_eq!((VERSION_MAJOR, VERSION_MINOR), (1, 7));
     assert_eq!(STRUCT_SIZE, 512);
     assert_eq!(ALIGN, 4096);
     assert_eq!(MAX_SLOTS, 2048);
     assert_eq!(NAME_LEN, 64);
     assert_eq!(NET_VIEW_BYTES, 256);
+    assert_eq!((MEMBER_BYTES, MEMBER_SLOTS), (64, 512));
     assert_eq!(PAYLOAD_OFFSET, 4096);
     assert_eq!(diskbeat::disk::EXTENT_PAYLOAD_IO_MAX, 1_044_480);
     // The cap is one copy of the default (two-copy) extent minus its header block.
@@ -127,9 +130,10 @@ fn field_offsets() {
             offset_of!(RecordRaw, extent_sequence),
             offset_of!(RecordRaw, weight),
             offset_of!(RecordRaw, boot_id),
+            offset_of!(RecordRaw, members),
             offset_of!(RecordRaw, reserved),
         ],
-        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416, 424, 428, 444]
+        [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416, 424, 428, 444, 508]
     );
     assert_eq!(
         [
@@ -165,7 +169,7 @@ fn check_header(b: &[u8], magic: &[u8; 8], cluster: uuid::Uuid) {
     assert_eq!(u32_at(b, 0), checksum(&b[4..512]), "crc covers bytes 4..512");
     assert_eq!(&b[4..12], magic);
     assert_eq!(u16_at(b, 12), 1);
-    assert_eq!(u16_at(b, 14), 6, "every structure is written with minor 6 since format 1.6");
+    assert_eq!(u16_at(b, 14), 7, "every structure is written with minor 7 since format 1.7");
     // UUIDs are stored in RFC 9562 byte order, not little-endian.
     assert_eq!(&b[16..32], cluster.as_bytes());
     assert_eq!(b[16], 0x01);
@@ -192,6 +196,10 @@ fn record_bytes_at_documented_offsets() {
     r.flags = flags::WATCHDOG_ARMED | flags::FENCE_STOPS_VMS;
     r.extent_sequence = 0x0D0E_0F10_1112_1314;
     r.weight = 0x2122_2324;
+    r.members = Members::EMPTY;
+    for s in [0, 5, 9, 511] {
+        r.members.set(s);
+    }
     let mut b = [0xEEu8; 4096];
     b[512..].fill(0);
     r.encode(&mut b);
@@ -217,7 +225,13 @@ fn record_bytes_at_documented_offsets() {
     assert_eq!(u64_at(&b, 408), 0x9999_AAAA_BBBB_CCCC);
     assert_eq!(&b[416..424], &[0x14, 0x13, 0x12, 0x11, 0x10, 0x0F, 0x0E, 0x0D], "extent_sequence (1.2)");
     assert_eq!(&b[424..428], &[0x24, 0x23, 0x22, 0x21], "weight (1.4)");
-    assert!(b[428..512].iter().all(|&x| x == 0), "reserved");
+    assert!(b[428..444].iter().all(|&x| x == 0), "boot_id (1.5) nil");
+    // members (1.7): the same bit order as NetView.
+    assert_eq!(b[444], 0b0010_0001);
+    assert_eq!(b[445], 0b0000_0010);
+    assert!(b[446..444 + 63].iter().all(|&x| x == 0));
+    assert_eq!(b[444 + 63], 0b1000_0000);
+    assert!(b[508..512].iter().all(|&x| x == 0), "reserved");
     assert_eq!(Record::decode(&b, &cluster, 1234), Ok(r));
     // The §5 flags example with 1.4's bits: | net_enabled | isolation_configured = 0x001D.
     assert!(DOC.contains("With `net_enabled | isolation_configured` too (1.4): `0x001D`, byte 38 = `0x1D`."));
@@ -245,16 +259,16 @@ fn free_record_test_vector() {
     let mut b = [0u8; 512];
     Record::free(cluster, 5).encode(&mut b);
     let head: [u8; 36] = [
-        0x52, 0xb1, 0xd2, 0x7f, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x06, 0x00, 0x01,
+        0x6b, 0x78, 0x31, 0x37, 0x44, 0x42, 0x52, 0x45, 0x43, 0x4f, 0x52, 0x44, 0x01, 0x00, 0x07, 0x00, 0x01,
         0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x05, 0x00,
         0x00, 0x00,
     ];
     assert_eq!(&b[..36], &head);
     assert!(b[36..].iter().all(|&x| x == 0));
-    // Format 1.6 changed the vector (version_minor 6 at byte 14); it was 0xA6F6_EA19 in 1.5,
-    // 0xEE15_2320 in 1.4, 0x1152_2A7E in 1.3, 0x59B1_E347 in 1.2, 0x8095_B80C in 1.1 and
-    // 0xC876_7135 in 1.0.
-    assert_eq!(u32_at(&b, 0), 0x7FD2_B152);
+    // Format 1.7 changed the vector (version_minor 7 at byte 14); it was 0x7FD2_B152 in 1.6,
+    // 0xA6F6_EA19 in 1.5, 0xEE15_2320 in 1.4, 0x1152_2A7E in 1.3, 0x59B1_E347 in 1.2,
+    // 0x8095_B80C in 1.1 and 0xC876_7135 in 1.0.
+    assert_eq!(u32_at(&b, 0), 0x3731_786B);
 }
 
 #[test]
@@ -276,7 +290,7 @@ fn validation_order_and_reasons() {
     let mut b = good;
     b[12] = 2;
     reseal(&mut b);
-    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 6 }));
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::UnsupportedVersion { major: 2, minor: 7 }));
     assert_eq!(Record::decode(&good, &uuid::Uuid::nil(), 5), Err(Corruption::WrongCluster));
     assert_eq!(Record::decode(&good, &cluster, 6), Err(Corruption::WrongSlot { expected: 6, found: 5 }));
     let mut b = good;
@@ -284,13 +298,22 @@ fn validation_order_and_reasons() {
     reseal(&mut b);
     assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::BadState(6)));
     let mut b = good;
-    b[500] = 1;
+    b[510] = 1;
     reseal(&mut b);
     assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
-    // Same bytes with a newer minor (7; this build knows 1.6): reserved bytes are ignored.
-    b[14] = 7;
+    // Same bytes with a newer minor (8; this build knows 1.7): reserved bytes are ignored.
+    b[14] = 8;
     reseal(&mut b);
     assert!(Record::decode(&b, &cluster, 5).is_ok());
+    // members (444..508) is reserved in a 1.6 record, a field in a 1.7 record.
+    let mut b = good;
+    b[500] = 1;
+    b[14] = 6;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5), Err(Corruption::ReservedNotZero));
+    b[14] = 7;
+    reseal(&mut b);
+    assert_eq!(Record::decode(&b, &cluster, 5).map(|r| r.members.iter().collect::<Vec<_>>()), Ok(vec![448]));
     // extent_sequence (416..424) is reserved in a 1.1 record, a field in a 1.2 record.
     let mut b = good;
     b[416] = 1;
@@ -559,9 +582,47 @@ fn doc_record_table() {
         ("extent_sequence", offset_of!(RecordRaw, extent_sequence)),
         ("weight", offset_of!(RecordRaw, weight)),
         ("boot_id", offset_of!(RecordRaw, boot_id)),
+        ("members", offset_of!(RecordRaw, members)),
         ("reserved", offset_of!(RecordRaw, reserved)),
     ];
     assert_eq!(doc_fields("## 5. Record"), fields(&want));
+    let rows = doc_table("## 5. Record");
+    let members = rows.iter().find(|r| r[3] == "members").expect("members row");
+    assert!(members[4].starts_with("1.7: "), "{members:?}");
+    assert!(members[4].ends_with("Zero (reserved) in a record of minor ≤ 6"), "{members:?}");
+    assert_eq!(parse_num(&members[1]), MEMBER_BYTES as u64);
+}
+
+/// The §5 members paragraph (1.7): its offsets, and its example, encoded.
+#[test]
+fn doc_members_bitmap() {
+    let start =
+        DOC.find("**Members bitmap (1.7)** (`members`, bytes 444..508)").expect("§5 members paragraph");
+    let para = &DOC[start
+        ..start
+            + DOC[start..]
+                .find(
+                    "
+
+",
+                )
+                .unwrap()];
+    assert_eq!((offset_of!(RecordRaw, members), offset_of!(RecordRaw, reserved)), (444, 508));
+    assert!(para.contains("device byte `record + 444 + s/8`, mask `1 << (s % 8)`"), "{para}");
+    assert!(para.contains("Example: slots {0, 5, 511} → field byte 0 = `0x21`, byte 63 = `0x80`."), "{para}");
+    let mut r = Record::free(uuid::Uuid::from_u128(CLUSTER), 5);
+    for s in [0, 5, 511] {
+        r.members.set(s);
+    }
+    let mut b = [0u8; 512];
+    r.encode(&mut b);
+    let mut want = [0u8; 64];
+    (want[0], want[63]) = (0x21, 0x80);
+    assert_eq!(&b[444..508], &want);
+    assert!(
+        DOC.contains("`members` zero if minor ≤ 6 (bytes 444..508 are reserved there)"),
+        "§10 Record row"
+    );
 }
 
 /// A Free record of slot 5 written as `minor` with `flags`, resealed, decoded.

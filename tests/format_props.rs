@@ -7,7 +7,7 @@ use diskbeat::format::host_state::{
 };
 use diskbeat::format::keyring::{KeyBytes, Keyring};
 use diskbeat::format::mailbox::{Command, Mailbox};
-use diskbeat::format::record::{flags, NetView, Record, State};
+use diskbeat::format::record::{flags, Members, NetView, Record, State};
 use diskbeat::format::superblock::Superblock;
 use diskbeat::format::{Corruption, VERSION_MINOR};
 use diskbeat::planner::Protection;
@@ -30,7 +30,8 @@ prop_compose! {
                 generation in any::<u64>(), sequence in any::<u64>(), mono in any::<u64>(),
                 io in any::<u32>(), interval in any::<u32>(), name in "[a-z0-9.-]{1,64}",
                 bits in proptest::collection::vec(0u32..2048, 0..40), ack in any::<u64>(),
-                fl in any::<u16>(), eseq in any::<u64>(), weight in any::<u32>()) -> Record {
+                fl in any::<u16>(), eseq in any::<u64>(), weight in any::<u32>(),
+                members in proptest::collection::vec(0u32..600, 0..20)) -> Record {
         let mut r = Record::free(uuid::Uuid::from_u128(cluster), slot);
         r.state = st;
         r.host_uuid = uuid::Uuid::from_u128(host);
@@ -49,6 +50,10 @@ prop_compose! {
         r.extent_sequence = eseq;
         r.weight = weight;
         r.boot_id = uuid::Uuid::from_u64_pair(eseq.rotate_left(7), u64::from(weight));
+        // Format 1.7's ride-through membership; slots from 512 on cannot be named (ignored).
+        let mut m = Members::EMPTY;
+        for s in members { m.set(s); }
+        r.members = m;
         r
     }
 }
@@ -59,6 +64,30 @@ proptest! {
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
         prop_assert_eq!(Record::decode(&buf, &r.cluster_uuid, r.slot), Ok(r));
+        let raw = Record::validate(&buf, &r.cluster_uuid, r.slot).unwrap();
+        prop_assert_eq!(raw.members(), Some(r.members));
+        prop_assert!(r.members.iter().all(|s| s < 512));
+    }
+
+    /// The same record claiming minor 6 is refused as soon as it names a member (bytes 444..508
+    /// are reserved there), and accepted, stating no membership, when it names none.
+    #[test]
+    fn record_members_refused_in_minor_6(mut r in record(), strip in any::<bool>()) {
+        if strip {
+            r.members = Members::EMPTY;
+        }
+        let mut buf = [0u8; 512];
+        r.encode(&mut buf);
+        buf[14..16].copy_from_slice(&6u16.to_le_bytes());
+        let crc = crc32c::crc32c(&buf[4..]);
+        buf[..4].copy_from_slice(&crc.to_le_bytes());
+        let decoded = Record::decode(&buf, &r.cluster_uuid, r.slot);
+        if r.members != Members::EMPTY {
+            prop_assert_eq!(decoded, Err(Corruption::ReservedNotZero));
+        } else {
+            prop_assert_eq!(decoded, Ok(r));
+            prop_assert_eq!(Record::validate(&buf, &r.cluster_uuid, r.slot).unwrap().members(), None);
+        }
     }
 
     /// A 1.5 record with any flag bit the minor does not define is refused, whatever else it holds.
@@ -76,13 +105,14 @@ proptest! {
 
     /// The same record claiming minor 3 is refused as soon as it carries anything 1.4 added (a
     /// flag bit 3..=6 or a non-zero weight), and accepted, unchanged, when it carries neither.
-    /// (1.5's fields, bit 7 and `boot_id`, are refused there too.)
+    /// (1.5's fields, bit 7 and `boot_id`, and 1.7's `members` are refused there too.)
     #[test]
     fn record_1_4_fields_refused_in_minor_3(mut r in record(), strip in any::<bool>()) {
         if strip {
             r.flags &= flags::KNOWN_1_1;
             r.weight = 0;
             r.boot_id = uuid::Uuid::nil();
+            r.members = Members::EMPTY;
         }
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
@@ -90,7 +120,7 @@ proptest! {
         let crc = crc32c::crc32c(&buf[4..]);
         buf[..4].copy_from_slice(&crc.to_le_bytes());
         let decoded = Record::decode(&buf, &r.cluster_uuid, r.slot);
-        if r.flags & !flags::KNOWN_1_1 != 0 || r.weight != 0 || !r.boot_id.is_nil() {
+        if r.flags & !flags::KNOWN_1_1 != 0 || r.weight != 0 || !r.boot_id.is_nil() || r.members != Members::EMPTY {
             prop_assert_eq!(decoded, Err(Corruption::ReservedNotZero));
         } else {
             prop_assert_eq!(decoded, Ok(r));
@@ -199,7 +229,7 @@ proptest! {
     /// and anything accepted re-encodes to a payload that decodes the same.
     #[test]
     fn payload_decoder_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..200),
-                                minor in 0u16..7, k in 0u16..4) {
+                                minor in 0u16..9, k in 0u16..4) {
         let header = Extent { kind: k, version_minor: minor, payload_len: bytes.len() as u64,
                               ..Extent::empty(uuid::Uuid::nil(), 0) };
         let decoded = Payload::decode(&header, &bytes);
@@ -345,7 +375,7 @@ proptest! {
 
     /// Arbitrary bytes never panic, under any minor; whatever decodes re-encodes to the same.
     #[test]
-    fn host_state_decoder_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..400), minor in 0u16..8) {
+    fn host_state_decoder_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..400), minor in 0u16..9) {
         if let Ok(h) = HostState::decode(&bytes, minor) {
             let mut out = Vec::new();
             h.encode(&mut out).unwrap();
@@ -358,7 +388,7 @@ proptest! {
     #[test]
     fn host_state_mutations_never_panic(h in host_state(),
                                         edits in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..4), 1..6),
-                                        minor in 4u16..7) {
+                                        minor in 4u16..9) {
         let mut b = Vec::new();
         h.encode(&mut b).unwrap();
         for (at, v, op) in edits {

@@ -269,6 +269,94 @@ fn inspect_shows_who_hears_whom() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("disk only (network not enabled)"));
 }
 
+/// `inspect` shows a record's ride-through membership (format 1.7 `members`): a JSON array for a
+/// record of minor 7, null for an older one; in text (`--slot N`) only for a network-enabled
+/// record of minor 7.
+#[test]
+fn inspect_shows_ride_through_members() {
+    use diskbeat::format::record::{flags, Record, State};
+    use serde_json::json;
+    let (_dir, img) = image(8);
+    let mut disk = diskbeat::disk::Disk::open(
+        &img,
+        diskbeat::io::Access::ReadWrite,
+        diskbeat::io::EngineKind::Auto,
+        None,
+    )
+    .expect("open image");
+    let cluster = disk.superblock().cluster_uuid;
+    let record = |slot: u32, flags: u16, members: &[u32]| {
+        let mut r = Record::free(cluster, slot);
+        r.state = State::Live;
+        r.host_uuid = uuid::Uuid::from_u128(0xbeef_0000 + u128::from(slot));
+        (r.generation, r.sequence, r.io_timeout_ms, r.interval_ms) = (1, 10, 500, 100);
+        r.set_host_name(&format!("hv-{slot}")).unwrap();
+        r.flags = flags;
+        r.net_view.set(slot, true);
+        for &s in members {
+            r.members.set(s);
+        }
+        r
+    };
+    let net = flags::NET_ENABLED;
+    let t = std::time::Duration::from_secs(5);
+    for r in [record(0, net, &[1, 3, 7]), record(1, net, &[]), record(2, flags::WATCHDOG_ARMED, &[0])] {
+        assert!(disk.write_record(&r, t).unwrap().is_done());
+    }
+    // Slot 3: a network-enabled record written by 1.6 (minor 6: no members field).
+    let mut b = [0u8; 512];
+    record(3, net, &[]).encode(&mut b);
+    b[14..16].copy_from_slice(&6u16.to_le_bytes());
+    let c = diskbeat::format::checksum(&b[4..]);
+    b[..4].copy_from_slice(&c.to_le_bytes());
+    let at = disk.superblock().layout.record_offset(3);
+    let block = at / 4096 * 4096;
+    let mut data = read_direct(&img, block, Some(4096));
+    data[(at - block) as usize..][..512].copy_from_slice(&b);
+    write_direct(&img, block, &data);
+    let s = img.to_str().unwrap();
+
+    let v = stdout_json(&run(&["inspect", s, "--sample", "0", "--json"]));
+    let members: Vec<(u64, serde_json::Value)> = v["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["slot"].as_u64().unwrap(), r["members"].clone()))
+        .collect();
+    assert_eq!(
+        members,
+        [(0, json!([1, 3, 7])), (1, json!([])), (2, json!([0])), (3, serde_json::Value::Null)],
+        "arrays from minor 7 on (disk-only too: the field as written), null for minor 6"
+    );
+
+    let slot_text = |slot: &str| {
+        let out = run(&["inspect", s, "--sample", "0", "--slot", slot]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let members_line =
+        |text: &str| text.lines().find(|l| l.trim_start().starts_with("members ")).map(str::to_owned);
+    let t0 = slot_text("0");
+    assert_eq!(
+        members_line(&t0).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")),
+        Some("members 1,3,7".into()),
+        "{t0}"
+    );
+    let lines: Vec<&str> = t0.lines().collect();
+    let view = lines.iter().position(|l| l.trim_start().starts_with("network view")).expect(&t0);
+    assert!(lines[view + 1].trim_start().starts_with("members "), "right after the network view:\n{t0}");
+    let t1 = slot_text("1");
+    assert_eq!(
+        members_line(&t1).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")),
+        Some("members none".into()),
+        "{t1}"
+    );
+    for slot in ["2", "3"] {
+        let t = slot_text(slot);
+        assert_eq!(members_line(&t), None, "slot {slot}: disk-only, or minor 6:\n{t}");
+    }
+}
+
 /// Above 16 network-enabled hosts, one summary line per host instead of the grid.
 #[test]
 fn inspect_summarises_a_large_matrix() {

@@ -45,6 +45,11 @@ Up to 16 hosts print as a grid (row hears column), more as one summary line per 
   }
 hears and not_heard_by name listed hosts only (never the host itself), ascending.
 
+Ride-through membership (format 1.7): each slot's JSON \"members\" lists the slots its writer
+would need vouching packets from to ride through a loss of the disk, ascending (null for a
+record of format 1.6 or older, which states none); --slot N prints it as \"members\" for a
+network-enabled record.
+
 Exit status: 0 all shown records valid, 1 cannot read the device or its superblock,
 2 bad options (including a --slot the disk does not have), 3 some shown record is corrupt or
 unreadable.")]
@@ -132,6 +137,17 @@ fn mailbox_text(m: &Mailbox, ack: Option<u64>) -> String {
         None => "",
     };
     format!("{what} {} from {from}{name}{state}", m.request_id)
+}
+
+/// A network-enabled record's ride-through membership (format 1.7) for `--slot N`: "0,1,3", or
+/// "none". `None` (no line) for a record of minor 6 or older, which states none, and for a
+/// record without `net_enabled`, whose bitmap means nothing.
+fn members_text(r: &SlotReport) -> Option<String> {
+    let m = r.members.as_ref().filter(|_| r.flags.contains(&"net_enabled"))?;
+    Some(match m.len() {
+        0 => "none".into(),
+        _ => m.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+    })
 }
 
 fn net_summary(r: &SlotReport) -> String {
@@ -458,6 +474,11 @@ pub fn run(args: Args) -> CliResult {
             ("extent sequence".into(), r.extent_sequence.map_or("-".into(), |v| format!("{v} (record)"))),
             ("extent".into(), r.extent.as_ref().map_or("-".into(), extent_summary)),
         ];
+        if let Some(m) = members_text(r) {
+            // Right after the network view: both are what the writer says of its peers.
+            let at = pairs.iter().position(|(k, _)| k == "network view").map_or(pairs.len(), |i| i + 1);
+            pairs.insert(at, ("members".into(), m));
+        }
         if let Some(h) = result.network.hosts.iter().find(|h| h.slot == s) {
             let others = result.network.hosts.len() - 1;
             pairs.push(("weight".into(), h.weight.to_string()));

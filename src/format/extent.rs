@@ -115,7 +115,7 @@ impl Geometry {
 }
 
 /// Whether `kind` is defined by format minor `minor` (0 only up to 1.1; 0 and 1 from 1.2 to 1.4;
-/// 0, 1 and 2 since 1.5; 1.6 adds none).
+/// 0, 1 and 2 since 1.5; 1.6 and 1.7 add none).
 pub fn kind_defined(minor: u16, kind: u16) -> bool {
     match minor {
         0 | 1 => kind == kind::EMPTY,
@@ -526,13 +526,16 @@ mod tests {
         assert_eq!(decode(5, kind::HOST_INFO, 0, 0).map(|x| x.kind), Ok(1));
         assert_eq!(decode(5, 3, 0, 0), Err(Corruption::BadField("kind")));
         assert_eq!(decode(5, 2, 0, 1), Err(Corruption::ReservedNotZero));
-        // 1.6 defines the same kinds as 1.5.
-        assert_eq!(decode(6, kind::HOST_STATE, 0, 0).map(|x| x.kind), Ok(2));
-        assert_eq!(decode(6, 3, 0, 0), Err(Corruption::BadField("kind")));
-        assert_eq!(decode(6, 2, 0, 1), Err(Corruption::ReservedNotZero));
+        // 1.6 and 1.7 define the same kinds as 1.5.
+        for minor in [6, 7] {
+            assert_eq!(decode(minor, kind::HOST_STATE, 0, 0).map(|x| x.kind), Ok(2));
+            assert_eq!(decode(minor, 3, 0, 0), Err(Corruption::BadField("kind")), "1.{minor}");
+            assert_eq!(decode(minor, 2, 0, 1), Err(Corruption::ReservedNotZero), "1.{minor}");
+            assert_eq!(decode(minor, 2, 1, 0), Err(Corruption::ReservedNotZero), "1.{minor}");
+        }
         // A newer minor: any kind, flags and reserved bytes pass through.
-        assert_eq!(decode(7, 7, 1, 1).map(|x| x.kind), Ok(7));
-        let newer = Extent { version_minor: 7, kind: 7, ..e };
+        assert_eq!(decode(8, 7, 1, 1).map(|x| x.kind), Ok(7));
+        let newer = Extent { version_minor: 8, kind: 7, ..e };
         assert_eq!(Payload::decode(&newer, &[1, 2, 3]), Ok(Payload::Unknown(7)));
     }
 
@@ -563,11 +566,12 @@ mod tests {
         assert_eq!((got.generation, got.writer_uuid()), (4, None));
         // A nil uuid in a 1.6 header (mkfs's empty header) is stated, not unknown.
         assert_eq!(with_minor(6, &old).unwrap().writer_uuid(), Some(uuid::Uuid::nil()));
-        // A newer minor keeps the field.
+        // 1.7 keeps the field, and so does a newer minor.
         assert_eq!(with_minor(7, &buf).unwrap().writer_uuid(), Some(host));
+        assert_eq!(with_minor(8, &buf).unwrap().writer_uuid(), Some(host));
     }
 
-    /// Pins a whole extent header (format 1.6): magic, minor 6, kind 1 and every field.
+    /// Pins a whole extent header (format 1.7): magic, minor 7, kind 1 and every field.
     #[test]
     fn golden_header_bytes() {
         let c = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
@@ -583,7 +587,7 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         e.encode(&mut buf);
-        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x06\x00");
+        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x07\x00");
         assert_eq!(&buf[32..40], &[5, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(
             &buf[40..68],
@@ -602,9 +606,9 @@ mod tests {
         assert_eq!(Extent::decode(&buf, &c, 5, 65536), Ok(e));
     }
     /// New in format 1.2 (0x2ea3_4632); format 1.3 changed it (0x6640_8f0b), 1.4 (0x9907_8655),
-    /// 1.5 (`version_minor` 5: 0xd1e4_4f6c) and 1.6 (`version_minor` 6 and the host uuid).
-    /// Recomputed independently of this crate's crc32c.
-    const GOLDEN_EXTENT_CRC: u32 = 0x8c56_9388;
+    /// 1.5 (`version_minor` 5: 0xd1e4_4f6c), 1.6 (`version_minor` 6 and the host uuid: 0x8c56_9388)
+    /// and 1.7 (`version_minor` 7). Recomputed independently of this crate's crc32c.
+    const GOLDEN_EXTENT_CRC: u32 = 0xc4b5_5ab1;
 
     mod host_info_tests {
         use super::super::host_info::*;

@@ -423,8 +423,8 @@ pub(crate) mod tests {
         let mut buf = [0u8; 512];
         sample().encode(&mut buf);
         assert_eq!(&buf[4..12], b"DBRECORD");
-        // version_major = 1, version_minor = 6 (format 1.6), both u16 LE.
-        assert_eq!(&buf[12..16], &[1, 0, 6, 0]);
+        // version_major = 1, version_minor = 7 (format 1.7), both u16 LE.
+        assert_eq!(&buf[12..16], &[1, 0, 7, 0]);
         assert_eq!(&buf[32..36], &5u32.to_le_bytes());
         assert_eq!(&buf[36..38], &2u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0, 0], "no flags");
@@ -434,14 +434,18 @@ pub(crate) mod tests {
         assert_eq!(buf[152], 0b0010_0001);
         assert_eq!(buf[152 + 255], 0b1000_0000);
         assert_eq!(&buf[408..416], &42u64.to_le_bytes());
-        assert!(buf[416..].iter().all(|&b| b == 0), "extent_sequence 0, weight 0, reserved zero");
+        assert!(
+            buf[416..].iter().all(|&b| b == 0),
+            "extent_sequence 0, weight 0, members empty, reserved zero"
+        );
         let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
     }
-    /// Format 1.6 changed this (`version_minor` 6); it was 0x37bd_dcdf in 1.5, 0x7f5e_15e6 in 1.4,
-    /// 0x8019_1cb8 in 1.3, 0xc8fa_d581 in 1.2, 0x11de_8eca in 1.1, 0x593d_47f3 in 1.0.
-    const GOLDEN_CRC: u32 = 0xee99_8794;
+    /// Format 1.7 changed this (`version_minor` 7); it was 0xee99_8794 in 1.6, 0x37bd_dcdf in 1.5,
+    /// 0x7f5e_15e6 in 1.4, 0x8019_1cb8 in 1.3, 0xc8fa_d581 in 1.2, 0x11de_8eca in 1.1, 0x593d_47f3
+    /// in 1.0.
+    const GOLDEN_CRC: u32 = 0xa67a_4ead;
 
     /// Pins `extent_sequence` (format 1.2): u64 LE at 416; weight and reserved (424..512) stay zero.
     #[test]
@@ -459,8 +463,8 @@ pub(crate) mod tests {
         assert_eq!(Record::free(r.cluster_uuid, 5).extent_sequence, 0);
     }
     /// New in format 1.2 (0xbbc0_085e); 1.3 changed it (0xf323_c167), 1.4 (0x0c64_c839), 1.5
-    /// (0x4487_0100), and 1.6 (`version_minor` 6).
-    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0x9da3_5a4b;
+    /// (0x4487_0100), 1.6 (0x9da3_5a4b), and 1.7 (`version_minor` 7).
+    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0xd540_9372;
 
     /// Pins the 1.1 `flags` bits: u16 LE at 38, bit 0 watchdog_armed, bit 1 fence_failed, bit 2
     /// fence_stops_vms.
@@ -473,7 +477,7 @@ pub(crate) mod tests {
         r.flags = flags::WATCHDOG_ARMED | flags::FENCE_FAILED | flags::FENCE_STOPS_VMS;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 6, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 7, 0]);
         assert_eq!(&buf[36..38], &4u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0b0000_0111, 0]);
         assert!(buf[416..].iter().all(|&b| b == 0));
@@ -483,11 +487,11 @@ pub(crate) mod tests {
         assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
     }
     /// New in format 1.1 (0x8c0b_f361); 1.2 changed it (0x552f_a82a), 1.3 (0x1dcc_6113), 1.4
-    /// (0xe28b_684d), 1.5 (0xaa68_a174), and 1.6 (`version_minor` 6).
-    const GOLDEN_CRC_FLAGS: u32 = 0x734c_fa3f;
+    /// (0xe28b_684d), 1.5 (0xaa68_a174), 1.6 (0x734c_fa3f), and 1.7 (`version_minor` 7).
+    const GOLDEN_CRC_FLAGS: u32 = 0x3baf_3306;
 
     /// Pins format 1.4's record fields: flag bits 3 net_enabled, 4 isolation_configured, 5
-    /// isolated, 6 riding_through, and `weight`, u32 LE at 424; reserved 428..512 stays zero.
+    /// isolated, 6 riding_through, and `weight`, u32 LE at 424; bytes 428..512 stay zero.
     #[test]
     fn golden_bytes_with_net_flags_and_weight() {
         assert_eq!(
@@ -500,11 +504,11 @@ pub(crate) mod tests {
         r.weight = 0x0A0B_0C0D;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 6, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 7, 0]);
         assert_eq!(&buf[38..40], &[0x7F, 0]);
         assert!(buf[416..424].iter().all(|&b| b == 0), "extent_sequence 0");
         assert_eq!(&buf[424..428], &[0x0D, 0x0C, 0x0B, 0x0A]);
-        assert!(buf[428..].iter().all(|&b| b == 0), "reserved");
+        assert!(buf[428..].iter().all(|&b| b == 0), "boot_id, members, reserved");
         let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC_NET, "record checksum changed: {crc:#010x}");
@@ -529,10 +533,10 @@ pub(crate) mod tests {
             assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         }
     }
-    /// New in format 1.4 (0xfeb8_e1b4); 1.5 changed it (0xb65b_288d), and 1.6 (`version_minor`
-    /// 6). The four record CRCs here were recomputed independently of this crate (a plain bitwise
-    /// CRC-32C over bytes built from the table in docs/FORMAT.md §5).
-    const GOLDEN_CRC_NET: u32 = 0x6f7f_73c6;
+    /// New in format 1.4 (0xfeb8_e1b4); 1.5 changed it (0xb65b_288d), 1.6 (0x6f7f_73c6), and 1.7
+    /// (`version_minor` 7). The record CRCs here were recomputed independently of this crate (a
+    /// plain bitwise CRC-32C over bytes built from the table in docs/FORMAT.md §5).
+    const GOLDEN_CRC_NET: u32 = 0x279c_baff;
 
     /// `sample()` encoded with `flags` and `version_minor` patched in, resealed.
     fn with_minor_and_flags(minor: u16, flags: u16) -> [u8; 512] {
@@ -586,24 +590,26 @@ pub(crate) mod tests {
         for bit in 8..16 {
             assert_eq!(decode(5, 1 << bit), Err(Corruption::ReservedNotZero), "1.5 record, bit {bit}");
         }
-        // 1.6 defines no new bits.
-        assert_eq!(decode(6, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
-        for bit in 8..16 {
-            assert_eq!(decode(6, 1 << bit), Err(Corruption::ReservedNotZero), "1.6 record, bit {bit}");
+        // 1.6 and 1.7 define no new bits.
+        for minor in [6, 7] {
+            assert_eq!(decode(minor, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+            for bit in 8..16 {
+                assert_eq!(decode(minor, 1 << bit), Err(Corruption::ReservedNotZero), "1.{minor}, bit {bit}");
+            }
         }
         // A newer minor may define more bits: accepted, and the bits are passed through as read.
-        assert_eq!(decode(7, 0xFF80).map(|r| r.flags), Ok(0xFF80));
-        assert_eq!(decode(7, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
+        assert_eq!(decode(8, 0xFF80).map(|r| r.flags), Ok(0xFF80));
+        assert_eq!(decode(8, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
         assert_eq!(decode(u16::MAX, 1 << 8).map(|r| r.flags), Ok(1 << 8));
     }
 
     /// `sample()` with `extent_sequence` (bytes 416..424), `weight` (424..428) and `reserved` byte
-    /// 500 patched in, written as `minor`, resealed.
+    /// 510 (reserved in every minor up to 1.7) patched in, written as `minor`, resealed.
     fn with_minor_and_tail(minor: u16, extent_sequence: u64, weight: u32, reserved: u8) -> [u8; 512] {
         let mut buf = with_minor_and_flags(minor, 0);
         buf[416..424].copy_from_slice(&extent_sequence.to_le_bytes());
         buf[424..428].copy_from_slice(&weight.to_le_bytes());
-        buf[500] = reserved;
+        buf[510] = reserved;
         let crc = crate::format::checksum(&buf[4..]);
         buf[..4].copy_from_slice(&crc.to_le_bytes());
         buf
@@ -621,14 +627,14 @@ pub(crate) mod tests {
                 assert_eq!(decode(minor, seq, 0), Err(Corruption::ReservedNotZero), "1.{minor}, {seq:#x}");
             }
         }
-        // 1.2 defines the field; the reserved bytes stay reserved. Same up to 1.6.
-        for minor in [2, 3, 4, 5, 6] {
+        // 1.2 defines the field; the reserved bytes stay reserved. Same up to 1.7.
+        for minor in [2, 3, 4, 5, 6, 7] {
             assert_eq!(decode(minor, 7, 0).map(|r| r.extent_sequence), Ok(7));
             assert_eq!(decode(minor, u64::MAX, 0).map(|r| r.extent_sequence), Ok(u64::MAX));
             assert_eq!(decode(minor, 7, 1), Err(Corruption::ReservedNotZero), "1.{minor}");
         }
         // A newer minor: the field is passed through, reserved bytes ignored.
-        assert_eq!(decode(7, 9, 1).map(|r| r.extent_sequence), Ok(9));
+        assert_eq!(decode(8, 9, 1).map(|r| r.extent_sequence), Ok(9));
     }
 
     #[test]
@@ -648,10 +654,121 @@ pub(crate) mod tests {
         assert_eq!(decode(4, 1, 0).map(|r| r.weight), Ok(1));
         assert_eq!(decode(4, u32::MAX, 0).map(|r| r.weight), Ok(u32::MAX));
         assert_eq!(decode(4, 1, 1), Err(Corruption::ReservedNotZero));
-        // 1.5 and 1.6 keep the reserved bytes reserved.
-        assert_eq!(decode(5, 1, 1), Err(Corruption::ReservedNotZero));
-        assert_eq!(decode(6, 1, 1), Err(Corruption::ReservedNotZero));
+        // 1.5, 1.6 and 1.7 keep the reserved bytes reserved.
+        for minor in [5, 6, 7] {
+            assert_eq!(decode(minor, 1, 1), Err(Corruption::ReservedNotZero), "1.{minor}");
+        }
         // A newer minor: the field is passed through, reserved bytes ignored.
-        assert_eq!(decode(7, 9, 1).map(|r| r.weight), Ok(9));
+        assert_eq!(decode(8, 9, 1).map(|r| r.weight), Ok(9));
+    }
+
+    /// `sample()` with `net_enabled` and members {0, 5, 511}.
+    fn with_members() -> Record {
+        let mut r = sample();
+        r.flags = flags::NET_ENABLED;
+        for s in [0, 5, 511] {
+            r.members.set(s);
+        }
+        r
+    }
+
+    /// Pins format 1.7's `members` bitmap: bytes 444..508, slot s is bit s % 8 of byte s / 8 (LSB
+    /// first, like `net_view`); bytes 508..512 stay reserved.
+    #[test]
+    fn golden_bytes_with_members() {
+        assert_eq!((MEMBER_BYTES, MEMBER_SLOTS), (64, 512));
+        let r = with_members();
+        let mut buf = [0u8; 512];
+        r.encode(&mut buf);
+        assert_eq!(&buf[12..16], &[1, 0, 7, 0]);
+        assert_eq!(&buf[38..40], &[0x08, 0]);
+        assert!(buf[416..444].iter().all(|&b| b == 0), "extent_sequence, weight, boot_id");
+        let mut want = [0u8; MEMBER_BYTES];
+        (want[0], want[63]) = (0x21, 0x80);
+        assert_eq!(&buf[444..508], &want, "slots 0 and 5 in byte 0, slot 511 in byte 63");
+        assert!(buf[508..].iter().all(|&b| b == 0), "reserved");
+        let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+        assert_eq!(crc, crc32c::crc32c(&buf[4..]));
+        assert_eq!(crc, GOLDEN_CRC_MEMBERS, "record checksum changed: {crc:#010x}");
+        let got = Record::decode(&buf, &r.cluster_uuid, 5).unwrap();
+        assert_eq!(got, r);
+        assert_eq!(got.members.iter().collect::<Vec<_>>(), [0, 5, 511]);
+        let raw = Record::validate(&buf, &r.cluster_uuid, 5).unwrap();
+        assert_eq!(raw.members(), Some(r.members));
+        assert_eq!(format!("{:?}", r.members), "{0, 5, 511}");
+    }
+    /// New in format 1.7. Recomputed independently of this crate (bitwise CRC-32C over the bytes
+    /// built from docs/FORMAT.md §5).
+    const GOLDEN_CRC_MEMBERS: u32 = 0x356e_eac5;
+
+    #[test]
+    fn members_set_get() {
+        let mut m = Members::EMPTY;
+        assert_eq!(m.iter().count(), 0);
+        for s in [0, 5, 511] {
+            m.set(s);
+        }
+        assert!(m.get(0) && m.get(5) && m.get(511));
+        assert!(!m.get(1) && !m.get(510) && !m.get(512) && !m.get(u32::MAX));
+        assert_eq!((m.0[0], m.0[63]), (0x21, 0x80));
+        // Slots from MEMBER_SLOTS on cannot be named: ignored, no panic.
+        let before = m;
+        m.set(MEMBER_SLOTS);
+        m.set(2047);
+        m.set(u32::MAX);
+        assert_eq!(m, before);
+        assert!(!m.get(512));
+        m.set(0);
+        assert_eq!(m, before, "setting a set bit again changes nothing");
+    }
+
+    /// Bytes 444..508 are `members` in a record of minor 7 or later, reserved before.
+    #[test]
+    fn members_key_on_the_record_minor() {
+        let r = with_members();
+        let cluster = r.cluster_uuid;
+        let mut buf = [0u8; 512];
+        r.encode(&mut buf);
+        let with_minor = |minor: u16, b: &[u8; 512]| {
+            let mut b = *b;
+            b[14..16].copy_from_slice(&minor.to_le_bytes());
+            let crc = crate::format::checksum(&b[4..]);
+            b[..4].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
+        // Minor 7: decoded; the raw record states its members.
+        let b7 = with_minor(7, &buf);
+        assert_eq!(Record::decode(&b7, &cluster, 5).map(|r| r.members), Ok(r.members));
+        assert_eq!(Record::validate(&b7, &cluster, 5).unwrap().members(), Some(r.members));
+        // An empty bitmap of minor 7 is stated (Some), not unknown.
+        let mut empty = [0u8; 512];
+        sample().encode(&mut empty);
+        assert_eq!(Record::validate(&empty, &cluster, 5).unwrap().members(), Some(Members::EMPTY));
+        // Minor 6 and older: any non-zero byte of 444..508 is reserved, not zero.
+        for minor in [4, 5, 6] {
+            assert_eq!(
+                Record::decode(&with_minor(minor, &buf), &cluster, 5),
+                Err(Corruption::ReservedNotZero)
+            );
+        }
+        for at in [444, 470, 507] {
+            let mut b = [0u8; 512];
+            sample().encode(&mut b);
+            b[at] = 1;
+            let b6 = with_minor(6, &b);
+            assert_eq!(Record::decode(&b6, &cluster, 5), Err(Corruption::ReservedNotZero), "byte {at}");
+            let got = Record::decode(&with_minor(7, &b), &cluster, 5).unwrap();
+            assert_eq!(got.members.iter().collect::<Vec<_>>(), [(at as u32 - 444) * 8], "byte {at}");
+        }
+        // A minor-6 record (members zero) decodes, and states no membership.
+        let b6 = with_minor(6, &empty);
+        assert_eq!(Record::decode(&b6, &cluster, 5).map(|r| r.members), Ok(Members::EMPTY));
+        assert_eq!(Record::validate(&b6, &cluster, 5).unwrap().members(), None);
+        // Bytes 508..512 stay reserved in 1.7; a newer minor may use them, and keeps the field.
+        let mut b = buf;
+        b[509] = 1;
+        assert_eq!(Record::decode(&with_minor(7, &b), &cluster, 5), Err(Corruption::ReservedNotZero));
+        let b8 = with_minor(8, &b);
+        assert_eq!(Record::validate(&b8, &cluster, 5).unwrap().members(), Some(r.members));
     }
 }
