@@ -287,7 +287,8 @@ impl Rig {
                 })
             })
         });
-        rig.pool.wait_past_young();
+        // No wait for the pool to age: since format 1.7 a host declares a peer whose records
+        // list it dead after T, however recently it joined (the young-host delay is gone).
         rig.checker().settle();
         for g in &rig.guests {
             assert_eq!(rig.checker().hosts_of(g.uuid), vec![g.home], "{} not running at home", g.name);

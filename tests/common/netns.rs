@@ -38,11 +38,9 @@ pub const SELF_FENCE_MS: u64 = T_MS / 2;
 pub const NET_TIMEOUT_MS: u64 = T_MS / 2;
 /// A partition decision is acted on once the views are stable this long (0.6 T).
 pub const PARTITION_DELAY_MS: u64 = 2 * (INTERVAL_MS + IO_TIMEOUT_MS);
-/// Whole-LUN ride-through: at most this long past the self-fence deadline (2 T).
+/// Whole-LUN ride-through: the cap (2 T past the self-fence deadline) of writers older than
+/// format 1.7; a 1.7 pool rides past it.
 pub const RIDE_MAX_MS: u64 = 2 * T_MS;
-/// A host that joined less than this long ago declares a network-enabled peer dead only after
-/// T + 2 T of silence.
-pub const YOUNG_MS: u64 = RIDE_MAX_MS + T_MS;
 pub const PORT: u16 = 7788;
 
 /// CLOCK_MONOTONIC in ms: the daemons' clock (`now_ms`, `fenced_at_ms`, `dead_at_ms`, event times).
@@ -168,7 +166,7 @@ pub struct Opts {
     /// [`Launch`] first, then calls [`Pool::spawn`].
     pub defer_spawn: bool,
     /// Base timeout T the disk is formatted with (default [`T_MS`]). The constants above assume
-    /// `T_MS`; [`Pool::wait_past_young`] follows this one.
+    /// `T_MS`.
     pub t_ms: u64,
 }
 
@@ -488,7 +486,11 @@ impl Pool {
     /// Every host live, seeing every other live, and hearing every other on the network (the
     /// views on the disk may still lag: see `wait_ready`).
     pub fn wait_hearing(&mut self) -> Vec<Value> {
-        let n = self.hosts.len();
+        self.wait_hearing_first(self.hosts.len())
+    }
+
+    /// `wait_hearing` for the first `n` hosts only (the others not spawned yet).
+    pub fn wait_hearing_first(&mut self, n: usize) -> Vec<Value> {
         let start = Instant::now();
         let st = self.wait_until(Duration::from_secs(60), "every host live and hearing every other", |st| {
             (0..n).all(|i| {
@@ -513,15 +515,6 @@ impl Pool {
                     && survivors(s) == (0..n).collect::<Vec<_>>()
             })
         })
-    }
-
-    /// Sleeps until every host is past the young-host rule (joined 3 T ago), so a silent peer is
-    /// declared dead after T.
-    pub fn wait_past_young(&self) {
-        let ready = self.ready_at.expect("wait_ready first");
-        let young_ms = YOUNG_MS / T_MS * self.opts.t_ms;
-        let until = ready + Duration::from_millis(young_ms + 500);
-        std::thread::sleep(until.saturating_duration_since(Instant::now()));
     }
 
     // --- network faults -----------------------------------------------------------------------
