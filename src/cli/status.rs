@@ -181,6 +181,12 @@ pub fn run(args: Args) -> CliResult {
                 p.corrupt_reason.as_deref().map(text).unwrap_or_else(|| {
                     match (p.unreadable, p.state == "live", link.is_some_and(|l| !l.heard)) {
                         (true, _, _) => "unreadable".into(),
+                        // Never declared dead by us: it may ride through without knowing us.
+                        _ if p.state == "silent" => {
+                            "silent, but its records do not list this host: not declared dead (back, or \
+                             `diskbeat fence --confirm-down` once off)"
+                                .into()
+                        }
                         // The disk says alive, the network does not: a network failure, never a
                         // reason to fail over.
                         (false, true, true) if net.is_some() => "disk beats, network silent".into(),
