@@ -1155,8 +1155,10 @@ impl Failover {
             }
             if let Some(slot) = round.conflicts.get(uuid) {
                 // Another host holds it (or claimed it at the same time): withdraw. Nothing was
-                // started, so `Failed` is true at once.
+                // started, so `Failed` is true at once; attempt 0 says no attempt was made (the
+                // VM is planned again anywhere, this host included, once nobody holds it).
                 e.state = VmState::Failed;
+                e.attempt = 0;
                 e.failure = Some(format!("slot {slot} holds it: withdrawn before starting"));
             } else if round.blocked_by.is_none() {
                 self.to_start.push(*uuid);
@@ -1359,10 +1361,16 @@ impl Failover {
             let (needs, attempt, excluded) = match top.state {
                 VmState::Running | VmState::Starting if gone => (true, 1, BTreeSet::new()),
                 VmState::Lost => (true, 1, BTreeSet::new()),
+                // Withdrawn before starting: no attempt was made, no target failed.
+                VmState::Failed if top.attempt == 0 => (true, 1, BTreeSet::new()),
                 VmState::Failed if top.attempt < MAX_ATTEMPTS => {
                     let excl: BTreeSet<u32> = entries
                         .iter()
-                        .filter(|(_, e)| e.state == VmState::Failed && e.claim >= top.claim.saturating_sub(1))
+                        .filter(|(_, e)| {
+                            e.state == VmState::Failed
+                                && e.attempt > 0
+                                && e.claim >= top.claim.saturating_sub(1)
+                        })
                         .map(|(s, _)| *s)
                         .collect();
                     (true, top.attempt + 1, excl)

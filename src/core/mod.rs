@@ -168,6 +168,17 @@ pub fn breaks_watchdog_promise(last: &crate::format::record::Record, boot_id: uu
     !boot_id.is_nil() && held && last.boot_id == boot_id && last.flags & flags::WATCHDOG_ARMED != 0
 }
 
+/// Whether a VM start the previous daemon of this slot asked for may still land on this host: not
+/// if the slot's last record names another boot than ours (the host rebooted since: whatever
+/// its hypervisor was starting died with it). Unknown boots (nil) may. `Failover` holds the
+/// previous daemon's `starting` entries for [`failover::start_landing_ms`] only when this holds.
+pub fn starts_may_land(last: Option<&crate::format::record::Record>, boot_id: uuid::Uuid) -> bool {
+    match last {
+        Some(r) => boot_id.is_nil() || r.boot_id.is_nil() || r.boot_id == boot_id,
+        None => true,
+    }
+}
+
 /// A whole-LUN ride-through, for status (docs/SAFETY.md, "Whole-LUN loss"). Times are the
 /// node's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -146,7 +146,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     // Before the watchdog is opened (opening it feeds it): did this slot's previous daemon die on
     // this same boot with the watchdog armed? Then its promise is a reset, not a restart.
     let boot_id = crate::io::sys::boot_id();
-    check_watchdog_promise(&mut disk, cfg.slot, boot_id, timing)?;
+    let starts_may_land = check_watchdog_promise(&mut disk, cfg.slot, boot_id, timing)?;
     let watchdog = match &cfg.watchdog {
         None => None,
         Some(path) => {
@@ -272,6 +272,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             capacity_limit: (cfg.vm_memory_mib, cfg.vm_vcpus, cfg.no_restarts_here),
             hb_addrs: cfg.hb_addrs.clone(),
             tolerance_target: cfg.tolerance_target,
+            starts_may_land,
         },
         vms::VmShared {
             node: node.clone(),
@@ -429,21 +430,24 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
 /// Refuses to start when our slot's last record is from a daemon of this same boot that died
 /// holding the slot with a watchdog armed (not left, not fenced): feeding the watchdog now would
 /// break the promise peers rely on to restart its VMs (docs/SAFETY.md, "Daemon death").
+///
+/// Returns whether a VM start the previous daemon of this slot asked for may still land here
+/// (`core::starts_may_land`).
 fn check_watchdog_promise(
     disk: &mut Disk,
     slot: u32,
     boot_id: Option<uuid::Uuid>,
     timing: Timing,
-) -> Result<(), DaemonError> {
+) -> Result<bool, DaemonError> {
     use crate::format::record::Record;
-    let Some(boot_id) = boot_id else { return Ok(()) };
+    let Some(boot_id) = boot_id else { return Ok(true) };
     disk.sweep(timing.io_timeout())?;
-    let Ok(bytes) = disk.slot_bytes(slot) else { return Ok(()) };
-    let Ok(r) = Record::decode(bytes, &disk.superblock().cluster_uuid, slot) else { return Ok(()) };
+    let Ok(bytes) = disk.slot_bytes(slot) else { return Ok(true) };
+    let Ok(r) = Record::decode(bytes, &disk.superblock().cluster_uuid, slot) else { return Ok(true) };
     if crate::core::breaks_watchdog_promise(&r, boot_id) {
         return Err(DaemonError::WatchdogPromise { slot, generation: r.generation });
     }
-    Ok(())
+    Ok(crate::core::starts_may_land(Some(&r), boot_id))
 }
 
 fn node_lock(m: &Mutex<Node>) -> MutexGuard<'_, Node> {

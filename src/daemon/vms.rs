@@ -30,6 +30,8 @@ pub struct VmSettings {
     pub capacity_limit: (Option<u64>, Option<u32>, bool),
     pub hb_addrs: Vec<std::net::SocketAddr>,
     pub tolerance_target: Option<u32>,
+    /// A start the previous daemon of this slot asked for may still land here (same boot).
+    pub starts_may_land: bool,
 }
 
 /// Starts the VM thread over its own `disk` handle.
@@ -58,7 +60,11 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
             capacity_limit: limit,
             hb_addrs: s.hb_addrs.clone(),
             tolerance_target: s.tolerance_target,
-            start_landing_ms: crate::core::failover::start_landing_ms(&s.timing),
+            start_landing_ms: if s.starts_may_land {
+                crate::core::failover::start_landing_ms(&s.timing)
+            } else {
+                0
+            },
         },
         now_ms(),
     );

@@ -467,7 +467,11 @@ impl Sim {
             capacity_limit: None,
             hb_addrs: vec![],
             tolerance_target: None,
-            start_landing_ms: diskbeat::core::failover::start_landing_ms(&self.timing),
+            start_landing_ms: if self.incs[i].starts_may_land {
+                diskbeat::core::failover::start_landing_ms(&self.timing)
+            } else {
+                0
+            },
         };
         let n = self.slot_count as usize;
         let intruder = self.machines[m].intruder;
@@ -979,7 +983,9 @@ impl Sim {
                     None => Ok(w.extents[slot as usize].state.clone()),
                     Some(e) => Err(e),
                 };
-                if let Ok(Some(st)) = &prev {
+                let may_land = self.incs[i].starts_may_land;
+                let w = self.w();
+                if let (Ok(Some(st)), true) = (&prev, may_land) {
                     for e in st.vms.iter().filter(|e| e.state == VmState::Starting) {
                         let until = w.landing_hold.entry(e.uuid).or_insert(0);
                         *until = (*until).max(now + landing);
@@ -1593,7 +1599,10 @@ fn action_name(a: &FailoverAction) -> String {
         FailoverAction::Publish(st) => format!(
             "Publish({} vms: {:?}, plan {:?})",
             st.vms.len(),
-            st.vms.iter().map(|e| (e.name.as_str(), e.state, e.claim)).collect::<Vec<_>>(),
+            st.vms
+                .iter()
+                .map(|e| (e.name.as_str(), e.state, e.claim, e.failure.as_deref()))
+                .collect::<Vec<_>>(),
             st.plan.as_ref().map(|p| (p.epoch.number, p.assignments.len()))
         ),
         a => format!("{a:?}").chars().take(120).collect(),
