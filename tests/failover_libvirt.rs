@@ -321,6 +321,10 @@ impl Rig {
     /// Kills host `i` at once (daemon, libvirtd, guests); returns the moment (mono ms).
     fn kill(&mut self, i: usize) -> u64 {
         let t = mono_ms();
+        if let Some(ready) = self.pool.ready_at {
+            // The pool's age matters: before format 1.7 a host up less than 3 T waited 2 T more.
+            eprintln!("killing h{i} {} ms after the pool was ready", ready.elapsed().as_millis());
+        }
         self.hosts[i].kill();
         self.pool.kill9(i); // reaps nsenter, whose daemon died with the host
         t
