@@ -59,6 +59,7 @@ fn views(n: usize, gone: bool) -> Vec<SlotView> {
                 generation: 1,
                 extent_sequence: 1,
                 gone: if dead { Ok(GoneProof::FencedMark) } else { Err(NotProven::Alive) },
+                lists: None,
             }
         })
         .collect()

@@ -3502,9 +3502,21 @@ fn same_seed_same_run() {
 ///   earlier incarnation's extent of slot 0 still held it; the withdrawal counted as a failed
 ///   attempt that excluded that host, so once slot 0 was cleared vm1 had no target (RESTART;
 ///   the same on the commit before this rule: a model gap, now attempt 0 = no attempt made).
+/// - 1796553228508610080, 1796553228508603455 (disk): a slot left holding a record older than
+///   a generation seen before (GenerationWentBack) looked live for ever: every read of the same
+///   stale record restarted its silence clock; the coordinator kept it as a target that never
+///   started its wave, and later waves waited (RESTART; `Peer::observe` now counts only a
+///   changed record);
+/// - 1796553228508609409 (lun): a host that joined during the outage was given a VM of a host
+///   proven gone by its watchdog, whose last record did not list it: it saw that host `silent`,
+///   counted its claim and never started the VM (RESTART; the coordinator now excludes such
+///   targets, `SlotView::lists`).
 const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
     1796605498915313360,
     1796607741523327741,
+    1796553228508610080,
+    1796553228508603455,
+    1796553228508609409,
     1796527387093314445,
     6631,
     5910,

@@ -54,6 +54,10 @@ pub struct SlotView {
     /// The record's extent sequence: the extent is re-read when it changes.
     pub extent_sequence: u64,
     pub gone: Result<GoneProof, NotProven>,
+    /// Who may take this slot's silence as death, by its last record (format 1.7 `members`;
+    /// `None`: anyone). A host not listed sees it `silent`, never proven gone by its watchdog: a
+    /// coordinator must not make it the target of a VM this slot holds (it could never start it).
+    pub lists: Option<crate::format::record::Members>,
 }
 
 impl SlotView {
@@ -63,6 +67,7 @@ impl SlotView {
         generation: 0,
         extent_sequence: 0,
         gone: Err(NotProven::NoHost),
+        lists: None,
     };
 
     /// A slot no host holds: its extent is history, never evidence.
@@ -1387,6 +1392,15 @@ impl Failover {
             if top.protection == Protection::None {
                 unplaced.push(Unplaced { uuid, source_slot: src, reason: UnplacedCode::NotProtected });
                 continue;
+            }
+            let mut excluded = excluded;
+            // A holder proven gone by silence (its watchdog) is proven only to the hosts its last
+            // record lists: the others would see it `silent`, count its claim, and never start it.
+            for (s, e) in &entries {
+                let v = &self.slots[*s as usize];
+                if let (true, Ok(GoneProof::WatchdogExpired), Some(m)) = (e.state.holds(), v.gone, v.lists) {
+                    excluded.extend((0..self.cfg.slot_count).filter(|&t| t != *s && !m.get(t)));
+                }
             }
             let _ = uuid;
             out.push((src, top, excluded, attempt));

@@ -23,6 +23,8 @@ struct Host {
     vms: BTreeMap<uuid::Uuid, FakeVm>,
     up: bool,
     gone: Result<GoneProof, NotProven>,
+    /// Who its record lets take its silence as death (`SlotView::lists`).
+    lists: Option<crate::format::record::Members>,
     state: PeerState,
     /// The incarnation its slot's record names (another host's uuid once an intruder took it).
     host_uuid: uuid::Uuid,
@@ -100,6 +102,7 @@ impl Pool {
                 vms: BTreeMap::new(),
                 up: true,
                 gone: Err(NotProven::Alive),
+                lists: None,
                 state: PeerState::Live,
                 host_uuid: host_uuid(s),
                 generation: 1,
@@ -142,6 +145,7 @@ impl Pool {
                 generation: h.generation,
                 extent_sequence: self.visible[i],
                 gone: h.gone,
+                lists: h.lists,
             })
             .collect()
     }
@@ -615,6 +619,7 @@ fn an_extent_of_another_incarnation_still_blocks_a_claim_check() {
             generation,
             extent_sequence: 1,
             gone,
+            lists: None,
         };
         let views = [
             view(host_uuid(0), 1, PeerState::Live, Err(NotProven::Alive)),
@@ -1044,4 +1049,30 @@ fn a_start_in_flight_when_the_daemon_died_holds_the_vm_until_it_can_no_longer_la
             assert_eq!(p.running_on(1).len(), 1);
         }
     }
+}
+
+/// A host proven gone by its watchdog is proven only to the hosts its last record lists: a host
+/// it does not list (it joined while the other rode through an outage, say) sees it `silent` and
+/// could never start its VMs, so the coordinator does not make it their target (here the only
+/// host with room: the VM stays unplaced rather than assigned where it can never start).
+#[test]
+fn a_vm_of_a_host_proven_gone_by_silence_is_not_given_to_a_host_it_does_not_list() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.add_vm(0, 9, 4000, Protection::None, None);
+    p.run(20);
+    let h = &mut p.hosts[2];
+    h.up = false;
+    for vm in h.vms.values_mut() {
+        vm.running = false;
+    }
+    h.state = PeerState::Dead;
+    h.gone = Ok(GoneProof::WatchdogExpired);
+    let mut m = crate::format::record::Members::EMPTY;
+    m.set(0);
+    h.lists = Some(m);
+    p.run(40);
+    assert!(p.starts.is_empty(), "started where it could never be proven: {:?}", p.starts);
+    let plan = p.hosts[0].fo.status().plan.expect("a plan");
+    assert!(plan.assignments.iter().all(|a| a.target_slot != 1), "{plan:?}");
 }

@@ -255,6 +255,15 @@ impl Peer {
         crate::format::decode_name(&self.host_name).unwrap_or("?")
     }
 
+    /// Who may take this slot's silence as death, by its last valid record: `Some(members)` for a
+    /// live, network-enabled 1.7 writer (only those it lists), `None` for anyone.
+    pub fn silence_readers(&self, slot_count: u32) -> Option<crate::format::record::Members> {
+        match silence_rule(self.flags, self.record_state, self.members, slot_count, None) {
+            SilenceRule::NotListed => self.members,
+            _ => None,
+        }
+    }
+
     /// How long its contents have been unchanged, as of a read starting at `now_ms`.
     pub fn silent_ms(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.last_change_ms)
@@ -339,12 +348,18 @@ impl Peer {
                     self.last_change_ms = end_ms;
                 } else if generation < self.max_generation && raw.state() != State::Free {
                     // Older than a generation already seen: not a restart (a restart always bumps
-                    // it). A change all the same: the clock restarts (the safe direction).
-                    changes[0] =
-                        Some(PeerChange::GenerationWentBack { from: self.max_generation, to: generation });
+                    // it). A change all the same when the contents changed: the clock restarts
+                    // (the safe direction). The same stale record read again is no change: it
+                    // ages like any other (else a slot left holding it looks live for ever).
+                    if uuid != self.host_uuid || generation != self.generation || sequence != self.sequence {
+                        changes[0] = Some(PeerChange::GenerationWentBack {
+                            from: self.max_generation,
+                            to: generation,
+                        });
+                        self.changed = true;
+                        self.last_change_ms = end_ms;
+                    }
                     self.conflict = true;
-                    self.changed = true;
-                    self.last_change_ms = end_ms;
                 } else if uuid != self.host_uuid || generation != self.generation {
                     self.conflict = false;
                     if raw.state() != State::Free && self.generation != 0 {

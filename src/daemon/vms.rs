@@ -86,6 +86,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     generation: p.generation,
                     extent_sequence: p.extent_sequence,
                     gone: p.vms_gone(),
+                    lists: p.silence_readers(s.slot_count),
                 };
             }
             let live = n.phase() == Phase::Live;

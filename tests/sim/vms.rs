@@ -818,6 +818,7 @@ impl Sim {
                     generation: p.generation,
                     extent_sequence: p.extent_sequence,
                     gone: p.vms_gone(),
+                    lists: p.silence_readers(self.slot_count),
                 });
             }
             views[slot].state = if live { PeerState::Live } else { PeerState::Unknown };
@@ -1603,7 +1604,20 @@ fn action_name(a: &FailoverAction) -> String {
                 .iter()
                 .map(|e| (e.name.as_str(), e.state, e.claim, e.failure.as_deref()))
                 .collect::<Vec<_>>(),
-            st.plan.as_ref().map(|p| (p.epoch.number, p.assignments.len()))
+            st.plan.as_ref().map(|p| (
+                p.epoch.number,
+                p.assignments
+                    .iter()
+                    .map(|a| (
+                        a.uuid.as_u128() as u16,
+                        a.source_slot,
+                        a.source_generation,
+                        a.target_slot,
+                        a.claim,
+                        a.wave
+                    ))
+                    .collect::<Vec<_>>()
+            ))
         ),
         a => format!("{a:?}").chars().take(120).collect(),
     }
