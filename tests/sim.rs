@@ -3511,7 +3511,11 @@ fn same_seed_same_run() {
 ///   proven gone by its watchdog, whose last record did not list it: it saw that host `silent`,
 ///   counted its claim and never started the VM (RESTART; the coordinator now excludes such
 ///   targets, `SlotView::lists`).
+/// - 1796529618558056709 (lun, 11 T outage): an administrator's second copy started on a host
+///   riding through could not be resolved until the disk came back (no extent to read or write):
+///   COPIES now waits for the disk too (a model gap).
 const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
+    1796529618558056709,
     1796605498915313360,
     1796607741523327741,
     1796553228508610080,

@@ -1396,10 +1396,19 @@ impl Failover {
             let mut excluded = excluded;
             // A holder proven gone by silence (its watchdog) is proven only to the hosts its last
             // record lists: the others would see it `silent`, count its claim, and never start it.
+            // Only live candidates are named, so the usual case keeps an empty set (a first
+            // attempt, placed by the planner).
             for (s, e) in &entries {
                 let v = &self.slots[*s as usize];
                 if let (true, Ok(GoneProof::WatchdogExpired), Some(m)) = (e.state.holds(), v.gone, v.lists) {
-                    excluded.extend((0..self.cfg.slot_count).filter(|&t| t != *s && !m.get(t)));
+                    excluded.extend((0..self.cfg.slot_count).filter(|&t| {
+                        let candidate = if t == self.cfg.slot {
+                            self.live
+                        } else {
+                            self.slots[t as usize].state == PeerState::Live
+                        };
+                        t != *s && candidate && !m.get(t)
+                    }));
                 }
             }
             let _ = uuid;

@@ -1248,10 +1248,18 @@ impl Sim {
                     .as_ref()
                     .is_some_and(|st| st.vms.iter().any(|e| e.uuid == u && e.state == VmState::Running))
             };
+            // A daemon whose disk is out (riding through an outage, say) can neither read the
+            // other copy's extent nor publish: the double run waits for the disk.
+            let disk_out = |m: usize| {
+                self.windows
+                    .iter()
+                    .any(|x| x.machine.is_none_or(|wm| wm == m) && x.start <= now && now < x.end)
+            };
             let able = now >= w.hang_until
                 && on.iter().all(|&m| published(m))
                 && on.iter().all(|&m| {
-                    now >= w.lies.destroy_broken_until[m]
+                    !disk_out(m)
+                        && now >= w.lies.destroy_broken_until[m]
                         && self.machines[m]
                             .incs
                             .last()
