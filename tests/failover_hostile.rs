@@ -451,12 +451,14 @@ fn hostile_names_from_an_extent_are_never_options_and_always_escaped() {
             );
         }
     }
-    let st = p.hosts[x].status().unwrap();
-    assert!(
-        st["vms"]["own"].as_array().unwrap().iter().any(|e| e["name"] == "--help" && e["state"] == "running"),
-        "{:#}",
-        st["vms"]
-    );
+    // The hook runs the VM before its start call returns: the state says `running` once it has.
+    p.wait("--help published running where it runs", restart_bound(), |p| {
+        p.hosts[x].status().is_some_and(|st| {
+            st["vms"]["own"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["name"] == "--help" && e["state"] == "running"))
+        })
+    });
 
     // Phase 2: slot 3 dies; before anyone reads its final state, its extent is replaced by one
     // naming a VM "\x1b[31mred" (a terminal escape), crafted with the library's encoder on a
