@@ -44,6 +44,16 @@ pub fn start_landing_ms(timing: &crate::timing::Timing) -> u64 {
     4 * u64::from(timing.host_dead_ms)
 }
 
+/// [`FailoverConfig::start_landing_ms`] for a daemon whose predecessor may (`core::starts_may_land`)
+/// or may not have left a start in flight on this boot.
+pub fn start_landing_hold_ms(timing: &crate::timing::Timing, starts_may_land: bool) -> u64 {
+    if starts_may_land {
+        start_landing_ms(timing)
+    } else {
+        0
+    }
+}
+
 /// One slot as the heartbeat node sees it, copied out of [`super::Node`] every step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotView {

@@ -60,11 +60,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
             capacity_limit: limit,
             hb_addrs: s.hb_addrs.clone(),
             tolerance_target: s.tolerance_target,
-            start_landing_ms: if s.starts_may_land {
-                crate::core::failover::start_landing_ms(&s.timing)
-            } else {
-                0
-            },
+            start_landing_ms: crate::core::failover::start_landing_hold_ms(&s.timing, s.starts_may_land),
         },
         now_ms(),
     );

@@ -467,11 +467,10 @@ impl Sim {
             capacity_limit: None,
             hb_addrs: vec![],
             tolerance_target: None,
-            start_landing_ms: if self.incs[i].starts_may_land {
-                diskbeat::core::failover::start_landing_ms(&self.timing)
-            } else {
-                0
-            },
+            start_landing_ms: diskbeat::core::failover::start_landing_hold_ms(
+                &self.timing,
+                self.incs[i].starts_may_land,
+            ),
         };
         let n = self.slot_count as usize;
         let intruder = self.machines[m].intruder;
