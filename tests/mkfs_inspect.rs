@@ -181,13 +181,7 @@ fn inspect_shows_who_hears_whom() {
     use diskbeat::format::record::{flags, State};
     use serde_json::json;
     let (_dir, img) = image(8);
-    let mut disk = diskbeat::disk::Disk::open(
-        &img,
-        diskbeat::io::Access::ReadWrite,
-        diskbeat::io::EngineKind::Auto,
-        None,
-    )
-    .expect("open image");
+    let mut disk = open_rw(&img);
     let net = flags::NET_ENABLED;
     // 0 <-> 1 and 0 <-> 2 mutual; 2 hears 1 but 1 does not hear 2; nobody hears 5 (fenced, it
     // hears nobody either); 4 is disk-only: its net_view claims 0 and 1, and is ignored.
@@ -277,13 +271,7 @@ fn inspect_shows_ride_through_members() {
     use diskbeat::format::record::{flags, Record, State};
     use serde_json::json;
     let (_dir, img) = image(8);
-    let mut disk = diskbeat::disk::Disk::open(
-        &img,
-        diskbeat::io::Access::ReadWrite,
-        diskbeat::io::EngineKind::Auto,
-        None,
-    )
-    .expect("open image");
+    let mut disk = open_rw(&img);
     let cluster = disk.superblock().cluster_uuid;
     let record = |slot: u32, flags: u16, members: &[u32]| {
         let mut r = Record::free(cluster, slot);
@@ -362,13 +350,7 @@ fn inspect_shows_ride_through_members() {
 fn inspect_summarises_a_large_matrix() {
     use diskbeat::format::record::{flags, State};
     let (_dir, img) = image(24);
-    let mut disk = diskbeat::disk::Disk::open(
-        &img,
-        diskbeat::io::Access::ReadWrite,
-        diskbeat::io::EngineKind::Auto,
-        None,
-    )
-    .expect("open image");
+    let mut disk = open_rw(&img);
     // Slots 0..20: two mutual halves 0..10 and 10..20.
     for slot in 0..20u32 {
         let half: Vec<u32> = if slot < 10 { (0..10).collect() } else { (10..20).collect() };
@@ -396,4 +378,10 @@ fn inspect_summarises_a_large_matrix() {
     assert!(text.contains("Partitioned: yes (0 one-way links, 100 pairs with no link)."), "{text}");
     assert!(!text.contains("no link either way"), "the rows say it; no 100-line pair list:\n{text}");
     assert!(text.lines().all(|l| l.chars().count() < 120), "{text}");
+}
+
+/// The image `img`, opened for writing records straight into it.
+fn open_rw(img: &std::path::Path) -> diskbeat::disk::Disk {
+    diskbeat::disk::Disk::open(img, diskbeat::io::Access::ReadWrite, diskbeat::io::EngineKind::Auto, None)
+        .expect("open image")
 }
