@@ -157,7 +157,7 @@ fn three_daemons_kill_restart_leave() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["text"].as_str().unwrap().contains("slot 2: restarted")),
+            .any(|e| e["kind"] == "peer_restarted" && e["slot"] == 2),
         "{s0:#}"
     );
 

@@ -250,6 +250,20 @@ fn assert_healthy(st: &[Value], slots: &[usize]) {
     }
 }
 
+/// The changes of `slot`'s state to one of `to` this host reported: (at_ms, its text).
+fn peer_changes(st: &Value, slot: u64, to: &[&str]) -> Vec<(u64, String)> {
+    st["recent_events"]
+        .as_array()
+        .map(|evs| {
+            evs.iter()
+                .filter(|e| e["kind"] == "peer_state" && e["slot"] == slot)
+                .filter(|e| to.iter().any(|t| e["data"]["to"] == *t))
+                .filter_map(|e| Some((e["at_ms"].as_u64()?, e["text"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn events_with(st: &Value, needle: &str) -> Vec<(u64, String)> {
     st["recent_events"]
         .as_array()
@@ -305,10 +319,8 @@ fn faulted_host_fences_before_peers_declare_it_dead(fault: Fault) {
         );
         assert!(silent >= BASE_TIMEOUT_MS, "{} declared a dead after only {silent} ms of silence", VIEWS[i]);
         // Every "slot 0: ... -> dead" event is after the fence too.
-        for (at, text) in events_with(&st[i], "slot 0:") {
-            if text.ends_with("-> dead") {
-                assert!(at > a_fenced, "{}: '{text}' at {at} ms, before a fenced at {a_fenced} ms", VIEWS[i]);
-            }
+        for (at, text) in peer_changes(&st[i], 0, &["dead"]) {
+            assert!(at > a_fenced, "{}: '{text}' at {at} ms, before a fenced at {a_fenced} ms", VIEWS[i]);
         }
     }
     // The healthy hosts stay live a little longer (no collateral damage).
@@ -354,10 +366,7 @@ fn eio_on_reads_only_host_self_fences_before_peers_see_it_gone() {
             .all(|&i| peer(&st[i], 0).map(|p| p["state"] == "fenced" || p["state"] == "dead") == Some(true))
     });
     for i in [1, 2] {
-        let gone: Vec<_> = events_with(&st[i], "slot 0:")
-            .into_iter()
-            .filter(|(_, t)| t.ends_with("-> fenced") || t.ends_with("-> dead"))
-            .collect();
+        let gone = peer_changes(&st[i], 0, &["fenced", "dead"]);
         assert!(!gone.is_empty(), "{}: no event for slot 0 going away", VIEWS[i]);
         for (at, text) in gone {
             eprintln!("{}: '{text}' at {at} ms, {} ms after a fenced", VIEWS[i], at as i64 - a_fenced as i64);

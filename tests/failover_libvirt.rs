@@ -697,8 +697,7 @@ fn failover_coordinator_killed_mid_restart() {
     let kill0 = rig.kill(0);
     eprintln!("killed h3, then h0 {} ms later (its plan just published)", kill0 - kill1);
     let text = std::fs::read_to_string(&log0).unwrap();
-    let started_by_h0: Vec<&str> =
-        text.lines().filter(|l| l.contains("starting a VM of a failed host")).collect();
+    let started_by_h0: Vec<&str> = text.lines().filter(|l| l.contains("vm_starting")).collect();
     eprintln!("h0 had begun {} start(s): {started_by_h0:?}", started_by_h0.len());
     let want: Vec<Guest> =
         rig.guests.iter().filter(|g| (g.home == 0 || g.home == 3) && g.level != "none").cloned().collect();

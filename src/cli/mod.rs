@@ -14,6 +14,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod daemon;
+pub mod events;
 pub mod fence;
 pub mod inspect;
 pub mod mkfs;
@@ -110,6 +111,8 @@ pub enum Command {
     Daemon(daemon::Args),
     /// Show the local daemon's view of the cluster.
     Status(status::Args),
+    /// Show the daemon's decisions and why: fences, peers, partitions, plans, VM restarts.
+    Events(events::Args),
     /// Fence a host through its mailbox and confirm it.
     Fence(fence::Args),
     /// Rotate the cluster key stored on the heartbeat disk.
@@ -129,6 +132,7 @@ impl Command {
             Command::Probe(a) => a.json,
             Command::Daemon(_) => false,
             Command::Status(a) => a.json,
+            Command::Events(a) => a.json,
             Command::Fence(a) => a.json,
             Command::Rekey(a) => a.json,
             Command::Plan(a) => a.json,
@@ -175,6 +179,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Probe(args) => probe::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Status(args) => status::run(args),
+        Command::Events(args) => events::run(args),
         Command::Fence(args) => fence::run(args),
         Command::Rekey(args) => rekey::run(args),
         Command::Plan(args) => plan::run(args),

@@ -176,6 +176,95 @@ impl DestroyWhy {
     }
 }
 
+/// One VM of a restart plan: where it comes from and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMove {
+    pub vm: String,
+    pub uuid: uuid::Uuid,
+    pub from_slot: u32,
+    pub to_slot: u32,
+    pub wave: u32,
+    pub attempt: u8,
+}
+
+/// Something the failover core decided or saw: the daemon logs it and keeps it in its event
+/// history (`diskbeat events`), in the same words. Polled with [`Failover::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailoverEvent {
+    /// As coordinator: a new restart plan (numbers only grow across coordinators).
+    Plan {
+        number: u64,
+        moves: Vec<PlannedMove>,
+        unplaced: Vec<(String, u32, UnplacedCode)>,
+    },
+    /// This host took an assignment of the plan: its claim is written, then checked.
+    Claimed {
+        vm: String,
+        uuid: uuid::Uuid,
+        from_slot: u32,
+        plan: u64,
+        attempt: u8,
+    },
+    /// Another host holds a VM this host claimed: withdrawn before starting.
+    Withdrawn {
+        vm: String,
+        uuid: uuid::Uuid,
+        holder_slot: u32,
+    },
+    /// The claim check passed: the start is handed to the driver.
+    Starting {
+        vm: String,
+        uuid: uuid::Uuid,
+    },
+    Started {
+        vm: String,
+        uuid: uuid::Uuid,
+        took_ms: u64,
+    },
+    StartFailed {
+        vm: String,
+        uuid: uuid::Uuid,
+        error: String,
+    },
+    /// A VM that ran on `from_slot` (proven gone, or lost by a restarted host) runs on `to_slot`
+    /// now, with a newer claim: seen in `to_slot`'s extent (or our own start).
+    Restarted {
+        vm: String,
+        uuid: uuid::Uuid,
+        from_slot: u32,
+        to_slot: u32,
+        claim: u64,
+    },
+    /// Reported running here and on `other_slot` for the confirmation time: this copy goes.
+    RunningTwice {
+        vm: String,
+        uuid: uuid::Uuid,
+        other_slot: u32,
+        other_claim: u64,
+        our_claim: u64,
+    },
+    Destroying {
+        vm: String,
+        uuid: uuid::Uuid,
+        why: DestroyWhy,
+    },
+    Destroyed {
+        vm: String,
+        uuid: uuid::Uuid,
+        why: DestroyWhy,
+    },
+    DestroyFailed {
+        vm: String,
+        uuid: uuid::Uuid,
+        why: DestroyWhy,
+        error: String,
+        retry_in_ms: u64,
+    },
+}
+
+/// Events kept while nobody polls them (the daemon polls after every action).
+const MAX_QUEUED_EVENTS: usize = 1024;
+
 /// A destroy to do, or to retry after a failure.
 #[derive(Debug, Clone)]
 struct DestroyJob {
@@ -376,6 +465,14 @@ pub struct Failover {
     publish_after_ms: u64,
     /// The planner's last answer, reused while its inputs are unchanged (it may search).
     placement_cache: Option<(PlacementKey, Vec<Option<u32>>)>,
+    /// Events not polled yet.
+    events: std::collections::VecDeque<FailoverEvent>,
+    /// When each start in flight was handed out (its duration, for the event).
+    start_began_ms: BTreeMap<uuid::Uuid, u64>,
+    /// Restarts (VM, claim) already reported; the ones on the disk when this daemon started are
+    /// history, not news (`restarts_seeded`).
+    restarts_seen: BTreeSet<(uuid::Uuid, u64)>,
+    restarts_seeded: bool,
 }
 
 fn holds_top(entries: &[(u32, &VmEntry)]) -> Option<(u32, VmEntry)> {
@@ -419,12 +516,28 @@ impl Failover {
             published_vms: None,
             publish_after_ms: 0,
             placement_cache: None,
+            events: std::collections::VecDeque::new(),
+            start_began_ms: BTreeMap::new(),
+            restarts_seen: BTreeSet::new(),
+            restarts_seeded: false,
             cfg,
         }
     }
 
     pub fn config(&self) -> &FailoverConfig {
         &self.cfg
+    }
+
+    /// The next event to log and keep, oldest first.
+    pub fn poll_event(&mut self) -> Option<FailoverEvent> {
+        self.events.pop_front()
+    }
+
+    fn emit(&mut self, e: FailoverEvent) {
+        if self.events.len() == MAX_QUEUED_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
     }
 
     /// The node's view of every slot (ours included), and whether the node is live.
@@ -965,7 +1078,14 @@ impl Failover {
     pub fn handle_start(&mut self, now_ms: u64, uuid: uuid::Uuid, result: Result<(), String>) {
         let was = self.in_flight.remove(&uuid);
         debug_assert!(was, "an answer to a start that was not handed out");
+        let took_ms = self.start_began_ms.remove(&uuid).map_or(0, |t| now_ms.saturating_sub(t));
         let Some(e) = self.own.get_mut(&uuid) else { return };
+        let vm = e.name.clone();
+        match &result {
+            Ok(()) => self.emit(FailoverEvent::Started { vm, uuid, took_ms }),
+            Err(why) => self.emit(FailoverEvent::StartFailed { vm, uuid, error: truncate(why) }),
+        }
+        let e = self.own.get_mut(&uuid).expect("present");
         match result {
             Ok(()) => e.state = VmState::Running,
             Err(why) => {
@@ -991,7 +1111,20 @@ impl Failover {
         debug_assert_eq!(self.io, Io::Destroy(uuid));
         self.io = Io::Idle;
         let Some(mut job) = self.to_destroy.remove(&uuid) else { return };
-        let Some(e) = self.own.get_mut(&uuid) else { return };
+        if !self.own.contains_key(&uuid) {
+            return;
+        }
+        let (vm, why) = (job.name.clone(), job.why.clone());
+        match &result {
+            Ok(()) => self.emit(FailoverEvent::Destroyed { vm, uuid, why }),
+            Err(error) => {
+                let shift = job.failures.min(16);
+                let retry_in_ms = (self.cfg.inventory_interval_ms << shift)
+                    .min(self.cfg.inventory_interval_ms.saturating_mul(RETRY_MAX_INTERVALS));
+                self.emit(FailoverEvent::DestroyFailed { vm, uuid, why, error: truncate(error), retry_in_ms })
+            }
+        }
+        let e = self.own.get_mut(&uuid).expect("present");
         match result {
             Ok(()) => match job.why {
                 // `Failed`: not running here, so restarted elsewhere. Only from `Starting`: the
@@ -1032,7 +1165,9 @@ impl Failover {
         }
         if let Some((&uuid, job)) = self.to_destroy.iter().find(|(_, j)| now_ms >= j.due_ms) {
             self.io = Io::Destroy(uuid);
-            return Some(FailoverAction::Destroy { uuid, name: job.name.clone(), why: job.why.clone() });
+            let (name, why) = (job.name.clone(), job.why.clone());
+            self.emit(FailoverEvent::Destroying { vm: name.clone(), uuid, why: why.clone() });
+            return Some(FailoverAction::Destroy { uuid, name, why });
         }
         if self.cfg.driver && now_ms >= self.next_inventory_ms {
             self.io = Io::Inventory;
@@ -1064,6 +1199,10 @@ impl Failover {
                 if e.state == VmState::Starting {
                     // Not an `io`: the driver may run the starts of one wave at once.
                     self.in_flight.insert(uuid);
+                    self.start_began_ms.insert(uuid, now_ms);
+                    let vm = e.name.clone();
+                    self.emit(FailoverEvent::Starting { vm, uuid });
+                    let e = self.own.get(&uuid).expect("present");
                     let protection = crate::vm::ProtectionSettings {
                         level: e.protection,
                         order: e.order,
@@ -1115,6 +1254,7 @@ impl Failover {
         }
         self.coordinate();
         self.take_assignments();
+        self.note_restarts();
         self.two_copies(now_ms);
         if self.to_destroy.values().any(|j| now_ms >= j.due_ms) {
             return self.next_action(now_ms);
@@ -1175,6 +1315,8 @@ impl Failover {
                 e.state = VmState::Failed;
                 e.attempt = 0;
                 e.failure = Some(format!("slot {slot} holds it: withdrawn before starting"));
+                let (vm, holder_slot) = (e.name.clone(), *slot);
+                self.emit(FailoverEvent::Withdrawn { vm, uuid: *uuid, holder_slot });
             } else if round.blocked_by.is_none() {
                 self.to_start.push(*uuid);
             }
@@ -1287,6 +1429,8 @@ impl Failover {
                 continue;
             }
             let why = DestroyWhy::RunningTwice { other_slot, other_claim, our_claim };
+            let vm = name.clone();
+            self.emit(FailoverEvent::RunningTwice { vm, uuid, other_slot, other_claim, our_claim });
             let job = DestroyJob { name, why, failures: 0, due_ms: 0, since_ms: now_ms, error: None };
             self.to_destroy.insert(uuid, job);
         }
@@ -1579,11 +1723,102 @@ impl Failover {
             return;
         }
         let number = prev.as_ref().map_or(0, |p| p.epoch.number).max(self.max_plan_number()) + 1;
-        self.plan = Some(Plan {
+        let plan = Plan {
             epoch: Epoch { number, coordinator_slot: self.cfg.slot, coordinator_generation: self.generation },
             assignments,
             unplaced,
-        });
+        };
+        let event = self.plan_event(&plan);
+        self.emit(event);
+        self.plan = Some(plan);
+    }
+
+    fn vm_name(&self, slot: u32, uuid: uuid::Uuid) -> String {
+        let entries = self.all_entries();
+        let of = |s: Option<u32>| entries.iter().find(|(x, e)| s.is_none_or(|s| *x == s) && e.uuid == uuid);
+        of(Some(slot)).or_else(|| of(None)).map_or_else(|| uuid.to_string(), |(_, e)| e.name.clone())
+    }
+
+    fn plan_event(&self, p: &Plan) -> FailoverEvent {
+        let moves = p
+            .assignments
+            .iter()
+            .map(|a| PlannedMove {
+                vm: self.vm_name(a.source_slot, a.uuid),
+                uuid: a.uuid,
+                from_slot: a.source_slot,
+                to_slot: a.target_slot,
+                wave: a.wave,
+                attempt: a.attempt,
+            })
+            .collect();
+        let unplaced = p
+            .unplaced
+            .iter()
+            .map(|u| (self.vm_name(u.source_slot, u.uuid), u.source_slot, u.reason))
+            .collect();
+        FailoverEvent::Plan { number: p.epoch.number, moves, unplaced }
+    }
+
+    /// Reports every VM that runs on a host with a newer claim than the one it had on a slot
+    /// proven gone (or that lost it: a restarted host's `lost` entry): the answer to "where did
+    /// its VMs go" on every host that reads the extents, not only the coordinator and the target.
+    fn note_restarts(&mut self) {
+        let mut found = Vec::new();
+        let mut current = BTreeSet::new();
+        {
+            let entries = self.all_entries();
+            for (to, e) in &entries {
+                if e.state != VmState::Running || !self.may_hold(*to) {
+                    continue;
+                }
+                let from = entries
+                    .iter()
+                    .filter(|(s, o)| {
+                        *s != *to
+                            && o.uuid == e.uuid
+                            && o.claim < e.claim
+                            && (o.state == VmState::Lost
+                                || o.state.holds() && self.slots[*s as usize].gone.is_ok())
+                    })
+                    .max_by_key(|(_, o)| o.claim);
+                if let Some((from, _)) = from {
+                    current.insert((e.uuid, e.claim));
+                    if !self.restarts_seen.contains(&(e.uuid, e.claim)) {
+                        found.push(FailoverEvent::Restarted {
+                            vm: e.name.clone(),
+                            uuid: e.uuid,
+                            from_slot: *from,
+                            to_slot: *to,
+                            claim: e.claim,
+                        });
+                    }
+                }
+            }
+        }
+        // Extents on the disk when this daemon started hold old restarts: history, once every
+        // slot's extent has been read.
+        let seeded = self.restarts_seeded;
+        if !seeded {
+            let all_read = (0..self.cfg.slot_count).all(|s| {
+                let v = self.slots[s as usize];
+                s == self.cfg.slot
+                    || v.is_free()
+                    || v.state == PeerState::Unread
+                    || self.extents[s as usize].is_some()
+            });
+            if !all_read {
+                return;
+            }
+            self.restarts_seeded = true;
+        }
+        for e in found {
+            if seeded {
+                self.emit(e);
+            }
+        }
+        // Only restarts still on the disk are remembered (bounded by the VMs that exist).
+        self.restarts_seen = current;
     }
 
     /// Targets for first-attempt orphans, by the planner (`planner::restart_plan`): the live
@@ -1709,7 +1944,8 @@ impl Failover {
         };
         let open_wave = plan.assignments.iter().filter(|a| !done(a)).map(|a| a.wave).min();
         let Some(open_wave) = open_wave else { return };
-        for a in plan.assignments.iter().filter(|a| a.target_slot == self.cfg.slot && a.wave == open_wave) {
+        let me = self.cfg.slot;
+        for a in plan.assignments.iter().filter(|a| a.target_slot == me && a.wave == open_wave) {
             if self.own.get(&a.uuid).is_some_and(|e| e.claim >= a.claim) {
                 continue; // Taken (or withdrawn) already.
             }
@@ -1735,7 +1971,10 @@ impl Failover {
             e.claim = a.claim;
             e.attempt = a.attempt;
             e.failure = None;
+            let (vm, from_slot, attempt, number) =
+                (e.name.clone(), a.source_slot, a.attempt, plan.epoch.number);
             self.own.insert(a.uuid, e);
+            self.emit(FailoverEvent::Claimed { vm, uuid: a.uuid, from_slot, plan: number, attempt });
         }
     }
 

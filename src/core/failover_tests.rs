@@ -1076,3 +1076,60 @@ fn a_vm_of_a_host_proven_gone_by_silence_is_not_given_to_a_host_it_does_not_list
     let plan = p.hosts[0].fo.status().plan.expect("a plan");
     assert!(plan.assignments.iter().all(|a| a.target_slot != 1), "{plan:?}");
 }
+
+/// Events answer "where did its VMs go" on every host: the coordinator's plan, the target's
+/// claim, start and its duration, and a `Restarted` seen by every live host, once per restart;
+/// nothing about restarts that happened before a daemon started.
+#[test]
+fn every_host_reports_where_a_dead_hosts_vms_went_once() {
+    let mut p = Pool::new(3, 1024);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.add_vm(2, 4, 256, Protection::None, None);
+    p.run(20);
+    let drain =
+        |p: &mut Pool, i: usize| std::iter::from_fn(|| p.hosts[i].fo.poll_event()).collect::<Vec<_>>();
+    for i in 0..3 {
+        assert!(drain(&mut p, i).is_empty(), "host {i}: no event while nothing happens");
+    }
+    p.kill(2);
+    p.run(40);
+    let target = p.running_on(1)[0];
+    let mut restarted = Vec::new();
+    for i in 0..2 {
+        let evs = drain(&mut p, i);
+        let plans: Vec<_> = evs.iter().filter(|e| matches!(e, FailoverEvent::Plan { .. })).collect();
+        if i == 0 {
+            let Some(FailoverEvent::Plan { moves, unplaced, .. }) = plans.first() else {
+                panic!("the coordinator reports its plan: {evs:?}")
+            };
+            assert_eq!((moves[0].vm.as_str(), moves[0].from_slot, moves[0].to_slot), ("vm1", 2, target));
+            assert!(unplaced.iter().any(|(vm, from, _)| vm == "vm4" && *from == 2), "{unplaced:?}");
+        } else {
+            assert!(plans.is_empty(), "only the coordinator plans: {evs:?}");
+        }
+        if i as u32 == target {
+            let kinds: Vec<&str> = evs
+                .iter()
+                .filter_map(|e| match e {
+                    FailoverEvent::Claimed { from_slot: 2, .. } => Some("claimed"),
+                    FailoverEvent::Starting { .. } => Some("starting"),
+                    FailoverEvent::Started { .. } => Some("started"),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(kinds, ["claimed", "starting", "started"], "{evs:?}");
+        }
+        restarted.extend(evs.into_iter().filter_map(|e| match e {
+            FailoverEvent::Restarted { vm, from_slot: 2, to_slot, .. } => Some((i, vm, to_slot)),
+            _ => None,
+        }));
+    }
+    assert_eq!(restarted, [(0, "vm1".to_string(), target), (1, "vm1".to_string(), target)]);
+    // A daemon that starts now finds that restart on the disk: history, not news.
+    let h = &mut p.hosts[1 - target as usize];
+    h.generation += 1;
+    h.fo = Failover::new(h.fo.config().clone(), p.now);
+    p.run(20);
+    let late = drain(&mut p, 1 - target as usize);
+    assert!(!late.iter().any(|e| matches!(e, FailoverEvent::Restarted { .. })), "{late:?}");
+}

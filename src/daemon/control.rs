@@ -1,9 +1,12 @@
-//! The control socket: `status` / `status all` requests, one JSON document per connection.
+//! The control socket: `status` / `status all` requests, one JSON document per connection;
+//! `events [after=SEQ] [since=UNIX_MS] [follow]`, the event history as JSON lines, then (with
+//! `follow`) new events as they come, until the client closes.
 //!
 //! Bounded on every side: a request line is at most `MAX_REQUEST_BYTES`, at most `MAX_CLIENTS`
 //! are served at once (more are told so and closed), and accept errors (EMFILE, ENFILE, ...)
 //! back off instead of spinning.
 
+use super::journal::Query;
 use super::{now_ms, status, DaemonError};
 use status::Snapshot;
 use std::future::Future;
@@ -19,6 +22,8 @@ pub(super) const MAX_REQUEST_BYTES: usize = 256;
 pub(super) const MAX_CLIENTS: usize = 16;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a follower's stream looks for new events.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -99,17 +104,47 @@ pub(super) fn spawn_control(
         .expect("spawn control thread");
 }
 
-fn respond(snapshot: &Mutex<Snapshot>, request: &str) -> String {
+/// A reply: one line, or a stream of lines (events).
+pub(super) enum Reply {
+    Line(String),
+    /// `next` gives the lines due now (and is asked again every [`FOLLOW_POLL`] while `follow`).
+    Stream {
+        next: Box<dyn FnMut() -> Vec<String> + Send>,
+        follow: bool,
+    },
+}
+
+fn respond(snapshot: &Arc<Mutex<Snapshot>>, request: &str) -> Reply {
     match request {
         "status" | "status all" => {
             let s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
             let mut report = status::render(&s, request == "status all");
             drop(s);
             report.now_ms = now_ms();
-            serde_json::to_string(&report).expect("a status report serializes")
+            Reply::Line(serde_json::to_string(&report).expect("a status report serializes"))
         }
-        other => error_json(&format!("unknown request '{other}'")),
+        other if other.split_whitespace().next() == Some("events") => match Query::parse(other) {
+            Ok(q) => events(snapshot.clone(), q),
+            Err(e) => Reply::Line(error_json(&e)),
+        },
+        other => Reply::Line(error_json(&format!("unknown request '{other}'"))),
     }
+}
+
+/// The history `q` asks for, then (following) every new event; a reader that asks for events
+/// the bounded history dropped gets an `events_missed` entry saying how many.
+fn events(snapshot: Arc<Mutex<Snapshot>>, mut q: Query) -> Reply {
+    let follow = q.follow;
+    let next = move || {
+        let s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let (entries, missed) = s.journal.read(&q);
+        let gap = (missed > 0).then(|| s.journal.missed_entry(missed, now_ms()));
+        // Next time: only what is newer than everything this read could see.
+        q.after_seq = Some(s.journal.next_seq() - 1);
+        drop(s);
+        gap.iter().chain(&entries).map(|e| serde_json::to_string(e).expect("an event serializes")).collect()
+    };
+    Reply::Stream { next: Box::new(next), follow }
 }
 
 fn error_json(message: &str) -> String {
@@ -149,7 +184,7 @@ impl Backoff {
     }
 }
 
-type Responder = Arc<dyn Fn(&str) -> String + Send + Sync>;
+type Responder = Arc<dyn Fn(&str) -> Reply + Send + Sync>;
 
 async fn serve(mut acceptor: impl Acceptor, respond: Responder) {
     let clients = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
@@ -185,8 +220,9 @@ async fn serve(mut acceptor: impl Acceptor, respond: Responder) {
     }
 }
 
-/// Reads one request line (at most `MAX_REQUEST_BYTES`), writes one reply line, closes.
-async fn handle(stream: UnixStream, respond: &(dyn Fn(&str) -> String + Send + Sync)) {
+/// Reads one request line (at most `MAX_REQUEST_BYTES`), writes the reply, closes (a follower:
+/// when it closes its end).
+async fn handle(stream: UnixStream, respond: &(dyn Fn(&str) -> Reply + Send + Sync)) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let (r, mut w) = stream.into_split();
     // One byte more than a request may hold, plus its newline: enough to tell "too long".
@@ -200,12 +236,37 @@ async fn handle(stream: UnixStream, respond: &(dyn Fn(&str) -> String + Send + S
         line.pop();
     }
     let reply = if line.len() > MAX_REQUEST_BYTES {
-        error_json(&format!("request longer than {MAX_REQUEST_BYTES} bytes: closing the connection"))
+        Reply::Line(error_json(&format!(
+            "request longer than {MAX_REQUEST_BYTES} bytes: closing the connection"
+        )))
     } else {
         respond(String::from_utf8_lossy(&line).trim())
     };
-    let _ = w.write_all(reply.as_bytes()).await;
-    let _ = w.write_all(b"\n").await;
+    match reply {
+        Reply::Line(text) => {
+            let _ = w.write_all(text.as_bytes()).await;
+            let _ = w.write_all(b"\n").await;
+        }
+        Reply::Stream { mut next, follow } => {
+            let mut r = reader.into_inner();
+            let mut probe = [0u8; 64];
+            loop {
+                let mut chunk = String::new();
+                for l in next() {
+                    chunk.push_str(&l);
+                    chunk.push('\n');
+                }
+                if w.write_all(chunk.as_bytes()).await.is_err() || !follow {
+                    break;
+                }
+                // New events every poll; a client that closes its end is gone (and its slot free).
+                tokio::select! {
+                    n = r.read(&mut probe) => if !matches!(n, Ok(1..)) { break },
+                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                }
+            }
+        }
+    }
     let _ = w.shutdown().await;
 }
 
@@ -216,7 +277,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn echo() -> Responder {
-        Arc::new(|request: &str| serde_json::json!({ "echo": request }).to_string())
+        Arc::new(|request: &str| Reply::Line(serde_json::json!({ "echo": request }).to_string()))
     }
 
     fn runtime() -> tokio::runtime::Runtime {

@@ -8,13 +8,15 @@
 
 pub mod config;
 mod control;
+pub mod events;
 pub mod fence;
+pub mod journal;
 pub mod net;
 pub mod report;
 pub mod status;
 mod vms;
 
-use crate::core::{Action, Event, FenceOutcome, IoFailure, Node, NodeConfig, PeerState, SlotSource};
+use crate::core::{Action, FenceOutcome, IoFailure, Node, NodeConfig, SlotSource};
 use crate::disk::{read_superblock_bytes, write_result, Disk, DiskError};
 use crate::io::{Access, Device};
 use crate::timing::Timing;
@@ -530,10 +532,10 @@ impl ExtentState {
     }
 }
 
-/// Logs the node's events and copies its state into the status snapshot.
-/// Copies the node's state and events into the snapshot the control thread serves. Never waits
-/// on it: while a status is being rendered under the snapshot lock, this cycle's copy is skipped
-/// (the events stay queued in the node for the next one).
+/// Logs the node's events, keeps them in the history, and copies the node's state into the
+/// snapshot the control thread serves. Never waits on it: while a status is being rendered under
+/// the snapshot lock, this cycle's copy is skipped (the events stay queued in the node for the
+/// next one).
 fn publish(node: &Mutex<Node>, snapshot: &Mutex<Snapshot>) {
     let now = now_ms();
     let mut snap = match snapshot.try_lock() {
@@ -543,34 +545,10 @@ fn publish(node: &Mutex<Node>, snapshot: &Mutex<Snapshot>) {
     };
     let mut node = node_lock(node);
     while let Some(e) = node.poll_event() {
-        log_event(&e);
-        snap.push_event(now, e);
+        let ev = events::node_event(&e, &node);
+        snap.journal.record(now, ev);
     }
     snap.update(&node, now);
-}
-
-fn log_event(e: &Event) {
-    let text = status::describe_event(e);
-    match e {
-        Event::SelfFence(_) | Event::Refused(_) | Event::FenceFailed { .. } | Event::SuperblockChanged => {
-            tracing::error!("{text}")
-        }
-        Event::CycleFailed { .. }
-        | Event::SlowWrite { .. }
-        | Event::SlowSweep { .. }
-        | Event::PeerCorrupt { .. }
-        | Event::MailboxCorrupt { .. }
-        | Event::SuperblockUnreadable(_)
-        | Event::BackupFenced { .. } => {
-            tracing::warn!("{text}")
-        }
-        // A never-used slot seen for the first time is not news (64 lines at start otherwise).
-        Event::Peer {
-            change: crate::core::PeerChange::State { from: PeerState::Unread, to: PeerState::Free },
-            ..
-        } => tracing::debug!("{text}"),
-        _ => tracing::info!("{text}"),
-    }
 }
 
 /// The backup deadline: fences if the heartbeat loop has not renewed the deadline in time

@@ -20,7 +20,8 @@ pub struct StatusReport {
     pub network: NetworkStatus,
     pub vms: VmsStatus,
     pub peers: Vec<PeerStatus>,
-    pub recent_events: Vec<EventLine>,
+    /// The newest events (`diskbeat events` has the whole history), oldest first.
+    pub recent_events: Vec<crate::daemon::journal::EventEntry>,
 }
 
 /// This host.
@@ -271,10 +272,4 @@ pub struct LastPacket {
     pub disk_lost: bool,
     pub disk_age_ms: Option<u64>,
     pub hears: Vec<u32>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventLine {
-    pub at_ms: u64,
-    pub text: String,
 }

@@ -9,8 +9,8 @@ use crate::format::decode_name;
 use crate::stats::Histogram;
 use crate::text::count;
 use crate::timing::Timing;
-use std::collections::VecDeque;
 
+/// Events `status` shows (the newest); `diskbeat events` has the whole history.
 const RECENT_EVENTS: usize = 64;
 
 pub struct Snapshot {
@@ -36,7 +36,8 @@ pub struct Snapshot {
     pub sweep_latency: Histogram,
     pub cycles: u64,
     pub failed_cycles: u64,
-    pub events: VecDeque<(u64, Event)>,
+    /// The event history (`diskbeat events`); the newest are `status`'s `recent_events`.
+    pub journal: super::journal::Journal,
     // Network heartbeats.
     pub hb_addrs: Vec<std::net::SocketAddr>,
     pub peer_addrs: crate::daemon::net::AddressBook,
@@ -81,7 +82,10 @@ impl Snapshot {
             sweep_latency: Histogram::default(),
             cycles: 0,
             failed_cycles: 0,
-            events: VecDeque::with_capacity(RECENT_EVENTS),
+            journal: super::journal::Journal::new(
+                decode_name(&cfg.host_name).unwrap_or("?").to_string(),
+                cfg.slot,
+            ),
             hb_addrs: Vec::new(),
             peer_addrs: vec![[None; crate::core::net::MAX_NETWORKS]; core.peers().len()],
             net_peers: core.net().peers.clone(),
@@ -122,13 +126,6 @@ impl Snapshot {
         self.isolated = core.isolated();
         self.members = core.members().len();
         self.own_view = core.view_at(now_ms);
-    }
-
-    pub fn push_event(&mut self, at_ms: u64, e: Event) {
-        if self.events.len() == RECENT_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back((at_ms, e));
     }
 }
 
@@ -469,11 +466,7 @@ pub fn render(s: &Snapshot, all: bool) -> StatusReport {
         network: network(s),
         vms: vms(s),
         peers,
-        recent_events: s
-            .events
-            .iter()
-            .map(|(at, e)| EventLine { at_ms: *at, text: describe_event(e) })
-            .collect(),
+        recent_events: s.journal.last(RECENT_EVENTS).cloned().collect(),
     }
 }
 

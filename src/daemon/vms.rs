@@ -175,23 +175,21 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                             }
                         }
                     }
+                    // The `vm_starting` events before the driver is called.
+                    record_events(&mut fo, &shared, s.slot);
                     for (uuid, r) in start_batch(&s, &shared, &mut driver, batch) {
                         fo.handle_start(now_ms(), uuid, r);
                     }
                     pending = next;
                 }
                 FailoverAction::Destroy { uuid, name, why } => {
-                    tracing::warn!(vm = %name, %uuid, why = %why.text(), "destroying a VM here");
+                    // Logged as events (`vm_destroying`, `vm_destroyed`, `vm_destroy_failed`).
+                    let _ = why;
+                    record_events(&mut fo, &shared, s.slot);
                     let r = match driver.as_mut() {
                         Some(d) => d.destroy(&name).map_err(|e| e.to_string()),
                         None => Err("the VM driver could not be opened".to_string()),
                     };
-                    match &r {
-                        Ok(()) => tracing::warn!(vm = %name, %uuid, "VM destroyed"),
-                        Err(e) => {
-                            tracing::error!(vm = %name, %uuid, error = %e, "destroying the VM failed: retried with backoff")
-                        }
-                    }
                     fo.handle_destroy(now_ms(), uuid, r);
                 }
                 FailoverAction::Lookup { uuid, name } => {
@@ -211,11 +209,13 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     fo.handle_lookup(now_ms(), uuid, r);
                 }
             }
+            record_events(&mut fo, &shared, s.slot);
             // After every action: a plan carried out in one go is visible while it runs.
             let mut st = fo.status();
             st.tolerance = (s.driver.is_some() || st.plan.is_some()).then_some(tolerated);
             super::lock(&shared.snapshot).failover = Some(st);
         }
+        record_events(&mut fo, &shared, s.slot);
         let mut status = fo.status();
         let pool = fo.pool();
         if tolerance_inputs.as_ref() != Some(&pool) {
@@ -232,6 +232,32 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
         super::lock(&shared.snapshot).failover = Some(status);
         let wake = fo.poll_timeout().map_or(step_ms, |t| t.saturating_sub(now_ms()).min(step_ms));
         std::thread::sleep(Duration::from_millis(wake.max(5)));
+    }
+}
+
+/// Logs the failover core's events and keeps them in the history, with host names as the node
+/// sees them now.
+fn record_events(fo: &mut Failover, shared: &VmShared, own_slot: u32) {
+    let mut events = Vec::new();
+    while let Some(e) = fo.poll_event() {
+        events.push(e);
+    }
+    if events.is_empty() {
+        return;
+    }
+    let names: Vec<String> = {
+        let n = node_lock(&shared.node);
+        let own = crate::format::decode_name(&n.config().host_name).unwrap_or("?").to_string();
+        n.peers()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| if i as u32 == own_slot { own.clone() } else { p.host_name().to_string() })
+            .collect()
+    };
+    let name = |s: u32| names.get(s as usize).cloned().unwrap_or_default();
+    let mut snap = super::lock(&shared.snapshot);
+    for e in &events {
+        snap.journal.record(now_ms(), super::events::failover_event(e, &name));
     }
 }
 
@@ -337,20 +363,16 @@ fn start_batch(
     }
     let _ended = Ended(&shared.fencer, batch.len());
     let start_one = |d: &mut dyn VmDriver, j: &StartJob| -> Result<(), String> {
-        tracing::warn!(vm = %j.name, uuid = %j.uuid, "starting a VM of a failed host (claim checked)");
+        // Logged as events (`vm_starting`, `vm_started`, `vm_start_failed`).
         let r = d
             .start(&crate::vm::StartRequest { name: &j.name, uuid: j.uuid, definition: &j.definition })
             .map_err(|e| e.to_string());
-        match &r {
-            Ok(()) => {
-                tracing::warn!(vm = %j.name, "VM started");
-                // Protection travels with the VM: store it here too (the exec hook keeps it
-                // outside the definition; for libvirt it is already in the definition).
-                if let Err(e) = d.set_protection(&j.name, &j.protection) {
-                    tracing::error!(vm = %j.name, error = %e, "cannot store the protection settings of a restarted VM");
-                }
+        if r.is_ok() {
+            // Protection travels with the VM: store it here too (the exec hook keeps it
+            // outside the definition; for libvirt it is already in the definition).
+            if let Err(e) = d.set_protection(&j.name, &j.protection) {
+                tracing::error!(vm = %j.name, error = %e, "cannot store the protection settings of a restarted VM");
             }
-            Err(e) => tracing::error!(vm = %j.name, error = %e, "VM start failed"),
         }
         r
     };
