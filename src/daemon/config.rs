@@ -228,8 +228,9 @@ pub fn resolve(
         .metrics_addr
         .as_deref()
         .map(|a| {
-            a.parse::<std::net::SocketAddr>()
-                .map_err(|_| field("metrics_addr", format!("'{a}' is not IP:PORT (for example 127.0.0.1:9464)")))
+            a.parse::<std::net::SocketAddr>().map_err(|_| {
+                field("metrics_addr", format!("'{a}' is not IP:PORT (for example 127.0.0.1:9464)"))
+            })
         })
         .transpose()?;
     if c.key_file.is_some() && hb_addrs.is_empty() {
@@ -327,7 +328,11 @@ mod tests {
         let file: FileConfig = toml::from_str("metrics_addr = \"127.0.0.1:9464\"").unwrap();
         let on = resolve(file, FileConfig { metrics_addr: Some("[::1]:0".into()), ..base() }, false).unwrap();
         assert_eq!(on.metrics_addr, Some("[::1]:0".parse().unwrap()), "the flag wins over the file");
-        let on = resolve(FileConfig { metrics_addr: Some("127.0.0.1:9464".into()), ..base() }, FileConfig::default(), false);
+        let on = resolve(
+            FileConfig { metrics_addr: Some("127.0.0.1:9464".into()), ..base() },
+            FileConfig::default(),
+            false,
+        );
         assert_eq!(on.unwrap().metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
     }
 

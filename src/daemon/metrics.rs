@@ -49,7 +49,8 @@ const LE_TARGETS_US: [u64; 16] = [
 ];
 
 /// Every phase `diskbeat_phase` names (one of them 1, the others 0).
-const PHASES: [&str; 8] = ["acquiring", "joining", "live", "self_fencing", "fenced", "leaving", "stopped", "refused"];
+const PHASES: [&str; 8] =
+    ["acquiring", "joining", "live", "self_fencing", "fenced", "leaving", "stopped", "refused"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -320,7 +321,11 @@ pub fn registry(s: &Snapshot, x: &Extra) -> Registry {
         );
     }
     m.counter("fence_failures", "Fence action attempts that failed", u64::from(s.fence_failures));
-    m.gauge("watchdog_armed", "A hardware watchdog is armed and fed by the heartbeat loop (1)", b(s.watchdog));
+    m.gauge(
+        "watchdog_armed",
+        "A hardware watchdog is armed and fed by the heartbeat loop (1)",
+        b(s.watchdog),
+    );
 
     // Peers, as `diskbeat status` lists them (free and never-read slots left out).
     let peers: Vec<(usize, &crate::core::Peer)> = s
@@ -329,7 +334,9 @@ pub fn registry(s: &Snapshot, x: &Extra) -> Registry {
         .enumerate()
         .filter(|(i, p)| *i as u32 != s.slot && !matches!(p.state, PeerState::Free | PeerState::Unread))
         .collect();
-    let peer_labels = |i: usize, p: &crate::core::Peer| labels(&[("slot", i.to_string()), ("name", p.host_name().to_string())]);
+    let peer_labels = |i: usize, p: &crate::core::Peer| {
+        labels(&[("slot", i.to_string()), ("name", p.host_name().to_string())])
+    };
     m.gauges(
         "peer_state",
         "Each peer slot's state as this host sees it, value 1",
@@ -379,7 +386,11 @@ pub fn registry(s: &Snapshot, x: &Extra) -> Registry {
             "Packets accepted from the peer on this network",
             per_net(&|np, n| Some(np.accepted[n])),
         );
-        m.counter("beats_sent", "Heartbeat packets sent (one per peer per beat, on every network)", s.beats_sent);
+        m.counter(
+            "beats_sent",
+            "Heartbeat packets sent (one per peer per beat, on every network)",
+            s.beats_sent,
+        );
         m.counters(
             "net_drops",
             "Heartbeat datagrams received and dropped by diskbeat, by reason (docs/PROTOCOL.md)",
@@ -394,7 +405,11 @@ pub fn registry(s: &Snapshot, x: &Extra) -> Registry {
                 .enumerate()
                 .filter_map(|(n, d)| d.map(|d| (labels(&[("network", n.to_string())]), d))),
         );
-        m.gauge("net_members", "Hosts in this host's network membership (itself included)", i64::from(s.members));
+        m.gauge(
+            "net_members",
+            "Peers holding their slot at this host's last successful sweep (the last membership)",
+            i64::from(s.members),
+        );
         if s.isolation_configured {
             m.gauge("isolated", "This host reaches none of its isolation addresses (1)", b(s.isolated));
         }
@@ -405,7 +420,11 @@ pub fn registry(s: &Snapshot, x: &Extra) -> Registry {
                 i64::from(p.participants),
             );
             if let Ok(d) = &p.decision {
-                m.gauge("partition_survivors", "Hosts in the part the partition rule keeps", i64::from(d.survivors.len()));
+                m.gauge(
+                    "partition_survivors",
+                    "Hosts in the part the partition rule keeps",
+                    i64::from(d.survivors.len()),
+                );
                 m.gauge(
                     "partition_survives",
                     "This host is in the part the partition rule keeps (1) or must fence (0)",
@@ -427,10 +446,18 @@ pub fn registry(s: &Snapshot, x: &Extra) -> Registry {
 
     if let Some(f) = &s.failover {
         if let Some(t) = f.tolerance {
-            m.gauge("host_failures_tolerated", "Host failures the pool tolerates (proven by the planner)", i64::from(t));
+            m.gauge(
+                "host_failures_tolerated",
+                "Host failures the pool tolerates (proven by the planner)",
+                i64::from(t),
+            );
         }
         if let Some(t) = f.tolerance_target {
-            m.gauge("tolerance_target", "The host failures the pool should tolerate (tolerance_target)", i64::from(t));
+            m.gauge(
+                "tolerance_target",
+                "The host failures the pool should tolerate (tolerance_target)",
+                i64::from(t),
+            );
         }
         m.gauge("failover_coordinator", "This host coordinates failover (1)", b(f.is_coordinator));
         m.gauge(
@@ -439,7 +466,11 @@ pub fn registry(s: &Snapshot, x: &Extra) -> Registry {
             f.held.iter().map(|h| h.vms.len() as i64).sum(),
         );
         m.gauge("vms_waiting", "VMs, or slots' VMs, not where the plan wants them", f.waiting.len() as i64);
-        m.gauge("vms_running_twice", "VMs reported running on two hosts (operator error)", f.running_twice.len() as i64);
+        m.gauge(
+            "vms_running_twice",
+            "VMs reported running on two hosts (operator error)",
+            f.running_twice.len() as i64,
+        );
         m.gauge("vms_missing", "Our VMs the driver's inventory omits", f.missing.len() as i64);
     }
     if let Some(counts) = *x.vms.published.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -449,7 +480,10 @@ pub fn registry(s: &Snapshot, x: &Extra) -> Registry {
             PROTECTIONS.iter().enumerate().flat_map(|(pi, p)| {
                 VM_STATES.iter().enumerate().map(move |(si, st)| {
                     (
-                        labels(&[("protection", p.as_str().to_string()), ("state", vm_state_name(*st).to_string())]),
+                        labels(&[
+                            ("protection", p.as_str().to_string()),
+                            ("state", vm_state_name(*st).to_string()),
+                        ]),
                         i64::from(counts[pi][si]),
                     )
                 })
@@ -511,7 +545,8 @@ fn serve(listener: TcpListener, shared: Arc<MetricsShared>) {
         if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
             busy.fetch_sub(1, Ordering::SeqCst);
             let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-            let _ = respond(&mut stream, "503 Service Unavailable", "text/plain", b"too many scrapes at once\n");
+            let _ =
+                respond(&mut stream, "503 Service Unavailable", "text/plain", b"too many scrapes at once\n");
             continue;
         }
         let (client_shared, client_busy) = (shared.clone(), busy.clone());
@@ -571,12 +606,15 @@ fn handle(mut stream: TcpStream, shared: &MetricsShared) {
         }
     };
     let Some(end) = end else {
-        let _ = respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"request too long\n");
+        let _ =
+            respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"request too long\n");
         return;
     };
     let _ = match parse_request(&buf[..end]) {
         Request::Metrics => respond(&mut stream, "200 OK", CONTENT_TYPE, render(shared).as_bytes()),
-        Request::NotFound => respond(&mut stream, "404 Not Found", "text/plain", b"only /metrics is served\n"),
+        Request::NotFound => {
+            respond(&mut stream, "404 Not Found", "text/plain", b"only /metrics is served\n")
+        }
         Request::BadMethod => respond(&mut stream, "405 Method Not Allowed", "text/plain", b"GET only\n"),
         Request::Bad => respond(&mut stream, "400 Bad Request", "text/plain", b"not an HTTP/1 request\n"),
     };
@@ -729,7 +767,11 @@ mod tests {
             coordinator_slot: Some(0),
             is_coordinator: true,
             plan: None,
-            held: vec![Held { slot: 2, vms: vec!["a".into(), "b".into()], reason: NotProven::DeadWithoutWatchdog }],
+            held: vec![Held {
+                slot: 2,
+                vms: vec!["a".into(), "b".into()],
+                reason: NotProven::DeadWithoutWatchdog,
+            }],
             own: vec![("web1".into(), VmState::Running)],
             missing: Vec::new(),
             driver_error: None,
@@ -782,7 +824,9 @@ mod tests {
     fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
         samples
             .iter()
-            .find(|(n, l, _)| n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .find(|(n, l, _)| {
+                n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|s| s.2)
     }
 
@@ -853,8 +897,14 @@ mod tests {
         assert_eq!(v("diskbeat_self_fence_deadline_margin_min_seconds", &[]), 0.45);
         assert_eq!(v("diskbeat_peer_state", &[("slot", "1"), ("name", "hv1"), ("state", "live")]), 1.0);
         assert_eq!(v("diskbeat_peer_state", &[("slot", "2"), ("state", "dead")]), 1.0);
-        assert!(value(&samples, "diskbeat_peer_state", &[("slot", "3")]).is_none(), "a free slot is left out");
-        assert!(value(&samples, "diskbeat_peer_state", &[("slot", "0")]).is_none(), "this host is not a peer");
+        assert!(
+            value(&samples, "diskbeat_peer_state", &[("slot", "3")]).is_none(),
+            "a free slot is left out"
+        );
+        assert!(
+            value(&samples, "diskbeat_peer_state", &[("slot", "0")]).is_none(),
+            "this host is not a peer"
+        );
         assert!(text.contains(r#"name="hv \"2\"""#), "label values are escaped:\n{text}");
         assert_eq!(v("diskbeat_peer_age_seconds", &[("slot", "1")]), 0.25);
         assert_eq!(v("diskbeat_peer_net_heard", &[("slot", "1"), ("network", "0")]), 1.0);
@@ -915,7 +965,10 @@ mod tests {
             }
         }
         // 90 and 150 µs writes: 90 is at most the first bound (103 µs), 150 is not.
-        assert_eq!(value(&samples, "diskbeat_write_latency_seconds_bucket", &[("le", "0.000103")]), Some(1.0));
+        assert_eq!(
+            value(&samples, "diskbeat_write_latency_seconds_bucket", &[("le", "0.000103")]),
+            Some(1.0)
+        );
     }
 
     #[test]
@@ -1010,21 +1063,25 @@ mod tests {
         let mut exprs = Vec::new();
         walk(&dash, &mut exprs);
         assert!(exprs.len() >= 10, "{exprs:?}");
-        let strip =
-            |n: &str| ["_bucket", "_sum", "_count"].iter().find_map(|s| n.strip_suffix(s)).unwrap_or(n).to_string();
+        let strip = |n: &str| {
+            ["_bucket", "_sum", "_count"].iter().find_map(|s| n.strip_suffix(s)).unwrap_or(n).to_string()
+        };
         let exported: BTreeSet<String> = exported_names().iter().map(|n| strip(n)).collect();
         let mut queried = BTreeSet::new();
         for e in &exprs {
             let mut rest = e.as_str();
             while let Some(i) = rest.find("diskbeat_") {
-                let name: String = rest[i..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                let name: String =
+                    rest[i..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
                 rest = &rest[i + name.len()..];
                 queried.insert(strip(&name));
             }
         }
         let unknown: Vec<_> = queried.difference(&exported).collect();
         assert!(unknown.is_empty(), "the dashboard queries metrics the daemon does not export: {unknown:?}");
-        for must in ["diskbeat_cycle_latency_seconds", "diskbeat_net_kernel_rx_drops_total", "diskbeat_peer_state"] {
+        for must in
+            ["diskbeat_cycle_latency_seconds", "diskbeat_net_kernel_rx_drops_total", "diskbeat_peer_state"]
+        {
             assert!(queried.contains(must), "the dashboard has no panel on {must}");
         }
     }
