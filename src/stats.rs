@@ -16,11 +16,13 @@ pub struct Histogram {
     counts: [u32; BUCKETS],
     total: u64,
     max_us: u64,
+    /// Saturating: Prometheus histograms carry a sum (the metrics endpoint).
+    sum_us: u64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { counts: [0; BUCKETS], total: 0, max_us: 0 }
+        Histogram { counts: [0; BUCKETS], total: 0, max_us: 0, sum_us: 0 }
     }
 }
 
@@ -54,6 +56,24 @@ impl Histogram {
         self.counts[bucket(us)] += 1;
         self.total += 1;
         self.max_us = self.max_us.max(us);
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// The upper edge (inclusive) of the bucket `us` falls in: [`Histogram::count_le`] is exact
+    /// at such an edge, and it is at most 12.5% above `us`.
+    pub fn edge_us(us: u64) -> u64 {
+        bucket_high(bucket(us))
+    }
+
+    /// Values recorded at most `edge_us`: exact when it is an edge ([`Histogram::edge_us`]),
+    /// otherwise it counts the whole bucket `edge_us` falls in.
+    pub fn count_le(&self, edge_us: u64) -> u64 {
+        self.counts[..=bucket(edge_us)].iter().map(|&c| u64::from(c)).sum()
+    }
+
+    /// The sum of every value recorded (saturating).
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us
     }
 
     pub fn count(&self) -> u64 {
@@ -111,5 +131,21 @@ mod tests {
         assert!((500..=570).contains(&p50), "{p50}");
         assert_eq!(h.percentile_us(1.0), 1000);
         assert_eq!(h.count(), 1000);
+        assert_eq!(h.sum_us(), 500_500);
+    }
+
+    #[test]
+    fn counts_at_edges_are_exact() {
+        let mut h = Histogram::default();
+        let values = [0u64, 1, 99, 100, 103, 104, 250, 255, 256, 1000, 1023, 1024, 9_999_999];
+        for v in values {
+            h.record(v);
+        }
+        for target in [100u64, 250, 1000, 2500, 10_000_000] {
+            let edge = Histogram::edge_us(target);
+            assert!(edge >= target && edge <= target + target / 8, "{target} -> {edge}");
+            let exact = values.iter().filter(|&&v| v <= edge).count() as u64;
+            assert_eq!(h.count_le(edge), exact, "edge {edge}");
+        }
     }
 }

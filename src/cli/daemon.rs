@@ -21,6 +21,7 @@ Every field of the config file (TOML, default /etc/diskbeat/diskbeat.toml) is al
   # isolation_addrs = [\"192.168.10.1\"]  # e.g. the gateway; pinged every interval
   # weight = 1
   # key_file = \"/etc/diskbeat/cluster.key\"  # default: the keyring on the heartbeat disk
+  # metrics_addr = \"127.0.0.1:9464\"  # Prometheus endpoint, GET /metrics (off by default)
 
 Timing comes from the base timeout T the disk was formatted with: heartbeat every T/20, io
 timeout T/4, self-fence after T/2 without a successful cycle, peers dead after T (docs/SAFETY.md).
@@ -102,6 +103,10 @@ pub struct Args {
     /// Warn in status when the pool tolerates fewer host failures than this.
     #[arg(long, value_name = "K")]
     pub tolerance_target: Option<u32>,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (off by default; port 0: any free
+    /// port, shown in `diskbeat status`). docs/METRICS.md lists them.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_addr: Option<String>,
     /// TESTS ONLY: take the slot without watching it first (breaks slot-ownership safety).
     /// Exists only in test builds (cargo feature `test-hooks`).
     #[cfg(feature = "test-hooks")]
@@ -142,6 +147,7 @@ pub fn run(args: Args) -> CliResult {
         vm_vcpus: args.vm_vcpus,
         no_restarts_here: args.no_restarts_here.then_some(true),
         tolerance_target: args.tolerance_target,
+        metrics_addr: args.metrics_addr,
     };
     #[cfg(feature = "test-hooks")]
     let skip_acquire = args.unsafe_skip_acquire;

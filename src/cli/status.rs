@@ -96,8 +96,14 @@ pub fn run(args: Args) -> CliResult {
         me.cycles,
         me.failed_cycles
     );
-    println!("  write  {}", lat(&me.latency.write));
-    println!("  sweep  {}", lat(&me.latency.sweep));
+    println!("  write  {} (io engine)", lat(&me.latency.write));
+    println!("  sweep  {} (io engine)", lat(&me.latency.sweep));
+    if let Some(c) = &me.latency.cycle {
+        println!("  cycle  {} (sweep + write, wall time)", lat(c));
+    }
+    if let Some(a) = &me.metrics_addr {
+        println!("  metrics at http://{}/metrics", text(a));
+    }
     let net = v.network.heartbeat.as_ref();
     if let Some(net) = net {
         let addrs: Vec<String> = net.addresses.iter().map(|a| text(a)).collect();

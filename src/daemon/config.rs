@@ -61,6 +61,8 @@ pub struct FileConfig {
     pub no_restarts_here: Option<bool>,
     /// Warn when the pool tolerates fewer host failures than this.
     pub tolerance_target: Option<u32>,
+    /// Prometheus endpoint, `IP:PORT` (none: off; docs/METRICS.md).
+    pub metrics_addr: Option<String>,
 }
 
 impl FileConfig {
@@ -86,6 +88,7 @@ impl FileConfig {
             no_restarts_here: self.no_restarts_here.or(other.no_restarts_here),
             tolerance_target: self.tolerance_target.or(other.tolerance_target),
             isolation_addrs: self.isolation_addrs.or(other.isolation_addrs),
+            metrics_addr: self.metrics_addr.or(other.metrics_addr),
         }
     }
 }
@@ -114,6 +117,8 @@ pub struct Config {
     pub vm_vcpus: Option<u32>,
     pub no_restarts_here: bool,
     pub tolerance_target: Option<u32>,
+    /// Where the Prometheus endpoint listens (`None`: off).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Test only: take the slot without watching it (lets two daemons share a slot).
     pub unsafe_skip_acquire: bool,
 }
@@ -219,6 +224,15 @@ pub fn resolve(
     if !isolation_addrs.is_empty() && hb_addrs.is_empty() {
         return Err(field("isolation_addr", "isolation addresses need network heartbeats (--hb-addr)"));
     }
+    let metrics_addr = c
+        .metrics_addr
+        .as_deref()
+        .map(|a| {
+            a.parse::<std::net::SocketAddr>().map_err(|_| {
+                field("metrics_addr", format!("'{a}' is not IP:PORT (for example 127.0.0.1:9464)"))
+            })
+        })
+        .transpose()?;
     if c.key_file.is_some() && hb_addrs.is_empty() {
         return Err(field("key_file", "a key file needs network heartbeats (--hb-addr)"));
     }
@@ -247,6 +261,7 @@ pub fn resolve(
         vm_vcpus: c.vm_vcpus,
         no_restarts_here: c.no_restarts_here.unwrap_or(false),
         tolerance_target: c.tolerance_target,
+        metrics_addr,
         unsafe_skip_acquire,
     })
 }
@@ -308,6 +323,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!((ok.hb_addrs.len(), ok.isolation_addrs.len(), ok.weight), (1, 1, 3));
+        assert!(e(FileConfig { metrics_addr: Some("9464".into()), ..base() }).starts_with("metrics_addr:"));
+        assert_eq!(ok.metrics_addr, None, "the metrics endpoint is off by default");
+        let file: FileConfig = toml::from_str("metrics_addr = \"127.0.0.1:9464\"").unwrap();
+        let on = resolve(file, FileConfig { metrics_addr: Some("[::1]:0".into()), ..base() }, false).unwrap();
+        assert_eq!(on.metrics_addr, Some("[::1]:0".parse().unwrap()), "the flag wins over the file");
+        let on = resolve(
+            FileConfig { metrics_addr: Some("127.0.0.1:9464".into()), ..base() },
+            FileConfig::default(),
+            false,
+        );
+        assert_eq!(on.unwrap().metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod control;
 pub mod events;
 pub mod fence;
 pub mod journal;
+pub mod metrics;
 pub mod net;
 pub mod report;
 pub mod status;
@@ -26,7 +27,7 @@ use fence::Fencer;
 use status::Snapshot;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use crate::core::{EXIT_CONFIG, EXIT_FENCED, EXIT_FENCE_FAILED, EXIT_LEFT, EXIT_REFUSED};
 
@@ -42,6 +43,8 @@ pub enum DaemonError {
     Watchdog { path: String, reason: String },
     #[error("network heartbeat: {0}")]
     Network(String),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
     #[error(
         "slot {slot}'s previous daemon on this same boot (generation {generation}) died with the hardware \
          watchdog armed, without leaving or fencing: its promise is that this host resets (docs/SAFETY.md, \
@@ -57,7 +60,8 @@ impl DaemonError {
             DaemonError::Config(_)
             | DaemonError::Socket { .. }
             | DaemonError::Watchdog { .. }
-            | DaemonError::Network(_) => EXIT_CONFIG,
+            | DaemonError::Network(_)
+            | DaemonError::Metrics(_) => EXIT_CONFIG,
             DaemonError::Disk(DiskError::NoSuchSlot { .. }) => EXIT_CONFIG,
             DaemonError::Disk(_) | DaemonError::WatchdogPromise { .. } => EXIT_REFUSED,
         }
@@ -144,6 +148,11 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     };
     pinger_check?;
     let listener = bind_socket(&cfg.socket)?;
+    let metrics_listener = cfg.metrics_addr.map(metrics::bind).transpose()?;
+    // The bound address: a port 0 in the config becomes the one the kernel chose (status shows it).
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    // The metrics thread reads the kernel's drops of these sockets; the network thread owns them.
+    let udp_inodes: Vec<u64> = net_sockets.iter().map(|s| metrics::socket_inode(s).unwrap_or(0)).collect();
     let mut disk = Disk::with_superblock(dev, sb.clone(), cfg.engine, Some(cfg.slot))?;
     // Before the watchdog is opened (opening it feeds it): did this slot's previous daemon die on
     // this same boot with the watchdog armed? Then its promise is a reset, not a restart.
@@ -219,6 +228,15 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         sb.cluster_name.clone(),
     )));
     lock(&snapshot).hb_addrs = cfg.hb_addrs.clone();
+    lock(&snapshot).metrics.addr = metrics_addr;
+    let vm_figures = Arc::new(metrics::VmFigures::default());
+    if let Some(l) = metrics_listener {
+        tracing::info!(addr = ?metrics_addr, "metrics endpoint listening (GET /metrics)");
+        metrics::spawn(
+            l,
+            metrics::MetricsShared { snapshot: snapshot.clone(), vms: vm_figures.clone(), udp_inodes },
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).expect("register signal handler");
@@ -282,6 +300,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             addresses: addresses.clone(),
             stop: net_stop.clone(),
             fencer: fencer.clone(),
+            figures: vm_figures,
         },
     );
 
@@ -291,9 +310,15 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     let mut stop_sent = false;
     let mut fence_waiting = false;
     let mut disarm = false;
+    // The loop never waits for the status lock: what it must not lose is kept here and copied in
+    // by `publish`, which skips a copy while the lock is busy.
+    let mut figures = metrics::LoopFigures::default();
+    let mut fenced_at_ms: Option<u64> = None;
+    // This cycle's sweep start and the end of its last I/O (the sweep's, or the write's after it).
+    let mut cycle: Option<(Instant, Instant)> = None;
     let code = loop {
         if let Some(outcome) = fencer.take_backup_result() {
-            lock(&snapshot).fenced_at_ms.get_or_insert(now_ms());
+            fenced_at_ms.get_or_insert(now_ms());
             node_lock(&node).handle_backup_fence(now_ms(), outcome);
         }
         if stop.load(Ordering::Relaxed) && !stop_sent {
@@ -314,16 +339,23 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                         }
                     };
                     node_lock(&node).handle_write(now_ms(), result);
+                    if let Some((_, end)) = &mut cycle {
+                        *end = Instant::now();
+                    }
                 }
                 Action::Sweep { timeout_ms } => {
                     let start = now_ms();
+                    let began = Instant::now();
                     let sweep = disk.sweep(Duration::from_millis(timeout_ms));
+                    let ended = Instant::now();
                     let end = now_ms();
+                    cycle = Some((began, ended));
                     let latency_us = match &sweep {
                         Ok(s) => u64::from(s.latency_us),
                         Err(e) => {
                             tracing::warn!(error = %e, "sweep failed");
-                            (end - start) * 1000
+                            // Not the engine's figure: wall time around the failed call, in µs.
+                            micros(ended - began)
                         }
                     };
                     let slots = sweep.is_ok().then_some(&disk as &dyn SlotSource);
@@ -345,7 +377,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                     } else {
                         fence_waiting = false;
                         tracing::error!(attempt, ?outcome, "fence action ran");
-                        lock(&snapshot).fenced_at_ms.get_or_insert(now_ms());
+                        fenced_at_ms.get_or_insert(now_ms());
                     }
                     node_lock(&node).handle_fence(now_ms(), outcome);
                 }
@@ -380,14 +412,20 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                     disarm = disarm_watchdog;
                 }
             }
-            publish(&node, &snapshot);
+            publish(&node, &snapshot, &mut figures, fenced_at_ms);
         }
-        publish(&node, &snapshot);
+        if let Some((began, ended)) = cycle.take() {
+            figures.cycle_latency.record(micros(ended - began));
+        }
+        publish(&node, &snapshot, &mut figures, fenced_at_ms);
         if let Some(code) = exit {
             break code;
         }
         if networks > 0 {
-            lock(&snapshot).peer_addrs.clone_from(&addresses.lock().unwrap_or_else(|e| e.into_inner()));
+            // Skipped while a status or a scrape is being rendered: copied next cycle.
+            if let Some(mut snap) = try_lock(&snapshot) {
+                snap.peer_addrs.clone_from(&addresses.lock().unwrap_or_else(|e| e.into_inner()));
+            }
         }
         // Sleep until the node wants to act, in short steps so a stop or a backup fence is seen.
         let wake = node_lock(&node).poll_timeout().unwrap_or_else(|| now_ms() + 20);
@@ -536,19 +574,40 @@ impl ExtentState {
 /// snapshot the control thread serves. Never waits on it: while a status is being rendered under
 /// the snapshot lock, this cycle's copy is skipped (the events stay queued in the node for the
 /// next one).
-fn publish(node: &Mutex<Node>, snapshot: &Mutex<Snapshot>) {
+fn publish(
+    node: &Mutex<Node>,
+    snapshot: &Mutex<Snapshot>,
+    figures: &mut metrics::LoopFigures,
+    fenced_at_ms: Option<u64>,
+) {
     let now = now_ms();
-    let mut snap = match snapshot.try_lock() {
-        Ok(s) => s,
-        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return,
-    };
     let mut node = node_lock(node);
+    // Every step, copied or not: the smallest margin is the one just before a renewal.
+    figures.observe_deadline(node.fence_deadline_ms(), now);
+    let Some(mut snap) = try_lock(snapshot) else { return };
     while let Some(e) = node.poll_event() {
         let ev = events::node_event(&e, &node);
         snap.journal.record(now, ev);
     }
     snap.update(&node, now);
+    snap.metrics.figures.clone_from(figures);
+    if snap.fenced_at_ms.is_none() {
+        snap.fenced_at_ms = fenced_at_ms;
+    }
+}
+
+/// The status lock if free now (poisoning ignored, as in [`lock`]); `None` while it is held.
+fn try_lock(m: &Mutex<Snapshot>) -> Option<MutexGuard<'_, Snapshot>> {
+    match m.try_lock() {
+        Ok(s) => Some(s),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Whole microseconds of `d` (saturating).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The backup deadline: fences if the heartbeat loop has not renewed the deadline in time

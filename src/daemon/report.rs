@@ -48,6 +48,9 @@ pub struct SelfStatus {
     pub latency: Latencies,
     pub cycles: u64,
     pub failed_cycles: u64,
+    /// Where the Prometheus endpoint listens (`metrics_addr`; `null`: off).
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,9 +61,21 @@ pub struct FenceReasonStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latencies {
+    /// As the io engine measured them (submission to completion), successful I/Os only.
     pub write: Latency,
     pub sweep: Latency,
+    /// One cycle (a sweep and the write after it), wall time as the heartbeat loop measured it.
+    #[serde(default)]
+    pub cycle: Option<Latency>,
+    /// Where these figures come from, in words ([`LATENCY_SOURCE`]).
+    #[serde(default)]
+    pub source: Option<String>,
 }
+
+/// Where the latency figures of [`Latencies`] come from.
+pub const LATENCY_SOURCE: &str = "write and sweep: the io engine's own figures (submission to completion, \
+                                   successful I/Os); cycle: the heartbeat loop's wall time for a sweep and the \
+                                   write after it";
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Latency {

@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub own_view: crate::format::record::NetView,
     /// The VM thread's view (`None` until its first step).
     pub failover: Option<crate::core::failover::FailoverStatus>,
+    /// The heartbeat loop's own figures and the metrics endpoint's address (metrics.rs).
+    pub metrics: super::metrics::SnapshotMetrics,
 }
 
 impl Snapshot {
@@ -100,6 +102,7 @@ impl Snapshot {
             members: 0,
             own_view: crate::format::record::NetView::EMPTY,
             failover: None,
+            metrics: Default::default(),
         }
     }
 
@@ -459,9 +462,15 @@ pub fn render(s: &Snapshot, all: bool) -> StatusReport {
             watchdog_armed: s.watchdog,
             fence_stops_vms: s.fence_stops_vms,
             timing: s.timing,
-            latency: Latencies { write: latency(&s.write_latency), sweep: latency(&s.sweep_latency) },
+            latency: Latencies {
+                write: latency(&s.write_latency),
+                sweep: latency(&s.sweep_latency),
+                cycle: Some(latency(&s.metrics.figures.cycle_latency)),
+                source: Some(LATENCY_SOURCE.to_string()),
+            },
             cycles: s.cycles,
             failed_cycles: s.failed_cycles,
+            metrics_addr: s.metrics.addr.map(|a| a.to_string()),
         },
         network: network(s),
         vms: vms(s),

@@ -20,6 +20,8 @@ pub struct VmShared {
     pub addresses: Arc<Mutex<net::AddressBook>>,
     pub stop: Arc<AtomicBool>,
     pub fencer: Arc<super::fence::Fencer>,
+    /// Starts, their durations and the VMs published, for the metrics endpoint.
+    pub figures: Arc<super::metrics::VmFigures>,
 }
 
 pub struct VmSettings {
@@ -154,6 +156,7 @@ fn run(disk: &mut Disk, s: VmSettings, shared: VmShared) {
                     match &r {
                         Ok(seq) => {
                             node_lock(&shared.node).set_extent_sequence(*seq);
+                            shared.figures.record_published(&state.vms);
                             tracing::info!(extent_sequence = seq, vms = state.vms.len(), plan = ?state.plan.as_ref().map(|p| p.epoch.number), "host state published");
                         }
                         Err(e) => tracing::warn!(error = %e, "publishing our host state failed"),
@@ -362,11 +365,14 @@ fn start_batch(
         }
     }
     let _ended = Ended(&shared.fencer, batch.len());
+    let figures = &*shared.figures;
     let start_one = |d: &mut dyn VmDriver, j: &StartJob| -> Result<(), String> {
         // Logged as events (`vm_starting`, `vm_started`, `vm_start_failed`).
+        let began = std::time::Instant::now();
         let r = d
             .start(&crate::vm::StartRequest { name: &j.name, uuid: j.uuid, definition: &j.definition })
             .map_err(|e| e.to_string());
+        figures.record_start(r.is_ok(), u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX));
         if r.is_ok() {
             // Protection travels with the VM: store it here too (the exec hook keeps it
             // outside the definition; for libvirt it is already in the definition).
