@@ -137,6 +137,33 @@ fn cut_off_host_fences_and_peers_see_it_fenced_not_dead() {
         assert!(seen.dead[i].is_none(), "h{i} declared slot 2 dead at {:?}", seen.dead[i]);
         assert!(peer_changes(&st[i], 2, &["dead"]).is_empty(), "h{i}");
     }
+    // `diskbeat events` alone says why h2 was fenced: each survivor decided it survives the
+    // partition, then saw h2 fence itself; h2's own history names the rule.
+    let events = |i: usize, kind: &str| -> Vec<Value> {
+        let out = run(&["events", "--json", "--kind", kind, "--socket", p.hosts[i].socket.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    for i in [0, 1] {
+        let decided = events(i, "partition");
+        let survive = decided
+            .iter()
+            .rfind(|e| e["data"]["we_survive"] == true && e["data"]["survivors"] == 2)
+            .unwrap_or_else(|| panic!("h{i}: no partition decision in its events: {decided:#?}"));
+        assert!(survive["text"].as_str().unwrap().contains("largest part: 2 hosts against 1"), "{survive:#}");
+        let fenced = events(i, "peer_state");
+        let fenced = fenced
+            .iter()
+            .find(|e| e["slot"] == 2 && e["data"]["to"] == "fenced")
+            .unwrap_or_else(|| panic!("h{i}: no event says h2 fenced: {fenced:#?}"));
+        assert_eq!(fenced["data"]["why_not"], "fenced_log_only", "{fenced:#}");
+        assert!(fenced["seq"].as_u64() > survive["seq"].as_u64(), "h{i}: fenced before the decision");
+    }
+    let own = events(2, "self_fence");
+    assert_eq!(own.len(), 1, "{own:#?}");
+    assert!(own[0]["data"]["reason"].to_string().contains("partition"), "{:#}", own[0]);
+    let why = own[0]["text"].as_str().unwrap();
+    assert!(why.contains("network partition") && why.contains("largest part"), "{why}");
 }
 
 // --- 2. splits of five hosts -------------------------------------------------------------------------
