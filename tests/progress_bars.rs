@@ -9,17 +9,19 @@ use std::path::Path;
 use tmux::{have_tmux, Tmux};
 
 /// Runs `line` in a fresh session and captures the screen until the line wrote its exit status;
-/// returns every capture and the status.
+/// returns every capture and the status. (The session then sleeps, so the last screen stays to be
+/// read; the session is ended here, the server by the guard.)
 fn captures(tmux: &Tmux, name: &str, line: &str, exit_file: &Path) -> (Vec<Vec<String>>, String) {
-    tmux.start(name, &format!("{line}; echo $? > '{}'", exit_file.display()));
+    tmux.start(name, &format!("{line}; echo $? > '{}'; sleep 600", exit_file.display()));
     let start = std::time::Instant::now();
     let mut screens = Vec::new();
     loop {
+        // Read the status first: the screen captured after it is complete.
+        let status = std::fs::read_to_string(exit_file).ok().filter(|s| s.ends_with('\n'));
         screens.push(tmux.screen(name));
-        if let Ok(s) = std::fs::read_to_string(exit_file) {
-            if s.ends_with('\n') {
-                return (screens, s.trim().to_string());
-            }
+        if let Some(s) = status {
+            let _ = tmux.cmd(&["kill-session", "-t", name]);
+            return (screens, s.trim().to_string());
         }
         assert!(start.elapsed() < std::time::Duration::from_secs(90), "{line} did not finish");
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -36,10 +36,12 @@ pub fn run(args: Args) -> CliResult {
         }
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| fail(&dir.display().to_string(), e))?;
+            let mut listing = std::io::stdout().lock();
             for (name, page) in &pages {
                 let path = dir.join(name);
                 write_page(&path, page).map_err(|e| fail(&path.display().to_string(), e))?;
-                println!("{}", path.display());
+                // The listing is informative: a closed stdout (`| head`) must not stop the writing.
+                let _ = writeln!(listing, "{}", path.display());
             }
         }
     }
@@ -57,7 +59,8 @@ pub fn pages() -> std::io::Result<Vec<(String, Vec<u8>)>> {
 }
 
 fn collect(cmd: &clap::Command, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
-    let man = clap_mangen::Man::new(cmd.clone());
+    // Every page names the program and version in its footer (a subcommand has no version of its own).
+    let man = clap_mangen::Man::new(cmd.clone()).source(format!("diskbeat {}", env!("CARGO_PKG_VERSION")));
     let mut page = Vec::new();
     man.render(&mut page)?;
     out.push((man.get_filename(), page));

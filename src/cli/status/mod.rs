@@ -42,7 +42,7 @@ Examples:
   diskbeat status --json | jq '.peers[] | select(.state == \"dead\")'
   diskbeat status --watch
   diskbeat status --watch --interval 5s --all
-  diskbeat status --watch --json --interval 10s | jq -c '.me.state'
+  diskbeat status --watch --json --interval 10s | jq -c '.self.state'
 
 Exit status: 0 shown (--watch: stopped by q, Ctrl-C or SIGTERM), 1 no daemon answers on the socket
 (not with --watch, which keeps retrying).")]
