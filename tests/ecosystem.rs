@@ -81,8 +81,10 @@ fn man_pages_for_every_subcommand() {
     let listed = stdout(&run(&["man", "--dir", dir.path().to_str().unwrap()]));
     let mut expected = vec!["diskbeat.1".to_string()];
     expected.extend(subcommands().iter().map(|p| format!("diskbeat-{}.1", p.join("-"))));
-    let mut found: Vec<String> =
-        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut found: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     found.sort();
     let mut want = expected.clone();
     want.sort();
@@ -147,7 +149,10 @@ fn install_sh_stages_everything_and_keeps_an_edited_config() {
     let pages = std::fs::read_dir(d.join("usr/local/share/man/man1")).unwrap().count();
     assert_eq!(pages, 1 + subcommands().len(), "man pages");
     let unit = std::fs::read_to_string(d.join(files[1])).unwrap();
-    assert!(unit.contains("ExecStart=/usr/local/bin/diskbeat daemon --config /etc/diskbeat/diskbeat.toml"), "{unit}");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/diskbeat daemon --config /etc/diskbeat/diskbeat.toml"),
+        "{unit}"
+    );
     assert_eq!(
         std::fs::read_to_string(d.join(files[2])).unwrap(),
         std::fs::read_to_string(repo().join("tools/diskbeat.toml.example")).unwrap()

@@ -29,7 +29,10 @@ fn captures(tmux: &Tmux, name: &str, line: &str, exit_file: &Path) -> (Vec<Vec<S
 }
 
 fn bar_seen(screens: &[Vec<String>], prefix: &str) -> bool {
-    screens.iter().flatten().any(|l| l.starts_with(&format!("{prefix}: ")) && l.contains(" [") && l.contains(" s"))
+    screens
+        .iter()
+        .flatten()
+        .any(|l| l.starts_with(&format!("{prefix}: ")) && l.contains(" [") && l.contains(" s"))
 }
 
 #[test]
@@ -76,8 +79,12 @@ fn mkfs_and_probe_draw_bars_on_a_terminal_and_nothing_under_json() {
     assert!(report["watch"]["duration_ms"].as_u64().unwrap() >= 3000, "{report}");
 
     // probe: a bar over its seconds.
-    let (screens, code) =
-        captures(&tmux, "probe", &format!("'{bin}' probe {} --seconds 3", lo.s()), &dir.path().join("probe.exit"));
+    let (screens, code) = captures(
+        &tmux,
+        "probe",
+        &format!("'{bin}' probe {} --seconds 3", lo.s()),
+        &dir.path().join("probe.exit"),
+    );
     assert_eq!(code, "0", "{:#?}", screens.last());
     assert!(bar_seen(&screens, "probe"), "no bar:\n{:#?}", screens);
     assert!(screens.last().unwrap().iter().any(|l| l.contains("Smallest base timeout")));

@@ -6,11 +6,11 @@ mod common;
 #[path = "common/tmux.rs"]
 mod tmux;
 use common::*;
-use tmux::{exit_status_in, have_tmux, Tmux};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tmux::{exit_status_in, have_tmux, Tmux};
 
 /// A daemon process, killed if a test ends (or panics) with it still running.
 struct Daemon {
@@ -115,7 +115,9 @@ fn watch_redraws_in_a_terminal_survives_the_daemon_and_quits_on_q_and_ctrl_c() {
     });
     assert!(down.iter().any(|l| l.contains("Last report, received")), "{}", down.join("\n"));
     assert!(!exit_file.exists(), "the watch exited when the daemon went away\n{}", d0.log());
-    tmux.wait_for("watch", "another retry", |s| header(s) && s[0] != down[0] && s[0].contains("not answering"));
+    tmux.wait_for("watch", "another retry", |s| {
+        header(s) && s[0] != down[0] && s[0].contains("not answering")
+    });
 
     tmux.keys("watch", "q");
     assert_eq!(exit_status_in(&exit_file), "0", "exit status after q");
@@ -136,8 +138,12 @@ fn watch_redraws_in_a_terminal_survives_the_daemon_and_quits_on_q_and_ctrl_c() {
 
 /// Reads lines from `child`'s stdout until `enough` says so (a generous bound).
 fn read_until(child: &mut Child, enough: impl Fn(&[String]) -> bool) -> Vec<String> {
+    read_lines_until(child.stdout.take().unwrap(), enough)
+}
+
+/// Reads lines from `out` until `enough` says so (a generous bound).
+fn read_lines_until(out: impl Read + Send + 'static, enough: impl Fn(&[String]) -> bool) -> Vec<String> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for l in BufReader::new(out).lines() {
             let Ok(l) = l else { break };
@@ -191,8 +197,9 @@ fn watch_without_a_terminal_prints_plain_frames_and_json_lines() {
     }
     let lo = formatted(512, 4, "watchplain");
     let dir = tempfile::tempdir().unwrap();
-    let (d0, _d1) = pool(&lo, dir.path());
-    let socket = d0.socket.to_str().unwrap();
+    let (mut d0, _d1) = pool(&lo, dir.path());
+    let socket = d0.socket.clone();
+    let socket = socket.to_str().unwrap();
 
     // Plain: frames after a blank line, no escape codes.
     let mut w = Killed(
@@ -204,7 +211,8 @@ fn watch_without_a_terminal_prints_plain_frames_and_json_lines() {
             .spawn()
             .unwrap(),
     );
-    let lines = read_until(&mut w.0, |l| l.iter().filter(|l| l.starts_with("diskbeat status --watch")).count() >= 3);
+    let lines =
+        read_until(&mut w.0, |l| l.iter().filter(|l| l.starts_with("diskbeat status --watch")).count() >= 3);
     assert!(lines[0].starts_with("diskbeat status --watch") && lines[0].contains("host 'w0'"), "{lines:#?}");
     for (i, l) in lines.iter().enumerate().skip(1) {
         assert!(!l.contains('\u{1b}'), "escape code in {l:?}");
@@ -217,12 +225,14 @@ fn watch_without_a_terminal_prints_plain_frames_and_json_lines() {
     w.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(err.is_empty(), "{err}");
 
-    // JSON: one status document per line.
+    // JSON: one status document per line; once the daemon is gone, a JSON error line on stderr
+    // per interval, and stdout stays documents only.
     let mut w = Killed(
         Command::new(bin())
             .args(["status", "--watch", "--json", "--interval", "200ms", "--socket", socket])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
@@ -231,7 +241,15 @@ fn watch_without_a_terminal_prints_plain_frames_and_json_lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
         assert_eq!(v["self"]["name"], "w0", "{l}");
     }
-    assert_eq!(interrupt(&mut w.0), Some(0));
+    d0.stop();
+    let errors = read_lines_until(w.0.stderr.take().unwrap(), |l| l.len() >= 2);
+    for l in &errors {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert_eq!(v["kind"], "failed", "{l}");
+        assert!(v["error"].as_str().unwrap().contains("cannot reach the daemon"), "{l}");
+        assert!(v["not_answering_since"].is_string(), "{l}");
+    }
+    assert_eq!(interrupt(&mut w.0), Some(0), "still running after the daemon went away, then SIGINT");
 
     // --interval without --watch, or out of range, is a usage error.
     for args in [&["status", "--interval", "1s"][..], &["status", "--watch", "--interval", "10ms"][..]] {

@@ -152,7 +152,8 @@ pub fn run(args: Args) -> CliResult {
         );
     }
     let duration = Duration::from_secs_f64(args.seconds);
-    let bar = super::progress::wanted(args.json).then(|| super::progress::timed("probe", "measuring", duration));
+    let bar =
+        super::progress::wanted(args.json).then(|| super::progress::timed("probe", "measuring", duration));
     let mut advanced = |elapsed: Duration| {
         if let Some(bar) = &bar {
             bar.set_position(elapsed.as_millis() as u64);

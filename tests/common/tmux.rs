@@ -44,7 +44,11 @@ impl Tmux {
             if cond(&s) {
                 return s;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "waiting for {what}; screen:\n{}", s.join("\n"));
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "waiting for {what}; screen:\n{}",
+                s.join("\n")
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -85,4 +89,3 @@ pub fn have_tmux() -> bool {
     }
     ok
 }
-

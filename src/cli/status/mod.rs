@@ -119,7 +119,8 @@ pub fn render(v: &StatusReport) -> String {
     let mut out = String::new();
     let me = &v.me;
     let lat = |l: &Latency| format!("p50 {} us, p99 {} us, max {} us", l.p50_us, l.p99_us, l.max_us);
-    say!(out, 
+    say!(
+        out,
         "slot {} '{}' in cluster {}: {} (generation {}, sequence {})",
         me.slot,
         text(&me.name),
@@ -132,12 +133,14 @@ pub fn render(v: &StatusReport) -> String {
         say!(out, "  fenced: {}", text(&r.text));
     }
     if me.fence_failures > 0 {
-        say!(out, 
+        say!(
+            out,
             "  FENCE ACTION FAILED {}: this host is NOT fenced (retrying every interval)",
             count(u64::from(me.fence_failures), "time", "times")
         );
     }
-    say!(out, 
+    say!(
+        out,
         "  watchdog {}; fence action {}",
         if me.watchdog_armed {
             "armed"
@@ -146,7 +149,8 @@ pub fn render(v: &StatusReport) -> String {
         },
         if me.fence_stops_vms { "stops VMs" } else { "log-only (proves nothing)" }
     );
-    say!(out, 
+    say!(
+        out,
         "  last good cycle {} ago; {} cycles, {} failed",
         ms(me.last_ok_age_ms),
         me.cycles,
@@ -157,7 +161,8 @@ pub fn render(v: &StatusReport) -> String {
     let net = v.network.heartbeat.as_ref();
     if let Some(net) = net {
         let addrs: Vec<String> = net.addresses.iter().map(|a| text(a)).collect();
-        say!(out, 
+        say!(
+            out,
             "  network heartbeat on {}; weight {}; {}",
             addrs.join(", "),
             net.weight,
@@ -182,7 +187,8 @@ pub fn render(v: &StatusReport) -> String {
             say!(out, "  partition rule: {} ({verdict})", text(&p.text));
         }
         if net.riding_through {
-            say!(out, 
+            say!(
+                out,
                 "  HEARTBEAT DISK LOST FOR THE WHOLE POOL: riding through on network evidence ({})",
                 count(u64::from(net.members), "member", "members")
             );
@@ -195,7 +201,8 @@ pub fn render(v: &StatusReport) -> String {
                         None => format!("slot {} (no evidence)", m.slot),
                     })
                     .collect();
-                say!(out, 
+                say!(
+                    out,
                     "    disk lost for {:.1} s, riding for {:.1} s; vouching: {}",
                     r.disk_lost_for_ms as f64 / 1000.0,
                     r.riding_for_ms as f64 / 1000.0,
@@ -280,7 +287,8 @@ fn render_vms(out: &mut String, f: &FailoverReport) {
         None => say!(out, "  failover coordinator: none (this host is not live)"),
     }
     if let Some(plan) = &f.plan {
-        say!(out, 
+        say!(
+            out,
             "  restart plan {}: {} being restarted, {} not restarted (see --json for reasons)",
             plan.epoch.number,
             count(plan.assignments.len() as u64, "VM", "VMs"),
@@ -291,7 +299,8 @@ fn render_vms(out: &mut String, f: &FailoverReport) {
         say!(out, "  HELD: {}", text(&h.text));
     }
     for m in &f.missing {
-        say!(out, 
+        say!(
+            out,
             "  MISSING: VM '{}' is not in this host's VM inventory for {}: still held here, never restarted \
              elsewhere ({})",
             text(&m.name),
@@ -300,7 +309,8 @@ fn render_vms(out: &mut String, f: &FailoverReport) {
         );
     }
     for t in &f.running_twice {
-        say!(out, 
+        say!(
+            out,
             "  ALARM: VM '{}' is reported running on slots {:?}: stop all but one NOW",
             text(&t.name),
             t.slots

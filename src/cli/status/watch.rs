@@ -192,7 +192,8 @@ fn matrix(v: &StatusReport) -> Vec<String> {
         }
     }
     hosts.sort_by_key(|h| h.0);
-    let mut out = vec!["Network: who hears whom (this host now; each peer as its last packet said)".to_string()];
+    let mut out =
+        vec!["Network: who hears whom (this host now; each peer as its last packet said)".to_string()];
     if hosts.len() == 1 {
         out.push("  no peer on the network yet".into());
         return out;
@@ -330,7 +331,8 @@ impl Keys {
     fn wait(&mut self, limit: Duration) -> Key {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let stdin = std::io::stdin();
-        let timeout = PollTimeout::try_from(limit.as_millis().min(10_000) as u16).unwrap_or(PollTimeout::ZERO);
+        // At most 10 s, so the u16 holds it.
+        let timeout = PollTimeout::from(limit.as_millis().min(10_000) as u16);
         let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, timeout) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => return Key::Other,
