@@ -28,7 +28,8 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 
 say() { echo "install.sh: $*"; }
 die() { echo "install.sh: error: $*" >&2; exit 1; }
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# The comment above as help; exit status $1 (2: bad usage, 0: asked for help).
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 
 binary="" build=0 no_libvirt=0 prefix=/usr/local destdir="" uninstall=0
 while [ $# -gt 0 ]; do
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
     --prefix) [ $# -ge 2 ] || usage; prefix="$2"; shift 2 ;;
     --destdir) [ $# -ge 2 ] || usage; destdir="$2"; shift 2 ;;
     --uninstall) uninstall=1; shift ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     *) echo "install.sh: unknown option $1" >&2; usage ;;
   esac
 done
