@@ -98,8 +98,9 @@ fn watch_redraws_in_a_terminal_survives_the_daemon_and_quits_on_q_and_ctrl_c() {
             && s[0].contains("host 'w0' (slot 0): live")
             && s.iter().any(|l| l.contains("Network: who hears whom"))
             && s.iter().any(|l| l.trim_start().starts_with("0  *  Y"))
+            // The peer table: slot 1 seen live on the disk.
+            && s.iter().any(|l| l.starts_with("1 ") && l.contains(" w1 ") && l.contains(" live "))
     });
-    assert!(first.iter().any(|l| l.contains("w1") && l.contains("live")), "{}", first.join("\n"));
     // Redrawn in place: the clock on line 1 moves, the header stays on line 1 and appears once.
     let second = tmux.wait_for("watch", "a redraw", |s| header(s) && s[0] != first[0]);
     for s in [&first, &second] {
