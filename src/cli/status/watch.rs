@@ -9,6 +9,7 @@ use super::{query_within, render, text, Args};
 use crate::cli::output::ms;
 use crate::cli::{CliError, CliResult, EXIT_OK};
 use crate::daemon::report::StatusReport;
+use crate::format::host_state::Plan;
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -191,6 +192,12 @@ fn matrix(v: &StatusReport) -> Vec<String> {
             hosts.push((p.slot, &p.name, n.last_packet.as_ref().map(|l| &l.hears[..])));
         }
     }
+    matrix_lines(hosts)
+}
+
+/// The matrix of `hosts` (slot, name, the slots it hears or None when unknown): a grid up to
+/// GRID_MAX_HOSTS, a line per host above.
+fn matrix_lines(mut hosts: Vec<(u32, &str, Option<&[u32]>)>) -> Vec<String> {
     hosts.sort_by_key(|h| h.0);
     let mut out =
         vec!["Network: who hears whom (this host now; each peer as its last packet said)".to_string()];
@@ -201,8 +208,13 @@ fn matrix(v: &StatusReport) -> Vec<String> {
     if hosts.len() > GRID_MAX_HOSTS {
         for (slot, name, hears) in &hosts {
             out.push(match hears {
-                Some(h) => format!("  {slot} '{}' hears {} of {}", text(name), h.len(), hosts.len() - 1),
-                None => format!("  {slot} '{}': no packet from it", text(name)),
+                Some(h) => format!(
+                    "  {slot} '{}' hears {} of {}",
+                    text(name),
+                    h.iter().filter(|s| *s != slot).count(),
+                    hosts.len() - 1
+                ),
+                None => format!("  {slot} '{}': no packet from it yet", text(name)),
             });
         }
         return out;
@@ -234,7 +246,13 @@ fn matrix(v: &StatusReport) -> Vec<String> {
 
 /// The restart plan's assignments: which VM goes from which slot to which.
 fn restarts(v: &StatusReport) -> Vec<String> {
-    let Some(plan) = v.vms.failover.as_ref().and_then(|f| f.plan.as_ref()) else { return Vec::new() };
+    match v.vms.failover.as_ref().and_then(|f| f.plan.as_ref()) {
+        Some(plan) => restart_lines(plan),
+        None => Vec::new(),
+    }
+}
+
+fn restart_lines(plan: &Plan) -> Vec<String> {
     if plan.assignments.is_empty() {
         return Vec::new();
     }
@@ -372,6 +390,56 @@ mod tests {
             assert!(visible.chars().count() < 80, "{visible}");
         }
         assert!(out.ends_with("\x1b[J"));
+    }
+
+    #[test]
+    fn the_matrix_marks_self_heard_unheard_and_unknown() {
+        let lines = matrix_lines(vec![
+            (3, "c", None),
+            (0, "a", Some(&[1][..])),
+            (1, "evil\u{1b}[2J", Some(&[0, 3][..])),
+        ]);
+        assert_eq!(lines[2], "  hears  0  1  3");
+        assert_eq!(lines[3], "      0  *  Y  .  a");
+        assert_eq!(lines[4], "      1  Y  *  Y  evil\\u{1b}[2J");
+        assert_eq!(lines[5], "      3  ?  ?  *  c");
+        assert_eq!(matrix_lines(vec![(0, "a", Some(&[][..]))])[1], "  no peer on the network yet");
+        let all: Vec<u32> = (0..20).collect();
+        let many: Vec<(u32, &str, Option<&[u32]>)> =
+            (0..20).map(|s| (s, "h", if s == 7 { None } else { Some(&all[..]) })).collect();
+        let lines = matrix_lines(many);
+        assert_eq!(lines.len(), 21);
+        assert_eq!(lines[1], "  0 'h' hears 19 of 19");
+        assert_eq!(lines[8], "  7 'h': no packet from it yet");
+    }
+
+    #[test]
+    fn restarts_list_the_assignments_up_to_a_bound() {
+        use crate::format::host_state::{Assignment, Epoch};
+        let a = |i: u128| Assignment {
+            uuid: uuid::Uuid::from_u128(i),
+            source_slot: 2,
+            source_generation: 1,
+            target_slot: 0,
+            claim: 1,
+            attempt: 1,
+            wave: 0,
+        };
+        let mut plan = Plan {
+            epoch: Epoch { number: 7, coordinator_slot: 0, coordinator_generation: 1 },
+            assignments: vec![],
+            unplaced: vec![],
+        };
+        assert!(restart_lines(&plan).is_empty());
+        plan.assignments = (0..25).map(a).collect();
+        let lines = restart_lines(&plan);
+        assert_eq!(lines[0], "Restarts in progress (plan 7):");
+        assert_eq!(
+            lines[1],
+            "  VM 00000000-0000-0000-0000-000000000000 from slot 2 to slot 0 (attempt 1, wave 0)"
+        );
+        assert_eq!(lines.len(), 1 + ASSIGNMENTS_SHOWN + 1);
+        assert_eq!(lines[ASSIGNMENTS_SHOWN + 1], "  ... and 5 more (--json lists all)");
     }
 
     #[test]
