@@ -136,7 +136,7 @@ fn format(dev: &Path, slots: u32, slot_size: u32) {
         cluster_uuid: Some(CLUSTER),
         ..Default::default()
     };
-    mkfs(dev, &opts, &mut |_| {}).unwrap_or_else(|e| panic!("mkfs {}: {e}", dev.display()));
+    mkfs(dev, &opts, &mut |_: &str| {}).unwrap_or_else(|e| panic!("mkfs {}: {e}", dev.display()));
 }
 
 fn live_record(slot: u32) -> Record {

@@ -521,6 +521,28 @@ fn describe_offset(offset: u64, old: Option<&Layout>, new: &Layout) -> String {
     }
 }
 
+/// What a long mkfs reports while it runs: lines for people, and how far the writer watch got (so
+/// the command line can draw a bar; this module draws nothing). A closure taking a line is one.
+pub trait Progress {
+    /// A line for people.
+    fn note(&mut self, text: &str);
+    /// The writer watch has run `elapsed_ms` of `window_ms` with no change (at its start, then
+    /// after every pass).
+    fn watching(&mut self, _elapsed_ms: u64, _window_ms: u64) {}
+    /// A periodic line about the watch ("watching: 5 s of 44 s"); a bar shows the same.
+    fn watch_note(&mut self, text: &str) {
+        self.note(text)
+    }
+    /// The watch ended (nothing changed, or a writer was found).
+    fn watch_ended(&mut self) {}
+}
+
+impl<F: FnMut(&str)> Progress for F {
+    fn note(&mut self, text: &str) {
+        self(text)
+    }
+}
+
 /// Watches `ranges` for at least `window_ms`: reads everything once, then again every step,
 /// comparing whole blocks byte for byte with the first read. Returns the refusal at the first
 /// change, or the number of passes and the time watched.
@@ -532,7 +554,7 @@ fn watch(
     window_ms: u32,
     old: Option<&Layout>,
     new: &Layout,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
 ) -> Result<(u32, u64), MkfsError> {
     let chunk = scratch.len() as u64;
     let total: u64 = ranges.iter().map(|r| r.1).sum();
@@ -551,6 +573,8 @@ fn watch(
     let start = Instant::now();
     let mut next_report = report_every;
     let mut passes = 1;
+    let window_total_ms = window.as_millis() as u64;
+    progress.watching(0, window_total_ms);
     loop {
         let elapsed = start.elapsed();
         if elapsed < window {
@@ -605,8 +629,9 @@ fn watch(
         if pass_start >= window {
             return Ok((passes, observed_ms));
         }
+        progress.watching(observed_ms.min(window_total_ms), window_total_ms);
         if pass_start >= next_report {
-            progress(&format!(
+            progress.watch_note(&format!(
                 "watching: {} s of {} s, no change so far",
                 pass_start.as_secs(),
                 window.as_secs_f64().ceil() as u64
@@ -630,12 +655,9 @@ fn lock(dev: &Device) -> Result<nix::fcntl::Flock<OwnedFd>, MkfsError> {
     })
 }
 
-/// Formats `path`. `progress` receives human-readable progress lines.
-pub fn mkfs(
-    path: &Path,
-    opts: &MkfsOptions,
-    progress: &mut dyn FnMut(&str),
-) -> Result<MkfsReport, MkfsError> {
+/// Formats `path`. `progress` receives human-readable progress lines and the writer watch's
+/// progress.
+pub fn mkfs(path: &Path, opts: &MkfsOptions, progress: &mut dyn Progress) -> Result<MkfsReport, MkfsError> {
     let path_s = path.display().to_string();
     check_printable(&opts.cluster_name)?;
     encode_name(&opts.cluster_name)?;
@@ -671,7 +693,7 @@ pub fn mkfs(
     // Every refusal happens before the first write.
     let mut scratch = AlignedBuf::new(dev.max_io_bytes.max(ALIGN as u32) as usize).map_err(IoError::Alloc)?;
     let existing = read_head(&dev)?;
-    progress(&format!(
+    progress.note(&format!(
         "looking for heartbeat records and mailboxes in the first {} MiB",
         SCAN_SPAN.min(dev.size_bytes) >> 20
     ));
@@ -772,7 +794,7 @@ pub fn mkfs(
         }
         let (ranges, parts, clipped_bytes) = set.merged();
         let bytes: u64 = ranges.iter().map(|r| r.1).sum();
-        progress(&format!(
+        progress.note(&format!(
             "watching {} bytes in {} ranges ({}{} record/mailbox sectors found) for {} ms for writers ({basis})",
             bytes,
             ranges.len(),
@@ -781,12 +803,13 @@ pub fn mkfs(
             window_ms,
         ));
         if clipped_bytes > 0 {
-            progress(&format!(
+            progress.note(&format!(
                 "{clipped_bytes} bytes of the old layout lie beyond the end of the device: not watched"
             ));
         }
-        let (passes, duration_ms) =
-            watch(&dev, &mut scratch, &ranges, window_ms, old_layout.as_ref(), &layout, progress)?;
+        let watched = watch(&dev, &mut scratch, &ranges, window_ms, old_layout.as_ref(), &layout, progress);
+        progress.watch_ended();
+        let (passes, duration_ms) = watched?;
         watch_report = Some(WatchReport {
             duration_ms,
             required_ms,
@@ -849,7 +872,7 @@ fn write_all(
     sb: &Superblock,
     keyring: &Keyring,
     kind: EngineKind,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
 ) -> Result<Engine, MkfsError> {
     let l = sb.layout;
     let path = dev.path.display().to_string();
@@ -917,7 +940,7 @@ fn write_all(
     // 1. Invalidate any old superblock first: a crash from here on leaves no valid-looking disk.
     run(&mut engine, &superblock_op, "superblock")?;
     engine.flush()?;
-    progress(&format!("writing {} slots", l.slot_count));
+    progress.note(&format!("writing {} slots", l.slot_count));
     run(&mut engine, &contiguous(B_PROBE, l.probe.offset, l.probe.size as usize), "probe area")?;
     run(&mut engine, &contiguous(B_RECORDS, l.records.offset, l.records.size as usize), "record table")?;
     run(
@@ -1064,7 +1087,7 @@ mod tests {
         let sb = superblock(layout);
         let dev = Device::open(&path, Access::Exclusive).unwrap();
         let keyring = Keyring::first(sb.cluster_uuid, crate::rekey::generate_key().unwrap(), 0);
-        let mut engine = write_all(dev, &sb, &keyring, EngineKind::Sync, &mut |_| {}).unwrap();
+        let mut engine = write_all(dev, &sb, &keyring, EngineKind::Sync, &mut |_: &str| {}).unwrap();
         meddle(&path, &sb);
         let result = verify_or_invalidate(&mut engine, &path, &sb, &keyring);
         (result, read_block(&path, 0))

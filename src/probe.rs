@@ -67,12 +67,14 @@ impl ProbeResult {
 }
 
 /// Alternates record-sized writes into the probe area and full sweeps for `duration`, or until
-/// `stop` is set (checked once per cycle).
+/// `stop` is set (checked once per cycle). `progress` gets the time elapsed after every cycle
+/// (outside the timed operations), for a progress bar.
 pub fn probe(
     disk: &mut Disk,
     duration: Duration,
     io_timeout: Duration,
     stop: &AtomicBool,
+    progress: &mut dyn FnMut(Duration),
 ) -> Result<ProbeResult, DiskError> {
     let mut writes = Vec::with_capacity(100_000);
     let mut sweeps = Vec::with_capacity(100_000);
@@ -107,6 +109,7 @@ pub fn probe(
         sweeps.push((t2 - t1).as_micros() as u64);
         cycles.push((t2 - t0).as_micros() as u64);
         i = i.wrapping_add(1);
+        progress(start.elapsed());
     }
     let writes_done = writes.len() as u64;
     errors += write_errors;

@@ -6,7 +6,7 @@ use super::output::{
 use super::{CliError, CliResult, EXIT_OK};
 use crate::format::escape_name;
 use crate::io::EngineKind;
-use crate::mkfs::{mkfs, MkfsError, MkfsOptions};
+use crate::mkfs::{mkfs, MkfsError, MkfsOptions, Progress};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -63,6 +63,56 @@ pub struct Args {
     pub json: bool,
 }
 
+/// mkfs's progress on stderr: lines (none under --json), and a bar for the writer watch when
+/// stderr is a terminal (instead of the periodic "watching: ..." lines).
+struct CliProgress {
+    json: bool,
+    bars: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress for CliProgress {
+    fn note(&mut self, text: &str) {
+        match (&self.bar, self.json) {
+            (_, true) => {}
+            (Some(bar), false) => bar.suspend(|| eprintln!("mkfs: {text}")),
+            (None, false) => eprintln!("mkfs: {text}"),
+        }
+    }
+
+    fn watching(&mut self, elapsed_ms: u64, window_ms: u64) {
+        if !self.bars {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            super::progress::timed(
+                "mkfs",
+                "watching for writers",
+                std::time::Duration::from_millis(window_ms),
+            )
+        });
+        bar.set_position(elapsed_ms);
+    }
+
+    fn watch_note(&mut self, text: &str) {
+        if self.bar.is_none() {
+            self.note(text);
+        }
+    }
+
+    fn watch_ended(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for CliProgress {
+    fn drop(&mut self) {
+        self.watch_ended();
+    }
+}
+
 pub fn run(args: Args) -> CliResult {
     let opts = MkfsOptions {
         slots: args.slots,
@@ -76,12 +126,10 @@ pub fn run(args: Args) -> CliResult {
         cluster_uuid: None,
     };
     let json = args.json;
-    let mut progress = |line: &str| {
-        if !json {
-            eprintln!("mkfs: {line}")
-        }
-    };
-    let report = mkfs(&args.device, &opts, &mut progress).map_err(|e| match e {
+    let mut progress = CliProgress { json, bars: super::progress::wanted(json), bar: None };
+    let result = mkfs(&args.device, &opts, &mut progress);
+    drop(progress);
+    let report = result.map_err(|e| match e {
         MkfsError::Name(_) | MkfsError::Timing(_) | MkfsError::Layout(_) => CliError::usage(e.to_string()),
         e => CliError::fail(e.to_string()),
     })?;

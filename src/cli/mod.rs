@@ -13,14 +13,17 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod completions;
 pub mod daemon;
 pub mod events;
 pub mod fence;
 pub mod inspect;
+pub mod man;
 pub mod mkfs;
 pub mod output;
 pub mod plan;
 pub mod probe;
+pub mod progress;
 pub mod rekey;
 pub mod status;
 pub mod vm;
@@ -121,6 +124,10 @@ pub enum Command {
     Plan(plan::Args),
     /// VMs of this host (through the VM driver) and their protection settings.
     Vm(vm::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Write man pages for diskbeat and every subcommand.
+    Man(man::Args),
 }
 
 impl Command {
@@ -130,7 +137,7 @@ impl Command {
             Command::Mkfs(a) => a.json,
             Command::Inspect(a) => a.json,
             Command::Probe(a) => a.json,
-            Command::Daemon(_) => false,
+            Command::Daemon(_) | Command::Completions(_) | Command::Man(_) => false,
             Command::Status(a) => a.json,
             Command::Events(a) => a.json,
             Command::Fence(a) => a.json,
@@ -184,6 +191,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Rekey(args) => rekey::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Vm(args) => vm::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     };
     match result {
         Ok(code) => code,

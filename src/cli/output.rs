@@ -74,6 +74,11 @@ pub fn region_rows(sb: &Superblock) -> Vec<[String; 4]> {
 
 /// Prints rows as a left-aligned table with a header.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    print!("{}", format_table(header, rows));
+}
+
+/// Rows as a left-aligned table with a header, one line each (newline-terminated).
+pub fn format_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -83,12 +88,13 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let line = |cells: Vec<&str>| {
         let parts: Vec<String> =
             cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
-        println!("{}", parts.join("  ").trim_end());
+        format!("{}\n", parts.join("  ").trim_end())
     };
-    line(header.to_vec());
+    let mut out = line(header.to_vec());
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
+    out
 }
 
 pub fn print_pairs(pairs: &[(String, String)]) {

@@ -151,7 +151,18 @@ pub fn run(args: Args) -> CliResult {
             slot_count,
         );
     }
-    let result = probe(&mut disk, Duration::from_secs_f64(args.seconds), io_timeout, &stop);
+    let duration = Duration::from_secs_f64(args.seconds);
+    let bar =
+        super::progress::wanted(args.json).then(|| super::progress::timed("probe", "measuring", duration));
+    let mut advanced = |elapsed: Duration| {
+        if let Some(bar) = &bar {
+            bar.set_position(elapsed.as_millis() as u64);
+        }
+    };
+    let result = probe(&mut disk, duration, io_timeout, &stop, &mut advanced);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let late_writes = disk.engine().pinned_ops();
     drop(disk);
     if let Some(saved) = &saved {

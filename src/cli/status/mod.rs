@@ -1,6 +1,7 @@
-//! `diskbeat status`: this host's view, from the daemon's control socket.
+//! `diskbeat status`: this host's view, from the daemon's control socket; `--watch` redraws it
+//! (`watch.rs`).
 
-use super::output::{ms, print_table};
+use super::output::{format_table, ms};
 use super::{CliError, CliResult, EXIT_OK};
 use crate::core::peer::NotProven;
 use crate::daemon::report::{FailoverReport, Latency, PeerNetwork, StatusReport};
@@ -8,6 +9,20 @@ use crate::format::escape_name;
 use crate::text::count;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
+use std::time::Duration;
+
+mod watch;
+
+/// One line into a `String` frame (`say!(out)` for an empty line).
+macro_rules! say {
+    ($out:expr) => {
+        $out.push('\n')
+    };
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
 
 /// Show the local daemon's view of the cluster.
 #[derive(clap::Args, Debug)]
@@ -15,11 +30,22 @@ use std::path::PathBuf;
 Peer states: unknown (not yet seen advancing), live, dead (unchanged for the host-dead timeout
 between two of this host's reads), leaving (left cleanly), fenced, self_fencing, corrupt, free.
 
+--watch redraws the report in place every --interval (alternate screen) with a header (time, host,
+state), the network matrix (who hears whom, from each peer's last packet) and the restarts in
+progress, until q or Ctrl-C. When the daemon stops answering it says since when and keeps retrying.
+Without a terminal on stdout, each frame is printed after a blank line, without escape codes; with
+--json, one status document per line (a stream for scripts; a failed query is a JSON error line on
+stderr).
+
 Examples:
   diskbeat status
   diskbeat status --json | jq '.peers[] | select(.state == \"dead\")'
+  diskbeat status --watch
+  diskbeat status --watch --interval 5s --all
+  diskbeat status --watch --json --interval 10s | jq -c '.self.state'
 
-Exit status: 0 shown, 1 no daemon answers on the socket.")]
+Exit status: 0 shown (--watch: stopped by q, Ctrl-C or SIGTERM), 1 no daemon answers on the socket
+(not with --watch, which keeps retrying).")]
 pub struct Args {
     /// Control socket of the daemon.
     #[arg(long, default_value = crate::daemon::config::DEFAULT_SOCKET)]
@@ -27,17 +53,37 @@ pub struct Args {
     /// Include free slots.
     #[arg(long)]
     pub all: bool,
-    /// Print JSON.
+    /// Print JSON (with --watch: one document per line).
     #[arg(long)]
     pub json: bool,
+    /// Redraw the status every --interval until q or Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// How often --watch asks the daemon (e.g. 1s, 500ms, 5s).
+    #[arg(long, default_value = "1s", value_parser = parse_interval_ms, requires = "watch")]
+    pub interval: u32,
+}
+
+/// `--interval`: a duration of 100 ms to 1 hour.
+fn parse_interval_ms(s: &str) -> Result<u32, String> {
+    let v = crate::timing::parse_duration_ms(s)?;
+    if !(100..=3_600_000).contains(&v) {
+        return Err(format!("{s}: the interval must be between 100ms and 1h"));
+    }
+    Ok(v)
 }
 
 /// Asks the daemon at `socket` for its status.
 pub fn query(socket: &std::path::Path, all: bool) -> Result<StatusReport, String> {
+    query_within(socket, all, Duration::from_secs(10))
+}
+
+/// `query`, waiting at most `timeout` for the answer.
+fn query_within(socket: &std::path::Path, all: bool, timeout: Duration) -> Result<StatusReport, String> {
     let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         format!("cannot reach the daemon at {}: {e} (is it running? --socket?)", socket.display())
     })?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok();
+    s.set_read_timeout(Some(timeout)).ok();
     s.write_all(if all { b"status all\n" } else { b"status\n" }).map_err(|e| e.to_string())?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).map_err(|e| format!("no answer from the daemon: {e}"))?;
@@ -55,15 +101,26 @@ fn text(s: &str) -> String {
 }
 
 pub fn run(args: Args) -> CliResult {
+    if args.watch {
+        return watch::run(&args);
+    }
     let v = query(&args.socket, args.all).map_err(CliError::fail)?;
     if args.json {
         // The report itself, not a Value: fields keep the report's order (self, then network, ...).
         println!("{}", serde_json::to_string_pretty(&v).expect("a status report serializes"));
         return Ok(EXIT_OK);
     }
+    print!("{}", render(&v));
+    Ok(EXIT_OK)
+}
+
+/// The report for people, as `diskbeat status` prints it (and `--watch` redraws it).
+pub fn render(v: &StatusReport) -> String {
+    let mut out = String::new();
     let me = &v.me;
     let lat = |l: &Latency| format!("p50 {} us, p99 {} us, max {} us", l.p50_us, l.p99_us, l.max_us);
-    println!(
+    say!(
+        out,
         "slot {} '{}' in cluster {}: {} (generation {}, sequence {})",
         me.slot,
         text(&me.name),
@@ -73,15 +130,17 @@ pub fn run(args: Args) -> CliResult {
         me.sequence
     );
     if let Some(r) = &me.fence_reason {
-        println!("  fenced: {}", text(&r.text));
+        say!(out, "  fenced: {}", text(&r.text));
     }
     if me.fence_failures > 0 {
-        println!(
+        say!(
+            out,
             "  FENCE ACTION FAILED {}: this host is NOT fenced (retrying every interval)",
             count(u64::from(me.fence_failures), "time", "times")
         );
     }
-    println!(
+    say!(
+        out,
         "  watchdog {}; fence action {}",
         if me.watchdog_armed {
             "armed"
@@ -90,24 +149,26 @@ pub fn run(args: Args) -> CliResult {
         },
         if me.fence_stops_vms { "stops VMs" } else { "log-only (proves nothing)" }
     );
-    println!(
+    say!(
+        out,
         "  last good cycle {} ago; {} cycles, {} failed",
         ms(me.last_ok_age_ms),
         me.cycles,
         me.failed_cycles
     );
-    println!("  write  {} (io engine)", lat(&me.latency.write));
-    println!("  sweep  {} (io engine)", lat(&me.latency.sweep));
+    say!(out, "  write  {} (io engine)", lat(&me.latency.write));
+    say!(out, "  sweep  {} (io engine)", lat(&me.latency.sweep));
     if let Some(c) = &me.latency.cycle {
-        println!("  cycle  {} (sweep + write, wall time)", lat(c));
+        say!(out, "  cycle  {} (sweep + write, wall time)", lat(c));
     }
     if let Some(a) = &me.metrics_addr {
-        println!("  metrics at http://{}/metrics", text(a));
+        say!(out, "  metrics at http://{}/metrics", text(a));
     }
     let net = v.network.heartbeat.as_ref();
     if let Some(net) = net {
         let addrs: Vec<String> = net.addresses.iter().map(|a| text(a)).collect();
-        println!(
+        say!(
+            out,
             "  network heartbeat on {}; weight {}; {}",
             addrs.join(", "),
             net.weight,
@@ -129,10 +190,11 @@ pub fn run(args: Args) -> CliResult {
                 ),
                 None => "no decision".to_string(),
             };
-            println!("  partition rule: {} ({verdict})", text(&p.text));
+            say!(out, "  partition rule: {} ({verdict})", text(&p.text));
         }
         if net.riding_through {
-            println!(
+            say!(
+                out,
                 "  HEARTBEAT DISK LOST FOR THE WHOLE POOL: riding through on network evidence ({})",
                 count(u64::from(net.members), "member", "members")
             );
@@ -145,26 +207,27 @@ pub fn run(args: Args) -> CliResult {
                         None => format!("slot {} (no evidence)", m.slot),
                     })
                     .collect();
-                println!(
+                say!(
+                    out,
                     "    disk lost for {:.1} s, riding for {:.1} s; vouching: {}",
                     r.disk_lost_for_ms as f64 / 1000.0,
                     r.riding_for_ms as f64 / 1000.0,
                     who.join(", ")
                 );
-                println!("    {}", text(&r.ends_when));
-                println!("    rule for a further failure: {}", text(&r.rule));
+                say!(out, "    {}", text(&r.ends_when));
+                say!(out, "    rule for a further failure: {}", text(&r.rule));
             }
         }
         if net.drops_total > 0 {
             let by: Vec<String> =
                 net.drops.iter().filter(|(_, &n)| n != 0).map(|(k, n)| format!("{} {n}", text(k))).collect();
-            println!("  packets dropped: {} ({})", net.drops_total, by.join(", "));
+            say!(out, "  packets dropped: {} ({})", net.drops_total, by.join(", "));
         }
     }
     if let Some(f) = &v.vms.failover {
-        print_vms(f);
+        render_vms(&mut out, f);
     }
-    println!();
+    say!(out);
     let rows: Vec<Vec<String>> = v
         .peers
         .iter()
@@ -203,15 +266,18 @@ pub fn run(args: Args) -> CliResult {
         })
         .collect();
     if rows.is_empty() {
-        println!("No peers.");
+        say!(out, "No peers.");
     } else {
-        print_table(&["SLOT", "HOST", "STATE", "GEN", "SEQ", "AGE", "VMS GONE", "NETWORK", "NOTE"], &rows);
+        out.push_str(&format_table(
+            &["SLOT", "HOST", "STATE", "GEN", "SEQ", "AGE", "VMS GONE", "NETWORK", "NOTE"],
+            &rows,
+        ));
     }
-    Ok(EXIT_OK)
+    out
 }
 
 /// The failover lines: tolerance, role, plan progress, held VMs, alarms.
-fn print_vms(f: &FailoverReport) {
+fn render_vms(out: &mut String, f: &FailoverReport) {
     if let Some(k) = f.host_failures_tolerated {
         let warn = match f.tolerance_target {
             Some(target) if f.below_target => {
@@ -219,15 +285,16 @@ fn print_vms(f: &FailoverReport) {
             }
             _ => String::new(),
         };
-        println!("  host failures tolerated: {k}{warn}");
+        say!(out, "  host failures tolerated: {k}{warn}");
     }
     match f.coordinator_slot {
-        Some(c) if f.is_coordinator => println!("  failover coordinator: this host (slot {c})"),
-        Some(c) => println!("  failover coordinator: slot {c}"),
-        None => println!("  failover coordinator: none (this host is not live)"),
+        Some(c) if f.is_coordinator => say!(out, "  failover coordinator: this host (slot {c})"),
+        Some(c) => say!(out, "  failover coordinator: slot {c}"),
+        None => say!(out, "  failover coordinator: none (this host is not live)"),
     }
     if let Some(plan) = &f.plan {
-        println!(
+        say!(
+            out,
             "  restart plan {}: {} being restarted, {} not restarted (see --json for reasons)",
             plan.epoch.number,
             count(plan.assignments.len() as u64, "VM", "VMs"),
@@ -235,10 +302,11 @@ fn print_vms(f: &FailoverReport) {
         );
     }
     for h in &f.held {
-        println!("  HELD: {}", text(&h.text));
+        say!(out, "  HELD: {}", text(&h.text));
     }
     for m in &f.missing {
-        println!(
+        say!(
+            out,
             "  MISSING: VM '{}' is not in this host's VM inventory for {}: still held here, never restarted \
              elsewhere ({})",
             text(&m.name),
@@ -247,7 +315,8 @@ fn print_vms(f: &FailoverReport) {
         );
     }
     for t in &f.running_twice {
-        println!(
+        say!(
+            out,
             "  ALARM: VM '{}' is reported running on slots {:?}: stop all but one NOW",
             text(&t.name),
             t.slots
@@ -260,13 +329,13 @@ fn print_vms(f: &FailoverReport) {
             (None, None) => "VMs".to_string(),
         };
         let since = w.waiting_for_ms.map(|t| format!(" for {}", ms(t))).unwrap_or_default();
-        println!("  WAITING: {what}{since}: {}", text(&w.reason));
+        say!(out, "  WAITING: {what}{since}: {}", text(&w.reason));
     }
     if let Some(e) = &f.driver_error {
-        println!("  VM driver error: {} (inventory kept from the last good poll)", text(e));
+        say!(out, "  VM driver error: {} (inventory kept from the last good poll)", text(e));
     }
     if let Some(b) = &f.blocked {
-        println!("  restarts waiting: {}", text(b));
+        say!(out, "  restarts waiting: {}", text(b));
     }
 }
 
