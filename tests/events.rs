@@ -152,6 +152,7 @@ fn events_alone_say_why_a_host_was_fenced_and_where_its_vms_went() {
     let out = run(&["events", "--socket", socket.to_str().unwrap(), "--host", "h2"]);
     let human = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
+    eprintln!("diskbeat events --host h2 (on h1):\n{human}");
     assert!(human.lines().any(|l| l.contains("WARN   slot 2 'h2': live -> dead")), "{human}");
     assert!(human.lines().any(|l| l.contains("'web' of slot 2 'h2' runs on slot")), "{human}");
 

@@ -12,6 +12,7 @@ const CASES: &[(&str, &[&str])] = &[
     ("inspect", &["inspect", "/nonexistent/diskbeat-dev"]),
     ("probe", &["probe", "/nonexistent/diskbeat-dev"]),
     ("status", &["status", "--socket", "/nonexistent/diskbeat.sock"]),
+    ("events", &["events", "--socket", "/nonexistent/diskbeat.sock"]),
     ("fence", &["fence", "/nonexistent/diskbeat-dev", "--slot", "0"]),
     ("rekey", &["rekey", "/nonexistent/diskbeat-dev"]),
     ("plan", &["plan", "/nonexistent/pool.toml"]),
