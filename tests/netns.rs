@@ -149,7 +149,7 @@ fn cut_off_host_fences_and_peers_see_it_fenced_not_dead() {
         let decided = events(i, "partition");
         let survive = decided
             .iter()
-            .rfind(|e| e["data"]["we_survive"] == true && e["data"]["survivors"] == 2)
+            .find(|e| e["data"]["we_survive"] == true && e["data"]["decision"]["reason"] == "largest")
             .unwrap_or_else(|| panic!("h{i}: no partition decision in its events: {decided:#?}"));
         assert!(survive["text"].as_str().unwrap().contains("largest part: 2 hosts against 1"), "{survive:#}");
         let fenced = events(i, "peer_state");
