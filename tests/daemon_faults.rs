@@ -11,6 +11,7 @@ mod common;
 #[path = "../tools/faultfs/src/harness.rs"]
 mod harness;
 
+use common::peer_changes;
 use harness::{Fault, FaultFs, LoopDev};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -248,20 +249,6 @@ fn assert_healthy(st: &[Value], slots: &[usize]) {
         assert_eq!(self_state(&st[i]), "live", "healthy host {} is not live", VIEWS[i]);
         assert_eq!(fenced_at(&st[i]), None, "healthy host {} fenced", VIEWS[i]);
     }
-}
-
-/// The changes of `slot`'s state to one of `to` this host reported: (at_ms, its text).
-fn peer_changes(st: &Value, slot: u64, to: &[&str]) -> Vec<(u64, String)> {
-    st["recent_events"]
-        .as_array()
-        .map(|evs| {
-            evs.iter()
-                .filter(|e| e["kind"] == "peer_state" && e["slot"] == slot)
-                .filter(|e| to.iter().any(|t| e["data"]["to"] == *t))
-                .filter_map(|e| Some((e["at_ms"].as_u64()?, e["text"].as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn events_with(st: &Value, needle: &str) -> Vec<(u64, String)> {

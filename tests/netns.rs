@@ -16,7 +16,7 @@ mod faultfs;
 #[path = "common/netns.rs"]
 mod pool;
 
-use common::{run, stderr};
+use common::{peer_changes, run, stderr};
 use faultfs::Fault;
 use pool::*;
 use serde_json::Value;

@@ -158,3 +158,17 @@ pub const SECTOR_ENGINES: [(u32, diskbeat::io::EngineKind); 4] = [
     (512, diskbeat::io::EngineKind::Sync),
     (4096, diskbeat::io::EngineKind::Sync),
 ];
+
+/// The changes of `slot`'s state to one of `to` this host reported: (at_ms, its text).
+pub fn peer_changes(st: &serde_json::Value, slot: u64, to: &[&str]) -> Vec<(u64, String)> {
+    st["recent_events"]
+        .as_array()
+        .map(|evs| {
+            evs.iter()
+                .filter(|e| e["kind"] == "peer_state" && e["slot"] == slot)
+                .filter(|e| to.iter().any(|t| e["data"]["to"] == *t))
+                .filter_map(|e| Some((e["at_ms"].as_u64()?, e["text"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -714,20 +714,6 @@ pub fn gone(st: &Value) -> bool {
     matches!(state(st), "self_fencing" | "fenced")
 }
 
-/// The changes of `slot`'s state to one of `to` this host reported: (at_ms, its text).
-pub fn peer_changes(st: &Value, slot: u64, to: &[&str]) -> Vec<(u64, String)> {
-    st["recent_events"]
-        .as_array()
-        .map(|evs| {
-            evs.iter()
-                .filter(|e| e["kind"] == "peer_state" && e["slot"] == slot)
-                .filter(|e| to.iter().any(|t| e["data"]["to"] == *t))
-                .filter_map(|e| Some((e["at_ms"].as_u64()?, e["text"].as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 pub fn events_with(st: &Value, needle: &str) -> Vec<(u64, String)> {
     st["recent_events"]
         .as_array()
