@@ -384,6 +384,9 @@ pub struct FailoverStatus {
     pub running_twice: Vec<(String, Vec<u32>)>,
     /// VMs (or a slot's VMs) not where the plan wants them, and why.
     pub waiting: Vec<Waiting>,
+    /// The names of the plan's VMs (assignments and unplaced), by UUID: the plan on the disk
+    /// carries UUIDs only.
+    pub plan_names: BTreeMap<uuid::Uuid, String>,
     pub tolerance: Option<u32>,
     pub tolerance_target: Option<u32>,
 }
@@ -2039,6 +2042,15 @@ impl Failover {
             coordinator_slot: coordinator,
             is_coordinator: coordinator == Some(self.cfg.slot),
             plan: self.current_plan().cloned(),
+            plan_names: self
+                .current_plan()
+                .map(|p| {
+                    let vms = p.assignments.iter().map(|a| (a.source_slot, a.uuid));
+                    vms.chain(p.unplaced.iter().map(|u| (u.source_slot, u.uuid)))
+                        .map(|(slot, uuid)| (uuid, self.vm_name(slot, uuid)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             held,
             own: self.own.values().map(|e| (e.name.clone(), e.state)).collect(),
             missing: self

@@ -1125,6 +1125,8 @@ fn every_host_reports_where_a_dead_hosts_vms_went_once() {
         }));
     }
     assert_eq!(restarted, [(0, "vm1".to_string(), target), (1, "vm1".to_string(), target)]);
+    // Status names the plan's VMs (the plan on the disk has UUIDs only).
+    assert_eq!(p.hosts[1].fo.status().plan_names.get(&uuid(4)).map(String::as_str), Some("vm4"));
     // A daemon that starts now finds that restart on the disk: history, not news.
     let h = &mut p.hosts[1 - target as usize];
     h.generation += 1;

@@ -779,6 +779,7 @@ mod tests {
             published_vms: Some(1),
             running_twice: Vec::new(),
             waiting: Vec::new(),
+            plan_names: Default::default(),
             tolerance: Some(1),
             tolerance_target: Some(2),
         });

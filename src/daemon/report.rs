@@ -172,6 +172,9 @@ pub struct FailoverReport {
     pub coordinator_slot: Option<u32>,
     pub is_coordinator: bool,
     pub plan: Option<Plan>,
+    /// The names of the plan's VMs by UUID (the plan itself carries UUIDs only).
+    #[serde(default)]
+    pub plan_names: BTreeMap<String, String>,
     pub held: Vec<HeldVms>,
     pub own: Vec<OwnVm>,
     /// Our VMs the driver's inventory omits: still held here, never restarted elsewhere.

@@ -367,6 +367,7 @@ fn vms(s: &Snapshot) -> VmsStatus {
             coordinator_slot: f.coordinator_slot,
             is_coordinator: f.is_coordinator,
             plan: f.plan.clone(),
+            plan_names: f.plan_names.iter().map(|(u, n)| (u.to_string(), n.clone())).collect(),
             held,
             own: f.own.iter().map(|(name, state)| OwnVm { name: name.clone(), state: *state }).collect(),
             missing: f

@@ -246,21 +246,25 @@ fn matrix_lines(mut hosts: Vec<(u32, &str, Option<&[u32]>)>) -> Vec<String> {
 
 /// The restart plan's assignments: which VM goes from which slot to which.
 fn restarts(v: &StatusReport) -> Vec<String> {
-    match v.vms.failover.as_ref().and_then(|f| f.plan.as_ref()) {
-        Some(plan) => restart_lines(plan),
+    match v.vms.failover.as_ref().and_then(|f| f.plan.as_ref().map(|p| (p, &f.plan_names))) {
+        Some((plan, names)) => restart_lines(plan, names),
         None => Vec::new(),
     }
 }
 
-fn restart_lines(plan: &Plan) -> Vec<String> {
+fn restart_lines(plan: &Plan, names: &std::collections::BTreeMap<String, String>) -> Vec<String> {
     if plan.assignments.is_empty() {
         return Vec::new();
     }
     let mut out = vec![format!("Restarts in progress (plan {}):", plan.epoch.number)];
     for a in plan.assignments.iter().take(ASSIGNMENTS_SHOWN) {
+        let vm = match names.get(&a.uuid.to_string()) {
+            Some(n) => format!("'{}'", crate::format::escape_name(n)),
+            None => a.uuid.to_string(),
+        };
         out.push(format!(
-            "  VM {} from slot {} to slot {} (attempt {}, wave {})",
-            a.uuid, a.source_slot, a.target_slot, a.attempt, a.wave
+            "  VM {vm} from slot {} to slot {} (attempt {}, wave {})",
+            a.source_slot, a.target_slot, a.attempt, a.wave
         ));
     }
     if plan.assignments.len() > ASSIGNMENTS_SHOWN {
@@ -430,14 +434,17 @@ mod tests {
             assignments: vec![],
             unplaced: vec![],
         };
-        assert!(restart_lines(&plan).is_empty());
+        let mut names = std::collections::BTreeMap::new();
+        assert!(restart_lines(&plan, &names).is_empty());
         plan.assignments = (0..25).map(a).collect();
-        let lines = restart_lines(&plan);
+        names.insert(uuid::Uuid::from_u128(1).to_string(), "web\x1b[2J".to_string());
+        let lines = restart_lines(&plan, &names);
         assert_eq!(lines[0], "Restarts in progress (plan 7):");
         assert_eq!(
             lines[1],
             "  VM 00000000-0000-0000-0000-000000000000 from slot 2 to slot 0 (attempt 1, wave 0)"
         );
+        assert!(lines[2].starts_with("  VM 'web") && !lines[2].contains('\x1b'), "{}", lines[2]);
         assert_eq!(lines.len(), 1 + ASSIGNMENTS_SHOWN + 1);
         assert_eq!(lines[ASSIGNMENTS_SHOWN + 1], "  ... and 5 more (--json lists all)");
     }
