@@ -60,9 +60,9 @@ impl Args {
     }
 }
 
-/// For `diskbeat -h`'s listing and the man pages: the same options as a standalone command.
+// The same options as a command of its own, named as Pacemaker runs it.
 #[derive(clap::Parser, Debug)]
-#[command(name = AGENT_NAME)]
+#[command(name = AGENT_NAME, about = "Fence agent for Pacemaker on a diskbeat heartbeat disk: fence a host and confirm it")]
 struct AgentCli {
     #[command(flatten)]
     args: Args,
