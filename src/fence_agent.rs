@@ -97,17 +97,20 @@ impl Request {
 
     /// The host the action is about.
     pub fn target(&self) -> Result<&str, AgentError> {
-        self.plug
-            .as_deref()
-            .or(self.nodename.as_deref())
-            .ok_or(AgentError::MissingPlug(self.action().name()))
+        self.plug.as_deref().or(self.nodename.as_deref()).ok_or(AgentError::MissingPlug(self.action().name()))
     }
 
     /// The one heartbeat device (`devices` is a comma-separated list in fence-agents; diskbeat
     /// has a single heartbeat disk).
     pub fn device(&self) -> Result<PathBuf, AgentError> {
-        let list: Vec<&str> =
-            self.devices.as_deref().unwrap_or("").split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+        let list: Vec<&str> = self
+            .devices
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .collect();
         match list[..] {
             [] => Err(AgentError::MissingDevice),
             [one] => Ok(PathBuf::from(one)),
@@ -169,9 +172,6 @@ pub enum AgentError {
     UnknownHost { plug: String, known: String, unreadable: String },
     #[error("'{}' is named by the records of slots {slots:?}: fence by slot (plug=slotN)", escape_name(.plug))]
     Ambiguous { plug: String, slots: Vec<u32> },
-    #[error("slot {slot} now holds '{}', not '{}': nothing was proven about '{}'",
-        escape_name(.found), escape_name(.plug), escape_name(.plug))]
-    Changed { slot: u32, plug: String, found: String },
     #[error(
         "slot {slot} ('{}') is NOT proven off: {}; fence it another way (a further fencing level) or \
          check it by hand", escape_name(.name), .why.text()
@@ -315,7 +315,11 @@ impl Device {
             if now_ms() > limit_ms {
                 for (o, why) in out.iter_mut().zip(last_problem) {
                     if o.is_none() {
-                        let why = if why.is_empty() { "its record neither advanced nor aged out".into() } else { why };
+                        let why = if why.is_empty() {
+                            "its record neither advanced nor aged out".into()
+                        } else {
+                            why
+                        };
                         *o = Some(Err(why));
                     }
                 }
@@ -340,7 +344,12 @@ pub fn resolve(table: &Table, plug: &str) -> Result<u32, AgentError> {
         (_, [one]) => return Ok(one.slot),
         ([one], []) => return Ok(one.slot),
         ([], _) => {}
-        _ => return Err(AgentError::Ambiguous { plug: plug.into(), slots: named.iter().map(|h| h.slot).collect() }),
+        _ => {
+            return Err(AgentError::Ambiguous {
+                plug: plug.into(),
+                slots: named.iter().map(|h| h.slot).collect(),
+            })
+        }
     }
     if let Ok(slot) = plug.strip_prefix("slot").unwrap_or(plug).parse::<u32>() {
         if slot < table.slot_count {
@@ -378,18 +387,12 @@ pub fn off(
     let slot = resolve(&table, plug)?;
     let by_name = table.hosts.iter().any(|h| h.slot == slot && h.name == plug);
     drop(dev);
-    let r = crate::fence::fence(path, slot, engine, progress)?;
-    // The slot was read again by `fence`: it must still be the host we were asked about.
-    if by_name && r.host_name != plug {
-        return Err(AgentError::Changed { slot, plug: plug.into(), found: r.host_name });
-    }
+    // `fence` reads the slot again: it must still be the host asked about when the request is
+    // written, or nothing is.
+    let r = crate::fence::fence_host(path, slot, by_name.then_some(plug), engine, progress)?;
     match r.why_not {
         None if r.vms_gone => Ok(r),
-        why => Err(AgentError::NotProven {
-            slot,
-            name: r.host_name,
-            why: why.unwrap_or(NotProven::NoHost),
-        }),
+        why => Err(AgentError::NotProven { slot, name: r.host_name, why: why.unwrap_or(NotProven::NoHost) }),
     }
 }
 
@@ -473,7 +476,13 @@ mod tests {
         assert_eq!(r.action(), Action::Off);
         assert_eq!(r.target().unwrap(), "n1");
         assert_eq!(r.device().unwrap(), PathBuf::from("/dev/mapper/hb"));
-        assert_eq!(notes, ["Parse error: Ignoring unknown option 'pcmk_bogus=1'", "Parse error: Ignoring unknown option 'colour=blue'"]);
+        assert_eq!(
+            notes,
+            [
+                "Parse error: Ignoring unknown option 'pcmk_bogus=1'",
+                "Parse error: Ignoring unknown option 'colour=blue'"
+            ]
+        );
         // plug wins over nodename, keys with '-' or '_' alike, `option` is `action`.
         let (r, _) = parse_stdin("option=list-status\nnodename=a\nplug=b\ndevice=/dev/x").unwrap();
         assert_eq!((r.action(), r.target().unwrap()), (Action::ListStatus, "b"));
@@ -496,7 +505,12 @@ mod tests {
     fn plugs_resolve_to_slots() {
         let h = |slot, name: &str, state| Host { slot, name: name.into(), state };
         let t = Table {
-            hosts: vec![h(0, "n0", State::Live), h(1, "n1", State::Fenced), h(3, "n1", State::Live), h(4, "7", State::Leaving)],
+            hosts: vec![
+                h(0, "n0", State::Live),
+                h(1, "n1", State::Fenced),
+                h(3, "n1", State::Live),
+                h(4, "7", State::Leaving),
+            ],
             unusable: vec![(5, "corrupt".into())],
             slot_count: 8,
         };

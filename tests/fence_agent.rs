@@ -55,7 +55,11 @@ fn show(out: &Output) -> String {
 fn well_formed(xml: &str) -> Result<(), String> {
     let mut stack: Vec<String> = Vec::new();
     let mut rest = xml.trim();
-    rest = rest.strip_prefix("<?xml").and_then(|r| r.split_once("?>")).map(|(_, r)| r).ok_or("no declaration")?;
+    rest = rest
+        .strip_prefix("<?xml")
+        .and_then(|r| r.split_once("?>"))
+        .map(|(_, r)| r)
+        .ok_or("no declaration")?;
     let mut roots = 0;
     while let Some(i) = rest.find('<') {
         let text = &rest[..i];
@@ -223,7 +227,9 @@ fn all_live(d: &Daemon, peers: &[u64]) {
     while start.elapsed() < Duration::from_secs(30) {
         if let Some(s) = d.status() {
             let live = |slot: u64| {
-                s["peers"].as_array().is_some_and(|p| p.iter().any(|p| p["slot"] == slot && p["state"] == "live"))
+                s["peers"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["slot"] == slot && p["state"] == "live"))
             };
             if s["self"]["state"] == "live" && peers.iter().all(|&p| live(p)) {
                 return;
@@ -280,7 +286,10 @@ fn the_fencer_drives_every_action_on_real_daemons() {
     let out = ask("action=status\nplug=nobody");
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = stderr(&out);
-    assert!(err.contains("'nobody' is not on the heartbeat disk") && err.contains("(hosts: n0, n1, n2)"), "{err}");
+    assert!(
+        err.contains("'nobody' is not on the heartbeat disk") && err.contains("(hosts: n0, n1, n2)"),
+        "{err}"
+    );
 
     // off n1: confirmed by its fenced mark, then status OFF.
     let out = ask("action=off\nplug=n1\nnodename=n1");
@@ -294,7 +303,12 @@ fn the_fencer_drives_every_action_on_real_daemons() {
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(2), "Status: OFF\n"), "{}", show(&out));
     // Again (reboot is off): already off, nothing sent.
     let out = ask("action=reboot\nplug=n1");
-    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "Success: Already OFF\n"), "{}", show(&out));
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "Success: Already OFF\n"),
+        "{}",
+        show(&out)
+    );
     let out = ask("action=list-status");
     assert_eq!(stdout(&out), "n0,,ON\nn1,,OFF\nn2,,ON\n", "{}", show(&out));
 
@@ -323,6 +337,14 @@ fn the_fencer_drives_every_action_on_real_daemons() {
     assert!(stderr(&out).contains("'n7' is not on the heartbeat disk"), "{}", show(&out));
     let out = ask("action=on\nplug=n1");
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    // A slot chosen by name is fenced only if its record still names that host when the request
+    // would be written (the agent resolves the plug, then `fence` reads the slot again).
+    let r =
+        diskbeat::fence::fence_host(lo.path(), 0, Some("n1"), diskbeat::io::EngineKind::Auto, &mut |_| {});
+    assert!(
+        matches!(&r, Err(diskbeat::fence::FenceError::NotTheHost { slot: 0, found, .. }) if found == "n0"),
+        "{r:?}"
+    );
     assert_eq!(lo.hash(), before, "the device changed");
     // validate-all with the device gone.
     let out = agent.stdin("action=validate-all\nplug=n1\ndevices=/dev/diskbeat-no-such-lun\n");

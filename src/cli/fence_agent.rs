@@ -37,7 +37,8 @@ Examples:
   diskbeat fence-agent -o off -n n1 --devices /dev/mapper/hb-lun
   fence_diskbeat -o metadata
 
-Exit status (fence-agents'): 0 success (status: ON), 1 failed or bad options, 2 status: OFF.")]
+Exit status (fence-agents'): 0 success (status: ON), 1 failed or bad options, 2 status: OFF."
+)]
 pub struct Args {
     /// Action: off, reboot, on, status, list, list-status, monitor, metadata, validate-all
     /// (default: reboot).
