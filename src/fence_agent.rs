@@ -267,8 +267,9 @@ impl Device {
         let mut peers = vec![Peer::default(); slots.len()];
         let mut last_problem = vec![String::new(); slots.len()];
         let mut out: Vec<Option<Result<Power, String>>> = vec![None; slots.len()];
-        // The longest silence that can count (a capped ride), plus a read's worth.
-        let limit_ms = u64::from(t.host_dead_ms) + t.ride_max_ms() + 2 * u64::from(t.io_timeout_ms);
+        // Watch for the longest silence that can count for the slots seen (a capped ride is
+        // longer), plus a read's worth.
+        let mut longest_dead_ms = u64::from(t.host_dead_ms);
         loop {
             let s = now_ms();
             self.disk.sweep(t.io_timeout())?;
@@ -287,7 +288,10 @@ impl Device {
                     Ok(bytes) => Record::validate(bytes, &sb.cluster_uuid, slot),
                 };
                 let (f, st, m) = match read {
-                    Ok(raw) => (raw.flags.get(), raw.state(), raw.members()),
+                    Ok(raw) => {
+                        last_problem[i].clear();
+                        (raw.flags.get(), raw.state(), raw.members())
+                    }
                     Err(c) => {
                         last_problem[i] = format!("corrupt: {c}");
                         (peer.flags, peer.record_state, peer.members)
@@ -299,8 +303,11 @@ impl Device {
                     SilenceRule::Capped => u64::from(t.host_dead_ms) + t.ride_max_ms(),
                     _ => u64::from(t.host_dead_ms),
                 };
+                longest_dead_ms = longest_dead_ms.max(dead_ms);
                 peer.observe(read, s, e, dead_ms, t.read_gap_ms(), rule != SilenceRule::NotListed);
                 out[i] = match peer.state {
+                    // Unchanged but unreadable as a record: who holds it cannot be known.
+                    PeerState::Dead if peer.corruption.is_some() => Some(Err(last_problem[i].clone())),
                     PeerState::Free | PeerState::Leaving | PeerState::Fenced | PeerState::Dead => {
                         Some(Ok(Power::Off))
                     }
@@ -312,7 +319,7 @@ impl Device {
             if out.iter().all(Option::is_some) {
                 break;
             }
-            if now_ms() > limit_ms {
+            if now_ms() > longest_dead_ms + 2 * u64::from(t.io_timeout_ms) {
                 for (o, why) in out.iter_mut().zip(last_problem) {
                     if o.is_none() {
                         let why = if why.is_empty() {

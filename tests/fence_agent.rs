@@ -346,6 +346,24 @@ fn the_fencer_drives_every_action_on_real_daemons() {
         "{r:?}"
     );
     assert_eq!(lo.hash(), before, "the device changed");
+    // A corrupt slot: status cannot tell (exit 1, once it stayed so for the host-dead timeout);
+    // list leaves it out, with a note.
+    let sb = diskbeat::disk::read_superblock(
+        &diskbeat::io::Device::open(lo.path(), diskbeat::io::Access::ReadOnly).unwrap(),
+    )
+    .unwrap();
+    write_direct(lo.path(), sb.layout.record_offset(3), &[0xa5; 512]);
+    let out = ask("action=status\nplug=slot3");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(out.stdout.is_empty(), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("cannot tell whether slot 3 ('slot3') is on or off: corrupt"),
+        "{}",
+        show(&out)
+    );
+    let out = ask("action=list");
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "n0,\nn1,\nn2,\n"), "{}", show(&out));
+    assert!(stderr(&out).contains("slot 3 left out"), "{}", show(&out));
     // validate-all with the device gone.
     let out = agent.stdin("action=validate-all\nplug=n1\ndevices=/dev/diskbeat-no-such-lun\n");
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
