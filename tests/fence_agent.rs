@@ -184,12 +184,13 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn spawn(dir: &Path, dev: &str, slot: u32, name: &str, fence_action: &str) -> Daemon {
+    fn spawn(dir: &Path, dev: &str, slot: u32, name: &str, fence_action: &str, extra: &[&str]) -> Daemon {
         let socket = dir.join(format!("{name}.sock"));
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(bin())
             .args(["daemon", "--device", dev, "--slot", &slot.to_string(), "--name", name])
             .args(["--fence-action", fence_action, "--no-mlock", "--socket", socket.to_str().unwrap()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -253,9 +254,9 @@ fn the_fencer_drives_every_action_on_real_daemons() {
     let dev = lo.s();
     // n1's fence action succeeds (and stops nothing here): its record becomes `fenced` with the
     // fence_stops_vms flag, the proof `off` needs. n0 and n2 only log.
-    let mut n0 = Daemon::spawn(dir.path(), dev, 0, "n0", "log-only");
-    let mut n1 = Daemon::spawn(dir.path(), dev, 1, "n1", "exec:/bin/true");
-    let mut n2 = Daemon::spawn(dir.path(), dev, 2, "n2", "log-only");
+    let mut n0 = Daemon::spawn(dir.path(), dev, 0, "n0", "log-only", &[]);
+    let mut n1 = Daemon::spawn(dir.path(), dev, 1, "n1", "exec:/bin/true", &[]);
+    let mut n2 = Daemon::spawn(dir.path(), dev, 2, "n2", "log-only", &[]);
     all_live(&n0, &[1, 2]);
     all_live(&n1, &[0, 2]);
     all_live(&n2, &[0, 1]);
@@ -367,4 +368,62 @@ fn the_fencer_drives_every_action_on_real_daemons() {
     // validate-all with the device gone.
     let out = agent.stdin("action=validate-all\nplug=n1\ndevices=/dev/diskbeat-no-such-lun\n");
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+}
+
+/// A process killed on drop (the watchdog emulator).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A host whose daemon dies with a hardware watchdog armed is proven off by its silence for the
+/// host-dead timeout: the watchdog reset it (what a `reboot` fence action's host leaves behind,
+/// since it never returns to write `fenced`). The emulated watchdog stands in for the hardware.
+#[test]
+fn off_is_proven_by_silence_with_an_armed_watchdog() {
+    if skip_unless_root() {
+        return;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let lo = LoopDev::new("32M", 512);
+    let out = run(&["mkfs", lo.s(), "--slots", "2", "--timeout", "4s", "--cluster", "fagentwd"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("wd");
+    // The emulator fires `true`: the "reset" is the daemon's SIGKILL below.
+    let _emu = Reaped(
+        Command::new(repo().join("tools/watchdog-emu.sh"))
+            .arg(&fifo)
+            .arg("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The daemon's non-blocking open fails until the emulator holds the FIFO.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo).is_err() {
+        assert!(Instant::now() < deadline, "the watchdog emulator did not open {}", fifo.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut n0 =
+        Daemon::spawn(dir.path(), lo.s(), 0, "n0", "exec:/bin/true", &["--watchdog", fifo.to_str().unwrap()]);
+    all_live(&n0, &[]);
+    let v = stdout_json(&run(&["inspect", lo.s(), "--slot", "0", "--json"]));
+    assert!(v.to_string().contains("\"watchdog_armed\""), "{v:#}");
+    n0.kill();
+    let agent = Agent::new();
+    let out = agent.stdin(&format!("action=reboot\nport=n0\nnodename=n0\ndevices={}\n", lo.s()));
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "Success: Rebooted\n"),
+        "{}",
+        show(&out)
+    );
+    assert!(stderr(&out).contains("stopped heartbeating with a watchdog armed"), "{}", show(&out));
 }
