@@ -38,6 +38,10 @@ pub enum FenceError {
     Free(u32),
     #[error("slot {slot} cannot be read or is corrupt ({reason}); cannot fence or confirm through it")]
     Unusable { slot: u32, reason: String },
+    #[error(
+        "slot {slot} now holds '{}', not '{}': nothing was written", escape_name(.found), escape_name(.expected)
+    )]
+    NotTheHost { slot: u32, expected: String, found: String },
     #[error("writing the fence request failed ({0}); the request was not delivered")]
     WriteFailed(String),
     #[error(
@@ -143,9 +147,25 @@ pub fn fence(
     engine: EngineKind,
     progress: &mut dyn FnMut(&str),
 ) -> Result<FenceReport, FenceError> {
+    fence_host(path, slot, None, engine, progress)
+}
+
+/// [`fence`], refused (nothing written) unless the slot's record names `expect_name` when one is
+/// given: a caller that chose the slot by host name (the fence agent) never fences whoever holds
+/// it by the time the request would be written.
+pub fn fence_host(
+    path: &Path,
+    slot: u32,
+    expect_name: Option<&str>,
+    engine: EngineKind,
+    progress: &mut dyn FnMut(&str),
+) -> Result<FenceReport, FenceError> {
     let start = Instant::now();
     let (mut disk, sb, timing, target) = open_target(path, slot, engine)?;
     let name = target.host_name().to_string();
+    if let Some(expected) = expect_name.filter(|e| *e != name) {
+        return Err(FenceError::NotTheHost { slot, expected: expected.into(), found: name });
+    }
     let report = |confirmed, request_id, proof: Result<crate::core::GoneProof, NotProven>| FenceReport {
         slot,
         host_name: name.clone(),

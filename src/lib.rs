@@ -6,14 +6,16 @@
 //!
 //! I/O: [`io`] (the I/O engines) and [`disk`] (the heartbeat disk on them). Programs on top:
 //! [`daemon`] (the per-host daemon: the heartbeat loop around [`core::Node`], the network and VM
-//! threads), the operator tools [`mkfs`], [`inspect`], [`probe`], [`fence`] and [`rekey`], and
-//! [`vm`] (the VM drivers). User interfaces: [`cli`].
+//! threads), the operator tools [`mkfs`], [`inspect`], [`probe`], [`fence`] and [`rekey`], the
+//! Pacemaker fence agent [`fence_agent`] (on [`fence`]), and [`vm`] (the VM drivers). User
+//! interfaces: [`cli`].
 
 pub mod cli;
 pub mod core;
 pub mod daemon;
 pub mod disk;
 pub mod fence;
+pub mod fence_agent;
 pub mod format;
 pub mod inspect;
 pub mod io;

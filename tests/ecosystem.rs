@@ -146,6 +146,9 @@ fn install_sh_stages_everything_and_keeps_an_edited_config() {
         assert!(meta.len() > 0, "{f} is empty");
     }
     assert_eq!(std::fs::read(d.join(files[0])).unwrap(), std::fs::read(bin()).unwrap());
+    // The fence agent: a symlink where Pacemaker looks (/usr/sbin), naming the installed binary.
+    let agent = d.join("usr/sbin/fence_diskbeat");
+    assert_eq!(std::fs::read_link(&agent).unwrap(), Path::new("/usr/local/bin/diskbeat"));
     let pages = std::fs::read_dir(d.join("usr/local/share/man/man1")).unwrap().count();
     assert_eq!(pages, 1 + subcommands().len(), "man pages");
     let unit = std::fs::read_to_string(d.join(files[1])).unwrap();
@@ -179,12 +182,40 @@ fn install_sh_stages_everything_and_keeps_an_edited_config() {
     assert!(opt.path().join("opt/diskbeat/bin/diskbeat").exists());
     let unit = std::fs::read_to_string(opt.path().join("etc/systemd/system/diskbeat.service")).unwrap();
     assert!(unit.contains("ExecStart=/opt/diskbeat/bin/diskbeat daemon"), "{unit}");
+    let link = std::fs::read_link(opt.path().join("usr/sbin/fence_diskbeat")).unwrap();
+    assert_eq!(link, Path::new("/opt/diskbeat/bin/diskbeat"));
+    // --agent-dir puts the link elsewhere; a file of that name that is not a symlink is never
+    // replaced (refused before anything is installed).
+    let other = tempfile::tempdir().unwrap();
+    let staged = |extra: &[&str]| {
+        Command::new(repo().join("tools/install.sh"))
+            .args(["--binary", bin().to_str().unwrap(), "--destdir", other.path().to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = staged(&["--agent-dir", "/usr/lib/stonith"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let link = std::fs::read_link(other.path().join("usr/lib/stonith/fence_diskbeat")).unwrap();
+    assert_eq!(link, Path::new("/usr/local/bin/diskbeat"));
+    assert!(!other.path().join("usr/sbin/fence_diskbeat").exists());
+    let theirs = other.path().join("usr/sbin/fence_diskbeat");
+    std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
+    std::fs::write(&theirs, "#!/bin/sh\n").unwrap();
+    let out = staged(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not a symlink"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "#!/bin/sh\n");
+    let out = staged(&["--uninstall"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(theirs.exists(), "--uninstall removed a fence_diskbeat that is not its symlink");
 
     // Uninstall removes everything but the config.
     install(&["--uninstall"]);
     for f in files.iter().filter(|f| !f.ends_with(".toml")) {
         assert!(!d.join(f).exists(), "{f} survived --uninstall");
     }
+    assert!(std::fs::symlink_metadata(&agent).is_err(), "fence_diskbeat survived --uninstall");
     assert_eq!(std::fs::read_to_string(d.join(files[2])).unwrap(), mine);
     let pages = std::fs::read_dir(d.join("usr/local/share/man/man1")).unwrap().count();
     assert_eq!(pages, 0, "man pages after --uninstall");

@@ -6,6 +6,9 @@
 //! - 2: bad input: usage errors, unreadable or invalid files
 //! - 3: (`inspect`) read, but some record is corrupt or unreadable
 //!
+//! `fence-agent` (`fence_diskbeat`) follows fence-agents instead: 0 success, 1 failure (bad
+//! options included), 2 `status` says OFF.
+//!
 //! Under `--json` an error is JSON too, on stderr: `{"error": message, "kind": "failed" | "usage" |
 //! ..., "hint": what to do or null, "exit_code": N}`, same exit status. Stdout holds only the
 //! command's result document (a command can fail after reporting, e.g. `probe` whose writes
@@ -17,6 +20,7 @@ pub mod completions;
 pub mod daemon;
 pub mod events;
 pub mod fence;
+pub mod fence_agent;
 pub mod inspect;
 pub mod man;
 pub mod mkfs;
@@ -118,6 +122,8 @@ pub enum Command {
     Events(events::Args),
     /// Fence a host through its mailbox and confirm it.
     Fence(fence::Args),
+    /// Pacemaker fence agent (also installed as `fence_diskbeat`): off with proof, status, list.
+    FenceAgent(fence_agent::Args),
     /// Rotate the cluster key stored on the heartbeat disk.
     Rekey(rekey::Args),
     /// Failover planning: host failures tolerated, restart plans, admission checks.
@@ -137,7 +143,7 @@ impl Command {
             Command::Mkfs(a) => a.json,
             Command::Inspect(a) => a.json,
             Command::Probe(a) => a.json,
-            Command::Daemon(_) | Command::Completions(_) | Command::Man(_) => false,
+            Command::Daemon(_) | Command::Completions(_) | Command::Man(_) | Command::FenceAgent(_) => false,
             Command::Status(a) => a.json,
             Command::Events(a) => a.json,
             Command::Fence(a) => a.json,
@@ -155,6 +161,13 @@ impl Command {
 /// clap rejects is a usage error (exit 2), printed as JSON when `--json` is among the arguments.
 pub fn main() -> u8 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The fence agent parses its own options: fence-agents' exit statuses, stdin when none.
+    if fence_agent::invoked_as_agent(args.first()) {
+        return fence_agent::main(crate::fence_agent::AGENT_NAME, &args[1..]);
+    }
+    if args.get(1).is_some_and(|a| a == "fence-agent") {
+        return fence_agent::main("diskbeat fence-agent", &args[2..]);
+    }
     match Cli::try_parse_from(&args) {
         Ok(cli) => run(cli),
         Err(e) if e.use_stderr() && args.iter().any(|a| a == "--json") => {
@@ -188,6 +201,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Status(args) => status::run(args),
         Command::Events(args) => events::run(args),
         Command::Fence(args) => fence::run(args),
+        Command::FenceAgent(args) => Ok(fence_agent::run(args)),
         Command::Rekey(args) => rekey::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Vm(args) => vm::run(args),
