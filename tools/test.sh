@@ -4,7 +4,8 @@
 #   util-linux (losetup), fuse3, iproute2 (ip netns), nftables (cuts and drops in the network
 #   tests), tmux (a real terminal for `status --watch`, tests/status_watch.rs), pkg-config +
 #   libvirt-dev (the `libvirt` cargo feature links libvirt), libvirt-daemon, QEMU and tini
-#   (tests/vm_libvirt.rs, tests/failover_libvirt.rs); iputils-ping if it can.
+#   (tests/vm_libvirt.rs, tests/failover_libvirt.rs), libxml2-utils (xmllint: tests/fence_agent.rs
+#   checks fence_diskbeat's metadata); iputils-ping if it can.
 # Then two builds:
 #   1. the default features (libvirt driver built in): every test;
 #   2. --no-default-features (no libvirt at all): the binary must not link libvirt, and the exec
@@ -21,6 +22,7 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v tmux >/dev/null || need+=(tmux)
+command -v xmllint >/dev/null || need+=(libxml2-utils)
 export DEBIAN_FRONTEND=noninteractive
 if [ ${#need[@]} -gt 0 ] || ! tools/install-libvirt.sh --check; then
   echo "test.sh: installing ${need[*]:-}${need[*]:+ and }libvirt, QEMU, tini (apt)" >&2
