@@ -1770,28 +1770,36 @@ impl Failover {
         let mut found = Vec::new();
         let mut current = BTreeSet::new();
         {
-            let entries = self.all_entries();
-            for (to, e) in &entries {
-                if e.state != VmState::Running || !self.may_hold(*to) {
-                    continue;
-                }
-                let from = entries
-                    .iter()
-                    .filter(|(s, o)| {
-                        *s != *to
-                            && o.uuid == e.uuid
-                            && o.claim < e.claim
-                            && (o.state == VmState::Lost
-                                || o.state.holds() && self.slots[*s as usize].gone.is_ok())
-                    })
-                    .max_by_key(|(_, o)| o.claim);
-                if let Some((from, _)) = from {
+            // By VM: one pass over the entries, not one per running entry.
+            let mut by_uuid: BTreeMap<uuid::Uuid, Vec<(u32, &VmEntry)>> = BTreeMap::new();
+            for (s, e) in self.all_entries() {
+                by_uuid.entry(e.uuid).or_default().push((s, e));
+            }
+            for entries in by_uuid.values() {
+                // The newest claim a gone (or lost) holder had: where the VM came from.
+                let source = |below: u64, to: u32| {
+                    entries
+                        .iter()
+                        .filter(|(s, o)| {
+                            *s != to
+                                && o.claim < below
+                                && (o.state == VmState::Lost
+                                    || o.state.holds() && self.slots[*s as usize].gone.is_ok())
+                        })
+                        .max_by_key(|(_, o)| o.claim)
+                        .map(|(s, _)| *s)
+                };
+                for (to, e) in entries {
+                    if e.state != VmState::Running || !self.may_hold(*to) {
+                        continue;
+                    }
+                    let Some(from) = source(e.claim, *to) else { continue };
                     current.insert((e.uuid, e.claim));
                     if !self.restarts_seen.contains(&(e.uuid, e.claim)) {
                         found.push(FailoverEvent::Restarted {
                             vm: e.name.clone(),
                             uuid: e.uuid,
-                            from_slot: *from,
+                            from_slot: from,
                             to_slot: *to,
                             claim: e.claim,
                         });
