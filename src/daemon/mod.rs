@@ -259,6 +259,7 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                 addresses: addresses.clone(),
                 stop: net_stop.clone(),
                 watchdog: watchdog.clone(),
+                backup_deadline: deadline.clone(),
             },
             now_ms,
         );

@@ -10,7 +10,7 @@
 use crate::core::Node;
 use crate::net::{Keyring, Packet, PACKET_SIZE};
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -28,6 +28,21 @@ pub struct NetShared {
     pub stop: Arc<AtomicBool>,
     /// Fed here when the node says so (`Node::poll_net_feed`): this thread never waits on the disk.
     pub watchdog: Option<Arc<crate::io::sys::Watchdog>>,
+    /// The backup deadline thread's deadline (0: disarmed). The heartbeat loop sets it; this
+    /// thread only extends an armed one to the node's own deadline, which packets move while
+    /// riding through a whole-LUN outage: the loop may be blocked in a hanging I/O right then.
+    pub backup_deadline: Arc<AtomicU64>,
+}
+
+/// Moves an armed backup deadline out to the node's deadline (never in, never arms it: the
+/// heartbeat loop does both). The value is the node's own (`Node::fence_deadline_ms`: the storage
+/// deadline, or the ride-through's end while every member vouches), so the backup thread fires no
+/// later than the loop would have made it fire had it polled now.
+fn extend_backup_deadline(shared: &NetShared) {
+    let Some(d) = lock_node(&shared.node).fence_deadline_ms() else { return };
+    let _ = shared.backup_deadline.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
+        (cur != 0 && d > cur).then_some(d)
+    });
 }
 
 pub fn lock_node(m: &Mutex<Node>) -> std::sync::MutexGuard<'_, Node> {
@@ -108,6 +123,7 @@ fn run(sockets: Vec<UdpSocket>, shared: NetShared, now_ms: fn() -> u64) {
             }
         }
         let now = now_ms();
+        extend_backup_deadline(&shared);
         if let Some(w) = &shared.watchdog {
             if lock_node(&shared.node).poll_net_feed(now) {
                 if let Err(e) = w.feed() {
