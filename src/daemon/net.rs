@@ -40,9 +40,9 @@ pub struct NetShared {
 /// later than the loop would have made it fire had it polled now.
 fn extend_backup_deadline(shared: &NetShared) {
     let Some(d) = lock_node(&shared.node).fence_deadline_ms() else { return };
-    let _ = shared.backup_deadline.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
-        (cur != 0 && d > cur).then_some(d)
-    });
+    let _ = shared
+        .backup_deadline
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| (cur != 0 && d > cur).then_some(d));
 }
 
 pub fn lock_node(m: &Mutex<Node>) -> std::sync::MutexGuard<'_, Node> {
