@@ -379,12 +379,15 @@ fn two_daemons_export_their_metrics() {
     );
     assert!(write_count > 0.0 && write_count <= cycles, "write count {write_count} vs {cycles} cycles");
 
-    // A later scrape: the counters moved on.
+    // A later scrape: the counters moved on (the cycle histogram records a cycle after its
+    // write, so it may lag the counter by the cycle in progress: wait for both).
     let start = Instant::now();
     loop {
         let later = scrape(&addr);
-        if later.value("diskbeat_cycles_total", &[]) > cycles {
-            assert!(later.histogram("diskbeat_cycle_latency_seconds").1 > cycle_count);
+        let later_cycles = later.value("diskbeat_cycles_total", &[]);
+        let later_count = later.histogram("diskbeat_cycle_latency_seconds").1;
+        assert!(later_count >= cycle_count, "the cycle histogram went back: {later_count} < {cycle_count}");
+        if later_cycles > cycles && later_count > cycle_count {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(30), "the cycle counter never moved\n{}", d0.log());
