@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
             weight: 1,
             isolation_configured: false,
             boot_id: uuid::Uuid::nil(),
+            fence_suspicion_ms: 0,
         },
         1,
     );

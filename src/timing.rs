@@ -10,7 +10,9 @@
 //! Safety inequality: host_dead > self_fence + interval + io_timeout (T > 0.8 T).
 //!
 //! A VM driver call (one exec hook run) is killed after 3 io timeouts, at least 2 s
-//! ([`Timing::vm_call_timeout_ms`]).
+//! ([`Timing::vm_call_timeout_ms`]). A peer with a fence device is suspected after T/10 of
+//! silence on both channels ([`Timing::fence_suspicion_ms`]); a device call is abandoned after 3
+//! io timeouts, at least 10 s ([`Timing::fence_device_timeout_ms`]).
 
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ pub const DEFAULT_BASE_TIMEOUT_MS: u32 = 40_000;
 /// Shortest VM driver call timeout: a process start and a small VM start fit, even at the
 /// smallest T.
 pub const MIN_VM_CALL_TIMEOUT_MS: u64 = 2000;
+/// Shortest fence device timeout: an agent that logs into a BMC needs seconds.
+pub const MIN_FENCE_DEVICE_TIMEOUT_MS: u64 = 10_000;
 
 /// Timeouts derived from a base timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,6 +118,24 @@ impl Timing {
     /// failover by less than one host-dead time, and a call may still take three poll periods.
     pub fn vm_call_timeout_ms(&self) -> u64 {
         (3 * u64::from(self.io_timeout_ms)).max(MIN_VM_CALL_TIMEOUT_MS)
+    }
+
+    /// A peer with a fence device is suspected once it is silent on the network AND unchanged
+    /// on the disk for this long: T/10 (2 intervals; 4 s at the default T), far below host-dead.
+    /// Safety does not rest on it (a confirmed power-off is the proof); it sets how often a
+    /// healthy but stalled host is powered off. docs/SAFETY.md, "Fence devices".
+    pub fn fence_suspicion_ms(&self) -> u64 {
+        u64::from(self.base_timeout_ms) / 10
+    }
+    /// The configurable range of the suspicion time: at least 2 intervals (two missed beats on
+    /// every channel), below host-dead (beyond it the other proofs come first).
+    pub fn fence_suspicion_range_ms(&self) -> std::ops::Range<u64> {
+        2 * u64::from(self.interval_ms)..u64::from(self.host_dead_ms)
+    }
+    /// A fence device call (`off`, then `status` until OFF) is abandoned, its agent killed, after
+    /// 3 io timeouts, at least 10 s (a BMC over IPMI takes seconds): 30 s at the default T.
+    pub fn fence_device_timeout_ms(&self) -> u64 {
+        (3 * u64::from(self.io_timeout_ms)).max(MIN_FENCE_DEVICE_TIMEOUT_MS)
     }
 
     pub fn interval(&self) -> Duration {

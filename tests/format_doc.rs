@@ -131,7 +131,7 @@ fn field_offsets() {
             offset_of!(RecordRaw, weight),
             offset_of!(RecordRaw, boot_id),
             offset_of!(RecordRaw, members),
-            offset_of!(RecordRaw, reserved),
+            offset_of!(RecordRaw, fencer_slot),
         ],
         [32, 36, 38, 40, 56, 64, 72, 80, 84, 88, 152, 408, 416, 424, 428, 444, 508]
     );
@@ -583,7 +583,7 @@ fn doc_record_table() {
         ("weight", offset_of!(RecordRaw, weight)),
         ("boot_id", offset_of!(RecordRaw, boot_id)),
         ("members", offset_of!(RecordRaw, members)),
-        ("reserved", offset_of!(RecordRaw, reserved)),
+        ("fencer_slot", offset_of!(RecordRaw, fencer_slot)),
     ];
     assert_eq!(doc_fields("## 5. Record"), fields(&want));
     let rows = doc_table("## 5. Record");
@@ -607,7 +607,7 @@ fn doc_members_bitmap() {
 ",
                 )
                 .unwrap()];
-    assert_eq!((offset_of!(RecordRaw, members), offset_of!(RecordRaw, reserved)), (444, 508));
+    assert_eq!((offset_of!(RecordRaw, members), offset_of!(RecordRaw, fencer_slot)), (444, 508));
     assert!(para.contains("device byte `record + 444 + s/8`, mask `1 << (s % 8)`"), "{para}");
     assert!(para.contains("Example: slots {0, 5, 511} → field byte 0 = `0x21`, byte 63 = `0x80`."), "{para}");
     let mut r = Record::free(uuid::Uuid::from_u128(CLUSTER), 5);
@@ -651,6 +651,8 @@ fn doc_record_flags_table() {
         ("isolated", flags::ISOLATED),
         ("riding_through", flags::RIDING_THROUGH),
         ("operator_confirmed", flags::OPERATOR_CONFIRMED),
+        ("fence_intent", flags::FENCE_INTENT),
+        ("fence_device", flags::FENCE_DEVICE),
     ];
     let rows = doc_table("**Record flags**");
     let mut documented = Vec::new();

@@ -27,6 +27,15 @@
 //! intruders on a held slot, daemons frozen while their host lives (SIGSTOP), late backup deadline
 //! threads, failing fence actions, hardware watchdogs (or none), pools of up to 64 slots.
 //!
+//! Fence devices (a third of the runs, drawn from a stream of their own): most machines get a
+//! device that the coordinator's node may call (`Action::FenceDevice`): truthful (powers the
+//! machine off, then answers `off`), failing, hanging (answers `timed_out` after the device
+//! timeout), late (answers failure, powers off later) or lying (answers `off`, powers nothing
+//! off). Checked: DEVICE, a device is never called for a host that runs with a working disk
+//! (only silent hosts: crashed, frozen, or with a failing path); VM SAFETY holds strictly for
+//! every truthful device; LIAR, a host a lying device "powered off" stops running its VMs within
+//! [`Sim::liar_bound`] (when it has a hardware watchdog; counted otherwise).
+//!
 //! Run kinds (drawn from a random stream of their own, so a `disk` run is the same run it was
 //! before the network model existed): `disk` (no network; 30 % of them fault-free), `net-clean`
 //! (fault-free disk, transient network faults only), `partition` (healthy disk, network cuts,
@@ -71,8 +80,8 @@
 //! also traces every packet; `SIM_KIND=disk` forces a kind, as the disk regression seeds need).
 
 use diskbeat::core::{
-    silence_rule, Action, Event, FenceOutcome, FenceReason, IoFailure, Node, NodeConfig, PeerChange,
-    PeerState, Phase, RefuseReason, SilenceRule, SlotSource,
+    silence_rule, Action, DeviceOutcome, Event, FenceOutcome, FenceReason, GoneProof, IoFailure, Node,
+    NodeConfig, PeerChange, PeerState, Phase, RefuseReason, SilenceRule, SlotSource,
 };
 use diskbeat::format::mailbox::{Command, Mailbox};
 use diskbeat::format::record::{Record, State};
@@ -521,6 +530,20 @@ enum Pending {
         data: Option<Vec<Sector>>,
     },
     Fence(FenceOutcome),
+    /// A fence intent or proof written into another slot.
+    PeerWrite(Result<u64, IoFailure>),
+}
+
+/// A machine's fence device, as the simulator plays it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Device {
+    Truthful,
+    Fails,
+    Hangs,
+    /// Answers failure, powers the machine off later.
+    Late,
+    /// Answers `off`, powers nothing off.
+    Liar,
 }
 
 struct Inc {
@@ -619,6 +642,8 @@ struct Machine {
     isolation: bool,
     /// Extra loss on every link of this machine (a bad NIC).
     loss: f64,
+    /// Its fence device, if the pool has one for it.
+    device: Option<Device>,
 }
 
 /// The bytes one host's sweep saw.
@@ -721,6 +746,21 @@ enum Ev {
     LunEnd,
     /// VMs and failover (`vms.rs`).
     Vm(vms::VmEv),
+    /// A fence device answers the node that called it.
+    DeviceAnswer {
+        inc: usize,
+        slot: u32,
+        host_uuid: uuid::Uuid,
+        generation: u64,
+        outcome: DeviceOutcome,
+    },
+    /// A fence device powers a machine off.
+    PowerOff(usize),
+    /// LIAR: a host a lying device reported off must have stopped running VMs by now.
+    LiarCheck {
+        inc: usize,
+        proven_at: u64,
+    },
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -777,6 +817,15 @@ struct Stats {
     /// Hosts stopped during a pure whole-LUN outage before the ride-through bound because some
     /// host's storage deadline came before any member could vouch (the known design gap).
     lun_early_stops: u64,
+    /// Runs with fence devices; device calls; confirmed power-offs; calls for a host still
+    /// running (frozen or with a failing path); proofs a lying device made for a running host.
+    device_runs: u64,
+    device_calls: u64,
+    device_offs: u64,
+    device_running_targets: u64,
+    device_lies_proven: u64,
+    /// VMs that ran twice after a lying device's proof (bounded by LIAR, not TWICE).
+    twice_after_liar: u64,
     vm: vms::VmStats,
 }
 
@@ -830,6 +879,12 @@ impl Stats {
         self.net_feeds += o.net_feeds;
         self.fenced_after_lun += o.fenced_after_lun;
         self.lun_early_stops += o.lun_early_stops;
+        self.device_runs += o.device_runs;
+        self.device_calls += o.device_calls;
+        self.device_offs += o.device_offs;
+        self.device_running_targets += o.device_running_targets;
+        self.device_lies_proven += o.device_lies_proven;
+        self.twice_after_liar += o.twice_after_liar;
         self.vm.add(&o.vm);
     }
 }
@@ -1039,6 +1094,26 @@ impl Sim {
             let at = sim.rng.range(0, u64::from(timing.interval_ms) * 1000 * 3);
             sim.schedule(at, Ev::Restart(m));
         }
+        // Fence devices, from a stream of their own: runs without them are the runs they were.
+        let mut drng = Rng::new(seed ^ 0xde71_ce5e_ed00_0001);
+        if drng.chance(1.0 / 3.0) {
+            sim.stats.device_runs = 1;
+            for m in 0..hosts {
+                if drng.chance(0.85) {
+                    let d = [
+                        Device::Truthful,
+                        Device::Truthful,
+                        Device::Truthful,
+                        Device::Truthful,
+                        Device::Fails,
+                        Device::Hangs,
+                        Device::Late,
+                        Device::Liar,
+                    ];
+                    sim.machines[m].device = Some(d[drng.range(0, d.len() as u64 - 1) as usize]);
+                }
+            }
+        }
         match kind {
             Kind::Disk => sim.plan_faults(hosts),
             Kind::NetClean => {
@@ -1100,6 +1175,7 @@ impl Sim {
             weight,
             isolation,
             loss: 0.0,
+            device: None,
         });
         let m = self.machines.len() - 1;
         self.slot_machines[slot as usize].push(m);
@@ -2322,6 +2398,57 @@ impl Sim {
                 Ok(())
             }
             Ev::Restart(m) => self.restart(m),
+            Ev::DeviceAnswer { inc, slot, host_uuid, generation, outcome } => {
+                if !self.incs[inc].alive {
+                    return Ok(());
+                }
+                if self.incs[inc].frozen(self.now) {
+                    let at = self.incs[inc].frozen_until;
+                    self.schedule(at, Ev::DeviceAnswer { inc, slot, host_uuid, generation, outcome });
+                    return Ok(());
+                }
+                if outcome == DeviceOutcome::Off {
+                    self.stats.device_offs += 1;
+                }
+                let local = self.incs[inc].clock.local_ms(self.now);
+                self.incs[inc].node.handle_fence_device(local, slot, host_uuid, generation, outcome);
+                self.drain_events(inc)?;
+                if self.incs[inc].pending.is_none() {
+                    self.drive(inc)?;
+                }
+                Ok(())
+            }
+            Ev::PowerOff(m) => {
+                self.note(|| format!("machine {m} powered off by its fence device"));
+                match self.machines[m].incs.last() {
+                    Some(&i) if self.incs[i].alive => self.step(Ev::Crash(m)),
+                    Some(&i) => {
+                        // Its daemon is gone, but the machine (and whatever VMs it ran) was up.
+                        self.incs[i].power_cycled = true;
+                        self.vms_disturb();
+                        self.machines[m].vms = None;
+                        self.vms_host_stopped(m, true);
+                        self.bump_epoch();
+                        Ok(())
+                    }
+                    None => Ok(()),
+                }
+            }
+            Ev::LiarCheck { inc, proven_at } => {
+                let x = &self.incs[inc];
+                let m = x.machine;
+                if x.alive && self.machines[m].vms == Some(inc) && self.machines[m].watchdog {
+                    return self.fail(format!(
+                        "LIAR: inc {inc} (machine {m}, slot {}) still runs its VMs {} µs after a lying fence \
+                         device's proof at {proven_at} (bound {} µs; phase {})",
+                        x.slot,
+                        self.now - proven_at,
+                        self.liar_bound(),
+                        x.node.phase().name()
+                    ));
+                }
+                Ok(())
+            }
             Ev::Leave(m) => {
                 let Some(&i) = self.machines[m].incs.last() else { return Ok(()) };
                 if !self.incs[i].alive {
@@ -2514,8 +2641,15 @@ impl Sim {
             weight,
             isolation_configured: isolation,
             boot_id,
+            fence_suspicion_ms: self.timing.fence_suspicion_ms(),
         };
-        let node = Node::new(cfg, clock.local_ms(self.now));
+        let mut node = Node::new(cfg, clock.local_ms(self.now));
+        // Every host's config lists every device of the pool (its own is never called).
+        let devices: Vec<[u8; 64]> = (0..self.machines.len())
+            .filter(|&k| self.machines[k].device.is_some() && !self.machines[k].intruder)
+            .map(|k| diskbeat::format::encode_name(&format!("m{k}")).expect("name"))
+            .collect();
+        node.set_fence_devices(&devices);
         let i = self.incs.len();
         let n = self.slot_count as usize;
         self.incs.push(Inc {
@@ -2755,7 +2889,8 @@ impl Sim {
                 self.note(|| format!("inc {i} action {action:?}"));
             }
             match action {
-                Action::Write { record, timeout_ms } => return self.start_write(i, record, timeout_ms),
+                Action::Write { record, timeout_ms } => return self.start_write(i, record, timeout_ms, false),
+                Action::WritePeer { record, timeout_ms } => return self.start_write(i, record, timeout_ms, true),
                 Action::Sweep { timeout_ms } => return self.start_sweep(i, timeout_ms),
                 Action::Fence { .. } => {
                     self.note(|| format!("inc {i} fence action"));
@@ -2823,6 +2958,9 @@ impl Sim {
                 }
             }
             Action::Ready => {}
+            Action::FenceDevice { slot, host_name, host_uuid, generation, .. } => {
+                self.call_device(i, slot, host_name, host_uuid, generation)?;
+            }
             Action::SetBackupDeadline { deadline_ms } => {
                 self.incs[i].backup_deadline = deadline_ms;
                 if let Some(d) = deadline_ms {
@@ -2835,16 +2973,23 @@ impl Sim {
                     self.schedule(at, Ev::Backup { inc: i, deadline: d });
                 }
             }
-            Action::Write { .. } | Action::Sweep { .. } | Action::Fence { .. } | Action::Exit { .. } => {
+            Action::Write { .. }
+            | Action::WritePeer { .. }
+            | Action::Sweep { .. }
+            | Action::Fence { .. }
+            | Action::Exit { .. } => {
                 unreachable!("not an immediate action: {action:?}")
             }
         }
         Ok(())
     }
 
-    fn start_write(&mut self, i: usize, rec: Record, timeout_ms: u64) -> Res {
+    fn start_write(&mut self, i: usize, rec: Record, timeout_ms: u64, peer: bool) -> Res {
         let t = self.now;
-        if self.incs[i].fenced.is_some() && !matches!(rec.state, State::SelfFencing | State::Fenced) {
+        if peer && (rec.slot == self.incs[i].slot || self.incs[i].fenced.is_some()) {
+            return self.fail(format!("inc {i} (slot {}) writes slot {} as a peer", self.incs[i].slot, rec.slot));
+        }
+        if !peer && self.incs[i].fenced.is_some() && !matches!(rec.state, State::SelfFencing | State::Fenced) {
             return self.fail(format!(
                 "inc {i} (slot {}) fenced at {:?} but writes a {:?} record",
                 rec.slot, self.incs[i].fenced, rec.state
@@ -2882,9 +3027,70 @@ impl Sim {
                 (Err(IoFailure::TimedOut), t + bound)
             }
         };
-        self.incs[i].pending = Some(Pending::Write(result));
+        self.incs[i].pending = Some(if peer { Pending::PeerWrite(result) } else { Pending::Write(result) });
         let token = self.io_token(i);
         self.schedule(done.max(t + 1), Ev::IoDone { inc: i, token });
+        Ok(())
+    }
+
+    /// True-time bound for a host a lying device reported off to stop running VMs: its own
+    /// deadline (self-fence after its last verified cycle, which was at least the suspicion time
+    /// before the call), its watchdog (one io timeout), and a fence action (an interval), counted
+    /// from the proof (docs/SAFETY.md, "Fence devices").
+    fn liar_bound(&self) -> u64 {
+        let t = self.timing;
+        self.t_us(t.self_fence_ms) + self.t_us(t.io_timeout_ms) + 2 * self.t_us(t.interval_ms)
+    }
+
+    /// `Action::FenceDevice` from inc `i`: the target machine's device does what its kind does.
+    fn call_device(
+        &mut self,
+        i: usize,
+        slot: u32,
+        host_name: [u8; 64],
+        host_uuid: uuid::Uuid,
+        generation: u64,
+    ) -> Res {
+        self.stats.device_calls += 1;
+        let name = diskbeat::format::decode_name(&host_name).unwrap_or("?").to_string();
+        let Some(m) = name.strip_prefix('m').and_then(|n| n.parse::<usize>().ok()).filter(|&m| m < self.machines.len())
+        else {
+            return self.fail(format!("inc {i} calls a device for unknown host {name:?}"));
+        };
+        let Some(device) = self.machines[m].device else {
+            return self.fail(format!("inc {i} calls a device for {name}, which has none"));
+        };
+        self.note(|| format!("inc {i} calls {name}'s fence device ({device:?}) for slot {slot}"));
+        if let Some(&j) = self.machines[m].incs.last() {
+            let x = &self.incs[j];
+            if x.alive && x.slot == slot {
+                self.stats.device_running_targets += 1;
+                // DEVICE: a host that runs and whose disk works advances its record: never suspected.
+                let path_ok = self.mode_at(m, self.now).is_none() && self.lun.is_none();
+                if !x.frozen(self.now) && !x.was_frozen && path_ok && x.node.phase() == Phase::Live {
+                    return self.fail(format!(
+                        "DEVICE: inc {i} calls the fence device of machine {m} (inc {j}, slot {slot}) while it \
+                         runs live with a working disk"
+                    ));
+                }
+            }
+        }
+        let lat = self.rng.range(50_000, 1_500_000);
+        let timeout = self.timing.fence_device_timeout_ms() * 1000;
+        let (answer_at, outcome, off_at) = match device {
+            Device::Truthful => (self.now + lat, DeviceOutcome::Off, Some(self.now + lat / 2)),
+            Device::Fails => (self.now + lat, DeviceOutcome::Failed, None),
+            Device::Hangs => (self.now + timeout, DeviceOutcome::TimedOut, None),
+            Device::Late => {
+                let off = self.now + lat + self.rng.range(0, self.t_us(self.timing.host_dead_ms));
+                (self.now + lat, DeviceOutcome::Failed, Some(off))
+            }
+            Device::Liar => (self.now + lat, DeviceOutcome::Off, None),
+        };
+        if let Some(at) = off_at {
+            self.schedule(at, Ev::PowerOff(m));
+        }
+        self.schedule(answer_at, Ev::DeviceAnswer { inc: i, slot, host_uuid, generation, outcome });
         Ok(())
     }
 
@@ -2994,6 +3200,7 @@ impl Sim {
                 }
             }
             Pending::Fence(outcome) => self.incs[i].node.handle_fence(local, outcome),
+            Pending::PeerWrite(r) => self.incs[i].node.handle_peer_write(local, r),
             Pending::Sweep { ts, te, reads, data } => {
                 self.stats.cycles += 1;
                 let data = data.expect("captured at completion");
@@ -3060,6 +3267,12 @@ impl Sim {
                         self.stats.dead_declarations += 1;
                         self.incs[i].dead_seen[slot as usize] = Some(self.now);
                         self.check_dead(i, slot)?;
+                    }
+                    if to == PeerState::Fenced
+                        && self.incs[i].node.peers()[slot as usize].vms_gone() == Ok(GoneProof::FenceDevice)
+                    {
+                        // Powered off by its device: the detection clean runs check.
+                        self.incs[i].dead_seen[slot as usize] = Some(self.now);
                     }
                     if matches!(to, PeerState::Dead | PeerState::Fenced) {
                         self.check_proof(i, slot)?;
@@ -3190,6 +3403,18 @@ impl Sim {
             let x = &self.incs[j];
             // The proof is about the incarnation that wrote the record (its inventory, in the
             // failover issue): another incarnation's VMs (one that left cleanly) are not covered.
+            if x.slot == slot
+                && x.node.config().host_uuid == peer.host_uuid
+                && proof == GoneProof::FenceDevice
+                && m.device == Some(Device::Liar)
+            {
+                // A lying device: bounded, not prevented (docs/SAFETY.md, "Fence devices").
+                self.stats.device_lies_proven += 1;
+                let at = self.now + self.liar_bound();
+                let proven_at = self.now;
+                self.schedule(at, Ev::LiarCheck { inc: j, proven_at });
+                return Ok(());
+            }
             if x.slot == slot && x.node.config().host_uuid == peer.host_uuid {
                 return self.fail(format!(
                     "VM SAFETY: inc {observer} (slot {}) holds slot {slot} generation {} proven gone ({proof:?}) \
@@ -3364,6 +3589,16 @@ fn simulate_many_seeds() {
         total.min_margin_us,
         total.sim_us as f64 / 1e6,
         elapsed
+    );
+    println!(
+        "sim fence devices: {} runs with devices, {} device calls, {} confirmed off, {} calls for a host still \
+         running (frozen or failing path), {} proofs by a lying device ({} VM double runs they caused, bounded by LIAR)",
+        total.device_runs,
+        total.device_calls,
+        total.device_offs,
+        total.device_running_targets,
+        total.device_lies_proven,
+        total.twice_after_liar
     );
     println!(
         "sim network: {} beats, {} packets ({} lost, {} cut, {} duplicated), {} delivered, {} accepted; {} \

@@ -81,6 +81,7 @@ impl Fixture {
                 weight: 1,
                 isolation_configured: false,
                 boot_id: uuid::Uuid::nil(),
+                fence_suspicion_ms: 0,
             },
             0,
         );

@@ -22,6 +22,10 @@ Every field of the config file (TOML, default /etc/diskbeat/diskbeat.toml) is al
   # weight = 1
   # key_file = \"/etc/diskbeat/cluster.key\"  # default: the keyring on the heartbeat disk
   # metrics_addr = \"127.0.0.1:9464\"  # Prometheus endpoint, GET /metrics (off by default)
+  # fence_suspicion = \"4s\"       # default T/10
+  # [fence_devices.hv-04]          # a peer's BMC/PDU (fence-agents): powered off when silent
+  # agent = \"fence_ipmilan\"        # args go to the agent on stdin, never in argv
+  # args = { ip = \"10.1.0.4\", username = \"admin\", password = \"...\", lanplus = 1 }
 
 Timing comes from the base timeout T the disk was formatted with: heartbeat every T/20, io
 timeout T/4, self-fence after T/2 without a successful cycle, peers dead after T (docs/SAFETY.md).
@@ -107,6 +111,11 @@ pub struct Args {
     /// port, shown in `diskbeat status`). docs/METRICS.md lists them.
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_addr: Option<String>,
+    /// How long a peer that has a fence device (`[fence_devices.NAME]` in the config file) must
+    /// be silent on the network AND unchanged on the disk before the coordinator powers it off
+    /// (default T/10; 2 intervals to below T). docs/SAFETY.md, "Fence devices".
+    #[arg(long, value_name = "DURATION")]
+    pub fence_suspicion: Option<String>,
     /// TESTS ONLY: take the slot without watching it first (breaks slot-ownership safety).
     /// Exists only in test builds (cargo feature `test-hooks`).
     #[cfg(feature = "test-hooks")]
@@ -148,6 +157,8 @@ pub fn run(args: Args) -> CliResult {
         no_restarts_here: args.no_restarts_here.then_some(true),
         tolerance_target: args.tolerance_target,
         metrics_addr: args.metrics_addr,
+        fence_devices: None,
+        fence_suspicion: args.fence_suspicion,
     };
     #[cfg(feature = "test-hooks")]
     let skip_acquire = args.unsafe_skip_acquire;

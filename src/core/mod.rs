@@ -29,7 +29,7 @@ pub mod own;
 pub mod partition;
 pub mod peer;
 
-pub use node::Node;
+pub use node::{Node, DEVICE_JOBS};
 pub use peer::{silence_rule, GoneProof, NotProven, Peer, PeerChange, PeerState, SilenceRule};
 
 use crate::format::{Corruption, NAME_LEN};
@@ -88,6 +88,38 @@ pub struct NodeConfig {
     pub isolation_configured: bool,
     /// The kernel boot id, written in every record (nil: unknown).
     pub boot_id: uuid::Uuid,
+    /// How long a peer with a fence device must be silent on the network AND unchanged on the
+    /// disk before the coordinator powers it off ([`Timing::fence_suspicion_ms`]; docs/SAFETY.md,
+    /// "Fence devices"). Which peers have a device: [`Node::set_fence_devices`].
+    pub fence_suspicion_ms: u64,
+}
+
+/// What a peer's fence device did (`off`, then `status` until OFF), for
+/// [`Node::handle_fence_device`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceOutcome {
+    /// `off` succeeded and `status` then reported OFF: the host is powered off.
+    Off,
+    /// The agent failed (non-zero exit, not found) or `status` never said OFF: proves nothing.
+    Failed,
+    /// The agent did not finish within the device timeout (killed): proves nothing.
+    TimedOut,
+}
+
+/// Why a fence device call was not made or its result not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceAbort {
+    /// The peer's record advanced (or another incarnation took the slot): it is alive.
+    SlotAdvanced,
+    /// Another member's fence intent is in the slot: that member calls the device.
+    OtherFencer { fencer_slot: u32 },
+    /// A lower live slot is the coordinator now: it decides.
+    NotCoordinator,
+    /// The device said off, but the slot no longer holds our intent: the host wrote after we
+    /// read it (a device that reports off for a running host, or a late write). No proof.
+    ChangedAfterOff,
 }
 
 /// What the driver must do next.
@@ -103,6 +135,13 @@ pub enum Action {
     Sweep { timeout_ms: u64 },
     /// Carry out the fence action now; then `handle_fence`.
     Fence { reason: FenceReason, attempt: u32 },
+    /// Write `record` into ANOTHER slot (`record.slot`): a fence intent or a fence-device proof
+    /// for that slot's host (format 1.8), abandoning it after `timeout_ms`; then
+    /// `handle_peer_write`.
+    WritePeer { record: crate::format::record::Record, timeout_ms: u64 },
+    /// Ask slot `slot`'s fence device to power its host off, then confirm with `status`, without
+    /// blocking the loop; then `handle_fence_device` with the same slot and incarnation.
+    FenceDevice { slot: u32, host_name: [u8; NAME_LEN], host_uuid: uuid::Uuid, generation: u64, attempt: u32 },
     /// A cycle succeeded: feed the hardware watchdog.
     FeedWatchdog,
     /// A fence action failed: make the watchdog fire as soon as it can (stop feeding it, shortest
@@ -323,6 +362,17 @@ pub enum Event {
     },
     /// Riding through ended without the disk coming back: the rule no longer holds.
     RideThroughEnded,
+    /// Slot `slot`'s host is silent on the network and unchanged on the disk for the suspicion
+    /// time: as the coordinator we wrote our fence intent into its slot.
+    FenceDeviceIntent { slot: u32, silent_ms: u64 },
+    /// Our intent read back: the fence device is being called.
+    FenceDeviceCalling { slot: u32, attempt: u32 },
+    /// The fence device answered (and how long the call took).
+    FenceDeviceResult { slot: u32, outcome: DeviceOutcome, took_ms: u64 },
+    /// The proof (`fenced`, `fence_device`) is on the disk, read back: its VMs may restart.
+    FenceDeviceProven { slot: u32 },
+    /// No call, or no proof, and why.
+    FenceDeviceAborted { slot: u32, why: DeviceAbort },
 }
 
 #[cfg(test)]

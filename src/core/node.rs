@@ -15,8 +15,8 @@ use super::partition::{self, Decision, Host, NoDecision, SlotSet};
 use super::PeerState;
 use super::{silence_rule, EXIT_FENCED, EXIT_FENCE_FAILED, EXIT_LEFT, EXIT_REFUSED};
 use super::{
-    Action, Event, FenceOutcome, FenceReason, IoFailure, NodeConfig, Peer, Phase, RefuseReason, RideStatus,
-    SilenceRule, SlotSource,
+    Action, DeviceAbort, DeviceOutcome, Event, FenceOutcome, FenceReason, IoFailure, NodeConfig, Peer, Phase,
+    RefuseReason, RideStatus, SilenceRule, SlotSource,
 };
 use crate::format::mailbox::{Command, Mailbox};
 use crate::format::record::NetView;
@@ -29,6 +29,58 @@ use std::collections::VecDeque;
 
 pub(crate) const EVENT_CAPACITY: usize = 4096;
 const ACTION_CAPACITY: usize = 8;
+/// Peers one host fences through their devices at once; more suspects wait for a free job.
+pub const DEVICE_JOBS: usize = 8;
+
+/// Where a fence-device job is (docs/SAFETY.md, "Fence devices"): intent written and read back,
+/// device called, proof written and read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DevStage {
+    /// Our intent goes into the slot after this cycle's own write.
+    IntentDue,
+    IntentWriting,
+    /// The intent write completed then: a sweep starting later must read it back.
+    IntentWritten { at_ms: u64 },
+    /// The device is being called (since then).
+    Calling { since_ms: u64 },
+    /// The device confirmed off: the proof goes into the slot, if the slot still holds our intent.
+    ProofDue,
+    ProofWriting,
+    ProofWritten { at_ms: u64 },
+    /// The device failed: suspected again (and called again) from then on.
+    Failed { retry_at_ms: u64 },
+}
+
+/// One peer being fenced through its device: its last record (the intent is a copy of it, the
+/// proof its `fenced` mark) and the stage.
+#[derive(Debug, Clone, Copy)]
+struct DeviceJob {
+    record: Record,
+    stage: DevStage,
+    attempts: u32,
+}
+
+impl DeviceJob {
+    fn intent(&self, fencer: u32) -> Record {
+        let mut r = self.record;
+        r.flags |= flags::FENCE_INTENT;
+        r.fencer_slot = fencer;
+        r
+    }
+    fn proof(&self, fencer: u32) -> Record {
+        let mut r = self.record;
+        r.state = State::Fenced;
+        r.sequence += 1;
+        r.flags = (r.flags & !(flags::FENCE_INTENT | flags::FENCE_FAILED))
+            | flags::FENCE_DEVICE
+            | flags::FENCE_STOPS_VMS;
+        r.fencer_slot = fencer;
+        r
+    }
+    fn same_incarnation(&self, r: &Record) -> bool {
+        r.host_uuid == self.record.host_uuid && r.generation == self.record.generation
+    }
+}
 
 /// (host uuid, generation, sequence) of a record.
 type Identity = (uuid::Uuid, u64, u64);
@@ -108,6 +160,14 @@ enum Step {
         cycle_ms: u64,
         submitted_ms: u64,
     },
+    /// Our write of this cycle is done; a fence intent or proof goes into a peer's slot next.
+    PeerWriteDue {
+        cycle_ms: u64,
+    },
+    PeerWriting {
+        cycle_ms: u64,
+        slot: u32,
+    },
     FenceRunning,
     Exited,
 }
@@ -185,6 +245,10 @@ pub struct Node {
     pub sweep_latency: Histogram,
     pub cycles: u64,
     pub failed_cycles: u64,
+    /// Host names whose fence device this host may call (from the daemon's config).
+    fence_devices: Vec<[u8; NAME_LEN]>,
+    /// Fence-device jobs by slot, at most [`DEVICE_JOBS`] (capacity reserved in `new`).
+    dev_jobs: Vec<(u32, DeviceJob)>,
 }
 
 impl Node {
@@ -238,9 +302,30 @@ impl Node {
             sweep_latency: Histogram::default(),
             cycles: 0,
             failed_cycles: 0,
+            fence_devices: Vec::new(),
+            dev_jobs: Vec::with_capacity(DEVICE_JOBS),
         };
         node.assert_invariants();
         node
+    }
+
+    /// The hosts (by name) whose fence device this host may call when it coordinates
+    /// (docs/SAFETY.md, "Fence devices"). Set once, before the first cycle.
+    pub fn set_fence_devices(&mut self, names: &[[u8; NAME_LEN]]) {
+        self.fence_devices = names.to_vec();
+    }
+
+    /// Slots being fenced through their devices, and what stage each is in (for status).
+    pub fn device_jobs(&self) -> impl Iterator<Item = (u32, &'static str, u32)> + '_ {
+        self.dev_jobs.iter().map(|(s, j)| {
+            let stage = match j.stage {
+                DevStage::IntentDue | DevStage::IntentWriting | DevStage::IntentWritten { .. } => "intent",
+                DevStage::Calling { .. } => "calling",
+                DevStage::ProofDue | DevStage::ProofWriting | DevStage::ProofWritten { .. } => "proving",
+                DevStage::Failed { .. } => "failed",
+            };
+            (*s, stage, j.attempts)
+        })
     }
 
     // --- reports -------------------------------------------------------------------------------
@@ -387,6 +472,9 @@ impl Node {
 
     /// When to call `poll_action` next; None while an action's result is awaited (or exited).
     pub fn poll_timeout(&self) -> Option<u64> {
+        if let Step::PeerWriteDue { cycle_ms } = self.step {
+            return Some(cycle_ms);
+        }
         let Step::Idle { next_ms } = self.step else { return None };
         let mut at = next_ms;
         if let Some(d) = self.fence_deadline_ms() {
@@ -562,8 +650,75 @@ impl Node {
         if let (St::Live, Err(e)) = (self.st, result) {
             self.emit(Event::CycleFailed { write: Some(e), own_read: None, own_stale: false });
         }
-        self.step = Step::Idle { next_ms: cycle_ms + u64::from(t.interval_ms) };
+        self.step = if done && matches!(self.st, St::Live) && self.peer_write_due().is_some() {
+            Step::PeerWriteDue { cycle_ms }
+        } else {
+            Step::Idle { next_ms: cycle_ms + u64::from(t.interval_ms) }
+        };
         self.check_deadline(now_ms);
+        self.assert_invariants();
+    }
+
+    /// The peer write asked for (a fence intent or proof) completed (`Ok(latency_us)`) or not.
+    /// Done: the next cycle starts at once, so its sweep reads the write back.
+    pub fn handle_peer_write(&mut self, now_ms: u64, result: Result<u64, IoFailure>) {
+        let Step::PeerWriting { cycle_ms, slot } = self.step else {
+            debug_assert!(false, "handle_peer_write without a peer write in flight: {:?}", self.step);
+            return;
+        };
+        let next = cycle_ms + u64::from(self.cfg.timing.interval_ms);
+        let mut next_ms = next;
+        if let Some((_, job)) = self.dev_jobs.iter_mut().find(|(s, _)| *s == slot) {
+            job.stage = match (job.stage, result) {
+                (DevStage::IntentWriting, Ok(_)) => DevStage::IntentWritten { at_ms: now_ms },
+                (DevStage::ProofWriting, Ok(_)) => DevStage::ProofWritten { at_ms: now_ms },
+                (DevStage::IntentWriting, Err(_)) => DevStage::IntentDue,
+                (DevStage::ProofWriting, Err(_)) => DevStage::ProofDue,
+                (other, _) => other,
+            };
+            if result.is_ok() {
+                next_ms = now_ms;
+            }
+        }
+        self.step = Step::Idle { next_ms: next_ms.min(next) };
+        self.check_deadline(now_ms);
+        self.assert_invariants();
+    }
+
+    /// Slot `slot`'s fence device answered for the incarnation (`host_uuid`, `generation`) we
+    /// asked about. A late answer for a job we dropped is ignored (it proves nothing we use).
+    pub fn handle_fence_device(
+        &mut self,
+        now_ms: u64,
+        slot: u32,
+        host_uuid: uuid::Uuid,
+        generation: u64,
+        outcome: DeviceOutcome,
+    ) {
+        let Some(i) = self.dev_jobs.iter().position(|(s, j)| {
+            *s == slot
+                && j.record.host_uuid == host_uuid
+                && j.record.generation == generation
+                && matches!(j.stage, DevStage::Calling { .. })
+        }) else {
+            return;
+        };
+        let job = &mut self.dev_jobs[i].1;
+        let DevStage::Calling { since_ms } = job.stage else { unreachable!("matched above") };
+        let took_ms = now_ms.saturating_sub(since_ms);
+        job.stage = match outcome {
+            DeviceOutcome::Off => DevStage::ProofDue,
+            DeviceOutcome::Failed | DeviceOutcome::TimedOut => {
+                DevStage::Failed { retry_at_ms: now_ms + u64::from(self.cfg.timing.host_dead_ms) }
+            }
+        };
+        self.emit(Event::FenceDeviceResult { slot, outcome, took_ms });
+        if outcome == DeviceOutcome::Off {
+            // The proof follows at once: a sweep, our write, then the proof.
+            if let Step::Idle { next_ms } = self.step {
+                self.step = Step::Idle { next_ms: next_ms.min(now_ms) };
+            }
+        }
         self.assert_invariants();
     }
 
@@ -594,10 +749,11 @@ impl Node {
             self.st,
             St::Fencing(Fencing { mark_pending: true, .. }) | St::Fenced { mark_pending: true, .. }
         );
+        let mut verified_live = false;
         match self.st {
             St::Acquiring(a) => self.acquire(a, slots, start_ms, end_ms),
             St::Joining(j) => self.join(j, slots, start_ms),
-            St::Live => self.live(slots),
+            St::Live => verified_live = self.live(slots),
             St::Leaving { armed } => self.leaving(slots, armed),
             _ => {}
         }
@@ -616,6 +772,10 @@ impl Node {
             // Views we could not read are not known unchanged: once read again they must stay
             // unchanged for the whole decision delay (the hiccup does not count).
             p.stable_since_ms = end_ms;
+        }
+        // Fence devices only on a sweep that verified our cycle, while still live after it.
+        if let (true, St::Live, Some(s)) = (verified_live, self.st, slots) {
+            self.device_fencing(s, start_ms, end_ms);
         }
         self.refresh_ride(end_ms);
         if self.riding && !read_any {
@@ -680,7 +840,9 @@ impl Node {
 
     /// The next thing to do, or None (then wait until `poll_timeout`, or for an awaited result).
     pub fn poll_action(&mut self, now_ms: u64) -> Option<Action> {
-        if self.actions.is_empty() && !matches!(self.step, Step::Idle { .. } | Step::SweepDone { .. }) {
+        if self.actions.is_empty()
+            && !matches!(self.step, Step::Idle { .. } | Step::SweepDone { .. } | Step::PeerWriteDue { .. })
+        {
             return None;
         }
         if let Some(a) = self.actions.pop_front() {
@@ -710,7 +872,7 @@ impl Node {
         }
         if let St::Fencing(f) = self.st {
             let due = !f.mark_pending && (!f.failed || now_ms >= f.retry_at_ms) && now_ms >= f.wait_until_ms;
-            if due && matches!(self.step, Step::Idle { .. } | Step::SweepDone { .. }) {
+            if due && matches!(self.step, Step::Idle { .. } | Step::SweepDone { .. } | Step::PeerWriteDue { .. }) {
                 self.step = Step::FenceRunning;
                 return Some(Action::Fence { reason: f.reason, attempt: f.attempts + 1 });
             }
@@ -736,6 +898,24 @@ impl Node {
                 // outage must not write the old cluster's record onto a re-formatted disk).
                 self.step = Step::Sweeping { cycle_ms: now_ms };
                 Some(Action::Sweep { timeout_ms: self.io_budget_ms(now_ms) })
+            }
+            Step::PeerWriteDue { cycle_ms } => {
+                let due = if matches!(self.st, St::Live) { self.peer_write_due() } else { None };
+                let Some((slot, record)) = due else {
+                    self.step = Step::Idle { next_ms: cycle_ms + u64::from(self.cfg.timing.interval_ms) };
+                    return self.next_action(now_ms);
+                };
+                for (s, job) in &mut self.dev_jobs {
+                    if *s == slot {
+                        job.stage = match job.stage {
+                            DevStage::IntentDue => DevStage::IntentWriting,
+                            DevStage::ProofDue => DevStage::ProofWriting,
+                            other => other,
+                        };
+                    }
+                }
+                self.step = Step::PeerWriting { cycle_ms, slot };
+                Some(Action::WritePeer { record, timeout_ms: self.io_budget_ms(now_ms) })
             }
             Step::SweepDone { cycle_ms } => {
                 if self.want_write {
@@ -858,6 +1038,8 @@ impl Node {
         }
         debug_assert!(matches!(self.st, St::Live | St::Leaving { .. }), "fence decided in {:?}", self.st);
         self.emit(Event::SelfFence(reason));
+        // A host fencing itself calls no devices; an answer in flight is ignored.
+        self.dev_jobs.clear();
         self.ride = None;
         self.riding = false;
         // The slot is known ours and the disk writable: say so before acting.
@@ -918,6 +1100,7 @@ impl Node {
         match self.st {
             St::Acquiring(_) => self.st = St::Stopped,
             St::Joining(_) | St::Live => {
+                self.dev_jobs.clear();
                 // Leaving ends a ride-through: the storage deadline applies again.
                 self.riding = false;
                 self.ride = None;
@@ -1378,7 +1561,9 @@ impl Node {
         }
     }
 
-    fn live(&mut self, slots: Option<&dyn SlotSource>) {
+    /// Judges a sweep while live; true if it verified our cycle (the disk is ours, our slot holds
+    /// our latest write).
+    fn live(&mut self, slots: Option<&dyn SlotSource>) -> bool {
         self.want_write = true;
         let Some(slots) = slots else {
             self.failed_cycles += 1;
@@ -1387,12 +1572,13 @@ impl Node {
                 own_read: Some(IoFailure::TimedOut),
                 own_stale: false,
             });
-            return;
+            return false;
         };
         let superblock = self.superblock_ok(slots);
         if superblock == Some(false) {
             self.want_write = false;
-            return self.self_fence(FenceReason::DiskChanged);
+            self.self_fence(FenceReason::DiskChanged);
+            return false;
         }
         // Our own slot must hold exactly what we wrote.
         let own = slots.slot(self.cfg.slot);
@@ -1403,7 +1589,8 @@ impl Node {
                 match self.own.check(read.as_ref()) {
                     OwnCheck::Foreign => {
                         self.want_write = false;
-                        return self.self_fence(FenceReason::ForeignWrite);
+                        self.self_fence(FenceReason::ForeignWrite);
+                        return false;
                     }
                     c => Some(c),
                 }
@@ -1415,7 +1602,7 @@ impl Node {
                 // The disk is not confirmed ours this cycle: act without marking.
                 self.drop_mark();
             }
-            return;
+            return false;
         }
         if check == Some(OwnCheck::Latest) {
             // Our latest write is what the disk holds: no earlier record of ours can be read.
@@ -1425,6 +1612,7 @@ impl Node {
             let (_, submitted) = self.own.latest().expect("a verified write");
             self.last_ok_ms = self.last_ok_ms.max(submitted);
             self.verified_cycle();
+            true
         } else {
             self.failed_cycles += 1;
             self.emit(Event::CycleFailed {
@@ -1432,6 +1620,178 @@ impl Node {
                 own_read: own.err(),
                 own_stale: check == Some(OwnCheck::Stale),
             });
+            false
+        }
+    }
+
+    // --- fence devices (docs/SAFETY.md, "Fence devices") -------------------------------------
+
+    /// Whether peer `slot` answers on some channel within the suspicion time: its record changed,
+    /// or (network-enabled) a packet of it arrived.
+    fn responsive(&self, slot: u32, start_ms: u64) -> bool {
+        let p = &self.peers[slot as usize];
+        let s = self.cfg.fence_suspicion_ms;
+        p.silent_ms(start_ms) < s || self.net.peers[slot as usize].heard(start_ms, s)
+    }
+
+    /// The coordinator for fence devices: the lowest live slot that is not itself suspected (a
+    /// dead coordinator must not hold up its own fencing), ours included. The failover
+    /// coordinator is the same slot once the suspect is proven gone.
+    fn device_coordinator(&self, start_ms: u64) -> bool {
+        (0..self.cfg.slot).all(|s| {
+            let p = &self.peers[s as usize];
+            p.state != PeerState::Live || !self.responsive(s, start_ms)
+        })
+    }
+
+    /// Whether peer `slot` is suspected: held by a live (or self-fencing) writer whose VMs are not
+    /// proven gone, its record valid and unchanged for the suspicion time between our successful
+    /// reads, and, if it sends network heartbeats, not heard on any network for as long while we
+    /// listened. A disk-only peer is suspected only once dead on the disk (host-dead).
+    fn suspected(&self, slot: u32, start_ms: u64) -> Option<u64> {
+        let p = &self.peers[slot as usize];
+        let s = self.cfg.fence_suspicion_ms;
+        let held = matches!(p.record_state, State::Live | State::SelfFencing)
+            && matches!(
+                p.state,
+                PeerState::Live
+                    | PeerState::Unknown
+                    | PeerState::SelfFencing
+                    | PeerState::Dead
+                    | PeerState::Silent
+            );
+        if !held || p.unreadable || p.corruption.is_some() || p.conflict || p.vms_gone().is_ok() {
+            return None;
+        }
+        let silent_ms = p.silent_ms(start_ms);
+        if silent_ms < s {
+            return None;
+        }
+        let unheard = if p.flags & flags::NET_ENABLED != 0 && self.cfg.networks > 0 {
+            let listening = self.net.first_beat_ms.is_some_and(|f| start_ms >= f + s);
+            listening && !self.net.peers[slot as usize].heard(start_ms, s)
+        } else {
+            p.state == PeerState::Dead
+        };
+        unheard.then_some(silent_ms)
+    }
+
+    /// The next intent or proof to write, if any (one per cycle).
+    fn peer_write_due(&self) -> Option<(u32, Record)> {
+        self.dev_jobs.iter().find_map(|(slot, j)| match j.stage {
+            DevStage::IntentDue => Some((*slot, j.intent(self.cfg.slot))),
+            DevStage::ProofDue => Some((*slot, j.proof(self.cfg.slot))),
+            _ => None,
+        })
+    }
+
+    /// After a sweep that verified our cycle: moves every fence-device job on by what the sweep
+    /// read, and starts one for every newly suspected peer with a device while we coordinate.
+    fn device_fencing(&mut self, slots: &dyn SlotSource, start_ms: u64, end_ms: u64) {
+        if self.fence_devices.is_empty() || self.cfg.fence_suspicion_ms == 0 {
+            return;
+        }
+        let me = self.cfg.slot;
+        let cluster = self.cfg.cluster_uuid;
+        let coordinator = self.device_coordinator(start_ms);
+        let mut i = 0;
+        while i < self.dev_jobs.len() {
+            let (slot, mut job) = self.dev_jobs[i];
+            let read = slots.slot(slot).ok().and_then(|b| Record::decode(b, &cluster, slot).ok());
+            let mut drop: Option<Option<DeviceAbort>> = None;
+            let other_incarnation = read.is_some_and(|r| !job.same_incarnation(&r));
+            match job.stage {
+                // Not read back yet, or the device is being asked: nothing to judge.
+                DevStage::IntentWriting | DevStage::ProofWriting | DevStage::Calling { .. } => {}
+                _ if other_incarnation => drop = Some(Some(DeviceAbort::SlotAdvanced)),
+                DevStage::IntentDue if !coordinator => drop = Some(Some(DeviceAbort::NotCoordinator)),
+                DevStage::IntentDue => {
+                    if read.is_some_and(|r| r.sequence != job.record.sequence) {
+                        drop = Some(Some(DeviceAbort::SlotAdvanced));
+                    }
+                }
+                DevStage::IntentWritten { at_ms } if start_ms >= at_ms => match read {
+                    Some(r) if r == job.intent(me) && coordinator => {
+                        job.attempts += 1;
+                        job.stage = DevStage::Calling { since_ms: end_ms };
+                        self.emit(Event::FenceDeviceCalling { slot, attempt: job.attempts });
+                        self.push_action(Action::FenceDevice {
+                            slot,
+                            host_name: job.record.host_name,
+                            host_uuid: job.record.host_uuid,
+                            generation: job.record.generation,
+                            attempt: job.attempts,
+                        });
+                    }
+                    Some(r) if r == job.intent(me) => drop = Some(Some(DeviceAbort::NotCoordinator)),
+                    Some(r) if r.flags & flags::FENCE_INTENT != 0 && r.sequence == job.record.sequence => {
+                        drop = Some(Some(DeviceAbort::OtherFencer { fencer_slot: r.fencer_slot }));
+                    }
+                    Some(_) => drop = Some(Some(DeviceAbort::SlotAdvanced)),
+                    // Unreadable this time: read it again next cycle.
+                    None => {}
+                },
+                DevStage::ProofDue => match read {
+                    Some(r) if r == job.intent(me) => {}
+                    Some(_) => drop = Some(Some(DeviceAbort::ChangedAfterOff)),
+                    None => {}
+                },
+                DevStage::ProofWritten { at_ms } if start_ms >= at_ms => match read {
+                    Some(r) if r == job.proof(me) => {
+                        self.emit(Event::FenceDeviceProven { slot });
+                        drop = Some(None);
+                    }
+                    // Our proof did not land (lost write): the intent still stands, write again.
+                    Some(r) if r == job.intent(me) => job.stage = DevStage::ProofDue,
+                    Some(_) => drop = Some(Some(DeviceAbort::ChangedAfterOff)),
+                    None => {}
+                },
+                DevStage::Failed { retry_at_ms } if start_ms >= retry_at_ms => drop = Some(None),
+                DevStage::IntentWritten { .. } | DevStage::ProofWritten { .. } | DevStage::Failed { .. } => {}
+            }
+            match drop {
+                Some(why) => {
+                    if let Some(why) = why {
+                        self.emit(Event::FenceDeviceAborted { slot, why });
+                    }
+                    self.dev_jobs.swap_remove(i);
+                }
+                None => {
+                    self.dev_jobs[i].1 = job;
+                    i += 1;
+                }
+            }
+        }
+        if !coordinator {
+            return;
+        }
+        for slot in 0..self.cfg.slot_count {
+            if self.dev_jobs.len() == DEVICE_JOBS {
+                break;
+            }
+            if slot == me || self.dev_jobs.iter().any(|(s, _)| *s == slot) {
+                continue;
+            }
+            let p = &self.peers[slot as usize];
+            if !self.fence_devices.contains(&p.host_name) {
+                continue;
+            }
+            let Some(silent_ms) = self.suspected(slot, start_ms) else { continue };
+            let Some(record) = slots.slot(slot).ok().and_then(|b| Record::decode(b, &cluster, slot).ok()) else {
+                continue;
+            };
+            // Another member's intent stands while that member is live: it calls the device.
+            if record.flags & flags::FENCE_INTENT != 0 {
+                let f = record.fencer_slot;
+                if f != me && self.peers.get(f as usize).is_some_and(|p| p.state == PeerState::Live) {
+                    continue;
+                }
+            }
+            let mut record = record;
+            record.flags &= !flags::FENCE_INTENT;
+            record.fencer_slot = 0;
+            self.emit(Event::FenceDeviceIntent { slot, silent_ms });
+            self.dev_jobs.push((slot, DeviceJob { record, stage: DevStage::IntentDue, attempts: 0 }));
         }
     }
 
@@ -1577,5 +1937,6 @@ impl Node {
             assert!(self.exit_code().is_some());
         }
         assert!(self.actions.len() <= ACTION_CAPACITY);
+        assert!(self.dev_jobs.len() <= DEVICE_JOBS);
     }
 }

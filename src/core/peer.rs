@@ -43,6 +43,9 @@ pub enum GoneProof {
     /// An operator ran `diskbeat fence --confirm-down` after checking the host is off: its
     /// record was marked fenced on their word (flag `operator_confirmed`).
     OperatorConfirmed,
+    /// Its fence device confirmed it powered off (`off`, then `status` OFF), asked by a pool
+    /// member, which marked its record fenced (flag `fence_device`, format 1.8).
+    FenceDevice,
 }
 
 /// Why a peer's VMs are NOT proven gone: never restart them elsewhere automatically.
@@ -76,6 +79,7 @@ impl GoneProof {
             GoneProof::FencedMark => "fenced_mark",
             GoneProof::WatchdogExpired => "watchdog_expired",
             GoneProof::OperatorConfirmed => "operator_confirmed",
+            GoneProof::FenceDevice => "fence_device",
         }
     }
 }
@@ -165,6 +169,9 @@ pub struct Peer {
     /// Its ride-through membership, per its last valid record (format 1.7; `None`: an older
     /// writer, which caps its rides).
     pub members: Option<crate::format::record::Members>,
+    /// `fencer_slot` of its last valid record (format 1.8; meaningful with `FENCE_INTENT` or
+    /// `FENCE_DEVICE`).
+    pub fencer_slot: u32,
 }
 
 /// What a host's silence on the disk can mean, by its newest record (docs/SAFETY.md, "Whole-LUN
@@ -246,6 +253,7 @@ impl Default for Peer {
             dead_at_ms: None,
             silent_ms_at_death: 0,
             members: None,
+            fencer_slot: 0,
         }
     }
 }
@@ -286,6 +294,7 @@ impl Peer {
             PeerState::Fenced if self.flags & flags::OPERATOR_CONFIRMED != 0 => {
                 Ok(GoneProof::OperatorConfirmed)
             }
+            PeerState::Fenced if self.flags & flags::FENCE_DEVICE != 0 => Ok(GoneProof::FenceDevice),
             PeerState::Fenced if self.flags & flags::FENCE_STOPS_VMS != 0 => Ok(GoneProof::FencedMark),
             PeerState::Fenced => Err(NotProven::FencedLogOnly),
             PeerState::Dead if self.corruption.is_some() || self.conflict => Err(NotProven::Corrupt),
@@ -386,6 +395,7 @@ impl Peer {
                 self.weight = raw.weight.get();
                 self.extent_sequence = raw.extent_sequence.get();
                 self.members = raw.members();
+                self.fencer_slot = raw.fencer_slot.get();
             }
         }
         if long_gap {

@@ -106,6 +106,7 @@ fn config() -> NodeConfig {
         weight: 1,
         isolation_configured: false,
         boot_id: uuid::Uuid::nil(),
+        fence_suspicion_ms: 0,
     }
 }
 

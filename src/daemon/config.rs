@@ -63,6 +63,109 @@ pub struct FileConfig {
     pub tolerance_target: Option<u32>,
     /// Prometheus endpoint, `IP:PORT` (none: off; docs/METRICS.md).
     pub metrics_addr: Option<String>,
+    /// Fence devices of pool hosts, by host name (`[fence_devices.NAME]`; config file only: its
+    /// arguments hold secrets). docs/SAFETY.md, "Fence devices".
+    pub fence_devices: Option<std::collections::BTreeMap<String, FenceDeviceFile>>,
+    /// Silence on the network and the disk before a peer with a device is powered off (default
+    /// T/10).
+    pub fence_suspicion: Option<String>,
+}
+
+/// One host's fence device in the config file.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceDeviceFile {
+    /// A fence-agents agent (`fence_ipmilan`: looked up in /usr/sbin, then PATH) or the path of
+    /// any command that speaks the same protocol (an exec device).
+    pub agent: String,
+    /// Arguments given to the agent on stdin as `key=value` lines, as Pacemaker's fencer does
+    /// (never in argv: `ps` would show a BMC password). `action` is diskbeat's to set.
+    #[serde(default)]
+    pub args: std::collections::BTreeMap<String, toml::Value>,
+    /// Abandon a call (`off`, then `status` until OFF) after this long (default: 3 io timeouts,
+    /// at least 10 s).
+    pub timeout: Option<String>,
+}
+
+/// A validated fence device.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FenceDevice {
+    pub agent: PathBuf,
+    /// `key=value` argument lines (without `action`).
+    pub args: Vec<(String, String)>,
+    pub timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for FenceDevice {
+    // Argument values may be secrets (a BMC password): never logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.args.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("FenceDevice")
+            .field("agent", &self.agent)
+            .field("arg_keys", &keys)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// Finds a fence agent: a path is taken as is, a bare name in /usr/sbin, /usr/local/sbin, then
+/// PATH.
+pub fn find_agent(agent: &str) -> Result<PathBuf, String> {
+    let exec_ok = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if agent.contains('/') {
+        let p = PathBuf::from(agent);
+        return if exec_ok(&p) { Ok(p) } else { Err(format!("'{agent}' is not an executable file")) };
+    }
+    if agent.is_empty() || !agent.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
+        return Err(format!("'{agent}' is not an agent name (e.g. fence_ipmilan) or a path"));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = ["/usr/sbin", "/usr/local/sbin"].into_iter().map(PathBuf::from).chain(std::env::split_paths(&path));
+    for d in dirs {
+        let p = d.join(agent);
+        if exec_ok(&p) {
+            return Ok(p);
+        }
+    }
+    Err(format!("fence agent '{agent}' not found in /usr/sbin, /usr/local/sbin or PATH (install fence-agents)"))
+}
+
+/// Validates one `[fence_devices.NAME]` table.
+fn fence_device(host: &str, d: FenceDeviceFile) -> Result<FenceDevice, ConfigError> {
+    let bad = |reason: String| field("fence_devices", format!("host '{host}': {reason}"));
+    crate::format::encode_name(host).map_err(|e| bad(e.to_string()))?;
+    let agent = find_agent(&d.agent).map_err(bad)?;
+    let mut args = Vec::new();
+    for (k, v) in d.args {
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(bad(format!("argument name '{k}' must be letters, digits, '_' or '-'")));
+        }
+        if k == "action" || k == "option" {
+            return Err(bad(format!("'{k}' is set by diskbeat (off, then status): remove it from args")));
+        }
+        let v = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => if b { "1" } else { "0" }.to_string(),
+            other => return Err(bad(format!("argument '{k}' = {other}: use a string, number or boolean"))),
+        };
+        if v.contains('\n') || v.contains('\r') || v.contains('\0') {
+            return Err(bad(format!("argument '{k}' contains a line break or NUL")));
+        }
+        args.push((k, v));
+    }
+    let timeout_ms = d
+        .timeout
+        .as_deref()
+        .map(|t| parse_duration_ms(t).map(u64::from).map_err(|e| bad(format!("timeout: {e}"))))
+        .transpose()?;
+    if timeout_ms == Some(0) {
+        return Err(bad("timeout: must be more than 0".into()));
+    }
+    Ok(FenceDevice { agent, args, timeout_ms })
 }
 
 impl FileConfig {
@@ -89,6 +192,8 @@ impl FileConfig {
             tolerance_target: self.tolerance_target.or(other.tolerance_target),
             isolation_addrs: self.isolation_addrs.or(other.isolation_addrs),
             metrics_addr: self.metrics_addr.or(other.metrics_addr),
+            fence_devices: self.fence_devices.or(other.fence_devices),
+            fence_suspicion: self.fence_suspicion.or(other.fence_suspicion),
         }
     }
 }
@@ -119,6 +224,10 @@ pub struct Config {
     pub tolerance_target: Option<u32>,
     /// Where the Prometheus endpoint listens (`None`: off).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Fence devices by host name (docs/SAFETY.md, "Fence devices").
+    pub fence_devices: std::collections::BTreeMap<String, FenceDevice>,
+    /// Suspicion time, if given (checked against T once the disk is read).
+    pub fence_suspicion_ms: Option<u64>,
     /// Test only: take the slot without watching it (lets two daemons share a slot).
     pub unsafe_skip_acquire: bool,
 }
@@ -236,6 +345,17 @@ pub fn resolve(
     if c.key_file.is_some() && hb_addrs.is_empty() {
         return Err(field("key_file", "a key file needs network heartbeats (--hb-addr)"));
     }
+    let fence_devices = c
+        .fence_devices
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(host, d)| fence_device(&host, d).map(|d| (host, d)))
+        .collect::<Result<std::collections::BTreeMap<_, _>, _>>()?;
+    let fence_suspicion_ms = c
+        .fence_suspicion
+        .as_deref()
+        .map(|t| parse_duration_ms(t).map(u64::from).map_err(|e| field("fence_suspicion", e)))
+        .transpose()?;
     Ok(Config {
         device,
         slot,
@@ -262,6 +382,8 @@ pub fn resolve(
         no_restarts_here: c.no_restarts_here.unwrap_or(false),
         tolerance_target: c.tolerance_target,
         metrics_addr,
+        fence_devices,
+        fence_suspicion_ms,
         unsafe_skip_acquire,
     })
 }

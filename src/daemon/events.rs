@@ -37,6 +37,7 @@ pub fn proof_text(p: GoneProof) -> String {
              watchdog takes to reset it"
         }
         GoneProof::OperatorConfirmed => "an operator confirmed it off (`diskbeat fence --confirm-down`)",
+        GoneProof::FenceDevice => "its fence device confirmed it powered off",
     };
     format!("{}: {why}", p.name())
 }
@@ -64,6 +65,24 @@ pub fn node_event(e: &Event, node: &Node) -> NewEvent {
                     "silent_ms": (*to == PeerState::Dead).then_some(p.silent_ms_at_death),
                 }));
             }
+        }
+        Event::FenceDeviceIntent { slot, .. }
+        | Event::FenceDeviceCalling { slot, .. }
+        | Event::FenceDeviceResult { slot, .. }
+        | Event::FenceDeviceProven { slot }
+        | Event::FenceDeviceAborted { slot, .. } => {
+            let p = peer(*slot).copied().unwrap_or_default();
+            text = text.replacen(&format!("slot {slot}"), &slot_label(*slot, p.host_name()), 1);
+            ev = ev.slot(*slot, p.host_name());
+            ev = ev.data(match e {
+                Event::FenceDeviceIntent { silent_ms, .. } => json!({ "silent_ms": silent_ms }),
+                Event::FenceDeviceCalling { attempt, .. } => json!({ "attempt": attempt }),
+                Event::FenceDeviceResult { outcome, took_ms, .. } => {
+                    json!({ "outcome": outcome, "took_ms": took_ms })
+                }
+                Event::FenceDeviceAborted { why, .. } => json!({ "why": why }),
+                _ => json!({ "generation": p.generation }),
+            });
         }
         Event::PeerCorrupt { slot, .. } => {
             let p = peer(*slot).copied().unwrap_or_default();
@@ -136,6 +155,15 @@ fn level_and_kind(e: &Event) -> (Level, &'static str) {
         Event::Partition { .. } => (Info, "partition"),
         Event::LunLost { .. } => (Error, "lun_lost"),
         Event::RideThroughEnded => (Error, "ride_through_ended"),
+        Event::FenceDeviceIntent { .. } => (Warn, "fence_device_intent"),
+        Event::FenceDeviceCalling { .. } => (Warn, "fence_device_calling"),
+        Event::FenceDeviceResult { outcome: crate::core::DeviceOutcome::Off, .. } => (Warn, "fence_device_result"),
+        Event::FenceDeviceResult { .. } => (Error, "fence_device_result"),
+        Event::FenceDeviceProven { .. } => (Warn, "fence_device_proven"),
+        Event::FenceDeviceAborted { why: crate::core::DeviceAbort::ChangedAfterOff, .. } => {
+            (Error, "fence_device_aborted")
+        }
+        Event::FenceDeviceAborted { .. } => (Info, "fence_device_aborted"),
     }
 }
 

@@ -713,6 +713,7 @@ mod tests {
                 weight: 1,
                 isolation_configured: true,
                 boot_id: uuid::Uuid::nil(),
+                fence_suspicion_ms: 0,
             },
             1_000,
         );

@@ -10,6 +10,7 @@ pub mod config;
 mod control;
 pub mod events;
 pub mod fence;
+pub mod fence_device;
 pub mod journal;
 pub mod metrics;
 pub mod net;
@@ -191,6 +192,29 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     }
 
     let fencer = Arc::new(Fencer::new(cfg.fence_action.clone(), timing.io_timeout()));
+    let fence_suspicion_ms = match cfg.fence_suspicion_ms {
+        None => timing.fence_suspicion_ms(),
+        Some(ms) if timing.fence_suspicion_range_ms().contains(&ms) => ms,
+        Some(ms) => {
+            let r = timing.fence_suspicion_range_ms();
+            return Err(config_err(
+                "fence_suspicion",
+                format!(
+                    "{ms} ms is out of range for T = {} ms: use {} ms (2 intervals) to below {} ms (T); the \
+                     default is T/10 = {} ms",
+                    timing.base_timeout_ms,
+                    r.start,
+                    r.end,
+                    timing.fence_suspicion_ms()
+                ),
+            ));
+        }
+    };
+    if !cfg.fence_devices.is_empty() && networks == 0 {
+        tracing::warn!(
+            "fence devices without network heartbeats: a peer is powered off only once silent on the disk for T"
+        );
+    }
     let node_cfg = NodeConfig {
         slot: cfg.slot,
         slot_count: sb.layout.slot_count,
@@ -206,8 +230,26 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         weight: cfg.weight,
         isolation_configured: !cfg.isolation_addrs.is_empty(),
         boot_id: boot_id.unwrap_or_else(uuid::Uuid::nil),
+        fence_suspicion_ms,
     };
-    let node = Arc::new(Mutex::new(Node::new(node_cfg, now_ms())));
+    let mut node = Node::new(node_cfg, now_ms());
+    let mut device_names = Vec::new();
+    for host in cfg.fence_devices.keys() {
+        if host != &cfg.name {
+            device_names.push(crate::format::encode_name(host).map_err(|e| config_err("fence_devices", e.to_string()))?);
+        }
+    }
+    node.set_fence_devices(&device_names);
+    let node = Arc::new(Mutex::new(node));
+    let devices = fence_device::Devices::spawn(cfg.fence_devices.clone(), timing.fence_device_timeout_ms());
+    if !cfg.fence_devices.is_empty() {
+        tracing::info!(
+            hosts = ?cfg.fence_devices.keys().collect::<Vec<_>>(), fence_suspicion_ms,
+            timeout_ms = timing.fence_device_timeout_ms(),
+            "fence devices configured: a peer silent on the network and unchanged on the disk for the \
+             suspicion time is powered off by the coordinator, and its VMs restart once the device confirms"
+        );
+    }
     let engine = disk.engine().kind().as_str();
     tracing::info!(
         device = %cfg.device.display(), slot = cfg.slot, name = %cfg.name, engine,
@@ -322,6 +364,9 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             fenced_at_ms.get_or_insert(now_ms());
             node_lock(&node).handle_backup_fence(now_ms(), outcome);
         }
+        for a in devices.answers() {
+            node_lock(&node).handle_fence_device(now_ms(), a.slot, a.host_uuid, a.generation, a.outcome);
+        }
         if stop.load(Ordering::Relaxed) && !stop_sent {
             stop_sent = true;
             tracing::info!("stop requested");
@@ -382,6 +427,25 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                     }
                     node_lock(&node).handle_fence(now_ms(), outcome);
                 }
+                Action::WritePeer { record, timeout_ms } => {
+                    let result = match disk.write_record(&record, Duration::from_millis(timeout_ms)) {
+                        Ok(o) => write_result(&o),
+                        Err(e) => {
+                            tracing::warn!(error = %e, slot = record.slot, "fence record write failed");
+                            Err(IoFailure::Failed(libc::EIO))
+                        }
+                    };
+                    node_lock(&node).handle_peer_write(now_ms(), result);
+                }
+                Action::FenceDevice { slot, host_name, host_uuid, generation, attempt } => {
+                    devices.request(fence_device::Request {
+                        slot,
+                        host_name: crate::format::decode_name(&host_name).unwrap_or("?").to_string(),
+                        host_uuid,
+                        generation,
+                        attempt,
+                    });
+                }
                 Action::FeedWatchdog => {
                     if let Some(w) = &watchdog {
                         if let Err(e) = w.feed() {
@@ -430,7 +494,10 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
         }
         // Sleep until the node wants to act, in short steps so a stop or a backup fence is seen.
         let wake = node_lock(&node).poll_timeout().unwrap_or_else(|| now_ms() + 20);
-        while (stop_sent || !stop.load(Ordering::Relaxed)) && now_ms() < wake {
+        while (stop_sent || !stop.load(Ordering::Relaxed))
+            && now_ms() < wake
+            && !devices.ready.load(Ordering::SeqCst)
+        {
             std::thread::sleep(Duration::from_millis(wake.saturating_sub(now_ms()).clamp(1, 20)));
         }
     };

@@ -301,6 +301,44 @@ pub fn describe_event(e: &Event) -> String {
         Event::RideThroughEnded => {
             "whole-LUN ride-through ended: a member is no longer heard, or its disk works: fencing".into()
         }
+        Event::FenceDeviceIntent { slot, silent_ms } => format!(
+            "slot {slot}: silent on the network and unchanged on the disk for {:.1} s: writing this host's \
+             fence intent into its slot before calling its fence device",
+            *silent_ms as f64 / 1000.0
+        ),
+        Event::FenceDeviceCalling { slot, attempt } => format!(
+            "slot {slot}: intent read back: calling its fence device (off, then status until OFF), attempt \
+             {attempt}"
+        ),
+        Event::FenceDeviceResult { slot, outcome, took_ms } => {
+            let what = match outcome {
+                crate::core::DeviceOutcome::Off => "confirmed it powered off: writing the proof into its slot",
+                crate::core::DeviceOutcome::Failed => {
+                    "FAILED: nothing is proven; its VMs wait for the other proofs (asked again after T)"
+                }
+                crate::core::DeviceOutcome::TimedOut => {
+                    "TIMED OUT (agent killed): nothing is proven; its VMs wait for the other proofs (asked \
+                     again after T)"
+                }
+            };
+            format!("slot {slot}: fence device {what} ({:.1} s)", *took_ms as f64 / 1000.0)
+        }
+        Event::FenceDeviceProven { slot } => {
+            format!("slot {slot}: marked fenced by its fence device (read back): its VMs are proven gone")
+        }
+        Event::FenceDeviceAborted { slot, why } => {
+            let why = match why {
+                crate::core::DeviceAbort::SlotAdvanced => "its record advanced: it is alive".to_string(),
+                crate::core::DeviceAbort::OtherFencer { fencer_slot } => {
+                    format!("slot {fencer_slot}'s fence intent is in its slot: that host calls the device")
+                }
+                crate::core::DeviceAbort::NotCoordinator => "a lower live slot coordinates now".to_string(),
+                crate::core::DeviceAbort::ChangedAfterOff => "the device said off, but the host wrote its \
+                     slot after: NOT marked fenced (a device that reports off for a running host?)"
+                    .to_string(),
+            };
+            format!("slot {slot}: fence device not used: {why}")
+        }
     }
 }
 

@@ -20,7 +20,7 @@ pub use layout::Layout;
 /// Format major version: readers refuse other majors.
 pub const VERSION_MAJOR: u16 = 1;
 /// Format minor version: additive changes only (fields carved out of reserved bytes).
-pub const VERSION_MINOR: u16 = 7;
+pub const VERSION_MINOR: u16 = 8;
 
 /// Highest number of slots a cluster may be formatted with (sanlock's 2000 is the highest prior art).
 pub const MAX_SLOTS: u32 = 2048;

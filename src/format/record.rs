@@ -66,7 +66,7 @@ pub struct RecordRaw {
     pub weight: U32,                    // 424 (format 1.4)
     pub boot_id: [u8; 16],              // 428..444 (format 1.5)
     pub members: [u8; MEMBER_BYTES],    // 444..508 (format 1.7)
-    pub reserved: [u8; 4],              // 508..512
+    pub fencer_slot: U32,               // 508..512 (format 1.8)
 }
 const _: () = assert!(core::mem::size_of::<RecordRaw>() == super::STRUCT_SIZE);
 
@@ -110,8 +110,18 @@ pub mod flags {
     /// `fenced` was written by `diskbeat fence --confirm-down`: an operator vouched that the host
     /// is off (format 1.5). Always with `FENCE_STOPS_VMS`; never written by the host itself.
     pub const OPERATOR_CONFIRMED: u16 = 1 << 7;
-    /// Every bit defined by format 1.5.
-    pub const KNOWN: u16 = KNOWN_1_4 | OPERATOR_CONFIRMED;
+    /// Every bit defined by formats 1.5 to 1.7.
+    pub const KNOWN_1_5: u16 = KNOWN_1_4 | OPERATOR_CONFIRMED;
+    /// A pool member (slot `fencer_slot`) means to power this host off through its fence device
+    /// (format 1.8): a copy of the host's last record, sequence unchanged, written into its slot
+    /// by that member before it calls the device. Its durable intent: one caller per incarnation;
+    /// and a host that reads it in its own slot is not alone in it and fences itself.
+    pub const FENCE_INTENT: u16 = 1 << 8;
+    /// `fenced` was written by pool member `fencer_slot` after this host's fence device confirmed
+    /// it powered off (format 1.8). Always with `FENCE_STOPS_VMS`; never written by the host.
+    pub const FENCE_DEVICE: u16 = 1 << 9;
+    /// Every bit defined by format 1.8.
+    pub const KNOWN: u16 = KNOWN_1_5 | FENCE_INTENT | FENCE_DEVICE;
 }
 
 /// Whether a record of format minor `minor` may carry a non-zero `weight` (1.4).
@@ -126,8 +136,10 @@ fn extent_sequence_known(minor: u16) -> bool {
 
 /// Flag bits a record of format minor `minor` may carry.
 fn flags_known(minor: u16) -> u16 {
-    if minor >= 5 {
+    if minor >= 8 {
         flags::KNOWN
+    } else if minor >= 5 {
+        flags::KNOWN_1_5
     } else if minor >= 4 {
         flags::KNOWN_1_4
     } else if minor >= 1 {
@@ -245,6 +257,9 @@ pub struct Record {
     pub boot_id: uuid::Uuid,
     /// The writer's ride-through membership (format 1.7): meaningful only with `NET_ENABLED`.
     pub members: Members,
+    /// The pool member that wrote a `FENCE_INTENT` or `FENCE_DEVICE` record into this slot
+    /// (format 1.8); 0 otherwise.
+    pub fencer_slot: u32,
 }
 
 impl Record {
@@ -268,6 +283,7 @@ impl Record {
             weight: 0,
             boot_id: uuid::Uuid::nil(),
             members: Members::EMPTY,
+            fencer_slot: 0,
         }
     }
 
@@ -300,7 +316,7 @@ impl Record {
             weight: U32::new(self.weight),
             boot_id: self.boot_id.into_bytes(),
             members: self.members.0,
-            reserved: [0; 4],
+            fencer_slot: U32::new(self.fencer_slot),
         }
     }
 
@@ -328,9 +344,26 @@ impl Record {
                 || (!weight_known(minor) && raw.weight.get() != 0)
                 || (minor < 5 && !super::all_zero(&raw.boot_id))
                 || (minor < 7 && !super::all_zero(&raw.members))
-                || !super::all_zero(&raw.reserved))
+                || (raw.flags.get() & (flags::FENCE_INTENT | flags::FENCE_DEVICE) == 0
+                    && raw.fencer_slot.get() != 0))
         {
             return Err(Corruption::ReservedNotZero);
+        }
+        // A member's fence intent or device proof: only on a held slot, never both, never from
+        // the slot itself; the proof only as a `fenced` mark that stops VMs.
+        let f = raw.flags.get();
+        if f & (flags::FENCE_INTENT | flags::FENCE_DEVICE) != 0 {
+            let fencer = raw.fencer_slot.get();
+            let ok = fencer != slot
+                && fencer < MAX_SLOTS
+                && if f & flags::FENCE_DEVICE != 0 {
+                    f & flags::FENCE_INTENT == 0 && state == State::Fenced && f & flags::FENCE_STOPS_VMS != 0
+                } else {
+                    matches!(state, State::Live | State::SelfFencing)
+                };
+            if !ok {
+                return Err(Corruption::BadField("fencer_slot"));
+            }
         }
         match decode_name(&raw.host_name) {
             None => return Err(Corruption::BadField("host_name")),
@@ -365,6 +398,7 @@ impl Record {
             weight: raw.weight.get(),
             boot_id: uuid::Uuid::from_bytes(raw.boot_id),
             members: Members(raw.members),
+            fencer_slot: raw.fencer_slot.get(),
         }
     }
 }

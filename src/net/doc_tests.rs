@@ -248,6 +248,7 @@ fn doc_packets_of_a_beat() {
         weight: 1,
         isolation_configured: false,
         boot_id: uuid::Uuid::nil(),
+        fence_suspicion_ms: 0,
     };
     let mut node = Node::new(cfg, 0);
     let view = NetView::EMPTY;

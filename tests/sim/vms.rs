@@ -648,6 +648,12 @@ impl Sim {
                     // (diskbeat never saw it: no entry, no evidence either way); COPIES bounds how
                     // long a copy diskbeat sees may last.
                     w.stats.twice_after_admin += 1;
+                } else if !others.is_empty()
+                    && self.stats.device_lies_proven > 0
+                    && others.iter().chain([&machine]).any(|&o| self.machines[o].device == Some(super::Device::Liar))
+                {
+                    // A lying fence device "powered off" a running host: LIAR bounds how long.
+                    self.stats.twice_after_liar += 1;
                 } else if !others.is_empty() {
                     let name = self.w().specs[&uuid].name.clone();
                     let lie = if lied { " (a driver lied about it in an inventory)" } else { "" };
