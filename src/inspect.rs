@@ -197,7 +197,7 @@ pub fn extent_report(disk: &mut Disk, slot: u32, timeout: Duration, with_payload
 
 /// Every record flag this version defines (`flags::KNOWN`), by the name docs/FORMAT.md §5 gives
 /// it, in bit order (`tests/doc_drift.rs` checks both).
-pub const FLAG_NAMES: [(u16, &str); 8] = {
+pub const FLAG_NAMES: [(u16, &str); 10] = {
     use crate::format::record::flags;
     [
         (flags::WATCHDOG_ARMED, "watchdog_armed"),
@@ -208,6 +208,8 @@ pub const FLAG_NAMES: [(u16, &str); 8] = {
         (flags::ISOLATED, "isolated"),
         (flags::RIDING_THROUGH, "riding_through"),
         (flags::OPERATOR_CONFIRMED, "operator_confirmed"),
+        (flags::FENCE_INTENT, "fence_intent"),
+        (flags::FENCE_DEVICE, "fence_device"),
     ]
 };
 

@@ -121,6 +121,8 @@ struct H {
     feeds: u32,
     exit: Option<u8>,
     actions: Vec<Action>,
+    /// Fence device calls asked for (answered by the test with `handle_fence_device`).
+    device_calls: Vec<(u32, uuid::Uuid, u64)>,
 }
 
 impl H {
@@ -138,6 +140,7 @@ impl H {
             feeds: 0,
             exit: None,
             actions: Vec::new(),
+            device_calls: Vec::new(),
         }
     }
 
@@ -162,6 +165,19 @@ impl H {
                 Action::Fence { .. } => {
                     self.fences += 1;
                     self.n.handle_fence(self.now, self.fence_outcome);
+                }
+                Action::WritePeer { record, .. } => {
+                    assert_ne!(record.slot, self.n.config().slot, "a peer write into our own slot");
+                    let r = if self.write_fails {
+                        Err(IoFailure::Failed(5))
+                    } else {
+                        self.disk.put(&record);
+                        Ok(100)
+                    };
+                    self.n.handle_peer_write(self.now + 1, r);
+                }
+                Action::FenceDevice { slot, host_uuid, generation, .. } => {
+                    self.device_calls.push((slot, host_uuid, generation))
                 }
                 Action::FeedWatchdog => self.feeds += 1,
                 Action::Exit { code, .. } => self.exit = Some(code),
@@ -1144,6 +1160,181 @@ mod net {
             h.cycle();
             assert_ne!(h.n.peers()[1].state, PeerState::Dead, "dead while heard, at {}", h.now);
         }
+    }
+
+    // --- fence devices (docs/SAFETY.md, "Fence devices") ---------------------------------------
+
+    /// A live node (slot 0, one network, devices for peer1's host) and peer 1, seen advancing
+    /// and heard; our beats have started (we listen).
+    fn with_device_peer() -> (H, Record) {
+        with_device_peer_watchdog(true)
+    }
+
+    fn with_device_peer_watchdog(watchdog: bool) -> (H, Record) {
+        let cfg = NodeConfig { fence_suspicion_ms: 400, ..net_config() };
+        let mut h = H::with(cfg, Disk::new());
+        h.n.set_fence_devices(&[encode_name("peer1").unwrap()]);
+        h.go_live();
+        assert!(h.n.poll_beat(h.now));
+        let mut p = net_peer(1, 1, &[0, 1], 1);
+        if watchdog {
+            p.flags |= flags::WATCHDOG_ARMED;
+        }
+        for i in 0..3 {
+            p.sequence += 1;
+            h.disk.put(&p);
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, 10 + i, 1 + h.now, 0, false, 0))
+                .unwrap();
+            h.cycle();
+        }
+        assert_eq!(h.n.peers()[1].state, PeerState::Live);
+        (h, p)
+    }
+
+    fn kinds(events: &[Event]) -> Vec<&'static str> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::FenceDeviceIntent { .. } => Some("intent"),
+                Event::FenceDeviceCalling { .. } => Some("calling"),
+                Event::FenceDeviceResult { .. } => Some("result"),
+                Event::FenceDeviceProven { .. } => Some("proven"),
+                Event::FenceDeviceAborted { .. } => Some("aborted"),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Cycles until the node asks for a device call (at most `limit_ms`), collecting events.
+    fn until_call(h: &mut H, limit_ms: u64, events: &mut Vec<Event>) -> bool {
+        let until = h.now + limit_ms;
+        while h.device_calls.is_empty() && h.now < until {
+            events.extend(h.cycle());
+            h.now += 1;
+        }
+        !h.device_calls.is_empty()
+    }
+
+    #[test]
+    fn a_peer_silent_on_both_channels_is_powered_off_through_its_device_then_proven_gone() {
+        let (mut h, p) = with_device_peer();
+        let silent_from = h.now;
+        let mut events = Vec::new();
+        assert!(until_call(&mut h, 2000, &mut events), "no device call");
+        // Not before the suspicion time; the intent was in its slot, read back, before the call.
+        assert!(h.now >= silent_from + 400, "called after {} ms", h.now - silent_from);
+        assert!(h.now < silent_from + 1000, "called after {} ms (T/10 + a few cycles)", h.now - silent_from);
+        assert_eq!(h.device_calls, vec![(1, p.host_uuid, 1)]);
+        let intent = h.disk.get(1);
+        assert_eq!((intent.flags & flags::FENCE_INTENT, intent.fencer_slot, intent.sequence), (flags::FENCE_INTENT, 0, p.sequence));
+        assert_eq!(h.n.peers()[1].vms_gone(), Err(NotProven::Alive), "nothing proven before the device answers");
+        h.n.handle_fence_device(h.now, 1, p.host_uuid, 1, DeviceOutcome::Off);
+        for _ in 0..3 {
+            events.extend(h.cycle());
+        }
+        assert_eq!(kinds(&events), ["intent", "calling", "result", "proven"]);
+        let proof = h.disk.get(1);
+        assert_eq!(proof.state, State::Fenced);
+        assert_eq!(proof.flags & (flags::FENCE_DEVICE | flags::FENCE_STOPS_VMS | flags::FENCE_INTENT), flags::FENCE_DEVICE | flags::FENCE_STOPS_VMS);
+        assert_eq!((proof.sequence, proof.host_uuid, proof.generation), (p.sequence + 1, p.host_uuid, 1));
+        assert_eq!(h.n.peers()[1].state, PeerState::Fenced);
+        assert_eq!(h.n.peers()[1].vms_gone(), Ok(GoneProof::FenceDevice), "long before host-dead");
+        // Done: no second call for the same incarnation.
+        for _ in 0..20 {
+            h.cycle();
+        }
+        assert_eq!(h.device_calls.len(), 1);
+    }
+
+    /// A network cut with the disk healthy: the record advances, the device is never called
+    /// (its host sees the same cut and the partition rule decides).
+    #[test]
+    fn an_unheard_peer_whose_record_advances_is_never_powered_off() {
+        let (mut h, mut p) = with_device_peer();
+        let mut events = Vec::new();
+        let start = h.now;
+        while h.now < start + 3 * 4000 {
+            p.sequence += 1;
+            h.disk.put(&p);
+            events.extend(h.cycle());
+        }
+        assert!(h.device_calls.is_empty() && kinds(&events).is_empty(), "{:?}", kinds(&events));
+        // And a peer silent on the disk but still heard (it lost its disk path) is not either.
+        let start = h.now;
+        let mut seq = 100;
+        while h.now < start + 3000 {
+            seq += 1;
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, seq, 1 + h.now, 0, true, 5000))
+                .unwrap();
+            events.extend(h.cycle());
+        }
+        assert!(h.device_calls.is_empty() && kinds(&events).is_empty(), "{:?}", kinds(&events));
+    }
+
+    /// A device that fails or hangs proves nothing: the pool falls back to the other proofs (a
+    /// watchdog after host-dead); without one, the device is asked again every T.
+    #[test]
+    fn a_failed_device_proves_nothing_and_is_asked_again_after_t() {
+        for watchdog in [true, false] {
+            let (mut h, p) = with_device_peer_watchdog(watchdog);
+            let mut events = Vec::new();
+            assert!(until_call(&mut h, 2000, &mut events));
+            let first = h.now;
+            h.n.handle_fence_device(h.now, 1, p.host_uuid, 1, DeviceOutcome::TimedOut);
+            h.device_calls.clear();
+            let again = until_call(&mut h, 6000, &mut events);
+            assert_eq!(h.disk.get(1).state, State::Live, "no proof from a failed device");
+            if watchdog {
+                // Dead with its watchdog armed: proven without the device, which is not asked again.
+                assert!(!again);
+                assert_eq!(h.n.peers()[1].vms_gone(), Ok(GoneProof::WatchdogExpired));
+                assert_eq!(kinds(&events), ["intent", "calling", "result"]);
+            } else {
+                assert!(again, "asked again");
+                assert!(h.now >= first + 4000, "retried after T, not before ({} ms)", h.now - first);
+                assert_eq!(h.n.peers()[1].vms_gone(), Err(NotProven::DeadWithoutWatchdog));
+                assert_eq!(kinds(&events), ["intent", "calling", "result", "intent", "calling"]);
+            }
+        }
+    }
+
+    /// A device that says off while the host writes on (it lies, or the host came back): no
+    /// proof is written, nothing restarts on that word.
+    #[test]
+    fn no_proof_when_the_host_writes_after_the_device_said_off() {
+        let (mut h, mut p) = with_device_peer();
+        let mut events = Vec::new();
+        assert!(until_call(&mut h, 2000, &mut events));
+        p.sequence += 1;
+        h.disk.put(&p);
+        h.n.handle_fence_device(h.now, 1, p.host_uuid, 1, DeviceOutcome::Off);
+        for _ in 0..3 {
+            events.extend(h.cycle());
+        }
+        assert_eq!(kinds(&events), ["intent", "calling", "result", "aborted"]);
+        assert!(events.contains(&Event::FenceDeviceAborted { slot: 1, why: DeviceAbort::ChangedAfterOff }));
+        assert_eq!(h.disk.get(1), p, "the host's own record stands");
+        assert_eq!(h.n.peers()[1].vms_gone(), Err(NotProven::Alive));
+    }
+
+    /// Another live member's intent in the slot: that member calls; we do not.
+    #[test]
+    fn another_members_intent_is_respected_while_that_member_lives() {
+        let (mut h, p) = with_device_peer();
+        let mut other = net_peer(2, 1, &[0, 2], 1);
+        let mut intent = p;
+        intent.flags |= flags::FENCE_INTENT;
+        intent.fencer_slot = 2;
+        h.disk.put(&intent);
+        let mut events = Vec::new();
+        let start = h.now;
+        while h.now < start + 2000 {
+            other.sequence += 1;
+            h.disk.put(&other);
+            events.extend(h.cycle());
+        }
+        assert!(h.device_calls.is_empty(), "{:?}", kinds(&events));
+        assert_eq!(h.disk.get(1), intent);
     }
 
     #[test]

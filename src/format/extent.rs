@@ -527,15 +527,15 @@ mod tests {
         assert_eq!(decode(5, 3, 0, 0), Err(Corruption::BadField("kind")));
         assert_eq!(decode(5, 2, 0, 1), Err(Corruption::ReservedNotZero));
         // 1.6 and 1.7 define the same kinds as 1.5.
-        for minor in [6, 7] {
+        for minor in [6, 7, 8] {
             assert_eq!(decode(minor, kind::HOST_STATE, 0, 0).map(|x| x.kind), Ok(2));
             assert_eq!(decode(minor, 3, 0, 0), Err(Corruption::BadField("kind")), "1.{minor}");
             assert_eq!(decode(minor, 2, 0, 1), Err(Corruption::ReservedNotZero), "1.{minor}");
             assert_eq!(decode(minor, 2, 1, 0), Err(Corruption::ReservedNotZero), "1.{minor}");
         }
         // A newer minor: any kind, flags and reserved bytes pass through.
-        assert_eq!(decode(8, 7, 1, 1).map(|x| x.kind), Ok(7));
-        let newer = Extent { version_minor: 8, kind: 7, ..e };
+        assert_eq!(decode(9, 7, 1, 1).map(|x| x.kind), Ok(7));
+        let newer = Extent { version_minor: 9, kind: 7, ..e };
         assert_eq!(Payload::decode(&newer, &[1, 2, 3]), Ok(Payload::Unknown(7)));
     }
 
@@ -587,7 +587,7 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         e.encode(&mut buf);
-        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x07\x00");
+        assert_eq!(&buf[4..16], b"DBEXTENT\x01\x00\x08\x00");
         assert_eq!(&buf[32..40], &[5, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(
             &buf[40..68],
@@ -607,8 +607,8 @@ mod tests {
     }
     /// New in format 1.2 (0x2ea3_4632); format 1.3 changed it (0x6640_8f0b), 1.4 (0x9907_8655),
     /// 1.5 (`version_minor` 5: 0xd1e4_4f6c), 1.6 (`version_minor` 6 and the host uuid: 0x8c56_9388)
-    /// and 1.7 (`version_minor` 7). Recomputed independently of this crate's crc32c.
-    const GOLDEN_EXTENT_CRC: u32 = 0xc4b5_5ab1;
+    /// 1.7 (0xc4b5_5ab1; recomputed independently of this crate's crc32c) and 1.8 (`version_minor` 8).
+    const GOLDEN_EXTENT_CRC: u32 = 0x7734_f7c5;
 
     mod host_info_tests {
         use super::super::host_info::*;

@@ -275,7 +275,7 @@ mod tests {
     fn golden_bytes() {
         let b = encoded(&rotated_sample());
         assert_eq!(&b[4..12], b"DBKEYRNG");
-        assert_eq!(&b[12..16], &[1, 0, 7, 0], "version 1.7");
+        assert_eq!(&b[12..16], &[1, 0, 8, 0], "version 1.8");
         assert_eq!(&b[16..32], cluster().as_bytes());
         assert_eq!(&b[32..36], &[2, 0, 0, 0], "current_key_id");
         assert_eq!(&b[36..40], &[1, 0, 0, 0], "previous_key_id");
@@ -289,9 +289,10 @@ mod tests {
         assert_eq!(crc, crc32c::crc32c(&b[4..]));
         assert_eq!(crc, GOLDEN_CRC, "keyring checksum changed: {crc:#010x}");
     }
-    /// Format 1.7 changed it (`version_minor` 7; it was 0x5c5b_0d05 in 1.6, 0x857f_564e in 1.5,
-    /// 0xcd9c_9f77 in 1.4, 0x32db_9629 in 1.3). Recomputed independently of this crate's crc32c.
-    const GOLDEN_CRC: u32 = 0x14b8_c43c;
+    /// Format 1.8 changed it (`version_minor` 8; it was 0x14b8_c43c in 1.7, recomputed
+    /// independently of this crate's crc32c, 0x5c5b_0d05 in 1.6, 0x857f_564e in 1.5, 0xcd9c_9f77 in
+    /// 1.4, 0x32db_9629 in 1.3).
+    const GOLDEN_CRC: u32 = 0xa739_6948;
 
     #[test]
     fn every_validation_failure() {
@@ -306,7 +307,7 @@ mod tests {
         assert_eq!(dec(&torn), Err(Corruption::BadChecksum));
         assert_eq!(
             dec(&patched(good, |b| b[12] = 2)),
-            Err(Corruption::UnsupportedVersion { major: 2, minor: 7 })
+            Err(Corruption::UnsupportedVersion { major: 2, minor: 8 })
         );
         assert_eq!(Keyring::decode(&good, &uuid::Uuid::nil()), Err(Corruption::WrongCluster));
         for minor in [0u8, 1, 2] {
@@ -331,10 +332,10 @@ mod tests {
         assert_eq!(dec(&patched(good, |b| (b[14], b[300]) = (3, 1))), Err(Corruption::ReservedNotZero));
         // A newer minor may use the reserved bytes: accepted, ignored.
         let newer = patched(good, |b| {
-            b[14] = 8;
+            b[14] = 9;
             b[300] = 1;
         });
-        assert_eq!(dec(&newer).map(|k| (k.version_minor, k.current.id)), Ok((8, 2)));
+        assert_eq!(dec(&newer).map(|k| (k.version_minor, k.current.id)), Ok((9, 2)));
     }
 
     #[test]

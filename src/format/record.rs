@@ -458,7 +458,7 @@ pub(crate) mod tests {
         sample().encode(&mut buf);
         assert_eq!(&buf[4..12], b"DBRECORD");
         // version_major = 1, version_minor = 7 (format 1.7), both u16 LE.
-        assert_eq!(&buf[12..16], &[1, 0, 7, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 8, 0]);
         assert_eq!(&buf[32..36], &5u32.to_le_bytes());
         assert_eq!(&buf[36..38], &2u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0, 0], "no flags");
@@ -476,10 +476,10 @@ pub(crate) mod tests {
         assert_eq!(crc, crc32c::crc32c(&buf[4..]));
         assert_eq!(crc, GOLDEN_CRC, "record checksum changed: {crc:#010x}");
     }
-    /// Format 1.7 changed this (`version_minor` 7); it was 0xee99_8794 in 1.6, 0x37bd_dcdf in 1.5,
+    /// Format 1.8 changed this (`version_minor` 8); it was 0xa67a_4ead in 1.7, 0xee99_8794 in 1.6, 0x37bd_dcdf in 1.5,
     /// 0x7f5e_15e6 in 1.4, 0x8019_1cb8 in 1.3, 0xc8fa_d581 in 1.2, 0x11de_8eca in 1.1, 0x593d_47f3
     /// in 1.0.
-    const GOLDEN_CRC: u32 = 0xa67a_4ead;
+    const GOLDEN_CRC: u32 = 0x15fb_e3d9;
 
     /// Pins `extent_sequence` (format 1.2): u64 LE at 416; weight and reserved (424..512) stay zero.
     #[test]
@@ -497,8 +497,8 @@ pub(crate) mod tests {
         assert_eq!(Record::free(r.cluster_uuid, 5).extent_sequence, 0);
     }
     /// New in format 1.2 (0xbbc0_085e); 1.3 changed it (0xf323_c167), 1.4 (0x0c64_c839), 1.5
-    /// (0x4487_0100), 1.6 (0x9da3_5a4b), and 1.7 (`version_minor` 7).
-    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0xd540_9372;
+    /// (0x4487_0100), 1.6 (0x9da3_5a4b), 1.7 (0xd540_9372), and 1.8 (`version_minor` 8).
+    const GOLDEN_CRC_EXTENT_SEQ: u32 = 0x66c1_3e06;
 
     /// Pins the 1.1 `flags` bits: u16 LE at 38, bit 0 watchdog_armed, bit 1 fence_failed, bit 2
     /// fence_stops_vms.
@@ -511,7 +511,7 @@ pub(crate) mod tests {
         r.flags = flags::WATCHDOG_ARMED | flags::FENCE_FAILED | flags::FENCE_STOPS_VMS;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 7, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 8, 0]);
         assert_eq!(&buf[36..38], &4u16.to_le_bytes());
         assert_eq!(&buf[38..40], &[0b0000_0111, 0]);
         assert!(buf[416..].iter().all(|&b| b == 0));
@@ -521,8 +521,8 @@ pub(crate) mod tests {
         assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
     }
     /// New in format 1.1 (0x8c0b_f361); 1.2 changed it (0x552f_a82a), 1.3 (0x1dcc_6113), 1.4
-    /// (0xe28b_684d), 1.5 (0xaa68_a174), 1.6 (0x734c_fa3f), and 1.7 (`version_minor` 7).
-    const GOLDEN_CRC_FLAGS: u32 = 0x3baf_3306;
+    /// (0xe28b_684d), 1.5 (0xaa68_a174), 1.6 (0x734c_fa3f), 1.7 (0x3baf_3306), and 1.8 (`version_minor` 8).
+    const GOLDEN_CRC_FLAGS: u32 = 0x882e_9e72;
 
     /// Pins format 1.4's record fields: flag bits 3 net_enabled, 4 isolation_configured, 5
     /// isolated, 6 riding_through, and `weight`, u32 LE at 424; bytes 428..512 stay zero.
@@ -538,7 +538,7 @@ pub(crate) mod tests {
         r.weight = 0x0A0B_0C0D;
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 7, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 8, 0]);
         assert_eq!(&buf[38..40], &[0x7F, 0]);
         assert!(buf[416..424].iter().all(|&b| b == 0), "extent_sequence 0");
         assert_eq!(&buf[424..428], &[0x0D, 0x0C, 0x0B, 0x0A]);
@@ -559,7 +559,7 @@ pub(crate) mod tests {
             flags::RIDING_THROUGH,
             flags::OPERATOR_CONFIRMED,
         ];
-        assert_eq!(all.iter().fold(0, |m, f| m | f), flags::KNOWN);
+        assert_eq!(all.iter().fold(0, |m, f| m | f), flags::KNOWN_1_5);
         for (bit, f) in all.into_iter().enumerate() {
             r.flags = f;
             r.encode(&mut buf);
@@ -567,10 +567,11 @@ pub(crate) mod tests {
             assert_eq!(Record::decode(&buf, &r.cluster_uuid, 5), Ok(r));
         }
     }
-    /// New in format 1.4 (0xfeb8_e1b4); 1.5 changed it (0xb65b_288d), 1.6 (0x6f7f_73c6), and 1.7
-    /// (`version_minor` 7). The record CRCs here were recomputed independently of this crate (a
-    /// plain bitwise CRC-32C over bytes built from the table in docs/FORMAT.md §5).
-    const GOLDEN_CRC_NET: u32 = 0x279c_baff;
+    /// New in format 1.4 (0xfeb8_e1b4); 1.5 changed it (0xb65b_288d), 1.6 (0x6f7f_73c6), 1.7
+    /// (0x279c_baff), and 1.8 (`version_minor` 8). The 1.7 record CRCs here were recomputed
+    /// independently of this crate (a plain bitwise CRC-32C over bytes built from the table in
+    /// docs/FORMAT.md §5).
+    const GOLDEN_CRC_NET: u32 = 0x941d_178b;
 
     /// `sample()` encoded with `flags` and `version_minor` patched in, resealed.
     fn with_minor_and_flags(minor: u16, flags: u16) -> [u8; 512] {
@@ -619,26 +620,35 @@ pub(crate) mod tests {
         assert_eq!(decode(4, flags::KNOWN_1_4 | 1 << 7), Err(Corruption::ReservedNotZero));
         // 1.5 adds bit 7, operator_confirmed; bits 8..=15 are reserved.
         assert_eq!(flags::OPERATOR_CONFIRMED, 0x80);
-        assert_eq!(decode(5, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+        assert_eq!(decode(5, flags::KNOWN_1_5).map(|r| r.flags), Ok(flags::KNOWN_1_5));
         assert_eq!(decode(5, 1 << 7).map(|r| r.flags), Ok(1 << 7));
         for bit in 8..16 {
             assert_eq!(decode(5, 1 << bit), Err(Corruption::ReservedNotZero), "1.5 record, bit {bit}");
         }
         // 1.6 and 1.7 define no new bits.
-        for minor in [6, 7] {
-            assert_eq!(decode(minor, flags::KNOWN).map(|r| r.flags), Ok(flags::KNOWN));
+        for minor in [5, 6, 7] {
+            assert_eq!(decode(minor, flags::KNOWN_1_5).map(|r| r.flags), Ok(flags::KNOWN_1_5));
             for bit in 8..16 {
                 assert_eq!(decode(minor, 1 << bit), Err(Corruption::ReservedNotZero), "1.{minor}, bit {bit}");
             }
         }
+        // 1.8 adds bits 8 (fence_intent: a copy of a live record) and 9 (fence_device: on a
+        // `fenced` mark only); bits 10..=15 are reserved.
+        assert_eq!((flags::FENCE_INTENT, flags::FENCE_DEVICE), (0x100, 0x200));
+        assert_eq!(decode(8, flags::FENCE_INTENT).map(|r| r.flags), Ok(flags::FENCE_INTENT));
+        assert_eq!(decode(8, flags::FENCE_DEVICE), Err(Corruption::BadField("fencer_slot")), "a live record");
+        for bit in 10..16 {
+            assert_eq!(decode(8, 1 << bit), Err(Corruption::ReservedNotZero), "1.8 record, bit {bit}");
+        }
         // A newer minor may define more bits: accepted, and the bits are passed through as read.
-        assert_eq!(decode(8, 0xFF80).map(|r| r.flags), Ok(0xFF80));
-        assert_eq!(decode(8, 0xFFFF).map(|r| r.flags), Ok(0xFFFF));
-        assert_eq!(decode(u16::MAX, 1 << 8).map(|r| r.flags), Ok(1 << 8));
+        assert_eq!(decode(9, 0xFC80).map(|r| r.flags), Ok(0xFC80));
+        assert_eq!(decode(9, 0xFFFF), Err(Corruption::BadField("fencer_slot")), "intent and proof at once");
+        assert_eq!(decode(u16::MAX, 1 << 10).map(|r| r.flags), Ok(1 << 10));
     }
 
-    /// `sample()` with `extent_sequence` (bytes 416..424), `weight` (424..428) and `reserved` byte
-    /// 510 (reserved in every minor up to 1.7) patched in, written as `minor`, resealed.
+    /// `sample()` with `extent_sequence` (bytes 416..424), `weight` (424..428) and byte 510
+    /// (reserved up to 1.7; part of `fencer_slot` in 1.8, zero without a fence flag) patched in,
+    /// written as `minor`, resealed.
     fn with_minor_and_tail(minor: u16, extent_sequence: u64, weight: u32, reserved: u8) -> [u8; 512] {
         let mut buf = with_minor_and_flags(minor, 0);
         buf[416..424].copy_from_slice(&extent_sequence.to_le_bytes());
@@ -661,14 +671,14 @@ pub(crate) mod tests {
                 assert_eq!(decode(minor, seq, 0), Err(Corruption::ReservedNotZero), "1.{minor}, {seq:#x}");
             }
         }
-        // 1.2 defines the field; the reserved bytes stay reserved. Same up to 1.7.
-        for minor in [2, 3, 4, 5, 6, 7] {
+        // 1.2 defines the field; the reserved bytes stay reserved. Same up to 1.8.
+        for minor in [2, 3, 4, 5, 6, 7, 8] {
             assert_eq!(decode(minor, 7, 0).map(|r| r.extent_sequence), Ok(7));
             assert_eq!(decode(minor, u64::MAX, 0).map(|r| r.extent_sequence), Ok(u64::MAX));
             assert_eq!(decode(minor, 7, 1), Err(Corruption::ReservedNotZero), "1.{minor}");
         }
         // A newer minor: the field is passed through, reserved bytes ignored.
-        assert_eq!(decode(8, 9, 1).map(|r| r.extent_sequence), Ok(9));
+        assert_eq!(decode(9, 9, 1).map(|r| r.extent_sequence), Ok(9));
     }
 
     #[test]
@@ -688,12 +698,12 @@ pub(crate) mod tests {
         assert_eq!(decode(4, 1, 0).map(|r| r.weight), Ok(1));
         assert_eq!(decode(4, u32::MAX, 0).map(|r| r.weight), Ok(u32::MAX));
         assert_eq!(decode(4, 1, 1), Err(Corruption::ReservedNotZero));
-        // 1.5, 1.6 and 1.7 keep the reserved bytes reserved.
-        for minor in [5, 6, 7] {
+        // 1.5 to 1.8 keep the bytes zero (1.8: `fencer_slot` without a fence flag).
+        for minor in [5, 6, 7, 8] {
             assert_eq!(decode(minor, 1, 1), Err(Corruption::ReservedNotZero), "1.{minor}");
         }
         // A newer minor: the field is passed through, reserved bytes ignored.
-        assert_eq!(decode(8, 9, 1).map(|r| r.weight), Ok(9));
+        assert_eq!(decode(9, 9, 1).map(|r| r.weight), Ok(9));
     }
 
     /// `sample()` with `net_enabled` and members {0, 5, 511}.
@@ -714,7 +724,7 @@ pub(crate) mod tests {
         let r = with_members();
         let mut buf = [0u8; 512];
         r.encode(&mut buf);
-        assert_eq!(&buf[12..16], &[1, 0, 7, 0]);
+        assert_eq!(&buf[12..16], &[1, 0, 8, 0]);
         assert_eq!(&buf[38..40], &[0x08, 0]);
         assert!(buf[416..444].iter().all(|&b| b == 0), "extent_sequence, weight, boot_id");
         let mut want = [0u8; MEMBER_BYTES];
@@ -731,9 +741,9 @@ pub(crate) mod tests {
         assert_eq!(raw.members(), Some(r.members));
         assert_eq!(format!("{:?}", r.members), "{0, 5, 511}");
     }
-    /// New in format 1.7. Recomputed independently of this crate (bitwise CRC-32C over the bytes
+    /// New in format 1.7 (0x356e_eac5; 1.8: `version_minor` 8). The 1.7 value was recomputed independently of this crate (bitwise CRC-32C over the bytes
     /// built from docs/FORMAT.md §5).
-    const GOLDEN_CRC_MEMBERS: u32 = 0x356e_eac5;
+    const GOLDEN_CRC_MEMBERS: u32 = 0x86ef_47b1;
 
     #[test]
     fn members_set_get() {
@@ -798,11 +808,13 @@ pub(crate) mod tests {
         let b6 = with_minor(6, &empty);
         assert_eq!(Record::decode(&b6, &cluster, 5).map(|r| r.members), Ok(Members::EMPTY));
         assert_eq!(Record::validate(&b6, &cluster, 5).unwrap().members(), None);
-        // Bytes 508..512 stay reserved in 1.7; a newer minor may use them, and keeps the field.
+        // Bytes 508..512 stay zero in 1.7 (and in 1.8 without a fence flag); a newer minor may
+        // use them, and keeps the field.
         let mut b = buf;
         b[509] = 1;
         assert_eq!(Record::decode(&with_minor(7, &b), &cluster, 5), Err(Corruption::ReservedNotZero));
-        let b8 = with_minor(8, &b);
-        assert_eq!(Record::validate(&b8, &cluster, 5).unwrap().members(), Some(r.members));
+        assert_eq!(Record::decode(&with_minor(8, &b), &cluster, 5), Err(Corruption::ReservedNotZero));
+        let b9 = with_minor(9, &b);
+        assert_eq!(Record::validate(&b9, &cluster, 5).unwrap().members(), Some(r.members));
     }
 }
