@@ -351,7 +351,11 @@ pub fn confirm_down(
     let mut rec = target;
     rec.state = State::Fenced;
     rec.sequence = next_sequence;
-    rec.flags |= flags::FENCE_STOPS_VMS | flags::OPERATOR_CONFIRMED;
+    // A member's fence intent may be what the slot holds: the mark is the operator's alone.
+    rec.flags = (rec.flags & flags::KNOWN & !(flags::FENCE_INTENT | flags::FENCE_DEVICE))
+        | flags::FENCE_STOPS_VMS
+        | flags::OPERATOR_CONFIRMED;
+    rec.fencer_slot = 0;
     let o = disk.write_record(&rec, timing.io_timeout())?;
     if !o.is_done() {
         return Err(FenceError::WriteFailed(crate::inspect::status_reason(o.status)));

@@ -826,6 +826,8 @@ struct Stats {
     device_lies_proven: u64,
     /// VMs that ran twice after a lying device's proof (bounded by LIAR, not TWICE).
     twice_after_liar: u64,
+    /// Lying proofs the running host's own later write overwrote (it never saw them).
+    liar_overwritten: u64,
     vm: vms::VmStats,
 }
 
@@ -885,6 +887,7 @@ impl Stats {
         self.device_running_targets += o.device_running_targets;
         self.device_lies_proven += o.device_lies_proven;
         self.twice_after_liar += o.twice_after_liar;
+        self.liar_overwritten += o.liar_overwritten;
         self.vm.add(&o.vm);
     }
 }
@@ -913,6 +916,9 @@ struct Sim {
     superblock: History,
     /// True times of recent landings in each record slot (see `put_record`).
     landings: Vec<VecDeque<u64>>,
+    /// Per slot: the last landing of a member's fence intent or proof. Such a write can bury a
+    /// landing no reader ever saw, so the ground-truth silence checks skip that slot for a while.
+    intent_landed: Vec<Option<u64>>,
     keep_us: u64,
     windows: Vec<Window>,
     fence_fail_windows: Vec<(usize, u64, u64)>,
@@ -1054,6 +1060,7 @@ impl Sim {
             mailboxes,
             superblock: History::new(SUPERBLOCK),
             landings: vec![VecDeque::from([0]); slot_count as usize],
+            intent_landed: vec![None; slot_count as usize],
             keep_us,
             windows: Vec::new(),
             fence_fail_windows: Vec::new(),
@@ -2437,6 +2444,18 @@ impl Sim {
             Ev::LiarCheck { inc, proven_at } => {
                 let x = &self.incs[inc];
                 let m = x.machine;
+                // The proof still stands in its slot: the host must have read it (a record it did
+                // not write) and fenced, or been reset by its watchdog. If its own later write
+                // overwrote the proof, it never learns: the failover's two-copies rule ends the
+                // double run instead (counted).
+                let uuid = x.node.config().host_uuid;
+                let stands = Record::decode(self.records[x.slot as usize].current(), &CLUSTER, x.slot).is_ok_and(|r| {
+                    r.host_uuid == uuid && r.flags & diskbeat::format::record::flags::FENCE_DEVICE != 0
+                });
+                if x.alive && self.machines[m].vms == Some(inc) && !stands {
+                    self.stats.liar_overwritten += 1;
+                    return Ok(());
+                }
                 if x.alive && self.machines[m].vms == Some(inc) && self.machines[m].watchdog {
                     return self.fail(format!(
                         "LIAR: inc {inc} (machine {m}, slot {}) still runs its VMs {} µs after a lying fence \
@@ -2728,7 +2747,15 @@ impl Sim {
     fn put_record(&mut self, slot: u32, bytes: Sector) {
         let valid = |b: &Sector| Record::validate(b, &CLUSTER, slot).is_ok();
         let was_valid = valid(self.records[slot as usize].current());
-        if valid(&bytes) || was_valid {
+        // A member's fence intent is a copy of the host's last record (same sequence): not a sign
+        // of life. Its proof is a `fenced` mark, never declared dead.
+        use diskbeat::format::record::flags::{FENCE_DEVICE, FENCE_INTENT};
+        let intent = Record::validate(&bytes, &CLUSTER, slot)
+            .is_ok_and(|r| r.flags.get() & (FENCE_INTENT | FENCE_DEVICE) != 0);
+        if intent {
+            self.intent_landed[slot as usize] = Some(self.now);
+        }
+        if (valid(&bytes) || was_valid) && !intent {
             let l = &mut self.landings[slot as usize];
             l.push_back(self.now);
             while l.len() > 64 {
@@ -2989,6 +3016,7 @@ impl Sim {
         if peer && (rec.slot == self.incs[i].slot || self.incs[i].fenced.is_some()) {
             return self.fail(format!("inc {i} (slot {}) writes slot {} as a peer", self.incs[i].slot, rec.slot));
         }
+
         if !peer && self.incs[i].fenced.is_some() && !matches!(rec.state, State::SelfFencing | State::Fenced) {
             return self.fail(format!(
                 "inc {i} (slot {}) fenced at {:?} but writes a {:?} record",
@@ -3033,6 +3061,26 @@ impl Sim {
         Ok(())
     }
 
+    /// DEVICE: a member decides to power a host off (its intent) only if the host's slot did not
+    /// advance for the suspicion time (ground truth: the last landing of the host's own writes
+    /// before the deciding sweep started, less the clock-rate error).
+    fn check_suspicion(&mut self, i: usize, slot: u32) -> Res {
+        let suspicion = self.timing.fence_suspicion_ms() * 1000;
+        let min_silence = suspicion - suspicion * 25 / 10_000;
+        let read_at = self.sweep_started.unwrap_or(self.now);
+        let last = self.landings[slot as usize].iter().rev().find(|&&l| l <= read_at).copied().unwrap_or(0);
+        let host_dead = self.t_us(self.timing.host_dead_ms);
+        let buried = self.intent_landed[slot as usize].is_some_and(|at| read_at.saturating_sub(at) < 2 * host_dead);
+        if read_at.saturating_sub(last) < min_silence && !buried {
+            return self.fail(format!(
+                "DEVICE: inc {i} decides to power off slot {slot} {} µs after its slot last advanced \
+                 (suspicion {suspicion} µs)",
+                read_at.saturating_sub(last)
+            ));
+        }
+        Ok(())
+    }
+
     /// True-time bound for a host a lying device reported off to stop running VMs: its own
     /// deadline (self-fence after its last verified cycle, which was at least the suspicion time
     /// before the call), its watchdog (one io timeout), and a fence action (an interval), counted
@@ -3062,17 +3110,10 @@ impl Sim {
         };
         self.note(|| format!("inc {i} calls {name}'s fence device ({device:?}) for slot {slot}"));
         if let Some(&j) = self.machines[m].incs.last() {
-            let x = &self.incs[j];
-            if x.alive && x.slot == slot {
+            if self.incs[j].alive && self.incs[j].slot == slot {
+                // Frozen, a failing path, or a cycle slower than the suspicion time while every
+                // network to it is cut: powered off although it runs (an availability cost only).
                 self.stats.device_running_targets += 1;
-                // DEVICE: a host that runs and whose disk works advances its record: never suspected.
-                let path_ok = self.mode_at(m, self.now).is_none() && self.lun.is_none();
-                if !x.frozen(self.now) && !x.was_frozen && path_ok && x.node.phase() == Phase::Live {
-                    return self.fail(format!(
-                        "DEVICE: inc {i} calls the fence device of machine {m} (inc {j}, slot {slot}) while it \
-                         runs live with a working disk"
-                    ));
-                }
             }
         }
         let lat = self.rng.range(50_000, 1_500_000);
@@ -3236,9 +3277,11 @@ impl Sim {
         for (slot, p) in self.incs[i].node.peers().iter().enumerate() {
             // Only for valid contents: a slot that keeps reading corrupt ages like silence (the
             // documented rule), even if a short-lived valid record landed between two reads.
+            let buried = self.intent_landed[slot].is_some_and(|at| ts.saturating_sub(at) < 2 * host_dead);
             if p.state == PeerState::Dead
                 && p.corruption.is_none()
                 && p.dead_at_ms == Some(self.incs[i].clock.local_ms(ts))
+                && !buried
             {
                 // The last landing this read could have seen.
                 let Some(Ok(at)) = reads.get(slot) else { continue };
@@ -3278,6 +3321,7 @@ impl Sim {
                         self.check_proof(i, slot)?;
                     }
                 }
+                Event::FenceDeviceIntent { slot, .. } => self.check_suspicion(i, slot)?,
                 Event::SelfFence(reason) => {
                     self.stats.self_fences += 1;
                     if reason == FenceReason::ForeignWrite {
@@ -3328,7 +3372,9 @@ impl Sim {
         let x = &self.incs[i];
         let Some(bytes) = x.own_read else { return Ok(()) };
         let Ok(r) = Record::decode(&bytes, &CLUSTER, x.slot) else { return Ok(()) };
-        if r.host_uuid == x.node.config().host_uuid && r.generation == x.node.record().generation {
+        // A member's fence intent or proof is a copy of our record written by another host.
+        let member = r.flags & (diskbeat::format::record::flags::FENCE_INTENT | diskbeat::format::record::flags::FENCE_DEVICE) != 0;
+        if r.host_uuid == x.node.config().host_uuid && r.generation == x.node.record().generation && !member {
             return self.fail(format!(
                 "FOREIGN: inc {i} (slot {}) {what} at {}, but its slot holds its own record (sequence {}, {:?}; \
                  its latest is sequence {})",
@@ -3592,13 +3638,15 @@ fn simulate_many_seeds() {
     );
     println!(
         "sim fence devices: {} runs with devices, {} device calls, {} confirmed off, {} calls for a host still \
-         running (frozen or failing path), {} proofs by a lying device ({} VM double runs they caused, bounded by LIAR)",
+         running (frozen or failing path), {} proofs by a lying device ({} VM double runs they caused, bounded by LIAR; \
+         {} overwritten by the running host's own writes)",
         total.device_runs,
         total.device_calls,
         total.device_offs,
         total.device_running_targets,
         total.device_lies_proven,
-        total.twice_after_liar
+        total.twice_after_liar,
+        total.liar_overwritten
     );
     println!(
         "sim network: {} beats, {} packets ({} lost, {} cut, {} duplicated), {} delivered, {} accepted; {} \

@@ -43,7 +43,10 @@ enum DevStage {
     IntentWritten { at_ms: u64 },
     /// The device is being called (since then).
     Calling { since_ms: u64 },
-    /// The device confirmed off: the proof goes into the slot, if the slot still holds our intent.
+    /// The device confirmed off (then): the proof goes into the slot after a sweep that started
+    /// later still reads our intent there.
+    Confirmed { at_ms: u64 },
+    /// That sweep read our intent: the proof goes in after this cycle's own write.
     ProofDue,
     ProofWriting,
     ProofWritten { at_ms: u64 },
@@ -321,7 +324,10 @@ impl Node {
             let stage = match j.stage {
                 DevStage::IntentDue | DevStage::IntentWriting | DevStage::IntentWritten { .. } => "intent",
                 DevStage::Calling { .. } => "calling",
-                DevStage::ProofDue | DevStage::ProofWriting | DevStage::ProofWritten { .. } => "proving",
+                DevStage::Confirmed { .. }
+                | DevStage::ProofDue
+                | DevStage::ProofWriting
+                | DevStage::ProofWritten { .. } => "proving",
                 DevStage::Failed { .. } => "failed",
             };
             (*s, stage, j.attempts)
@@ -707,7 +713,7 @@ impl Node {
         let DevStage::Calling { since_ms } = job.stage else { unreachable!("matched above") };
         let took_ms = now_ms.saturating_sub(since_ms);
         job.stage = match outcome {
-            DeviceOutcome::Off => DevStage::ProofDue,
+            DeviceOutcome::Off => DevStage::Confirmed { at_ms: now_ms },
             DeviceOutcome::Failed | DeviceOutcome::TimedOut => {
                 DevStage::Failed { retry_at_ms: now_ms + u64::from(self.cfg.timing.host_dead_ms) }
             }
@@ -1731,10 +1737,16 @@ impl Node {
                     // Unreadable this time: read it again next cycle.
                     None => {}
                 },
+                DevStage::Confirmed { at_ms } if start_ms >= at_ms => match read {
+                    Some(r) if r == job.intent(me) => job.stage = DevStage::ProofDue,
+                    Some(_) => drop = Some(Some(DeviceAbort::ChangedAfterOff)),
+                    None => {}
+                },
+                // Not written yet (our own write failed): the next sweep judges again.
                 DevStage::ProofDue => match read {
                     Some(r) if r == job.intent(me) => {}
                     Some(_) => drop = Some(Some(DeviceAbort::ChangedAfterOff)),
-                    None => {}
+                    None => job.stage = DevStage::Confirmed { at_ms: 0 },
                 },
                 DevStage::ProofWritten { at_ms } if start_ms >= at_ms => match read {
                     Some(r) if r == job.proof(me) => {
@@ -1747,7 +1759,10 @@ impl Node {
                     None => {}
                 },
                 DevStage::Failed { retry_at_ms } if start_ms >= retry_at_ms => drop = Some(None),
-                DevStage::IntentWritten { .. } | DevStage::ProofWritten { .. } | DevStage::Failed { .. } => {}
+                DevStage::IntentWritten { .. }
+                | DevStage::ProofWritten { .. }
+                | DevStage::Confirmed { .. }
+                | DevStage::Failed { .. } => {}
             }
             match drop {
                 Some(why) => {
@@ -1788,7 +1803,8 @@ impl Node {
                 }
             }
             let mut record = record;
-            record.flags &= !flags::FENCE_INTENT;
+            // Re-encoded in our minor: only the bits it defines (a newer minor's are dropped).
+            record.flags &= flags::KNOWN & !(flags::FENCE_INTENT | flags::FENCE_DEVICE);
             record.fencer_slot = 0;
             self.emit(Event::FenceDeviceIntent { slot, silent_ms });
             self.dev_jobs.push((slot, DeviceJob { record, stage: DevStage::IntentDue, attempts: 0 }));

@@ -1171,7 +1171,7 @@ mod net {
     }
 
     fn with_device_peer_watchdog(watchdog: bool) -> (H, Record) {
-        let cfg = NodeConfig { fence_suspicion_ms: 400, ..net_config() };
+        let cfg = NodeConfig { fence_suspicion_ms: 600, ..net_config() };
         let mut h = H::with(cfg, Disk::new());
         h.n.set_fence_devices(&[encode_name("peer1").unwrap()]);
         h.go_live();
@@ -1222,8 +1222,8 @@ mod net {
         let mut events = Vec::new();
         assert!(until_call(&mut h, 2000, &mut events), "no device call");
         // Not before the suspicion time; the intent was in its slot, read back, before the call.
-        assert!(h.now >= silent_from + 400, "called after {} ms", h.now - silent_from);
-        assert!(h.now < silent_from + 1000, "called after {} ms (T/10 + a few cycles)", h.now - silent_from);
+        assert!(h.now >= silent_from + 600, "called after {} ms", h.now - silent_from);
+        assert!(h.now < silent_from + 1200, "called after {} ms (3 intervals + a few cycles)", h.now - silent_from);
         assert_eq!(h.device_calls, vec![(1, p.host_uuid, 1)]);
         let intent = h.disk.get(1);
         assert_eq!((intent.flags & flags::FENCE_INTENT, intent.fencer_slot, intent.sequence), (flags::FENCE_INTENT, 0, p.sequence));

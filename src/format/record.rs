@@ -1,6 +1,8 @@
-//! Heartbeat records: slot i of the record table holds host i's record. Host i writes it; the one
-//! other writer is `diskbeat fence --confirm-down i`, which marks a record that stayed unchanged
-//! for the host-dead timeout `fenced` with [`flags::OPERATOR_CONFIRMED`] (docs/FORMAT.md §5, §9).
+//! Heartbeat records: slot i of the record table holds host i's record. Host i writes it; the
+//! other writers are `diskbeat fence --confirm-down i`, which marks a record that stayed unchanged
+//! for the host-dead timeout `fenced` with [`flags::OPERATOR_CONFIRMED`], and (format 1.8) the
+//! pool member that powers host i off through its fence device: its intent
+//! ([`flags::FENCE_INTENT`]) and its proof ([`flags::FENCE_DEVICE`]) (docs/FORMAT.md §5, §9).
 
 use super::{decode_name, encode_name, validate, Corruption, Header, NameError, OnDisk};
 use super::{MAX_SLOTS, NAME_LEN, NET_VIEW_BYTES};
