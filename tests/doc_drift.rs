@@ -53,11 +53,15 @@ fn flags_in_source() -> Vec<(String, u32)> {
         .collect()
 }
 
-/// A Free record of slot 5 written as `minor` with `flags`, resealed: does it decode?
+/// A record of slot 5 written as `minor` with `flags`, resealed: does it decode? A `fenced` mark,
+/// except for a member's fence intent (1.8), which copies a `live` record; a fence-device proof
+/// (1.8) is a mark that stops VMs.
 fn decodes(minor: u16, flags: u16) -> bool {
+    use diskbeat::format::record::flags::{FENCE_DEVICE, FENCE_INTENT, FENCE_STOPS_VMS};
     let cluster = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
     let mut r = Record::free(cluster, 5);
-    r.state = State::Fenced;
+    r.state = if flags & FENCE_INTENT != 0 { State::Live } else { State::Fenced };
+    let flags = if flags & FENCE_DEVICE != 0 { flags | FENCE_STOPS_VMS } else { flags };
     r.set_host_name("h").unwrap();
     let mut b = [0u8; 512];
     r.encode(&mut b);

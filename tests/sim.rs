@@ -916,8 +916,9 @@ struct Sim {
     superblock: History,
     /// True times of recent landings in each record slot (see `put_record`).
     landings: Vec<VecDeque<u64>>,
-    /// Per slot: the last landing of a member's fence intent or proof. Such a write can bury a
-    /// landing no reader ever saw, so the ground-truth silence checks skip that slot for a while.
+    /// Per slot: the last landing of a member's fence intent or proof (`u64::MAX`: its machine was
+    /// powered off by a device, and its hung writes may land late, over the proof). Such writes
+    /// bury landings no reader saw: the ground-truth silence checks skip that slot (a gap).
     intent_landed: Vec<Option<u64>>,
     keep_us: u64,
     windows: Vec<Window>,
@@ -2427,6 +2428,9 @@ impl Sim {
             }
             Ev::PowerOff(m) => {
                 self.note(|| format!("machine {m} powered off by its fence device"));
+                let slot = self.machines[m].slot as usize;
+                // Its hung writes may still land (late), even over the proof: a known gap.
+                self.intent_landed[slot] = Some(u64::MAX);
                 match self.machines[m].incs.last() {
                     Some(&i) if self.incs[i].alive => self.step(Ev::Crash(m)),
                     Some(&i) => {
@@ -2449,9 +2453,10 @@ impl Sim {
                 // overwrote the proof, it never learns: the failover's two-copies rule ends the
                 // double run instead (counted).
                 let uuid = x.node.config().host_uuid;
-                let stands = Record::decode(self.records[x.slot as usize].current(), &CLUSTER, x.slot).is_ok_and(|r| {
-                    r.host_uuid == uuid && r.flags & diskbeat::format::record::flags::FENCE_DEVICE != 0
-                });
+                let stands = Record::decode(self.records[x.slot as usize].current(), &CLUSTER, x.slot)
+                    .is_ok_and(|r| {
+                        r.host_uuid == uuid && r.flags & diskbeat::format::record::flags::FENCE_DEVICE != 0
+                    });
                 if x.alive && self.machines[m].vms == Some(inc) && !stands {
                     self.stats.liar_overwritten += 1;
                     return Ok(());
@@ -2916,8 +2921,12 @@ impl Sim {
                 self.note(|| format!("inc {i} action {action:?}"));
             }
             match action {
-                Action::Write { record, timeout_ms } => return self.start_write(i, record, timeout_ms, false),
-                Action::WritePeer { record, timeout_ms } => return self.start_write(i, record, timeout_ms, true),
+                Action::Write { record, timeout_ms } => {
+                    return self.start_write(i, record, timeout_ms, false)
+                }
+                Action::WritePeer { record, timeout_ms } => {
+                    return self.start_write(i, record, timeout_ms, true)
+                }
                 Action::Sweep { timeout_ms } => return self.start_sweep(i, timeout_ms),
                 Action::Fence { .. } => {
                     self.note(|| format!("inc {i} fence action"));
@@ -3014,10 +3023,12 @@ impl Sim {
     fn start_write(&mut self, i: usize, rec: Record, timeout_ms: u64, peer: bool) -> Res {
         let t = self.now;
         if peer && (rec.slot == self.incs[i].slot || self.incs[i].fenced.is_some()) {
-            return self.fail(format!("inc {i} (slot {}) writes slot {} as a peer", self.incs[i].slot, rec.slot));
+            return self
+                .fail(format!("inc {i} (slot {}) writes slot {} as a peer", self.incs[i].slot, rec.slot));
         }
 
-        if !peer && self.incs[i].fenced.is_some() && !matches!(rec.state, State::SelfFencing | State::Fenced) {
+        if !peer && self.incs[i].fenced.is_some() && !matches!(rec.state, State::SelfFencing | State::Fenced)
+        {
             return self.fail(format!(
                 "inc {i} (slot {}) fenced at {:?} but writes a {:?} record",
                 rec.slot, self.incs[i].fenced, rec.state
@@ -3070,7 +3081,8 @@ impl Sim {
         let read_at = self.sweep_started.unwrap_or(self.now);
         let last = self.landings[slot as usize].iter().rev().find(|&&l| l <= read_at).copied().unwrap_or(0);
         let host_dead = self.t_us(self.timing.host_dead_ms);
-        let buried = self.intent_landed[slot as usize].is_some_and(|at| read_at.saturating_sub(at) < 2 * host_dead);
+        let buried = self.intent_landed[slot as usize]
+            .is_some_and(|at| at == u64::MAX || read_at.saturating_sub(at) < 2 * host_dead);
         if read_at.saturating_sub(last) < min_silence && !buried {
             return self.fail(format!(
                 "DEVICE: inc {i} decides to power off slot {slot} {} µs after its slot last advanced \
@@ -3101,7 +3113,8 @@ impl Sim {
     ) -> Res {
         self.stats.device_calls += 1;
         let name = diskbeat::format::decode_name(&host_name).unwrap_or("?").to_string();
-        let Some(m) = name.strip_prefix('m').and_then(|n| n.parse::<usize>().ok()).filter(|&m| m < self.machines.len())
+        let Some(m) =
+            name.strip_prefix('m').and_then(|n| n.parse::<usize>().ok()).filter(|&m| m < self.machines.len())
         else {
             return self.fail(format!("inc {i} calls a device for unknown host {name:?}"));
         };
@@ -3277,7 +3290,8 @@ impl Sim {
         for (slot, p) in self.incs[i].node.peers().iter().enumerate() {
             // Only for valid contents: a slot that keeps reading corrupt ages like silence (the
             // documented rule), even if a short-lived valid record landed between two reads.
-            let buried = self.intent_landed[slot].is_some_and(|at| ts.saturating_sub(at) < 2 * host_dead);
+            let buried = self.intent_landed[slot]
+                .is_some_and(|at| at == u64::MAX || ts.saturating_sub(at) < 2 * host_dead);
             if p.state == PeerState::Dead
                 && p.corruption.is_none()
                 && p.dead_at_ms == Some(self.incs[i].clock.local_ms(ts))
@@ -3373,7 +3387,9 @@ impl Sim {
         let Some(bytes) = x.own_read else { return Ok(()) };
         let Ok(r) = Record::decode(&bytes, &CLUSTER, x.slot) else { return Ok(()) };
         // A member's fence intent or proof is a copy of our record written by another host.
-        let member = r.flags & (diskbeat::format::record::flags::FENCE_INTENT | diskbeat::format::record::flags::FENCE_DEVICE) != 0;
+        let member = r.flags
+            & (diskbeat::format::record::flags::FENCE_INTENT | diskbeat::format::record::flags::FENCE_DEVICE)
+            != 0;
         if r.host_uuid == x.node.config().host_uuid && r.generation == x.node.record().generation && !member {
             return self.fail(format!(
                 "FOREIGN: inc {i} (slot {}) {what} at {}, but its slot holds its own record (sequence {}, {:?}; \

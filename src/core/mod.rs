@@ -364,15 +364,30 @@ pub enum Event {
     RideThroughEnded,
     /// Slot `slot`'s host is silent on the network and unchanged on the disk for the suspicion
     /// time: as the coordinator we wrote our fence intent into its slot.
-    FenceDeviceIntent { slot: u32, silent_ms: u64 },
+    FenceDeviceIntent {
+        slot: u32,
+        silent_ms: u64,
+    },
     /// Our intent read back: the fence device is being called.
-    FenceDeviceCalling { slot: u32, attempt: u32 },
+    FenceDeviceCalling {
+        slot: u32,
+        attempt: u32,
+    },
     /// The fence device answered (and how long the call took).
-    FenceDeviceResult { slot: u32, outcome: DeviceOutcome, took_ms: u64 },
+    FenceDeviceResult {
+        slot: u32,
+        outcome: DeviceOutcome,
+        took_ms: u64,
+    },
     /// The proof (`fenced`, `fence_device`) is on the disk, read back: its VMs may restart.
-    FenceDeviceProven { slot: u32 },
+    FenceDeviceProven {
+        slot: u32,
+    },
     /// No call, or no proof, and why.
-    FenceDeviceAborted { slot: u32, why: DeviceAbort },
+    FenceDeviceAborted {
+        slot: u32,
+        why: DeviceAbort,
+    },
 }
 
 #[cfg(test)]

@@ -40,18 +40,28 @@ enum DevStage {
     IntentDue,
     IntentWriting,
     /// The intent write completed then: a sweep starting later must read it back.
-    IntentWritten { at_ms: u64 },
+    IntentWritten {
+        at_ms: u64,
+    },
     /// The device is being called (since then).
-    Calling { since_ms: u64 },
+    Calling {
+        since_ms: u64,
+    },
     /// The device confirmed off (then): the proof goes into the slot after a sweep that started
     /// later still reads our intent there.
-    Confirmed { at_ms: u64 },
+    Confirmed {
+        at_ms: u64,
+    },
     /// That sweep read our intent: the proof goes in after this cycle's own write.
     ProofDue,
     ProofWriting,
-    ProofWritten { at_ms: u64 },
+    ProofWritten {
+        at_ms: u64,
+    },
     /// The device failed: suspected again (and called again) from then on.
-    Failed { retry_at_ms: u64 },
+    Failed {
+        retry_at_ms: u64,
+    },
 }
 
 /// One peer being fenced through its device: its last record (the intent is a copy of it, the
@@ -878,7 +888,9 @@ impl Node {
         }
         if let St::Fencing(f) = self.st {
             let due = !f.mark_pending && (!f.failed || now_ms >= f.retry_at_ms) && now_ms >= f.wait_until_ms;
-            if due && matches!(self.step, Step::Idle { .. } | Step::SweepDone { .. } | Step::PeerWriteDue { .. }) {
+            if due
+                && matches!(self.step, Step::Idle { .. } | Step::SweepDone { .. } | Step::PeerWriteDue { .. })
+            {
                 self.step = Step::FenceRunning;
                 return Some(Action::Fence { reason: f.reason, attempt: f.attempts + 1 });
             }
@@ -1792,7 +1804,8 @@ impl Node {
                 continue;
             }
             let Some(silent_ms) = self.suspected(slot, start_ms) else { continue };
-            let Some(record) = slots.slot(slot).ok().and_then(|b| Record::decode(b, &cluster, slot).ok()) else {
+            let Some(record) = slots.slot(slot).ok().and_then(|b| Record::decode(b, &cluster, slot).ok())
+            else {
                 continue;
             };
             // Another member's intent stands while that member is live: it calls the device.

@@ -1183,8 +1183,13 @@ mod net {
         for i in 0..3 {
             p.sequence += 1;
             h.disk.put(&p);
-            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &packet(1, 10 + i, 1 + h.now, 0, false, 0))
-                .unwrap();
+            h.n.handle_packet(
+                h.now,
+                0,
+                crate::net::VERSION_MINOR,
+                &packet(1, 10 + i, 1 + h.now, 0, false, 0),
+            )
+            .unwrap();
             h.cycle();
         }
         assert_eq!(h.n.peers()[1].state, PeerState::Live);
@@ -1223,11 +1228,22 @@ mod net {
         assert!(until_call(&mut h, 2000, &mut events), "no device call");
         // Not before the suspicion time; the intent was in its slot, read back, before the call.
         assert!(h.now >= silent_from + 600, "called after {} ms", h.now - silent_from);
-        assert!(h.now < silent_from + 1200, "called after {} ms (3 intervals + a few cycles)", h.now - silent_from);
+        assert!(
+            h.now < silent_from + 1200,
+            "called after {} ms (3 intervals + a few cycles)",
+            h.now - silent_from
+        );
         assert_eq!(h.device_calls, vec![(1, p.host_uuid, 1)]);
         let intent = h.disk.get(1);
-        assert_eq!((intent.flags & flags::FENCE_INTENT, intent.fencer_slot, intent.sequence), (flags::FENCE_INTENT, 0, p.sequence));
-        assert_eq!(h.n.peers()[1].vms_gone(), Err(NotProven::Alive), "nothing proven before the device answers");
+        assert_eq!(
+            (intent.flags & flags::FENCE_INTENT, intent.fencer_slot, intent.sequence),
+            (flags::FENCE_INTENT, 0, p.sequence)
+        );
+        assert_eq!(
+            h.n.peers()[1].vms_gone(),
+            Err(NotProven::Alive),
+            "nothing proven before the device answers"
+        );
         h.n.handle_fence_device(h.now, 1, p.host_uuid, 1, DeviceOutcome::Off);
         for _ in 0..3 {
             events.extend(h.cycle());
@@ -1235,7 +1251,10 @@ mod net {
         assert_eq!(kinds(&events), ["intent", "calling", "result", "proven"]);
         let proof = h.disk.get(1);
         assert_eq!(proof.state, State::Fenced);
-        assert_eq!(proof.flags & (flags::FENCE_DEVICE | flags::FENCE_STOPS_VMS | flags::FENCE_INTENT), flags::FENCE_DEVICE | flags::FENCE_STOPS_VMS);
+        assert_eq!(
+            proof.flags & (flags::FENCE_DEVICE | flags::FENCE_STOPS_VMS | flags::FENCE_INTENT),
+            flags::FENCE_DEVICE | flags::FENCE_STOPS_VMS
+        );
         assert_eq!((proof.sequence, proof.host_uuid, proof.generation), (p.sequence + 1, p.host_uuid, 1));
         assert_eq!(h.n.peers()[1].state, PeerState::Fenced);
         assert_eq!(h.n.peers()[1].vms_gone(), Ok(GoneProof::FenceDevice), "long before host-dead");

@@ -123,14 +123,17 @@ pub fn find_agent(agent: &str) -> Result<PathBuf, String> {
         return Err(format!("'{agent}' is not an agent name (e.g. fence_ipmilan) or a path"));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = ["/usr/sbin", "/usr/local/sbin"].into_iter().map(PathBuf::from).chain(std::env::split_paths(&path));
+    let dirs =
+        ["/usr/sbin", "/usr/local/sbin"].into_iter().map(PathBuf::from).chain(std::env::split_paths(&path));
     for d in dirs {
         let p = d.join(agent);
         if exec_ok(&p) {
             return Ok(p);
         }
     }
-    Err(format!("fence agent '{agent}' not found in /usr/sbin, /usr/local/sbin or PATH (install fence-agents)"))
+    Err(format!(
+        "fence agent '{agent}' not found in /usr/sbin, /usr/local/sbin or PATH (install fence-agents)"
+    ))
 }
 
 /// Validates one `[fence_devices.NAME]` table.

@@ -157,7 +157,9 @@ fn level_and_kind(e: &Event) -> (Level, &'static str) {
         Event::RideThroughEnded => (Error, "ride_through_ended"),
         Event::FenceDeviceIntent { .. } => (Warn, "fence_device_intent"),
         Event::FenceDeviceCalling { .. } => (Warn, "fence_device_calling"),
-        Event::FenceDeviceResult { outcome: crate::core::DeviceOutcome::Off, .. } => (Warn, "fence_device_result"),
+        Event::FenceDeviceResult { outcome: crate::core::DeviceOutcome::Off, .. } => {
+            (Warn, "fence_device_result")
+        }
         Event::FenceDeviceResult { .. } => (Error, "fence_device_result"),
         Event::FenceDeviceProven { .. } => (Warn, "fence_device_proven"),
         Event::FenceDeviceAborted { why: crate::core::DeviceAbort::ChangedAfterOff, .. } => {

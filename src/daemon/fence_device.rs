@@ -113,7 +113,7 @@ pub fn call(d: &FenceDevice, req: &Request, timeout_ms: u64) -> DeviceOutcome {
             tracing::error!(slot = req.slot, %host, %agent, timeout_ms, "fence device 'off' timed out: killed");
             return DeviceOutcome::TimedOut;
         }
-        Run::NotRun(e) => {
+        Run::NotStarted(e) => {
             tracing::error!(slot = req.slot, %host, %agent, error = %e, "fence device could not be run");
             return DeviceOutcome::Failed;
         }
@@ -134,7 +134,7 @@ pub fn call(d: &FenceDevice, req: &Request, timeout_ms: u64) -> DeviceOutcome {
                 return DeviceOutcome::Failed;
             }
             Run::TimedOut => return DeviceOutcome::TimedOut,
-            Run::NotRun(e) => {
+            Run::NotStarted(e) => {
                 tracing::error!(slot = req.slot, %host, %agent, error = %e, "fence device could not be run");
                 return DeviceOutcome::Failed;
             }
@@ -145,7 +145,7 @@ pub fn call(d: &FenceDevice, req: &Request, timeout_ms: u64) -> DeviceOutcome {
 enum Run {
     Exit(i32, String),
     TimedOut,
-    NotRun(String),
+    NotStarted(String),
 }
 
 /// Runs the agent once with `action`, the arguments on stdin; killed (its whole process group)
@@ -159,7 +159,7 @@ fn run(d: &FenceDevice, action: &str, deadline: Instant) -> Run {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return Run::NotRun(e.to_string()),
+        Err(e) => return Run::NotStarted(e.to_string()),
     };
     let mut input = format!("action={action}\n");
     for (k, v) in &d.args {
@@ -172,8 +172,10 @@ fn run(d: &FenceDevice, action: &str, deadline: Instant) -> Run {
         // An agent that does not read stdin gets EPIPE: its exit status still counts.
         let _ = stdin.write_all(input.as_bytes());
     }
-    let readers: Vec<_> = [child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
-        child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>)]
+    let readers: Vec<_> = [
+        child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
+        child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>),
+    ]
     .into_iter()
     .flatten()
     .map(|mut r| {
@@ -201,7 +203,7 @@ fn run(d: &FenceDevice, action: &str, deadline: Instant) -> Run {
                 break None;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Run::NotRun(e.to_string()),
+            Err(e) => return Run::NotStarted(e.to_string()),
         }
     };
     // The group is gone (or the agent left children holding the pipes: do not wait for them).

@@ -236,7 +236,9 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
     let mut device_names = Vec::new();
     for host in cfg.fence_devices.keys() {
         if host != &cfg.name {
-            device_names.push(crate::format::encode_name(host).map_err(|e| config_err("fence_devices", e.to_string()))?);
+            device_names.push(
+                crate::format::encode_name(host).map_err(|e| config_err("fence_devices", e.to_string()))?,
+            );
         }
     }
     node.set_fence_devices(&device_names);

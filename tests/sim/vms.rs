@@ -650,7 +650,10 @@ impl Sim {
                     w.stats.twice_after_admin += 1;
                 } else if !others.is_empty()
                     && self.stats.device_lies_proven > 0
-                    && others.iter().chain([&machine]).any(|&o| self.machines[o].device == Some(super::Device::Liar))
+                    && others
+                        .iter()
+                        .chain([&machine])
+                        .any(|&o| self.machines[o].device == Some(super::Device::Liar))
                 {
                     // A lying fence device "powered off" a running host: LIAR bounds how long.
                     self.stats.twice_after_liar += 1;
