@@ -255,6 +255,16 @@ pub struct PeerStatus {
     pub vms_gone: VmsGone,
     pub silent_ms_at_death: Option<u64>,
     pub network: Option<PeerNetwork>,
+    /// This host is fencing the peer through its fence device (docs/SAFETY.md, "Fence
+    /// devices"): `stage` is `intent`, `calling`, `proving` or `failed` (asked again after T).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_device: Option<FenceDeviceJob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FenceDeviceJob {
+    pub stage: String,
+    pub attempts: u32,
 }
 
 /// Whether a peer's VMs are proven gone: `proof` when they are, `why_not` otherwise.

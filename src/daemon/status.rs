@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub own_view: crate::format::record::NetView,
     /// The VM thread's view (`None` until its first step).
     pub failover: Option<crate::core::failover::FailoverStatus>,
+    /// Peers being fenced through their devices: (slot, stage, attempts); capacity reserved.
+    pub device_jobs: Vec<(u32, &'static str, u32)>,
     /// The heartbeat loop's own figures and the metrics endpoint's address (metrics.rs).
     pub metrics: super::metrics::SnapshotMetrics,
 }
@@ -102,6 +104,7 @@ impl Snapshot {
             members: 0,
             own_view: crate::format::record::NetView::EMPTY,
             failover: None,
+            device_jobs: Vec::with_capacity(crate::core::DEVICE_JOBS),
             metrics: Default::default(),
         }
     }
@@ -129,6 +132,8 @@ impl Snapshot {
         self.isolated = core.isolated();
         self.members = core.members().len();
         self.own_view = core.view_at(now_ms);
+        self.device_jobs.clear();
+        self.device_jobs.extend(core.device_jobs());
     }
 }
 
@@ -473,6 +478,12 @@ pub fn render(s: &Snapshot, all: bool) -> StatusReport {
             },
             silent_ms_at_death: p.dead_at_ms.map(|_| p.silent_ms_at_death),
             network: peer_network(s, i),
+            fence_device: s.device_jobs.iter().find(|(slot, _, _)| *slot == i as u32).map(
+                |(_, stage, attempts)| super::report::FenceDeviceJob {
+                    stage: stage.to_string(),
+                    attempts: *attempts,
+                },
+            ),
         })
         .collect();
     let fence_reason = match s.phase {

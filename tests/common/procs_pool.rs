@@ -115,6 +115,11 @@ pub struct Pool {
     pub stop: Arc<AtomicBool>,
     /// Daemons spawned from now on log their hook calls to `Host::hook_log`.
     pub log_hook_calls: bool,
+    /// Network heartbeats on loopback (`--hb-addr 127.0.0.1:PORT`, one port per slot from this
+    /// base); `None`: disk only.
+    pub hb_port_base: Option<u16>,
+    /// A config file every daemon is started with (`--config`; flags still win).
+    pub config: Option<PathBuf>,
 }
 
 impl Pool {
@@ -141,7 +146,15 @@ impl Pool {
             twice: Arc::new(Mutex::new(None)),
             stop: Arc::new(AtomicBool::new(false)),
             log_hook_calls: false,
+            hb_port_base: None,
+            config: None,
         }
+    }
+
+    /// Turns network heartbeats on (loopback) for daemons spawned from now on.
+    pub fn with_network(&mut self) {
+        // Distinct per test process: tests run in parallel.
+        self.hb_port_base = Some(20_000 + (std::process::id() % 2000) as u16 * 16);
     }
 
     /// Starts slot `i`'s daemon with the exec driver, `memory_mib` for VMs, and (if `watchdog`)
@@ -188,6 +201,12 @@ impl Pool {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(base) = self.hb_port_base {
+            args.extend(["--hb-addr".to_string(), format!("127.0.0.1:{}", base + h.slot as u16)]);
+        }
+        if let Some(c) = &self.config {
+            args.extend(["--config".to_string(), c.display().to_string()]);
+        }
         let pidfile = self.dir.path().join(format!("h{i}.pid"));
         if watchdog {
             let fifo = self.dir.path().join(format!("wd{i}"));

@@ -248,6 +248,9 @@ pub fn render(v: &StatusReport) -> String {
                 },
                 link.map(network_cell).unwrap_or_default(),
                 p.corrupt_reason.as_deref().map(text).unwrap_or_else(|| {
+                    if let Some(d) = &p.fence_device {
+                        return format!("fence device: {} (attempt {})", d.stage, d.attempts.max(1));
+                    }
                     match (p.unreadable, p.state == "live", link.is_some_and(|l| !l.heard)) {
                         (true, _, _) => "unreadable".into(),
                         // Never declared dead by us: it may ride through without knowing us.

@@ -1,0 +1,245 @@
+//! Fence devices as proof (docs/SAFETY.md, "Fence devices"), with real daemons on a real loop
+//! device (T = 4 s), network heartbeats on loopback, the exec VM driver (VMs are processes) and
+//! real agents run the way diskbeat runs them: fence-agents' `fence_dummy` (its power state kept
+//! in a file), and exec devices that speak the same stdin protocol. A host "loses power" when its
+//! daemon and VM processes are killed; the "power" device does that itself when asked `off`.
+//! No timed assertions: the recovery times are printed (docs/BENCHMARKS.md has the figures).
+
+mod common;
+#[path = "common/procs_pool.rs"]
+mod procs_pool;
+use common::*;
+use procs_pool::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn events(socket: &Path, kind: &str) -> Vec<Value> {
+    let out = run(&["events", "--json", "--kind", kind, "--socket", socket.to_str().unwrap()]);
+    assert!(out.status.success(), "diskbeat events failed: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn write_exec(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(path, mode).unwrap();
+}
+
+/// A config file with a `[fence_devices.hN]` table for every host: `agent` and the `args` lines
+/// `table(i)` gives (TOML inline table body).
+fn device_config(p: &Pool, agent: &str, table: impl Fn(usize) -> String, timeout: Option<&str>) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..p.hosts.len() {
+        text += &format!("[fence_devices.h{i}]\nagent = \"{agent}\"\nargs = {{ {} }}\n", table(i));
+        if let Some(t) = timeout {
+            text += &format!("timeout = \"{t}\"\n");
+        }
+    }
+    let path = p.dir.path().join("devices.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// An exec device that powers a host off for real: `off` kills the daemon of host `plug` and its
+/// VM processes and records the state; `status` reports it. Every call is logged (its arguments
+/// came on stdin: the log shows the secret never reached argv).
+fn power_device(p: &Pool) -> PathBuf {
+    let dir = p.dir.path();
+    let agent = dir.join("power-device.sh");
+    write_exec(
+        &agent,
+        &format!(
+            r#"args=$(cat)
+action=$(echo "$args" | sed -n 's/^action=//p')
+plug=$(echo "$args" | sed -n 's/^plug=//p')
+echo "$(date +%s%N) $action $plug argv=[$*] secret=$(echo "$args" | sed -n 's/^password=//p')" >> {dir}/device-calls.log
+case "$action" in
+off)
+    kill -9 $(cat {dir}/$plug.pid) 2>/dev/null
+    for f in {dir}/vms-${{plug#h}}/*.pid; do kill -9 $(cat $f) 2>/dev/null; done
+    touch {dir}/off-$plug
+    exit 0;;
+status)
+    [ -f {dir}/off-$plug ] && exit 2
+    exit 0;;
+esac
+exit 1"#,
+            dir = dir.display()
+        ),
+    );
+    agent
+}
+
+fn device_calls(p: &Pool) -> Vec<String> {
+    std::fs::read_to_string(p.dir.path().join("device-calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Three hosts on the network, `web` and `db` protected on h2, the given config; all live and
+/// published.
+fn pool(watchdog: bool, config: impl Fn(&Pool) -> PathBuf) -> Pool {
+    let mut p = Pool::new(3);
+    p.with_network();
+    p.config = Some(config(&p));
+    p.vm(2, "web", 256, "protect", Some(1));
+    p.vm(2, "db", 256, "protect", None);
+    for i in 0..3 {
+        p.spawn(i, if i == 2 { 4096 } else { 900 }, watchdog);
+    }
+    p.wait("all live and published", Duration::from_secs(30), |p| {
+        p.all_live() && published(p, 2, 2) && published(p, 0, 0) && published(p, 1, 0)
+    });
+    p
+}
+
+fn running_once(p: &Pool, names: &[&str]) -> bool {
+    let w = p.where_runs();
+    names.iter().all(|n| w.get(*n).is_some_and(|h| h.len() == 1 && h[0] != 2))
+}
+
+/// What the survivors say about slot 2: its proof (None: not proven).
+fn proof_of_h2(p: &Pool, i: usize) -> Option<String> {
+    let st = p.hosts[i].status()?;
+    let peer = st["peers"].as_array()?.iter().find(|x| x["slot"] == 2)?.clone();
+    peer["vms_gone"]["proof"].as_str().map(str::to_string)
+}
+
+/// A host that loses power, with no hardware watchdog: without a device its VMs would never be
+/// proven gone. With `fence_dummy` configured (its state file says `on` until the coordinator's
+/// `off`), the coordinator powers it off on suspicion, the proof goes on the disk, and its VMs
+/// run elsewhere long before the host-dead timeout.
+#[test]
+fn a_host_that_lost_power_is_fenced_through_fence_dummy_and_its_vms_restart_before_t() {
+    if skip_unless_root() {
+        return;
+    }
+    let dummy = "/usr/sbin/fence_dummy";
+    assert!(
+        Path::new(dummy).exists(),
+        "fence-agents' fence_dummy is needed (tools/test.sh installs fence-agents)"
+    );
+    let p = pool(false, |p| {
+        for i in 0..3 {
+            std::fs::write(p.dir.path().join(format!("power-h{i}")), "on").unwrap();
+        }
+        let dir = p.dir.path().display().to_string();
+        device_config(p, dummy, |i| format!("type = \"file\", status_file = \"{dir}/power-h{i}\""), None)
+    });
+    let checker = p.start_checker();
+    let mut p = p;
+    let killed = Instant::now();
+    p.hosts[2].kill();
+    p.wait("web and db running elsewhere", Duration::from_secs(3 * T_MS / 1000), |p| {
+        running_once(p, &["web", "db"])
+    });
+    let took = killed.elapsed();
+    eprintln!("power loss of h2 to web and db running elsewhere: {} ms (T = {T_MS} ms)", took.as_millis());
+    let coordinator = 0;
+    let state = std::fs::read_to_string(p.dir.path().join("power-h2")).unwrap();
+    assert_eq!(state.trim(), "off", "fence_dummy was asked to power h2 off");
+    for i in [0, 1] {
+        p.wait("the proof on every survivor", Duration::from_secs(5), |p| {
+            proof_of_h2(p, i).as_deref() == Some("fence_device")
+        });
+    }
+    let kinds: Vec<String> =
+        ["fence_device_intent", "fence_device_calling", "fence_device_result", "fence_device_proven"]
+            .iter()
+            .filter(|k| !events(&p.hosts[coordinator].socket, k).is_empty())
+            .map(|k| k.to_string())
+            .collect();
+    assert_eq!(kinds.len(), 4, "the coordinator's history: {kinds:?}\n{}", p.logs());
+    let result = &events(&p.hosts[coordinator].socket, "fence_device_result")[0];
+    assert_eq!(result["data"]["outcome"], "off", "{result:#}");
+    assert_eq!(result["peer"], "h2");
+    // Only the coordinator called the device.
+    assert!(events(&p.hosts[1].socket, "fence_device_calling").is_empty());
+    // Nobody else's power was touched.
+    for i in [0, 1] {
+        assert_eq!(std::fs::read_to_string(p.dir.path().join(format!("power-h{i}"))).unwrap().trim(), "on");
+    }
+    p.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    checker.join().unwrap();
+    p.assert_never_twice();
+}
+
+/// A daemon that is killed while its host stays up (frozen, crashed): the exec "power" device
+/// really powers it off (kills its VMs) when asked, the proof follows, and the VMs restart once.
+/// Its arguments reach the agent on stdin only.
+#[test]
+fn a_dead_daemon_is_powered_off_by_an_exec_device_and_its_vms_restart_once() {
+    if skip_unless_root() {
+        return;
+    }
+    let p = pool(false, |p| {
+        let agent = power_device(p).display().to_string();
+        device_config(p, &agent, |i| format!("plug = \"h{i}\", password = \"s3cr3t-{i}\""), None)
+    });
+    let checker = p.start_checker();
+    let mut p = p;
+    // Only the daemon dies: web and db keep running on h2 until the device powers it off.
+    let killed = Instant::now();
+    if let Some(mut c) = p.hosts[2].daemon.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    p.wait("web and db running elsewhere", Duration::from_secs(3 * T_MS / 1000), |p| {
+        running_once(p, &["web", "db"])
+    });
+    eprintln!("daemon of h2 killed to web and db running elsewhere: {} ms", killed.elapsed().as_millis());
+    assert!(running(&p.hosts[2].state).is_empty(), "the device powered h2's VMs off");
+    let calls = device_calls(&p);
+    let offs: Vec<&String> = calls.iter().filter(|c| c.contains(" off h2 ")).collect();
+    assert_eq!(offs.len(), 1, "one off for h2: {calls:#?}");
+    assert!(calls.iter().any(|c| c.contains(" status h2 ")), "{calls:#?}");
+    assert!(calls.iter().all(|c| c.contains("argv=[]") && c.contains("secret=s3cr3t-2")), "{calls:#?}");
+    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains("s3cr3t"), "a device secret in argv");
+    p.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    checker.join().unwrap();
+    p.assert_never_twice();
+}
+
+/// A device that fails, or hangs past its timeout, proves nothing: the pool falls back to the
+/// proofs it had before (here the watchdog h2 armed, after the host-dead timeout), and says why.
+#[test]
+fn a_failing_or_hanging_device_proves_nothing_and_the_watchdog_proof_still_restarts() {
+    if skip_unless_root() {
+        return;
+    }
+    for (what, body, timeout) in
+        [("fails", "cat >/dev/null; exit 1", None), ("hangs", "exec sleep 600", Some("2s"))]
+    {
+        let p = pool(true, |p| {
+            let agent = p.dir.path().join("bad-device.sh");
+            write_exec(&agent, body);
+            device_config(p, agent.to_str().unwrap(), |i| format!("plug = \"h{i}\""), timeout)
+        });
+        let mut p = p;
+        let killed = Instant::now();
+        p.hosts[2].kill();
+        p.wait("web and db running elsewhere", Duration::from_secs(4 * T_MS / 1000), |p| {
+            running_once(p, &["web", "db"])
+        });
+        let took = killed.elapsed();
+        eprintln!(
+            "device that {what}: power loss to VMs running elsewhere {} ms (T = {T_MS} ms)",
+            took.as_millis()
+        );
+        let results = events(&p.hosts[0].socket, "fence_device_result");
+        let want = if what == "fails" { "failed" } else { "timed_out" };
+        assert!(results.iter().any(|e| e["data"]["outcome"] == want), "{results:#?}\n{}", p.logs());
+        assert!(events(&p.hosts[0].socket, "fence_device_proven").is_empty());
+        assert_eq!(proof_of_h2(&p, 0).as_deref(), Some("watchdog_expired"));
+        if what == "hangs" {
+            // Killed at its timeout: no agent left behind.
+            let ps = std::process::Command::new("pgrep").args(["-f", "sleep 600"]).output().unwrap();
+            assert!(ps.stdout.is_empty(), "the hanging agent was not killed");
+        }
+        p.assert_never_twice();
+    }
+}
