@@ -922,3 +922,74 @@ impl Drop for Emu {
         let _ = self.0.wait();
     }
 }
+
+/// Issue 18: a network cut with the disk healthy never calls a fence device. Every host has a
+/// device for every other (an exec agent that logs each call and would report success): h2 is
+/// cut off, goes on writing its record, and fences itself by the partition rule; nobody calls its
+/// device, ever. Then, as the control, h1's daemon is killed (disk and network silent): the
+/// coordinator h0 calls h1's device and marks h1 fenced by it, long before host-dead.
+#[test]
+fn a_network_cut_with_the_disk_healthy_never_calls_a_fence_device() {
+    if skip(false) {
+        return;
+    }
+    let mut p = Pool::start(Opts { defer_spawn: true, ..Opts::new(3) });
+    let calls = p.dir().join("device-calls.log");
+    let agent = p.dir().join("device.sh");
+    std::fs::write(
+        &agent,
+        format!(
+            "#!/bin/sh\nargs=$(cat)\naction=$(echo \"$args\" | sed -n 's/^action=//p')\n\
+             plug=$(echo \"$args\" | sed -n 's/^plug=//p')\necho \"$action $plug\" >> {calls}\n\
+             [ \"$action\" = status ] && exit 2\nexit 0\n",
+            calls = calls.display()
+        ),
+    )
+    .unwrap();
+    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&agent, mode).unwrap();
+    let config = p.dir().join("devices.toml");
+    let tables: String = (0..3)
+        .map(|i| {
+            format!("[fence_devices.h{i}]\nagent = \"{}\"\nargs = {{ plug = \"h{i}\" }}\n", agent.display())
+        })
+        .collect();
+    std::fs::write(&config, tables).unwrap();
+    for i in 0..3 {
+        p.hosts[i].launch.args = vec!["--config".into(), config.display().to_string()];
+        p.spawn(i);
+    }
+    p.wait_ready();
+    p.cut(2);
+    p.wait_until(secs(30), "h2 fenced by the partition rule", |st| fenced_at(&st[2]).is_some());
+    p.hold(Duration::from_millis(T_MS + 1000), "the survivors, h2's device untouched", |_| {});
+    let log = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(log.is_empty(), "a fence device was called during a network cut: {log}");
+    let sockets: Vec<std::path::PathBuf> = p.hosts.iter().map(|h| h.socket.clone()).collect();
+    let intents = |i: usize| -> Vec<Value> {
+        let out = run(&[
+            "events",
+            "--json",
+            "--kind",
+            "fence_device_intent",
+            "--socket",
+            sockets[i].to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    assert!(intents(0).is_empty() && intents(1).is_empty());
+    // The control: a host silent on both channels is powered off through its device.
+    let killed = mono_ms();
+    p.kill9(1);
+    let st = p.wait_until(secs(3 * T_MS / 1000), "h1 marked fenced by its device on h0", |st| {
+        st[0]["peers"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|x| x["slot"] == 1 && x["vms_gone"]["proof"] == "fence_device"))
+    });
+    eprintln!("h1 killed to fenced by its device (seen on h0): {} ms", mono_ms() - killed);
+    let log = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(log.lines().any(|l| l == "off h1") && log.lines().any(|l| l == "status h1"), "{log}");
+    assert!(!log.contains("h2") && !log.contains("h0"), "{log}");
+    assert_eq!(intents(0).len(), 1, "{:#}", st[0]);
+}
