@@ -88,6 +88,9 @@ pub struct Request {
     pub nodename: Option<String>,
     /// `devices=` (or `device=`): the heartbeat device.
     pub devices: Option<String>,
+    /// `verbose=`: progress on stderr. Off by default: Pacemaker logs an agent's stderr as
+    /// warnings, on success too.
+    pub verbose: bool,
 }
 
 impl Request {
@@ -141,6 +144,14 @@ pub fn parse_stdin(text: &str) -> Result<(Request, Vec<String>), AgentError> {
             "plug" | "port" => req.plug = value,
             "nodename" => req.nodename = value,
             "devices" | "device" => req.devices = value,
+            // fence-agents' booleans: present (any value but off/false/0) is on.
+            "verbose" => {
+                req.verbose = !matches!(
+                    value.as_deref().map(str::to_ascii_lowercase).as_deref(),
+                    Some("0" | "false" | "off" | "no")
+                )
+            }
+            "verbose_level" | "quiet" | "debug" | "debug_file" => {}
             _ => notes.push(format!("Parse error: Ignoring unknown option '{line}'")),
         }
     }
@@ -415,7 +426,7 @@ pub fn metadata() -> String {
              \t\t<shortdesc lang=\"en\">{desc}</shortdesc>\n\
              \t</parameter>\n",
             u8::from(required),
-            if name == "help" || name == "version" { "boolean" } else { "string" },
+            if matches!(name, "help" | "version" | "verbose") { "boolean" } else { "string" },
         )
     };
     let plug_desc = "The host to fence: its diskbeat name (the daemon's --name, equal to its Pacemaker \
@@ -458,6 +469,14 @@ pub fn metadata() -> String {
         "--nodename=[name]",
         None,
         "The host to fence when no plug is given (Pacemaker passes the target's node name)",
+    ));
+    xml.push_str(&param(
+        "verbose",
+        false,
+        "",
+        "-v, --verbose",
+        None,
+        "Progress on stderr (off: stderr only on failure)",
     ));
     xml.push_str(&param("version", false, "", "-V, --version", None, "Display version information and exit"));
     xml.push_str(&param("help", false, "", "-h, --help", None, "Display help and exit"));

@@ -271,6 +271,10 @@ fn the_fencer_drives_every_action_on_real_daemons() {
     assert_eq!(stdout(&out), "n0,,ON\nn1,,ON\nn2,,ON\n");
     let out = ask("action=monitor");
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // Pacemaker logs an agent's stderr as warnings: quiet on success unless verbose.
+    assert_eq!(stderr(&out), "", "{}", show(&out));
+    let out = ask("action=monitor\nverbose=1");
+    assert!(stderr(&out).contains("host(s) in"), "{}", show(&out));
     let out = ask("action=validate-all\nport=n1");
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     // Pacemaker names the target with port= (or plug=) and nodename=.
@@ -293,7 +297,7 @@ fn the_fencer_drives_every_action_on_real_daemons() {
     );
 
     // off n1: confirmed by its fenced mark, then status OFF.
-    let out = ask("action=off\nplug=n1\nnodename=n1");
+    let out = ask("action=off\nplug=n1\nnodename=n1\nverbose=1");
     assert_eq!(out.status.code(), Some(0), "{}\n{}", show(&out), n1.log());
     assert_eq!(stdout(&out), "Success: Powered OFF\n");
     assert!(stderr(&out).contains("marked itself fenced, acknowledging the request"), "{}", show(&out));
@@ -418,7 +422,7 @@ fn off_is_proven_by_silence_with_an_armed_watchdog() {
     assert!(v.to_string().contains("\"watchdog_armed\""), "{v:#}");
     n0.kill();
     let agent = Agent::new();
-    let out = agent.stdin(&format!("action=reboot\nport=n0\nnodename=n0\ndevices={}\n", lo.s()));
+    let out = agent.stdin(&format!("action=reboot\nport=n0\nnodename=n0\ndevices={}\nverbose\n", lo.s()));
     assert_eq!(
         (out.status.code(), stdout(&out).as_str()),
         (Some(0), "Success: Rebooted\n"),

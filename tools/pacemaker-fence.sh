@@ -17,12 +17,12 @@
 # fence_request), that h2's cluster processes are gone and that h1 sees h2 offline.
 # Prints PASS or FAIL with the evidence; exit 0 on PASS.
 #
-#   DISKBEAT=/path/to/diskbeat /work/pcmk/pacemaker-fence.sh      (default /tmp/pcmk/diskbeat)
+#   DISKBEAT=/path/to/diskbeat tools/pacemaker-fence.sh      (default target/debug/diskbeat)
 # Needs root, ip netns, loop devices; installs pacemaker, corosync, pacemaker-cli-utils,
 # libxml2-utils with apt when missing (with a policy-rc.d that keeps apt from starting them).
 set -uo pipefail
 
-DISKBEAT=${DISKBEAT:-/tmp/pcmk/diskbeat}
+DISKBEAT=${DISKBEAT:-$(dirname "$0")/../target/debug/diskbeat}
 KEEP=${KEEP:-0}                    # KEEP=1: leave the temp dir (logs) behind
 # SCENARIO=fence (default): stonith_admin --fence h2; reboot: stonith_admin --reboot h2;
 # crash: h2's corosync is SIGKILLed and the cluster (the DC on h1) fences h2 by itself;

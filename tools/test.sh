@@ -5,7 +5,9 @@
 #   tests), tmux (a real terminal for `status --watch`, tests/status_watch.rs), pkg-config +
 #   libvirt-dev (the `libvirt` cargo feature links libvirt), libvirt-daemon, QEMU and tini
 #   (tests/vm_libvirt.rs, tests/failover_libvirt.rs), libxml2-utils (xmllint: tests/fence_agent.rs
-#   checks fence_diskbeat's metadata); iputils-ping if it can.
+#   checks fence_diskbeat's metadata), fence-agents (fence_dummy: tests/fence_device.rs), pacemaker,
+#   corosync and pacemaker-cli-utils (tests/pacemaker.rs: tools/pacemaker-fence.sh); iputils-ping
+#   if it can.
 # Then two builds:
 #   1. the default features (libvirt driver built in): every test;
 #   2. --no-default-features (no libvirt at all): the binary must not link libvirt, and the exec
@@ -23,12 +25,25 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v tmux >/dev/null || need+=(tmux)
 command -v xmllint >/dev/null || need+=(libxml2-utils)
+cluster=()
+[ -x /usr/sbin/fence_dummy ] || cluster+=(fence-agents)
+command -v stonith_admin >/dev/null || cluster+=(pacemaker corosync pacemaker-cli-utils)
 export DEBIAN_FRONTEND=noninteractive
 if [ ${#need[@]} -gt 0 ] || ! tools/install-libvirt.sh --check; then
   echo "test.sh: installing ${need[*]:-}${need[*]:+ and }libvirt, QEMU, tini (apt)" >&2
   apt-get update -qq
   [ ${#need[@]} -eq 0 ] || apt-get install -y -qq "${need[@]}" >/dev/null
   tools/install-libvirt.sh --no-update
+fi
+if [ ${#cluster[@]} -gt 0 ]; then
+  echo "test.sh: installing ${cluster[*]} (apt; no service is started)" >&2
+  apt-get update -qq
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  apt-get install -y -qq --no-install-recommends "${cluster[@]}" >/dev/null
+  [ "$made_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
 fi
 # Handy when debugging a network test by hand (the daemon pings with its own socket): never fatal.
 if ! command -v ping >/dev/null; then

@@ -53,11 +53,20 @@ pub struct Args {
     /// The heartbeat device.
     #[arg(long, value_name = "DEVICE")]
     pub devices: Option<String>,
+    /// Progress on stderr (without it, stderr says something only when the action fails).
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 }
 
 impl Args {
     fn request(self) -> Request {
-        Request { action: self.action, plug: self.plug, nodename: self.nodename, devices: self.devices }
+        Request {
+            action: self.action,
+            plug: self.plug,
+            nodename: self.nodename,
+            devices: self.devices,
+            verbose: self.verbose,
+        }
     }
 }
 
@@ -141,12 +150,14 @@ fn act(req: &Request) -> Result<u8, AgentError> {
         Action::Monitor => {
             let mut d = Device::open(&req.device()?, engine)?;
             let t = d.table()?;
-            eprintln!(
-                "{AGENT_NAME}: {}: {} host(s) in {} slots",
-                req.device()?.display(),
-                t.hosts.len(),
-                t.slot_count
-            );
+            if req.verbose {
+                eprintln!(
+                    "{AGENT_NAME}: {}: {} host(s) in {} slots",
+                    req.device()?.display(),
+                    t.hosts.len(),
+                    t.slot_count
+                );
+            }
             Ok(AGENT_OK)
         }
         Action::List | Action::ListStatus => {
@@ -195,7 +206,12 @@ fn act(req: &Request) -> Result<u8, AgentError> {
         }
         Action::Off | Action::Reboot => {
             let plug = req.target()?;
-            let mut progress = |l: &str| eprintln!("{AGENT_NAME}: {l}");
+            let verbose = req.verbose;
+            let mut progress = |l: &str| {
+                if verbose {
+                    eprintln!("{AGENT_NAME}: {l}")
+                }
+            };
             let r = fence_agent::off(&req.device()?, plug, engine, &mut progress)?;
             let how = match &r.confirmed {
                 crate::fence::Confirmed::Fenced => "marked itself fenced, acknowledging the request".into(),
@@ -207,13 +223,15 @@ fn act(req: &Request) -> Result<u8, AgentError> {
                     format!("was marked fenced by an operator after {silent_ms} ms of silence")
                 }
             };
-            eprintln!(
-                "{AGENT_NAME}: slot {} ('{}', generation {}) {how} after {} ms",
-                r.slot,
-                escape_name(&r.host_name),
-                r.generation,
-                r.elapsed_ms
-            );
+            if req.verbose {
+                eprintln!(
+                    "{AGENT_NAME}: slot {} ('{}', generation {}) {how} after {} ms",
+                    r.slot,
+                    escape_name(&r.host_name),
+                    r.generation,
+                    r.elapsed_ms
+                );
+            }
             match (&r.confirmed, req.action()) {
                 (crate::fence::Confirmed::AlreadyGone { .. }, _) => println!("Success: Already OFF"),
                 (_, Action::Reboot) => println!("Success: Rebooted"),
