@@ -82,7 +82,11 @@ fn device_calls(p: &Pool) -> Vec<String> {
 /// Three hosts on the network, `web` and `db` protected on h2, the given config; all live and
 /// published.
 fn pool(watchdog: bool, config: impl Fn(&Pool) -> PathBuf) -> Pool {
-    let mut p = Pool::new(3);
+    pool_t(T_MS, watchdog, config)
+}
+
+fn pool_t(t_ms: u64, watchdog: bool, config: impl Fn(&Pool) -> PathBuf) -> Pool {
+    let mut p = Pool::with_t(3, t_ms);
     p.with_network();
     p.config = Some(config(&p));
     p.vm(2, "web", 256, "protect", Some(1));
@@ -90,7 +94,7 @@ fn pool(watchdog: bool, config: impl Fn(&Pool) -> PathBuf) -> Pool {
     for i in 0..3 {
         p.spawn(i, if i == 2 { 4096 } else { 900 }, watchdog);
     }
-    p.wait("all live and published", Duration::from_secs(30), |p| {
+    p.wait("all live and published", Duration::from_millis(30_000.max(4 * t_ms)), |p| {
         p.all_live() && published(p, 2, 2) && published(p, 0, 0) && published(p, 1, 0)
     });
     p
@@ -162,6 +166,14 @@ fn a_host_that_lost_power_is_fenced_through_fence_dummy_and_its_vms_restart_befo
     for i in [0, 1] {
         assert_eq!(std::fs::read_to_string(p.dir.path().join(format!("power-h{i}"))).unwrap().trim(), "on");
     }
+    // h2 is powered on again: its new daemon takes the slot that holds the proof, joins, and its
+    // old VMs stay where they were restarted (once each); nothing calls its device again.
+    std::fs::write(p.dir.path().join("power-h2"), "on").unwrap();
+    p.spawn(2, 4096, false);
+    p.wait("h2 back and live everywhere", Duration::from_secs(30), |p| p.all_live());
+    std::thread::sleep(Duration::from_millis(2 * T_MS));
+    assert!(running_once(&p, &["web", "db"]), "{:?}", p.where_runs());
+    assert_eq!(events(&p.hosts[coordinator].socket, "fence_device_calling").len(), 1);
     p.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     checker.join().unwrap();
     p.assert_never_twice();
@@ -241,5 +253,58 @@ fn a_failing_or_hanging_device_proves_nothing_and_the_watchdog_proof_still_resta
             assert!(ps.stdout.is_empty(), "the hanging agent was not killed");
         }
         p.assert_never_twice();
+    }
+}
+
+/// The figures of docs/BENCHMARKS.md ("Fence devices"): power loss of h2 to `web` and `db`
+/// running elsewhere, with `fence_dummy` as every host's device and no watchdog, then with no
+/// device and an armed watchdog (the proof before issue 18), at T = `DISKBEAT_BENCH_T_MS`
+/// (default 40 s). Prints `FENCE_FIGURES` lines; not run by default (minutes at T = 40 s):
+/// `DISKBEAT_BENCH_T_MS=40000 cargo test --test fence_device recovery_figures -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn recovery_figures() {
+    if skip_unless_root() {
+        return;
+    }
+    let t_ms: u64 = std::env::var("DISKBEAT_BENCH_T_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000);
+    let runs: u32 = std::env::var("DISKBEAT_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    for with_device in [true, false] {
+        for run in 1..=runs {
+            let p = pool_t(t_ms, !with_device, |p| {
+                if !with_device {
+                    let path = p.dir.path().join("none.toml");
+                    std::fs::write(&path, "").unwrap();
+                    return path;
+                }
+                for i in 0..3 {
+                    std::fs::write(p.dir.path().join(format!("power-h{i}")), "on").unwrap();
+                }
+                let dir = p.dir.path().display().to_string();
+                device_config(
+                    p,
+                    "/usr/sbin/fence_dummy",
+                    |i| format!("type = \"file\", status_file = \"{dir}/power-h{i}\""),
+                    None,
+                )
+            });
+            let mut p = p;
+            let killed = Instant::now();
+            p.hosts[2].kill();
+            p.wait("web and db running elsewhere", Duration::from_millis(3 * t_ms), |p| {
+                running_once(p, &["web", "db"])
+            });
+            let total = killed.elapsed().as_millis();
+            let device_ms = events(&p.hosts[0].socket, "fence_device_result")
+                .first()
+                .and_then(|e| e["data"]["took_ms"].as_u64());
+            println!(
+                "FENCE_FIGURES t_ms={t_ms} device={} run={run} power_loss_to_protected_running_ms={total} \
+                 agent_ms={}",
+                if with_device { "fence_dummy" } else { "none(watchdog)" },
+                device_ms.map_or("-".to_string(), |d| d.to_string())
+            );
+            p.assert_never_twice();
+        }
     }
 }

@@ -760,6 +760,8 @@ enum Ev {
     LiarCheck {
         inc: usize,
         proven_at: u64,
+        /// Already given the ride-through bound once.
+        extended: bool,
     },
 }
 
@@ -828,6 +830,8 @@ struct Stats {
     twice_after_liar: u64,
     /// Lying proofs the running host's own later write overwrote (it never saw them).
     liar_overwritten: u64,
+    /// Hosts that fenced or were refused for a member's intent or proof in their slot.
+    device_pills: u64,
     vm: vms::VmStats,
 }
 
@@ -888,6 +892,7 @@ impl Stats {
         self.device_lies_proven += o.device_lies_proven;
         self.twice_after_liar += o.twice_after_liar;
         self.liar_overwritten += o.liar_overwritten;
+        self.device_pills += o.device_pills;
         self.vm.add(&o.vm);
     }
 }
@@ -2445,7 +2450,7 @@ impl Sim {
                     None => Ok(()),
                 }
             }
-            Ev::LiarCheck { inc, proven_at } => {
+            Ev::LiarCheck { inc, proven_at, extended } => {
                 let x = &self.incs[inc];
                 let m = x.machine;
                 // The proof still stands in its slot: the host must have read it (a record it did
@@ -2459,6 +2464,13 @@ impl Sim {
                     });
                 if x.alive && self.machines[m].vms == Some(inc) && !stands {
                     self.stats.liar_overwritten += 1;
+                    return Ok(());
+                }
+                if x.alive && self.machines[m].vms == Some(inc) && x.node.riding_through() && !extended {
+                    // Riding through a whole-LUN outage on its members' vouching, it cannot read
+                    // the proof; the ride is bounded (ride_max past its storage deadline).
+                    let at = self.now + self.t_us(self.timing.host_dead_ms) * 2;
+                    self.schedule(at, Ev::LiarCheck { inc, proven_at, extended: true });
                     return Ok(());
                 }
                 if x.alive && self.machines[m].vms == Some(inc) && self.machines[m].watchdog {
@@ -2757,7 +2769,8 @@ impl Sim {
         use diskbeat::format::record::flags::{FENCE_DEVICE, FENCE_INTENT};
         let intent = Record::validate(&bytes, &CLUSTER, slot)
             .is_ok_and(|r| r.flags.get() & (FENCE_INTENT | FENCE_DEVICE) != 0);
-        if intent {
+        // A power-off mark (`u64::MAX`) stays: that machine's hung writes may land any time.
+        if intent && self.intent_landed[slot as usize] != Some(u64::MAX) {
             self.intent_landed[slot as usize] = Some(self.now);
         }
         if (valid(&bytes) || was_valid) && !intent {
@@ -3072,6 +3085,13 @@ impl Sim {
         Ok(())
     }
 
+    /// Whether a member wrote a fence intent or proof into `slot` within the last 2 T.
+    fn member_wrote(&self, slot: u32) -> bool {
+        let host_dead = self.t_us(self.timing.host_dead_ms);
+        self.intent_landed[slot as usize]
+            .is_some_and(|at| at == u64::MAX || self.now.saturating_sub(at) < 2 * host_dead)
+    }
+
     /// DEVICE: a member decides to power a host off (its intent) only if the host's slot did not
     /// advance for the suspicion time (ground truth: the last landing of the host's own writes
     /// before the deciding sweep started, less the clock-rate error).
@@ -3346,7 +3366,12 @@ impl Sim {
                     }
                     self.bump_epoch();
                     self.check_lun_stop(i, &format!("self-fenced ({reason:?})"))?;
-                    if self.clean {
+                    // A member's fence intent or proof in our slot is a poison pill by design.
+                    let pill = reason == FenceReason::ForeignWrite && self.member_wrote(self.incs[i].slot);
+                    if pill {
+                        self.stats.device_pills += 1;
+                    }
+                    if self.clean && !pill {
                         return self.fail(format!(
                             "inc {i} (slot {}) self-fenced in a fault-free run: {reason:?}",
                             self.incs[i].slot
@@ -3358,7 +3383,14 @@ impl Sim {
                     if reason == RefuseReason::ForeignDuringJoin {
                         self.check_foreign(i, "refused for a foreign write during its join")?;
                     }
-                    if self.clean {
+                    // A member's late intent (a retried device, for the previous incarnation) may
+                    // land over a join: refused, and the next daemon start joins.
+                    let pill =
+                        reason == RefuseReason::ForeignDuringJoin && self.member_wrote(self.incs[i].slot);
+                    if pill {
+                        self.stats.device_pills += 1;
+                    }
+                    if self.clean && !pill {
                         return self.fail(format!(
                             "inc {i} (slot {}) refused in a fault-free run: {reason:?}",
                             self.incs[i].slot
@@ -3474,7 +3506,7 @@ impl Sim {
                 self.stats.device_lies_proven += 1;
                 let at = self.now + self.liar_bound();
                 let proven_at = self.now;
-                self.schedule(at, Ev::LiarCheck { inc: j, proven_at });
+                self.schedule(at, Ev::LiarCheck { inc: j, proven_at, extended: false });
                 return Ok(());
             }
             if x.slot == slot && x.node.config().host_uuid == peer.host_uuid {
@@ -3655,14 +3687,15 @@ fn simulate_many_seeds() {
     println!(
         "sim fence devices: {} runs with devices, {} device calls, {} confirmed off, {} calls for a host still \
          running (frozen or failing path), {} proofs by a lying device ({} VM double runs they caused, bounded by LIAR; \
-         {} overwritten by the running host's own writes)",
+         {} overwritten by the running host's own writes), {} hosts stopped by a member's intent or proof in their slot",
         total.device_runs,
         total.device_calls,
         total.device_offs,
         total.device_running_targets,
         total.device_lies_proven,
         total.twice_after_liar,
-        total.liar_overwritten
+        total.liar_overwritten,
+        total.device_pills
     );
     println!(
         "sim network: {} beats, {} packets ({} lost, {} cut, {} duplicated), {} delivered, {} accepted; {} \

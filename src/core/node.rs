@@ -1808,10 +1808,12 @@ impl Node {
             else {
                 continue;
             };
-            // Another member's intent stands while that member is live: it calls the device.
+            // A lower live member's intent stands: that member calls the device. A higher
+            // member's is taken over (it wrote while it thought it coordinated; both may call
+            // `off`, which is idempotent), or it would block the device for as long as it lives.
             if record.flags & flags::FENCE_INTENT != 0 {
                 let f = record.fencer_slot;
-                if f != me && self.peers.get(f as usize).is_some_and(|p| p.state == PeerState::Live) {
+                if f < me && self.peers.get(f as usize).is_some_and(|p| p.state == PeerState::Live) {
                     continue;
                 }
             }

@@ -1336,9 +1336,10 @@ mod net {
         assert_eq!(h.n.peers()[1].vms_gone(), Err(NotProven::Alive));
     }
 
-    /// Another live member's intent in the slot: that member calls; we do not.
+    /// A higher member's intent in the slot (it coordinated while we looked unresponsive) is taken
+    /// over by the coordinator: it never blocks the device.
     #[test]
-    fn another_members_intent_is_respected_while_that_member_lives() {
+    fn a_higher_members_intent_is_taken_over_by_the_coordinator() {
         let (mut h, p) = with_device_peer();
         let mut other = net_peer(2, 1, &[0, 2], 1);
         let mut intent = p;
@@ -1347,12 +1348,51 @@ mod net {
         h.disk.put(&intent);
         let mut events = Vec::new();
         let start = h.now;
-        while h.now < start + 2000 {
+        while h.now < start + 2000 && h.device_calls.is_empty() {
             other.sequence += 1;
             h.disk.put(&other);
             events.extend(h.cycle());
         }
-        assert!(h.device_calls.is_empty(), "{:?}", kinds(&events));
+        assert_eq!(h.device_calls.len(), 1, "{:?}", kinds(&events));
+        assert_eq!(h.disk.get(1).fencer_slot, 0, "our intent replaced slot 2's");
+    }
+
+    /// A lower live member's intent in the slot: that member calls; we do not (we are slot 2).
+    #[test]
+    fn a_member_below_a_live_coordinator_never_calls_even_with_its_intent_in_the_slot() {
+        let cfg = NodeConfig { slot: 2, fence_suspicion_ms: 600, ..net_config() };
+        let mut h = H::with(cfg, Disk::new());
+        h.n.set_fence_devices(&[encode_name("peer1").unwrap()]);
+        h.go_live();
+        assert!(h.n.poll_beat(h.now));
+        let mut p = net_peer(1, 1, &[1, 2], 1);
+        p.members.set(2);
+        let mut lower = net_peer(0, 1, &[0, 2], 1);
+        lower.members.set(2);
+        for _ in 0..3 {
+            p.sequence += 1;
+            lower.sequence += 1;
+            h.disk.put(&p);
+            h.disk.put(&lower);
+            h.cycle();
+        }
+        // Slot 0 is live and heard, so it coordinates; slot 1 goes silent and 0 writes its intent.
+        let mut intent = p;
+        intent.flags |= flags::FENCE_INTENT;
+        intent.fencer_slot = 0;
+        h.disk.put(&intent);
+        let start = h.now;
+        let mut seq = 1000;
+        while h.now < start + 2000 {
+            lower.sequence += 1;
+            h.disk.put(&lower);
+            seq += 1;
+            let mut pk = packet(0, seq, 1 + h.now, 0, false, 0);
+            pk.dest_slot = 2;
+            h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &pk).unwrap();
+            h.cycle();
+        }
+        assert!(h.device_calls.is_empty());
         assert_eq!(h.disk.get(1), intent);
     }
 

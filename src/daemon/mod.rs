@@ -200,8 +200,8 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             return Err(config_err(
                 "fence_suspicion",
                 format!(
-                    "{ms} ms is out of range for T = {} ms: use {} ms (2 intervals) to below {} ms (T); the \
-                     default is T/10 = {} ms",
+                    "{ms} ms is out of range for T = {} ms: use {} ms (3 intervals) to below {} ms (T); the \
+                     default is 3 intervals = {} ms",
                     timing.base_timeout_ms,
                     r.start,
                     r.end,

@@ -124,8 +124,14 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(n: u32) -> Pool {
+        Pool::with_t(n, T_MS)
+    }
+
+    /// A pool formatted with base timeout `t_ms` (the waits in the tests assume [`T_MS`]).
+    pub fn with_t(n: u32, t_ms: u64) -> Pool {
         let lo = LoopDev::new("64M", 512);
-        let out = run(&["mkfs", lo.s(), "--slots", &n.to_string(), "--timeout", "4s", "--cluster", "fotest"]);
+        let t = format!("{t_ms}ms");
+        let out = run(&["mkfs", lo.s(), "--slots", &n.to_string(), "--timeout", &t, "--cluster", "fotest"]);
         assert!(out.status.success(), "{}", stderr(&out));
         let dir = tempfile::tempdir().unwrap();
         let hosts = (0..n)
