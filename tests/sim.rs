@@ -832,6 +832,8 @@ struct Stats {
     liar_overwritten: u64,
     /// Hosts that fenced or were refused for a member's intent or proof in their slot.
     device_pills: u64,
+    /// Protected VMs overdue for a restart in runs with fence devices (counted, not failed).
+    device_overdue: u64,
     vm: vms::VmStats,
 }
 
@@ -893,6 +895,7 @@ impl Stats {
         self.twice_after_liar += o.twice_after_liar;
         self.liar_overwritten += o.liar_overwritten;
         self.device_pills += o.device_pills;
+        self.device_overdue += o.device_overdue;
         self.vm.add(&o.vm);
     }
 }
@@ -2769,9 +2772,10 @@ impl Sim {
         use diskbeat::format::record::flags::{FENCE_DEVICE, FENCE_INTENT};
         let intent = Record::validate(&bytes, &CLUSTER, slot)
             .is_ok_and(|r| r.flags.get() & (FENCE_INTENT | FENCE_DEVICE) != 0);
-        // A power-off mark (`u64::MAX`) stays: that machine's hung writes may land any time.
-        if intent && self.intent_landed[slot as usize] != Some(u64::MAX) {
-            self.intent_landed[slot as usize] = Some(self.now);
+        // For the rest of the run: a member's write can bury a landing no reader saw, and a
+        // lying device's host, or a powered-off host's hung writes, can land over it later.
+        if intent {
+            self.intent_landed[slot as usize] = Some(u64::MAX);
         }
         if (valid(&bytes) || was_valid) && !intent {
             let l = &mut self.landings[slot as usize];
@@ -3687,7 +3691,7 @@ fn simulate_many_seeds() {
     println!(
         "sim fence devices: {} runs with devices, {} device calls, {} confirmed off, {} calls for a host still \
          running (frozen or failing path), {} proofs by a lying device ({} VM double runs they caused, bounded by LIAR; \
-         {} overwritten by the running host's own writes), {} hosts stopped by a member's intent or proof in their slot",
+         {} overwritten by the running host's own writes), {} hosts stopped by a member's intent or proof in their slot, {} restarts overdue in runs with devices",
         total.device_runs,
         total.device_calls,
         total.device_offs,
@@ -3695,7 +3699,8 @@ fn simulate_many_seeds() {
         total.device_lies_proven,
         total.twice_after_liar,
         total.liar_overwritten,
-        total.device_pills
+        total.device_pills,
+        total.device_overdue
     );
     println!(
         "sim network: {} beats, {} packets ({} lost, {} cut, {} duplicated), {} delivered, {} accepted; {} \
@@ -3899,6 +3904,18 @@ fn simulate_failover_many_seeds() {
         }
     }
     let v = total.vm;
+    println!(
+        "sim failover fence devices: {} runs with devices, {} calls, {} confirmed off, {} proofs by a lying device \
+         ({} VM double runs they caused, bounded by LIAR; {} overwritten by the host's own writes), {} restarts \
+         overdue in runs with devices (counted, not failed)",
+        total.device_runs,
+        total.device_calls,
+        total.device_offs,
+        total.device_lies_proven,
+        total.twice_after_liar,
+        total.liar_overwritten,
+        total.device_overdue
+    );
     println!(
         "sim failover: {} runs ({} with tight capacity), {} VMs, {} crashes, {} daemon crashes (VMs kept running), \
          {} coordinator crashes, {} plans published, {} starts ({} failed, {} hung), {} claims withdrawn \
