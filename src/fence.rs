@@ -111,6 +111,10 @@ pub fn why_not_text(why: NotProven) -> String {
             "it went silent, but its last record does not list this host: it may be riding through a \
              disk outage without knowing us"
         }
+        NotProven::FenceIntent => {
+            "its slot holds a pool member's fence intent, a copy that may have replaced a clean leave: only \
+             its fence device, or an operator, can prove it off"
+        }
     };
     format!("{name}: {meaning}")
 }

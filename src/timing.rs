@@ -10,7 +10,7 @@
 //! Safety inequality: host_dead > self_fence + interval + io_timeout (T > 0.8 T).
 //!
 //! A VM driver call (one exec hook run) is killed after 3 io timeouts, at least 2 s
-//! ([`Timing::vm_call_timeout_ms`]). A peer with a fence device is suspected after 3 intervals of
+//! ([`Timing::vm_call_timeout_ms`]). A peer with a fence device is suspected after T/8 of
 //! silence on both channels ([`Timing::fence_suspicion_ms`]); a device call is abandoned after 3
 //! io timeouts, at least 10 s ([`Timing::fence_device_timeout_ms`]).
 
@@ -121,18 +121,18 @@ impl Timing {
     }
 
     /// A peer with a fence device is suspected once it is silent on the network AND unchanged
-    /// on the disk for this long: 3 intervals (3T/20; 6 s at the default T), far below host-dead.
-    /// A healthy writer can look unchanged for almost 2 intervals to a reader sampling at the
-    /// same rate (found by tests/sim.rs with 2). Safety does not rest on it (a confirmed
-    /// power-off is the proof); it sets how often a stalled host is powered off.
-    /// docs/SAFETY.md, "Fence devices".
+    /// on the disk for this long: T/8 (2.5 intervals; 5 s at the default T), far below host-dead.
+    /// A healthy writer looks unchanged for an interval to a reader sampling at the same rate,
+    /// for two when its cycle slips by one: half an interval more is the margin. Safety does not
+    /// rest on it (a confirmed power-off is the proof); it sets how often a stalled host is
+    /// powered off. docs/SAFETY.md, "Fence devices".
     pub fn fence_suspicion_ms(&self) -> u64 {
-        3 * u64::from(self.interval_ms)
+        u64::from(self.base_timeout_ms) / 8
     }
-    /// The configurable range of the suspicion time: at least 3 intervals, below host-dead
-    /// (beyond it the other proofs come first).
+    /// The configurable range of the suspicion time: from the default (never more eager) to
+    /// below host-dead (beyond it the other proofs come first).
     pub fn fence_suspicion_range_ms(&self) -> std::ops::Range<u64> {
-        3 * u64::from(self.interval_ms)..u64::from(self.host_dead_ms)
+        self.fence_suspicion_ms()..u64::from(self.host_dead_ms)
     }
     /// A fence device call (`off`, then `status` until OFF) is abandoned, its agent killed, after
     /// 3 io timeouts, at least 10 s (a BMC over IPMI takes seconds): 30 s at the default T.

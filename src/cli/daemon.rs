@@ -22,7 +22,7 @@ Every field of the config file (TOML, default /etc/diskbeat/diskbeat.toml) is al
   # weight = 1
   # key_file = \"/etc/diskbeat/cluster.key\"  # default: the keyring on the heartbeat disk
   # metrics_addr = \"127.0.0.1:9464\"  # Prometheus endpoint, GET /metrics (off by default)
-  # fence_suspicion = \"6s\"       # default 3 intervals (3T/20)
+  # fence_suspicion = \"5s\"       # default T/8
   # [fence_devices.hv-04]          # a peer's BMC/PDU (fence-agents): powered off when silent
   # agent = \"fence_ipmilan\"        # args go to the agent on stdin, never in argv
   # args = { ip = \"10.1.0.4\", username = \"admin\", password = \"...\", lanplus = 1 }
@@ -113,7 +113,7 @@ pub struct Args {
     pub metrics_addr: Option<String>,
     /// How long a peer that has a fence device (`[fence_devices.NAME]` in the config file) must
     /// be silent on the network AND unchanged on the disk before the coordinator powers it off
-    /// (default 3 intervals = 3T/20; 3 intervals to below T). docs/SAFETY.md, "Fence devices".
+    /// (default and least T/8, below T). docs/SAFETY.md, "Fence devices".
     #[arg(long, value_name = "DURATION")]
     pub fence_suspicion: Option<String>,
     /// TESTS ONLY: take the slot without watching it first (breaks slot-ownership safety).

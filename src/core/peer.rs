@@ -70,6 +70,11 @@ pub enum NotProven {
     /// member: it may be riding through an outage of the disk without knowing we exist, so it is
     /// never declared dead on silence (docs/SAFETY.md, "Whole-LUN loss").
     NotListed,
+    /// Its slot holds a member's fence intent (format 1.8): a copy of an older record of it that
+    /// may have replaced a newer one (a clean leave, which disarms the watchdog), so its watchdog
+    /// flag proves nothing; only its fence device (or an operator) can (docs/SAFETY.md, "Fence
+    /// devices"; found by tests/sim.rs).
+    FenceIntent,
 }
 
 impl GoneProof {
@@ -96,6 +101,7 @@ impl NotProven {
             NotProven::Corrupt => "corrupt",
             NotProven::NoHost => "no_host",
             NotProven::NotListed => "not_listed",
+            NotProven::FenceIntent => "fence_intent",
         }
     }
 
@@ -111,6 +117,11 @@ impl NotProven {
             }
             NotProven::Corrupt => "its record is corrupt: who holds the slot cannot be known",
             NotProven::NoHost => "no host holds the slot",
+            NotProven::FenceIntent => {
+                "a member's fence intent replaced its record, which may have hidden a clean leave: only \
+                 its fence device confirming it off (asked again every T) or an operator (`diskbeat fence \
+                 --confirm-down`) proves its VMs gone"
+            }
             NotProven::NotListed => {
                 "silent, but its last record does not list this host: it may be riding through a disk \
                  outage without knowing us, so silence is no evidence (back, or `diskbeat fence \
@@ -298,6 +309,7 @@ impl Peer {
             PeerState::Fenced if self.flags & flags::FENCE_STOPS_VMS != 0 => Ok(GoneProof::FencedMark),
             PeerState::Fenced => Err(NotProven::FencedLogOnly),
             PeerState::Dead if self.corruption.is_some() || self.conflict => Err(NotProven::Corrupt),
+            PeerState::Dead if self.flags & flags::FENCE_INTENT != 0 => Err(NotProven::FenceIntent),
             PeerState::Dead if self.flags & flags::WATCHDOG_ARMED != 0 => Ok(GoneProof::WatchdogExpired),
             PeerState::Dead => Err(NotProven::DeadWithoutWatchdog),
             PeerState::Leaving => Err(NotProven::LeftCleanly),

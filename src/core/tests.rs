@@ -1171,7 +1171,7 @@ mod net {
     }
 
     fn with_device_peer_watchdog(watchdog: bool) -> (H, Record) {
-        let cfg = NodeConfig { fence_suspicion_ms: 600, ..net_config() };
+        let cfg = NodeConfig { fence_suspicion_ms: 500, ..net_config() };
         let mut h = H::with(cfg, Disk::new());
         h.n.set_fence_devices(&[encode_name("peer1").unwrap()]);
         h.go_live();
@@ -1227,12 +1227,8 @@ mod net {
         let mut events = Vec::new();
         assert!(until_call(&mut h, 2000, &mut events), "no device call");
         // Not before the suspicion time; the intent was in its slot, read back, before the call.
-        assert!(h.now >= silent_from + 600, "called after {} ms", h.now - silent_from);
-        assert!(
-            h.now < silent_from + 1200,
-            "called after {} ms (3 intervals + a few cycles)",
-            h.now - silent_from
-        );
+        assert!(h.now >= silent_from + 500, "called after {} ms", h.now - silent_from);
+        assert!(h.now < silent_from + 1200, "called after {} ms (T/8 + a few cycles)", h.now - silent_from);
         assert_eq!(h.device_calls, vec![(1, p.host_uuid, 1)]);
         let intent = h.disk.get(1);
         assert_eq!(
@@ -1304,14 +1300,15 @@ mod net {
             let again = until_call(&mut h, 6000, &mut events);
             assert_eq!(h.disk.get(1).state, State::Live, "no proof from a failed device");
             if watchdog {
-                // Dead with its watchdog armed: proven without the device, which is not asked again.
-                assert!(!again);
-                assert_eq!(h.n.peers()[1].vms_gone(), Ok(GoneProof::WatchdogExpired));
-                assert_eq!(kinds(&events), ["intent", "calling", "result"]);
+                // The intent may have replaced a clean leave: its watchdog flag proves nothing
+                // now (found by tests/sim.rs); the device is asked again after T.
+                assert!(again, "asked again");
+                assert_eq!(h.n.peers()[1].vms_gone(), Err(NotProven::FenceIntent));
+                assert_eq!(kinds(&events), ["intent", "calling", "result", "intent", "calling"]);
             } else {
                 assert!(again, "asked again");
                 assert!(h.now >= first + 4000, "retried after T, not before ({} ms)", h.now - first);
-                assert_eq!(h.n.peers()[1].vms_gone(), Err(NotProven::DeadWithoutWatchdog));
+                assert_eq!(h.n.peers()[1].vms_gone(), Err(NotProven::FenceIntent));
                 assert_eq!(kinds(&events), ["intent", "calling", "result", "intent", "calling"]);
             }
         }
@@ -1360,7 +1357,7 @@ mod net {
     /// A lower live member's intent in the slot: that member calls; we do not (we are slot 2).
     #[test]
     fn a_member_below_a_live_coordinator_never_calls_even_with_its_intent_in_the_slot() {
-        let cfg = NodeConfig { slot: 2, fence_suspicion_ms: 600, ..net_config() };
+        let cfg = NodeConfig { slot: 2, fence_suspicion_ms: 500, ..net_config() };
         let mut h = H::with(cfg, Disk::new());
         h.n.set_fence_devices(&[encode_name("peer1").unwrap()]);
         h.go_live();

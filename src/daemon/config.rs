@@ -67,7 +67,7 @@ pub struct FileConfig {
     /// arguments hold secrets). docs/SAFETY.md, "Fence devices".
     pub fence_devices: Option<std::collections::BTreeMap<String, FenceDeviceFile>>,
     /// Silence on the network and the disk before a peer with a device is powered off (default
-    /// 3 intervals).
+    /// T/8).
     pub fence_suspicion: Option<String>,
 }
 

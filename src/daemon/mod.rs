@@ -200,12 +200,8 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
             return Err(config_err(
                 "fence_suspicion",
                 format!(
-                    "{ms} ms is out of range for T = {} ms: use {} ms (3 intervals) to below {} ms (T); the \
-                     default is 3 intervals = {} ms",
-                    timing.base_timeout_ms,
-                    r.start,
-                    r.end,
-                    timing.fence_suspicion_ms()
+                    "{ms} ms is out of range for T = {} ms: use {} ms (T/8, the default) to below {} ms (T)",
+                    timing.base_timeout_ms, r.start, r.end
                 ),
             ));
         }
