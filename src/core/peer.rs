@@ -73,7 +73,7 @@ pub enum NotProven {
     /// Its slot holds a member's fence intent (format 1.8): a copy of an older record of it that
     /// may have replaced a newer one (a clean leave, which disarms the watchdog), so its watchdog
     /// flag proves nothing; only its fence device (or an operator) can (docs/SAFETY.md, "Fence
-    /// devices"; found by tests/sim.rs).
+    /// devices"; tests/sim.rs found the same with a host's own late write over its leave).
     FenceIntent,
 }
 

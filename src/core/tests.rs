@@ -1301,7 +1301,7 @@ mod net {
             assert_eq!(h.disk.get(1).state, State::Live, "no proof from a failed device");
             if watchdog {
                 // The intent may have replaced a clean leave: its watchdog flag proves nothing
-                // now (found by tests/sim.rs); the device is asked again after T.
+                // now; the device is asked again after T.
                 assert!(again, "asked again");
                 assert_eq!(h.n.peers()[1].vms_gone(), Err(NotProven::FenceIntent));
                 assert_eq!(kinds(&events), ["intent", "calling", "result", "intent", "calling"]);
