@@ -1,7 +1,8 @@
 //! Fence devices as proof (docs/SAFETY.md, "Fence devices"), with real daemons on a real loop
 //! device (T = 4 s), network heartbeats on loopback, the exec VM driver (VMs are processes) and
 //! real agents run the way diskbeat runs them: fence-agents' `fence_dummy` (its power state kept
-//! in a file), and exec devices that speak the same stdin protocol. A host "loses power" when its
+//! in a file), `fence_ipmilan` against a simulated BMC per host (OpenIPMI's `ipmi_sim`), and exec
+//! devices that speak the same stdin protocol. A host "loses power" when its
 //! daemon and VM processes are killed; the "power" device does that itself when asked `off`.
 //! No timed assertions: the recovery times are printed (docs/BENCHMARKS.md has the figures).
 
@@ -81,11 +82,11 @@ fn device_calls(p: &Pool) -> Vec<String> {
 
 /// Three hosts on the network, `web` and `db` protected on h2, the given config; all live and
 /// published.
-fn pool(watchdog: bool, config: impl Fn(&Pool) -> PathBuf) -> Pool {
+fn pool(watchdog: bool, config: impl FnOnce(&Pool) -> PathBuf) -> Pool {
     pool_t(T_MS, watchdog, config)
 }
 
-fn pool_t(t_ms: u64, watchdog: bool, config: impl Fn(&Pool) -> PathBuf) -> Pool {
+fn pool_t(t_ms: u64, watchdog: bool, config: impl FnOnce(&Pool) -> PathBuf) -> Pool {
     let mut p = Pool::with_t(3, t_ms);
     p.with_network();
     p.config = Some(config(&p));
@@ -211,6 +212,218 @@ fn a_dead_daemon_is_powered_off_by_an_exec_device_and_its_vms_restart_once() {
     assert!(calls.iter().all(|c| c.contains("argv=[]") && c.contains("secret=s3cr3t-2")), "{calls:#?}");
     let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ps.stdout).contains("s3cr3t"), "a device secret in argv");
+    p.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    checker.join().unwrap();
+    p.assert_never_twice();
+}
+
+/// A simulated BMC per host: OpenIPMI's `ipmi_sim` on 127.0.0.1 speaking IPMI 2.0 (RMCP+), whose
+/// chassis control powers its host off for real (kills the daemon and the VM processes) and
+/// reports the power state. Killed when dropped.
+struct Bmc {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Drop for Bmc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const BMC_PASSWORD: &str = "bmc-s3cret";
+
+fn bmc(p: &Pool, i: usize) -> Bmc {
+    let dir = p.dir.path().join(format!("bmc-h{i}"));
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let chassis = dir.join("chassis.sh");
+    let root = p.dir.path().display();
+    write_exec(
+        &chassis,
+        &format!(
+            r#"# ipmi_sim's chassis control: chassis.sh get power | set power 0|1 (...)
+op=$1; shift
+echo "$(date +%s%N) $op $*" >> {root}/bmc-h{i}/chassis.log
+case $op in
+get)
+    for parm in "$@"; do
+        case $parm in
+        power) if [ -f {root}/off-h{i} ]; then echo power:0; else echo power:1; fi;;
+        boot) echo boot:default;;
+        *) exit 1;;
+        esac
+    done;;
+set)
+    while [ $# -ge 2 ]; do
+        case $1 in
+        power)
+            if [ "$2" = 0 ]; then
+                kill -9 $(cat {root}/h{i}.pid) 2>/dev/null
+                for f in {root}/vms-{i}/*.pid; do kill -9 $(cat $f) 2>/dev/null; done
+                touch {root}/off-h{i}
+            else
+                rm -f {root}/off-h{i}
+            fi;;
+        reset|boot|identify) ;;
+        *) exit 1;;
+        esac
+        shift 2
+    done;;
+*) exit 1;;
+esac"#
+        ),
+    );
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("lan.conf"),
+        format!(
+            "name \"h{i}-bmc\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 {port}\n    priv_limit admin\n\
+             \x20   allowed_auths_admin md5\n    guid a123456789abcdefa123456789abcde{i}\n  endlan\n\
+             \x20 chassis_control \"{}\"\n  user 2 true \"admin\" \"{BMC_PASSWORD}\" admin 10 md5\n",
+            chassis.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bmc.emu"),
+        "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 0x09 0x08 0x9f 0x1291 0xf02 persist_sdr\n\
+         sel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
+    )
+    .unwrap();
+    let child = std::process::Command::new("ipmi_sim")
+        .args(["-n", "-c"])
+        .arg(dir.join("lan.conf"))
+        .arg("-f")
+        .arg(dir.join("bmc.emu"))
+        .arg("-s")
+        .arg(dir.join("state"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("ipmi_sim.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("ipmi_sim.err")).unwrap())
+        .spawn()
+        .expect("ipmi_sim (package openipmi; tools/test.sh installs it)");
+    let b = Bmc { port, child };
+    // Up when the agent itself reads the power state.
+    let start = Instant::now();
+    loop {
+        let out = ipmilan(&b, "status");
+        if out.status.code() == Some(0) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the BMC of h{i} does not answer: {}\n{}",
+            stderr(&out),
+            std::fs::read_to_string(dir.join("ipmi_sim.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    b
+}
+
+/// `fence_ipmilan`'s stdin arguments for a BMC (cipher suite 3: RAKP-HMAC-SHA1, AES; ipmi_sim
+/// has no suite 17).
+fn ipmilan_args(b: &Bmc) -> Vec<(&'static str, String)> {
+    vec![
+        ("ip", "127.0.0.1".into()),
+        ("ipport", b.port.to_string()),
+        ("username", "admin".into()),
+        ("password", BMC_PASSWORD.into()),
+        ("lanplus", "1".into()),
+        ("cipher", "3".into()),
+    ]
+}
+
+fn ipmilan(b: &Bmc, action: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("/usr/sbin/fence_ipmilan")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = format!("action={action}\n");
+    for (k, v) in ipmilan_args(b) {
+        input += &format!("{k}={v}\n");
+    }
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The most realistic device here: every host has a simulated BMC (`ipmi_sim`) and
+/// fence-agents' `fence_ipmilan` is its device, talking IPMI over the network. h2 hangs (its
+/// daemon and VMs stopped, SIGSTOP: a frozen hypervisor whose VMs would run on if it thawed); the
+/// coordinator has h2's BMC power it off, `status` confirms OFF, and web and db run elsewhere,
+/// once, long before T. Then h2's BMC powers it on and it rejoins without restarting anything.
+#[test]
+fn a_hung_host_is_powered_off_by_its_simulated_bmc_through_fence_ipmilan() {
+    if skip_unless_root() {
+        return;
+    }
+    for tool in ["/usr/sbin/fence_ipmilan", "/usr/bin/ipmi_sim", "/usr/bin/ipmitool"] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is needed (tools/test.sh installs fence-agents, openipmi, ipmitool)"
+        );
+    }
+    let mut bmcs = Vec::new();
+    let p = pool(false, |p| {
+        bmcs = (0..3).map(|i| bmc(p, i)).collect();
+        device_config(
+            p,
+            "/usr/sbin/fence_ipmilan",
+            |i| {
+                ipmilan_args(&bmcs[i])
+                    .iter()
+                    .map(|(k, v)| format!("{k} = \"{v}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            Some("30s"),
+        )
+    });
+    let checker = p.start_checker();
+    let mut p = p;
+    let vms: Vec<i32> = running(&p.hosts[2].state).into_values().collect();
+    assert_eq!(vms.len(), 2);
+    let stop = |pid: i32| {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGSTOP);
+    };
+    let hung = Instant::now();
+    stop(p.hosts[2].daemon_pid().unwrap() as i32);
+    vms.iter().copied().for_each(stop);
+    p.wait("web and db running elsewhere", Duration::from_secs(4 * T_MS / 1000), |p| {
+        running_once(p, &["web", "db"])
+    });
+    eprintln!(
+        "h2 hung to web and db running elsewhere (fence_ipmilan + ipmi_sim): {} ms",
+        hung.elapsed().as_millis()
+    );
+    assert!(running(&p.hosts[2].state).is_empty(), "h2's BMC killed its VMs");
+    assert!(p.dir.path().join("off-h2").exists(), "h2's BMC powered it off");
+    let result = &events(&p.hosts[0].socket, "fence_device_result")[0];
+    assert_eq!(result["data"]["outcome"], "off", "{result:#}");
+    eprintln!("fence_ipmilan off + status: {} ms", result["data"]["took_ms"]);
+    for i in [0, 1] {
+        p.wait("the proof on every survivor", Duration::from_secs(5), |p| {
+            proof_of_h2(p, i).as_deref() == Some("fence_device")
+        });
+        assert!(!p.dir.path().join(format!("off-h{i}")).exists(), "h{i} was powered off");
+        let chassis = std::fs::read_to_string(p.dir.path().join(format!("bmc-h{i}/chassis.log"))).unwrap();
+        assert!(!chassis.contains("set power"), "h{i}'s BMC was asked to change power: {chassis}");
+    }
+    let chassis = std::fs::read_to_string(p.dir.path().join("bmc-h2/chassis.log")).unwrap();
+    assert_eq!(chassis.matches("set power 0").count(), 1, "{chassis}");
+    // Powered on through its BMC, h2 boots (a new daemon), rejoins, restarts nothing.
+    let on = ipmilan(&bmcs[2], "on");
+    assert!(on.status.success(), "fence_ipmilan on: {}", stderr(&on));
+    assert!(!p.dir.path().join("off-h2").exists());
+    p.spawn(2, 4096, false);
+    p.wait("h2 back and live everywhere", Duration::from_secs(30), |p| p.all_live());
+    std::thread::sleep(Duration::from_millis(2 * T_MS));
+    assert!(running_once(&p, &["web", "db"]), "{:?}", p.where_runs());
+    assert_eq!(events(&p.hosts[0].socket, "fence_device_calling").len(), 1);
     p.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     checker.join().unwrap();
     p.assert_never_twice();

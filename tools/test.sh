@@ -5,9 +5,9 @@
 #   tests), tmux (a real terminal for `status --watch`, tests/status_watch.rs), pkg-config +
 #   libvirt-dev (the `libvirt` cargo feature links libvirt), libvirt-daemon, QEMU and tini
 #   (tests/vm_libvirt.rs, tests/failover_libvirt.rs), libxml2-utils (xmllint: tests/fence_agent.rs
-#   checks fence_diskbeat's metadata), fence-agents (fence_dummy: tests/fence_device.rs), pacemaker,
-#   corosync and pacemaker-cli-utils (tests/pacemaker.rs: tools/pacemaker-fence.sh); iputils-ping
-#   if it can.
+#   checks fence_diskbeat's metadata), fence-agents (fence_dummy, fence_ipmilan), openipmi (ipmi_sim,
+#   a simulated BMC per host) and ipmitool (tests/fence_device.rs), pacemaker, corosync and
+#   pacemaker-cli-utils (tests/pacemaker.rs: tools/pacemaker-fence.sh); iputils-ping if it can.
 # Then two builds:
 #   1. the default features (libvirt driver built in): every test;
 #   2. --no-default-features (no libvirt at all): the binary must not link libvirt, and the exec
@@ -28,6 +28,8 @@ command -v xmllint >/dev/null || need+=(libxml2-utils)
 cluster=()
 [ -x /usr/sbin/fence_dummy ] || cluster+=(fence-agents)
 command -v stonith_admin >/dev/null || cluster+=(pacemaker corosync pacemaker-cli-utils)
+command -v ipmi_sim >/dev/null || cluster+=(openipmi)
+command -v ipmitool >/dev/null || cluster+=(ipmitool)
 export DEBIAN_FRONTEND=noninteractive
 if [ ${#need[@]} -gt 0 ] || ! tools/install-libvirt.sh --check; then
   echo "test.sh: installing ${need[*]:-}${need[*]:+ and }libvirt, QEMU, tini (apt)" >&2
