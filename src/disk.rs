@@ -389,6 +389,13 @@ impl Disk {
         self.engine.data_at(&self.ops[i], i).ok_or(self.engine.outcome(i).status)
     }
 
+    /// Record writes (ours and peer records) that timed out and whose completion had not arrived
+    /// at the last submission: they may still land. Read after a sweep, it counts the writes
+    /// still out when the sweep's reads went in.
+    pub fn record_writes_in_flight(&self) -> u32 {
+        self.engine.pinned_ops_of(BUF_RECORD)
+    }
+
     /// Writes `rec` into its slot with one submission. The encoded bytes are verified before the
     /// write (a record we could not read back is never written).
     pub fn write_record(&mut self, rec: &Record, timeout: Duration) -> Result<Outcome, DiskError> {

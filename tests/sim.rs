@@ -360,8 +360,9 @@ enum IoResult {
     Ok(u64),
     /// Fails after this many µs.
     Fail(u64),
-    /// Takes this long (beyond any timeout); a write lands at `land` (if ever).
-    Hang { land: Option<u64> },
+    /// Takes this long (beyond any timeout); a write lands at `land` (if ever). Its completion
+    /// reaches the engine at `settle` (no landing after it).
+    Hang { land: Option<u64>, settle: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -572,6 +573,9 @@ struct Inc {
     was_frozen: bool,
     fence_failed: bool,
     fencer_done: bool,
+    /// When each of its timed-out writes (own and peer records) comes back to its engine: it
+    /// lands, if ever, before then.
+    writes_out: Vec<u64>,
     /// The fence interlock, the daemon's own code (`core::interlock`): fencing from the first
     /// fence attempt on (no start begins, nothing is published); starts in flight.
     interlock: diskbeat::core::interlock::Interlock,
@@ -1588,7 +1592,7 @@ impl Sim {
         let lat = self.rng.range(io + 1, io * 3);
         // A slow write usually lands (late), sometimes never.
         let land = if self.rng.chance(0.8) { Some(t + self.rng.range(io / 2, lat)) } else { None };
-        IoResult::Hang { land }
+        IoResult::Hang { land, settle: t + lat }
     }
 
     /// (result, torn, misdirected)
@@ -1603,7 +1607,8 @@ impl Sim {
                 Mode::ReadFail | Mode::WriteFail => IoResult::Ok(self.normal_latency()),
                 Mode::Hang => {
                     let land = if self.rng.chance(0.5) { Some(end + self.rng.range(0, 5_000)) } else { None };
-                    IoResult::Hang { land }
+                    // A write that never lands fails once the storage answers again.
+                    IoResult::Hang { land, settle: land.unwrap_or(end + 5_000) }
                 }
                 Mode::Slow => self.slow_latency(t),
                 Mode::Flaky if self.rng.chance(0.35) => self.slow_latency(t),
@@ -2713,6 +2718,7 @@ impl Sim {
             frozen_until: 0,
             was_frozen: false,
             fence_failed: false,
+            writes_out: Vec::new(),
             interlock: diskbeat::core::interlock::Interlock::new(),
             fence_go: None,
             daemon_crashed: false,
@@ -3072,14 +3078,16 @@ impl Sim {
                 let land = t + self.rng.range(bound, lat);
                 self.schedule(land, Ev::Land { slot, bytes, torn });
                 self.stats.late_landings += 1;
+                self.incs[i].writes_out.push(t + lat);
                 (Err(IoFailure::TimedOut), t + bound)
             }
             IoResult::Fail(lat) => (Err(IoFailure::Failed(5)), t + lat.min(bound)),
-            IoResult::Hang { land } => {
+            IoResult::Hang { land, settle } => {
                 if let Some(l) = land {
                     self.schedule(l.max(t + 1), Ev::Land { slot, bytes, torn });
                     self.stats.late_landings += 1;
                 }
+                self.incs[i].writes_out.push(settle.max(t + 1));
                 (Err(IoFailure::TimedOut), t + bound)
             }
         };
@@ -3300,7 +3308,11 @@ impl Sim {
                 let (ls, le) = (clock.local_ms(ts), clock.local_ms(te).max(local));
                 let slots = (!reads.is_empty()).then_some(&self.view as &dyn SlotSource);
                 self.sweep_started = Some(ts);
-                self.incs[i].node.handle_sweep(ls, le, slots, (le - ls) * 1000);
+                // What the engine reports: writes whose completion had not come back when the
+                // sweep's reads went in (the daemon's pinned buffers).
+                self.incs[i].writes_out.retain(|&s| s > ts);
+                let in_flight = self.incs[i].writes_out.len() as u32;
+                self.incs[i].node.handle_sweep(ls, le, slots, (le - ls) * 1000, in_flight);
                 self.check_dead_ground_truth(i, ts, &reads)?;
             }
         }

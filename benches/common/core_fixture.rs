@@ -99,7 +99,7 @@ impl Fixture {
         let now = self.now;
         while let Some(a) = self.core.poll_action(now) {
             match a {
-                Action::Sweep { .. } => self.core.handle_sweep(now + 1, now + 2, Some(&self.table), 900),
+                Action::Sweep { .. } => self.core.handle_sweep(now + 1, now + 2, Some(&self.table), 900, 0),
                 Action::Write { record, .. } => {
                     record.encode(&mut self.table.own);
                     self.core.handle_write(now + 3, Ok(150));

@@ -316,6 +316,11 @@ pub enum Event {
         ok: bool,
     },
     Left,
+    /// The `leaving` record is on the disk, but writes of ours that timed out have not come
+    /// back from the kernel and could still land over it: the leave waits for them.
+    LeaveWaits {
+        writes_in_flight: u32,
+    },
     Peer {
         slot: u32,
         change: PeerChange,

@@ -218,6 +218,11 @@ pub struct Node {
     wrote_any: bool,
     /// The `leaving` record was written successfully.
     left_ok: bool,
+    /// Writes of ours (own or peer records) whose completion had not arrived when the last
+    /// sweep's reads were submitted: they may still land, over whatever we read back.
+    writes_in_flight: u32,
+    /// `LeaveWaits` was reported for this leave.
+    leave_wait_reported: bool,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     events_dropped: u64,
@@ -291,6 +296,8 @@ impl Node {
             ready_sent: false,
             wrote_any: false,
             left_ok: false,
+            writes_in_flight: 0,
+            leave_wait_reported: false,
             actions: VecDeque::with_capacity(ACTION_CAPACITY),
             events: VecDeque::with_capacity(EVENT_CAPACITY),
             events_dropped: 0,
@@ -739,12 +746,15 @@ impl Node {
     }
 
     /// The sweep asked for ran from `start_ms` to `end_ms`; `slots` is None if it failed as a whole.
+    /// `writes_in_flight`: our writes that timed out and whose completion had not arrived when
+    /// the sweep's reads were submitted (the engine's pinned ops): they may still land.
     pub fn handle_sweep(
         &mut self,
         start_ms: u64,
         end_ms: u64,
         slots: Option<&dyn SlotSource>,
         latency_us: u64,
+        writes_in_flight: u32,
     ) {
         let Step::Sweeping { cycle_ms } = self.step else {
             debug_assert!(false, "handle_sweep without a sweep in flight: {:?}", self.step);
@@ -753,6 +763,7 @@ impl Node {
         debug_assert!(start_ms <= end_ms);
         self.cycles += 1;
         self.want_write = false;
+        self.writes_in_flight = writes_in_flight;
         self.last_sweep_read_ok = slots.is_some_and(|s| s.slot(self.cfg.slot).is_ok());
         if let Some(s) = slots {
             self.sweep_latency.record(latency_us);
@@ -1869,7 +1880,16 @@ impl Node {
                         OwnCheck::Latest => {
                             let (latest, submitted) = self.own.latest().expect("a verified write");
                             self.last_ok_ms = self.last_ok_ms.max(submitted);
-                            if latest.state == State::Leaving {
+                            if latest.state == State::Leaving && self.writes_in_flight > 0 {
+                                // An older write of ours (live, watchdog armed) may still land
+                                // over the leave, and a silent "armed" host is proven gone while
+                                // its VMs run on: keep writing `leaving` until the engine has
+                                // every write back (docs/SAFETY.md, "Leaving").
+                                if !self.leave_wait_reported {
+                                    self.leave_wait_reported = true;
+                                    self.emit(Event::LeaveWaits { writes_in_flight: self.writes_in_flight });
+                                }
+                            } else if latest.state == State::Leaving {
                                 self.want_write = false;
                                 self.st = St::Stopped;
                                 self.left_ok = true;

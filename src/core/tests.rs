@@ -123,6 +123,8 @@ struct H {
     actions: Vec<Action>,
     /// Fence device calls asked for (answered by the test with `handle_fence_device`).
     device_calls: Vec<(u32, uuid::Uuid, u64)>,
+    /// Writes of ours the "engine" has not got back (reported with every sweep).
+    writes_in_flight: u32,
 }
 
 impl H {
@@ -141,6 +143,7 @@ impl H {
             exit: None,
             actions: Vec::new(),
             device_calls: Vec::new(),
+            writes_in_flight: 0,
         }
     }
 
@@ -159,9 +162,13 @@ impl H {
                     };
                     self.n.handle_write(self.now + 1, r);
                 }
-                Action::Sweep { .. } => {
-                    self.n.handle_sweep(self.now + 1, self.now + 2, Some(&self.disk), 200)
-                }
+                Action::Sweep { .. } => self.n.handle_sweep(
+                    self.now + 1,
+                    self.now + 2,
+                    Some(&self.disk),
+                    200,
+                    self.writes_in_flight,
+                ),
                 Action::Fence { .. } => {
                     self.fences += 1;
                     self.n.handle_fence(self.now, self.fence_outcome);
@@ -769,6 +776,54 @@ fn a_leave_counts_only_once_read_back() {
         h.disk.slots[0] = disk_before;
     }
     assert!(matches!(h.n.phase(), Phase::Fenced(FenceReason::StorageLost { .. })), "{:?}", h.n.phase());
+}
+
+/// A write of ours that timed out and is still in the kernel could land after the leave is read
+/// back: a live record with the watchdog armed, over `leaving`, once the watchdog is disarmed,
+/// and the pool would take the silent "armed" host for proven gone while its VMs run (found by
+/// tests/sim.rs). The leave waits until the engine has every write back, rewriting `leaving`.
+#[test]
+fn a_leave_waits_for_writes_still_in_flight() {
+    let mut h = H::new();
+    h.go_live();
+    // One write times out and stays in the kernel.
+    h.write_fails = true;
+    h.cycle();
+    let late = h
+        .actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Write { record, .. } => Some(*record),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((late.state, late.flags & flags::WATCHDOG_ARMED != 0), (State::Live, true));
+    h.write_fails = false;
+    h.writes_in_flight = 1;
+    h.cycle();
+    let mut events = h.stop();
+    for _ in 0..5 {
+        events.extend(h.cycle());
+    }
+    assert_eq!(h.disk.get(0).state, State::Leaving, "the leave is on the disk");
+    assert_eq!(h.n.phase(), Phase::Leaving, "but the leave waits");
+    assert_eq!(h.exit, None);
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::LeaveWaits { writes_in_flight: 1 })).count(), 1);
+    // The late write lands over the leave; the engine gets it back.
+    h.disk.put(&late);
+    h.writes_in_flight = 0;
+    let mut events = Vec::new();
+    for _ in 0..4 {
+        events.extend(h.cycle());
+    }
+    assert!(events.contains(&Event::Left), "{events:?}");
+    assert_eq!(h.disk.get(0).state, State::Leaving, "written again over the late write");
+    let disarm = h.actions.iter().find_map(|a| match a {
+        Action::Exit { disarm_watchdog, .. } => Some(*disarm_watchdog),
+        _ => None,
+    });
+    assert_eq!(disarm, Some(true));
 }
 
 /// The backup thread may fire while a leave is still being retried (its deadline runs then too).

@@ -132,6 +132,7 @@ fn level_and_kind(e: &Event) -> (Level, &'static str) {
         Event::FenceFailed { .. } => (Error, "fence_failed"),
         Event::BackupFenced { .. } => (Warn, "backup_fence"),
         Event::Left => (Info, "left"),
+        Event::LeaveWaits { .. } => (Warn, "leave_waits"),
         // A never-used slot seen for the first time is not news (64 lines at start otherwise).
         Event::Peer {
             change: PeerChange::State { from: PeerState::Unread, to: PeerState::Free }, ..

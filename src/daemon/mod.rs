@@ -403,7 +403,8 @@ pub fn run(cfg: Config) -> Result<u8, DaemonError> {
                         }
                     };
                     let slots = sweep.is_ok().then_some(&disk as &dyn SlotSource);
-                    node_lock(&node).handle_sweep(start, end, slots, latency_us);
+                    let in_flight = disk.record_writes_in_flight();
+                    node_lock(&node).handle_sweep(start, end, slots, latency_us, in_flight);
                     if sweep.is_ok() {
                         if let Some(ring) = &keyring {
                             extents.reload_keyring(&disk, ring);

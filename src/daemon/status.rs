@@ -258,6 +258,12 @@ pub fn describe_event(e: &Event) -> String {
         }
         Event::SuperblockUnreadable(e) => format!("superblock unreadable this cycle ({e:?})"),
         Event::Left => "left cleanly".into(),
+        Event::LeaveWaits { writes_in_flight } => format!(
+            "leaving: the leave record is on the disk, but {writes_in_flight} earlier write(s) timed out and \
+             the kernel has not returned them; one could still land over the leave (and tell the pool this \
+             host's watchdog is armed), so the leave waits for them, rewriting its record every interval \
+             (check the storage path)"
+        ),
         Event::Peer { slot, change: PeerChange::State { from, to } } => {
             format!("slot {slot}: {} -> {}", peer_state_name(*from), peer_state_name(*to))
         }

@@ -252,6 +252,11 @@ impl Engine {
         self.bufs.iter().map(|b| b.pinned[0] + b.pinned[1]).sum()
     }
 
+    /// Ops on buffer `buf` still pinned by timeouts: a write among them may still land.
+    pub fn pinned_ops_of(&self, buf: usize) -> u32 {
+        self.bufs.get(buf).map_or(0, |b| b.pinned[0] + b.pinned[1])
+    }
+
     /// The single place that checks alignment of every buffer, offset and length.
     fn check(&self, op: &Op) -> Result<(), IoError> {
         let sector = self.dev.logical_sector_size as u64;
