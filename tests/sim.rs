@@ -186,7 +186,12 @@ const REGRESSION_SEEDS: &[u64] = &[
 ///   previous holder's (generation, sequence) range and peers drop them as replays on a network
 ///   where they heard the old holder, until its sequence passes the old one (liveness only; seed
 ///   1795619455533961636 once broke the RIDE check's bookkeeping, which now orders by send time).
+///
+/// And 1796633539897333998 (lun): a lying fence device's proof for a host riding through on a
+/// member's vouching, the coordinator cut off from both; the ride has no cap since 1.7, so LIAR
+/// now counts its bound from the ride's end (docs/SAFETY.md, "Fence devices").
 const NET_REGRESSION_SEEDS: &[u64] = &[
+    1796633539897333998,
     424302,
     424246,
     424294,
@@ -760,12 +765,11 @@ enum Ev {
     },
     /// A fence device powers a machine off.
     PowerOff(usize),
-    /// LIAR: a host a lying device reported off must have stopped running VMs by now.
+    /// LIAR: a host a lying device reported off must have stopped running VMs by now (checked
+    /// again 2 T later while it rides through a whole-LUN outage).
     LiarCheck {
         inc: usize,
         proven_at: u64,
-        /// Already given the ride-through bound once.
-        extended: bool,
     },
 }
 
@@ -2458,7 +2462,7 @@ impl Sim {
                     None => Ok(()),
                 }
             }
-            Ev::LiarCheck { inc, proven_at, extended } => {
+            Ev::LiarCheck { inc, proven_at } => {
                 let x = &self.incs[inc];
                 let m = x.machine;
                 // The proof still stands in its slot: the host must have read it (a record it did
@@ -2474,11 +2478,12 @@ impl Sim {
                     self.stats.liar_overwritten += 1;
                     return Ok(());
                 }
-                if x.alive && self.machines[m].vms == Some(inc) && x.node.riding_through() && !extended {
+                if x.alive && self.machines[m].vms == Some(inc) && x.node.riding_through() {
                     // Riding through a whole-LUN outage on its members' vouching, it cannot read
-                    // the proof; the ride is bounded (ride_max past its storage deadline).
+                    // the proof, for as long as they vouch (no cap since format 1.7): the bound
+                    // counts from the ride's end (the check comes again).
                     let at = self.now + self.t_us(self.timing.host_dead_ms) * 2;
-                    self.schedule(at, Ev::LiarCheck { inc, proven_at, extended: true });
+                    self.schedule(at, Ev::LiarCheck { inc, proven_at });
                     return Ok(());
                 }
                 if x.alive && self.machines[m].vms == Some(inc) && self.machines[m].watchdog {
@@ -3522,7 +3527,7 @@ impl Sim {
                 self.stats.device_lies_proven += 1;
                 let at = self.now + self.liar_bound();
                 let proven_at = self.now;
-                self.schedule(at, Ev::LiarCheck { inc: j, proven_at, extended: false });
+                self.schedule(at, Ev::LiarCheck { inc: j, proven_at });
                 return Ok(());
             }
             if x.slot == slot && x.node.config().host_uuid == peer.host_uuid {
@@ -3863,7 +3868,11 @@ fn same_seed_same_run() {
 /// - 1796529618558056709 (lun, 11 T outage): an administrator's second copy started on a host
 ///   riding through could not be resolved until the disk came back (no extent to read or write):
 ///   COPIES now waits for the disk too (a model gap).
+/// - 1796547049831033352 (chaos): a live write that timed out landed over its host's clean leave
+///   after the leave was read back; silent with "watchdog armed" on the disk, the host was taken
+///   for proven gone while its VMs ran (VM SAFETY; the leave now waits for its writes in flight).
 const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
+    1796547049831033352,
     1796529618558056709,
     1796605498915313360,
     1796607741523327741,
