@@ -187,10 +187,14 @@ const REGRESSION_SEEDS: &[u64] = &[
 ///   where they heard the old holder, until its sequence passes the old one (liveness only; seed
 ///   1795619455533961636 once broke the RIDE check's bookkeeping, which now orders by send time).
 ///
+/// And 1796602940664487292 (chaos): an intruder took slot 0, corrupted and unchanged for T, while
+/// its holder rode through an outage of its disk path on a member's vouching (OWNERSHIP: two live
+/// hosts on one slot); a slot is no longer taken while a member hears a host on it.
 /// And 1796633539897333998 (lun): a lying fence device's proof for a host riding through on a
 /// member's vouching, the coordinator cut off from both; the ride has no cap since 1.7, so LIAR
 /// now counts its bound from the ride's end (docs/SAFETY.md, "Fence devices").
 const NET_REGRESSION_SEEDS: &[u64] = &[
+    1796602940664487292,
     1796633539897333998,
     424302,
     424246,

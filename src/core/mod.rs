@@ -297,6 +297,11 @@ pub enum Event {
         holder: [u8; NAME_LEN],
         wait_ms: u64,
     },
+    /// Our slot's record stayed unchanged, but pool member `by_slot` still hears a host on it
+    /// over the network: watching it again.
+    SlotHolderHeard {
+        by_slot: u32,
+    },
     Joined {
         generation: u64,
     },

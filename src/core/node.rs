@@ -432,6 +432,16 @@ impl Node {
                 .get(slot as usize)
                 .is_some_and(|p| p.heard(now_ms, self.cfg.timing.net_timeout_ms()))
     }
+    /// A peer whose latest packet, received at `since_ms` or later, says it hears a host on our
+    /// slot (its view lists slots heard within the network timeout before it sent).
+    fn slot_heard_by(&self, since_ms: u64) -> Option<u32> {
+        let me = self.cfg.slot;
+        self.net.peers.iter().enumerate().find_map(|(slot, p)| {
+            let last = p.last.as_ref()?;
+            (slot as u32 != me && last.received_ms >= since_ms && last.net_view.get(me))
+                .then_some(slot as u32)
+        })
+    }
     /// Our network view at `now_ms`: the slots heard on any network, and our own.
     pub fn view_at(&self, now_ms: u64) -> NetView {
         let mut v = NetView::EMPTY;
@@ -1497,8 +1507,21 @@ impl Node {
                 false
             }
             // Unchanged for the host-dead timeout between two successful reads: the previous
-            // owner has fenced itself or died.
-            Some((_, since_ms)) => start_ms.saturating_sub(since_ms) >= host_dead,
+            // owner has fenced itself or died, unless a pool member still hears a host on this
+            // slot: its holder may be riding through an outage of its own disk path (no cap since
+            // format 1.7), unable to write. Watch again (found by tests/sim.rs).
+            Some((v, since_ms)) if start_ms.saturating_sub(since_ms) >= host_dead => {
+                let heard_since = since_ms + self.cfg.timing.net_timeout_ms();
+                match self.slot_heard_by(heard_since) {
+                    Some(by_slot) => {
+                        a.watch = Some((v, end_ms));
+                        self.emit(Event::SlotHolderHeard { by_slot });
+                        false
+                    }
+                    None => true,
+                }
+            }
+            Some(_) => false,
         };
         self.st = St::Acquiring(a);
         if take {

@@ -1005,6 +1005,36 @@ mod net {
         }
     }
 
+    /// A record unchanged for T is not taken while a pool member still hears a host on the slot:
+    /// its holder may be riding through an outage of its own disk path, unable to write (found
+    /// by tests/sim.rs: an intruder took a rider's corrupted slot and went live beside it).
+    #[test]
+    fn a_held_slot_is_not_taken_while_a_member_hears_its_holder() {
+        let mut h = H::with(net_config(), Disk::new());
+        h.disk.put(&peer_record(0, 3, 10, State::Live));
+        let mut seq = 0;
+        let mut events = Vec::new();
+        // Slot 1, riding through (disk lost), hears slot 0 for 10 T.
+        while h.now < 40_000 {
+            seq += 1;
+            let p = packet(1, seq, h.now, 0, true, 5_000);
+            assert_eq!(h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &p), Ok(()));
+            events.extend(h.cycle());
+        }
+        assert_eq!(h.n.phase(), Phase::Acquiring, "took a slot whose holder is heard");
+        assert!(events.iter().any(|e| matches!(e, Event::SlotHolderHeard { by_slot: 1 })), "{events:?}");
+        // The holder is gone: slot 1 no longer hears it, and the slot is taken a T later.
+        let gone = h.now;
+        while h.n.phase() == Phase::Acquiring && h.now < gone + 20_000 {
+            seq += 1;
+            let p = Packet { net_view: view(&[1]), ..packet(1, seq, h.now, 0, true, 5_000) };
+            assert_eq!(h.n.handle_packet(h.now, 0, crate::net::VERSION_MINOR, &p), Ok(()));
+            h.cycle();
+        }
+        assert_ne!(h.n.phase(), Phase::Acquiring);
+        assert_eq!(h.disk.get(0).generation, 4);
+    }
+
     /// Peers `slots` (each hearing `hears`) advance one sequence each cycle; runs `n` cycles.
     fn advance(h: &mut H, peers: &mut [Record], n: usize) {
         for _ in 0..n {

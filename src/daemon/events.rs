@@ -124,6 +124,7 @@ fn level_and_kind(e: &Event) -> (Level, &'static str) {
     use Level::*;
     match e {
         Event::WaitingForSlot { .. } => (Info, "waiting_for_slot"),
+        Event::SlotHolderHeard { .. } => (Warn, "slot_holder_heard"),
         Event::Joined { .. } => (Info, "joined"),
         Event::Live { .. } => (Info, "live"),
         Event::Refused(_) => (Error, "refused"),

@@ -239,6 +239,11 @@ pub fn describe_event(e: &Event) -> String {
         Event::WaitingForSlot { holder, wait_ms } => {
             format!("slot held by '{}': watching it for {wait_ms} ms before taking it", name(holder))
         }
+        Event::SlotHolderHeard { by_slot } => format!(
+            "the slot's record has not changed, but slot {by_slot} still hears a host on this slot over the \
+             network (its holder may be riding through a disk outage): watching it again; if this host \
+             should not use this slot, stop it and pick a free one"
+        ),
         Event::Joined { generation } => format!("joining with generation {generation}"),
         Event::Live { generation } => format!("live with generation {generation}"),
         Event::Refused(r) => format!("refused: {}", refuse_text(r)),
