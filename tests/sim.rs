@@ -190,11 +190,15 @@ const REGRESSION_SEEDS: &[u64] = &[
 /// And 1796602940664487292 (chaos): an intruder took slot 0, corrupted and unchanged for T, while
 /// its holder rode through an outage of its disk path on a member's vouching (OWNERSHIP: two live
 /// hosts on one slot); a slot is no longer taken while a member hears a host on it.
+/// And 1796610684601464570 (chaos): a second bit flip restored a record the first had broken; the
+/// ground truth took the restored (old) record for a landing and LIVENESS RULE saw a correct
+/// dead declaration as early (a model fix: a restore is not a sign of life).
 /// And 1796633539897333998 (lun): a lying fence device's proof for a host riding through on a
 /// member's vouching, the coordinator cut off from both; the ride has no cap since 1.7, so LIAR
 /// now counts its bound from the ride's end (docs/SAFETY.md, "Fence devices").
 const NET_REGRESSION_SEEDS: &[u64] = &[
     1796602940664487292,
+    1796610684601464570,
     1796633539897333998,
     424302,
     424246,
@@ -2555,7 +2559,10 @@ impl Sim {
                 let at = self.rng.range(0, 511) as usize;
                 b[at] ^= 1 << self.rng.range(0, 7);
                 self.note(|| format!("corrupt slot {slot} byte {at}"));
-                self.put_record(slot, b);
+                // A flip that makes the bytes valid again restores the record the last flip
+                // broke (no bit flip forges a checksum): old content, not a sign of life.
+                let restored = Record::validate(&b, &CLUSTER, slot).is_ok();
+                self.put_record_as(slot, b, !restored);
                 Ok(())
             }
             Ev::WipeSuperblock => {
@@ -2780,6 +2787,11 @@ impl Sim {
     /// except corrupt bytes over corrupt bytes: the documented rule (docs/SAFETY.md) is that a slot
     /// that keeps failing validation ages like silence.
     fn put_record(&mut self, slot: u32, bytes: Sector) {
+        self.put_record_as(slot, bytes, true)
+    }
+
+    /// As `put_record`; `new` false: bytes the slot held before (never a landing).
+    fn put_record_as(&mut self, slot: u32, bytes: Sector, new: bool) {
         let valid = |b: &Sector| Record::validate(b, &CLUSTER, slot).is_ok();
         let was_valid = valid(self.records[slot as usize].current());
         // A member's fence intent is a copy of the host's last record (same sequence): not a sign
@@ -2792,7 +2804,7 @@ impl Sim {
         if intent {
             self.intent_landed[slot as usize] = Some(u64::MAX);
         }
-        if (valid(&bytes) || was_valid) && !intent {
+        if (valid(&bytes) || was_valid) && !intent && new {
             let l = &mut self.landings[slot as usize];
             l.push_back(self.now);
             while l.len() > 64 {
