@@ -3887,7 +3887,16 @@ fn same_seed_same_run() {
 /// - 1796547049831033352 (chaos): a live write that timed out landed over its host's clean leave
 ///   after the leave was read back; silent with "watchdog armed" on the disk, the host was taken
 ///   for proven gone while its VMs ran (VM SAFETY; the leave now waits for its writes in flight).
+/// - 1796593142738191162 (disk, fence devices): a host powered off by its device came back at
+///   once and, as coordinator, claimed a VM already restarted elsewhere with the same claim, then
+///   withdrew; when the administrator stopped the VM there, the withdrawn entry (lower slot) won
+///   the tie and the VM was started again (ADMIN; `holds_top` now ranks a withdrawal last).
+/// - 1796593142738184592 (disk): a copy a lying driver hid while its daemon published was listed
+///   only after that daemon fenced (log-only: it publishes nothing); the model counted it as
+///   evidence diskbeat had (TWICE; a model fix: a fenced daemon's inventory is no evidence).
 const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
+    1796593142738191162,
+    1796593142738184592,
     1796547049831033352,
     1796529618558056709,
     1796605498915313360,

@@ -479,9 +479,12 @@ pub struct Failover {
 }
 
 fn holds_top(entries: &[(u32, &VmEntry)]) -> Option<(u32, VmEntry)> {
+    // Equal claims come from claims made at once: the one withdrawn before starting (`Failed`,
+    // no attempt) says nothing about the VM, the other entry does (an administrator's stop, say).
+    let withdrawn = |e: &VmEntry| e.state == VmState::Failed && e.attempt == 0;
     entries
         .iter()
-        .max_by_key(|(slot, e)| (e.claim, std::cmp::Reverse(*slot)))
+        .max_by_key(|(slot, e)| (e.claim, !withdrawn(e), std::cmp::Reverse(*slot)))
         .map(|(s, e)| (*s, (*e).clone()))
 }
 
@@ -2275,4 +2278,43 @@ fn truncate(s: &str) -> String {
         end -= 1;
     }
     s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(state: VmState, claim: u64, attempt: u8) -> VmEntry {
+        VmEntry {
+            uuid: uuid::Uuid::from_u128(1),
+            name: "vm".into(),
+            memory_mib: 256,
+            vcpus: 1,
+            state,
+            protection: Protection::Protect,
+            order: None,
+            anti_affinity: None,
+            claim,
+            attempt,
+            failure: None,
+            definition: Vec::new(),
+        }
+    }
+
+    /// Two hosts claimed one VM at once (claim 2): slot 1 withdrew before starting, slot 2 ran
+    /// it and its administrator stopped it. The stop is what the pool knows of the VM; slot 1's
+    /// withdrawal, though from the lower slot, must not make it "failed, to be restarted"
+    /// (tests/sim.rs: ADMIN, a VM the administrator stopped was started again).
+    #[test]
+    fn a_withdrawn_claim_never_outranks_an_equal_claim_that_says_more() {
+        let withdrawn = entry(VmState::Failed, 2, 0);
+        let stopped = entry(VmState::Stopped, 2, 1);
+        let (slot, top) = holds_top(&[(1, &withdrawn), (2, &stopped)]).unwrap();
+        assert_eq!((slot, top.state), (2, VmState::Stopped));
+        // Otherwise the lower slot wins a tie, and a higher claim always wins.
+        let running = entry(VmState::Running, 2, 1);
+        assert_eq!(holds_top(&[(1, &running), (2, &stopped)]).unwrap().0, 1);
+        let newer = entry(VmState::Failed, 3, 0);
+        assert_eq!(holds_top(&[(1, &newer), (2, &stopped)]).unwrap().0, 1);
+    }
 }

@@ -1007,7 +1007,12 @@ impl Sim {
             Busy::Inventory { fail } => {
                 let inv = match fail {
                     Some(e) => Err(e),
-                    None => Ok(self.w().polled_inventory(m)),
+                    None => {
+                        // A fenced daemon publishes nothing: what its inventory lists never
+                        // reaches the pool.
+                        let evidence = self.incs[i].fenced.is_none();
+                        Ok(self.w().polled_inventory(m, evidence))
+                    }
                 };
                 if let (Ok(inv), true) = (&inv, self.trace > 0) {
                     let w = self.vmw.as_ref().expect("VM run");
@@ -1081,6 +1086,7 @@ impl Sim {
                 }
             }
             Busy::Lookup { uuid, fail } => {
+                let evidence = self.incs[i].fenced.is_none();
                 let w = self.w();
                 w.stats.lookups += 1;
                 let r = match fail {
@@ -1090,7 +1096,9 @@ impl Sim {
                     }
                     None => Ok(w.drivers[m].vms.get(&uuid).map(|&running| {
                         if running {
-                            w.lies.seen.insert((uuid, m));
+                            if evidence {
+                                w.lies.seen.insert((uuid, m));
+                            }
                             VmRunState::Running
                         } else {
                             VmRunState::Stopped
@@ -1523,10 +1531,10 @@ impl Sim {
 
 impl VmWorld {
     /// Machine `m`'s inventory as its (maybe lying) driver reports it; what it lists running is
-    /// evidence diskbeat has.
-    fn polled_inventory(&mut self, m: usize) -> Inventory {
+    /// evidence diskbeat has (`evidence`: unless its daemon fenced and publishes nothing).
+    fn polled_inventory(&mut self, m: usize, evidence: bool) -> Inventory {
         let inv = self.lying_inventory(m);
-        for v in inv.vms.iter().filter(|v| v.state == VmRunState::Running) {
+        for v in inv.vms.iter().filter(|v| v.state == VmRunState::Running && evidence) {
             self.lies.seen.insert((v.uuid, m));
         }
         inv
