@@ -3894,7 +3894,11 @@ fn same_seed_same_run() {
 /// - 1796593142738184592 (disk): a copy a lying driver hid while its daemon published was listed
 ///   only after that daemon fenced (log-only: it publishes nothing); the model counted it as
 ///   evidence diskbeat had (TWICE; a model fix: a fenced daemon's inventory is no evidence).
+/// - 1796535973061660603 (lun): the coordinator took a copy of a riding host's extent, read
+///   while that host was `silent` to it, for the host's last; the administrator's stop the host
+///   published during the outage was undone once it fenced (ADMIN; fixed in `stopped`).
 const FAILOVER_REGRESSION_SEEDS: &[u64] = &[
+    1796535973061660603,
     1796593142738191162,
     1796593142738184592,
     1796547049831033352,

@@ -320,8 +320,15 @@ struct ExtentCopy {
 }
 
 /// Whether a slot in this state writes no more (its extent is final until it comes back).
+/// The slot's host stopped heartbeating for good: an extent read now is its last. Not `Silent`:
+/// a host that does not list us may be riding through an outage of its own disk path and
+/// publish again when it returns (tests/sim.rs: a copy read while silent was taken for final, and
+/// an administrator's stop published after the outage was undone).
 fn stopped(state: PeerState) -> bool {
-    !matches!(state, PeerState::Live | PeerState::Unknown | PeerState::Unread | PeerState::Free)
+    !matches!(
+        state,
+        PeerState::Live | PeerState::Unknown | PeerState::Unread | PeerState::Free | PeerState::Silent
+    )
 }
 
 /// A claim check in progress: our `Starting` claims are durable; reading everyone else's.

@@ -1135,3 +1135,31 @@ fn every_host_reports_where_a_dead_hosts_vms_went_once() {
     let late = drain(&mut p, 1 - target as usize);
     assert!(!late.iter().any(|e| matches!(e, FailoverEvent::Restarted { .. })), "{late:?}");
 }
+
+/// A host riding through an outage of its own disk path is `Silent` to observers it does not
+/// list, and publishes again once its path returns: an extent read while it is silent is not its
+/// last. Here its administrator then stops a VM (the extent says so; no record carries the new
+/// extent sequence) and the host fences: the coordinator must read the extent again, and restart
+/// nothing (tests/sim.rs: ADMIN, a copy read while silent was taken for final).
+#[test]
+fn an_extent_read_while_its_host_is_silent_is_not_its_last() {
+    let mut p = Pool::new(3, 4096);
+    p.add_vm(2, 1, 256, Protection::Protect, None);
+    p.run(20);
+    p.hosts[2].state = PeerState::Silent;
+    p.hosts[2].gone = Err(NotProven::NotListed);
+    // It publishes while silent (a new VM): the others read that extent now.
+    p.add_vm(2, 2, 256, Protection::None, None);
+    p.run(20);
+    assert!(published(&p, 2, 2).is_some());
+    // Its administrator stops vm1; the extent says so (same sequence: no record shows it).
+    p.hosts[2].up = false;
+    p.hosts[2].vms.get_mut(&uuid(1)).unwrap().running = false;
+    let st = p.extents[2].1.as_mut().unwrap();
+    st.vms.iter_mut().find(|e| e.uuid == uuid(1)).unwrap().state = VmState::Stopped;
+    // Then it fences: its VMs are proven gone.
+    p.hosts[2].state = PeerState::Fenced;
+    p.hosts[2].gone = Ok(GoneProof::FencedMark);
+    p.run(40);
+    assert!(p.starts.is_empty(), "an administrator's stop was undone: {:?}", p.starts);
+}
