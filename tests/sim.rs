@@ -193,10 +193,14 @@ const REGRESSION_SEEDS: &[u64] = &[
 /// And 1796610684601464570 (chaos): a second bit flip restored a record the first had broken; the
 /// ground truth took the restored (old) record for a landing and LIVENESS RULE saw a correct
 /// dead declaration as early (a model fix: a restore is not a sign of life).
+/// And 1796558208337237634 (net-clean, fence devices): a member's intent written 80 ms after a
+/// crash restarted every reader's silence clock, so the clean-run bound from the crash did not
+/// hold (a model fix: that check now skips slots a member wrote into).
 /// And 1796633539897333998 (lun): a lying fence device's proof for a host riding through on a
 /// member's vouching, the coordinator cut off from both; the ride has no cap since 1.7, so LIAR
 /// now counts its bound from the ride's end (docs/SAFETY.md, "Fence devices").
 const NET_REGRESSION_SEEDS: &[u64] = &[
+    1796558208337237634,
     1796602940664487292,
     1796610684601464570,
     1796633539897333998,
@@ -2599,6 +2603,12 @@ impl Sim {
                     )
                 };
                 let _ = extended;
+                // A member's fence intent written into the slot changes its record: every reader's
+                // silence clock starts again there (and the device's proof may follow), so the
+                // bound from the crash does not apply (DEVICE checks when the intent was due).
+                if self.intent_landed[slot as usize].is_some() {
+                    return Ok(());
+                }
                 for (o, x) in self.incs.iter().enumerate() {
                     if rule(x.slot) == SilenceRule::NotListed {
                         continue;

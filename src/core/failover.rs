@@ -2052,7 +2052,12 @@ impl Failover {
         }
         let mut running: BTreeMap<uuid::Uuid, (String, Vec<u32>)> = BTreeMap::new();
         for (s, e) in self.all_entries() {
-            if e.state == VmState::Running && (s == self.cfg.slot || self.slots[s as usize].may_hold()) {
+            // Our own entries only while live: once fenced they are what we last published, and
+            // the fence stopped what they list (a fenced host's alarm was false: tests/failover_libvirt.rs).
+            let mine = s == self.cfg.slot && self.live;
+            if e.state == VmState::Running
+                && (mine || (s != self.cfg.slot && self.slots[s as usize].may_hold()))
+            {
                 running.entry(e.uuid).or_insert_with(|| (e.name.clone(), vec![])).1.push(s);
             }
         }

@@ -1163,3 +1163,21 @@ fn an_extent_read_while_its_host_is_silent_is_not_its_last() {
     p.run(40);
     assert!(p.starts.is_empty(), "an administrator's stop was undone: {:?}", p.starts);
 }
+
+/// `running_twice` (status) counts this host's own entries only while it is live: once fenced,
+/// they are what it last published, and its fence stopped what they list (a fenced partition
+/// loser reported a guest it no longer ran: tests/failover_libvirt.rs).
+#[test]
+fn a_host_that_is_not_live_reports_no_double_run_of_its_own_entries() {
+    let mut p = Pool::new(2, 4096);
+    p.add_vm(0, 1, 256, Protection::Protect, None);
+    p.run(20);
+    // The administrator starts a second copy on host 1.
+    p.allow_twice = true;
+    p.add_vm(1, 1, 256, Protection::Protect, None);
+    p.run(4);
+    assert_eq!(p.hosts[0].fo.status().running_twice.len(), 1, "live: reported");
+    let views = p.views();
+    p.hosts[0].fo.handle_slots(&views, 1, false);
+    assert!(p.hosts[0].fo.status().running_twice.is_empty(), "not live: its own entries are not evidence");
+}
