@@ -1907,7 +1907,7 @@ impl Node {
                                 // An older write of ours (live, watchdog armed) may still land
                                 // over the leave, and a silent "armed" host is proven gone while
                                 // its VMs run on: keep writing `leaving` until the engine has
-                                // every write back (docs/SAFETY.md, "Leaving").
+                                // every write back (docs/SAFETY.md, clean leaves).
                                 if !self.leave_wait_reported {
                                     self.leave_wait_reported = true;
                                     self.emit(Event::LeaveWaits { writes_in_flight: self.writes_in_flight });
